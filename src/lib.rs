@@ -1,1 +1,10 @@
-pub mod smoke {}
+//! Hearth: a private, offline chat assistant running local LLMs with MLX.
+
+pub mod chat;
+pub mod convert;
+pub mod engine;
+pub mod error;
+pub mod models;
+pub mod paths;
+
+pub use error::{Error, Result};

@@ -1,7 +1,379 @@
-use mlx_rs::Array;
+//! `hearth`: the desktop app by default; `chat`, `generate`, `bench`, `convert`
+//! and `models` on the same engine for the terminal.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hearth::chat::Message;
+use hearth::engine::{Event, GenerateParams, Prompt, SamplingParams, Session};
+use hearth::models::loader::{self, Precision};
+use hearth::{engine::EngineHandle, paths};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "Private, offline chat with local LLMs (MLX)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Chat in the terminal (streams replies; /reset clears, /quit exits).
+    Chat {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[command(flatten)]
+        s: SampleArgs,
+        /// System prompt.
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Generate a reply to one prompt and print it.
+    Generate {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[command(flatten)]
+        s: SampleArgs,
+        /// Feed the prompt as is, without the chat template.
+        #[arg(long)]
+        raw: bool,
+        /// Print generation statistics (JSON) to stderr.
+        #[arg(long)]
+        stats: bool,
+        /// Stop strings (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
+        prompt: String,
+    },
+    /// Benchmark prefill and decode speed; one JSON line per case.
+    Bench {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// Prompt lengths in tokens (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "128")]
+        prompt_tokens: Vec<usize>,
+        /// Tokens to generate per case.
+        #[arg(long, default_value_t = 128)]
+        gen_tokens: usize,
+        /// Timed repetitions per case (after one warm-up).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
+    /// Convert a GGUF or Hugging Face checkpoint to an MLX (mlx-community) directory.
+    Convert {
+        src: PathBuf,
+        dst: PathBuf,
+        /// f32 = dequantize everything; native = keep the source quantization.
+        #[arg(long, default_value = "native")]
+        dtype: String,
+    },
+    /// Manage installed models.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// List installed models.
+    List,
+    /// Validate and copy a .gguf file or model folder into the models directory.
+    Import {
+        path: PathBuf,
+        /// Do nothing if a model of that name is already installed.
+        #[arg(long)]
+        if_missing: bool,
+    },
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A .gguf file, a model directory, or the name of an installed model.
+    #[arg(long, short)]
+    model: Option<String>,
+    /// auto (f32 on CPU, quantized on GPU), f32, or native.
+    #[arg(long, default_value = "auto")]
+    precision: String,
+    /// Context length in tokens.
+    #[arg(long)]
+    context_length: Option<usize>,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.1)]
+    repetition_penalty: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+}
+
+impl SampleArgs {
+    fn params(&self, stop: Vec<String>) -> GenerateParams {
+        GenerateParams {
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                top_k: self.top_k,
+                min_p: self.min_p,
+                repetition_penalty: self.repetition_penalty,
+                repetition_context: 64,
+                seed: self.seed,
+            },
+            max_tokens: self.max_tokens,
+            stop,
+            ignore_eos: false,
+        }
+    }
+}
+
+fn model_path(spec: &Option<String>) -> Result<PathBuf> {
+    let dir = paths::models_dir();
+    match spec {
+        Some(s) => Ok(loader::resolve(s, &dir)?),
+        None => {
+            let mut installed = hearth::models::installed(&dir);
+            installed.sort_by_key(|m| !m.name.to_lowercase().contains("smollm2"));
+            installed.into_iter().next().map(|m| m.path).ok_or_else(|| {
+                anyhow!("no model installed in {}: run scripts/setup.sh or pass --model", dir.display())
+            })
+        }
+    }
+}
+
+/// Loads a model on the engine thread, printing progress to stderr.
+fn start_engine(m: &ModelArgs) -> Result<EngineHandle> {
+    let path = model_path(&m.model)?;
+    let precision: Precision = m.precision.parse()?;
+    let engine = EngineHandle::spawn();
+    engine.load(path, precision, m.context_length);
+    loop {
+        match engine.events.recv()? {
+            Event::Loaded(info) => {
+                eprintln!(
+                    "loaded {} ({}, {:.0}M params, {} on disk, computing in {})",
+                    info.name,
+                    info.architecture,
+                    info.parameters as f64 / 1e6,
+                    info.quantization,
+                    info.compute
+                );
+                return Ok(engine);
+            }
+            Event::LoadFailed(e) => bail!("{e}"),
+            Event::Crashed(e) => bail!("engine crashed: {e}"),
+            _ => {}
+        }
+    }
+}
+
+/// Streams one request's tokens to stdout; returns the full reply.
+fn stream_reply(engine: &EngineHandle, id: u64, stats: bool) -> Result<String> {
+    let mut out = std::io::stdout();
+    let mut reply = String::new();
+    loop {
+        match engine.events.recv()? {
+            Event::Token { id: i, text } if i == id => {
+                reply.push_str(&text);
+                write!(out, "{text}")?;
+                out.flush()?;
+            }
+            Event::ContextTrimmed { dropped_messages, .. } => {
+                eprintln!("[context full: left out the {dropped_messages} oldest message(s)]");
+            }
+            Event::Finished { id: i, stats: s } if i == id => {
+                writeln!(out)?;
+                if stats {
+                    eprintln!("{}", serde_json::to_string(&s)?);
+                }
+                return Ok(reply);
+            }
+            Event::Error { message, .. } => bail!("{message}"),
+            Event::Crashed(e) => bail!("engine crashed: {e}"),
+            _ => {}
+        }
+    }
+}
+
 fn main() {
-    let a = Array::from_slice(&[1.0f32, 2.0, 3.0], &[3]);
-    let b = a.multiply(&a).unwrap();
-    b.eval().unwrap();
-    println!("{:?} peak={}", b.as_slice::<f32>(), mlx_rs::memory::peak_memory().unwrap());
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        None => chat(ModelArgs { model: None, precision: "auto".into(), context_length: None }, None, SampleArgs::parse_default()),
+        Some(Cmd::Chat { m, s, system }) => chat(m, system, s),
+        Some(Cmd::Generate { m, s, raw, stats, stop, prompt }) => {
+            let engine = start_engine(&m)?;
+            let p = if raw { Prompt::Raw(prompt) } else { Prompt::Chat(vec![Message::user(prompt)]) };
+            let id = engine.generate(p, s.params(stop));
+            stream_reply(&engine, id, stats)?;
+            Ok(())
+        }
+        Some(Cmd::Bench { m, prompt_tokens, gen_tokens, reps }) => bench(&m, &prompt_tokens, gen_tokens, reps),
+        Some(Cmd::Convert { src, dst, dtype }) => {
+            let precision: Precision = dtype.parse()?;
+            let r = hearth::convert::convert(&src, &dst, precision)?;
+            eprintln!("wrote {} ({} tensors, {:.1} MB, {})", dst.display(), r.tensors, r.bytes as f64 / 1e6, r.compute);
+            Ok(())
+        }
+        Some(Cmd::Models { cmd: ModelsCmd::List }) => {
+            let dir = paths::models_dir();
+            for m in hearth::models::installed(&dir) {
+                println!("{}\t{:.1} MB\t{}", m.name, m.size as f64 / 1e6, m.path.display());
+            }
+            Ok(())
+        }
+        Some(Cmd::Models { cmd: ModelsCmd::Import { path, if_missing } }) => {
+            let dir = paths::models_dir();
+            match hearth::models::import(&path, &dir, if_missing)? {
+                Some(p) => eprintln!("installed {}", p.display()),
+                None => eprintln!("already installed"),
+            }
+            Ok(())
+        }
+    }
+}
+
+impl SampleArgs {
+    fn parse_default() -> Self {
+        #[derive(Parser)]
+        struct P {
+            #[command(flatten)]
+            s: SampleArgs,
+        }
+        P::parse_from(["hearth"]).s
+    }
+}
+
+fn chat(m: ModelArgs, system: Option<String>, s: SampleArgs) -> Result<()> {
+    let engine = start_engine(&m)?;
+    let mut history: Vec<Message> = system.into_iter().map(Message::system).collect();
+    let base = history.clone();
+    let stdin = std::io::stdin();
+    eprintln!("Type a message; /reset starts over, /quit exits.");
+    loop {
+        eprint!("> ");
+        std::io::stderr().flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        match line.trim() {
+            "" => continue,
+            "/quit" | "/exit" => return Ok(()),
+            "/reset" => {
+                history = base.clone();
+                continue;
+            }
+            _ => {}
+        }
+        history.push(Message::user(line));
+        let id = engine.generate(Prompt::Chat(history.clone()), s.params(vec![]));
+        match stream_reply(&engine, id, false) {
+            Ok(reply) => history.push(Message::assistant(reply)),
+            Err(e) => {
+                history.pop();
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+}
+
+/// Deterministic prompt of exactly `n` ordinary tokens (no specials).
+fn bench_prompt(session: &Session, n: usize) -> Vec<u32> {
+    let tok = &session.loaded.tokenizer;
+    let vocab = tok.vocab_size() as u64;
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let id = (x % vocab) as u32;
+        if !tok.is_special(id) && !tok.bytes_of(id).is_empty() {
+            out.push(id);
+        }
+    }
+    out
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usize) -> Result<()> {
+    let path = model_path(&m.model)?;
+    let precision: Precision = m.precision.parse()?;
+    let t = std::time::Instant::now();
+    let loaded = loader::load(&path, precision).with_context(|| format!("loading {}", path.display()))?;
+    let load_s = t.elapsed().as_secs_f64();
+    let info = loaded.info.clone();
+    let max_p = prompt_lens.iter().max().copied().unwrap_or(128);
+    let mut session = Session::new(loaded, Some(m.context_length.unwrap_or(max_p + gen_tokens + 16)));
+    let params = GenerateParams {
+        sampling: SamplingParams::greedy(),
+        max_tokens: gen_tokens,
+        stop: vec![],
+        ignore_eos: true,
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    for &n in prompt_lens {
+        let prompt = bench_prompt(&session, n);
+        let (mut pre, mut dec, mut ttft) = (vec![], vec![], vec![]);
+        for r in 0..reps + 1 {
+            session.reset_cache();
+            let st = session.generate(&prompt, &params, &cancel, &mut |_| {})?;
+            if r > 0 {
+                pre.push(st.prefill_tps);
+                dec.push(st.decode_tps);
+                ttft.push(st.ttft_s);
+            }
+        }
+        let spread = |v: &[f64]| {
+            let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().cloned().fold(0.0, f64::max);
+            [lo, hi]
+        };
+        let line = serde_json::json!({
+            "engine": "hearth",
+            "model": info.name,
+            "compute": info.compute,
+            "prompt_tokens": n,
+            "gen_tokens": gen_tokens,
+            "reps": reps,
+            "prefill_tps": median(&mut pre.clone()),
+            "prefill_tps_range": spread(&pre),
+            "decode_tps": median(&mut dec.clone()),
+            "decode_tps_range": spread(&dec),
+            "ttft_s": median(&mut ttft.clone()),
+            "ttft_s_range": spread(&ttft),
+            "load_s": load_s,
+            "peak_memory_mb": mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / 1e6,
+        });
+        println!("{line}");
+    }
+    Ok(())
 }

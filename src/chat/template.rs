@@ -1,0 +1,97 @@
+//! Hugging Face chat templates (Jinja) rendered with minijinja, with the
+//! Python-compatible string/dict methods templates rely on (`.strip()`,
+//! `.startswith()`, `.items()`…), `raise_exception` and `strftime_now`.
+
+use super::Message;
+use crate::error::{Error, Result};
+use minijinja::{context, Environment, ErrorKind, Value};
+
+/// Used when a model ships no template (base models): a plain transcript.
+const FALLBACK: &str = "{% for m in messages %}{{ m.role | capitalize }}: {{ m.content }}\n\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}";
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    pub source: String,
+    pub is_fallback: bool,
+}
+
+fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+fn strftime_now(format: String) -> String {
+    // Templates (Llama 3.x) print today's date; local time, formatted strftime-style.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = now.div_euclid(86400);
+    // Civil-from-days (Howard Hinnant's algorithm), UTC.
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    const MONTHS: [&str; 12] = [
+        "January", "February", "March", "April", "May", "June", "July", "August", "September",
+        "October", "November", "December",
+    ];
+    let month = MONTHS[(m - 1) as usize];
+    format
+        .replace("%d", &format!("{d:02}"))
+        .replace("%m", &format!("{m:02}"))
+        .replace("%Y", &y.to_string())
+        .replace("%B", month)
+        .replace("%b", &month[..3])
+}
+
+impl ChatTemplate {
+    pub fn new(source: Option<String>) -> Result<Self> {
+        let is_fallback = source.is_none();
+        let source = source.unwrap_or_else(|| FALLBACK.to_string());
+        let mut env = Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        minijinja_contrib::add_to_environment(&mut env);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.add_template_owned("chat", source.clone())
+            .map_err(|e| Error::Template(format!("the model's chat template does not parse: {e}")))?;
+        Ok(ChatTemplate { env, source, is_fallback })
+    }
+
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| Error::Template(e.to_string()))?;
+        let msgs: Vec<Value> = messages
+            .iter()
+            .map(|m| Value::from_serialize(m))
+            .collect();
+        tmpl.render(context! {
+            messages => msgs,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token.unwrap_or(""),
+            eos_token => eos_token.unwrap_or(""),
+        })
+        .map_err(|e| {
+            let mut msg = e.to_string();
+            if let Some(detail) = e.detail() {
+                msg = format!("{msg}: {detail}");
+            }
+            Error::Template(msg)
+        })
+    }
+}

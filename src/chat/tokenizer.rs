@@ -1,0 +1,302 @@
+//! Tokenizer setup: Hugging Face `tokenizer.json`, or one built from a GGUF's
+//! embedded vocabulary. Either way we also keep, per token, the exact bytes it
+//! stands for, which is what makes streaming detokenization O(1) per token.
+
+use crate::error::{io_err, Error, Result};
+use crate::models::gguf_file::GgufHeader;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use tokenizers::Tokenizer;
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    /// Raw bytes of every token id; empty for special (control) tokens.
+    token_bytes: Vec<Vec<u8>>,
+    special: HashSet<u32>,
+    pub bos_id: Option<u32>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub eos_ids: Vec<u32>,
+    pub add_bos: bool,
+    /// The tokenizer.json this was built from (written back by `hearth convert`).
+    pub json: Value,
+}
+
+/// Fields of tokenizer_config.json / GGUF metadata that shape how we use it.
+#[derive(Default, Clone)]
+pub struct SpecialTokens {
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub extra_eos_ids: Vec<u32>,
+    pub add_bos: bool,
+}
+
+fn bytes_to_unicode() -> [char; 256] {
+    // GPT-2's reversible byte <-> printable-char table.
+    let mut table = ['\0'; 256];
+    let mut n = 0u32;
+    for b in 0..=255u32 {
+        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        table[b as usize] = if printable {
+            char::from_u32(b).unwrap()
+        } else {
+            n += 1;
+            char::from_u32(255 + n).unwrap()
+        };
+    }
+    table
+}
+
+impl TextTokenizer {
+    pub fn from_json(json: Value, special: SpecialTokens) -> Result<Self> {
+        let inner = Tokenizer::from_str(&json.to_string())
+            .map_err(|e| Error::Tokenizer(format!("cannot build tokenizer: {e}")))?;
+        let vocab_size = inner.get_vocab_size(true);
+        let mut special_ids = HashSet::new();
+        if let Some(added) = json["added_tokens"].as_array() {
+            for t in added {
+                if t["special"].as_bool().unwrap_or(false) {
+                    if let Some(id) = t["id"].as_u64() {
+                        special_ids.insert(id as u32);
+                    }
+                }
+            }
+        }
+        let decoder = json["decoder"].to_string();
+        let byte_level = decoder.contains("ByteLevel");
+        let sentencepiece = decoder.contains("\u{2581}") || decoder.contains("ByteFallback");
+        let unicode = bytes_to_unicode();
+        let mut inverse = std::collections::HashMap::new();
+        for (b, c) in unicode.iter().enumerate() {
+            inverse.insert(*c, b as u8);
+        }
+        let mut token_bytes = vec![Vec::new(); vocab_size];
+        for (id, slot) in token_bytes.iter_mut().enumerate() {
+            let id = id as u32;
+            if special_ids.contains(&id) {
+                continue;
+            }
+            let Some(tok) = inner.id_to_token(id) else { continue };
+            *slot = if byte_level {
+                tok.chars()
+                    .map(|c| inverse.get(&c).copied())
+                    .collect::<Option<Vec<u8>>>()
+                    .unwrap_or_else(|| tok.as_bytes().to_vec())
+            } else if sentencepiece {
+                if tok.len() == 6 && tok.starts_with("<0x") && tok.ends_with('>') {
+                    u8::from_str_radix(&tok[3..5], 16).map(|b| vec![b]).unwrap_or_default()
+                } else {
+                    tok.replace('\u{2581}', " ").into_bytes()
+                }
+            } else {
+                inner.decode(&[id], false).unwrap_or_default().into_bytes()
+            };
+        }
+        let token_id = |t: &Option<String>| t.as_ref().and_then(|t| inner.token_to_id(t));
+        let bos_id = token_id(&special.bos_token);
+        let mut eos_ids: Vec<u32> = token_id(&special.eos_token).into_iter().collect();
+        for id in special.extra_eos_ids {
+            if !eos_ids.contains(&id) {
+                eos_ids.push(id);
+            }
+        }
+        Ok(TextTokenizer {
+            inner,
+            token_bytes,
+            special: special_ids,
+            bos_id,
+            bos_token: special.bos_token,
+            eos_token: special.eos_token,
+            eos_ids,
+            add_bos: special.add_bos,
+            json,
+        })
+    }
+
+    /// Loads tokenizer.json (+ tokenizer_config.json, generation_config.json) from a model dir.
+    pub fn from_dir(dir: &Path) -> Result<(Self, Option<String>)> {
+        let path = dir.join("tokenizer.json");
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let cfg = read_json_opt(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+        let token_str = |v: &Value| -> Option<String> {
+            match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+                _ => None,
+            }
+        };
+        let mut special = SpecialTokens {
+            bos_token: token_str(&cfg["bos_token"]),
+            eos_token: token_str(&cfg["eos_token"]),
+            extra_eos_ids: vec![],
+            add_bos: cfg["add_bos_token"].as_bool().unwrap_or(false),
+        };
+        if let Some(gen) = read_json_opt(&dir.join("generation_config.json"))? {
+            match &gen["eos_token_id"] {
+                Value::Number(n) => special.extra_eos_ids.extend(n.as_u64().map(|x| x as u32)),
+                Value::Array(a) => special
+                    .extra_eos_ids
+                    .extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32)),
+                _ => {}
+            }
+        }
+        let mut template = cfg["chat_template"].as_str().map(String::from);
+        if let Some(list) = cfg["chat_template"].as_array() {
+            // Newer configs hold a list of named templates; "default" is the chat one.
+            template = list
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+                .map(String::from);
+        }
+        let jinja = dir.join("chat_template.jinja");
+        if template.is_none() && jinja.is_file() {
+            template = Some(std::fs::read_to_string(&jinja).map_err(io_err(&jinja))?);
+        }
+        Ok((Self::from_json(json, special)?, template))
+    }
+
+    /// Builds the tokenizer embedded in a GGUF file.
+    pub fn from_gguf(h: &GgufHeader) -> Result<Self> {
+        let model = h.get_str("tokenizer.ggml.model").unwrap_or("");
+        let tokens = h
+            .string_array("tokenizer.ggml.tokens")
+            .ok_or_else(|| Error::Tokenizer("GGUF has no tokenizer.ggml.tokens".into()))?;
+        let types: Vec<u64> = h
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let tok_of = |key: &str| {
+            h.get_u64(key)
+                .and_then(|id| tokens.get(id as usize))
+                .map(|s| s.to_string())
+        };
+        let special = SpecialTokens {
+            bos_token: tok_of("tokenizer.ggml.bos_token_id"),
+            eos_token: tok_of("tokenizer.ggml.eos_token_id"),
+            extra_eos_ids: h
+                .get_u64("tokenizer.ggml.eot_token_id")
+                .map(|x| vec![x as u32])
+                .unwrap_or_default(),
+            add_bos: h
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(model == "llama"),
+        };
+        let json = match model {
+            "gpt2" => gpt2_json(h, &tokens, &types)?,
+            other => {
+                return Err(Error::Tokenizer(format!(
+                    "GGUF tokenizer model '{other}' is not supported yet (supported: gpt2)"
+                )))
+            }
+        };
+        Self::from_json(json, special)
+    }
+
+    /// Encodes text; special-token strings in it become their ids.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes a rendered chat prompt, adding BOS only where the model wants it
+    /// and the template did not already put it there.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if let (true, Some(bos)) = (self.add_bos, self.bos_id) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let bytes: Vec<u8> = ids.iter().flat_map(|&i| self.bytes_of(i).iter().copied()).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn bytes_of(&self, id: u32) -> &[u8] {
+        self.token_bytes.get(id as usize).map(|v| v.as_slice()).unwrap_or(&[])
+    }
+
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.token_bytes.len()
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}
+
+fn read_json_opt(path: &Path) -> Result<Option<Value>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+const GPT2_SPLIT: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+fn split(pattern: &str) -> Value {
+    json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
+}
+
+/// tokenizer.json for a GGUF byte-level BPE vocabulary (tokenizer.ggml.model = gpt2).
+fn gpt2_json(h: &GgufHeader, tokens: &[&str], types: &[u64]) -> Result<Value> {
+    let merges = h
+        .string_array("tokenizer.ggml.merges")
+        .ok_or_else(|| Error::Tokenizer("GGUF BPE tokenizer has no merges".into()))?;
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), json!(i)))
+        .collect();
+    // Control (3) and user-defined (4) tokens are matched whole, before BPE.
+    let added: Vec<Value> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matches!(types.get(*i), Some(3) | Some(4)))
+        .map(|(i, t)| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": types.get(i) == Some(&3)})
+        })
+        .collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false});
+    let pre = match h.get_str("tokenizer.ggml.pre").unwrap_or("default") {
+        "smollm" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, split(GPT2_SPLIT), byte_level]}),
+        "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level]}),
+        "qwen2" | "deepseek-llm" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level]}),
+        _ => json!({"type": "Sequence", "pretokenizers": [split(GPT2_SPLIT), byte_level]}),
+    };
+    Ok(json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre,
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges}
+    }))
+}

@@ -1,0 +1,163 @@
+//! Sampling on the device: penalties, temperature, top-k, top-p and min-p are
+//! MLX ops on the logits, so the next token is chosen without a round trip to
+//! the host and the decode loop can queue step n+1 before reading token n.
+
+use crate::error::{Error, Result};
+use mlx_rs::ops::indexing::{argmax_axis, put_along_axis, take_along_axis, IndexOp};
+use mlx_rs::ops::argpartition_axis;
+use mlx_rs::{ops, random, Array};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 1.0 = off.
+    pub top_p: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    /// 0 = off.
+    pub min_p: f32,
+    /// 1.0 = off.
+    pub repetition_penalty: f32,
+    /// How many recent tokens the repetition penalty looks at.
+    pub repetition_context: usize,
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.7,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            repetition_penalty: 1.1,
+            repetition_context: 64,
+            seed: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            repetition_context: 64,
+            seed: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad("temperature must be >= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top-p must be in (0, 1]");
+        }
+        if !(0.0..1.0).contains(&self.min_p) {
+            return bad("min-p must be in [0, 1)");
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad("repetition penalty must be > 0");
+        }
+        Ok(())
+    }
+}
+
+pub struct Sampler {
+    params: SamplingParams,
+    rng: random::RandomState,
+    /// Recent tokens on the device ([1, n] int32), for the repetition penalty.
+    history: Option<Array>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams, prompt_tail: &[u32]) -> Result<Self> {
+        params.validate()?;
+        let rng = match params.seed {
+            Some(s) => random::RandomState::with_seed(s)?,
+            None => random::RandomState::with_seed(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0),
+            )?,
+        };
+        let history = if params.repetition_penalty != 1.0 && !prompt_tail.is_empty() {
+            let start = prompt_tail.len().saturating_sub(params.repetition_context);
+            Some(crate::models::token_array(&prompt_tail[start..]))
+        } else {
+            None
+        };
+        Ok(Sampler { params, rng, history })
+    }
+
+    /// logits [1, vocab] -> token [1] (int32), lazily.
+    pub fn sample(&mut self, logits: &Array) -> Result<Array> {
+        let p = &self.params;
+        let mut logits = logits.as_dtype(mlx_rs::Dtype::Float32)?;
+        if p.repetition_penalty != 1.0 {
+            if let Some(h) = &self.history {
+                let sel = take_along_axis(&logits, h, -1)?;
+                let pen = Array::from_f32(p.repetition_penalty);
+                let neg = sel.lt(Array::from_f32(0.0))?;
+                let adj = ops::select(&neg, sel.multiply(&pen)?, sel.divide(&pen)?)?;
+                logits = put_along_axis(&logits, h, &adj, -1)?;
+            }
+        }
+        let token = if p.temperature == 0.0 {
+            argmax_axis(&logits, -1, false)?
+        } else {
+            let vocab = logits.shape()[1];
+            let neg_inf = Array::from_f32(f32::NEG_INFINITY);
+            let mut l = logits.multiply(Array::from_f32(1.0 / p.temperature))?;
+            if p.top_k > 0 && (p.top_k as i32) < vocab {
+                let k = p.top_k as i32;
+                let drop = argpartition_axis(l.negative()?, k - 1, -1)?.index((.., k..));
+                let fill = ops::broadcast_to(&neg_inf, drop.shape())?;
+                l = put_along_axis(&l, &drop, &fill, -1)?;
+            }
+            if p.top_p < 1.0 {
+                let probs = ops::softmax_axis(&l, -1, None)?;
+                let order = ops::argsort_axis(&probs, -1)?;
+                let sorted = take_along_axis(&probs, &order, -1)?;
+                let cum = sorted.cumsum(-1, None, None)?;
+                // Ascending order: keep the tail whose mass exceeds 1 - top_p.
+                let keep = cum.gt(Array::from_f32(1.0 - p.top_p))?;
+                let sorted_l = take_along_axis(&l, &order, -1)?;
+                let masked = ops::select(&keep, &sorted_l, &neg_inf)?;
+                l = put_along_axis(&l, &order, &masked, -1)?;
+            }
+            if p.min_p > 0.0 {
+                let lp = l.subtract(l.logsumexp_axis(-1, true)?)?;
+                let top = lp.max_axis(-1, true)?;
+                let threshold = top.add(Array::from_f32(p.min_p.ln()))?;
+                l = ops::select(&lp.lt(&threshold)?, &neg_inf, &l)?;
+            }
+            let key = self.rng.next_key()?;
+            random::categorical(&l, -1, None, &key)?
+        };
+        let token = token.as_dtype(mlx_rs::Dtype::Int32)?;
+        if p.repetition_penalty != 1.0 {
+            let t = token.reshape(&[1, 1])?;
+            let h = match self.history.take() {
+                Some(h) => {
+                    let h = ops::concatenate(&[h, t], 1)?;
+                    let n = h.shape()[1];
+                    let ctx = p.repetition_context.max(1) as i32;
+                    if n > ctx { h.index((.., (n - ctx)..)) } else { h }
+                }
+                None => t,
+            };
+            self.history = Some(h);
+        }
+        Ok(token)
+    }
+}

@@ -1,0 +1,174 @@
+//! The inference thread: owns the model and all MLX state; talks only through channels.
+
+use super::generate::Session;
+use super::protocol::{Command, Event, MemoryStats, Prompt, RequestId};
+use crate::models::loader;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// The UI's (or CLI's) end of the engine.
+pub struct EngineHandle {
+    commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    next_id: AtomicU64,
+    current_cancel: Mutex<Option<Arc<AtomicBool>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EngineHandle {
+    pub fn spawn() -> Self {
+        let (ctx, crx) = unbounded::<Command>();
+        let (etx, erx) = unbounded::<Event>();
+        let thread = std::thread::Builder::new()
+            .name("hearth-engine".into())
+            .spawn(move || {
+                let events = etx.clone();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(crx, etx)));
+                if let Err(p) = r {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let _ = events.send(Event::Crashed(msg));
+                }
+            })
+            .expect("spawning the engine thread");
+        EngineHandle {
+            commands: ctx,
+            events: erx,
+            next_id: AtomicU64::new(1),
+            current_cancel: Mutex::new(None),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn send(&self, c: Command) {
+        // A send only fails if the thread is gone; the Crashed event says so.
+        let _ = self.commands.send(c);
+    }
+
+    pub fn load(&self, path: impl Into<std::path::PathBuf>, precision: loader::Precision, context_length: Option<usize>) {
+        self.send(Command::Load { path: path.into(), precision, context_length });
+    }
+
+    /// Starts a generation; returns its id. Cancels nothing already running:
+    /// requests queue in order.
+    pub fn generate(&self, prompt: Prompt, params: super::generate::GenerateParams) -> RequestId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = Arc::new(AtomicBool::new(false));
+        *self.current_cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
+        self.send(Command::Generate { id, prompt, params, cancel });
+        id
+    }
+
+    /// Stops the latest generation at the next token.
+    pub fn cancel(&self) {
+        if let Some(c) = self.current_cancel.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.cancel();
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(commands: Receiver<Command>, events: Sender<Event>) {
+    let mut session: Option<Session> = None;
+    let send = |e: Event| {
+        let _ = events.send(e);
+    };
+    while let Ok(cmd) = commands.recv() {
+        match cmd {
+            Command::Shutdown => break,
+            Command::Load { path, precision, context_length } => {
+                session = None; // free the old model before loading the next
+                send(Event::LoadProgress { fraction: 0.05, message: format!("Reading {}", path.display()) });
+                match loader::load(&path, precision) {
+                    Ok(loaded) => {
+                        send(Event::LoadProgress { fraction: 1.0, message: "Ready".into() });
+                        let info = loaded.info.clone();
+                        session = Some(Session::new(loaded, context_length));
+                        send(Event::Loaded(info));
+                        send(Event::Memory(MemoryStats::now()));
+                    }
+                    Err(e) => send(Event::LoadFailed(e.to_string())),
+                }
+            }
+            Command::Unload => {
+                session = None;
+                let _ = mlx_rs::memory::clear_cache();
+                send(Event::Unloaded);
+                send(Event::Memory(MemoryStats::now()));
+            }
+            Command::SetContextLength(n) => {
+                if let Some(s) = session.as_mut() {
+                    s.set_context_length(n);
+                }
+            }
+            Command::ResetCache => {
+                if let Some(s) = session.as_mut() {
+                    s.reset_cache();
+                }
+            }
+            Command::Generate { id, prompt, params, cancel } => {
+                let Some(s) = session.as_mut() else {
+                    send(Event::Error { id: Some(id), message: crate::error::Error::NoModel.to_string() });
+                    continue;
+                };
+                if cancel.load(Ordering::Relaxed) {
+                    send(Event::Finished {
+                        id,
+                        stats: super::generate::GenerationStats {
+                            finish_reason: Some(super::generate::FinishReason::Cancelled),
+                            ..Default::default()
+                        },
+                    });
+                    continue;
+                }
+                let result = (|| {
+                    let (tokens, dropped) = match &prompt {
+                        Prompt::Chat(msgs) => s.prompt_for_messages(msgs, params.max_tokens)?,
+                        Prompt::Raw(text) => {
+                            if text.is_empty() {
+                                return Err(crate::error::Error::EmptyPrompt);
+                            }
+                            (s.loaded.tokenizer.encode_prompt(text)?, 0)
+                        }
+                    };
+                    if dropped > 0 {
+                        send(Event::ContextTrimmed { id, dropped_messages: dropped });
+                    }
+                    let mut n = 0usize;
+                    let mut stats = s.generate(&tokens, &params, &cancel, &mut |text| {
+                        send(Event::Token { id, text: text.to_string() });
+                        n += 1;
+                        if n % 32 == 0 {
+                            send(Event::Memory(MemoryStats::now()));
+                        }
+                    })?;
+                    stats.trimmed_messages = dropped;
+                    Ok(stats)
+                })();
+                match result {
+                    Ok(stats) => send(Event::Finished { id, stats }),
+                    Err(e) => send(Event::Error { id: Some(id), message: e.to_string() }),
+                }
+                send(Event::Memory(MemoryStats::now()));
+            }
+        }
+    }
+}

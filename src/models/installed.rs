@@ -1,0 +1,132 @@
+//! The models directory: what is installed, importing (validated first) and deleting.
+
+use super::gguf_file::GgufHeader;
+use super::{gguf, registry};
+use crate::error::{io_err, Error, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct InstalledModel {
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+pub fn dir_size(p: &Path) -> u64 {
+    if p.is_file() {
+        return p.metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    std::fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+fn is_model(p: &Path) -> bool {
+    if p.is_file() {
+        return p.extension().is_some_and(|e| e == "gguf");
+    }
+    p.join("config.json").is_file()
+        || std::fs::read_dir(p)
+            .map(|rd| rd.flatten().any(|e| e.path().extension().is_some_and(|x| x == "gguf")))
+            .unwrap_or(false)
+}
+
+pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
+    let mut out: Vec<InstalledModel> = std::fs::read_dir(models_dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .filter(|p| is_model(p))
+                .map(|p| InstalledModel { name: super::loader::display_name(&p), size: dir_size(&p), path: p })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    out
+}
+
+/// Checks that a file or folder is a model Hearth can load, without reading weights.
+pub fn validate(src: &Path) -> Result<()> {
+    if src.is_file() {
+        let h = GgufHeader::read(src)?;
+        gguf::config_from_metadata(&h)?;
+        return Ok(());
+    }
+    if src.is_dir() {
+        let cfg = src.join("config.json");
+        if cfg.is_file() {
+            let text = std::fs::read_to_string(&cfg).map_err(io_err(&cfg))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
+            registry::check_supported(registry::model_type(&v)?)?;
+            return Ok(());
+        }
+        let ggufs: Vec<_> = std::fs::read_dir(src)
+            .map_err(io_err(src))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+            .collect();
+        if ggufs.len() == 1 {
+            return validate(&ggufs[0]);
+        }
+    }
+    Err(Error::ModelNotFound(format!("{} is not a .gguf file or a model folder", src.display())))
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    if src.is_file() {
+        std::fs::copy(src, dst).map_err(io_err(dst))?;
+        return Ok(());
+    }
+    std::fs::create_dir_all(dst).map_err(io_err(dst))?;
+    for e in std::fs::read_dir(src).map_err(io_err(src))?.flatten() {
+        copy_tree(&e.path(), &dst.join(e.file_name()))?;
+    }
+    Ok(())
+}
+
+/// Copies a validated model into `models_dir`. The copy goes to a hidden
+/// temporary name first, so a failed copy (disk full) never looks installed.
+pub fn import(src: &Path, models_dir: &Path, if_missing: bool) -> Result<Option<PathBuf>> {
+    validate(src)?;
+    let name = src
+        .file_name()
+        .ok_or_else(|| Error::InvalidArgument(format!("{} has no file name", src.display())))?;
+    let dst = models_dir.join(name);
+    if dst.exists() {
+        if if_missing {
+            return Ok(None);
+        }
+        return Err(Error::InvalidArgument(format!("{} is already installed", dst.display())));
+    }
+    std::fs::create_dir_all(models_dir).map_err(io_err(models_dir))?;
+    let tmp = models_dir.join(format!(".importing-{}", name.to_string_lossy()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = copy_tree(src, &tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+    Ok(Some(dst))
+}
+
+/// Deletes an installed model; returns the bytes freed. Only paths inside
+/// `models_dir` are accepted.
+pub fn delete(path: &Path, models_dir: &Path) -> Result<u64> {
+    let canon = path.canonicalize().map_err(io_err(path))?;
+    let root = models_dir.canonicalize().map_err(io_err(models_dir))?;
+    if canon.parent() != Some(root.as_path()) {
+        return Err(Error::InvalidArgument(format!("{} is not an installed model", path.display())));
+    }
+    let size = dir_size(&canon);
+    if canon.is_dir() {
+        std::fs::remove_dir_all(&canon).map_err(io_err(&canon))?;
+    } else {
+        std::fs::remove_file(&canon).map_err(io_err(&canon))?;
+    }
+    Ok(size)
+}

@@ -1,0 +1,198 @@
+//! Model architectures and their building blocks.
+//!
+//! Weights use Hugging Face names verbatim (`model.layers.0.self_attn.q_proj.weight`),
+//! so mlx-community checkpoints map with no glue and GGUF names are renamed once
+//! at load. Quantized layers hold MLX affine triplets (weight, scales, biases).
+
+pub mod gguf;
+pub mod gguf_file;
+pub mod installed;
+pub mod llama;
+pub mod loader;
+pub mod registry;
+pub mod weights;
+
+use crate::engine::kv_cache::KvCache;
+use crate::error::{Error, Result};
+use mlx_rs::{ops, Array, Dtype};
+
+pub use installed::{import, installed, InstalledModel};
+pub use weights::Weights;
+
+/// What the engine needs from an architecture.
+pub trait LanguageModel: Send {
+    /// Runs `tokens` (shape [1, L], int32) through the model, appending to `cache`.
+    /// Returns logits for the last position only ([1, vocab]) unless `all_logits`,
+    /// then [1, L, vocab]. Computing the output head for one row instead of L is
+    /// what makes long prefills cheap.
+    fn forward(&self, tokens: &Array, cache: &mut [KvCache], all_logits: bool) -> Result<Array>;
+    /// One fresh cache per layer.
+    fn new_cache(&self) -> Vec<KvCache>;
+    fn info(&self) -> ArchInfo;
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArchInfo {
+    pub architecture: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub max_position_embeddings: usize,
+}
+
+/// Quantization parameters of one linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantSpec {
+    pub group_size: i32,
+    pub bits: i32,
+}
+
+/// A linear layer, dense or MLX affine-quantized. `y = x W^T + b`.
+pub enum Linear {
+    Dense {
+        weight: Array,
+        bias: Option<Array>,
+    },
+    Quantized {
+        weight: Array,
+        scales: Array,
+        biases: Array,
+        bias: Option<Array>,
+        spec: QuantSpec,
+    },
+}
+
+impl Linear {
+    /// Takes `{prefix}.weight` (+ quantization triplet, + optional bias) from `w`,
+    /// checking the logical shape [out, in].
+    pub fn load(w: &mut Weights, prefix: &str, out_f: i32, in_f: i32, bias: bool) -> Result<Self> {
+        let bias = if bias {
+            Some(w.take_shaped(&format!("{prefix}.bias"), &[out_f])?)
+        } else {
+            None
+        };
+        if let Some(spec) = w.quant_spec(prefix, in_f)? {
+            let per_word = 32 / spec.bits;
+            let weight = w.take_shaped(&format!("{prefix}.weight"), &[out_f, in_f / per_word])?;
+            let groups = in_f / spec.group_size;
+            let scales = w.take_shaped(&format!("{prefix}.scales"), &[out_f, groups])?;
+            let biases = w.take_shaped(&format!("{prefix}.biases"), &[out_f, groups])?;
+            Ok(Linear::Quantized {
+                weight,
+                scales,
+                biases,
+                bias,
+                spec,
+            })
+        } else {
+            let weight = w.take_shaped(&format!("{prefix}.weight"), &[out_f, in_f])?;
+            Ok(Linear::Dense { weight, bias })
+        }
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let (y, bias) = match self {
+            Linear::Dense { weight, bias } => (x.matmul(weight.t())?, bias),
+            Linear::Quantized {
+                weight,
+                scales,
+                biases,
+                bias,
+                spec,
+            } => (
+                ops::quantized_matmul(
+                    x,
+                    weight,
+                    scales,
+                    biases,
+                    true,
+                    spec.group_size,
+                    spec.bits,
+                )?,
+                bias,
+            ),
+        };
+        Ok(match bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        })
+    }
+
+    /// Rows of the (dequantized) weight, for embedding lookups of tied heads.
+    pub fn rows(&self, ids: &Array) -> Result<Array> {
+        match self {
+            Linear::Dense { weight, .. } => Ok(weight.take_axis(ids, 0)?),
+            Linear::Quantized {
+                weight,
+                scales,
+                biases,
+                spec,
+                ..
+            } => Ok(ops::dequantize(
+                weight.take_axis(ids, 0)?,
+                scales.take_axis(ids, 0)?,
+                &biases.take_axis(ids, 0)?,
+                spec.group_size,
+                spec.bits,
+            )?),
+        }
+    }
+}
+
+/// Token embedding table; doubles as the output head when weights are tied.
+pub struct Embedding(pub Linear);
+
+impl Embedding {
+    pub fn load(w: &mut Weights, prefix: &str, vocab: i32, dim: i32) -> Result<Self> {
+        Ok(Embedding(Linear::load(w, prefix, vocab, dim, false)?))
+    }
+    pub fn forward(&self, ids: &Array) -> Result<Array> {
+        self.0.rows(ids)
+    }
+    pub fn as_linear(&self, x: &Array) -> Result<Array> {
+        self.0.forward(x)
+    }
+}
+
+pub struct RmsNorm {
+    pub weight: Array,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(w: &mut Weights, name: &str, dim: i32, eps: f32) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: w.take_shaped(&format!("{name}.weight"), &[dim])?,
+            eps,
+        })
+    }
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        Ok(mlx_rs::fast::rms_norm(x, Some(&self.weight), self.eps)?)
+    }
+}
+
+/// Keeps only the last position of a [1, L, D] hidden state.
+pub fn last_position(h: &Array) -> Result<Array> {
+    use mlx_rs::ops::indexing::IndexOp;
+    let l = h.shape()[1];
+    Ok(h.index((.., (l - 1)..l, ..)))
+}
+
+/// int32 token ids [1, L] from a host slice.
+pub fn token_array(ids: &[u32]) -> Array {
+    let v: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+    Array::from_slice(&v, &[1, v.len() as i32])
+}
+
+pub fn dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::Float32 => "float32",
+        Dtype::Float16 => "float16",
+        Dtype::Bfloat16 => "bfloat16",
+        _ => "other",
+    }
+}
+
+pub(crate) fn cfg_err(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}

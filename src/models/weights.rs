@@ -1,0 +1,272 @@
+//! A strict weight store: every tensor an architecture expects must be present
+//! with the right shape, and nothing may be left over once the model is built
+//! (a leftover usually means a mismatched architecture or config).
+
+use super::QuantSpec;
+use crate::error::{Error, Result};
+use mlx_rs::{Array, Dtype};
+use std::collections::{BTreeMap, HashMap};
+
+/// config.json's `quantization` section: defaults plus per-layer overrides.
+/// GGUF files give a group size (32) but bits vary per tensor, so `bits` may be None
+/// and is then read off the packed shapes.
+#[derive(Debug, Clone, Default)]
+pub struct QuantConfig {
+    pub group_size: Option<i32>,
+    pub bits: Option<i32>,
+    /// Keyed by layer prefix; `None` means "this layer is not quantized".
+    pub overrides: BTreeMap<String, Option<QuantSpec>>,
+}
+
+impl QuantConfig {
+    pub fn from_config(config: &serde_json::Value) -> Result<Self> {
+        let q = if config["quantization"].is_object() {
+            &config["quantization"]
+        } else {
+            &config["quantization_config"]
+        };
+        let Some(obj) = q.as_object() else {
+            return Ok(QuantConfig::default());
+        };
+        let int = |v: &serde_json::Value| v.as_i64().map(|x| x as i32);
+        let mut out = QuantConfig {
+            group_size: int(&q["group_size"]),
+            bits: int(&q["bits"]),
+            overrides: BTreeMap::new(),
+        };
+        for (k, v) in obj {
+            match v {
+                serde_json::Value::Bool(false) => {
+                    out.overrides.insert(k.clone(), None);
+                }
+                serde_json::Value::Object(_) => {
+                    let (Some(g), Some(b)) = (int(&v["group_size"]), int(&v["bits"])) else {
+                        return Err(Error::Config(format!("quantization entry for {k} lacks group_size/bits")));
+                    };
+                    out.overrides.insert(k.clone(), Some(QuantSpec { group_size: g, bits: b }));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn for_layer(&self, prefix: &str) -> Result<(Option<i32>, Option<i32>)> {
+        match self.overrides.get(prefix) {
+            Some(Some(s)) => Ok((Some(s.group_size), Some(s.bits))),
+            Some(None) => Err(Error::Config(format!("layer {prefix} is marked unquantized but has scales"))),
+            None => Ok((self.group_size, self.bits)),
+        }
+    }
+}
+
+pub struct Weights {
+    tensors: HashMap<String, Array>,
+    quant: QuantConfig,
+}
+
+impl Weights {
+    pub fn new(tensors: HashMap<String, Array>, quant: QuantConfig) -> Self {
+        Weights { tensors, quant }
+    }
+
+    pub fn tensors(&self) -> &HashMap<String, Array> {
+        &self.tensors
+    }
+
+    pub fn into_parts(self) -> (HashMap<String, Array>, QuantConfig) {
+        (self.tensors, self.quant)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn take(&mut self, name: &str) -> Result<Array> {
+        self.tensors
+            .remove(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))
+    }
+
+    pub fn take_shaped(&mut self, name: &str, shape: &[i32]) -> Result<Array> {
+        let a = self.take(name)?;
+        if a.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                actual: a.shape().to_vec(),
+            });
+        }
+        Ok(a)
+    }
+
+    /// The quantization of layer `prefix` with `in_f` inputs, or None if dense.
+    /// Bits are derived from the packed shapes and checked against the config.
+    pub fn quant_spec(&self, prefix: &str, in_f: i32) -> Result<Option<QuantSpec>> {
+        let scales_key = format!("{prefix}.scales");
+        let Some(scales) = self.tensors.get(&scales_key) else {
+            return Ok(None);
+        };
+        let weight = self
+            .tensors
+            .get(&format!("{prefix}.weight"))
+            .ok_or_else(|| Error::MissingTensor(format!("{prefix}.weight")))?;
+        let (cfg_group, cfg_bits) = self.quant.for_layer(prefix)?;
+        let groups = *scales.shape().last().unwrap_or(&0);
+        if groups <= 0 || weight.ndim() != 2 {
+            return Err(Error::Config(format!("bad quantized layout for {prefix}")));
+        }
+        let group_size = cfg_group.unwrap_or(in_f / groups);
+        if group_size <= 0 || groups * group_size != in_f {
+            return Err(Error::ShapeMismatch {
+                name: scales_key,
+                expected: vec![weight.shape()[0], in_f / group_size.max(1)],
+                actual: scales.shape().to_vec(),
+            });
+        }
+        let words = weight.shape()[1];
+        let bits = words * 32 / in_f;
+        if bits * in_f != words * 32 || ![2, 3, 4, 5, 6, 8].contains(&bits) {
+            return Err(Error::Config(format!(
+                "cannot infer quantization bits for {prefix}: {words} packed words for {in_f} inputs"
+            )));
+        }
+        if let Some(c) = cfg_bits {
+            if c != bits {
+                return Err(Error::Config(format!(
+                    "{prefix}: config says {c} bits but the weights are {bits}-bit"
+                )));
+            }
+        }
+        Ok(Some(QuantSpec { group_size, bits }))
+    }
+
+    /// Input features of quantized layer `prefix`, from its scales and group size.
+    fn quant_in_features(&self, prefix: &str) -> Result<i32> {
+        let scales = &self.tensors[&format!("{prefix}.scales")];
+        let (group, _) = self.quant.for_layer(prefix)?;
+        let group = group.ok_or_else(|| Error::Config(format!("no quantization group size for {prefix}")))?;
+        Ok(scales.shape().last().copied().unwrap_or(0) * group)
+    }
+
+    fn quantized_prefixes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_suffix(".scales").map(String::from))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Replaces every quantized triplet by its dense weight in `dtype`. On CPUs,
+    /// MLX's quantized matmul is a scalar loop; dense f32 with BLAS is ~2x faster.
+    pub fn dequantize_all(&mut self, dtype: Dtype) -> Result<()> {
+        for prefix in self.quantized_prefixes() {
+            let in_f = self.quant_in_features(&prefix)?;
+            let spec = self
+                .quant_spec(&prefix, in_f)?
+                .expect("prefix has scales");
+            let w = self.take(&format!("{prefix}.weight"))?;
+            let s = self.take(&format!("{prefix}.scales"))?.as_dtype(dtype)?;
+            let b = self.take(&format!("{prefix}.biases"))?.as_dtype(dtype)?;
+            let dense = mlx_rs::ops::dequantize(&w, &s, &b, spec.group_size, spec.bits)?;
+            dense.eval()?;
+            self.tensors.insert(format!("{prefix}.weight"), dense);
+        }
+        self.quant = QuantConfig::default();
+        Ok(())
+    }
+
+    /// Casts every floating-point tensor except quantization scales/biases.
+    pub fn cast_floats(&mut self, dtype: Dtype) -> Result<()> {
+        for (k, v) in self.tensors.iter_mut() {
+            let is_float = matches!(v.dtype(), Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16);
+            let quant_param = k.ends_with(".scales") || k.ends_with(".biases");
+            if is_float && v.dtype() != dtype && !quant_param {
+                *v = v.as_dtype(dtype)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Logical parameter count (quantized layers counted unpacked).
+    pub fn param_count(&self) -> Result<u64> {
+        let mut n = 0u64;
+        for (k, v) in &self.tensors {
+            if k.ends_with(".scales") || k.ends_with(".biases") {
+                continue;
+            }
+            if let Some(prefix) = k.strip_suffix(".weight") {
+                if self.tensors.contains_key(&format!("{prefix}.scales")) {
+                    n += v.shape()[0] as u64 * self.quant_in_features(prefix)? as u64;
+                    continue;
+                }
+            }
+            n += v.size() as u64;
+        }
+        Ok(n)
+    }
+
+    /// Every quantized layer with its parameters.
+    pub fn quant_specs(&self) -> Result<Vec<(String, QuantSpec)>> {
+        let mut out = Vec::new();
+        for p in self.quantized_prefixes() {
+            let in_f = self.quant_in_features(&p)?;
+            if let Some(s) = self.quant_spec(&p, in_f)? {
+                out.push((p, s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A short description such as "4-bit (group 32)" or "mixed 4/8-bit (group 32)".
+    pub fn quantization_label(&self) -> String {
+        let mut bits = std::collections::BTreeSet::new();
+        let mut groups = std::collections::BTreeSet::new();
+        for (_, s) in self.quant_specs().unwrap_or_default() {
+            bits.insert(s.bits);
+            groups.insert(s.group_size);
+        }
+        if bits.is_empty() {
+            return "none".into();
+        }
+        let b: Vec<String> = bits.iter().map(|b| b.to_string()).collect();
+        let g: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let kind = if bits.len() == 1 { String::new() } else { "mixed ".into() };
+        format!("{kind}{}-bit (group {})", b.join("/"), g.join("/"))
+    }
+
+    /// Evaluates all tensors so loading cost is paid now, not on the first token.
+    pub fn eval_all(&self) -> Result<()> {
+        let all: Vec<&Array> = self.tensors.values().collect();
+        for chunk in all.chunks(64) {
+            mlx_rs::transforms::eval(chunk.iter().copied())?;
+        }
+        Ok(())
+    }
+
+    pub fn nbytes(&self) -> usize {
+        self.tensors.values().map(|a| a.nbytes()).sum()
+    }
+
+    /// Fails if anything was not consumed by the architecture.
+    pub fn finish(self, ignorable: &[&str]) -> Result<()> {
+        let mut left: Vec<_> = self
+            .tensors
+            .into_keys()
+            .filter(|k| !ignorable.iter().any(|s| k.contains(s)))
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        left.sort();
+        let n = left.len();
+        left.truncate(8);
+        Err(Error::UnexpectedTensors(format!(
+            "{}{}",
+            left.join(", "),
+            if n > 8 { format!(" and {} more", n - 8) } else { String::new() }
+        )))
+    }
+}

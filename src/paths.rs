@@ -1,0 +1,26 @@
+//! Where Hearth keeps things: the platform data dir from `directories`
+//! (~/Library/Application Support/Hearth on macOS, ~/.local/share/hearth on
+//! Linux), or `HEARTH_HOME` when set (tests and portable installs).
+
+use std::path::PathBuf;
+
+pub fn data_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("HEARTH_HOME") {
+        return PathBuf::from(home);
+    }
+    directories::ProjectDirs::from("", "", "Hearth")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".hearth"))
+}
+
+pub fn models_dir() -> PathBuf {
+    data_dir().join("models")
+}
+
+pub fn conversations_dir() -> PathBuf {
+    data_dir().join("conversations")
+}
+
+pub fn settings_file() -> PathBuf {
+    data_dir().join("settings.json")
+}
