@@ -66,6 +66,8 @@ pub struct Session {
     cache: Vec<KvCache>,
     cache_tokens: Vec<u32>,
     pub context_length: usize,
+    /// Token ids produced by the last `generate` call.
+    pub last_tokens: Vec<u32>,
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -77,7 +79,7 @@ impl Session {
         let model_ctx = loaded.info.context_length.max(1);
         let context_length = context_length.unwrap_or(8192).clamp(16, model_ctx);
         let cache = loaded.model.new_cache();
-        Session { loaded, cache, cache_tokens: Vec::new(), context_length }
+        Session { loaded, cache, cache_tokens: Vec::new(), context_length, last_tokens: Vec::new() }
     }
 
     pub fn set_context_length(&mut self, n: usize) {
@@ -205,6 +207,7 @@ impl Session {
             ..Default::default()
         };
         let mut t_first = None;
+        self.last_tokens.clear();
         let reason;
         loop {
             let room = self.cache_tokens.len() + 1 < self.context_length;
@@ -225,6 +228,7 @@ impl Session {
                 stats.ttft_s = t0.elapsed().as_secs_f64();
             }
             stats.generated_tokens += 1;
+            self.last_tokens.push(id);
             if next.is_some() {
                 self.cache_tokens.push(id);
             }

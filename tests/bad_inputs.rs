@@ -1,0 +1,150 @@
+//! Every bad input is a typed error, never a panic.
+
+mod common;
+
+use hearth::chat::Message;
+use hearth::engine::{GenerateParams, SamplingParams};
+use hearth::models::loader::{self, Precision};
+use hearth::Error;
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+
+fn load_err(path: &std::path::Path) -> Error {
+    let _g = common::mlx_lock();
+    match loader::load(path, Precision::Auto) {
+        Ok(_) => panic!("{} loaded but should not", path.display()),
+        Err(e) => e,
+    }
+}
+
+/// An f32 MLX directory converted from SmolLM2, shared by the directory cases.
+fn converted_dir() -> tempfile::TempDir {
+    let _g = common::mlx_lock();
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("smollm2");
+    hearth::convert::convert(&common::smollm2_gguf(), &dst, Precision::Float32).unwrap();
+    t
+}
+
+#[test]
+fn truncated_gguf_is_reported_as_truncated() {
+    let src = std::fs::read(common::smollm2_gguf()).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    for cut in [src.len() / 2, 4096, 10] {
+        let p = t.path().join(format!("cut{cut}.gguf"));
+        std::fs::write(&p, &src[..cut]).unwrap();
+        let e = load_err(&p);
+        assert!(matches!(e, Error::CorruptModel { .. }), "cut at {cut}: {e}");
+    }
+}
+
+#[test]
+fn wrong_magic_is_not_gguf() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("x.gguf");
+    std::fs::File::create(&p).unwrap().write_all(b"NOPE this is not a model file at all").unwrap();
+    assert!(matches!(load_err(&p), Error::NotGguf(_)));
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let t = converted_dir();
+    let dir = t.path().join("smollm2");
+    let f = dir.join("model.safetensors");
+    {
+        let _g = common::mlx_lock();
+        let mut w = mlx_rs::Array::load_safetensors(&f).unwrap();
+        w.remove("model.layers.3.mlp.up_proj.weight").unwrap();
+        std::fs::remove_file(&f).unwrap();
+        std::fs::remove_file(dir.join("model.safetensors.index.json")).unwrap();
+        mlx_rs::Array::save_safetensors(w.iter().map(|(k, v)| (k.as_str(), v)), None, &f).unwrap();
+    }
+    match load_err(&dir) {
+        Error::MissingTensor(n) => assert_eq!(n, "model.layers.3.mlp.up_proj.weight"),
+        e => panic!("{e}"),
+    }
+}
+
+#[test]
+fn unknown_architecture_is_named() {
+    let t = converted_dir();
+    let dir = t.path().join("smollm2");
+    let cfg = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v["model_type"] = "mamba9000".into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    match load_err(&dir) {
+        Error::UnknownArchitecture(a, supported) => {
+            assert_eq!(a, "mamba9000");
+            assert!(supported.contains("llama"));
+        }
+        e => panic!("{e}"),
+    }
+    assert!(hearth::models::installed::validate(&dir).is_err(), "import validation rejects it too");
+}
+
+#[test]
+fn truncated_safetensors_is_reported() {
+    let t = converted_dir();
+    let f = t.path().join("smollm2/model.safetensors");
+    let len = std::fs::metadata(&f).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 3).unwrap();
+    assert!(matches!(load_err(&t.path().join("smollm2")), Error::CorruptModel { .. }));
+}
+
+#[test]
+fn broken_chat_template_is_a_template_error() {
+    let t = converted_dir();
+    let dir = t.path().join("smollm2");
+    let p = dir.join("tokenizer_config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v["chat_template"] = "{% for message in messages %}{{ message['content'] }".into();
+    std::fs::write(&p, v.to_string()).unwrap();
+    assert!(matches!(load_err(&dir), Error::Template(_)));
+    // A template that parses but raises at render time is reported on use.
+    let tmpl = hearth::chat::template::ChatTemplate::new(Some(
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}".into(),
+    ))
+    .unwrap();
+    match tmpl.render(&[Message::system("x"), Message::user("y")], true, None, None) {
+        Err(Error::Template(m)) => assert!(m.contains("System role not supported"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn empty_and_too_long_prompts_are_rejected() {
+    let mut s = common::session();
+    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 8, stop: vec![], ignore_eos: false };
+    let cancel = AtomicBool::new(false);
+    assert!(matches!(s.prompt_for_messages(&[Message::user("   ")], 8), Err(Error::EmptyPrompt)));
+    assert!(matches!(s.prompt_for_messages(&[], 8), Err(Error::EmptyPrompt)));
+    assert!(matches!(s.generate(&[], &p, &cancel, &mut |_| {}), Err(Error::EmptyPrompt)));
+    let huge = "word ".repeat(5000);
+    match s.prompt_for_messages(&[Message::user(huge.clone())], 8) {
+        Err(Error::PromptTooLong { tokens, context }) => assert!(tokens > context),
+        other => panic!("{other:?}"),
+    }
+    let ids = s.loaded.tokenizer.encode(&huge).unwrap();
+    assert!(matches!(s.generate(&ids, &p, &cancel, &mut |_| {}), Err(Error::PromptTooLong { .. })));
+    // The session still works afterwards.
+    let (ids, _) = s.prompt_for_messages(&[Message::user("Hi")], 8).unwrap();
+    s.generate(&ids, &p, &cancel, &mut |_| {}).unwrap();
+}
+
+#[test]
+fn bad_sampling_values_are_rejected() {
+    let mut s = common::session();
+    let (ids, _) = s.prompt_for_messages(&[Message::user("Hi")], 8).unwrap();
+    for bad in [
+        SamplingParams { temperature: -1.0, ..SamplingParams::default() },
+        SamplingParams { top_p: 0.0, ..SamplingParams::default() },
+        SamplingParams { min_p: 1.5, ..SamplingParams::default() },
+    ] {
+        let p = GenerateParams { sampling: bad, max_tokens: 4, stop: vec![], ignore_eos: false };
+        assert!(matches!(
+            s.generate(&ids, &p, &AtomicBool::new(false), &mut |_| {}),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
