@@ -6,5 +6,7 @@ pub mod engine;
 pub mod error;
 pub mod models;
 pub mod paths;
+pub mod store;
+pub mod ui;
 
 pub use error::{Error, Result};

@@ -73,6 +73,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ModelsCmd,
     },
+    /// Open the desktop app (the default).
+    App {
+        /// Send this message once the model is loaded (used for screenshots).
+        #[arg(long)]
+        demo_prompt: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -217,7 +223,8 @@ fn main() {
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        None => chat(ModelArgs { model: None, precision: "auto".into(), context_length: None }, None, SampleArgs::parse_default()),
+        None => hearth::ui::run(None),
+        Some(Cmd::App { demo_prompt }) => hearth::ui::run(demo_prompt),
         Some(Cmd::Chat { m, s, system }) => chat(m, system, s),
         Some(Cmd::Generate { m, s, raw, stats, stop, prompt }) => {
             let engine = start_engine(&m)?;
@@ -248,17 +255,6 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-impl SampleArgs {
-    fn parse_default() -> Self {
-        #[derive(Parser)]
-        struct P {
-            #[command(flatten)]
-            s: SampleArgs,
-        }
-        P::parse_from(["hearth"]).s
     }
 }
 

@@ -1,0 +1,192 @@
+//! Conversations: one JSON file each under the data dir.
+
+use super::write_atomic;
+use crate::chat::{Message, Role};
+use crate::engine::GenerationStats;
+use crate::error::{io_err, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<GenerationStatsLite>,
+    /// An engine error shown inline instead of (or after) the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Seconds spent inside <think>…</think>, measured while streaming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thought_secs: Option<f32>,
+}
+
+/// The per-reply numbers kept with a message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GenerationStatsLite {
+    pub tokens: usize,
+    pub decode_tps: f64,
+    pub ttft_s: f64,
+    pub prompt_tokens: usize,
+}
+
+impl From<&GenerationStats> for GenerationStatsLite {
+    fn from(s: &GenerationStats) -> Self {
+        GenerationStatsLite {
+            tokens: s.generated_tokens,
+            decode_tps: s.decode_tps,
+            ttft_s: s.ttft_s,
+            prompt_tokens: s.prompt_tokens,
+        }
+    }
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        ChatMessage { role, content: content.into(), stats: None, error: None, thought_secs: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Conversation {
+    pub id: String,
+    pub title: String,
+    pub created: u64,
+    pub updated: u64,
+    #[serde(default)]
+    pub system_prompt: String,
+    pub messages: Vec<ChatMessage>,
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn new_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:04x}", nanos, N.fetch_add(1, Ordering::Relaxed) & 0xffff)
+}
+
+impl Conversation {
+    pub fn new(system_prompt: &str) -> Self {
+        let t = now_secs();
+        Conversation {
+            id: new_id(),
+            title: "New chat".into(),
+            created: t,
+            updated: t,
+            system_prompt: system_prompt.to_string(),
+            messages: vec![],
+        }
+    }
+
+    /// What the model sees: system prompt + turns, without failed or empty replies.
+    pub fn prompt_messages(&self) -> Vec<Message> {
+        let mut v = Vec::new();
+        if !self.system_prompt.trim().is_empty() {
+            v.push(Message::system(self.system_prompt.clone()));
+        }
+        for m in &self.messages {
+            if m.role == Role::Assistant && m.content.is_empty() {
+                continue;
+            }
+            v.push(Message { role: m.role, content: m.content.clone() });
+        }
+        v
+    }
+
+    /// Names the chat after its first question.
+    pub fn auto_title(&mut self) {
+        if self.title == "New chat" {
+            if let Some(first) = self.messages.iter().find(|m| m.role == Role::User) {
+                let line = first.content.lines().next().unwrap_or("").trim();
+                let mut t: String = line.chars().take(48).collect();
+                if line.chars().count() > 48 {
+                    t.push('…');
+                }
+                if !t.is_empty() {
+                    self.title = t;
+                }
+            }
+        }
+    }
+
+    pub fn matches(&self, query: &str) -> bool {
+        let q = query.to_lowercase();
+        self.title.to_lowercase().contains(&q)
+            || self.messages.iter().any(|m| m.content.to_lowercase().contains(&q))
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!("# {}\n\n", self.title);
+        if !self.system_prompt.is_empty() {
+            s += &format!("> System: {}\n\n", self.system_prompt);
+        }
+        for m in &self.messages {
+            let who = match m.role {
+                Role::User => "You",
+                Role::Assistant => "Assistant",
+                Role::System => "System",
+            };
+            s += &format!("**{who}:**\n\n{}\n\n", m.content);
+        }
+        s
+    }
+}
+
+pub struct ConversationStore {
+    pub dir: PathBuf,
+}
+
+impl ConversationStore {
+    pub fn new(dir: PathBuf) -> Self {
+        ConversationStore { dir }
+    }
+
+    pub fn path_of(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Loads every conversation, newest first. Unreadable files are reported and
+    /// skipped; they stay on disk untouched.
+    pub fn load_all(&self) -> (Vec<Conversation>, Vec<String>) {
+        let mut convs = Vec::new();
+        let mut errors = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return (convs, errors);
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match load_one(&p) {
+                Ok(c) => convs.push(c),
+                Err(err) => errors.push(format!("{}: {err}", p.display())),
+            }
+        }
+        convs.sort_by(|a, b| b.updated.cmp(&a.updated).then(b.id.cmp(&a.id)));
+        (convs, errors)
+    }
+
+    pub fn save(&self, c: &Conversation) -> Result<()> {
+        write_atomic(&self.path_of(&c.id), &serialize(c))
+    }
+}
+
+pub fn serialize(c: &Conversation) -> Vec<u8> {
+    serde_json::to_vec_pretty(c).expect("conversation serializes")
+}
+
+fn load_one(p: &Path) -> Result<Conversation> {
+    let bytes = std::fs::read(p).map_err(io_err(p))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("not a valid conversation: {e}")))
+}

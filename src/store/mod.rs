@@ -1,0 +1,90 @@
+//! Conversations and settings on disk. Every write is atomic (temp file, fsync,
+//! rename), so a crash mid-save leaves the old file or the new one, never half.
+
+pub mod conversations;
+pub mod settings;
+
+use crate::error::{io_err, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+    tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
+    tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+    tmp.persist(path).map_err(|e| crate::error::Error::Io { path: path.to_path_buf(), source: e.error })?;
+    // Make the rename itself durable.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Writes files on a background thread so the UI never waits on the disk.
+/// Failures come back on `errors` for the UI to show.
+pub struct Saver {
+    tx: crossbeam_channel::Sender<SaveJob>,
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub errors: crossbeam_channel::Receiver<String>,
+}
+
+enum SaveJob {
+    Write(PathBuf, Vec<u8>),
+    Delete(PathBuf),
+}
+
+impl Saver {
+    pub fn spawn() -> Self {
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = crossbeam_channel::unbounded::<SaveJob>();
+        let (etx, erx) = crossbeam_channel::unbounded();
+        let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let p = pending.clone();
+        std::thread::Builder::new()
+            .name("hearth-saver".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let r = match &job {
+                        SaveJob::Write(path, b) => write_atomic(path, b).map_err(|e| e.to_string()),
+                        SaveJob::Delete(path) => match std::fs::remove_file(path) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                Err(format!("deleting {}: {e}", path.display()))
+                            }
+                            _ => Ok(()),
+                        },
+                    };
+                    if let Err(e) = r {
+                        let _ = etx.send(e);
+                    }
+                    p.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+            .expect("spawning the saver thread");
+        Saver { tx, pending, errors: erx }
+    }
+
+    fn send(&self, job: SaveJob) {
+        self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.tx.send(job).is_err() {
+            self.pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    pub fn write(&self, path: PathBuf, bytes: Vec<u8>) {
+        self.send(SaveJob::Write(path, bytes));
+    }
+
+    pub fn delete(&self, path: PathBuf) {
+        self.send(SaveJob::Delete(path));
+    }
+
+    /// Waits (up to 10 s) until everything queued is on disk: on exit and in tests.
+    pub fn flush(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.pending.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! User settings, saved as JSON. A bad settings file falls back to defaults with
+//! a visible notice, and is kept aside (settings.json.bad-<time>), never overwritten.
+
+use crate::engine::SamplingParams;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Theme {
+    #[default]
+    System,
+    Light,
+    Dark,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preset {
+    pub name: String,
+    pub system_prompt: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub system_prompt: String,
+    pub presets: Vec<Preset>,
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    pub context_length: usize,
+    pub theme: Theme,
+    pub font_size: f32,
+    pub models_dir: Option<PathBuf>,
+    pub last_model: Option<PathBuf>,
+    pub show_frame_time: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            system_prompt: "You are a helpful assistant.".into(),
+            presets: vec![
+                Preset { name: "Helpful assistant".into(), system_prompt: "You are a helpful assistant.".into() },
+                Preset { name: "Concise".into(), system_prompt: "Answer briefly and precisely.".into() },
+                Preset {
+                    name: "Coder".into(),
+                    system_prompt: "You are an expert programmer. Answer with working code in fenced blocks.".into(),
+                },
+            ],
+            sampling: SamplingParams::default(),
+            max_tokens: 1024,
+            context_length: 4096,
+            theme: Theme::System,
+            font_size: 14.0,
+            models_dir: None,
+            last_model: None,
+            show_frame_time: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads settings; returns a notice when the file was unusable.
+    pub fn load(path: &Path) -> (Settings, Option<String>) {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Settings::default(), None),
+            Err(e) => return (Settings::default(), Some(format!("Could not read settings ({e}); using defaults."))),
+        };
+        match serde_json::from_slice::<Settings>(&bytes) {
+            Ok(s) => match s.sampling.validate() {
+                Ok(()) => (s, None),
+                Err(e) => (Settings::default(), Some(Self::set_aside(path, &e.to_string()))),
+            },
+            Err(e) => (Settings::default(), Some(Self::set_aside(path, &e.to_string()))),
+        }
+    }
+
+    fn set_aside(path: &Path, why: &str) -> String {
+        let aside = path.with_extension(format!("json.bad-{}", super::conversations::now_secs()));
+        match std::fs::rename(path, &aside) {
+            Ok(()) => format!(
+                "Settings file was invalid ({why}); using defaults. The old file was kept as {}.",
+                aside.display()
+            ),
+            Err(e) => format!("Settings file was invalid ({why}) and could not be moved aside ({e}); using defaults."),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("settings serialize")
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(crate::paths::models_dir)
+    }
+}

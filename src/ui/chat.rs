@@ -1,0 +1,204 @@
+//! The chat panel: message bubbles, streaming reply, input box and per-message actions.
+
+use super::markdown;
+use super::state::{AppState, ModelState, View};
+use crate::chat::Role;
+use egui::{Key, Modifiers, RichText, Ui};
+
+#[derive(Default)]
+pub struct ChatPanel {
+    /// Message being edited (index, draft).
+    editing: Option<(usize, String)>,
+}
+
+enum Action {
+    Regenerate(usize),
+    Resend(usize, String),
+}
+
+impl ChatPanel {
+    pub fn ui(&mut self, ui: &mut Ui, state: &mut AppState) {
+        // Input area at the bottom, messages above it.
+        egui::Panel::bottom("chat-input").resizable(false).show(ui, |ui| {
+            ui.add_space(6.0);
+            self.input(ui, state);
+            ui.add_space(6.0);
+        });
+        egui::CentralPanel::default().show(ui, |ui| {
+            if state.installed.is_empty() && !matches!(state.model, ModelState::Ready(_) | ModelState::Loading { .. }) {
+                empty_state(ui, state);
+                return;
+            }
+            let Some(conv) = state.current_conversation().cloned() else {
+                ui.centered_and_justified(|ui| ui.label("Start a new chat: type a message below."));
+                return;
+            };
+            let streaming_here = state.streaming.as_ref().is_some_and(|s| s.conversation == conv.id);
+            let mut action = None;
+            egui::ScrollArea::vertical().stick_to_bottom(true).auto_shrink([false, false]).show(ui, |ui| {
+                if conv.messages.is_empty() {
+                    ui.add_space(24.0);
+                    ui.vertical_centered(|ui| ui.label(RichText::new("Ask anything. Everything stays on this computer.").weak()));
+                }
+                let n = conv.messages.len();
+                for (i, m) in conv.messages.iter().enumerate() {
+                    let live = streaming_here && i + 1 == n;
+                    if let Some(a) = self.message(ui, i, m, live, state.can_send()) {
+                        action = Some(a);
+                    }
+                    ui.add_space(8.0);
+                }
+            });
+            match action {
+                Some(Action::Regenerate(i)) => state.regenerate(i),
+                Some(Action::Resend(i, t)) => state.edit_and_resend(i, t),
+                None => {}
+            }
+        });
+    }
+
+    fn message(
+        &mut self,
+        ui: &mut Ui,
+        i: usize,
+        m: &crate::store::conversations::ChatMessage,
+        live: bool,
+        can_send: bool,
+    ) -> Option<Action> {
+        let mut action = None;
+        let user = m.role == Role::User;
+        let fill = if user { ui.visuals().faint_bg_color } else { ui.visuals().panel_fill };
+        let layout = if user { egui::Layout::right_to_left(egui::Align::Min) } else { egui::Layout::left_to_right(egui::Align::Min) };
+        ui.with_layout(layout, |ui| {
+            let max_w = (ui.available_width() * 0.85).max(200.0);
+            ui.set_max_width(max_w);
+            egui::Frame::new()
+                .fill(fill)
+                .stroke(ui.visuals().widgets.noninteractive.bg_stroke)
+                .corner_radius(10.0)
+                .inner_margin(10.0)
+                .show(ui, |ui| {
+                    ui.set_max_width(max_w);
+                    ui.with_layout(egui::Layout::top_down(egui::Align::Min), |ui| {
+                        ui.label(RichText::new(if user { "You" } else { "Assistant" }).small().strong());
+                        if let Some((_, draft)) = self.editing.as_mut().filter(|(idx, _)| *idx == i) {
+                            ui.add(egui::TextEdit::multiline(draft).desired_rows(3).desired_width(f32::INFINITY));
+                            let mut cancel = false;
+                            ui.horizontal(|ui| {
+                                if ui.add_enabled(can_send, egui::Button::new("Send")).clicked() {
+                                    action = Some(Action::Resend(i, draft.clone()));
+                                }
+                                cancel = ui.button("Cancel").clicked();
+                            });
+                            if cancel || action.is_some() {
+                                self.editing = None;
+                            }
+                            return;
+                        }
+                        let (thinking, answer) = markdown::split_thinking(&m.content);
+                        if let Some(t) = thinking {
+                            let title = match m.thought_secs {
+                                Some(s) => format!("Thought for {s:.0} s"),
+                                None => "Thinking…".to_string(),
+                            };
+                            egui::CollapsingHeader::new(title).id_salt(("think", i)).default_open(false).show(ui, |ui| {
+                                ui.label(RichText::new(t.trim()).weak());
+                            });
+                        }
+                        if answer.is_empty() && live {
+                            ui.horizontal(|ui| {
+                                ui.spinner();
+                                ui.label(RichText::new("Thinking…").weak());
+                            });
+                        } else {
+                            markdown::show(ui, answer, i);
+                        }
+                        if let Some(e) = &m.error {
+                            ui.colored_label(ui.visuals().error_fg_color, format!("⚠ {e}"));
+                        }
+                        if !live {
+                            ui.horizontal(|ui| {
+                                if ui.small_button("Copy").on_hover_text("Copy message").clicked() {
+                                    ui.ctx().copy_text(m.content.clone());
+                                }
+                                if user {
+                                    if ui.add_enabled(can_send, egui::Button::new("Edit").small()).on_hover_text("Edit and resend").clicked() {
+                                        self.editing = Some((i, m.content.clone()));
+                                    }
+                                } else {
+                                    if ui.add_enabled(can_send, egui::Button::new("Regenerate").small()).clicked() {
+                                        action = Some(Action::Regenerate(i));
+                                    }
+                                    if let Some(s) = &m.stats {
+                                        ui.label(
+                                            RichText::new(format!(
+                                                "{} tokens · {:.1} tok/s · {:.2} s to first token",
+                                                s.tokens, s.decode_tps, s.ttft_s
+                                            ))
+                                            .small()
+                                            .weak(),
+                                        );
+                                    }
+                                }
+                            });
+                        }
+                    });
+                });
+        });
+        action
+    }
+
+    fn input(&mut self, ui: &mut Ui, state: &mut AppState) {
+        let generating = state.is_generating();
+        if generating && ui.input(|i| i.key_pressed(Key::Escape)) {
+            state.stop();
+        }
+        let id = egui::Id::unique("chat-input-box");
+        let focused = ui.memory(|m| m.has_focus(id));
+        // Enter sends; Shift+Enter falls through to the editor as a newline.
+        let send = focused && state.can_send() && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Enter));
+        ui.horizontal(|ui| {
+            let hint = match &state.model {
+                ModelState::Ready(_) => "Message Hearth… (Enter to send, Shift+Enter for a new line)",
+                ModelState::Loading { .. } => "Loading the model…",
+                _ => "Load a model to start chatting",
+            };
+            let w = ui.available_width() - 80.0;
+            let resp = ui.add(
+                egui::TextEdit::multiline(&mut state.input)
+                    .id(id)
+                    .hint_text(hint)
+                    .desired_rows(2)
+                    .desired_width(w)
+                    .lock_focus(true),
+            );
+            let resp = resp.on_hover_text("Message");
+            if generating {
+                if ui.button(RichText::new("Stop").strong()).on_hover_text("Stop generating (Esc)").clicked() {
+                    state.stop();
+                }
+            } else {
+                let can = state.can_send() && !state.input.trim().is_empty();
+                if ui.add_enabled(can, egui::Button::new(RichText::new("Send").strong())).clicked() {
+                    state.send_input();
+                    resp.request_focus();
+                }
+            }
+        });
+        if send {
+            state.send_input();
+        }
+    }
+}
+
+fn empty_state(ui: &mut Ui, state: &mut AppState) {
+    ui.vertical_centered(|ui| {
+        ui.add_space(80.0);
+        ui.heading("No model installed");
+        ui.label("Hearth runs models on this computer. Import a .gguf file or an MLX model folder to start.");
+        ui.add_space(8.0);
+        if ui.button("Open the model manager").clicked() {
+            state.view = View::Models;
+        }
+    });
+}

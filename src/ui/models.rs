@@ -1,0 +1,126 @@
+//! Model manager: installed models, load/unload, delete (confirmed), import.
+
+use super::state::{AppState, ModelState};
+use crate::models::loader::ModelInfo;
+use egui::{RichText, Ui};
+use std::path::PathBuf;
+
+#[derive(Default)]
+pub struct ModelsPanel {
+    confirm_delete: Option<(PathBuf, String, u64)>,
+}
+
+fn mb(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.2} GB", n as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MB", n as f64 / (1u64 << 20) as f64)
+    }
+}
+
+impl ModelsPanel {
+    pub fn ui(&mut self, ui: &mut Ui, state: &mut AppState) {
+        ui.heading("Models");
+        ui.label(format!("Stored in {}", state.settings.models_dir().display()));
+        ui.add_space(6.0);
+        match &state.model {
+            ModelState::Ready(info) => loaded_card(ui, info),
+            ModelState::Loading { path, fraction, message } => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(format!("Loading {} — {message}", path.display()));
+                });
+                ui.add(egui::ProgressBar::new(*fraction).show_percentage());
+            }
+            ModelState::Failed(e) => {
+                ui.colored_label(ui.visuals().error_fg_color, format!("Could not load the model: {e}"));
+            }
+            ModelState::None => {
+                ui.label("No model loaded.");
+            }
+        }
+        ui.add_space(8.0);
+        ui.horizontal(|ui| {
+            if ui.button("Import .gguf file…").clicked() {
+                state.pick_import(false);
+            }
+            if ui.button("Import model folder…").clicked() {
+                state.pick_import(true);
+            }
+        });
+        ui.separator();
+        let total: u64 = state.installed.iter().map(|m| m.size).sum();
+        ui.label(RichText::new(format!("Installed ({} models, {} on disk)", state.installed.len(), mb(total))).strong());
+        if state.installed.is_empty() {
+            ui.label("Nothing installed yet. Import a .gguf file or an MLX / Hugging Face model folder.");
+        }
+        let loaded_path = match &state.model {
+            ModelState::Ready(i) => Some(i.path.clone()),
+            _ => None,
+        };
+        let busy = state.is_generating() || matches!(state.model, ModelState::Loading { .. });
+        egui::Grid::new("installed-models").striped(true).num_columns(4).show(ui, |ui| {
+            for m in state.installed.clone() {
+                ui.label(RichText::new(&m.name).strong()).on_hover_text(m.path.display().to_string());
+                ui.label(mb(m.size));
+                let is_loaded = loaded_path.as_ref() == Some(&m.path);
+                if is_loaded {
+                    if ui.add_enabled(!busy, egui::Button::new("Unload")).clicked() {
+                        state.unload_model();
+                    }
+                } else if ui.add_enabled(!busy, egui::Button::new("Load")).on_hover_text(format!("Load {}", m.name)).clicked() {
+                    state.load_model(m.path.clone());
+                }
+                if ui.add_enabled(!busy, egui::Button::new("Delete…")).on_hover_text(format!("Delete {}", m.name)).clicked() {
+                    self.confirm_delete = Some((m.path.clone(), m.name.clone(), m.size));
+                }
+                ui.end_row();
+            }
+        });
+        ui.separator();
+        ui.label(RichText::new("Download").strong());
+        ui.label("Downloading from Hugging Face arrives with the model hub; until then, import files you already have.");
+
+        if let Some((path, name, size)) = self.confirm_delete.clone() {
+            let modal = egui::Modal::new(egui::Id::unique("confirm-delete-model")).show(ui.ctx(), |ui| {
+                ui.heading("Delete model?");
+                ui.label(format!("Delete “{name}” from disk? This frees {}.", mb(size)));
+                ui.horizontal(|ui| {
+                    if ui.button("Delete model").clicked() {
+                        state.delete_model(path.clone());
+                        self.confirm_delete = None;
+                    }
+                    if ui.button("Cancel").clicked() {
+                        self.confirm_delete = None;
+                    }
+                });
+            });
+            if modal.should_close() {
+                self.confirm_delete = None;
+            }
+        }
+    }
+}
+
+fn loaded_card(ui: &mut Ui, info: &ModelInfo) {
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.label(RichText::new(format!("Loaded: {}", info.name)).strong());
+        egui::Grid::new("loaded-model").num_columns(2).show(ui, |ui| {
+            let rows = [
+                ("Architecture", info.architecture.clone()),
+                ("Parameters", format!("{:.0} M", info.parameters as f64 / 1e6)),
+                ("Quantization", info.quantization.clone()),
+                ("Computing in", info.compute.clone()),
+                ("Size on disk", mb(info.size_on_disk)),
+                ("Weights in memory", mb(info.weight_bytes)),
+                ("Max context", format!("{} tokens", info.context_length)),
+                ("Location", info.path.display().to_string()),
+            ];
+            for (k, v) in rows {
+                ui.label(RichText::new(k).weak());
+                ui.label(v);
+                ui.end_row();
+            }
+        });
+    });
+}

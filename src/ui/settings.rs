@@ -1,0 +1,95 @@
+//! Settings: system prompt and presets, sampling, context length, theme, font size.
+
+use super::state::AppState;
+use crate::store::settings::{Settings, Theme};
+use egui::{RichText, Ui};
+
+#[derive(Default)]
+pub struct SettingsPanel;
+
+impl SettingsPanel {
+    pub fn ui(&mut self, ui: &mut Ui, state: &mut AppState) {
+        let before = state.settings.clone();
+        let s = &mut state.settings;
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            ui.heading("Settings");
+            ui.add_space(6.0);
+            ui.label(RichText::new("System prompt").strong());
+            ui.add(egui::TextEdit::multiline(&mut s.system_prompt).desired_rows(3).desired_width(f32::INFINITY))
+                .on_hover_text("System prompt for new chats");
+            ui.horizontal_wrapped(|ui| {
+                ui.label("Presets:");
+                for p in s.presets.clone() {
+                    if ui.button(&p.name).on_hover_text(&p.system_prompt).clicked() {
+                        s.system_prompt = p.system_prompt.clone();
+                    }
+                }
+            });
+            ui.separator();
+            ui.label(RichText::new("Sampling").strong());
+            egui::Grid::new("sampling").num_columns(2).show(ui, |ui| {
+                ui.label("Temperature");
+                ui.add(egui::Slider::new(&mut s.sampling.temperature, 0.0..=2.0).text("0 = greedy"));
+                ui.end_row();
+                ui.label("Top-p");
+                ui.add(egui::Slider::new(&mut s.sampling.top_p, 0.05..=1.0));
+                ui.end_row();
+                ui.label("Top-k");
+                ui.add(egui::Slider::new(&mut s.sampling.top_k, 0..=200).text("0 = off"));
+                ui.end_row();
+                ui.label("Min-p");
+                ui.add(egui::Slider::new(&mut s.sampling.min_p, 0.0..=0.5));
+                ui.end_row();
+                ui.label("Repetition penalty");
+                ui.add(egui::Slider::new(&mut s.sampling.repetition_penalty, 0.8..=2.0));
+                ui.end_row();
+                ui.label("Max tokens");
+                ui.add(egui::DragValue::new(&mut s.max_tokens).range(1..=32768));
+                ui.end_row();
+                ui.label("Seed");
+                let mut fixed = s.sampling.seed.is_some();
+                ui.horizontal(|ui| {
+                    ui.checkbox(&mut fixed, "Fixed seed");
+                    if fixed {
+                        let mut v = s.sampling.seed.unwrap_or(0);
+                        ui.add(egui::DragValue::new(&mut v));
+                        s.sampling.seed = Some(v);
+                    } else {
+                        s.sampling.seed = None;
+                    }
+                });
+                ui.end_row();
+                ui.label("Context length");
+                ui.add(egui::DragValue::new(&mut s.context_length).range(256..=131072).suffix(" tokens"));
+                ui.end_row();
+            });
+            ui.separator();
+            ui.label(RichText::new("Appearance").strong());
+            ui.horizontal(|ui| {
+                ui.label("Theme");
+                ui.radio_value(&mut s.theme, Theme::System, "Follow system");
+                ui.radio_value(&mut s.theme, Theme::Light, "Light");
+                ui.radio_value(&mut s.theme, Theme::Dark, "Dark");
+            });
+            ui.horizontal(|ui| {
+                ui.label("Font size");
+                ui.add(egui::Slider::new(&mut s.font_size, 10.0..=24.0));
+            });
+            ui.checkbox(&mut s.show_frame_time, "Show frame time (debug overlay)");
+            ui.separator();
+            ui.label(RichText::new("Storage").strong());
+            ui.label(format!("Models directory: {}", s.models_dir().display()));
+            if ui.button("Reset to defaults").clicked() {
+                let keep = (s.models_dir.clone(), s.last_model.clone());
+                *s = Settings::default();
+                (s.models_dir, s.last_model) = keep;
+            }
+        });
+        if state.settings != before {
+            if state.settings.context_length != before.context_length {
+                state.engine.send(crate::engine::Command::SetContextLength(state.settings.context_length));
+            }
+            state.save_settings();
+        }
+    }
+}
