@@ -22,7 +22,7 @@ MLX_SYS_VERSION=0.7.0
 if [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null; then
   PKGS=(build-essential cmake clang libclang-dev pkg-config libopenblas0-pthread
         python3 python3-venv python3-pip unzip curl ca-certificates
-        xvfb xauth libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libgl1 libegl1
+        xvfb xauth libgl1-mesa-dri libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libgl1 libegl1
         libwayland-client0 libgtk-3-0 fonts-dejavu-core)
   missing=()
   for p in "${PKGS[@]}"; do

@@ -73,6 +73,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ModelsCmd,
     },
+    /// Measure the app's frame time (CPU) while a reply streams; prints JSON.
+    UiBench {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[arg(long, default_value = "Explain how a CPU cache works, with a table and a code example.")]
+        prompt: String,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+    },
     /// Open the desktop app (the default).
     App {
         /// Send this message once the model is loaded (used for screenshots).
@@ -225,6 +234,11 @@ fn real_main() -> Result<()> {
     match cli.cmd {
         None => hearth::ui::run(None),
         Some(Cmd::App { demo_prompt }) => hearth::ui::run(demo_prompt),
+        Some(Cmd::UiBench { m, prompt, max_tokens }) => {
+            let path = model_path(&m.model)?;
+            println!("{}", hearth::ui::frame_bench::run(&path, &prompt, max_tokens)?);
+            Ok(())
+        }
         Some(Cmd::Chat { m, s, system }) => chat(m, system, s),
         Some(Cmd::Generate { m, s, raw, stats, stop, prompt }) => {
             let engine = start_engine(&m)?;

@@ -8,8 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+/// Called by the engine thread after each event, so a UI can wake up for it
+/// instead of polling.
+pub type Waker = Arc<Mutex<Option<Box<dyn Fn() + Send>>>>;
+
 /// The UI's (or CLI's) end of the engine.
 pub struct EngineHandle {
+    waker: Waker,
     commands: Sender<Command>,
     pub events: Receiver<Event>,
     next_id: AtomicU64,
@@ -21,11 +26,14 @@ impl EngineHandle {
     pub fn spawn() -> Self {
         let (ctx, crx) = unbounded::<Command>();
         let (etx, erx) = unbounded::<Event>();
+        let waker: Waker = Arc::new(Mutex::new(None));
+        let w = waker.clone();
         let thread = std::thread::Builder::new()
             .name("hearth-engine".into())
             .spawn(move || {
                 let events = etx.clone();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(crx, etx)));
+                let w2 = w.clone();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(crx, etx, w2)));
                 if let Err(p) = r {
                     let msg = p
                         .downcast_ref::<String>()
@@ -33,16 +41,23 @@ impl EngineHandle {
                         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "unknown panic".into());
                     let _ = events.send(Event::Crashed(msg));
+                    wake(&w);
                 }
             })
             .expect("spawning the engine thread");
         EngineHandle {
+            waker,
             commands: ctx,
             events: erx,
             next_id: AtomicU64::new(1),
             current_cancel: Mutex::new(None),
             thread: Some(thread),
         }
+    }
+
+    /// Installs the function the engine calls after sending events.
+    pub fn set_waker(&self, f: impl Fn() + Send + 'static) {
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(f));
     }
 
     pub fn send(&self, c: Command) {
@@ -86,10 +101,17 @@ impl Drop for EngineHandle {
     }
 }
 
-fn run(commands: Receiver<Command>, events: Sender<Event>) {
+fn wake(w: &Waker) {
+    if let Some(f) = w.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        f();
+    }
+}
+
+fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
     let mut session: Option<Session> = None;
     let send = |e: Event| {
         let _ = events.send(e);
+        wake(&waker);
     };
     while let Ok(cmd) = commands.recv() {
         match cmd {

@@ -3,7 +3,7 @@
 use super::markdown;
 use super::state::{AppState, ModelState, View};
 use crate::chat::Role;
-use egui::{Key, Modifiers, RichText, Ui};
+use egui::{Key, RichText, Ui};
 
 #[derive(Default)]
 pub struct ChatPanel {
@@ -114,7 +114,7 @@ impl ChatPanel {
                             markdown::show(ui, answer, i);
                         }
                         if let Some(e) = &m.error {
-                            ui.colored_label(ui.visuals().error_fg_color, format!("⚠ {e}"));
+                            ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
                         }
                         if !live {
                             ui.horizontal(|ui| {
@@ -156,7 +156,7 @@ impl ChatPanel {
         let id = egui::Id::unique("chat-input-box");
         let focused = ui.memory(|m| m.has_focus(id));
         // Enter sends; Shift+Enter falls through to the editor as a newline.
-        let send = focused && state.can_send() && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Enter));
+        let send = focused && state.can_send() && ui.input_mut(take_plain_enter);
         ui.horizontal(|ui| {
             let hint = match &state.model {
                 ModelState::Ready(_) => "Message Hearth… (Enter to send, Shift+Enter for a new line)",
@@ -189,6 +189,16 @@ impl ChatPanel {
             state.send_input();
         }
     }
+}
+
+/// Removes a plain Enter press (no Shift/Ctrl/Alt/Cmd) from this frame's input.
+/// egui's `consume_key` ignores an extra Shift, which would eat Shift+Enter too.
+fn take_plain_enter(i: &mut egui::InputState) -> bool {
+    let before = i.events.len();
+    i.events.retain(|e| {
+        !matches!(e, egui::Event::Key { key: Key::Enter, pressed: true, modifiers, .. } if modifiers.is_none())
+    });
+    i.events.len() != before
 }
 
 fn empty_state(ui: &mut Ui, state: &mut AppState) {

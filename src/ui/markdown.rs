@@ -54,7 +54,7 @@ pub fn show(ui: &mut Ui, text: &str, id_salt: usize) {
             ui.add_space(indent);
             ui.spacing_mut().item_spacing.x = 0.0;
             if quote > 0 {
-                ui.label(RichText::new("▍").color(Color32::GRAY));
+                ui.label(RichText::new("| ").color(Color32::GRAY));
             }
             for i in inlines.drain(..) {
                 match i {

@@ -1,6 +1,7 @@
 //! The desktop app (eframe/egui): one file per panel, state in `state.rs`.
 
 pub mod chat;
+pub mod frame_bench;
 pub mod markdown;
 pub mod models;
 pub mod settings;
@@ -23,6 +24,7 @@ pub struct HearthApp {
     demo_prompt: Option<String>,
     /// CPU time of the last frames, for the debug overlay.
     frame_ms: std::collections::VecDeque<f32>,
+    waker_set: bool,
 }
 
 impl HearthApp {
@@ -36,6 +38,7 @@ impl HearthApp {
             applied: None,
             demo_prompt: None,
             frame_ms: Default::default(),
+            waker_set: false,
         }
     }
 
@@ -116,11 +119,14 @@ impl HearthApp {
             View::Settings => self.settings.ui(ui, &mut self.state),
         });
 
-        if self.state.is_generating() || matches!(self.state.model, ModelState::Loading { .. }) {
-            // ~30 fps is smooth for streaming text and leaves the CPU to the model.
-            ctx.request_repaint_after(std::time::Duration::from_millis(33));
-        } else {
-            // Engine and background events arrive without input; look again soon.
+        if !self.waker_set {
+            // The engine wakes the UI when it has news: no polling while idle,
+            // and one frame per streamed piece instead of a fixed frame rate.
+            let c = ctx.clone();
+            self.state.engine.set_waker(move || c.request_repaint());
+            self.waker_set = true;
+        }
+        if self.state.pending_bg > 0 || !self.state.engine.is_alive() {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }
         let ms = t0.elapsed().as_secs_f32() * 1000.0;
@@ -150,7 +156,7 @@ impl HearthApp {
                     restart = true;
                     dismiss = Some(i);
                 }
-                if ui.small_button("✕").on_hover_text("Dismiss").clicked() {
+                if ui.small_button("Dismiss").clicked() {
                     dismiss = Some(i);
                 }
             });
@@ -160,6 +166,7 @@ impl HearthApp {
         }
         if restart {
             self.state.restart_engine();
+            self.waker_set = false; // the new engine needs the waker too
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct AppState {
     pub undo: Option<Conversation>,
     pub input: String,
     pub search: String,
+    /// Background jobs not yet reported back (the UI polls only while any run).
+    pub pending_bg: usize,
     bg_tx: Sender<Background>,
     bg_rx: Receiver<Background>,
 }
@@ -119,6 +121,7 @@ impl AppState {
             undo: None,
             input: String::new(),
             search: String::new(),
+            pending_bg: 0,
             bg_tx,
             bg_rx,
         };
@@ -333,6 +336,7 @@ impl AppState {
     pub fn import(&mut self, src: PathBuf) {
         let dir = self.settings.models_dir();
         let tx = self.bg_tx.clone();
+        self.pending_bg += 1;
         std::thread::spawn(move || {
             let r = installed::import(&src, &dir, false)
                 .map(|p| p.unwrap_or(src))
@@ -345,6 +349,7 @@ impl AppState {
     pub fn pick_import(&mut self, folder: bool) {
         let dialog = rfd::AsyncFileDialog::new().set_title("Import a model");
         let tx = self.bg_tx.clone();
+        self.pending_bg += 1;
         if folder {
             let fut = dialog.pick_folder();
             std::thread::spawn(move || {
@@ -368,6 +373,7 @@ impl AppState {
         }
         let dir = self.settings.models_dir();
         let tx = self.bg_tx.clone();
+        self.pending_bg += 1;
         std::thread::spawn(move || {
             let r = installed::delete(&path, &dir).map(|n| (path, n)).map_err(|e| e.to_string());
             let _ = tx.send(Background::Deleted(r));
@@ -383,8 +389,12 @@ impl AppState {
             .set_file_name(format!("{}.{ext}", name.trim()))
             .save_file();
         let tx = self.bg_tx.clone();
+        self.pending_bg += 1;
         std::thread::spawn(move || {
-            let Some(h) = pollster::block_on(fut) else { return };
+            let Some(h) = pollster::block_on(fut) else {
+                let _ = tx.send(Background::Exported(Err(String::new())));
+                return;
+            };
             let path = h.path().to_path_buf();
             let bytes = if markdown { c.to_markdown().into_bytes() } else { serialize(&c) };
             let r = crate::store::write_atomic(&path, &bytes).map(|_| path).map_err(|e| e.to_string());
@@ -402,17 +412,31 @@ impl AppState {
         while let Ok(bg) = self.bg_rx.try_recv() {
             changed = true;
             match bg {
-                Background::Installed(v) => self.installed = v,
+                Background::Installed(v) => {
+                    // The last message of an import or delete job.
+                    self.installed = v;
+                    self.pending_bg = self.pending_bg.saturating_sub(1);
+                }
                 Background::Imported(Ok(p)) => self.info(format!("Imported {}", p.display())),
                 Background::Imported(Err(e)) => self.error(format!("Import failed: {e}")),
                 Background::Deleted(Ok((p, n))) => {
                     self.info(format!("Deleted {} ({:.1} MB freed)", p.display(), n as f64 / 1e6))
                 }
                 Background::Deleted(Err(e)) => self.error(format!("Delete failed: {e}")),
-                Background::Exported(Ok(p)) => self.info(format!("Exported to {}", p.display())),
-                Background::Exported(Err(e)) => self.error(format!("Export failed: {e}")),
-                Background::PickedImport(Some(p)) => self.import(p),
-                Background::PickedImport(None) => {}
+                Background::Exported(r) => {
+                    self.pending_bg = self.pending_bg.saturating_sub(1);
+                    match r {
+                        Ok(p) => self.info(format!("Exported to {}", p.display())),
+                        Err(e) if e.is_empty() => {} // dialog cancelled
+                        Err(e) => self.error(format!("Export failed: {e}")),
+                    }
+                }
+                Background::PickedImport(p) => {
+                    self.pending_bg = self.pending_bg.saturating_sub(1);
+                    if let Some(p) = p {
+                        self.import(p);
+                    }
+                }
             }
         }
         while let Ok(e) = self.saver.errors.try_recv() {

@@ -14,7 +14,7 @@ pub fn ui(ui: &mut Ui, state: &AppState) {
         ui.separator();
         let live = &state.live;
         if state.is_generating() {
-            ui.spinner();
+            ui.label("Generating");
         }
         ui.label(format!("{:.1} tok/s", live.tok_per_s)).on_hover_text("Decode speed");
         ui.separator();

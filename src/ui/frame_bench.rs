@@ -1,0 +1,62 @@
+//! Measures the app's per-frame CPU time (UI code + layout + tessellation) while
+//! a real reply streams in, with no window: `hearth ui-bench`. GPU painting is
+//! left out; on a Mac it runs on the GPU.
+
+use super::state::{AppState, ModelState};
+use super::HearthApp;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize) -> anyhow::Result<serde_json::Value> {
+    let home = tempfile::tempdir()?;
+    let mut state = AppState::new(home.path());
+    state.settings.max_tokens = max_tokens;
+    state.settings.sampling = crate::engine::SamplingParams::greedy();
+    state.load_model(model.to_path_buf());
+    let mut app = HearthApp::new(state);
+    let ctx = egui::Context::default();
+    let mut frame = |app: &mut HearthApp, t: f64| -> f64 {
+        let input = egui::RawInput {
+            screen_rect: Some(egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1100.0, 720.0))),
+            time: Some(t),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let out = ctx.run_ui(input, |ui| app.ui(ui));
+        let prims = ctx.tessellate(out.shapes, out.pixels_per_point);
+        std::hint::black_box(prims);
+        t0.elapsed().as_secs_f64() * 1000.0
+    };
+    let start = Instant::now();
+    while !matches!(app.state.model, ModelState::Ready(_)) {
+        if let ModelState::Failed(e) = &app.state.model {
+            anyhow::bail!("{e}");
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "model did not load");
+        frame(&mut app, start.elapsed().as_secs_f64());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    app.state.input = prompt.to_string();
+    app.state.send_input();
+    let mut times = Vec::new();
+    while app.state.is_generating() {
+        times.push(frame(&mut app, start.elapsed().as_secs_f64()));
+        std::thread::sleep(Duration::from_millis(33));
+    }
+    // A few more frames with the finished, longest conversation on screen.
+    for _ in 0..10 {
+        times.push(frame(&mut app, start.elapsed().as_secs_f64()));
+    }
+    let reply = app.state.current_conversation().and_then(|c| c.messages.last()).map(|m| m.content.len()).unwrap_or(0);
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p) as usize];
+    Ok(json!({
+        "frames": times.len(),
+        "reply_chars": reply,
+        "frame_ms_mean": times.iter().sum::<f64>() / times.len() as f64,
+        "frame_ms_p50": pct(0.5),
+        "frame_ms_p95": pct(0.95),
+        "frame_ms_max": pct(1.0),
+    }))
+}

@@ -1,0 +1,228 @@
+//! The desktop app driven through egui_kittest (AccessKit) with the real model.
+
+mod common;
+
+use egui::accesskit::Role;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use hearth::engine::SamplingParams;
+use hearth::ui::state::{AppState, ModelState, NoticeKind, View};
+use hearth::ui::HearthApp;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A data dir with SmolLM2 installed (hard link, or copy across filesystems).
+fn data_dir() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let models = t.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let dst = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if std::fs::hard_link(common::smollm2_gguf(), &dst).is_err() {
+        std::fs::copy(common::smollm2_gguf(), &dst).unwrap();
+    }
+    t
+}
+
+fn harness(dir: &Path) -> Harness<'static, HearthApp> {
+    let mut state = AppState::new(dir);
+    state.settings.sampling = SamplingParams::greedy();
+    state.settings.max_tokens = 64;
+    state.autoload();
+    Harness::builder()
+        .with_size([1100.0, 720.0])
+        .build_ui_state(|ui, app: &mut HearthApp| app.ui(ui), HearthApp::new(state))
+}
+
+/// Steps frames in real time until `done` or the timeout.
+fn step_until(h: &mut Harness<'static, HearthApp>, secs: u64, what: &str, done: impl Fn(&HearthApp) -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !done(h.state()) {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    h.step();
+}
+
+fn wait_ready(h: &mut Harness<'static, HearthApp>) {
+    step_until(h, 120, "the model to load", |a| matches!(a.state.model, ModelState::Ready(_)));
+}
+
+fn ask(h: &mut Harness<'static, HearthApp>, text: &str) {
+    let input = h.get_by_role(Role::MultilineTextInput);
+    input.focus();
+    input.type_text(text);
+    h.step();
+    h.key_press(egui::Key::Enter);
+    h.step();
+}
+
+#[test]
+fn typing_a_question_and_enter_streams_a_real_answer() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let mut h = harness(dir.path());
+    wait_ready(&mut h);
+    ask(&mut h, "What is the capital of France?");
+    assert!(h.state().state.is_generating(), "Enter sends the message");
+    // Text appears while streaming, before the reply is finished.
+    step_until(&mut h, 120, "the first streamed text", |a| {
+        a.state.current_conversation().and_then(|c| c.messages.last()).is_some_and(|m| !m.content.is_empty())
+    });
+    step_until(&mut h, 120, "the reply to finish", |a| !a.state.is_generating());
+    assert!(h.query_by_label_contains("Paris").is_some(), "the answer is shown in the window");
+    let conv = h.state().state.current_conversation().unwrap().clone();
+    assert_eq!(conv.messages.len(), 2);
+    assert!(conv.messages[1].content.contains("Paris"));
+    assert!(conv.messages[1].stats.as_ref().is_some_and(|s| s.tokens > 0 && s.decode_tps > 0.0));
+    // The input was cleared and Shift+Enter makes a newline instead of sending.
+    let input = h.get_by_role(Role::MultilineTextInput);
+    input.focus();
+    input.type_text("line one");
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::Enter);
+    h.step();
+    assert!(!h.state().state.is_generating());
+    assert!(h.state().state.input.starts_with("line one"));
+}
+
+#[test]
+fn stop_button_ends_generation() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let mut h = harness(dir.path());
+    h.state_mut().state.settings.max_tokens = 400;
+    wait_ready(&mut h);
+    ask(&mut h, "Write a very long story about a dragon who learns to cook.");
+    step_until(&mut h, 120, "some streamed text", |a| {
+        a.state.current_conversation().and_then(|c| c.messages.last()).is_some_and(|m| m.content.len() > 20)
+    });
+    h.get_by_label("Stop").click();
+    h.step();
+    step_until(&mut h, 30, "the generation to stop", |a| !a.state.is_generating());
+    let m = h.state().state.current_conversation().unwrap().messages.last().unwrap().clone();
+    let tokens = m.stats.as_ref().map(|s| s.tokens).unwrap_or(0);
+    assert!(tokens < 400, "stopped early ({tokens} tokens)");
+    assert!(h.query_by_label("Send").is_some(), "Send is back after stopping");
+}
+
+#[test]
+fn conversation_survives_a_restart() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    {
+        let mut h = harness(dir.path());
+        wait_ready(&mut h);
+        ask(&mut h, "What is the capital of France?");
+        step_until(&mut h, 120, "the reply", |a| {
+            !a.state.is_generating()
+                && a.state.current_conversation().is_some_and(|c| c.messages.len() == 2)
+        });
+        h.state().state.flush();
+    }
+    let mut h = harness(dir.path());
+    h.step();
+    let state = &h.state().state;
+    assert_eq!(state.conversations.len(), 1);
+    let c = &state.conversations[0];
+    assert_eq!(c.title, "What is the capital of France?");
+    assert!(c.messages[1].content.contains("Paris"));
+    // Once as the sidebar entry, once as the reopened user message.
+    assert_eq!(h.query_all_by_label("What is the capital of France?").count(), 2);
+    assert!(h.query_by_label_contains("Paris").is_some(), "reopened in the chat view");
+}
+
+#[test]
+fn deleting_a_model_asks_first() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let file = dir.path().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut h = harness(dir.path());
+    wait_ready(&mut h);
+    h.state_mut().state.view = View::Models;
+    h.step();
+    h.get_by_label("Delete…").click();
+    h.run_steps(3);
+    assert!(h.query_by_label("Delete model?").is_some(), "a confirmation dialog opens");
+    h.get_by_label("Cancel").click();
+    h.run_steps(3);
+    assert!(file.exists(), "cancel keeps the model");
+    assert!(h.query_by_label("Delete model?").is_none());
+    h.get_by_label("Delete…").click();
+    h.run_steps(3);
+    h.get_by_label("Delete model").click();
+    step_until(&mut h, 30, "the model to be deleted", |a| a.state.installed.is_empty());
+    assert!(!file.exists());
+    assert!(h.state().state.notices.iter().any(|n| n.text.contains("MB freed")));
+}
+
+#[test]
+fn a_corrupt_conversation_file_does_not_hide_the_others() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let convs = dir.path().join("conversations");
+    std::fs::create_dir_all(&convs).unwrap();
+    for (i, title) in ["Trip planning", "Rust questions"].iter().enumerate() {
+        let mut c = hearth::store::conversations::Conversation::new("");
+        c.id = format!("c{i}");
+        c.title = title.to_string();
+        c.messages.push(hearth::store::conversations::ChatMessage::new(hearth::chat::Role::User, "hello"));
+        std::fs::write(convs.join(format!("c{i}.json")), hearth::store::conversations::serialize(&c)).unwrap();
+    }
+    std::fs::write(convs.join("broken.json"), b"{\"id\": \"x\", \"title\": ").unwrap();
+    let mut h = harness(dir.path());
+    h.step();
+    assert_eq!(h.state().state.conversations.len(), 2);
+    assert!(h.query_by_label("Trip planning").is_some());
+    assert!(h.query_by_label("Rust questions").is_some());
+    let notices = &h.state().state.notices;
+    assert!(notices.iter().any(|n| n.kind == NoticeKind::Error && n.text.contains("broken.json")));
+    assert!(convs.join("broken.json").exists(), "the bad file is left for the user");
+}
+
+#[test]
+fn no_model_shows_an_empty_state_pointing_to_the_model_manager() {
+    let _g = common::mlx_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    h.step();
+    assert!(h.query_by_label("No model installed").is_some());
+    h.get_by_label("Open the model manager").click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.view, View::Models);
+    assert!(h.query_by_label("Import .gguf file…").is_some());
+}
+
+#[test]
+fn invalid_settings_fall_back_to_defaults_and_keep_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("settings.json");
+    std::fs::write(&p, b"{ this is not json").unwrap();
+    let (s, notice) = hearth::store::settings::Settings::load(&p);
+    assert_eq!(s, hearth::store::settings::Settings::default());
+    assert!(notice.unwrap().contains("kept as"));
+    assert!(!p.exists());
+    let kept: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(kept[0].path()).unwrap(), b"{ this is not json");
+}
+
+#[test]
+fn markdown_renders_code_blocks_tables_and_links_without_fetching() {
+    let md = "# Title\n\nSome **bold** and `code`.\n\n- one\n- two\n\n```rust\nfn main() {}\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n[docs](https://example.com)\n";
+    let mut h = Harness::new_ui(|ui| hearth::ui::markdown::show(ui, md, 0));
+    h.run();
+    assert!(h.query_by_label("Title").is_some());
+    assert!(h.query_by_label("fn main() {}").is_some(), "code block body in monospace");
+    assert!(h.query_by_label("Copy").is_some(), "code block has a Copy button");
+    assert!(h.query_by_label("1").is_some() && h.query_by_label("b").is_some(), "table cells");
+    let opened = |h: &Harness<'_>| {
+        h.output().platform_output.commands.iter().any(|c| matches!(c, egui::OutputCommand::OpenUrl(_)))
+    };
+    assert!(!opened(&h), "nothing is opened without a click");
+    h.get_by_role_and_label(Role::Link, "docs").click();
+    h.step();
+    assert!(opened(&h), "a click opens the link");
+    let (think, answer) = hearth::ui::markdown::split_thinking("<think>hmm</think>\nAnswer");
+    assert_eq!((think, answer), (Some("hmm"), "Answer"));
+}
