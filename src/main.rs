@@ -59,6 +59,9 @@ enum Cmd {
         /// Timed repetitions per case (after one warm-up).
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// Also time a second chat turn that reuses the prompt cache.
+        #[arg(long)]
+        multi_turn: bool,
     },
     /// Convert a GGUF or Hugging Face checkpoint to an MLX (mlx-community) directory.
     Convert {
@@ -66,6 +69,20 @@ enum Cmd {
         dst: PathBuf,
         /// f32 = dequantize everything; native = keep the source quantization.
         #[arg(long, default_value = "native")]
+        dtype: String,
+    },
+    /// Write a model with random weights at a real model's shape (for benchmarks).
+    Synth {
+        /// smollm2-135m, llama-3.2-1b, qwen3-4b or llama-3.1-8b.
+        preset: String,
+        dst: PathBuf,
+        /// 0 = dense.
+        #[arg(long, default_value_t = 4)]
+        bits: i32,
+        #[arg(long, default_value_t = 64)]
+        group_size: i32,
+        /// bf16, f16 or f32.
+        #[arg(long, default_value = "bf16")]
         dtype: String,
     },
     /// Manage installed models.
@@ -247,11 +264,24 @@ fn real_main() -> Result<()> {
             stream_reply(&engine, id, stats)?;
             Ok(())
         }
-        Some(Cmd::Bench { m, prompt_tokens, gen_tokens, reps }) => bench(&m, &prompt_tokens, gen_tokens, reps),
+        Some(Cmd::Bench { m, prompt_tokens, gen_tokens, reps, multi_turn }) => {
+            bench(&m, &prompt_tokens, gen_tokens, reps, multi_turn)
+        }
         Some(Cmd::Convert { src, dst, dtype }) => {
             let precision: Precision = dtype.parse()?;
             let r = hearth::convert::convert(&src, &dst, precision)?;
             eprintln!("wrote {} ({} tensors, {:.1} MB, {})", dst.display(), r.tensors, r.bytes as f64 / 1e6, r.compute);
+            Ok(())
+        }
+        Some(Cmd::Synth { preset, dst, bits, group_size, dtype }) => {
+            let dtype = match dtype.as_str() {
+                "bf16" | "bfloat16" => mlx_rs::Dtype::Bfloat16,
+                "f16" | "float16" => mlx_rs::Dtype::Float16,
+                "f32" | "float32" => mlx_rs::Dtype::Float32,
+                other => bail!("unknown dtype '{other}' (bf16, f16, f32)"),
+            };
+            let bytes = hearth::models::synth::write(&preset, &dst, bits, group_size, dtype)?;
+            eprintln!("wrote {} ({:.2} GB of weights)", dst.display(), bytes as f64 / 1e9);
             Ok(())
         }
         Some(Cmd::Models { cmd: ModelsCmd::List }) => {
@@ -334,7 +364,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usize) -> Result<()> {
+fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usize, multi_turn: bool) -> Result<()> {
     let path = model_path(&m.model)?;
     let precision: Precision = m.precision.parse()?;
     let t = std::time::Instant::now();
@@ -342,7 +372,7 @@ fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usize) -
     let load_s = t.elapsed().as_secs_f64();
     let info = loaded.info.clone();
     let max_p = prompt_lens.iter().max().copied().unwrap_or(128);
-    let mut session = Session::new(loaded, Some(m.context_length.unwrap_or(max_p + gen_tokens + 16)));
+    let mut session = Session::new(loaded, Some(m.context_length.unwrap_or(2 * max_p + gen_tokens + 256)));
     let params = GenerateParams {
         sampling: SamplingParams::greedy(),
         max_tokens: gen_tokens,
@@ -384,6 +414,30 @@ fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usize) -
             "peak_memory_mb": mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / 1e6,
         });
         println!("{line}");
+    }
+    if multi_turn {
+        // Turn 1: a prompt and its reply. Turn 2: the same conversation plus a short
+        // follow-up; only the follow-up should be prefilled. Compare with the
+        // same total prompt from a cold cache.
+        let n = prompt_lens.iter().copied().max().unwrap_or(128);
+        let first = bench_prompt(&session, n);
+        let p = GenerateParams { max_tokens: 32, ..params.clone() };
+        session.reset_cache();
+        session.generate(&first, &p, &cancel, &mut |_| {})?;
+        let mut second = first.clone();
+        second.extend_from_slice(&session.last_tokens.clone());
+        second.extend(bench_prompt(&session, 48 + n).into_iter().skip(n));
+        let warm = session.generate(&second, &p, &cancel, &mut |_| {})?;
+        session.reset_cache();
+        let cold = session.generate(&second, &p, &cancel, &mut |_| {})?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "engine": "hearth", "case": "multi_turn", "model": info.name,
+                "total_prompt_tokens": second.len(), "reused_tokens": warm.reused_tokens,
+                "second_turn_ttft_s": warm.ttft_s, "cold_ttft_s": cold.ttft_s,
+            })
+        );
     }
     Ok(())
 }

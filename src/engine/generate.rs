@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// Tokens per prefill step: bounds peak memory on long prompts.
-pub const PREFILL_CHUNK: usize = 512;
+/// Tokens per prefill step: bounds peak memory on long prompts (mlx-lm uses 2048 too).
+pub const PREFILL_CHUNK: usize = 2048;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]

@@ -75,6 +75,8 @@ pub fn hf_name(gguf: &str) -> Option<String> {
                 "ffn_gate" => "mlp.gate_proj",
                 "ffn_up" => "mlp.up_proj",
                 "ffn_down" => "mlp.down_proj",
+                "attn_q_norm" => "self_attn.q_norm",
+                "attn_k_norm" => "self_attn.k_norm",
                 _ => return None,
             };
             format!("model.layers.{i}.{m}")

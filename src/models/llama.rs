@@ -128,11 +128,22 @@ impl Rope {
     }
 }
 
+/// What distinguishes the llama-like families that share this decoder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Variant {
+    /// Bias on q/k/v projections (Qwen2).
+    pub qkv_bias: bool,
+    /// RMSNorm over each head of q and k before RoPE (Qwen3).
+    pub qk_norm: bool,
+}
+
 struct Attention {
     q_proj: Linear,
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     n_heads: i32,
     n_kv: i32,
     head_dim: i32,
@@ -140,13 +151,23 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(w: &mut Weights, p: &str, c: &Config) -> Result<Self> {
+    fn load(w: &mut Weights, p: &str, c: &Config, v: Variant) -> Result<Self> {
         let (h, nh, nkv, hd) = (c.hidden_size, c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let qkv_bias = c.attention_bias || v.qkv_bias;
+        let norm = |w: &mut Weights, n: &str| -> Result<Option<RmsNorm>> {
+            if v.qk_norm {
+                Ok(Some(RmsNorm::load(w, &format!("{p}.{n}"), hd, c.rms_norm_eps)?))
+            } else {
+                Ok(None)
+            }
+        };
         Ok(Attention {
-            q_proj: Linear::load(w, &format!("{p}.q_proj"), nh * hd, h, c.attention_bias)?,
-            k_proj: Linear::load(w, &format!("{p}.k_proj"), nkv * hd, h, c.attention_bias)?,
-            v_proj: Linear::load(w, &format!("{p}.v_proj"), nkv * hd, h, c.attention_bias)?,
+            q_proj: Linear::load(w, &format!("{p}.q_proj"), nh * hd, h, qkv_bias)?,
+            k_proj: Linear::load(w, &format!("{p}.k_proj"), nkv * hd, h, qkv_bias)?,
+            v_proj: Linear::load(w, &format!("{p}.v_proj"), nkv * hd, h, qkv_bias)?,
             o_proj: Linear::load(w, &format!("{p}.o_proj"), h, nh * hd, c.attention_bias)?,
+            q_norm: norm(w, "q_norm")?,
+            k_norm: norm(w, "k_norm")?,
             n_heads: nh,
             n_kv: nkv,
             head_dim: hd,
@@ -159,8 +180,12 @@ impl Attention {
         let heads = |a: Array, n: i32| -> Result<Array> {
             Ok(a.reshape(&[b, l, n, self.head_dim])?.transpose_axes(&[0, 2, 1, 3])?)
         };
-        let q = heads(self.q_proj.forward(x)?, self.n_heads)?;
-        let k = heads(self.k_proj.forward(x)?, self.n_kv)?;
+        let mut q = heads(self.q_proj.forward(x)?, self.n_heads)?;
+        let mut k = heads(self.k_proj.forward(x)?, self.n_kv)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
         let v = heads(self.v_proj.forward(x)?, self.n_kv)?;
         let offset = cache.offset();
         let q = rope.apply(&q, offset)?;
@@ -211,7 +236,11 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn load(config: Config, mut w: Weights) -> Result<Self> {
+    pub fn load(config: Config, w: Weights) -> Result<Self> {
+        Self::load_variant(config, w, Variant::default())
+    }
+
+    pub fn load_variant(config: Config, mut w: Weights, variant: Variant) -> Result<Self> {
         let c = &config;
         if c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_hidden_layers <= 0 || c.vocab_size <= 0 {
             return Err(cfg_err("sizes in config.json must be positive"));
@@ -224,7 +253,7 @@ impl Model {
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             layers.push(Block {
-                self_attn: Attention::load(&mut w, &format!("{p}.self_attn"), c)?,
+                self_attn: Attention::load(&mut w, &format!("{p}.self_attn"), c, variant)?,
                 mlp: Mlp::load(&mut w, &format!("{p}.mlp"), c)?,
                 input_layernorm: RmsNorm::load(&mut w, &format!("{p}.input_layernorm"), c.hidden_size, c.rms_norm_eps)?,
                 post_attention_layernorm: RmsNorm::load(

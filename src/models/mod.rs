@@ -9,6 +9,9 @@ pub mod gguf_file;
 pub mod installed;
 pub mod llama;
 pub mod loader;
+pub mod qwen2;
+pub mod qwen3;
+pub mod synth;
 pub mod registry;
 pub mod weights;
 

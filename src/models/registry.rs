@@ -1,11 +1,15 @@
 //! Maps `model_type` (config.json) / `general.architecture` (GGUF) to an implementation.
 
-use super::{llama, LanguageModel, Weights};
+use super::{llama, qwen2, qwen3, LanguageModel, Weights};
 use crate::error::{Error, Result};
 use serde_json::Value;
 
 /// Architectures Hearth implements, with the model_type aliases that share them.
-const ARCHES: &[(&str, &[&str])] = &[("llama", &["llama", "mistral"])];
+const ARCHES: &[(&str, &[&str])] = &[
+    ("llama", &["llama", "mistral"]),
+    ("qwen2", &["qwen2"]),
+    ("qwen3", &["qwen3"]),
+];
 
 fn supported_list() -> String {
     ARCHES
@@ -32,11 +36,11 @@ pub fn model_type(config: &Value) -> Result<&str> {
 pub fn build(config: &Value, weights: Weights) -> Result<Box<dyn LanguageModel>> {
     let arch = check_supported(model_type(config)?)?;
     let parse = |e: serde_json::Error| Error::Config(format!("config.json: {e}"));
+    let c = || -> Result<llama::Config> { serde_json::from_value(config.clone()).map_err(parse) };
     match arch {
-        "llama" => {
-            let c: llama::Config = serde_json::from_value(config.clone()).map_err(parse)?;
-            Ok(Box::new(llama::Model::load(c, weights)?))
-        }
+        "llama" => Ok(Box::new(llama::Model::load(c()?, weights)?)),
+        "qwen2" => Ok(Box::new(qwen2::load(c()?, weights)?)),
+        "qwen3" => Ok(Box::new(qwen3::load(c()?, weights)?)),
         _ => unreachable!("check_supported only returns listed architectures"),
     }
 }

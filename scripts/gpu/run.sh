@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (device tool): assembles MLX's CUDA build under /tmp,
+# writes synthetic 4-bit models at real shapes, and runs Hearth and Python mlx-lm
+# side by side on them. usage: run.sh PRESET[,PRESET...] [PROMPTS] [GEN] [REPS] [ROUNDS]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+S=/tmp/stage; SITE=/tmp/site
+mkdir -p "$S"
+cp -n "$ROOT"/.devcarry/*/* "$S"/ 2>/dev/null || true
+if [ ! -f "$SITE/mlx/lib/libmlx.so" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$S"/mlx-*.whl "$S"/mlx_lm-*.whl
+  mkdir -p "$SITE/mlx/lib"
+  cat "$S"/libmlx.so.xz.part00 "$S"/libmlx.so.xz.part01 | xz -d > "$SITE/mlx/lib/libmlx.so"
+  tar -C "$SITE" -xJf "$S/cuda_libs.tar.xz"
+  tar -C "$SITE/mlx" -xJf "$S/include.tar.xz"
+  # libmlx finds cuDNN, NCCL, cuBLAS… at $ORIGIN/../../nvidia: the torch venv's copies.
+  NV=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')
+  ln -sfn "$NV" "$SITE/nvidia"
+  xz -dc "$S/hearth.xz" > /tmp/hearth && chmod +x /tmp/hearth
+fi
+export PYTHONPATH=$SITE
+export LD_LIBRARY_PATH=$SITE/mlx/lib:/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+export HEARTH=/tmp/hearth PYTHON=python3
+nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
+python3 -c 'import mlx.core as mx; print("mlx", mx.__version__, mx.default_device())'
+IFS=, read -ra PRESETS <<< "$1"
+for p in "${PRESETS[@]}"; do
+  M=/tmp/models/$p
+  [ -f "$M/config.json" ] || /tmp/hearth synth "$p" "$M" --bits 4 --group-size 64 --dtype bf16
+  echo "== $p"
+  bash "$ROOT/scripts/bench_compare.sh" "$M" "${2:-128,2048}" "${3:-256}" "${4:-3}" "${5:-2}" 2>&1 | tee "${OUT:-/tmp}/bench-$p.txt"
+done

@@ -1,0 +1,154 @@
+//! Synthetic models for benchmarks: random weights at real model shapes, written
+//! in mlx-community layout (config.json with `quantization`, model.safetensors,
+//! a byte-level tokenizer), so Hearth and Python mlx-lm load the very same files.
+//! Speed does not depend on the weights' values, only on their shapes and types.
+
+use crate::error::{io_err, Error, Result};
+use mlx_rs::{ops, random, Array, Dtype};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Real configurations (from the models' config.json on Hugging Face).
+pub fn preset(name: &str) -> Result<Value> {
+    let llama3_rope = |factor: f64| json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+    Ok(match name {
+        "smollm2-135m" => json!({"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+            "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
+            "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": true, "max_position_embeddings": 8192}),
+        "llama-3.2-1b" => json!({"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
+            "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
+            "vocab_size": 128256, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "rope_scaling": llama3_rope(32.0),
+            "tie_word_embeddings": true, "max_position_embeddings": 131072}),
+        "qwen3-4b" => json!({"model_type": "qwen3", "hidden_size": 2560, "intermediate_size": 9728,
+            "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+            "vocab_size": 151936, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true,
+            "max_position_embeddings": 40960}),
+        "llama-3.1-8b" => json!({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+            "vocab_size": 128256, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "rope_scaling": llama3_rope(8.0),
+            "tie_word_embeddings": false, "max_position_embeddings": 131072}),
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown preset '{other}' (smollm2-135m, llama-3.2-1b, qwen3-4b, llama-3.1-8b)"
+            )))
+        }
+    })
+}
+
+/// A byte-level BPE tokenizer with the 256 byte tokens and an end-of-text token.
+fn byte_tokenizer() -> Value {
+    let table = {
+        let mut t = Vec::new();
+        let mut n = 0u32;
+        for b in 0..=255u32 {
+            let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+            t.push(if printable { char::from_u32(b).unwrap() } else { n += 1; char::from_u32(255 + n).unwrap() });
+        }
+        t
+    };
+    let mut vocab = serde_json::Map::new();
+    for (i, c) in table.iter().enumerate() {
+        vocab.insert(c.to_string(), json!(i));
+    }
+    vocab.insert("<|endoftext|>".into(), json!(256));
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 256, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": []}
+    })
+}
+
+/// Writes a random model of `preset` shape to `dst`; `bits` = 0 keeps it dense.
+pub fn write(preset_name: &str, dst: &Path, bits: i32, group_size: i32, dtype: Dtype) -> Result<u64> {
+    let mut cfg = preset(preset_name)?;
+    let g = |k: &str| cfg[k].as_i64().unwrap_or(0) as i32;
+    let (h, inter, layers, nh, nkv, vocab) = (
+        g("hidden_size"),
+        g("intermediate_size"),
+        g("num_hidden_layers"),
+        g("num_attention_heads"),
+        g("num_key_value_heads"),
+        g("vocab_size"),
+    );
+    let hd = if cfg["head_dim"].is_number() { g("head_dim") } else { h / nh };
+    let qk_norm = cfg["model_type"] == "qwen3";
+    let tied = cfg["tie_word_embeddings"].as_bool().unwrap_or(false);
+    let mut key = random::key(0)?;
+    let mut tensors: HashMap<String, Array> = HashMap::new();
+    let mut next_key = || -> Result<Array> {
+        let parts = random::split(&key, 2)?;
+        key = parts.0;
+        Ok(parts.1)
+    };
+    let mut linear = |name: &str, out_f: i32, in_f: i32, tensors: &mut HashMap<String, Array>| -> Result<()> {
+        let k = next_key()?;
+        let w = random::normal::<f32>(&[out_f, in_f][..], 0.0, 0.02, &k)?.as_dtype(dtype)?;
+        if bits > 0 {
+            let (q, s, b) = ops::quantize(&w, group_size, bits)?;
+            mlx_rs::transforms::eval([&q, &s, &b])?;
+            tensors.insert(format!("{name}.weight"), q);
+            tensors.insert(format!("{name}.scales"), s);
+            tensors.insert(format!("{name}.biases"), b);
+        } else {
+            w.eval()?;
+            tensors.insert(format!("{name}.weight"), w);
+        }
+        Ok(())
+    };
+    let ones = |n: i32| -> Result<Array> { Ok(ops::ones_dtype(&[n], dtype)?) };
+    linear("model.embed_tokens", vocab, h, &mut tensors)?;
+    for i in 0..layers {
+        let p = format!("model.layers.{i}");
+        linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, &mut tensors)?;
+        linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, &mut tensors)?;
+        linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, &mut tensors)?;
+        linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, &mut tensors)?;
+        linear(&format!("{p}.mlp.gate_proj"), inter, h, &mut tensors)?;
+        linear(&format!("{p}.mlp.up_proj"), inter, h, &mut tensors)?;
+        linear(&format!("{p}.mlp.down_proj"), h, inter, &mut tensors)?;
+        tensors.insert(format!("{p}.input_layernorm.weight"), ones(h)?);
+        tensors.insert(format!("{p}.post_attention_layernorm.weight"), ones(h)?);
+        if qk_norm {
+            tensors.insert(format!("{p}.self_attn.q_norm.weight"), ones(hd)?);
+            tensors.insert(format!("{p}.self_attn.k_norm.weight"), ones(hd)?);
+        }
+    }
+    tensors.insert("model.norm.weight".into(), ones(h)?);
+    if !tied {
+        linear("lm_head", vocab, h, &mut tensors)?;
+    }
+    if bits > 0 {
+        cfg["quantization"] = json!({"group_size": group_size, "bits": bits});
+    }
+    cfg["architectures"] = json!([match cfg["model_type"].as_str() {
+        Some("qwen3") => "Qwen3ForCausalLM",
+        _ => "LlamaForCausalLM",
+    }]);
+    cfg["torch_dtype"] = json!(crate::models::dtype_name(dtype));
+    std::fs::create_dir_all(dst).map_err(io_err(dst))?;
+    let write_json = |name: &str, v: &Value| -> Result<()> {
+        let p = dst.join(name);
+        std::fs::write(&p, serde_json::to_string_pretty(v).expect("json")).map_err(io_err(&p))
+    };
+    write_json("config.json", &cfg)?;
+    write_json("tokenizer.json", &byte_tokenizer())?;
+    write_json(
+        "tokenizer_config.json",
+        &json!({"eos_token": "<|endoftext|>", "bos_token": null, "add_bos_token": false,
+                "tokenizer_class": "PreTrainedTokenizerFast"}),
+    )?;
+    let bytes: u64 = tensors.values().map(|a| a.nbytes() as u64).sum();
+    let meta: HashMap<String, String> = [("format".to_string(), "mlx".to_string())].into();
+    let file = dst.join("model.safetensors");
+    Array::save_safetensors(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(&meta), &file)
+        .map_err(|e| Error::Mlx(format!("writing {}: {e}", file.display())))?;
+    Ok(bytes)
+}
