@@ -14,7 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Tokens per prefill step: bounds peak memory on long prompts (mlx-lm uses 2048 too).
-pub const PREFILL_CHUNK: usize = 2048;
+/// `HEARTH_PREFILL_CHUNK` overrides it, for tuning.
+pub fn prefill_chunk() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("HEARTH_PREFILL_CHUNK").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(2048)
+    })
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -175,9 +181,10 @@ impl Session {
         self.cache_tokens.truncate(reuse);
 
         let rest = &prompt[reuse..];
-        let n_chunks = rest.len().div_ceil(PREFILL_CHUNK);
+        let chunk_len = prefill_chunk();
+        let n_chunks = rest.len().div_ceil(chunk_len);
         let mut logits = None;
-        for (i, chunk) in rest.chunks(PREFILL_CHUNK).enumerate() {
+        for (i, chunk) in rest.chunks(chunk_len).enumerate() {
             let out = self.loaded.model.forward(&token_array(chunk), &mut self.cache, false);
             let out = match out {
                 Ok(o) => o,

@@ -5,7 +5,7 @@ use super::{cfg_err, last_position, ArchInfo, Embedding, LanguageModel, Linear, 
 use crate::engine::kv_cache::KvCache;
 use crate::error::Result;
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
-use mlx_rs::{nn, Array};
+use mlx_rs::Array;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,16 +177,19 @@ impl Attention {
 
     fn forward(&self, x: &Array, cache: &mut KvCache, rope: &Rope) -> Result<Array> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
-        let heads = |a: Array, n: i32| -> Result<Array> {
-            Ok(a.reshape(&[b, l, n, self.head_dim])?.transpose_axes(&[0, 2, 1, 3])?)
+        // [B, L, n*D] -> [B, n, L, D]; the per-head norm (Qwen3) runs before the
+        // transpose, on contiguous rows, which is what the fused rms_norm wants.
+        let heads = |a: Array, n: i32, norm: Option<&RmsNorm>| -> Result<Array> {
+            let a = a.reshape(&[b, l, n, self.head_dim])?;
+            let a = match norm {
+                Some(nm) => nm.forward(&a)?,
+                None => a,
+            };
+            Ok(a.transpose_axes(&[0, 2, 1, 3])?)
         };
-        let mut q = heads(self.q_proj.forward(x)?, self.n_heads)?;
-        let mut k = heads(self.k_proj.forward(x)?, self.n_kv)?;
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = qn.forward(&q)?;
-            k = kn.forward(&k)?;
-        }
-        let v = heads(self.v_proj.forward(x)?, self.n_kv)?;
+        let q = heads(self.q_proj.forward(x)?, self.n_heads, self.q_norm.as_ref())?;
+        let k = heads(self.k_proj.forward(x)?, self.n_kv, self.k_norm.as_ref())?;
+        let v = heads(self.v_proj.forward(x)?, self.n_kv, None)?;
         let offset = cache.offset();
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
@@ -214,8 +217,8 @@ impl Mlp {
         })
     }
     fn forward(&self, x: &Array) -> Result<Array> {
-        let g = nn::silu(self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&g.multiply(self.up_proj.forward(x)?)?)
+        let h = super::swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?;
+        self.down_proj.forward(&h)
     }
 }
 

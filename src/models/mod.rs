@@ -174,6 +174,29 @@ impl RmsNorm {
     }
 }
 
+/// `silu(gate) * up`, compiled once per thread into one fused kernel.
+///
+/// mlx-rs's `nn::silu` builds a new compiled function on every call (a fresh
+/// compile id, traced and then erased), which costs a graph trace per layer per
+/// token. Keeping one compiled closure alive lets MLX reuse its cache.
+pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
+    use std::cell::RefCell;
+    type Fused = Box<dyn for<'a> FnMut((&'a Array, &'a Array)) -> std::result::Result<Array, mlx_rs::error::Exception>>;
+    thread_local! {
+        static FUSED: RefCell<Option<Fused>> = const { RefCell::new(None) };
+    }
+    FUSED.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let f = slot.get_or_insert_with(|| {
+            let f = |(g, u): (&Array, &Array)| -> std::result::Result<Array, mlx_rs::error::Exception> {
+                g.multiply(ops::sigmoid(g)?)?.multiply(u)
+            };
+            Box::new(mlx_rs::transforms::compile::compile(f, true))
+        });
+        Ok(f((gate, up))?)
+    })
+}
+
 /// Keeps only the last position of a [1, L, D] hidden state.
 pub fn last_position(h: &Array) -> Result<Array> {
     use mlx_rs::ops::indexing::IndexOp;

@@ -15,7 +15,7 @@ pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize) -> anyhow::
     state.load_model(model.to_path_buf());
     let mut app = HearthApp::new(state);
     let ctx = egui::Context::default();
-    let mut frame = |app: &mut HearthApp, t: f64| -> f64 {
+    let frame = |app: &mut HearthApp, t: f64| -> f64 {
         let input = egui::RawInput {
             screen_rect: Some(egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1100.0, 720.0))),
             time: Some(t),
