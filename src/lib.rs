@@ -1,5 +1,6 @@
 //! Hearth: a private, offline chat assistant running local LLMs with MLX.
 
+pub mod bundle;
 pub mod chat;
 pub mod convert;
 pub mod engine;

@@ -248,6 +248,11 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    if cfg!(target_os = "macos") {
+        if let Ok(exe) = std::env::current_exe() {
+            hearth::bundle::check_metallib(&exe).map_err(|e| anyhow!(e))?;
+        }
+    }
     match cli.cmd {
         None => hearth::ui::run(None),
         Some(Cmd::App { demo_prompt }) => hearth::ui::run(demo_prompt),
@@ -417,25 +422,35 @@ fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usize, m
     }
     if multi_turn {
         // Turn 1: a prompt and its reply. Turn 2: the same conversation plus a short
-        // follow-up; only the follow-up should be prefilled. Compare with the
-        // same total prompt from a cold cache.
+        // follow-up; only the follow-up should be prefilled. Compared with the same
+        // total prompt from a cold cache. Repeated like the other cases (the first
+        // round is a warm-up: GPU backends compile kernels for new shapes).
         let n = prompt_lens.iter().copied().max().unwrap_or(128);
         let first = bench_prompt(&session, n);
         let p = GenerateParams { max_tokens: 32, ..params.clone() };
-        session.reset_cache();
-        session.generate(&first, &p, &cancel, &mut |_| {})?;
-        let mut second = first.clone();
-        second.extend_from_slice(&session.last_tokens.clone());
-        second.extend(bench_prompt(&session, 48 + n).into_iter().skip(n));
-        let warm = session.generate(&second, &p, &cancel, &mut |_| {})?;
-        session.reset_cache();
-        let cold = session.generate(&second, &p, &cancel, &mut |_| {})?;
+        let (mut warm_t, mut cold_t) = (vec![], vec![]);
+        let (mut total, mut reused) = (0, 0);
+        for r in 0..reps + 1 {
+            session.reset_cache();
+            session.generate(&first, &p, &cancel, &mut |_| {})?;
+            let mut second = first.clone();
+            second.extend_from_slice(&session.last_tokens.clone());
+            second.extend(bench_prompt(&session, 48 + n).into_iter().skip(n));
+            let warm = session.generate(&second, &p, &cancel, &mut |_| {})?;
+            session.reset_cache();
+            let cold = session.generate(&second, &p, &cancel, &mut |_| {})?;
+            if r > 0 {
+                warm_t.push(warm.ttft_s);
+                cold_t.push(cold.ttft_s);
+            }
+            (total, reused) = (second.len(), warm.reused_tokens);
+        }
         println!(
             "{}",
             serde_json::json!({
                 "engine": "hearth", "case": "multi_turn", "model": info.name,
-                "total_prompt_tokens": second.len(), "reused_tokens": warm.reused_tokens,
-                "second_turn_ttft_s": warm.ttft_s, "cold_ttft_s": cold.ttft_s,
+                "total_prompt_tokens": total, "reused_tokens": reused,
+                "second_turn_ttft_s": median(&mut warm_t), "cold_ttft_s": median(&mut cold_t),
             })
         );
     }

@@ -16,8 +16,10 @@ if [ ! -f "$SITE/mlx/lib/libmlx.so" ]; then
   # libmlx finds cuDNN, NCCL, cuBLAS… at $ORIGIN/../../nvidia: the torch venv's copies.
   NV=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')
   ln -sfn "$NV" "$SITE/nvidia"
-  xz -dc "$S/hearth.xz" > /tmp/hearth && chmod +x /tmp/hearth
 fi
+# The binary changes between runs; always take the one just carried.
+xz -dc "$ROOT/.devcarry/b/hearth.xz" > /tmp/hearth 2>/dev/null || xz -dc "$S/hearth.xz" > /tmp/hearth
+chmod +x /tmp/hearth
 export PYTHONPATH=$SITE
 export LD_LIBRARY_PATH=$SITE/mlx/lib:/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 export HEARTH=/tmp/hearth PYTHON=python3
