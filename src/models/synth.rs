@@ -68,7 +68,13 @@ fn byte_tokenizer() -> Value {
 
 /// Writes a random model of `preset` shape to `dst`; `bits` = 0 keeps it dense.
 pub fn write(preset_name: &str, dst: &Path, bits: i32, group_size: i32, dtype: Dtype) -> Result<u64> {
-    let mut cfg = preset(preset_name)?;
+    write_config(preset(preset_name)?, dst, bits, group_size, dtype)
+}
+
+/// Writes a random model for any llama-family `config` (llama, qwen2, qwen3).
+/// Norm weights are random around 1 and Qwen2's q/k/v biases are random, so
+/// every parameter influences the output (what the parity tests need).
+pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtype: Dtype) -> Result<u64> {
     let g = |k: &str| cfg[k].as_i64().unwrap_or(0) as i32;
     let (h, inter, layers, nh, nkv, vocab) = (
         g("hidden_size"),
@@ -103,7 +109,16 @@ pub fn write(preset_name: &str, dst: &Path, bits: i32, group_size: i32, dtype: D
         }
         Ok(())
     };
-    let ones = |n: i32| -> Result<Array> { Ok(ops::ones_dtype(&[n], dtype)?) };
+    let qkv_bias = cfg["model_type"] == "qwen2";
+    let mut vec_key = random::key(1)?;
+    let mut ones = |n: i32| -> Result<Array> {
+        let parts = random::split(&vec_key, 2)?;
+        vec_key = parts.0;
+        let noise = random::normal::<f32>(&[n][..], 0.0, 0.1, &parts.1)?;
+        let v = noise.add(Array::from_f32(1.0))?.as_dtype(dtype)?;
+        v.eval()?;
+        Ok(v)
+    };
     linear("model.embed_tokens", vocab, h, &mut tensors)?;
     for i in 0..layers {
         let p = format!("model.layers.{i}");
@@ -111,6 +126,12 @@ pub fn write(preset_name: &str, dst: &Path, bits: i32, group_size: i32, dtype: D
         linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, &mut tensors)?;
         linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, &mut tensors)?;
         linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, &mut tensors)?;
+        if qkv_bias {
+            for (n, d) in [("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)] {
+                let b = ones(d)?.subtract(Array::from_f32(1.0))?.as_dtype(dtype)?;
+                tensors.insert(format!("{p}.self_attn.{n}.bias"), b);
+            }
+        }
         linear(&format!("{p}.mlp.gate_proj"), inter, h, &mut tensors)?;
         linear(&format!("{p}.mlp.up_proj"), inter, h, &mut tensors)?;
         linear(&format!("{p}.mlp.down_proj"), h, inter, &mut tensors)?;
@@ -130,6 +151,7 @@ pub fn write(preset_name: &str, dst: &Path, bits: i32, group_size: i32, dtype: D
     }
     cfg["architectures"] = json!([match cfg["model_type"].as_str() {
         Some("qwen3") => "Qwen3ForCausalLM",
+        Some("qwen2") => "Qwen2ForCausalLM",
         _ => "LlamaForCausalLM",
     }]);
     cfg["torch_dtype"] = json!(crate::models::dtype_name(dtype));

@@ -1,0 +1,72 @@
+//! Each architecture against Python mlx-lm: a tiny random model in MLX format is
+//! written, loaded through Hearth's public loader, and its logits for a fixed
+//! prompt are compared with mlx-lm's on the same files.
+
+mod common;
+
+use hearth::models::loader::{self, Precision};
+use hearth::models::synth;
+use serde_json::{json, Value};
+use std::process::Command;
+
+fn tiny(model_type: &str, tied: bool) -> Value {
+    json!({"model_type": model_type, "hidden_size": 64, "intermediate_size": 128,
+           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+           "vocab_size": 257, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+           "tie_word_embeddings": tied, "max_position_embeddings": 512})
+}
+
+fn compare(name: &str, cfg: Value, bits: i32) {
+    let _g = common::mlx_lock();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join(name);
+    synth::write_config(cfg, &dir, bits, 32, mlx_rs::Dtype::Float32).unwrap();
+    let prompt: Vec<u32> = vec![1, 17, 42, 99, 3, 200, 128, 7, 64, 250];
+
+    let loaded = loader::load(&dir, Precision::Native).unwrap();
+    let mut cache = loaded.model.new_cache();
+    let ours = loaded.model.forward(&hearth::models::token_array(&prompt), &mut cache, true).unwrap();
+    let ours = ours.as_dtype(mlx_rs::Dtype::Float32).unwrap();
+    let ours_v: Vec<f32> = ours.as_slice::<f32>().to_vec();
+
+    let out = Command::new(common::python())
+        .arg(common::root().join("tests/reference/mlx_lm_logits.py"))
+        .arg(&dir)
+        .args(prompt.iter().map(|t| t.to_string()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mlx-lm: {}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shape: Vec<i32> = r["shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32).collect();
+    assert_eq!(shape, ours.shape(), "{name}: logits shape");
+    let theirs: Vec<f32> = r["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let max_diff = ours_v.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let scale = theirs.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+    eprintln!("{name}: max |hearth - mlx-lm| = {max_diff:e} (logits up to {scale:.3})");
+    assert!(max_diff < 1e-4 * scale.max(1.0), "{name}: logits differ by {max_diff}");
+}
+
+#[test]
+fn llama_matches_mlx_lm() {
+    compare("llama", tiny("llama", false), 0);
+}
+
+#[test]
+fn llama_tied_4bit_matches_mlx_lm() {
+    compare("llama-q4", tiny("llama", true), 4);
+}
+
+#[test]
+fn qwen2_matches_mlx_lm() {
+    compare("qwen2", tiny("qwen2", true), 0);
+}
+
+#[test]
+fn qwen3_matches_mlx_lm() {
+    compare("qwen3", tiny("qwen3", true), 0);
+}
+
+#[test]
+fn qwen3_8bit_matches_mlx_lm() {
+    compare("qwen3-q8", tiny("qwen3", false), 8);
+}
