@@ -226,3 +226,24 @@ fn markdown_renders_code_blocks_tables_and_links_without_fetching() {
     let (think, answer) = hearth::ui::markdown::split_thinking("<think>hmm</think>\nAnswer");
     assert_eq!((think, answer), (Some("hmm"), "Answer"));
 }
+
+#[test]
+fn model_manager_shows_architecture_size_and_quantization_and_can_switch_folders() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let mut h = harness(dir.path());
+    h.state_mut().state.view = View::Models;
+    h.run_steps(2);
+    let card = h.state().state.installed[0].card.clone().expect("header read");
+    assert_eq!(card.architecture, "llama");
+    assert_eq!(card.quantization, "Q4_1");
+    assert!((130_000_000..140_000_000).contains(&card.parameters), "{}", card.parameters);
+    assert!(h.query_by_label("llama").is_some());
+    assert!(h.query_by_label("Q4_1").is_some());
+    assert!(h.query_by_label_contains("M params").is_some());
+    // Another models folder (empty) replaces the list.
+    let other = tempfile::tempdir().unwrap();
+    h.state_mut().state.set_models_dir(other.path().to_path_buf());
+    step_until(&mut h, 10, "the new folder to be listed", |a| a.state.installed.is_empty());
+    assert_eq!(h.state().state.settings.models_dir(), other.path());
+}

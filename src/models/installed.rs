@@ -10,6 +10,101 @@ pub struct InstalledModel {
     pub name: String,
     pub path: PathBuf,
     pub size: u64,
+    /// Read from the file headers without loading weights; None if unreadable.
+    pub card: Option<ModelCard>,
+}
+
+/// What the model manager shows for a model that is not loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelCard {
+    pub architecture: String,
+    pub parameters: u64,
+    pub quantization: String,
+}
+
+/// Architecture, parameter count and quantization from headers only.
+pub fn card(path: &Path) -> Result<ModelCard> {
+    let gguf = if path.is_file() {
+        Some(path.to_path_buf())
+    } else if !path.join("config.json").is_file() {
+        std::fs::read_dir(path)
+            .map_err(io_err(path))?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "gguf"))
+    } else {
+        None
+    };
+    if let Some(g) = gguf {
+        let h = GgufHeader::read(&g)?;
+        let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+        for t in &h.tensors {
+            *counts.entry(t.type_name()).or_default() += t.n_elements();
+        }
+        let quantization = counts.iter().max_by_key(|(_, n)| **n).map(|(k, _)| k.clone()).unwrap_or_default();
+        return Ok(ModelCard {
+            architecture: h.architecture()?.to_string(),
+            parameters: h.tensors.iter().map(|t| t.n_elements()).sum(),
+            quantization,
+        });
+    }
+    let cfg_path = path.join("config.json");
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?)
+        .map_err(|e| Error::Config(format!("config.json: {e}")))?;
+    let q = if cfg["quantization"].is_object() { &cfg["quantization"] } else { &cfg["quantization_config"] };
+    let bits = q["bits"].as_u64();
+    let mut parameters = 0u64;
+    for e in std::fs::read_dir(path).map_err(io_err(path))?.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "safetensors") {
+            continue;
+        }
+        for (name, dtype, n) in safetensors_shapes(&p)? {
+            if name.ends_with(".scales") || name.ends_with(".biases") {
+                continue;
+            }
+            // Packed quantized weights hold 32/bits values per uint32.
+            parameters += match (dtype.as_str(), bits) {
+                ("U32", Some(b)) if b > 0 => n * 32 / b,
+                _ => n,
+            };
+        }
+    }
+    Ok(ModelCard {
+        architecture: cfg["model_type"].as_str().unwrap_or("unknown").to_string(),
+        parameters,
+        quantization: match bits {
+            Some(b) => format!("{b}-bit (group {})", q["group_size"].as_u64().unwrap_or(64)),
+            None => cfg["torch_dtype"].as_str().unwrap_or("float").to_string(),
+        },
+    })
+}
+
+/// (name, dtype, element count) of every tensor in a safetensors header.
+fn safetensors_shapes(p: &Path) -> Result<Vec<(String, String, u64)>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).map_err(io_err(p))?;
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(io_err(p))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 {
+        return Err(Error::CorruptModel { path: p.to_path_buf(), reason: "header too large".into() });
+    }
+    let mut h = vec![0u8; n as usize];
+    f.read_exact(&mut h).map_err(io_err(p))?;
+    let v: serde_json::Value = serde_json::from_slice(&h)
+        .map_err(|e| Error::CorruptModel { path: p.to_path_buf(), reason: e.to_string() })?;
+    Ok(v.as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| *k != "__metadata__")
+                .map(|(k, t)| {
+                    let n = t["shape"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).product()).unwrap_or(0);
+                    (k.clone(), t["dtype"].as_str().unwrap_or("").to_string(), n)
+                })
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 pub fn dir_size(p: &Path) -> u64 {
@@ -38,7 +133,12 @@ pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
                 .map(|e| e.path())
                 .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
                 .filter(|p| is_model(p))
-                .map(|p| InstalledModel { name: super::loader::display_name(&p), size: dir_size(&p), path: p })
+                .map(|p| InstalledModel {
+                    name: super::loader::display_name(&p),
+                    size: dir_size(&p),
+                    card: card(&p).ok(),
+                    path: p,
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -59,9 +59,21 @@ impl ModelsPanel {
             _ => None,
         };
         let busy = state.is_generating() || matches!(state.model, ModelState::Loading { .. });
-        egui::Grid::new("installed-models").striped(true).num_columns(4).show(ui, |ui| {
+        egui::Grid::new("installed-models").striped(true).num_columns(7).show(ui, |ui| {
             for m in state.installed.clone() {
                 ui.label(RichText::new(&m.name).strong()).on_hover_text(m.path.display().to_string());
+                match &m.card {
+                    Some(c) => {
+                        ui.label(&c.architecture);
+                        ui.label(format!("{:.0} M params", c.parameters as f64 / 1e6));
+                        ui.label(&c.quantization);
+                    }
+                    None => {
+                        ui.label("?");
+                        ui.label("");
+                        ui.label("");
+                    }
+                }
                 ui.label(mb(m.size));
                 let is_loaded = loaded_path.as_ref() == Some(&m.path);
                 if is_loaded {

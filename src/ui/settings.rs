@@ -10,6 +10,7 @@ pub struct SettingsPanel;
 impl SettingsPanel {
     pub fn ui(&mut self, ui: &mut Ui, state: &mut AppState) {
         let before = state.settings.clone();
+        let mut pick_models_dir = false;
         let s = &mut state.settings;
         egui::ScrollArea::vertical().show(ui, |ui| {
             ui.heading("Settings");
@@ -78,13 +79,21 @@ impl SettingsPanel {
             ui.checkbox(&mut s.show_frame_time, "Show frame time (debug overlay)");
             ui.separator();
             ui.label(RichText::new("Storage").strong());
-            ui.label(format!("Models directory: {}", s.models_dir().display()));
+            ui.horizontal(|ui| {
+                ui.label(format!("Models directory: {}", s.models_dir().display()));
+                if ui.button("Change…").clicked() {
+                    pick_models_dir = true;
+                }
+            });
             if ui.button("Reset to defaults").clicked() {
                 let keep = (s.models_dir.clone(), s.last_model.clone());
                 *s = Settings::default();
                 (s.models_dir, s.last_model) = keep;
             }
         });
+        if pick_models_dir {
+            state.pick_models_dir();
+        }
         if state.settings != before {
             if state.settings.context_length != before.context_length {
                 state.engine.send(crate::engine::Command::SetContextLength(state.settings.context_length));

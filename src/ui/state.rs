@@ -67,6 +67,7 @@ pub enum Background {
     Deleted(Result<(PathBuf, u64), String>),
     Exported(Result<PathBuf, String>),
     PickedImport(Option<PathBuf>),
+    PickedModelsDir(Option<PathBuf>),
 }
 
 pub struct AppState {
@@ -365,6 +366,27 @@ impl AppState {
         }
     }
 
+    pub fn pick_models_dir(&mut self) {
+        let fut = rfd::AsyncFileDialog::new().set_title("Choose the models folder").pick_folder();
+        let tx = self.bg_tx.clone();
+        self.pending_bg += 1;
+        std::thread::spawn(move || {
+            let r = pollster::block_on(fut).map(|h| h.path().to_path_buf());
+            let _ = tx.send(Background::PickedModelsDir(r));
+        });
+    }
+
+    /// Points Hearth at another models folder and lists what is in it.
+    pub fn set_models_dir(&mut self, dir: PathBuf) {
+        self.settings.models_dir = Some(dir.clone());
+        self.save_settings();
+        let tx = self.bg_tx.clone();
+        self.pending_bg += 1;
+        std::thread::spawn(move || {
+            let _ = tx.send(Background::Installed(installed::installed(&dir)));
+        });
+    }
+
     pub fn delete_model(&mut self, path: PathBuf) {
         if let ModelState::Ready(info) = &self.model {
             if info.path == path {
@@ -429,6 +451,12 @@ impl AppState {
                         Ok(p) => self.info(format!("Exported to {}", p.display())),
                         Err(e) if e.is_empty() => {} // dialog cancelled
                         Err(e) => self.error(format!("Export failed: {e}")),
+                    }
+                }
+                Background::PickedModelsDir(p) => {
+                    self.pending_bg = self.pending_bg.saturating_sub(1);
+                    if let Some(p) = p {
+                        self.set_models_dir(p);
                     }
                 }
                 Background::PickedImport(p) => {
