@@ -27,11 +27,7 @@ pub fn card(path: &Path) -> Result<ModelCard> {
     let gguf = if path.is_file() {
         Some(path.to_path_buf())
     } else if !path.join("config.json").is_file() {
-        std::fs::read_dir(path)
-            .map_err(io_err(path))?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "gguf"))
+        ggufs_in(path).into_iter().next()
     } else {
         None
     };
@@ -107,6 +103,20 @@ fn safetensors_shapes(p: &Path) -> Result<Vec<(String, String, u64)>> {
         .unwrap_or_default())
 }
 
+/// The .gguf files directly inside `dir` (sorted).
+pub fn ggufs_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "gguf"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 pub fn dir_size(p: &Path) -> u64 {
     if p.is_file() {
         return p.metadata().map(|m| m.len()).unwrap_or(0);
@@ -120,10 +130,7 @@ fn is_model(p: &Path) -> bool {
     if p.is_file() {
         return p.extension().is_some_and(|e| e == "gguf");
     }
-    p.join("config.json").is_file()
-        || std::fs::read_dir(p)
-            .map(|rd| rd.flatten().any(|e| e.path().extension().is_some_and(|x| x == "gguf")))
-            .unwrap_or(false)
+    p.join("config.json").is_file() || !ggufs_in(p).is_empty()
 }
 
 pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
@@ -162,12 +169,7 @@ pub fn validate(src: &Path) -> Result<()> {
             registry::check_supported(registry::model_type(&v)?)?;
             return Ok(());
         }
-        let ggufs: Vec<_> = std::fs::read_dir(src)
-            .map_err(io_err(src))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
-            .collect();
+        let ggufs = ggufs_in(src);
         if ggufs.len() == 1 {
             return validate(&ggufs[0]);
         }

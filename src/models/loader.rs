@@ -127,12 +127,7 @@ fn gguf_in_dir(dir: &Path) -> Option<PathBuf> {
     if dir.join("config.json").exists() {
         return None;
     }
-    let ggufs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
-        .collect();
+    let ggufs = super::installed::ggufs_in(dir);
     (ggufs.len() == 1).then(|| ggufs[0].clone())
 }
 
