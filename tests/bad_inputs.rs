@@ -148,3 +148,33 @@ fn bad_sampling_values_are_rejected() {
         ));
     }
 }
+
+/// A minimal, valid GGUF v3 with the given architecture and no tensors.
+fn tiny_gguf(arch: &str) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes()); // tensors
+    b.extend(1u64.to_le_bytes()); // metadata entries
+    let key = "general.architecture";
+    b.extend((key.len() as u64).to_le_bytes());
+    b.extend(key.as_bytes());
+    b.extend(8u32.to_le_bytes()); // string
+    b.extend((arch.len() as u64).to_le_bytes());
+    b.extend(arch.as_bytes());
+    b
+}
+
+#[test]
+fn gguf_with_an_unknown_architecture_names_it() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("m.gguf");
+    std::fs::write(&p, tiny_gguf("rwkv9")).unwrap();
+    match load_err(&p) {
+        Error::UnknownArchitecture(a, _) => assert_eq!(a, "rwkv9"),
+        e => panic!("{e}"),
+    }
+    // Import refuses it before copying anything.
+    let models = t.path().join("models");
+    assert!(hearth::models::import(&p, &models, false).is_err());
+    assert!(!models.join("m.gguf").exists());
+}
