@@ -55,9 +55,17 @@ fetch_wheel() { # name version sha256
     "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" "$name==$version" >&2
     f=$(ls "$WHEELS"/${name//-/_}-"$version"-*.whl | head -1)
   fi
-  echo "$sha  $f" | sha256sum -c --quiet - >&2 || { echo "setup: checksum mismatch for $f" >&2; exit 1; }
+  local got
+  got=$( (command -v sha256sum >/dev/null && sha256sum "$f" || shasum -a 256 "$f") | cut -d' ' -f1)
+  [ "$got" = "$sha" ] || { echo "setup: checksum mismatch for $f" >&2; exit 1; }
   echo "$f"
 }
+if [ "$(uname -s)" = Darwin ] && [ ! -f "$DEPS/.python-$MLX_VERSION" ]; then
+  # The Python reference for the parity tests and benchmarks (Metal build).
+  log "installing mlx and mlx-lm $MLX_VERSION (reference for tests and benchmarks)"
+  "$PY" -m pip install -q "mlx==$MLX_VERSION" "mlx-lm==$MLX_VERSION"
+  touch "$DEPS/.python-$MLX_VERSION"
+fi
 if [ "$(uname -s)" = Linux ]; then
   STAMP="$DEPS/.python-$MLX_VERSION"
   if [ ! -f "$STAMP" ]; then

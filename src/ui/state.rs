@@ -118,7 +118,7 @@ impl AppState {
             streaming: None,
             live: LiveStats::default(),
             notices: vec![],
-            installed: installed::installed(&data_dir.join("models")),
+            installed: vec![],
             undo: None,
             input: String::new(),
             search: String::new(),
