@@ -33,7 +33,7 @@ pub struct SpecialTokens {
     pub add_bos: bool,
 }
 
-fn bytes_to_unicode() -> [char; 256] {
+pub(crate) fn bytes_to_unicode() -> [char; 256] {
     // GPT-2's reversible byte <-> printable-char table.
     let mut table = ['\0'; 256];
     let mut n = 0u32;

@@ -76,31 +76,15 @@ pub fn card(path: &Path) -> Result<ModelCard> {
     })
 }
 
-/// (name, dtype, element count) of every tensor in a safetensors header.
+/// (name, dtype, element count) of every tensor in a safetensors file.
 fn safetensors_shapes(p: &Path) -> Result<Vec<(String, String, u64)>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(p).map_err(io_err(p))?;
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(io_err(p))?;
-    let n = u64::from_le_bytes(n);
-    if n > 100 << 20 {
-        return Err(Error::CorruptModel { path: p.to_path_buf(), reason: "header too large".into() });
-    }
-    let mut h = vec![0u8; n as usize];
-    f.read_exact(&mut h).map_err(io_err(p))?;
-    let v: serde_json::Value = serde_json::from_slice(&h)
-        .map_err(|e| Error::CorruptModel { path: p.to_path_buf(), reason: e.to_string() })?;
-    Ok(v.as_object()
-        .map(|o| {
-            o.iter()
-                .filter(|(k, _)| *k != "__metadata__")
-                .map(|(k, t)| {
-                    let n = t["shape"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).product()).unwrap_or(0);
-                    (k.clone(), t["dtype"].as_str().unwrap_or("").to_string(), n)
-                })
-                .collect()
+    Ok(super::loader::safetensors_header(p)?
+        .into_iter()
+        .map(|(k, t)| {
+            let n = t["shape"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).product()).unwrap_or(0);
+            (k, t["dtype"].as_str().unwrap_or("").to_string(), n)
         })
-        .unwrap_or_default())
+        .collect())
 }
 
 /// The .gguf files directly inside `dir` (sorted).

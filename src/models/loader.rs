@@ -165,9 +165,10 @@ fn read_gguf(path: &Path) -> Result<ModelParts> {
     })
 }
 
-/// Checks a safetensors file's header against its length before MLX reads it,
-/// so a truncated download is a clear error instead of garbage weights.
-fn check_safetensors(path: &Path) -> Result<()> {
+/// Reads a safetensors file's header (tensor name -> dtype, shape, offsets) and
+/// checks it against the file's length, so a truncated download is a clear
+/// error instead of garbage weights.
+pub fn safetensors_header(path: &Path) -> Result<serde_json::Map<String, Value>> {
     let corrupt = |reason: String| Error::CorruptModel { path: path.to_path_buf(), reason };
     let mut f = std::fs::File::open(path).map_err(io_err(path))?;
     let len = f.metadata().map_err(io_err(path))?.len();
@@ -181,17 +182,17 @@ fn check_safetensors(path: &Path) -> Result<()> {
     f.read_exact(&mut h).map_err(|_| corrupt("truncated header".into()))?;
     let header: Value = serde_json::from_slice(&h).map_err(|e| corrupt(format!("header is not JSON: {e}")))?;
     let data_len = len - 8 - n;
-    let obj = header.as_object().ok_or_else(|| corrupt("header is not an object".into()))?;
-    for (name, t) in obj {
-        if name == "__metadata__" {
-            continue;
-        }
+    let Value::Object(mut obj) = header else {
+        return Err(corrupt("header is not an object".into()));
+    };
+    obj.remove("__metadata__");
+    for (name, t) in &obj {
         let end = t["data_offsets"][1].as_u64().ok_or_else(|| corrupt(format!("tensor {name} has no offsets")))?;
         if end > data_len {
             return Err(corrupt(format!("tensor {name} extends past the end of the file: the file is truncated")));
         }
     }
-    Ok(())
+    Ok(obj)
 }
 
 fn read_safetensors_dir(dir: &Path) -> Result<ModelParts> {
@@ -238,7 +239,7 @@ fn read_safetensors_dir(dir: &Path) -> Result<ModelParts> {
     let mut tensors: HashMap<String, Array> = HashMap::new();
     let mut size = 0;
     for f in &files {
-        check_safetensors(f)?;
+        safetensors_header(f)?;
         size += std::fs::metadata(f).map_err(io_err(f))?.len();
         let part = Array::load_safetensors(f).map_err(|e| Error::CorruptModel {
             path: f.clone(),

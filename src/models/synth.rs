@@ -38,15 +38,7 @@ pub fn preset(name: &str) -> Result<Value> {
 
 /// A byte-level BPE tokenizer with the 256 byte tokens and an end-of-text token.
 fn byte_tokenizer() -> Value {
-    let table = {
-        let mut t = Vec::new();
-        let mut n = 0u32;
-        for b in 0..=255u32 {
-            let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-            t.push(if printable { char::from_u32(b).unwrap() } else { n += 1; char::from_u32(255 + n).unwrap() });
-        }
-        t
-    };
+    let table = crate::chat::tokenizer::bytes_to_unicode();
     let mut vocab = serde_json::Map::new();
     for (i, c) in table.iter().enumerate() {
         vocab.insert(c.to_string(), json!(i));
