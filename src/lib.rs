@@ -5,6 +5,7 @@ pub mod chat;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod hub;
 pub mod models;
 pub mod paths;
 pub mod store;

@@ -260,19 +260,6 @@ fn read_safetensors_dir(dir: &Path) -> Result<ModelParts> {
     })
 }
 
-fn total_memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .map(|kb| kb * 1024)
-        })
-        .unwrap_or(16 << 30)
-}
-
 impl ModelParts {
     /// Applies the precision policy; returns a label of what the model computes in.
     pub fn apply_precision(&mut self, precision: Precision) -> Result<String> {
@@ -281,7 +268,7 @@ impl ModelParts {
             Precision::Auto if gpu_available() => Precision::Native,
             // f32 costs 4 bytes a parameter; keep the quantized form if that
             // would take more than half the machine's memory.
-            Precision::Auto if params * 4 > total_memory_bytes() / 2 => Precision::Native,
+            Precision::Auto if params * 4 > crate::hub::fit::total_memory() / 2 => Precision::Native,
             Precision::Auto => Precision::Float32,
             p => p,
         };

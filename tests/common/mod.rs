@@ -6,6 +6,8 @@ use hearth::models::loader::{self, Precision};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+pub mod hub_server;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -1,0 +1,81 @@
+//! A curated list of good mlx-community 4-bit chat models, small to large. The
+//! shapes are the models' own config.json numbers, so the fit estimate works
+//! before anything is fetched; sizes are the 4-bit download, approximately.
+
+use super::fit::Shape;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub id: &'static str,
+    pub family: &'static str,
+    /// `model_type` in config.json: decides whether this Hearth can run it.
+    pub model_type: &'static str,
+    pub blurb: &'static str,
+    pub shape: Shape,
+}
+
+impl Entry {
+    /// Approximate download size: 4.5 bits a weight (4-bit, group 64, 16-bit scales/biases).
+    pub fn download_bytes(&self) -> u64 {
+        self.shape.params * 9 / 16
+    }
+
+    pub fn supported(&self) -> bool {
+        crate::models::registry::check_supported(self.model_type).is_ok()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn e(
+    id: &'static str,
+    family: &'static str,
+    model_type: &'static str,
+    blurb: &'static str,
+    params: u64,
+    layers: u64,
+    hidden: u64,
+    intermediate: u64,
+    heads: u64,
+    kv_heads: u64,
+    head_dim: u64,
+    vocab: u64,
+) -> Entry {
+    Entry {
+        id,
+        family,
+        model_type,
+        blurb,
+        shape: Shape { params, layers, hidden, intermediate, heads, kv_heads, head_dim, vocab, bits: Some(4) },
+    }
+}
+
+pub const CATALOGUE: &[Entry] = &[
+    e("mlx-community/SmolLM2-360M-Instruct-4bit", "SmolLM2", "llama", "Tiny and quick; simple questions", 362_000_000, 32, 960, 2560, 15, 5, 64, 49152),
+    e("mlx-community/Qwen2.5-0.5B-Instruct-4bit", "Qwen2.5", "qwen2", "Smallest Qwen; fast drafts", 494_000_000, 24, 896, 4864, 14, 2, 64, 151936),
+    e("mlx-community/Qwen3-0.6B-4bit", "Qwen3", "qwen3", "Small thinking model", 596_000_000, 28, 1024, 3072, 16, 8, 128, 151936),
+    e("mlx-community/gemma-3-1b-it-4bit", "Gemma 3", "gemma3_text", "Google's small chat model", 1_000_000_000, 26, 1152, 6912, 4, 1, 256, 262144),
+    e("mlx-community/Llama-3.2-1B-Instruct-4bit", "Llama 3.2", "llama", "Meta's small chat model", 1_236_000_000, 16, 2048, 8192, 32, 8, 64, 128256),
+    e("mlx-community/Qwen2.5-1.5B-Instruct-4bit", "Qwen2.5", "qwen2", "Good all-rounder for its size", 1_544_000_000, 28, 1536, 8960, 12, 2, 128, 151936),
+    e("mlx-community/SmolLM2-1.7B-Instruct-4bit", "SmolLM2", "llama", "Largest SmolLM2", 1_711_000_000, 24, 2048, 8192, 32, 32, 64, 49152),
+    e("mlx-community/Qwen3-1.7B-4bit", "Qwen3", "qwen3", "Thinking model, laptop-friendly", 1_720_000_000, 28, 2048, 6144, 16, 8, 128, 151936),
+    e("mlx-community/Llama-3.2-3B-Instruct-4bit", "Llama 3.2", "llama", "Solid everyday assistant", 3_213_000_000, 28, 3072, 8192, 24, 8, 128, 128256),
+    e("mlx-community/Phi-3.5-mini-instruct-4bit", "Phi-3.5", "phi3", "Strong reasoning for 3.8B", 3_821_000_000, 32, 3072, 8192, 32, 32, 96, 32064),
+    e("mlx-community/Qwen3-4B-4bit", "Qwen3", "qwen3", "Best quality under 8 GB", 4_022_000_000, 36, 2560, 9728, 32, 8, 128, 151936),
+    e("mlx-community/Mistral-7B-Instruct-v0.3-4bit", "Mistral", "mistral", "Classic 7B instruct", 7_248_000_000, 32, 4096, 14336, 32, 8, 128, 32768),
+    e("mlx-community/Qwen2.5-7B-Instruct-4bit", "Qwen2.5", "qwen2", "Strong 7B generalist", 7_616_000_000, 28, 3584, 18944, 28, 4, 128, 152064),
+    e("mlx-community/Meta-Llama-3.1-8B-Instruct-4bit", "Llama 3.1", "llama", "Meta's 8B, long context", 8_030_000_000, 32, 4096, 14336, 32, 8, 128, 128256),
+    e("mlx-community/Qwen3-8B-4bit", "Qwen3", "qwen3", "Best quality here; 16 GB Macs", 8_190_000_000, 36, 4096, 12288, 32, 8, 128, 151936),
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn catalogue_ids_are_valid_and_sorted_by_size() {
+        let mut last = 0;
+        for e in super::CATALOGUE {
+            super::super::ids::check_repo_id(e.id).unwrap();
+            assert!(e.shape.params >= last, "{} out of order", e.id);
+            last = e.shape.params;
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The optional Hugging Face token for gated models: one file only the user can
+//! read (0600), never logged, shown masked.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub fn token_file() -> PathBuf {
+    crate::paths::data_dir().join("hf_token")
+}
+
+/// Hearth's own token, else `HF_TOKEN`, else the file `huggingface-cli login` writes.
+pub fn load() -> Option<String> {
+    let from_file = |p: &Path| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    from_file(&token_file())
+        .or_else(|| std::env::var("HF_TOKEN").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+        .or_else(|| from_file(&hf_hub::hf_home().join("token")))
+}
+
+/// Writes the token with mode 0600 from the first byte (temp file + rename).
+pub fn save(token: &str) -> std::io::Result<()> {
+    save_to(&token_file(), token)
+}
+
+pub fn save_to(path: &Path, token: &str) -> std::io::Result<()> {
+    let token = token.trim();
+    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a token is one word without spaces"));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+pub fn clear() -> std::io::Result<()> {
+    match std::fs::remove_file(token_file()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// `hf_…wxyz`: enough to recognise, not enough to use.
+pub fn mask(token: &str) -> String {
+    let tail: String = token.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let head: String = token.chars().take(3).collect();
+    if token.chars().count() <= 8 {
+        return "•••".into();
+    }
+    format!("{head}…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn saved_token_is_private_and_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hf_token");
+        super::save_to(&p, " hf_abcdefghijklmnop\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "hf_abcdefghijklmnop");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(super::mask("hf_abcdefghijklmnop"), "hf_…mnop");
+        assert!(super::save_to(&p, "two words").is_err());
+    }
+}
