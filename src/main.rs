@@ -109,8 +109,31 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ModelsCmd {
-    /// List installed models.
+    /// List installed models (the models folder and the Hugging Face cache).
     List,
+    /// Download a model from Hugging Face (resumes a partial download; HF_ENDPOINT honoured).
+    Download {
+        /// owner/name, e.g. mlx-community/Qwen3-0.6B-4bit
+        id: String,
+        /// Only these files (e.g. one .gguf of a GGUF repo).
+        #[arg(long)]
+        file: Vec<String>,
+        /// Download even if the memory estimate says it won't fit.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Search Hugging Face for MLX (default) or GGUF models.
+    Search {
+        query: String,
+        #[arg(long)]
+        gguf: bool,
+    },
+    /// Show the memory estimate for an installed model or a catalogue entry.
+    Fit {
+        model: String,
+        #[arg(long, default_value_t = 4096)]
+        context: u64,
+    },
     /// Validate and copy a .gguf file or model folder into the models directory.
     Import {
         path: PathBuf,
@@ -289,9 +312,20 @@ fn real_main() -> Result<()> {
             eprintln!("wrote {} ({:.2} GB of weights)", dst.display(), bytes as f64 / 1e9);
             Ok(())
         }
+        Some(Cmd::Models { cmd: ModelsCmd::Download { id, file, force } }) => download(&id, file, force),
+        Some(Cmd::Models { cmd: ModelsCmd::Search { query, gguf } }) => {
+            let hub = hearth::hub::Hub::new(None, hearth::hub::token::load(), None)?;
+            let kind = if gguf { hearth::hub::SearchKind::Gguf } else { hearth::hub::SearchKind::Mlx };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            for h in rt.block_on(hub.search(&query, kind, 30))? {
+                println!("{}\t{} downloads\t{} likes{}", h.id, h.downloads, h.likes, if h.gated { "\tgated" } else { "" });
+            }
+            Ok(())
+        }
+        Some(Cmd::Models { cmd: ModelsCmd::Fit { model, context } }) => fit(&model, context),
         Some(Cmd::Models { cmd: ModelsCmd::List }) => {
             let dir = paths::models_dir();
-            for m in hearth::models::installed(&dir) {
+            for m in hearth::models::installed::installed_with_cache(&dir, &hf_hub::resolve_cache_dir()) {
                 println!("{}\t{:.1} MB\t{}", m.name, m.size as f64 / 1e6, m.path.display());
             }
             Ok(())
@@ -305,6 +339,78 @@ fn real_main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn download(id: &str, files: Vec<String>, force: bool) -> Result<()> {
+    use hearth::hub::{fit, Control, Hub, Phase};
+    let hub = Hub::new(None, hearth::hub::token::load(), None)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let only = (!files.is_empty()).then_some(files);
+    let plan = rt.block_on(hub.plan(id, only.as_deref()))?;
+    let mem = fit::total_memory();
+    let need = plan.need(4096, fit::device(), mem);
+    let verdict = fit::verdict(need, mem);
+    eprintln!(
+        "{id}: {} files, {} ({} already here); needs about {} of {} memory at 4096 tokens: {}",
+        plan.files.len(),
+        fit::gb(plan.total()),
+        fit::gb(hub.bytes_present(&plan)),
+        fit::gb(need),
+        fit::gb(mem),
+        verdict.label()
+    );
+    if verdict == fit::Verdict::WontFit && !force {
+        bail!("{id} won't fit in this machine's memory; pass --force to download anyway");
+    }
+    let (tx, mut ctl) = tokio::sync::watch::channel(Control::Run);
+    // Ctrl-C pauses: the partial files stay and the next run resumes them.
+    let _keep = tx;
+    let mut last = String::new();
+    let snap = rt.block_on(hub.download(&plan, &mut ctl, &mut |p| {
+        let line = match &p.phase {
+            Phase::Downloading => format!(
+                "{:5.1}%  {} / {}  {}/s  {}",
+                p.done as f64 * 100.0 / p.total.max(1) as f64,
+                fit::gb(p.done),
+                fit::gb(p.total),
+                fit::gb(p.bytes_per_sec as u64),
+                p.file
+            ),
+            Phase::Retrying { attempt, wait, reason } => format!("{reason}; retry {attempt} in {:.0?}", wait),
+            Phase::Verifying => format!("checking {}", p.file),
+        };
+        if line != last {
+            eprint!("\r\x1b[2K{line}");
+            last = line;
+        }
+    }))?;
+    eprintln!();
+    println!("{}", snap.display());
+    Ok(())
+}
+
+fn fit(model: &str, context: u64) -> Result<()> {
+    use hearth::hub::fit;
+    let mem = fit::total_memory();
+    let (shape, name) = match hearth::hub::catalogue::CATALOGUE.iter().find(|e| e.id == model) {
+        Some(e) => (e.shape, e.id.to_string()),
+        None => {
+            let path = loader::resolve(model, &paths::models_dir())?;
+            let card = hearth::models::installed::card(&path)?;
+            (card.shape.ok_or_else(|| anyhow!("{model}: its config lacks the numbers for an estimate"))?, path.display().to_string())
+        }
+    };
+    let need = fit::estimate(&shape, context, fit::device(), mem);
+    println!(
+        "{name}: weights {} + KV cache {} + working {} = {} of {} at {context} tokens: {}",
+        fit::gb(need.weights),
+        fit::gb(need.kv_cache),
+        fit::gb(need.working),
+        fit::gb(need.total()),
+        fit::gb(mem),
+        fit::verdict(need.total(), mem).label()
+    );
+    Ok(())
 }
 
 fn chat(m: ModelArgs, system: Option<String>, s: SampleArgs) -> Result<()> {

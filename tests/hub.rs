@@ -279,7 +279,7 @@ fn a_paused_download_resumes_after_the_app_restarts() {
         options: Options::default(),
         offline: false,
     };
-    let h = HubHandle::spawn(cfg.clone(), None);
+    let h = HubHandle::spawn(cfg.clone());
     h.send(HubCommand::Start { id: ID.into(), only: None, confirmed: false });
     let mut paused_sent = false;
     let events = wait_for(&h, |e| {
@@ -296,7 +296,7 @@ fn a_paused_download_resumes_after_the_app_restarts() {
     srv.clear_log();
     srv.throttle(None);
 
-    let h = HubHandle::spawn(cfg, None);
+    let h = HubHandle::spawn(cfg);
     let first = h.events.recv_timeout(Duration::from_secs(10)).unwrap();
     let HubEvent::Paused { id, done, total } = first else { panic!("{first:?}") };
     assert_eq!(id, ID);

@@ -8,6 +8,9 @@ use egui_kittest::Harness;
 use hearth::engine::SamplingParams;
 use hearth::ui::state::{AppState, ModelState, NoticeKind, View};
 use hearth::ui::HearthApp;
+use hearth::hub::download::Options;
+use hearth::hub::manager::HubConfig;
+use hearth::ui::state::DownloadStatus;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,13 +26,28 @@ fn data_dir() -> tempfile::TempDir {
     t
 }
 
+/// Hub settings that keep a test away from the user's Hugging Face cache and the network.
+fn hub_config(dir: &Path, endpoint: &str) -> HubConfig {
+    HubConfig {
+        endpoint: Some(endpoint.to_string()),
+        cache_dir: Some(dir.join("hf-cache")),
+        jobs_file: dir.join("downloads.json"),
+        context: 4096,
+        options: Options::default(),
+        offline: false,
+    }
+}
+
 fn harness(dir: &Path) -> Harness<'static, HearthApp> {
-    let mut state = AppState::new(dir);
+    harness_with(AppState::with_hub(dir, hub_config(dir, "http://127.0.0.1:9")), [1100.0, 720.0])
+}
+
+fn harness_with(mut state: AppState, size: [f32; 2]) -> Harness<'static, HearthApp> {
     state.settings.sampling = SamplingParams::greedy();
     state.settings.max_tokens = 64;
     state.autoload();
     Harness::builder()
-        .with_size([1100.0, 720.0])
+        .with_size(size)
         .build_ui_state(|ui, app: &mut HearthApp| app.ui(ui), HearthApp::new(state))
 }
 
@@ -246,4 +264,56 @@ fn model_manager_shows_architecture_size_and_quantization_and_can_switch_folders
     h.state_mut().state.set_models_dir(other.path().to_path_buf());
     step_until(&mut h, 10, "the new folder to be listed", |a| a.state.installed.is_empty());
     assert_eq!(h.state().state.settings.models_dir(), other.path());
+}
+
+#[test]
+fn model_manager_shows_catalogue_search_and_live_download_progress() {
+    use common::hub_server::{File, HubServer, Repo};
+    let id = "bartowski/SmolLM2-135M-Instruct-GGUF";
+    let gguf = std::fs::read(common::smollm2_gguf()).unwrap();
+    let srv = HubServer::start(vec![Repo::new(
+        id,
+        vec![File::new("SmolLM2-135M-Instruct-Q4_1.gguf", gguf), File::new("README.md", b"card".to_vec())],
+        &["gguf"],
+    )]);
+    // Slow enough to watch the progress bar move.
+    srv.throttle(Some(12 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::with_hub(dir.path(), hub_config(dir.path(), &srv.url));
+    let mut h = harness_with(state, [1200.0, 2400.0]);
+    h.get_by_label("Models").click();
+    h.run_steps(3);
+    // The catalogue, with a memory verdict per model, is there before any network use.
+    assert!(h.query_by_label("Qwen3-0.6B-4bit").is_some());
+    assert!(h.query_by_label("Meta-Llama-3.1-8B-Instruct-4bit").is_some());
+    assert!(h.query_all_by_label("fits").count() + h.query_all_by_label("tight").count() > 0);
+    assert!(srv.log().is_empty(), "nothing goes to the network until the user asks");
+
+    h.state_mut().state.hub_search.query = "smollm2".into();
+    h.get_by_label("GGUF").click();
+    h.get_by_label("Search").click();
+    step_until(&mut h, 30, "search results", |a| a.state.hub_search.results.is_some());
+    assert!(h.query_by_label(id).is_some(), "the search hit is listed");
+    assert!(srv.log().iter().any(|l| l.path == "/api/models"));
+
+    // The last "Download" button is the search hit's (the catalogue comes first).
+    h.get_all_by_label("Download").last().unwrap().click();
+    step_until(&mut h, 60, "bytes to arrive", |a| {
+        a.state.downloads.iter().any(|d| matches!(&d.status, DownloadStatus::Running(p) if p.done > 4 << 20))
+    });
+    assert!(h.query_by_label_contains("MB/s").is_some(), "speed is shown");
+    assert!(h.query_by_label_contains("left").is_some(), "ETA is shown");
+    assert!(h.query_by_role(Role::ProgressIndicator).is_some());
+    h.get_by_label("Pause").click();
+    step_until(&mut h, 30, "the pause", |a| a.state.downloads.iter().any(|d| matches!(d.status, DownloadStatus::Paused { .. })));
+    assert!(h.query_by_label_contains("Paused").is_some());
+    srv.throttle(None);
+    h.get_by_label("Resume").click();
+    step_until(&mut h, 120, "the download to finish", |a| a.state.installed.iter().any(|m| m.name == id));
+    assert!(h.state().state.downloads.is_empty());
+    assert!(h.query_all_by_label(id).count() == 2, "listed as installed and in the search results");
+    assert!(h.query_by_label("installed").is_some(), "the search hit now says installed");
+    // The resumed request picked up where the pause left the file.
+    let resumed = srv.log().into_iter().filter(|l| l.method == "GET" && l.path.starts_with("/cdn/")).nth(1).unwrap();
+    assert!(resumed.range.as_deref().is_some_and(|r| !r.starts_with("bytes=0-")), "{resumed:?}");
 }

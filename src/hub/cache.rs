@@ -69,3 +69,12 @@ pub fn repo_of(path: &Path, cache_dir: &Path) -> Option<PathBuf> {
         && repo.file_name()?.to_string_lossy().starts_with("models--"))
     .then(|| repo.to_path_buf())
 }
+
+/// Deletes a cached model's whole repo folder (blobs included); returns bytes freed.
+pub fn delete(path: &Path, cache_dir: &Path) -> std::io::Result<u64> {
+    let repo = repo_of(path, cache_dir)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a model in the Hugging Face cache"))?;
+    let size = crate::models::installed::dir_size(&repo.join("blobs"));
+    std::fs::remove_dir_all(&repo)?;
+    Ok(size)
+}

@@ -61,18 +61,22 @@ impl HubConfig {
     }
 }
 
-pub type Waker = Arc<dyn Fn() + Send + Sync>;
+/// Set once the UI exists; called after every event so the window repaints.
+pub type Waker = Arc<Mutex<Option<Box<dyn Fn() + Send + Sync>>>>;
 
 pub struct HubHandle {
     tx: mpsc::UnboundedSender<HubCommand>,
     pub events: Receiver<HubEvent>,
     pub cache_dir: PathBuf,
     pub offline: bool,
+    waker: Waker,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl HubHandle {
-    pub fn spawn(cfg: HubConfig, waker: Option<Waker>) -> HubHandle {
+    pub fn spawn(cfg: HubConfig) -> HubHandle {
+        let waker: Waker = Default::default();
+        let w = waker.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let (etx, erx) = crossbeam_channel::unbounded();
         let cache_dir = cfg.cache_dir.clone().unwrap_or_else(hf_hub::resolve_cache_dir);
@@ -87,10 +91,14 @@ impl HubHandle {
                         return;
                     }
                 };
-                rt.block_on(run(cfg, rx, Events { tx: etx, waker }));
+                rt.block_on(run(cfg, rx, Events { tx: etx, waker: w }));
             })
             .expect("spawning the download thread");
-        HubHandle { tx, events: erx, cache_dir, offline, thread: Some(thread) }
+        HubHandle { tx, events: erx, cache_dir, offline, waker, thread: Some(thread) }
+    }
+
+    pub fn set_waker(&self, f: impl Fn() + Send + Sync + 'static) {
+        *self.waker.lock().unwrap() = Some(Box::new(f));
     }
 
     pub fn send(&self, cmd: HubCommand) {
@@ -113,13 +121,13 @@ impl Drop for HubHandle {
 #[derive(Clone)]
 struct Events {
     tx: Sender<HubEvent>,
-    waker: Option<Waker>,
+    waker: Waker,
 }
 
 impl Events {
     fn send(&self, e: HubEvent) {
         let _ = self.tx.send(e);
-        if let Some(w) = &self.waker {
+        if let Some(w) = self.waker.lock().unwrap().as_ref() {
             w();
         }
     }

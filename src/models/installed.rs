@@ -20,6 +20,8 @@ pub struct ModelCard {
     pub architecture: String,
     pub parameters: u64,
     pub quantization: String,
+    /// For the memory-fit estimate; None when the config lacks the numbers.
+    pub shape: Option<crate::hub::fit::Shape>,
 }
 
 /// Architecture, parameter count and quantization from headers only.
@@ -38,11 +40,13 @@ pub fn card(path: &Path) -> Result<ModelCard> {
             *counts.entry(t.type_name()).or_default() += t.n_elements();
         }
         let quantization = counts.iter().max_by_key(|(_, n)| **n).map(|(k, _)| k.clone()).unwrap_or_default();
-        return Ok(ModelCard {
-            architecture: h.architecture()?.to_string(),
-            parameters: h.tensors.iter().map(|t| t.n_elements()).sum(),
-            quantization,
-        });
+        let parameters = h.tensors.iter().map(|t| t.n_elements()).sum();
+        let mut shape = gguf::config_from_metadata(&h).ok().and_then(|c| crate::hub::fit::Shape::from_config(&c, parameters));
+        if let Some(s) = shape.as_mut() {
+            // GGUF blocks hold 4 to 8 bits a weight; count the common 4-bit case.
+            s.bits = Some(4);
+        }
+        return Ok(ModelCard { architecture: h.architecture()?.to_string(), parameters, quantization, shape });
     }
     let cfg_path = path.join("config.json");
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?)
@@ -68,6 +72,7 @@ pub fn card(path: &Path) -> Result<ModelCard> {
     }
     Ok(ModelCard {
         architecture: cfg["model_type"].as_str().unwrap_or("unknown").to_string(),
+        shape: crate::hub::fit::Shape::from_config(&cfg, parameters),
         parameters,
         quantization: match bits {
             Some(b) => format!("{b}-bit (group {})", q["group_size"].as_u64().unwrap_or(64)),
@@ -134,6 +139,15 @@ pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
         })
         .unwrap_or_default();
     out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    out
+}
+
+/// The models folder plus complete models in the Hugging Face cache (named by repo id).
+pub fn installed_with_cache(models_dir: &Path, hf_cache: &Path) -> Vec<InstalledModel> {
+    let mut out = installed(models_dir);
+    for m in crate::hub::cache::cached_models(hf_cache) {
+        out.push(InstalledModel { name: m.id, size: dir_size(&m.snapshot), card: card(&m.snapshot).ok(), path: m.snapshot });
+    }
     out
 }
 

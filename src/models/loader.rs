@@ -105,6 +105,12 @@ pub fn resolve(spec: &str, models_dir: &Path) -> Result<PathBuf> {
                 return Ok(cand);
             }
         }
+        // A Hugging Face id already in the shared cache (ours or mlx-lm's).
+        if crate::hub::ids::check_repo_id(spec).is_ok() {
+            if let Some(snap) = crate::hub::cache::snapshot(&hf_hub::resolve_cache_dir(), spec) {
+                return Ok(snap);
+            }
+        }
         // A case-insensitive match on an installed model's name.
         if let Ok(entries) = std::fs::read_dir(models_dir) {
             for e in entries.flatten() {
@@ -117,7 +123,7 @@ pub fn resolve(spec: &str, models_dir: &Path) -> Result<PathBuf> {
         }
     }
     Err(Error::ModelNotFound(format!(
-        "'{spec}' is neither a file, a directory, nor a model installed in {}",
+        "'{spec}' is neither a file, a directory, a downloaded Hugging Face model, nor a model installed in {}",
         models_dir.display()
     )))
 }

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod frame_bench;
+pub mod hub;
 pub mod markdown;
 pub mod models;
 pub mod settings;
@@ -124,6 +125,8 @@ impl HearthApp {
             // and one frame per streamed piece instead of a fixed frame rate.
             let c = ctx.clone();
             self.state.engine.set_waker(move || c.request_repaint());
+            let c = ctx.clone();
+            self.state.hub.set_waker(move || c.request_repaint());
             self.waker_set = true;
         }
         if self.state.pending_bg > 0 || !self.state.engine.is_alive() {

@@ -1,4 +1,5 @@
-//! Model manager: installed models, load/unload, delete (confirmed), import.
+//! Model manager: installed models (with a memory-fit verdict), load/unload,
+//! delete (confirmed), import; then downloads, catalogue and search (ui/hub.rs).
 
 use super::state::{AppState, ModelState};
 use crate::models::loader::ModelInfo;
@@ -20,6 +21,10 @@ fn mb(n: u64) -> String {
 
 impl ModelsPanel {
     pub fn ui(&mut self, ui: &mut Ui, state: &mut AppState) {
+        egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| self.body(ui, state));
+    }
+
+    fn body(&mut self, ui: &mut Ui, state: &mut AppState) {
         ui.heading("Models");
         ui.label(format!("Stored in {}", state.settings.models_dir().display()));
         ui.add_space(6.0);
@@ -59,7 +64,8 @@ impl ModelsPanel {
             _ => None,
         };
         let busy = state.is_generating() || matches!(state.model, ModelState::Loading { .. });
-        egui::Grid::new("installed-models").striped(true).num_columns(7).show(ui, |ui| {
+        let (ctx_len, device, mem) = (state.settings.context_length as u64, crate::hub::fit::device(), crate::hub::fit::total_memory());
+        egui::Grid::new("installed-models").striped(true).num_columns(8).show(ui, |ui| {
             for m in state.installed.clone() {
                 ui.label(RichText::new(&m.name).strong()).on_hover_text(m.path.display().to_string());
                 match &m.card {
@@ -75,6 +81,12 @@ impl ModelsPanel {
                     }
                 }
                 ui.label(mb(m.size));
+                match m.card.as_ref().and_then(|c| c.shape) {
+                    Some(shape) => super::hub::fit_label(ui, crate::hub::fit::estimate(&shape, ctx_len, device, mem).total()),
+                    None => {
+                        ui.label("");
+                    }
+                }
                 let is_loaded = loaded_path.as_ref() == Some(&m.path);
                 if is_loaded {
                     if ui.add_enabled(!busy, egui::Button::new("Unload")).clicked() {
@@ -90,8 +102,10 @@ impl ModelsPanel {
             }
         });
         ui.separator();
-        ui.label(RichText::new("Download").strong());
-        ui.label("Downloading from Hugging Face arrives with the model hub; until then, import files you already have.");
+        super::hub::downloads(ui, state);
+        super::hub::catalogue(ui, state);
+        ui.separator();
+        super::hub::search(ui, state);
 
         if let Some((path, name, size)) = self.confirm_delete.clone() {
             let modal = egui::Modal::new(egui::Id::unique("confirm-delete-model")).show(ui.ctx(), |ui| {

@@ -5,12 +5,19 @@ use crate::store::settings::{Settings, Theme};
 use egui::{RichText, Ui};
 
 #[derive(Default)]
-pub struct SettingsPanel;
+pub struct SettingsPanel {
+    token_input: String,
+    /// What is saved, masked; read from disk only when the panel opens.
+    token_shown: Option<Option<String>>,
+}
 
 impl SettingsPanel {
     pub fn ui(&mut self, ui: &mut Ui, state: &mut AppState) {
         let before = state.settings.clone();
         let mut pick_models_dir = false;
+        let mut token_change: Option<Option<String>> = None;
+        let shown = self.token_shown.get_or_insert_with(|| crate::hub::token::load().map(|t| crate::hub::token::mask(&t))).clone();
+        let token_input = &mut self.token_input;
         let s = &mut state.settings;
         egui::ScrollArea::vertical().show(ui, |ui| {
             ui.heading("Settings");
@@ -85,6 +92,24 @@ impl SettingsPanel {
                     pick_models_dir = true;
                 }
             });
+            ui.separator();
+            ui.label(RichText::new("Hugging Face").strong());
+            ui.label(format!("Downloads go to the shared Hugging Face cache: {}", state.hub.cache_dir.display()));
+            ui.horizontal(|ui| {
+                ui.label("Access token (for gated models):");
+                ui.label(shown.as_deref().unwrap_or("none"));
+            });
+            ui.horizontal(|ui| {
+                ui.add(egui::TextEdit::singleline(token_input).password(true).hint_text("hf_…").desired_width(240.0));
+                if ui.add_enabled(!token_input.trim().is_empty(), egui::Button::new("Save token")).clicked() {
+                    token_change = Some(Some(std::mem::take(token_input)));
+                }
+                if shown.is_some() && ui.button("Remove token").clicked() {
+                    token_change = Some(None);
+                }
+            });
+            ui.label(RichText::new("Stored in a file only you can read; sent only to Hugging Face with downloads you start.").weak());
+            ui.separator();
             if ui.button("Reset to defaults").clicked() {
                 let keep = (s.models_dir.clone(), s.last_model.clone());
                 *s = Settings::default();
@@ -93,6 +118,10 @@ impl SettingsPanel {
         });
         if pick_models_dir {
             state.pick_models_dir();
+        }
+        if let Some(t) = token_change {
+            state.set_token(t);
+            self.token_shown = None;
         }
         if state.settings != before {
             if state.settings.context_length != before.context_length {

@@ -5,6 +5,9 @@
 use crate::chat::Role;
 use crate::engine::protocol::MemoryStats;
 use crate::engine::{EngineHandle, Event, GenerateParams, Prompt};
+use crate::hub::fit::Verdict;
+use crate::hub::manager::{HubCommand, HubConfig, HubEvent, HubHandle};
+use crate::hub::{HubError, Progress, SearchHit, SearchKind};
 use crate::models::installed::{self, InstalledModel};
 use crate::models::loader::{ModelInfo, Precision};
 use crate::store::conversations::{serialize, ChatMessage, Conversation, ConversationStore, GenerationStatsLite};
@@ -60,6 +63,31 @@ pub struct Notice {
     pub text: String,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub enum DownloadStatus {
+    Starting,
+    Running(Progress),
+    Paused { done: u64, total: u64 },
+    /// The estimate says it won't fit; waiting for "download anyway".
+    NeedsConfirm { need: u64, memory: u64 },
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Download {
+    pub id: String,
+    pub status: DownloadStatus,
+    pub fit: Option<(u64, Verdict)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HubSearch {
+    pub query: String,
+    pub gguf: bool,
+    pub pending: bool,
+    pub results: Option<Result<Vec<SearchHit>, String>>,
+}
+
 /// Results of work done off the UI thread.
 pub enum Background {
     Installed(Vec<InstalledModel>),
@@ -90,6 +118,12 @@ pub struct AppState {
     pub search: String,
     /// Background jobs not yet reported back (the UI polls only while any run).
     pub pending_bg: usize,
+    /// The download thread, and what the model manager shows of it.
+    pub hub: HubHandle,
+    pub downloads: Vec<Download>,
+    pub hub_search: HubSearch,
+    /// Set when a download or search found no connection.
+    pub hub_offline: Option<String>,
     bg_tx: Sender<Background>,
     bg_rx: Receiver<Background>,
 }
@@ -97,6 +131,13 @@ pub struct AppState {
 impl AppState {
     /// Builds state rooted at `data_dir` (conversations/, settings.json, models/).
     pub fn new(data_dir: &Path) -> Self {
+        let mut cfg = HubConfig::from_env(4096);
+        cfg.jobs_file = data_dir.join("downloads.json");
+        Self::with_hub(data_dir, cfg)
+    }
+
+    /// As `new`, with the hub endpoint, cache and download options given (tests).
+    pub fn with_hub(data_dir: &Path, hub: HubConfig) -> Self {
         let settings_path = data_dir.join("settings.json");
         let (mut settings, notice) = Settings::load(&settings_path);
         if settings.models_dir.is_none() {
@@ -105,6 +146,7 @@ impl AppState {
         let store = ConversationStore::new(data_dir.join("conversations"));
         let (conversations, errors) = store.load_all();
         let (bg_tx, bg_rx) = crossbeam_channel::unbounded();
+        let context = settings.context_length as u64;
         let mut s = AppState {
             engine: EngineHandle::spawn(),
             settings,
@@ -123,10 +165,14 @@ impl AppState {
             input: String::new(),
             search: String::new(),
             pending_bg: 0,
+            hub_offline: hub.offline.then(|| "Hearth is offline (HF_HUB_OFFLINE): downloads are unavailable".to_string()),
+            hub: HubHandle::spawn(HubConfig { context, ..hub }),
+            downloads: vec![],
+            hub_search: HubSearch::default(),
             bg_tx,
             bg_rx,
         };
-        s.installed = installed::installed(&s.settings.models_dir());
+        s.installed = installed::installed_with_cache(&s.settings.models_dir(), &s.hub.cache_dir);
         if let Some(n) = notice {
             s.error(n);
         }
@@ -336,6 +382,7 @@ impl AppState {
 
     pub fn import(&mut self, src: PathBuf) {
         let dir = self.settings.models_dir();
+        let cache = self.hub.cache_dir.clone();
         let tx = self.bg_tx.clone();
         self.pending_bg += 1;
         std::thread::spawn(move || {
@@ -343,7 +390,7 @@ impl AppState {
                 .map(|p| p.unwrap_or(src))
                 .map_err(|e| e.to_string());
             let _ = tx.send(Background::Imported(r));
-            let _ = tx.send(Background::Installed(installed::installed(&dir)));
+            let _ = tx.send(Background::Installed(installed::installed_with_cache(&dir, &cache)));
         });
     }
 
@@ -380,10 +427,11 @@ impl AppState {
     pub fn set_models_dir(&mut self, dir: PathBuf) {
         self.settings.models_dir = Some(dir.clone());
         self.save_settings();
+        let cache = self.hub.cache_dir.clone();
         let tx = self.bg_tx.clone();
         self.pending_bg += 1;
         std::thread::spawn(move || {
-            let _ = tx.send(Background::Installed(installed::installed(&dir)));
+            let _ = tx.send(Background::Installed(installed::installed_with_cache(&dir, &cache)));
         });
     }
 
@@ -394,12 +442,18 @@ impl AppState {
             }
         }
         let dir = self.settings.models_dir();
+        let cache = self.hub.cache_dir.clone();
         let tx = self.bg_tx.clone();
         self.pending_bg += 1;
         std::thread::spawn(move || {
-            let r = installed::delete(&path, &dir).map(|n| (path, n)).map_err(|e| e.to_string());
+            let r = if crate::hub::cache::repo_of(&path, &cache).is_some() {
+                crate::hub::cache::delete(&path, &cache).map_err(|e| e.to_string())
+            } else {
+                installed::delete(&path, &dir).map_err(|e| e.to_string())
+            };
+            let r = r.map(|n| (path, n));
             let _ = tx.send(Background::Deleted(r));
-            let _ = tx.send(Background::Installed(installed::installed(&dir)));
+            let _ = tx.send(Background::Installed(installed::installed_with_cache(&dir, &cache)));
         });
     }
 
@@ -424,9 +478,118 @@ impl AppState {
         });
     }
 
+    pub fn start_download(&mut self, id: &str, confirmed: bool) {
+        self.downloads.retain(|d| d.id != id);
+        self.downloads.push(Download { id: id.to_string(), status: DownloadStatus::Starting, fit: None });
+        self.hub.send(HubCommand::Start { id: id.to_string(), only: None, confirmed });
+    }
+
+    pub fn pause_download(&mut self, id: &str) {
+        self.hub.send(HubCommand::Pause(id.to_string()));
+    }
+
+    pub fn resume_download(&mut self, id: &str) {
+        if let Some(d) = self.downloads.iter_mut().find(|d| d.id == id) {
+            d.status = DownloadStatus::Starting;
+        }
+        self.hub.send(HubCommand::Resume(id.to_string()));
+    }
+
+    pub fn cancel_download(&mut self, id: &str) {
+        self.hub.send(HubCommand::Cancel(id.to_string()));
+    }
+
+    pub fn search_hub(&mut self) {
+        let q = self.hub_search.query.trim().to_string();
+        self.hub_search.pending = true;
+        let kind = if self.hub_search.gguf { SearchKind::Gguf } else { SearchKind::Mlx };
+        self.hub.send(HubCommand::Search { query: q, kind });
+    }
+
+    pub fn set_token(&mut self, token: Option<String>) {
+        let r = match &token {
+            Some(t) => crate::hub::token::save(t),
+            None => crate::hub::token::clear(),
+        };
+        match r {
+            Ok(()) => {
+                self.hub.send(HubCommand::SetToken(crate::hub::token::load()));
+                self.info(if token.is_some() { "Hugging Face token saved (readable only by you)" } else { "Hugging Face token removed" });
+            }
+            Err(e) => self.error(format!("Could not save the token: {e}")),
+        }
+    }
+
+    fn on_hub_event(&mut self, ev: HubEvent) {
+        let id = match &ev {
+            HubEvent::SearchResults { .. } => String::new(),
+            HubEvent::Planned { id, .. }
+            | HubEvent::NeedsConfirm { id, .. }
+            | HubEvent::Progress { id, .. }
+            | HubEvent::Paused { id, .. }
+            | HubEvent::Finished { id, .. }
+            | HubEvent::Failed { id, .. }
+            | HubEvent::Cancelled { id } => id.clone(),
+        };
+        if !id.is_empty() && !self.downloads.iter().any(|d| d.id == id) && !matches!(ev, HubEvent::Cancelled { .. }) {
+            self.downloads.push(Download { id: id.clone(), status: DownloadStatus::Starting, fit: None });
+        }
+        let d = self.downloads.iter_mut().find(|d| d.id == id);
+        match (ev, d) {
+            (HubEvent::SearchResults { result, .. }, _) => {
+                self.hub_search.pending = false;
+                if let Err(HubError::Offline(m)) = &result {
+                    self.hub_offline = Some(m.clone());
+                } else if result.is_ok() {
+                    self.hub_offline = None;
+                }
+                self.hub_search.results = Some(result.map_err(|e| e.to_string()));
+            }
+            (HubEvent::Planned { need, verdict, .. }, Some(d)) => d.fit = Some((need, verdict)),
+            (HubEvent::NeedsConfirm { need, memory, .. }, Some(d)) => d.status = DownloadStatus::NeedsConfirm { need, memory },
+            (HubEvent::Progress { progress, .. }, Some(d)) => {
+                self.hub_offline = None;
+                d.status = DownloadStatus::Running(progress)
+            }
+            (HubEvent::Paused { done, total, .. }, Some(d)) => d.status = DownloadStatus::Paused { done, total },
+            (HubEvent::Finished { id, path }, _) => {
+                self.downloads.retain(|d| d.id != id);
+                self.info(format!("Downloaded {id}"));
+                self.set_models_dir_listing();
+                let _ = path;
+            }
+            (HubEvent::Cancelled { id }, _) => self.downloads.retain(|d| d.id != id),
+            (HubEvent::Failed { error, .. }, d) => {
+                if let HubError::Offline(m) = &error {
+                    self.hub_offline = Some(m.clone());
+                }
+                match d {
+                    Some(d) => d.status = DownloadStatus::Failed(error.to_string()),
+                    None => self.error(error.to_string()),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Re-lists installed models (after a download) off the UI thread.
+    fn set_models_dir_listing(&mut self) {
+        let dir = self.settings.models_dir();
+        let cache = self.hub.cache_dir.clone();
+        let tx = self.bg_tx.clone();
+        self.pending_bg += 1;
+        std::thread::spawn(move || {
+            let _ = tx.send(Background::Installed(installed::installed_with_cache(&dir, &cache)));
+        });
+    }
+
     /// Drains engine events and background results; returns true if anything changed.
     pub fn poll(&mut self) -> bool {
         let mut changed = false;
+        while let Ok(ev) = self.hub.events.try_recv() {
+            changed = true;
+            self.on_hub_event(ev);
+        }
         while let Ok(ev) = self.engine.events.try_recv() {
             changed = true;
             self.on_event(ev);
