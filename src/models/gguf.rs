@@ -86,24 +86,27 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 
 /// Loads the tensors of a validated GGUF with HF names.
 pub fn load_tensors(h: &GgufHeader, config: &Value) -> Result<HashMap<String, Array>> {
-    for t in &h.tensors {
-        let ty = t.type_name();
-        if !MLX_NATIVE.contains(&ty.as_str()) {
-            return Err(Error::UnsupportedTensorType { tensor: t.name.clone(), ggml_type: ty });
-        }
-    }
-    let file = mlx_rs::io::GgufFile::load(&h.path)?;
-    let raw = file.arrays()?;
+    let all_native = h.tensors.iter().all(|t| MLX_NATIVE.contains(&t.type_name().as_str()));
+    let raw = if all_native {
+        mlx_rs::io::GgufFile::load(&h.path)?.arrays()?
+    } else {
+        decode_in_rust(h)?
+    };
     let heads = config["num_attention_heads"].as_i64().unwrap_or(1) as i32;
     let kv_heads = config["num_key_value_heads"].as_i64().unwrap_or(heads as i64) as i32;
-    let permuted = h.get_str("general.architecture") == Some("llama");
+    let arch = h.get_str("general.architecture").unwrap_or("");
+    let permuted = arch == "llama";
     let mut out = HashMap::with_capacity(raw.len());
     for (name, array) in raw {
         let (base, suffix) = name
             .rsplit_once('.')
             .ok_or_else(|| Error::UnexpectedTensors(name.clone()))?;
-        let hf = hf_name(base).ok_or_else(|| Error::UnexpectedTensors(name.clone()))?;
+        let hf = hf_name_for(arch, base).ok_or_else(|| Error::UnexpectedTensors(name.clone()))?;
         let mut array = array;
+        // llama.cpp stores Gemma's RMSNorm weights as 1 + w; the model adds the 1.
+        if arch == "gemma3" && base.ends_with("norm") && suffix == "weight" {
+            array = array.subtract(mlx_rs::array!(1.0f32))?;
+        }
         // llama.cpp's converter interleaves Q/K rows for its RoPE; undo it so the
         // weights are in HF order. Rows are output features and quantization
         // groups run along inputs, so this is exact for quantized triplets too.
@@ -117,6 +120,52 @@ pub fn load_tensors(h: &GgufHeader, config: &Value) -> Result<HashMap<String, Ar
         out.insert(format!("{hf}.{suffix}"), array);
     }
     Ok(out)
+}
+
+/// Every tensor read and decoded in Rust (K-quants, Q5_*, …), then matrices
+/// re-quantized to MLX affine 4- or 8-bit (group 32) so memory stays small.
+fn decode_in_rust(h: &GgufHeader) -> Result<HashMap<String, Array>> {
+    let mut out = HashMap::with_capacity(h.tensors.len() * 3);
+    for t in &h.tensors {
+        let bytes = super::gguf_file::read_tensor_bytes(h, t)?;
+        let n = t.n_elements() as usize;
+        let data = super::dequant::dequantize(t.ggml_type, &bytes, n)
+            .ok_or_else(|| Error::UnsupportedTensorType { tensor: t.name.clone(), ggml_type: t.type_name() })?;
+        let shape: Vec<i32> = t.dims.iter().rev().map(|&d| d as i32).collect();
+        let dense = Array::from_slice(&data, &shape);
+        let (base, _) = t.name.rsplit_once('.').unwrap_or((&t.name, ""));
+        let bits = super::dequant::requant_bits(t.ggml_type);
+        match bits {
+            Some(bits) if shape.len() == 2 && shape[1] % GGUF_GROUP_SIZE == 0 => {
+                let (w, s, b) = mlx_rs::ops::quantize(&dense, GGUF_GROUP_SIZE, bits)?;
+                mlx_rs::transforms::eval([&w, &s, &b])?;
+                out.insert(format!("{base}.weight"), w);
+                out.insert(format!("{base}.scales"), s);
+                out.insert(format!("{base}.biases"), b);
+            }
+            _ => {
+                mlx_rs::transforms::eval([&dense])?;
+                out.insert(t.name.clone(), dense);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// As `hf_name`, with Gemma 3's four norms per block.
+fn hf_name_for(arch: &str, gguf: &str) -> Option<String> {
+    if arch == "gemma3" {
+        if let Some((i, part)) = gguf.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+            let m = match part {
+                "ffn_norm" => "pre_feedforward_layernorm",
+                "post_attention_norm" => "post_attention_layernorm",
+                "post_ffw_norm" => "post_feedforward_layernorm",
+                _ => return hf_name(gguf),
+            };
+            return Some(format!("model.layers.{}.{m}", i.parse::<usize>().ok()?));
+        }
+    }
+    hf_name(gguf)
 }
 
 fn unpermute_rows(a: &Array, n_head: i32) -> Result<Array> {

@@ -4,6 +4,7 @@
 //! so mlx-community checkpoints map with no glue and GGUF names are renamed once
 //! at load. Quantized layers hold MLX affine triplets (weight, scales, biases).
 
+pub mod dequant;
 pub mod gguf;
 pub mod gguf_file;
 pub mod installed;
