@@ -21,7 +21,8 @@ fn compare(name: &str, cfg: Value, bits: i32) {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join(name);
     synth::write_config(cfg, &dir, bits, 32, mlx_rs::Dtype::Float32).unwrap();
-    let prompt: Vec<u32> = vec![1, 17, 42, 99, 3, 200, 128, 7, 64, 250];
+    // 24 tokens: longer than the Gemma test's sliding window (8), so the window mask matters.
+    let prompt: Vec<u32> = vec![1, 17, 42, 99, 3, 200, 128, 7, 64, 250, 5, 33, 77, 180, 2, 9, 111, 222, 13, 48, 96, 160, 240, 31];
 
     let loaded = loader::load(&dir, Precision::Native).unwrap();
     let mut cache = loaded.model.new_cache();
@@ -69,4 +70,26 @@ fn qwen3_matches_mlx_lm() {
 #[test]
 fn qwen3_8bit_matches_mlx_lm() {
     compare("qwen3-q8", tiny("qwen3", false), 8);
+}
+
+/// Gemma 3: 6 layers so both kinds occur (layer 6 is global), window 8 < prompt length.
+fn tiny_gemma3() -> Value {
+    let mut c = tiny("gemma3_text", true);
+    c["num_hidden_layers"] = json!(6);
+    c["sliding_window"] = json!(8);
+    c["sliding_window_pattern"] = json!(6);
+    c["query_pre_attn_scalar"] = json!(16);
+    c["rope_local_base_freq"] = json!(10000.0);
+    c["rope_theta"] = json!(1000000.0);
+    c
+}
+
+#[test]
+fn gemma3_matches_mlx_lm() {
+    compare("gemma3", tiny_gemma3(), 0);
+}
+
+#[test]
+fn gemma3_4bit_matches_mlx_lm() {
+    compare("gemma3-q4", tiny_gemma3(), 4);
 }

@@ -178,3 +178,60 @@ fn gguf_with_an_unknown_architecture_names_it() {
     assert!(hearth::models::import(&p, &models, false).is_err());
     assert!(!models.join("m.gguf").exists());
 }
+
+/// A GGUF v3 with one 32x1 tensor of ggml type `ty` (data zero-filled).
+fn gguf_with_tensor(ty: u32, block_bytes: usize) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes()); // tensors
+    b.extend(1u64.to_le_bytes()); // metadata entries
+    let kv = |b: &mut Vec<u8>, s: &str| {
+        b.extend((s.len() as u64).to_le_bytes());
+        b.extend(s.as_bytes());
+    };
+    kv(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes());
+    kv(&mut b, "llama");
+    kv(&mut b, "token_embd.weight");
+    b.extend(2u32.to_le_bytes());
+    b.extend(256u64.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    b.extend(ty.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.extend(vec![0u8; block_bytes]);
+    b
+}
+
+#[test]
+fn gguf_tensor_types_hearth_cannot_read_are_named() {
+    let t = tempfile::tempdir().unwrap();
+    // 16 is IQ2_XXS (not decoded by Hearth); 15 is Q8_K (an intermediate type, not stored in models).
+    for (ty, bytes, name) in [(16u32, 66usize, "type 16"), (15, 292, "Q8_K")] {
+        let p = t.path().join(format!("t{ty}.gguf"));
+        std::fs::write(&p, gguf_with_tensor(ty, bytes)).unwrap();
+        match load_err(&p) {
+            Error::UnsupportedTensorType { tensor, ggml_type } => {
+                assert_eq!(tensor, "token_embd.weight");
+                assert!(ggml_type.contains(name), "{ggml_type}");
+            }
+            e => panic!("type {ty}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn config_missing_a_required_field_is_a_config_error() {
+    let t = converted_dir();
+    let dir = t.path().join("smollm2");
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("hidden_size");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    match load_err(&dir) {
+        Error::Config(m) => assert!(m.contains("hidden_size"), "{m}"),
+        e => panic!("{e}"),
+    }
+}

@@ -49,6 +49,24 @@ fn strftime_now(format: String) -> String {
         .replace("%b", &month[..3])
 }
 
+/// Gemma's turn format, for GGUF files that ship without a template (the Gemma 3
+/// 270M GGUF does). Like Google's own template it puts a system message at the
+/// top of the first user turn.
+const GEMMA: &str = "{{ bos_token }}\
+{%- if messages and messages[0]['role'] == 'system' -%}\
+{%- set prefix = messages[0]['content'] + '\n\n' -%}{%- set msgs = messages[1:] -%}\
+{%- else -%}{%- set prefix = '' -%}{%- set msgs = messages -%}{%- endif -%}\
+{%- for m in msgs -%}\
+{%- set role = 'model' if m['role'] == 'assistant' else m['role'] -%}\
+{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') + (m['content'] | trim) + '<end_of_turn>\n' }}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}";
+
+/// A built-in template for architectures whose GGUF files often lack one.
+pub fn builtin_for(arch: &str) -> Option<&'static str> {
+    matches!(arch, "gemma3" | "gemma3_text" | "gemma2" | "gemma").then_some(GEMMA)
+}
+
 impl ChatTemplate {
     pub fn new(source: Option<String>) -> Result<Self> {
         let is_fallback = source.is_none();

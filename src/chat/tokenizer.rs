@@ -190,12 +190,22 @@ impl TextTokenizer {
         };
         let json = match model {
             "gpt2" => gpt2_json(h, &tokens, &types)?,
+            "llama" => spm_json(h, &tokens, &types)?,
             other => {
                 return Err(Error::Tokenizer(format!(
-                    "GGUF tokenizer model '{other}' is not supported yet (supported: gpt2)"
+                    "GGUF tokenizer model '{other}' is not supported (supported: gpt2, llama)"
                 )))
             }
         };
+        let mut special = special;
+        // Chat models end a turn with their own token; stop there too (as llama.cpp does).
+        for eot in ["<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>"] {
+            if let Some(id) = tokens.iter().position(|t| *t == eot) {
+                if !special.extra_eos_ids.contains(&(id as u32)) {
+                    special.extra_eos_ids.push(id as u32);
+                }
+            }
+        }
         Self::from_json(json, special)
     }
 
@@ -258,6 +268,81 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 
 fn split(pattern: &str) -> Value {
     json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
+}
+
+/// tokenizer.json for a GGUF SentencePiece vocabulary (tokenizer.ggml.model = llama):
+/// BPE with byte fallback whose merges come from the piece scores, the way
+/// Hugging Face converts SentencePiece models (a pair merges into a piece; pairs
+/// are ranked by that piece's score).
+fn spm_json(h: &GgufHeader, tokens: &[&str], types: &[u64]) -> Result<Value> {
+    let scores: Vec<f64> = h
+        .get("tokenizer.ggml.scores")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect())
+        .unwrap_or_default();
+    if scores.len() != tokens.len() {
+        return Err(Error::Tokenizer("GGUF SentencePiece tokenizer lacks scores for its tokens".into()));
+    }
+    let ids: std::collections::HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    // Normal pieces (type 1) take part in merges; control, unused and byte tokens do not.
+    let normal = |i: usize| matches!(types.get(i), Some(1) | None);
+    let mut merges: Vec<(f64, usize, usize)> = Vec::new();
+    for (i, piece) in tokens.iter().enumerate() {
+        if !normal(i) || piece.chars().count() < 2 {
+            continue;
+        }
+        let mut local = Vec::new();
+        for (cut, _) in piece.char_indices().skip(1) {
+            let (l, r) = piece.split_at(cut);
+            if let (Some(&a), Some(&b)) = (ids.get(l), ids.get(r)) {
+                if normal(a) && normal(b) {
+                    local.push((scores[i], a, b));
+                }
+            }
+        }
+        local.sort_by_key(|&(_, a, b)| (a, b));
+        merges.extend(local);
+    }
+    // Stable sort: higher-scoring pieces merge first; ties keep the id order.
+    merges.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal));
+    let merges: Vec<Value> = merges.iter().map(|&(_, a, b)| json!([tokens[a], tokens[b]])).collect();
+    let vocab: serde_json::Map<String, Value> = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
+    let added: Vec<Value> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matches!(types.get(*i), Some(3) | Some(4)))
+        .map(|(i, t)| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": types.get(i) == Some(&3)})
+        })
+        .collect();
+    let unk = h.get_u64("tokenizer.ggml.unknown_token_id").and_then(|i| tokens.get(i as usize)).map(|s| s.to_string());
+    let add_prefix = h.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.as_bool()).unwrap_or(true);
+    let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let normalizer = if add_prefix {
+        json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, replace]})
+    } else {
+        replace
+    };
+    let mut decoders = vec![
+        json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if add_prefix {
+        decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    Ok(json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": decoders},
+        "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges}
+    }))
 }
 
 /// tokenizer.json for a GGUF byte-level BPE vocabulary (tokenizer.ggml.model = gpt2).

@@ -175,6 +175,8 @@ impl Session {
 
         // Reuse the cached prefix; at least one token must run to get logits.
         let reuse = common_prefix(&self.cache_tokens, prompt).min(prompt.len() - 1);
+        // A sliding-window cache may have dropped part of the prefix: start over.
+        let reuse = if self.cache.iter().all(|c| c.can_truncate(reuse as i32)) { reuse } else { 0 };
         for c in &mut self.cache {
             c.truncate(reuse as i32);
         }

@@ -169,6 +169,11 @@ pub fn dequantize(ty: u32, data: &[u8], n: usize) -> Option<Vec<f32>> {
     Some(y)
 }
 
+/// ggml types `dequantize` decodes.
+pub fn supported(ty: u32) -> bool {
+    matches!(ty, 0 | 1 | 2 | 3 | 6 | 7 | 8 | 10 | 11 | 12 | 13 | 14 | 30)
+}
+
 /// Bits to re-quantize a ggml type to in MLX's affine format: ≤4-bit types to 4,
 /// the rest to 8; None keeps it a float tensor.
 pub fn requant_bits(ty: u32) -> Option<i32> {

@@ -14,6 +14,15 @@ const MLX_NATIVE: &[&str] = &["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0"];
 
 pub const GGUF_GROUP_SIZE: i32 = 32;
 
+/// Every tensor is of a type Hearth can read (checked before anything is loaded,
+/// and by import validation).
+pub fn check_tensor_types(h: &GgufHeader) -> Result<()> {
+    match h.tensors.iter().find(|t| !super::dequant::supported(t.ggml_type)) {
+        Some(t) => Err(Error::UnsupportedTensorType { tensor: t.name.clone(), ggml_type: t.type_name() }),
+        None => Ok(()),
+    }
+}
+
 /// config.json equivalent of a GGUF's metadata.
 pub fn config_from_metadata(h: &GgufHeader) -> Result<Value> {
     let arch = h.architecture()?.to_string();
@@ -44,6 +53,9 @@ pub fn config_from_metadata(h: &GgufHeader) -> Result<Value> {
     });
     if let Some(hd) = h.get_u64(&key("attention.key_length")) {
         cfg["head_dim"] = json!(hd);
+    }
+    if let Some(w) = h.get_u64(&key("attention.sliding_window")) {
+        cfg["sliding_window"] = json!(w);
     }
     Ok(cfg)
 }

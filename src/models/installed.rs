@@ -155,6 +155,7 @@ pub fn installed_with_cache(models_dir: &Path, hf_cache: &Path) -> Vec<Installed
 pub fn validate(src: &Path) -> Result<()> {
     if src.is_file() {
         let h = GgufHeader::read(src)?;
+        gguf::check_tensor_types(&h)?;
         gguf::config_from_metadata(&h)?;
         return Ok(());
     }

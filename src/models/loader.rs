@@ -152,9 +152,13 @@ pub fn read_parts(path: &Path) -> Result<ModelParts> {
 
 fn read_gguf(path: &Path) -> Result<ModelParts> {
     let header = GgufHeader::read(path)?;
+    gguf::check_tensor_types(&header)?;
     let config = gguf::config_from_metadata(&header)?;
     let tokenizer = TextTokenizer::from_gguf(&header)?;
-    let chat_template = header.get_str("tokenizer.chat_template").map(String::from);
+    let chat_template = header
+        .get_str("tokenizer.chat_template")
+        .map(String::from)
+        .or_else(|| crate::chat::template::builtin_for(header.architecture().unwrap_or("")).map(String::from));
     let tensors = gguf::load_tensors(&header, &config)?;
     let quant = QuantConfig {
         group_size: Some(gguf::GGUF_GROUP_SIZE),

@@ -5,6 +5,7 @@
 //! at load. Quantized layers hold MLX affine triplets (weight, scales, biases).
 
 pub mod dequant;
+pub mod gemma3;
 pub mod gguf;
 pub mod gguf_file;
 pub mod installed;

@@ -77,7 +77,8 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
         g("vocab_size"),
     );
     let hd = if cfg["head_dim"].is_number() { g("head_dim") } else { h / nh };
-    let qk_norm = cfg["model_type"] == "qwen3";
+    let gemma = cfg["model_type"] == "gemma3_text";
+    let qk_norm = cfg["model_type"] == "qwen3" || gemma;
     let tied = cfg["tie_word_embeddings"].as_bool().unwrap_or(false);
     let mut key = random::key(0)?;
     let mut tensors: HashMap<String, Array> = HashMap::new();
@@ -129,6 +130,10 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
         linear(&format!("{p}.mlp.down_proj"), h, inter, &mut tensors)?;
         tensors.insert(format!("{p}.input_layernorm.weight"), ones(h)?);
         tensors.insert(format!("{p}.post_attention_layernorm.weight"), ones(h)?);
+        if gemma {
+            tensors.insert(format!("{p}.pre_feedforward_layernorm.weight"), ones(h)?);
+            tensors.insert(format!("{p}.post_feedforward_layernorm.weight"), ones(h)?);
+        }
         if qk_norm {
             tensors.insert(format!("{p}.self_attn.q_norm.weight"), ones(hd)?);
             tensors.insert(format!("{p}.self_attn.k_norm.weight"), ones(hd)?);
@@ -144,6 +149,7 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
     cfg["architectures"] = json!([match cfg["model_type"].as_str() {
         Some("qwen3") => "Qwen3ForCausalLM",
         Some("qwen2") => "Qwen2ForCausalLM",
+        Some("gemma3_text") => "Gemma3ForCausalLM",
         _ => "LlamaForCausalLM",
     }]);
     cfg["torch_dtype"] = json!(crate::models::dtype_name(dtype));

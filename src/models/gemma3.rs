@@ -1,0 +1,291 @@
+//! Gemma 3 (text): sliding-window attention on five of every six layers (with a
+//! windowed KV cache and its own RoPE base), global attention on the sixth,
+//! RMSNorm with a +1 offset (folded into the weights at load), q/k norms,
+//! embeddings scaled by sqrt(hidden), a GELU-tanh MLP and four norms per block.
+
+use super::llama::{Rope, RopeScaling};
+use super::{cfg_err, last_position, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use crate::engine::kv_cache::KvCache;
+use crate::error::Result;
+use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+use mlx_rs::{ops, Array};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    pub hidden_size: i32,
+    pub intermediate_size: i32,
+    pub num_hidden_layers: i32,
+    pub num_attention_heads: i32,
+    #[serde(default = "one")]
+    pub num_key_value_heads: i32,
+    #[serde(default = "default_head_dim")]
+    pub head_dim: i32,
+    pub vocab_size: i32,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f32,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f32,
+    #[serde(default = "default_local_theta")]
+    pub rope_local_base_freq: f32,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f32>,
+    #[serde(default = "default_window")]
+    pub sliding_window: i32,
+    #[serde(default = "default_pattern")]
+    pub sliding_window_pattern: i32,
+    /// Newer configs list each layer's kind instead of a pattern.
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub final_logit_softcapping: Option<f32>,
+    #[serde(default = "default_ctx")]
+    pub max_position_embeddings: i32,
+}
+
+fn default_model_type() -> String {
+    "gemma3_text".into()
+}
+fn one() -> i32 {
+    1
+}
+fn default_head_dim() -> i32 {
+    256
+}
+fn default_eps() -> f32 {
+    1e-6
+}
+fn default_theta() -> f32 {
+    1_000_000.0
+}
+fn default_local_theta() -> f32 {
+    10_000.0
+}
+fn default_window() -> i32 {
+    512
+}
+fn default_pattern() -> i32 {
+    6
+}
+fn default_ctx() -> i32 {
+    32768
+}
+
+impl Config {
+    fn is_sliding(&self, i: i32) -> bool {
+        match &self.layer_types {
+            Some(t) => t.get(i as usize).is_some_and(|k| k == "sliding_attention"),
+            None => (i + 1) % self.sliding_window_pattern.max(1) != 0,
+        }
+    }
+}
+
+/// Gemma's RMSNorm scales by (1 + w); adding the 1 once at load lets the fused
+/// rms_norm kernel do the rest.
+fn norm(w: &mut Weights, name: &str, dim: i32, eps: f32) -> Result<RmsNorm> {
+    let n = RmsNorm::load(w, name, dim, eps)?;
+    Ok(RmsNorm { weight: n.weight.add(mlx_rs::array!(1.0f32).as_dtype(n.weight.dtype())?)?, eps })
+}
+
+/// GELU with the tanh approximation, times `up`; compiled once per thread.
+fn gelu_tanh_mul(gate: &Array, up: &Array) -> Result<Array> {
+    use std::cell::RefCell;
+    type Fused = Box<dyn for<'a> FnMut((&'a Array, &'a Array)) -> std::result::Result<Array, mlx_rs::error::Exception>>;
+    thread_local! {
+        static FUSED: RefCell<Option<Fused>> = const { RefCell::new(None) };
+    }
+    FUSED.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let f = slot.get_or_insert_with(|| {
+            let f = |(x, u): (&Array, &Array)| -> std::result::Result<Array, mlx_rs::error::Exception> {
+                let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                let inner = x.add(x.power(mlx_rs::array!(3.0f32))?.multiply(mlx_rs::array!(0.044715f32))?)?;
+                let t = ops::tanh(inner.multiply(mlx_rs::array!(c))?)?;
+                x.multiply(mlx_rs::array!(0.5f32))?.multiply(t.add(mlx_rs::array!(1.0f32))?)?.multiply(u)
+            };
+            Box::new(mlx_rs::transforms::compile::compile(f, true))
+        });
+        Ok(f((gate, up))?)
+    })
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    n_heads: i32,
+    n_kv: i32,
+    head_dim: i32,
+    scale: f32,
+    window: Option<i32>,
+    rope: Rope,
+}
+
+impl Attention {
+    fn forward(&self, x: &Array, cache: &mut KvCache) -> Result<Array> {
+        let (b, l) = (x.shape()[0], x.shape()[1]);
+        let heads = |a: Array, n: i32, norm: Option<&RmsNorm>| -> Result<Array> {
+            let a = a.reshape(&[b, l, n, self.head_dim])?;
+            let a = match norm {
+                Some(nm) => nm.forward(&a)?,
+                None => a,
+            };
+            Ok(a.transpose_axes(&[0, 2, 1, 3])?)
+        };
+        let q = heads(self.q_proj.forward(x)?, self.n_heads, Some(&self.q_norm))?;
+        let k = heads(self.k_proj.forward(x)?, self.n_kv, Some(&self.k_norm))?;
+        let v = heads(self.v_proj.forward(x)?, self.n_kv, None)?;
+        let offset = cache.offset();
+        let q = self.rope.apply(&q, offset)?;
+        let k = self.rope.apply(&k, offset)?;
+        let (k, v) = cache.update_and_fetch(&k, &v)?;
+        let (start, end) = (cache.start(), cache.offset());
+        let window_bites = self.window.is_some_and(|w| end - start > w);
+        let mask_array;
+        let mask = if window_bites {
+            // Query at q sees keys k with k <= q and q - k < window.
+            let w = self.window.unwrap_or(i32::MAX);
+            let qpos = ops::arange::<_, i32>(offset, end, None)?.reshape(&[l, 1])?;
+            let kpos = ops::arange::<_, i32>(start, end, None)?.reshape(&[1, end - start])?;
+            let causal = kpos.le(&qpos)?;
+            let near = qpos.subtract(&kpos)?.lt(mlx_rs::array!(w))?;
+            mask_array = causal.logical_and(&near)?;
+            Some(ScaledDotProductAttentionMask::Array(&mask_array))
+        } else {
+            (l > 1).then_some(ScaledDotProductAttentionMask::Causal)
+        };
+        let o = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask, None)?;
+        let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
+        self.o_proj.forward(&o)
+    }
+}
+
+struct Block {
+    self_attn: Attention,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+    pre_feedforward_layernorm: RmsNorm,
+    post_feedforward_layernorm: RmsNorm,
+}
+
+pub struct Model {
+    config: Config,
+    embed_tokens: Embedding,
+    embed_scale: Array,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+}
+
+impl Model {
+    pub fn load(config: Config, mut w: Weights) -> Result<Self> {
+        let c = &config;
+        if c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_hidden_layers <= 0 || c.head_dim <= 0 {
+            return Err(cfg_err("sizes in config.json must be positive"));
+        }
+        if c.num_key_value_heads <= 0 || c.num_attention_heads % c.num_key_value_heads != 0 {
+            return Err(cfg_err("num_attention_heads must be a multiple of num_key_value_heads"));
+        }
+        let (h, nh, nkv, hd, eps) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
+        let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
+        let scale = c.query_pre_attn_scalar.unwrap_or(hd as f32).powf(-0.5);
+        let mut layers = Vec::with_capacity(c.num_hidden_layers as usize);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let sliding = c.is_sliding(i);
+            // Local layers: plain RoPE at the local base; global: the main base and scaling.
+            let rope = if sliding {
+                Rope::new(hd, c.rope_local_base_freq, None)?
+            } else {
+                Rope::new(hd, c.rope_theta, c.rope_scaling.as_ref())?
+            };
+            layers.push(Block {
+                self_attn: Attention {
+                    q_proj: Linear::load(&mut w, &format!("{a}.q_proj"), nh * hd, h, false)?,
+                    k_proj: Linear::load(&mut w, &format!("{a}.k_proj"), nkv * hd, h, false)?,
+                    v_proj: Linear::load(&mut w, &format!("{a}.v_proj"), nkv * hd, h, false)?,
+                    o_proj: Linear::load(&mut w, &format!("{a}.o_proj"), h, nh * hd, false)?,
+                    q_norm: norm(&mut w, &format!("{a}.q_norm"), hd, eps)?,
+                    k_norm: norm(&mut w, &format!("{a}.k_norm"), hd, eps)?,
+                    n_heads: nh,
+                    n_kv: nkv,
+                    head_dim: hd,
+                    scale,
+                    window: sliding.then_some(c.sliding_window),
+                    rope,
+                },
+                gate_proj: Linear::load(&mut w, &format!("{p}.mlp.gate_proj"), c.intermediate_size, h, false)?,
+                up_proj: Linear::load(&mut w, &format!("{p}.mlp.up_proj"), c.intermediate_size, h, false)?,
+                down_proj: Linear::load(&mut w, &format!("{p}.mlp.down_proj"), h, c.intermediate_size, false)?,
+                input_layernorm: norm(&mut w, &format!("{p}.input_layernorm"), h, eps)?,
+                post_attention_layernorm: norm(&mut w, &format!("{p}.post_attention_layernorm"), h, eps)?,
+                pre_feedforward_layernorm: norm(&mut w, &format!("{p}.pre_feedforward_layernorm"), h, eps)?,
+                post_feedforward_layernorm: norm(&mut w, &format!("{p}.post_feedforward_layernorm"), h, eps)?,
+            });
+        }
+        let final_norm = norm(&mut w, "model.norm", h, eps)?;
+        // Gemma ties the output head to the embeddings; a shipped lm_head is a copy.
+        let _ = w.take("lm_head.weight");
+        w.finish(&["rotary_emb.inv_freq"])?;
+        // Like the reference, the scale is rounded to bfloat16 before use.
+        let s = half::bf16::from_f32((h as f32).sqrt()).to_f32();
+        Ok(Model { embed_scale: mlx_rs::array!(s), config, embed_tokens, layers, norm: final_norm })
+    }
+}
+
+impl LanguageModel for Model {
+    fn forward(&self, tokens: &Array, cache: &mut [KvCache], all_logits: bool) -> Result<Array> {
+        let e = self.embed_tokens.forward(tokens)?;
+        let mut h = e.multiply(self.embed_scale.as_dtype(e.dtype())?)?;
+        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+            let r = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c)?;
+            h = h.add(layer.post_attention_layernorm.forward(&r)?)?;
+            let x = layer.pre_feedforward_layernorm.forward(&h)?;
+            let m = layer.down_proj.forward(&gelu_tanh_mul(&layer.gate_proj.forward(&x)?, &layer.up_proj.forward(&x)?)?)?;
+            h = h.add(layer.post_feedforward_layernorm.forward(&m)?)?;
+        }
+        if !all_logits {
+            h = last_position(&h)?;
+        }
+        let h = self.norm.forward(&h)?;
+        let mut logits = self.embed_tokens.as_linear(&h)?;
+        if let Some(cap) = self.config.final_logit_softcapping {
+            logits = ops::tanh(logits.divide(mlx_rs::array!(cap))?)?.multiply(mlx_rs::array!(cap))?;
+        }
+        if all_logits {
+            Ok(logits)
+        } else {
+            Ok(logits.reshape(&[1, -1])?)
+        }
+    }
+
+    fn new_cache(&self) -> Vec<KvCache> {
+        self.layers
+            .iter()
+            .map(|l| match l.self_attn.window {
+                Some(w) => KvCache::windowed(w),
+                None => KvCache::new(),
+            })
+            .collect()
+    }
+
+    fn info(&self) -> ArchInfo {
+        ArchInfo {
+            architecture: self.config.model_type.clone(),
+            vocab_size: self.config.vocab_size as usize,
+            hidden_size: self.config.hidden_size as usize,
+            num_layers: self.config.num_hidden_layers as usize,
+            max_position_embeddings: self.config.max_position_embeddings as usize,
+        }
+    }
+}
