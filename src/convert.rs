@@ -13,16 +13,77 @@ pub struct ConvertReport {
     pub compute: String,
 }
 
+/// Affine quantization applied on the way out (`--q-bits`, `--q-group-size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantize {
+    pub bits: i32,
+    pub group_size: i32,
+}
+
+impl Quantize {
+    pub fn new(bits: i32, group_size: i32) -> Result<Self> {
+        if ![4, 8].contains(&bits) || ![32, 64, 128].contains(&group_size) {
+            return Err(Error::InvalidArgument(format!(
+                "--q-bits must be 4 or 8 and --q-group-size 32, 64 or 128 (got {bits} and {group_size})"
+            )));
+        }
+        Ok(Quantize { bits, group_size })
+    }
+}
+
 pub fn convert(src: &Path, dst: &Path, precision: Precision) -> Result<ConvertReport> {
+    convert_with(src, dst, precision, None)
+}
+
+/// Every matrix (linear layers and embeddings) whose rows split into whole
+/// groups is quantized, the way mlx-lm's `convert -q` does; norms stay float.
+fn quantize_weights(parts: &mut crate::models::loader::ModelParts, q: Quantize) -> Result<()> {
+    parts.apply_precision(Precision::Float32)?;
+    let old = std::mem::replace(&mut parts.weights, crate::models::Weights::new(HashMap::new(), Default::default()));
+    let (tensors, _) = old.into_parts();
+    let mut out = HashMap::with_capacity(tensors.len() * 3);
+    for (name, a) in tensors {
+        let base = name.strip_suffix(".weight");
+        match base {
+            Some(base) if a.ndim() == 2 && a.shape()[1] % q.group_size == 0 => {
+                let (w, s, b) = mlx_rs::ops::quantize(&a, q.group_size, q.bits)?;
+                mlx_rs::transforms::eval([&w, &s, &b])?;
+                out.insert(format!("{base}.weight"), w);
+                out.insert(format!("{base}.scales"), s);
+                out.insert(format!("{base}.biases"), b);
+            }
+            _ => {
+                out.insert(name, a);
+            }
+        }
+    }
+    let quant = crate::models::weights::QuantConfig { group_size: Some(q.group_size), bits: Some(q.bits), ..Default::default() };
+    parts.weights = crate::models::Weights::new(out, quant);
+    Ok(())
+}
+
+pub fn convert_with(src: &Path, dst: &Path, precision: Precision, quantize: Option<Quantize>) -> Result<ConvertReport> {
     if dst.exists() && std::fs::read_dir(dst).map_err(io_err(dst))?.next().is_some() {
         return Err(Error::InvalidArgument(format!("{} exists and is not empty", dst.display())));
     }
     let mut parts = read_parts(src)?;
-    let compute = parts.apply_precision(match precision {
-        Precision::Auto => Precision::Native,
-        p => p,
-    })?;
+    let compute = match quantize {
+        Some(q) => {
+            quantize_weights(&mut parts, q)?;
+            format!("{}-bit (group {})", q.bits, q.group_size)
+        }
+        None => parts.apply_precision(match precision {
+            Precision::Auto => Precision::Native,
+            p => p,
+        })?,
+    };
     let mut config = parts.config.clone();
+    // GGUF names Gemma 3's text model "gemma3"; in Hugging Face layout that is
+    // the multimodal wrapper, so the text-only type is written out.
+    if config["model_type"] == "gemma3" && !config["text_config"].is_object() {
+        config["model_type"] = json!("gemma3_text");
+        config["architectures"] = json!(["Gemma3ForCausalLM"]);
+    }
     let specs = parts.weights.quant_specs()?;
     if let Some(obj) = config.as_object_mut() {
         obj.remove("quantization_config");

@@ -70,6 +70,11 @@ enum Cmd {
         /// f32 = dequantize everything; native = keep the source quantization.
         #[arg(long, default_value = "native")]
         dtype: String,
+        /// Re-quantize matrices to MLX affine 4- or 8-bit.
+        #[arg(long)]
+        q_bits: Option<i32>,
+        #[arg(long, default_value_t = 64)]
+        q_group_size: i32,
     },
     /// Write a model with random weights at a real model's shape (for benchmarks).
     Synth {
@@ -295,9 +300,10 @@ fn real_main() -> Result<()> {
         Some(Cmd::Bench { m, prompt_tokens, gen_tokens, reps, multi_turn }) => {
             bench(&m, &prompt_tokens, gen_tokens, reps, multi_turn)
         }
-        Some(Cmd::Convert { src, dst, dtype }) => {
+        Some(Cmd::Convert { src, dst, dtype, q_bits, q_group_size }) => {
             let precision: Precision = dtype.parse()?;
-            let r = hearth::convert::convert(&src, &dst, precision)?;
+            let q = q_bits.map(|b| hearth::convert::Quantize::new(b, q_group_size)).transpose()?;
+            let r = hearth::convert::convert_with(&src, &dst, precision, q)?;
             eprintln!("wrote {} ({} tensors, {:.1} MB, {})", dst.display(), r.tensors, r.bytes as f64 / 1e6, r.compute);
             Ok(())
         }

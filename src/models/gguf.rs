@@ -57,6 +57,15 @@ pub fn config_from_metadata(h: &GgufHeader) -> Result<Value> {
     if let Some(w) = h.get_u64(&key("attention.sliding_window")) {
         cfg["sliding_window"] = json!(w);
     }
+    if arch == "gemma3" {
+        // GGUF does not carry Gemma 3's attention scale; like llama.cpp, 27B
+        // (hidden 5376) uses hidden/heads and every other size the head size.
+        let hidden = req("embedding_length")?;
+        let hd = h.get_u64(&key("attention.key_length")).unwrap_or(hidden / heads.max(1));
+        cfg["query_pre_attn_scalar"] = json!(if hidden == 5376 { hidden / heads.max(1) } else { hd });
+        cfg["rope_local_base_freq"] = json!(10000.0);
+        cfg["sliding_window_pattern"] = json!(6);
+    }
     Ok(cfg)
 }
 
