@@ -235,3 +235,26 @@ fn config_missing_a_required_field_is_a_config_error() {
         e => panic!("{e}"),
     }
 }
+
+/// A template shipped as chat_template.jinja (beside tokenizer_config.json) is
+/// used; one that rejects the system role (as Gemma 2's does) gets the system
+/// prompt folded into the first user turn instead of failing.
+#[test]
+fn chat_template_jinja_is_used_and_a_rejected_system_role_is_folded() {
+    let t = converted_dir();
+    let dir = t.path().join("smollm2");
+    let cfg_path = dir.join("tokenizer_config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    std::fs::write(
+        dir.join("chat_template.jinja"),
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}\
+         [{{ m['role'] }}] {{ m['content'] | trim }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}",
+    )
+    .unwrap();
+    let _g = common::mlx_lock();
+    let s = hearth::engine::Session::new(loader::load(&dir, Precision::Auto).unwrap(), Some(512));
+    let (ids, _) = s.prompt_for_messages(&[Message::system("Answer in French."), Message::user("Hello")], 8).unwrap();
+    assert_eq!(s.loaded.tokenizer.decode(&ids), "[user] Answer in French.\n\nHello\n[assistant] ");
+}

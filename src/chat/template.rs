@@ -113,3 +113,39 @@ impl ChatTemplate {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(src: &str, msgs: &[Message]) -> Result<String> {
+        ChatTemplate::new(Some(src.to_string()))?.render(msgs, true, Some("<s>"), Some("</s>"))
+    }
+
+    #[test]
+    fn templates_use_python_methods_loop_controls_dates_and_exceptions() {
+        let msgs = [Message::system("  Be brief.  "), Message::user("hello world"), Message::assistant("hi"), Message::user("again")];
+        // Python string methods (pycompat) and loop controls.
+        let src = "{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}\
+                   {{ m.role.upper() }}:{{ m.content.strip().split(' ')[0] }}{% if m.content.startswith('hello') %}!{% endif %};\
+                   {% if loop.index >= 3 %}{% break %}{% endif %}{% endfor %}";
+        assert_eq!(render(src, &msgs).unwrap(), "USER:hello!;ASSISTANT:hi;");
+        // strftime_now, as Llama 3.x templates call it for the date line.
+        let out = render("{{ strftime_now('%d %b %Y') }}", &msgs).unwrap();
+        assert!(out.len() == 11 && out[7..].parse::<u32>().unwrap() >= 2024, "{out}");
+        // raise_exception becomes a template error carrying the template's message.
+        let e = render("{{ raise_exception('Conversation roles must alternate') }}", &msgs).unwrap_err();
+        assert!(matches!(&e, Error::Template(m) if m.contains("Conversation roles must alternate")), "{e}");
+    }
+
+    #[test]
+    fn gemma_format_folds_the_system_prompt() {
+        let t = ChatTemplate::new(builtin_for("gemma3").map(String::from)).unwrap();
+        let msgs = [Message::system("Be brief."), Message::user("Hi"), Message::assistant("Hello!"), Message::user("Bye")];
+        assert_eq!(
+            t.render(&msgs, true, Some("<bos>"), None).unwrap(),
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n\
+             <start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+        );
+    }
+}
