@@ -93,3 +93,22 @@ fn gemma3_matches_mlx_lm() {
 fn gemma3_4bit_matches_mlx_lm() {
     compare("gemma3-q4", tiny_gemma3(), 4);
 }
+
+/// Phi-3.5-style: fused qkv / gate_up, LongRoPE (factor 8 > 1, so q/k are rescaled too).
+fn tiny_phi3() -> Value {
+    let mut c = tiny("phi3", false);
+    let long: Vec<f64> = (0..8).map(|i| 1.0 + i as f64 * 0.5).collect();
+    c["rope_scaling"] = json!({"type": "longrope", "long_factor": long, "short_factor": vec![1.0; 8]});
+    c["original_max_position_embeddings"] = json!(64);
+    c
+}
+
+#[test]
+fn phi3_matches_mlx_lm() {
+    compare("phi3", tiny_phi3(), 0);
+}
+
+#[test]
+fn phi3_4bit_matches_mlx_lm() {
+    compare("phi3-q4", tiny_phi3(), 4);
+}

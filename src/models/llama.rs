@@ -80,12 +80,14 @@ pub struct Rope {
     base: Option<f32>,
     scale: f32,
     freqs: Option<Array>,
+    /// Multiplies q and k before rotation (Phi-3's LongRoPE "mscale").
+    input_scale: Option<Array>,
 }
 
 impl Rope {
     pub fn new(dims: i32, base: f32, scaling: Option<&RopeScaling>) -> Result<Self> {
         let Some(s) = scaling else {
-            return Ok(Rope { dims, base: Some(base), scale: 1.0, freqs: None });
+            return Ok(Rope { dims, base: Some(base), scale: 1.0, freqs: None, input_scale: None });
         };
         match s.rope_type.as_deref() {
             Some("llama3") => {
@@ -110,20 +112,45 @@ impl Rope {
                     })
                     .collect();
                 let n = freqs.len() as i32;
-                Ok(Rope { dims, base: None, scale: 1.0, freqs: Some(Array::from_slice(&freqs, &[n])) })
+                Ok(Rope { dims, base: None, scale: 1.0, freqs: Some(Array::from_slice(&freqs, &[n])), input_scale: None })
             }
             Some("linear") => Ok(Rope {
                 dims,
                 base: Some(base),
                 scale: 1.0 / s.factor.unwrap_or(1.0),
                 freqs: None,
+                input_scale: None,
             }),
-            Some("default") | None => Ok(Rope { dims, base: Some(base), scale: 1.0, freqs: None }),
+            Some("default") | None => Ok(Rope { dims, base: Some(base), scale: 1.0, freqs: None, input_scale: None }),
             Some(other) => Err(cfg_err(format!("unsupported rope_scaling type '{other}'"))),
         }
     }
 
+    /// LongRoPE as mlx-lm runs it: frequencies scaled by `long_factor`, inputs by `mscale`.
+    pub fn long_rope(dims: i32, base: f32, long_factor: &[f32], mscale: f32) -> Result<Self> {
+        if long_factor.len() as i32 != dims / 2 {
+            return Err(cfg_err(format!("rope_scaling.long_factor has {} entries, expected {}", long_factor.len(), dims / 2)));
+        }
+        let freqs: Vec<f32> =
+            long_factor.iter().enumerate().map(|(i, f)| f * base.powf(2.0 * i as f32 / dims as f32)).collect();
+        Ok(Rope {
+            dims,
+            base: None,
+            scale: 1.0,
+            freqs: Some(Array::from_slice(&freqs, &[dims / 2])),
+            input_scale: (mscale != 1.0).then(|| mlx_rs::array!(mscale)),
+        })
+    }
+
     pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
+        let scaled;
+        let x = match &self.input_scale {
+            Some(s) => {
+                scaled = x.multiply(s.as_dtype(x.dtype())?)?;
+                &scaled
+            }
+            None => x,
+        };
         Ok(fast::rope(x, self.dims, false, self.base, self.scale, offset, self.freqs.as_ref())?)
     }
 }
@@ -279,6 +306,13 @@ impl Model {
         let rope = Rope::new(c.head_dim(), c.rope_theta, c.rope_scaling.as_ref())?;
         w.finish(&["rotary_emb.inv_freq"])?;
         Ok(Model { config, embed_tokens, layers, norm, lm_head, rope })
+    }
+}
+
+impl Model {
+    /// Replaces the positional encoding (Phi-3's LongRoPE).
+    pub fn set_rope(&mut self, rope: Rope) {
+        self.rope = rope;
     }
 }
 

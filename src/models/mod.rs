@@ -11,6 +11,7 @@ pub mod gguf_file;
 pub mod installed;
 pub mod llama;
 pub mod loader;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 pub mod synth;

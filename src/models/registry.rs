@@ -1,6 +1,6 @@
 //! Maps `model_type` (config.json) / `general.architecture` (GGUF) to an implementation.
 
-use super::{gemma3, llama, qwen2, qwen3, LanguageModel, Weights};
+use super::{gemma3, llama, phi3, qwen2, qwen3, LanguageModel, Weights};
 use crate::error::{Error, Result};
 use serde_json::Value;
 
@@ -10,6 +10,7 @@ const ARCHES: &[(&str, &[&str])] = &[
     ("qwen2", &["qwen2"]),
     ("qwen3", &["qwen3"]),
     ("gemma3", &["gemma3_text", "gemma3"]),
+    ("phi3", &["phi3"]),
 ];
 
 fn supported_list() -> String {
@@ -42,6 +43,7 @@ pub fn build(config: &Value, weights: Weights) -> Result<Box<dyn LanguageModel>>
         "llama" => Ok(Box::new(llama::Model::load(c()?, weights)?)),
         "qwen2" => Ok(Box::new(qwen2::load(c()?, weights)?)),
         "qwen3" => Ok(Box::new(qwen3::load(c()?, weights)?)),
+        "phi3" => Ok(Box::new(phi3::load(config, weights)?)),
         "gemma3" => {
             // Multimodal configs nest the language model under text_config.
             let cfg = if config["text_config"].is_object() { &config["text_config"] } else { config };

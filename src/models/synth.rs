@@ -78,6 +78,7 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
     );
     let hd = if cfg["head_dim"].is_number() { g("head_dim") } else { h / nh };
     let gemma = cfg["model_type"] == "gemma3_text";
+    let phi3 = cfg["model_type"] == "phi3";
     let qk_norm = cfg["model_type"] == "qwen3" || gemma;
     let tied = cfg["tie_word_embeddings"].as_bool().unwrap_or(false);
     let mut key = random::key(0)?;
@@ -115,9 +116,13 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
     linear("model.embed_tokens", vocab, h, &mut tensors)?;
     for i in 0..layers {
         let p = format!("model.layers.{i}");
-        linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, &mut tensors)?;
-        linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, &mut tensors)?;
-        linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, &mut tensors)?;
+        if phi3 {
+            linear(&format!("{p}.self_attn.qkv_proj"), (nh + 2 * nkv) * hd, h, &mut tensors)?;
+        } else {
+            linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, &mut tensors)?;
+            linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, &mut tensors)?;
+            linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, &mut tensors)?;
+        }
         linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, &mut tensors)?;
         if qkv_bias {
             for (n, d) in [("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)] {
@@ -125,8 +130,12 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
                 tensors.insert(format!("{p}.self_attn.{n}.bias"), b);
             }
         }
-        linear(&format!("{p}.mlp.gate_proj"), inter, h, &mut tensors)?;
-        linear(&format!("{p}.mlp.up_proj"), inter, h, &mut tensors)?;
+        if phi3 {
+            linear(&format!("{p}.mlp.gate_up_proj"), 2 * inter, h, &mut tensors)?;
+        } else {
+            linear(&format!("{p}.mlp.gate_proj"), inter, h, &mut tensors)?;
+            linear(&format!("{p}.mlp.up_proj"), inter, h, &mut tensors)?;
+        }
         linear(&format!("{p}.mlp.down_proj"), h, inter, &mut tensors)?;
         tensors.insert(format!("{p}.input_layernorm.weight"), ones(h)?);
         tensors.insert(format!("{p}.post_attention_layernorm.weight"), ones(h)?);
@@ -150,6 +159,7 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
         Some("qwen3") => "Qwen3ForCausalLM",
         Some("qwen2") => "Qwen2ForCausalLM",
         Some("gemma3_text") => "Gemma3ForCausalLM",
+        Some("phi3") => "Phi3ForCausalLM",
         _ => "LlamaForCausalLM",
     }]);
     cfg["torch_dtype"] = json!(crate::models::dtype_name(dtype));

@@ -78,6 +78,10 @@ impl Weights {
         (self.tensors, self.quant)
     }
 
+    pub fn insert_all(&mut self, items: impl IntoIterator<Item = (String, Array)>) {
+        self.tensors.extend(items);
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
