@@ -315,10 +315,11 @@ fn a_paused_download_resumes_after_the_app_restarts() {
 #[test]
 fn the_memory_estimate_brackets_measured_peak_memory() {
     use hearth::hub::fit::{self, Shape};
+    let dir = model_dir(); // before the lock: building it takes the lock too
     let _g = common::mlx_lock();
     let loaded = loader::load(&common::smollm2_gguf(), Precision::Auto).unwrap();
     let params = loaded.info.parameters;
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model_dir().join("config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let shape = Shape::from_config(&cfg, params).unwrap();
     let ctx = 2048u64;
     let mut s = Session::new(loaded, Some(ctx as usize));
