@@ -90,6 +90,16 @@ impl HearthApp {
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         let t0 = Instant::now();
         let ctx = ui.ctx().clone();
+        if !self.waker_set {
+            // The engine and the download thread wake the UI when they have news:
+            // no polling while idle, one frame per streamed piece. Set before the
+            // first poll, so news that arrives in between still wakes a frame.
+            let c = ctx.clone();
+            self.state.engine.set_waker(move || c.request_repaint());
+            let c = ctx.clone();
+            self.state.hub.set_waker(move || c.request_repaint());
+            self.waker_set = true;
+        }
         self.state.poll();
         self.apply_appearance(&ctx);
         self.shortcuts(&ctx);
@@ -120,16 +130,8 @@ impl HearthApp {
             View::Settings => self.settings.ui(ui, &mut self.state),
         });
 
-        if !self.waker_set {
-            // The engine wakes the UI when it has news: no polling while idle,
-            // and one frame per streamed piece instead of a fixed frame rate.
-            let c = ctx.clone();
-            self.state.engine.set_waker(move || c.request_repaint());
-            let c = ctx.clone();
-            self.state.hub.set_waker(move || c.request_repaint());
-            self.waker_set = true;
-        }
-        if self.state.pending_bg > 0 || !self.state.engine.is_alive() {
+        // Safety net while background work is under way: a frame every 100 ms.
+        if self.state.pending_bg > 0 || !self.state.engine.is_alive() || matches!(self.state.model, ModelState::Loading { .. }) {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }
         let ms = t0.elapsed().as_secs_f32() * 1000.0;
