@@ -137,6 +137,30 @@ pub struct SearchHit {
     pub gated: bool,
 }
 
+/// One file of a download in flight: what every progress report repeats.
+struct FileJob<'a> {
+    repo: &'a hf_hub::HFRepository<hf_hub::repository::RepoTypeModel>,
+    plan: &'a Plan,
+    file: &'a PlanFile,
+    /// Bytes of the plan's earlier files, and of the whole plan.
+    done_before: u64,
+    total: u64,
+}
+
+impl FileJob<'_> {
+    fn progress(&self, file_done: u64, bytes_per_sec: f64, phase: Phase) -> Progress {
+        Progress {
+            file: self.file.path.clone(),
+            file_done,
+            file_total: self.file.size,
+            done: self.done_before + file_done,
+            total: self.total,
+            bytes_per_sec,
+            phase,
+        }
+    }
+}
+
 /// Moving-window transfer speed (the last ~3 s).
 struct Speed {
     samples: std::collections::VecDeque<(Instant, u64)>,
@@ -186,23 +210,13 @@ pub struct Hub {
     token: Option<String>,
     cache_dir: PathBuf,
     pub options: Options,
-    has_token: bool,
 }
 
 fn classify(e: HFError, id: &str, has_token: bool) -> HubError {
     match e {
-        HFError::AuthRequired { .. } if has_token => {
-            HubError::NeedsToken(format!("{id} refused the saved Hugging Face token; check it in Settings"))
-        }
-        HFError::AuthRequired { .. } => HubError::NeedsToken(format!(
-            "{id} needs a Hugging Face token (it is gated or private), or it does not exist; add a token in Settings"
-        )),
-        HFError::Forbidden { .. } => HubError::Forbidden(format!(
-            "your token does not give access to {id}: accept its licence on huggingface.co first"
-        )),
-        HFError::RepoNotFound { .. } | HFError::RevisionNotFound { .. } => {
-            HubError::NotFound(format!("{id} was not found on Hugging Face"))
-        }
+        HFError::AuthRequired { .. } => classify_status(401, id, has_token),
+        HFError::Forbidden { .. } => classify_status(403, id, has_token),
+        HFError::RepoNotFound { .. } | HFError::RevisionNotFound { .. } => classify_status(404, id, has_token),
         HFError::EntryNotFound { path, .. } => HubError::NotFound(format!("{path} was not found in {id}")),
         HFError::Request { source, .. } if source.is_connect() => {
             HubError::Offline(format!("cannot reach Hugging Face ({source}); downloads need a connection"))
@@ -276,29 +290,27 @@ pub fn free_space(dir: &Path) -> Option<u64> {
 /// sha256 (LFS) or git blob sha1 (small files) of a file, as hex.
 fn checksum(path: &Path, f: &PlanFile) -> std::io::Result<(String, String)> {
     let mut file = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    if let Some(expected) = &f.sha256 {
-        let mut h = sha2::Sha256::new();
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
+    match &f.sha256 {
+        Some(expected) => Ok((expected.clone(), hash_rest::<sha2::Sha256>(&mut file, b"")?)),
+        None => {
+            let header = format!("blob {}\0", file.metadata()?.len());
+            Ok((f.etag.clone(), hash_rest::<sha1::Sha1>(&mut file, header.as_bytes())?))
         }
-        return Ok((expected.clone(), hex(&h.finalize())));
     }
-    let len = file.metadata()?.len();
-    let mut h = sha1::Sha1::new();
-    h.update(format!("blob {len}\0").as_bytes());
+}
+
+/// Hex digest of `prefix` followed by the rest of `file`, read in 1 MiB pieces.
+fn hash_rest<D: Digest>(file: &mut std::fs::File, prefix: &[u8]) -> std::io::Result<String> {
+    let mut h = D::new();
+    h.update(prefix);
+    let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(hex(&h.finalize()));
         }
         h.update(&buf[..n]);
     }
-    Ok((f.etag.clone(), hex(&h.finalize())))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -323,7 +335,6 @@ impl Hub {
         if let Some(ep) = endpoint {
             b = b.endpoint(ep);
         }
-        let has_token = token.is_some();
         if let Some(t) = &token {
             b = b.token(t.clone());
         }
@@ -333,7 +344,7 @@ impl Hub {
             .connect_timeout(Duration::from_secs(20))
             .build()
             .map_err(|e| HubError::Network(e.to_string()))?;
-        Ok(Hub { client, http, token, cache_dir, options: Options::default(), has_token })
+        Ok(Hub { client, http, token, cache_dir, options: Options::default() })
     }
 
     pub fn cache_dir(&self) -> &Path {
@@ -362,11 +373,11 @@ impl Hub {
             .sort("downloads".to_string())
             .limit(limit)
             .send()
-            .map_err(|e| classify(e, "search", self.has_token))?;
+            .map_err(|e| classify(e, "search", self.token.is_some()))?;
         futures::pin_mut!(stream);
         let mut out = Vec::new();
         while let Some(m) = stream.next().await {
-            let m = m.map_err(|e| classify(e, "search", self.has_token))?;
+            let m = m.map_err(|e| classify(e, "search", self.token.is_some()))?;
             // Ids from the network are checked like typed ones.
             if check_repo_id(&m.id).is_err() {
                 continue;
@@ -384,7 +395,7 @@ impl Hub {
     /// The repo's commit and file list with sizes and checksums, and config.json.
     pub async fn plan(&self, id: &str, only: Option<&[String]>) -> Result<Plan, HubError> {
         let repo = self.repo(id)?;
-        let err = |e| classify(e, id, self.has_token);
+        let err = |e| classify(e, id, self.token.is_some());
         let info = repo.info().send().await.map_err(err)?;
         let commit = info.sha.clone().ok_or_else(|| HubError::Network(format!("{id}: the Hub gave no commit")))?;
         if !commit.chars().all(|c| c.is_ascii_hexdigit()) || commit.len() < 7 {
@@ -444,7 +455,6 @@ impl Hub {
             })?;
             match resp.status().as_u16() {
                 200 => {}
-                401 => return Err(classify_status(401, id, self.token.is_some())),
                 s => return Err(classify_status(s, id, self.token.is_some())),
             }
             let next = resp
@@ -519,7 +529,8 @@ impl Hub {
         for f in &plan.files {
             let blob = blobs.join(&f.etag);
             if !(blob.is_file() && blob.metadata().map(|m| m.len()).ok() == Some(f.size)) {
-                self.fetch_file(&repo, plan, f, &blob, done_before, total, &mut speed, ctl, on_progress).await?;
+                let job = FileJob { repo: &repo, plan, file: f, done_before, total };
+                self.fetch_file(&job, &blob, &mut speed, ctl, on_progress).await?;
             }
             done_before += f.size;
         }
@@ -543,19 +554,15 @@ impl Hub {
         Ok(snap)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn fetch_file(
         &self,
-        repo: &hf_hub::HFRepository<hf_hub::repository::RepoTypeModel>,
-        plan: &Plan,
-        f: &PlanFile,
+        job: &FileJob<'_>,
         blob: &Path,
-        done_before: u64,
-        total: u64,
         speed: &mut Speed,
         ctl: &mut watch::Receiver<Control>,
         on_progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<(), HubError> {
+        let (plan, f) = (job.plan, job.file);
         let part = PathBuf::from(format!("{}.incomplete", blob.display()));
         let mut failures = 0u32;
         loop {
@@ -572,7 +579,7 @@ impl Hub {
             let result = if have == f.size {
                 Ok(())
             } else {
-                self.stream_into(repo, plan, f, &part, have, done_before, total, speed, ctl, on_progress).await
+                self.stream_into(job, &part, have, speed, ctl, on_progress).await
             };
             let now = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
             match result {
@@ -586,15 +593,7 @@ impl Hub {
                         return Err(e);
                     }
                     let wait = (self.options.backoff * 2u32.pow(failures - 1)).min(Duration::from_secs(30));
-                    on_progress(&Progress {
-                        file: f.path.clone(),
-                        file_done: now,
-                        file_total: f.size,
-                        done: done_before + now,
-                        total,
-                        bytes_per_sec: 0.0,
-                        phase: Phase::Retrying { attempt: failures, wait, reason: e.to_string() },
-                    });
+                    on_progress(&job.progress(now, 0.0, Phase::Retrying { attempt: failures, wait, reason: e.to_string() }));
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = ctl.changed() => {}
@@ -603,15 +602,7 @@ impl Hub {
                 }
                 Err(e) => return Err(e),
             }
-            on_progress(&Progress {
-                file: f.path.clone(),
-                file_done: f.size,
-                file_total: f.size,
-                done: done_before + f.size,
-                total,
-                bytes_per_sec: 0.0,
-                phase: Phase::Verifying,
-            });
+            on_progress(&job.progress(f.size, 0.0, Phase::Verifying));
             let (expected, actual) = {
                 let (p, f2) = (part.clone(), f.clone());
                 tokio::task::spawn_blocking(move || checksum(&p, &f2))
@@ -632,21 +623,18 @@ impl Hub {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn stream_into(
         &self,
-        repo: &hf_hub::HFRepository<hf_hub::repository::RepoTypeModel>,
-        plan: &Plan,
-        f: &PlanFile,
+        job: &FileJob<'_>,
         part: &Path,
         have: u64,
-        done_before: u64,
-        total: u64,
         speed: &mut Speed,
         ctl: &mut watch::Receiver<Control>,
         on_progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<(), HubError> {
-        let req = repo
+        let (plan, f) = (job.plan, job.file);
+        let req = job
+            .repo
             .download_file_stream()
             .filename(f.path.clone())
             .revision(plan.commit.clone())
@@ -654,7 +642,7 @@ impl Hub {
             .send();
         let (_, mut stream) = tokio::select! {
             r = tokio::time::timeout(self.options.stall_timeout, req) => match r {
-                Ok(r) => r.map_err(|e| classify(e, &plan.id, self.has_token))?,
+                Ok(r) => r.map_err(|e| classify(e, &plan.id, self.token.is_some()))?,
                 Err(_) => return Err(HubError::Stalled(format!("no answer from the server for {}", f.path))),
             },
             _ = ctl.changed() => return Err(self.stopped(ctl)),
@@ -684,18 +672,10 @@ impl Hub {
             }
             out.write_all(&chunk).map_err(io(part))?;
             pos += chunk.len() as u64;
-            let bps = speed.add(done_before + pos);
+            let bps = speed.add(job.done_before + pos);
             if last_emit.elapsed() >= Duration::from_millis(100) || pos == f.size {
                 last_emit = Instant::now();
-                on_progress(&Progress {
-                    file: f.path.clone(),
-                    file_done: pos,
-                    file_total: f.size,
-                    done: done_before + pos,
-                    total,
-                    bytes_per_sec: bps,
-                    phase: Phase::Downloading,
-                });
+                on_progress(&job.progress(pos, bps, Phase::Downloading));
             }
         }
         out.sync_all().map_err(io(part))?;

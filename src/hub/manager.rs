@@ -68,7 +68,6 @@ pub struct HubHandle {
     tx: mpsc::UnboundedSender<HubCommand>,
     pub events: Receiver<HubEvent>,
     pub cache_dir: PathBuf,
-    pub offline: bool,
     waker: Waker,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -80,7 +79,6 @@ impl HubHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let (etx, erx) = crossbeam_channel::unbounded();
         let cache_dir = cfg.cache_dir.clone().unwrap_or_else(hf_hub::resolve_cache_dir);
-        let offline = cfg.offline;
         let thread = std::thread::Builder::new()
             .name("hearth-downloads".into())
             .spawn(move || {
@@ -94,7 +92,7 @@ impl HubHandle {
                 rt.block_on(run(cfg, rx, Events { tx: etx, waker: w }));
             })
             .expect("spawning the download thread");
-        HubHandle { tx, events: erx, cache_dir, offline, waker, thread: Some(thread) }
+        HubHandle { tx, events: erx, cache_dir, waker, thread: Some(thread) }
     }
 
     pub fn set_waker(&self, f: impl Fn() + Send + Sync + 'static) {
@@ -185,12 +183,11 @@ async fn run(cfg: HubConfig, mut rx: mpsc::UnboundedReceiver<HubCommand>, events
         events.send(HubEvent::Paused { id: p.id.clone(), done: hub.bytes_present(&p), total: p.total() });
     }
     let running: Arc<Mutex<HashMap<String, watch::Sender<Control>>>> = Default::default();
-    let offline_err = || HubError::Offline("Hearth is offline (HF_HUB_OFFLINE): downloads are unavailable".into());
     while let Some(cmd) = rx.recv().await {
         match cmd {
             HubCommand::Search { query, kind } => {
                 if cfg.offline {
-                    events.send(HubEvent::SearchResults { query, result: Err(offline_err()) });
+                    events.send(HubEvent::SearchResults { query, result: Err(HubError::offline_mode()) });
                     continue;
                 }
                 let (hub, events) = (hub.clone(), events.clone());
@@ -201,7 +198,7 @@ async fn run(cfg: HubConfig, mut rx: mpsc::UnboundedReceiver<HubCommand>, events
             }
             HubCommand::Start { id, only, confirmed } => {
                 if cfg.offline {
-                    events.send(HubEvent::Failed { id, error: offline_err() });
+                    events.send(HubEvent::Failed { id, error: HubError::offline_mode() });
                     continue;
                 }
                 start(&hub, &cfg, &jobs, &running, &events, id, only, confirmed, None);

@@ -41,3 +41,10 @@ pub enum HubError {
     #[error("download cancelled")]
     Cancelled,
 }
+
+impl HubError {
+    /// Downloads and search turned off with HF_HUB_OFFLINE.
+    pub fn offline_mode() -> HubError {
+        HubError::Offline("Hearth is offline (HF_HUB_OFFLINE): downloads are unavailable".into())
+    }
+}

@@ -165,7 +165,7 @@ impl AppState {
             input: String::new(),
             search: String::new(),
             pending_bg: 0,
-            hub_offline: hub.offline.then(|| "Hearth is offline (HF_HUB_OFFLINE): downloads are unavailable".to_string()),
+            hub_offline: hub.offline.then(|| HubError::offline_mode().to_string()),
             hub: HubHandle::spawn(HubConfig { context, ..hub }),
             downloads: vec![],
             hub_search: HubSearch::default(),
@@ -425,14 +425,9 @@ impl AppState {
 
     /// Points Hearth at another models folder and lists what is in it.
     pub fn set_models_dir(&mut self, dir: PathBuf) {
-        self.settings.models_dir = Some(dir.clone());
+        self.settings.models_dir = Some(dir);
         self.save_settings();
-        let cache = self.hub.cache_dir.clone();
-        let tx = self.bg_tx.clone();
-        self.pending_bg += 1;
-        std::thread::spawn(move || {
-            let _ = tx.send(Background::Installed(installed::installed_with_cache(&dir, &cache)));
-        });
+        self.refresh_installed();
     }
 
     pub fn delete_model(&mut self, path: PathBuf) {
@@ -552,11 +547,10 @@ impl AppState {
                 d.status = DownloadStatus::Running(progress)
             }
             (HubEvent::Paused { done, total, .. }, Some(d)) => d.status = DownloadStatus::Paused { done, total },
-            (HubEvent::Finished { id, path }, _) => {
+            (HubEvent::Finished { id, .. }, _) => {
                 self.downloads.retain(|d| d.id != id);
                 self.info(format!("Downloaded {id}"));
-                self.set_models_dir_listing();
-                let _ = path;
+                self.refresh_installed();
             }
             (HubEvent::Cancelled { id }, _) => self.downloads.retain(|d| d.id != id),
             (HubEvent::Failed { error, .. }, d) => {
@@ -572,8 +566,8 @@ impl AppState {
         }
     }
 
-    /// Re-lists installed models (after a download) off the UI thread.
-    fn set_models_dir_listing(&mut self) {
+    /// Re-lists installed models (models folder and HF cache) off the UI thread.
+    fn refresh_installed(&mut self) {
         let dir = self.settings.models_dir();
         let cache = self.hub.cache_dir.clone();
         let tx = self.bg_tx.clone();
