@@ -119,16 +119,19 @@ pub fn verdict(need: u64, total_memory: u64) -> Verdict {
     }
 }
 
+/// Where models run here. Asked once: the model manager shows verdicts every frame.
 pub fn device() -> Device {
-    if crate::models::loader::gpu_available() {
-        Device::Gpu
-    } else {
-        Device::Cpu
-    }
+    static D: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    *D.get_or_init(|| if crate::models::loader::gpu_available() { Device::Gpu } else { Device::Cpu })
 }
 
-/// Physical memory of this machine.
+/// Physical memory of this machine, read once (the UI asks for it every frame).
 pub fn total_memory() -> u64 {
+    static M: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *M.get_or_init(read_total_memory)
+}
+
+fn read_total_memory() -> u64 {
     #[cfg(target_os = "macos")]
     {
         let mut v: u64 = 0;
