@@ -3,11 +3,10 @@
 //! RMSNorm with a +1 offset (folded into the weights at load), q/k norms,
 //! embeddings scaled by sqrt(hidden), a GELU-tanh MLP and four norms per block.
 
-use super::llama::{Rope, RopeScaling};
-use super::{cfg_err, last_position, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use super::llama::{Attention, Rope, RopeScaling};
+use super::{cfg_err, gelu_tanh_mul, last_position, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
 use crate::engine::kv_cache::KvCache;
 use crate::error::Result;
-use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::{ops, Array};
 use serde::Deserialize;
 
@@ -91,84 +90,10 @@ fn norm(w: &mut Weights, name: &str, dim: i32, eps: f32) -> Result<RmsNorm> {
     Ok(RmsNorm { weight: n.weight.add(mlx_rs::array!(1.0f32).as_dtype(n.weight.dtype())?)?, eps })
 }
 
-/// GELU with the tanh approximation, times `up`; compiled once per thread.
-fn gelu_tanh_mul(gate: &Array, up: &Array) -> Result<Array> {
-    use std::cell::RefCell;
-    type Fused = Box<dyn for<'a> FnMut((&'a Array, &'a Array)) -> std::result::Result<Array, mlx_rs::error::Exception>>;
-    thread_local! {
-        static FUSED: RefCell<Option<Fused>> = const { RefCell::new(None) };
-    }
-    FUSED.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let f = slot.get_or_insert_with(|| {
-            let f = |(x, u): (&Array, &Array)| -> std::result::Result<Array, mlx_rs::error::Exception> {
-                let c = (2.0f32 / std::f32::consts::PI).sqrt();
-                let inner = x.add(x.power(mlx_rs::array!(3.0f32))?.multiply(mlx_rs::array!(0.044715f32))?)?;
-                let t = ops::tanh(inner.multiply(mlx_rs::array!(c))?)?;
-                x.multiply(mlx_rs::array!(0.5f32))?.multiply(t.add(mlx_rs::array!(1.0f32))?)?.multiply(u)
-            };
-            Box::new(mlx_rs::transforms::compile::compile(f, true))
-        });
-        Ok(f((gate, up))?)
-    })
-}
-
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
-    n_heads: i32,
-    n_kv: i32,
-    head_dim: i32,
-    scale: f32,
-    window: Option<i32>,
-    rope: Rope,
-}
-
-impl Attention {
-    fn forward(&self, x: &Array, cache: &mut KvCache) -> Result<Array> {
-        let (b, l) = (x.shape()[0], x.shape()[1]);
-        let heads = |a: Array, n: i32, norm: Option<&RmsNorm>| -> Result<Array> {
-            let a = a.reshape(&[b, l, n, self.head_dim])?;
-            let a = match norm {
-                Some(nm) => nm.forward(&a)?,
-                None => a,
-            };
-            Ok(a.transpose_axes(&[0, 2, 1, 3])?)
-        };
-        let q = heads(self.q_proj.forward(x)?, self.n_heads, Some(&self.q_norm))?;
-        let k = heads(self.k_proj.forward(x)?, self.n_kv, Some(&self.k_norm))?;
-        let v = heads(self.v_proj.forward(x)?, self.n_kv, None)?;
-        let offset = cache.offset();
-        let q = self.rope.apply(&q, offset)?;
-        let k = self.rope.apply(&k, offset)?;
-        let (k, v) = cache.update_and_fetch(&k, &v)?;
-        let (start, end) = (cache.start(), cache.offset());
-        let window_bites = self.window.is_some_and(|w| end - start > w);
-        let mask_array;
-        let mask = if window_bites {
-            // Query at q sees keys k with k <= q and q - k < window.
-            let w = self.window.unwrap_or(i32::MAX);
-            let qpos = ops::arange::<_, i32>(offset, end, None)?.reshape(&[l, 1])?;
-            let kpos = ops::arange::<_, i32>(start, end, None)?.reshape(&[1, end - start])?;
-            let causal = kpos.le(&qpos)?;
-            let near = qpos.subtract(&kpos)?.lt(mlx_rs::array!(w))?;
-            mask_array = causal.logical_and(&near)?;
-            Some(ScaledDotProductAttentionMask::Array(&mask_array))
-        } else {
-            (l > 1).then_some(ScaledDotProductAttentionMask::Causal)
-        };
-        let o = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask, None)?;
-        let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
-        self.o_proj.forward(&o)
-    }
-}
-
 struct Block {
     self_attn: Attention,
+    /// Local layers rotate with their own base.
+    rope: Rope,
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
@@ -215,15 +140,15 @@ impl Model {
                     k_proj: Linear::load(&mut w, &format!("{a}.k_proj"), nkv * hd, h, false)?,
                     v_proj: Linear::load(&mut w, &format!("{a}.v_proj"), nkv * hd, h, false)?,
                     o_proj: Linear::load(&mut w, &format!("{a}.o_proj"), h, nh * hd, false)?,
-                    q_norm: norm(&mut w, &format!("{a}.q_norm"), hd, eps)?,
-                    k_norm: norm(&mut w, &format!("{a}.k_norm"), hd, eps)?,
+                    q_norm: Some(norm(&mut w, &format!("{a}.q_norm"), hd, eps)?),
+                    k_norm: Some(norm(&mut w, &format!("{a}.k_norm"), hd, eps)?),
                     n_heads: nh,
                     n_kv: nkv,
                     head_dim: hd,
                     scale,
                     window: sliding.then_some(c.sliding_window),
-                    rope,
                 },
+                rope,
                 gate_proj: Linear::load(&mut w, &format!("{p}.mlp.gate_proj"), c.intermediate_size, h, false)?,
                 up_proj: Linear::load(&mut w, &format!("{p}.mlp.up_proj"), c.intermediate_size, h, false)?,
                 down_proj: Linear::load(&mut w, &format!("{p}.mlp.down_proj"), h, c.intermediate_size, false)?,
@@ -248,7 +173,7 @@ impl LanguageModel for Model {
         let e = self.embed_tokens.forward(tokens)?;
         let mut h = e.multiply(self.embed_scale.as_dtype(e.dtype())?)?;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let r = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c)?;
+            let r = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c, &layer.rope)?;
             h = h.add(layer.post_attention_layernorm.forward(&r)?)?;
             let x = layer.pre_feedforward_layernorm.forward(&h)?;
             let m = layer.down_proj.forward(&gelu_tanh_mul(&layer.gate_proj.forward(&x)?, &layer.up_proj.forward(&x)?)?)?;

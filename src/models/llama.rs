@@ -164,17 +164,21 @@ pub struct Variant {
     pub qk_norm: bool,
 }
 
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    q_norm: Option<RmsNorm>,
-    k_norm: Option<RmsNorm>,
-    n_heads: i32,
-    n_kv: i32,
-    head_dim: i32,
-    scale: f32,
+/// Grouped-query attention over a KV cache; shared by the llama-like families
+/// and Gemma 3 (which sets per-head norms, its own scale and, on local layers, a window).
+pub(crate) struct Attention {
+    pub(crate) q_proj: Linear,
+    pub(crate) k_proj: Linear,
+    pub(crate) v_proj: Linear,
+    pub(crate) o_proj: Linear,
+    pub(crate) q_norm: Option<RmsNorm>,
+    pub(crate) k_norm: Option<RmsNorm>,
+    pub(crate) n_heads: i32,
+    pub(crate) n_kv: i32,
+    pub(crate) head_dim: i32,
+    pub(crate) scale: f32,
+    /// Sliding window: a query sees only the last `window` positions.
+    pub(crate) window: Option<i32>,
 }
 
 impl Attention {
@@ -199,10 +203,11 @@ impl Attention {
             n_kv: nkv,
             head_dim: hd,
             scale: (hd as f32).powf(-0.5),
+            window: None,
         })
     }
 
-    fn forward(&self, x: &Array, cache: &mut KvCache, rope: &Rope) -> Result<Array> {
+    pub(crate) fn forward(&self, x: &Array, cache: &mut KvCache, rope: &Rope) -> Result<Array> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
         // [B, L, n*D] -> [B, n, L, D]; the per-head norm (Qwen3) runs before the
         // transpose, on contiguous rows, which is what the fused rms_norm wants.
@@ -221,7 +226,20 @@ impl Attention {
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
         let (k, v) = cache.update_and_fetch(&k, &v)?;
-        let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
+        let (start, end) = (cache.start(), cache.offset());
+        let mask_array;
+        let mask = match self.window {
+            Some(w) if end - start > w => {
+                // Query at q sees keys k with k <= q and q - k < window.
+                let qpos = mlx_rs::ops::arange::<_, i32>(offset, end, None)?.reshape(&[l, 1])?;
+                let kpos = mlx_rs::ops::arange::<_, i32>(start, end, None)?.reshape(&[1, end - start])?;
+                let causal = kpos.le(&qpos)?;
+                let near = qpos.subtract(&kpos)?.lt(mlx_rs::array!(w))?;
+                mask_array = causal.logical_and(&near)?;
+                Some(ScaledDotProductAttentionMask::Array(&mask_array))
+            }
+            _ => (l > 1).then_some(ScaledDotProductAttentionMask::Causal),
+        };
         let o = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask, None)?;
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
         self.o_proj.forward(&o)

@@ -177,27 +177,54 @@ impl RmsNorm {
     }
 }
 
-/// `silu(gate) * up`, compiled once per thread into one fused kernel.
+type Fused = Box<dyn for<'a> FnMut((&'a Array, &'a Array)) -> std::result::Result<Array, mlx_rs::error::Exception>>;
+type FusedSlot = std::thread::LocalKey<std::cell::RefCell<Option<Fused>>>;
+
+/// Runs `op(a, b)` as one kernel compiled once per thread and kept in `slot`.
 ///
-/// mlx-rs's `nn::silu` builds a new compiled function on every call (a fresh
-/// compile id, traced and then erased), which costs a graph trace per layer per
-/// token. Keeping one compiled closure alive lets MLX reuse its cache.
-pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
-    use std::cell::RefCell;
-    type Fused = Box<dyn for<'a> FnMut((&'a Array, &'a Array)) -> std::result::Result<Array, mlx_rs::error::Exception>>;
-    thread_local! {
-        static FUSED: RefCell<Option<Fused>> = const { RefCell::new(None) };
-    }
-    FUSED.with(|cell| {
+/// mlx-rs's `nn::silu` / `nn::gelu_approximate` build a new compiled function on
+/// every call (a fresh compile id, traced and then erased), which costs a graph
+/// trace per layer per token. Keeping one compiled closure alive lets MLX reuse
+/// its cache.
+fn fused(
+    slot: &'static FusedSlot,
+    op: fn(&Array, &Array) -> std::result::Result<Array, mlx_rs::error::Exception>,
+    a: &Array,
+    b: &Array,
+) -> Result<Array> {
+    slot.with(|cell| {
         let mut slot = cell.borrow_mut();
         let f = slot.get_or_insert_with(|| {
-            let f = |(g, u): (&Array, &Array)| -> std::result::Result<Array, mlx_rs::error::Exception> {
-                g.multiply(ops::sigmoid(g)?)?.multiply(u)
-            };
-            Box::new(mlx_rs::transforms::compile::compile(f, true))
+            Box::new(mlx_rs::transforms::compile::compile(move |(x, y): (&Array, &Array)| op(x, y), true))
         });
-        Ok(f((gate, up))?)
+        Ok(f((a, b))?)
     })
+}
+
+/// `silu(gate) * up` (llama-like MLPs).
+pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
+    thread_local! {
+        static SLOT: std::cell::RefCell<Option<Fused>> = const { std::cell::RefCell::new(None) };
+    }
+    fused(&SLOT, |g, u| g.multiply(ops::sigmoid(g)?)?.multiply(u), gate, up)
+}
+
+/// `gelu_tanh(gate) * up` (Gemma's MLP): GELU with the tanh approximation.
+pub fn gelu_tanh_mul(gate: &Array, up: &Array) -> Result<Array> {
+    thread_local! {
+        static SLOT: std::cell::RefCell<Option<Fused>> = const { std::cell::RefCell::new(None) };
+    }
+    fused(
+        &SLOT,
+        |x, u| {
+            let c = (2.0f32 / std::f32::consts::PI).sqrt();
+            let inner = x.add(x.power(mlx_rs::array!(3.0f32))?.multiply(mlx_rs::array!(0.044715f32))?)?;
+            let t = ops::tanh(inner.multiply(mlx_rs::array!(c))?)?;
+            x.multiply(mlx_rs::array!(0.5f32))?.multiply(t.add(mlx_rs::array!(1.0f32))?)?.multiply(u)
+        },
+        gate,
+        up,
+    )
 }
 
 /// Keeps only the last position of a [1, L, D] hidden state.
