@@ -270,6 +270,22 @@ fn split(pattern: &str) -> Value {
     json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
 }
 
+/// The GGUF vocabulary as tokenizer.json's `vocab`, and its `added_tokens`:
+/// control (3) and user-defined (4) tokens, matched whole before the model runs.
+fn vocab_and_added(tokens: &[&str], types: &[u64]) -> (serde_json::Map<String, Value>, Vec<Value>) {
+    let vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
+    let added = tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matches!(types.get(*i), Some(3) | Some(4)))
+        .map(|(i, t)| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": types.get(i) == Some(&3)})
+        })
+        .collect();
+    (vocab, added)
+}
+
 /// tokenizer.json for a GGUF SentencePiece vocabulary (tokenizer.ggml.model = llama):
 /// BPE with byte fallback whose merges come from the piece scores, the way
 /// Hugging Face converts SentencePiece models (a pair merges into a piece; pairs
@@ -306,16 +322,7 @@ fn spm_json(h: &GgufHeader, tokens: &[&str], types: &[u64]) -> Result<Value> {
     // Stable sort: higher-scoring pieces merge first; ties keep the id order.
     merges.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal));
     let merges: Vec<Value> = merges.iter().map(|&(_, a, b)| json!([tokens[a], tokens[b]])).collect();
-    let vocab: serde_json::Map<String, Value> = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
-    let added: Vec<Value> = tokens
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| matches!(types.get(*i), Some(3) | Some(4)))
-        .map(|(i, t)| {
-            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                   "normalized": false, "special": types.get(i) == Some(&3)})
-        })
-        .collect();
+    let (vocab, added) = vocab_and_added(tokens, types);
     let unk = h.get_u64("tokenizer.ggml.unknown_token_id").and_then(|i| tokens.get(i as usize)).map(|s| s.to_string());
     let add_prefix = h.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.as_bool()).unwrap_or(true);
     let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
@@ -350,21 +357,7 @@ fn gpt2_json(h: &GgufHeader, tokens: &[&str], types: &[u64]) -> Result<Value> {
     let merges = h
         .string_array("tokenizer.ggml.merges")
         .ok_or_else(|| Error::Tokenizer("GGUF BPE tokenizer has no merges".into()))?;
-    let vocab: serde_json::Map<String, Value> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), json!(i)))
-        .collect();
-    // Control (3) and user-defined (4) tokens are matched whole, before BPE.
-    let added: Vec<Value> = tokens
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| matches!(types.get(*i), Some(3) | Some(4)))
-        .map(|(i, t)| {
-            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                   "normalized": false, "special": types.get(i) == Some(&3)})
-        })
-        .collect();
+    let (vocab, added) = vocab_and_added(tokens, types);
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false});
     let pre = match h.get_str("tokenizer.ggml.pre").unwrap_or("default") {
         "smollm" => json!({"type": "Sequence", "pretokenizers": [
