@@ -1,14 +1,20 @@
 //! Hearth: a private, offline chat assistant running local LLMs with MLX.
+//!
+//! Dependencies run one way (checked by `tests/layout.rs`):
+//! `ui` → `engine`, `hub`, `library`, `store` → `models` → `chat`, `formats` → `sys`, `error`.
 
 pub mod bundle;
 pub mod chat;
-pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod formats;
 pub mod hub;
+pub mod library;
 pub mod models;
 pub mod paths;
 pub mod store;
+pub mod sys;
 pub mod ui;
+pub mod units;
 
 pub use error::{Error, Result};

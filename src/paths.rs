@@ -16,11 +16,3 @@ pub fn data_dir() -> PathBuf {
 pub fn models_dir() -> PathBuf {
     data_dir().join("models")
 }
-
-pub fn conversations_dir() -> PathBuf {
-    data_dir().join("conversations")
-}
-
-pub fn settings_file() -> PathBuf {
-    data_dir().join("settings.json")
-}

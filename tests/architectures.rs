@@ -4,7 +4,7 @@
 
 mod common;
 
-use hearth::models::loader::{self, Precision};
+use hearth::models::load::{self, Precision};
 use hearth::models::synth;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -24,9 +24,9 @@ fn compare(name: &str, cfg: Value, bits: i32) {
     // 24 tokens: longer than the Gemma test's sliding window (8), so the window mask matters.
     let prompt: Vec<u32> = vec![1, 17, 42, 99, 3, 200, 128, 7, 64, 250, 5, 33, 77, 180, 2, 9, 111, 222, 13, 48, 96, 160, 240, 31];
 
-    let loaded = loader::load(&dir, Precision::Native).unwrap();
+    let loaded = load::load(&dir, Precision::Native).unwrap();
     let mut cache = loaded.model.new_cache();
-    let ours = loaded.model.forward(&hearth::models::token_array(&prompt), &mut cache, true).unwrap();
+    let ours = loaded.model.forward(&hearth::models::layers::token_array(&prompt), &mut cache, true).unwrap();
     let ours = ours.as_dtype(mlx_rs::Dtype::Float32).unwrap();
     let ours_v: Vec<f32> = ours.as_slice::<f32>().to_vec();
 

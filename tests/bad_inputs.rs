@@ -4,14 +4,14 @@ mod common;
 
 use hearth::chat::Message;
 use hearth::engine::{GenerateParams, SamplingParams};
-use hearth::models::loader::{self, Precision};
+use hearth::models::load::{self, Precision};
 use hearth::Error;
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
 
 fn load_err(path: &std::path::Path) -> Error {
     let _g = common::mlx_lock();
-    match loader::load(path, Precision::Auto) {
+    match load::load(path, Precision::Auto) {
         Ok(_) => panic!("{} loaded but should not", path.display()),
         Err(e) => e,
     }
@@ -22,7 +22,7 @@ fn converted_dir() -> tempfile::TempDir {
     let _g = common::mlx_lock();
     let t = tempfile::tempdir().unwrap();
     let dst = t.path().join("smollm2");
-    hearth::convert::convert(&common::smollm2_gguf(), &dst, Precision::Float32).unwrap();
+    hearth::models::convert::convert(&common::smollm2_gguf(), &dst, Precision::Float32).unwrap();
     t
 }
 
@@ -80,7 +80,7 @@ fn unknown_architecture_is_named() {
         }
         e => panic!("{e}"),
     }
-    assert!(hearth::models::installed::validate(&dir).is_err(), "import validation rejects it too");
+    assert!(hearth::library::installed::validate(&dir).is_err(), "import validation rejects it too");
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn gguf_with_an_unknown_architecture_names_it() {
     }
     // Import refuses it before copying anything.
     let models = t.path().join("models");
-    assert!(hearth::models::import(&p, &models, false).is_err());
+    assert!(hearth::library::import(&p, &models, false).is_err());
     assert!(!models.join("m.gguf").exists());
 }
 
@@ -254,7 +254,7 @@ fn chat_template_jinja_is_used_and_a_rejected_system_role_is_folded() {
     )
     .unwrap();
     let _g = common::mlx_lock();
-    let s = hearth::engine::Session::new(loader::load(&dir, Precision::Auto).unwrap(), Some(512));
+    let s = hearth::engine::Session::new(load::load(&dir, Precision::Auto).unwrap(), Some(512));
     let (ids, _) = s.prompt_for_messages(&[Message::system("Answer in French."), Message::user("Hello")], 8).unwrap();
     assert_eq!(s.loaded.tokenizer.decode(&ids), "[user] Answer in French.\n\nHello\n[assistant] ");
 }

@@ -4,16 +4,16 @@
 
 mod common;
 
-use hearth::convert::{convert_with, Quantize};
+use hearth::models::convert::{convert_with, Quantize};
 use hearth::engine::{GenerateParams, SamplingParams, Session};
-use hearth::models::loader::{self, Precision};
+use hearth::models::load::{self, Precision};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 fn hearth_ids(dir: &Path, prompt: &[u32], n: usize) -> Vec<u32> {
     // Native: the same quantized matmuls mlx-lm runs.
-    let loaded = loader::load(dir, Precision::Native).unwrap();
+    let loaded = load::load(dir, Precision::Native).unwrap();
     let mut s = Session::new(loaded, Some(1024));
     let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: n, stop: vec![], ignore_eos: true };
     s.generate(prompt, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use hearth::chat::Message;
 use hearth::engine::{GenerateParams, SamplingParams, Session};
-use hearth::models::loader::{self, Precision};
+use hearth::models::load::{self, Precision};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -22,7 +22,7 @@ fn session() -> MutexGuard<'static, Session> {
     static S: OnceLock<Mutex<Session>> = OnceLock::new();
     S.get_or_init(|| {
         let _g = common::mlx_lock();
-        Mutex::new(Session::new(loader::load(&gemma_path(), Precision::Auto).unwrap(), Some(2048)))
+        Mutex::new(Session::new(load::load(&gemma_path(), Precision::Auto).unwrap(), Some(2048)))
     })
     .lock()
     .unwrap_or_else(|e| e.into_inner())
@@ -36,7 +36,7 @@ fn greedy(n: usize) -> GenerateParams {
 fn gemma_keeps_its_weights_quantized_and_answers_a_simple_question() {
     let _g = common::mlx_lock();
     mlx_rs::memory::reset_peak_memory().unwrap();
-    let loaded = loader::load(&gemma_path(), Precision::Native).unwrap();
+    let loaded = load::load(&gemma_path(), Precision::Native).unwrap();
     let info = loaded.info.clone();
     let peak_load = mlx_rs::memory::peak_memory().unwrap();
     eprintln!(
@@ -113,4 +113,26 @@ fn gemma_runs_past_its_sliding_window() {
     let mut cold = String::new();
     s.generate(&short, &p, &AtomicBool::new(false), &mut |t| cold.push_str(t)).unwrap();
     assert_eq!(warm, cold);
+}
+
+#[test]
+fn load_progress_moves_while_the_gguf_is_read() {
+    use hearth::engine::{EngineHandle, Event};
+    let _g = common::mlx_lock();
+    let engine = EngineHandle::spawn();
+    engine.load(gemma_path(), Precision::Native, Some(1024));
+    let mut fractions: Vec<f32> = vec![];
+    loop {
+        match engine.events.recv_timeout(std::time::Duration::from_secs(300)).expect("engine event") {
+            Event::LoadProgress { fraction, .. } => fractions.push(fraction),
+            Event::Loaded(_) => break,
+            Event::LoadFailed(e) => panic!("load failed: {e}"),
+            _ => {}
+        }
+    }
+    let mut distinct = fractions.clone();
+    distinct.dedup();
+    assert!(distinct.len() >= 3, "progress fractions {fractions:?}");
+    assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "progress goes forward: {fractions:?}");
+    assert!(fractions.iter().any(|&f| f > 0.0 && f < 1.0), "{fractions:?}");
 }

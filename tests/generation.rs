@@ -98,7 +98,7 @@ fn stop_string_ends_generation_and_is_not_emitted() {
 fn cancel_stops_within_one_token() {
     let _g = common::mlx_lock();
     let engine = hearth::engine::EngineHandle::spawn();
-    engine.load(common::smollm2_gguf(), hearth::models::loader::Precision::Auto, Some(2048));
+    engine.load(common::smollm2_gguf(), hearth::models::load::Precision::Auto, Some(2048));
     let mut p = greedy(400);
     p.ignore_eos = true;
     let mut id = None;
@@ -125,7 +125,7 @@ fn cancel_stops_within_one_token() {
                 assert!(stats.generated_tokens <= tokens + 2, "{} generated", stats.generated_tokens);
                 break;
             }
-            Event::Error { message, .. } => panic!("{message}"),
+            Event::Error { error, .. } => panic!("{error}"),
             _ => {}
         }
     }
@@ -138,14 +138,15 @@ fn engine_reports_errors_without_dying() {
     // Generating with no model is an error event, not a crash.
     let id = engine.generate(Prompt::Chat(vec![Message::user("hi")]), greedy(4));
     match engine.events.recv_timeout(Duration::from_secs(10)).unwrap() {
-        Event::Error { id: Some(i), message } => {
+        Event::Error { id: Some(i), error } => {
+            let message = error.message;
             assert_eq!(i, id);
             assert!(message.contains("no model"), "{message}");
         }
         other => panic!("unexpected {other:?}"),
     }
     // A bad path is a load failure; the engine keeps serving.
-    engine.load("/nonexistent/model.gguf", hearth::models::loader::Precision::Auto, None);
+    engine.load("/nonexistent/model.gguf", hearth::models::load::Precision::Auto, None);
     match engine.events.recv_timeout(Duration::from_secs(10)).unwrap() {
         Event::LoadProgress { .. } => {}
         other => panic!("unexpected {other:?}"),

@@ -3,8 +3,8 @@
 
 mod common;
 
-use hearth::models::dequant::dequantize;
-use hearth::models::gguf_file::{ggml_type_info, read_tensor_bytes, GgufHeader};
+use hearth::formats::dequant::dequantize;
+use hearth::formats::gguf_header::{ggml_type_info, read_tensor_bytes, GgufHeader};
 use std::process::Command;
 
 fn reference(name: &str, raw: &[u8]) -> Vec<f32> {

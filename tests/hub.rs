@@ -8,11 +8,11 @@ mod common;
 use common::hub_server::{File, HubServer, Repo, TOKEN};
 use hearth::chat::Message;
 use hearth::engine::{GenerateParams, SamplingParams, Session};
-use hearth::hub::cache::cached_models;
-use hearth::hub::download::Options;
+use hearth::library::hf_cache::cached_models;
+use hearth::hub::Options;
 use hearth::hub::manager::{HubCommand, HubConfig, HubEvent, HubHandle};
 use hearth::hub::{Control, Hub, HubError, SearchKind};
-use hearth::models::loader::{self, Precision};
+use hearth::models::load::{self, Precision};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
@@ -26,7 +26,7 @@ fn model_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let t = tempfile::tempdir().unwrap();
         let _g = common::mlx_lock();
-        hearth::convert::convert(&common::smollm2_gguf(), t.path(), Precision::Native).unwrap();
+        hearth::models::convert::convert(&common::smollm2_gguf(), t.path(), Precision::Native).unwrap();
         t
     })
     .path()
@@ -102,7 +102,7 @@ fn full_download_lands_in_hf_cache_layout_then_loads_and_answers() {
     assert_eq!(cached_models(cache.path()).iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec![ID]);
 
     let _g = common::mlx_lock();
-    let loaded = loader::load(&snap, Precision::Auto).unwrap();
+    let loaded = load::load(&snap, Precision::Auto).unwrap();
     let mut s = Session::new(loaded, Some(1024));
     let (ids, _) = s.prompt_for_messages(&[Message::user("What is the capital of France?")], 40).unwrap();
     let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 40, stop: vec![], ignore_eos: false };
@@ -291,7 +291,7 @@ fn a_paused_download_resumes_after_the_app_restarts() {
         }
         matches!(e, HubEvent::Paused { .. })
     });
-    assert!(events.iter().any(|e| matches!(e, HubEvent::Planned { verdict: hearth::hub::fit::Verdict::Fits, .. })));
+    assert!(events.iter().any(|e| matches!(e, HubEvent::Planned { verdict: hearth::models::fit::Verdict::Fits, .. })));
     drop(h); // the app quits
     srv.clear_log();
     srv.throttle(None);
@@ -314,10 +314,10 @@ fn a_paused_download_resumes_after_the_app_restarts() {
 
 #[test]
 fn the_memory_estimate_brackets_measured_peak_memory() {
-    use hearth::hub::fit::{self, Shape};
+    use hearth::models::fit::{self, Shape};
     let dir = model_dir(); // before the lock: building it takes the lock too
     let _g = common::mlx_lock();
-    let loaded = loader::load(&common::smollm2_gguf(), Precision::Auto).unwrap();
+    let loaded = load::load(&common::smollm2_gguf(), Precision::Auto).unwrap();
     let params = loaded.info.parameters;
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let shape = Shape::from_config(&cfg, params).unwrap();
@@ -331,7 +331,7 @@ fn the_memory_estimate_brackets_measured_peak_memory() {
     let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 64, stop: vec![], ignore_eos: true };
     s.generate(&ids, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
     let measured = mlx_rs::memory::peak_memory().unwrap() as u64;
-    let need = fit::estimate(&shape, ctx, fit::Device::Cpu, fit::total_memory());
+    let need = fit::estimate(&shape, ctx, fit::Device::Cpu, hearth::sys::total_memory());
     let ratio = need.total() as f64 / measured as f64;
     eprintln!("estimate {} (weights {} kv {} working {}) vs measured peak {}: ratio {ratio:.2}", need.total(), need.weights, need.kv_cache, need.working, measured);
     assert!((1.0..1.3).contains(&ratio), "estimate {} vs measured {measured}", need.total());

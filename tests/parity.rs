@@ -4,12 +4,12 @@
 mod common;
 
 use hearth::engine::{GenerateParams, SamplingParams, Session};
-use hearth::models::loader::{self, Precision};
+use hearth::models::load::{self, Precision};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 fn hearth_ids(path: &std::path::Path, prompt: &[u32], n: usize) -> Vec<u32> {
-    let loaded = loader::load(path, Precision::Float32).unwrap();
+    let loaded = load::load(path, Precision::Float32).unwrap();
     let mut s = Session::new(loaded, Some(1024));
     let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: n, stop: vec![], ignore_eos: true };
     s.generate(prompt, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
@@ -21,9 +21,9 @@ fn first_32_greedy_tokens_match_mlx_lm() {
     let _g = common::mlx_lock();
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("smollm2-f32");
-    hearth::convert::convert(&common::smollm2_gguf(), &dir, Precision::Float32).unwrap();
+    hearth::models::convert::convert(&common::smollm2_gguf(), &dir, Precision::Float32).unwrap();
 
-    let loaded = loader::load(&dir, Precision::Float32).unwrap();
+    let loaded = load::load(&dir, Precision::Float32).unwrap();
     let s = Session::new(loaded, Some(1024));
     let (prompt, _) = s
         .prompt_for_messages(&[hearth::chat::Message::user("Explain in two sentences why the sky is blue.")], 32)

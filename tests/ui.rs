@@ -8,7 +8,7 @@ use egui_kittest::Harness;
 use hearth::engine::SamplingParams;
 use hearth::ui::state::{AppState, ModelState, NoticeKind, View};
 use hearth::ui::HearthApp;
-use hearth::hub::download::Options;
+use hearth::hub::Options;
 use hearth::hub::manager::HubConfig;
 use hearth::ui::state::DownloadStatus;
 use std::path::Path;
@@ -63,7 +63,7 @@ fn step_until(h: &mut Harness<'static, HearthApp>, secs: u64, what: &str, done: 
 }
 
 fn wait_ready(h: &mut Harness<'static, HearthApp>) {
-    step_until(h, 120, "the model to load", |a| matches!(a.state.model, ModelState::Ready(_)));
+    step_until(h, 120, "the model to load", |a| matches!(a.state.engine.model, ModelState::Ready(_)));
 }
 
 fn ask(h: &mut Harness<'static, HearthApp>, text: &str) {
@@ -101,7 +101,7 @@ fn typing_a_question_and_enter_streams_a_real_answer() {
     h.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::Enter);
     h.step();
     assert!(!h.state().state.is_generating());
-    assert!(h.state().state.input.starts_with("line one"));
+    assert!(h.state().state.chat.input.starts_with("line one"));
 }
 
 #[test]
@@ -141,8 +141,8 @@ fn conversation_survives_a_restart() {
     let mut h = harness(dir.path());
     h.step();
     let state = &h.state().state;
-    assert_eq!(state.conversations.len(), 1);
-    let c = &state.conversations[0];
+    assert_eq!(state.chat.conversations.len(), 1);
+    let c = &state.chat.conversations[0];
     assert_eq!(c.title, "What is the capital of France?");
     assert!(c.messages[1].content.contains("Paris"));
     // Once as the sidebar entry, once as the reopened user message.
@@ -190,7 +190,7 @@ fn a_corrupt_conversation_file_does_not_hide_the_others() {
     std::fs::write(convs.join("broken.json"), b"{\"id\": \"x\", \"title\": ").unwrap();
     let mut h = harness(dir.path());
     h.step();
-    assert_eq!(h.state().state.conversations.len(), 2);
+    assert_eq!(h.state().state.chat.conversations.len(), 2);
     assert!(h.query_by_label("Trip planning").is_some());
     assert!(h.query_by_label("Rust questions").is_some());
     let notices = &h.state().state.notices;
@@ -289,28 +289,28 @@ fn model_manager_shows_catalogue_search_and_live_download_progress() {
     assert!(h.query_all_by_label("fits").count() + h.query_all_by_label("tight").count() > 0);
     assert!(srv.log().is_empty(), "nothing goes to the network until the user asks");
 
-    h.state_mut().state.hub_search.query = "smollm2".into();
+    h.state_mut().state.downloads.search.query = "smollm2".into();
     h.get_by_label("GGUF").click();
     h.get_by_label("Search").click();
-    step_until(&mut h, 30, "search results", |a| a.state.hub_search.results.is_some());
+    step_until(&mut h, 30, "search results", |a| a.state.downloads.search.results.is_some());
     assert!(h.query_by_label(id).is_some(), "the search hit is listed");
     assert!(srv.log().iter().any(|l| l.path == "/api/models"));
 
     // The last "Download" button is the search hit's (the catalogue comes first).
     h.get_all_by_label("Download").last().unwrap().click();
     step_until(&mut h, 60, "bytes to arrive", |a| {
-        a.state.downloads.iter().any(|d| matches!(&d.status, DownloadStatus::Running(p) if p.done > 4 << 20))
+        a.state.downloads.list.iter().any(|d| matches!(&d.status, DownloadStatus::Running(p) if p.done > 4 << 20))
     });
     assert!(h.query_by_label_contains("MB/s").is_some(), "speed is shown");
     assert!(h.query_by_label_contains("left").is_some(), "ETA is shown");
     assert!(h.query_by_role(Role::ProgressIndicator).is_some());
     h.get_by_label("Pause").click();
-    step_until(&mut h, 30, "the pause", |a| a.state.downloads.iter().any(|d| matches!(d.status, DownloadStatus::Paused { .. })));
+    step_until(&mut h, 30, "the pause", |a| a.state.downloads.list.iter().any(|d| matches!(d.status, DownloadStatus::Paused { .. })));
     assert!(h.query_by_label_contains("Paused").is_some());
     srv.throttle(None);
     h.get_by_label("Resume").click();
     step_until(&mut h, 120, "the download to finish", |a| a.state.installed.iter().any(|m| m.name == id));
-    assert!(h.state().state.downloads.is_empty());
+    assert!(h.state().state.downloads.list.is_empty());
     assert!(h.query_all_by_label(id).count() == 2, "listed as installed and in the search results");
     assert!(h.query_by_label("installed").is_some(), "the search hit now says installed");
     // The resumed request picked up where the pause left the file.

@@ -1,5 +1,7 @@
-//! Conversations, chat templates and tokenizers.
+//! Messages, chat templates and tokenizers, and the parameters and statistics
+//! of a generation (`params`), shared by the engine, the app and the store.
 
+pub mod params;
 pub mod template;
 pub mod tokenizer;
 

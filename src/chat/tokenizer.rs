@@ -3,7 +3,7 @@
 //! stands for, which is what makes streaming detokenization O(1) per token.
 
 use crate::error::{io_err, Error, Result};
-use crate::models::gguf_file::GgufHeader;
+use crate::formats::gguf_header::GgufHeader;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::Path;
@@ -245,10 +245,6 @@ impl TextTokenizer {
 
     pub fn vocab_size(&self) -> usize {
         self.token_bytes.len()
-    }
-
-    pub fn id_to_token(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
     }
 }
 

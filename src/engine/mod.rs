@@ -1,13 +1,16 @@
-//! The inference engine: one thread owns the model; commands in, events out.
+//! The inference engine: one thread owns the model and all MLX state; commands
+//! in, events out (`protocol`, `worker`). A `Session` keeps the loaded model and
+//! its prompt cache; the token loop (`step`), streaming text (`stream`) and
+//! sampling on the device (`sampling`) are separate, as in mlx-lm.
 
-pub mod detokenize;
-pub mod generate;
-pub mod kv_cache;
 pub mod protocol;
 pub mod sampling;
+pub mod session;
+pub mod step;
+pub mod stream;
 pub mod worker;
 
-pub use generate::{FinishReason, GenerateParams, GenerationStats, Session};
+pub use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, SamplingParams};
 pub use protocol::{Command, Event, Prompt};
-pub use sampling::SamplingParams;
+pub use session::Session;
 pub use worker::EngineHandle;

@@ -1,8 +1,9 @@
 //! Messages between the UI (or CLI) and the inference thread.
 
-use super::generate::{GenerateParams, GenerationStats};
+use crate::chat::params::{GenerateParams, GenerationStats};
 use crate::chat::Message;
-use crate::models::loader::{ModelInfo, Precision};
+use crate::error::Error;
+use crate::models::load::{ModelInfo, Precision};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -32,16 +33,57 @@ pub enum Command {
 pub enum Event {
     LoadProgress { fraction: f32, message: String },
     Loaded(ModelInfo),
-    LoadFailed(String),
+    LoadFailed(EngineError),
     Unloaded,
     /// The conversation did not fit; this many of the oldest messages were left out.
     ContextTrimmed { id: RequestId, dropped_messages: usize },
     Token { id: RequestId, text: String },
     Finished { id: RequestId, stats: GenerationStats },
-    Error { id: Option<RequestId>, message: String },
+    Error { id: Option<RequestId>, error: EngineError },
     Memory(MemoryStats),
-    /// The engine thread died (a bug); the UI can restart it.
+    /// The engine thread died (a bug); the UI can restart it. The text is the panic's.
     Crashed(String),
+}
+
+/// What kind of failure an error event reports, so callers act on the kind
+/// instead of matching the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A request arrived with no model loaded.
+    NoModel,
+    /// The model files are missing, unreadable, corrupt or of an unknown kind.
+    BadModel,
+    /// The request itself was refused (empty, too long, bad parameters).
+    BadRequest,
+    /// MLX failed while running the model.
+    Compute,
+}
+
+/// An engine error as it crosses the channel: its kind and the message to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<&Error> for EngineError {
+    fn from(e: &Error) -> Self {
+        let kind = match e {
+            Error::NoModel => ErrorKind::NoModel,
+            Error::EmptyPrompt | Error::PromptTooLong { .. } | Error::InvalidArgument(_) | Error::Template(_) => {
+                ErrorKind::BadRequest
+            }
+            Error::Mlx(_) => ErrorKind::Compute,
+            _ => ErrorKind::BadModel,
+        };
+        EngineError { kind, message: e.to_string() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,16 +100,7 @@ impl MemoryStats {
             mlx_active: mlx_rs::memory::active_memory().unwrap_or(0) as u64,
             mlx_peak: mlx_rs::memory::peak_memory().unwrap_or(0) as u64,
             mlx_cache: mlx_rs::memory::cache_memory().unwrap_or(0) as u64,
-            process_rss: process_rss(),
+            process_rss: crate::sys::process_rss(),
         }
     }
-}
-
-/// Resident memory of this process (Linux /proc; 0 where unavailable).
-pub fn process_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
 }

@@ -2,74 +2,11 @@
 //! MLX ops on the logits, so the next token is chosen without a round trip to
 //! the host and the decode loop can queue step n+1 before reading token n.
 
-use crate::error::{Error, Result};
+pub use crate::chat::params::SamplingParams;
+use crate::error::Result;
 use mlx_rs::ops::indexing::{argmax_axis, put_along_axis, take_along_axis, IndexOp};
 use mlx_rs::ops::argpartition_axis;
 use mlx_rs::{ops, random, Array};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SamplingParams {
-    /// 0 = greedy.
-    pub temperature: f32,
-    /// 1.0 = off.
-    pub top_p: f32,
-    /// 0 = off.
-    pub top_k: usize,
-    /// 0 = off.
-    pub min_p: f32,
-    /// 1.0 = off.
-    pub repetition_penalty: f32,
-    /// How many recent tokens the repetition penalty looks at.
-    pub repetition_context: usize,
-    pub seed: Option<u64>,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        SamplingParams {
-            temperature: 0.7,
-            top_p: 0.95,
-            top_k: 40,
-            min_p: 0.05,
-            repetition_penalty: 1.1,
-            repetition_context: 64,
-            seed: None,
-        }
-    }
-}
-
-impl SamplingParams {
-    pub fn greedy() -> Self {
-        SamplingParams {
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            repetition_context: 64,
-            seed: None,
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad("temperature must be >= 0");
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top-p must be in (0, 1]");
-        }
-        if !(0.0..1.0).contains(&self.min_p) {
-            return bad("min-p must be in [0, 1)");
-        }
-        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad("repetition penalty must be > 0");
-        }
-        Ok(())
-    }
-}
 
 pub struct Sampler {
     params: SamplingParams,
@@ -92,7 +29,7 @@ impl Sampler {
         };
         let history = if params.repetition_penalty != 1.0 && !prompt_tail.is_empty() {
             let start = prompt_tail.len().saturating_sub(params.repetition_context);
-            Some(crate::models::token_array(&prompt_tail[start..]))
+            Some(crate::models::layers::token_array(&prompt_tail[start..]))
         } else {
             None
         };
@@ -159,5 +96,52 @@ impl Sampler {
             self.history = Some(h);
         }
         Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits(v: &[f32]) -> Array {
+        Array::from_slice(v, &[1, v.len() as i32])
+    }
+
+    fn id(a: &Array) -> i32 {
+        a.item::<i32>()
+    }
+
+    #[test]
+    fn temperature_zero_is_argmax() {
+        let mut s = Sampler::new(SamplingParams::greedy(), &[]).unwrap();
+        assert_eq!(id(&s.sample(&logits(&[0.1, 3.0, -1.0, 2.9])).unwrap()), 1);
+    }
+
+    #[test]
+    fn top_k_one_always_picks_the_best() {
+        let p = SamplingParams { temperature: 1.5, top_k: 1, seed: Some(7), ..SamplingParams::greedy() };
+        let mut s = Sampler::new(p, &[]).unwrap();
+        for _ in 0..20 {
+            assert_eq!(id(&s.sample(&logits(&[0.0, 1.0, 0.5, 0.9])).unwrap()), 1);
+        }
+    }
+
+    #[test]
+    fn repetition_penalty_pushes_a_seen_token_below_the_next_best() {
+        // Token 1 was in the prompt: 2.0 / 1.5 = 1.33 falls below token 2's 1.9.
+        let p = SamplingParams { repetition_penalty: 1.5, ..SamplingParams::greedy() };
+        let mut s = Sampler::new(p, &[1]).unwrap();
+        assert_eq!(id(&s.sample(&logits(&[0.0, 2.0, 1.9])).unwrap()), 2);
+    }
+
+    #[test]
+    fn same_seed_same_samples() {
+        let p = SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, min_p: 0.0, seed: Some(42), ..SamplingParams::greedy() };
+        let l = logits(&[0.5; 50]);
+        let run = |p: SamplingParams| {
+            let mut s = Sampler::new(p, &[]).unwrap();
+            (0..10).map(|_| id(&s.sample(&l).unwrap())).collect::<Vec<_>>()
+        };
+        assert_eq!(run(p.clone()), run(p));
     }
 }

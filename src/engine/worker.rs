@@ -1,8 +1,10 @@
 //! The inference thread: owns the model and all MLX state; talks only through channels.
 
-use super::generate::Session;
-use super::protocol::{Command, Event, MemoryStats, Prompt, RequestId};
-use crate::models::loader;
+use super::protocol::{Command, EngineError, Event, MemoryStats, Prompt, RequestId};
+use super::session::Session;
+use crate::chat::params::{FinishReason, GenerateParams, GenerationStats};
+use crate::error::Error;
+use crate::models::load::{self, Precision};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,13 +67,13 @@ impl EngineHandle {
         let _ = self.commands.send(c);
     }
 
-    pub fn load(&self, path: impl Into<std::path::PathBuf>, precision: loader::Precision, context_length: Option<usize>) {
+    pub fn load(&self, path: impl Into<std::path::PathBuf>, precision: Precision, context_length: Option<usize>) {
         self.send(Command::Load { path: path.into(), precision, context_length });
     }
 
     /// Starts a generation; returns its id. Cancels nothing already running:
     /// requests queue in order.
-    pub fn generate(&self, prompt: Prompt, params: super::generate::GenerateParams) -> RequestId {
+    pub fn generate(&self, prompt: Prompt, params: GenerateParams) -> RequestId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
         *self.current_cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
@@ -118,8 +120,16 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
             Command::Shutdown => break,
             Command::Load { path, precision, context_length } => {
                 session = None; // free the old model before loading the next
-                send(Event::LoadProgress { fraction: 0.05, message: format!("Reading {}", path.display()) });
-                match loader::load(&path, precision) {
+                send(Event::LoadProgress { fraction: 0.0, message: format!("Reading {}", path.display()) });
+                // Forward progress as it moves by a percent or more, not per tensor.
+                let mut last = 0.0f32;
+                let mut on_progress = |f: f32, what: &str| {
+                    if f - last >= 0.01 {
+                        last = f;
+                        send(Event::LoadProgress { fraction: f, message: what.to_string() });
+                    }
+                };
+                match load::load_with_progress(&path, precision, &mut on_progress) {
                     Ok(loaded) => {
                         send(Event::LoadProgress { fraction: 1.0, message: "Ready".into() });
                         let info = loaded.info.clone();
@@ -127,7 +137,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
                         send(Event::Loaded(info));
                         send(Event::Memory(MemoryStats::now()));
                     }
-                    Err(e) => send(Event::LoadFailed(e.to_string())),
+                    Err(e) => send(Event::LoadFailed(EngineError::from(&e))),
                 }
             }
             Command::Unload => {
@@ -148,14 +158,14 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
             }
             Command::Generate { id, prompt, params, cancel } => {
                 let Some(s) = session.as_mut() else {
-                    send(Event::Error { id: Some(id), message: crate::error::Error::NoModel.to_string() });
+                    send(Event::Error { id: Some(id), error: EngineError::from(&Error::NoModel) });
                     continue;
                 };
                 if cancel.load(Ordering::Relaxed) {
                     send(Event::Finished {
                         id,
-                        stats: super::generate::GenerationStats {
-                            finish_reason: Some(super::generate::FinishReason::Cancelled),
+                        stats: GenerationStats {
+                            finish_reason: Some(FinishReason::Cancelled),
                             ..Default::default()
                         },
                     });
@@ -166,7 +176,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
                         Prompt::Chat(msgs) => s.prompt_for_messages(msgs, params.max_tokens)?,
                         Prompt::Raw(text) => {
                             if text.is_empty() {
-                                return Err(crate::error::Error::EmptyPrompt);
+                                return Err(Error::EmptyPrompt);
                             }
                             (s.loaded.tokenizer.encode_prompt(text)?, 0)
                         }
@@ -187,7 +197,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
                 })();
                 match result {
                     Ok(stats) => send(Event::Finished { id, stats }),
-                    Err(e) => send(Event::Error { id: Some(id), message: e.to_string() }),
+                    Err(e) => send(Event::Error { id: Some(id), error: EngineError::from(&e) }),
                 }
                 send(Event::Memory(MemoryStats::now()));
             }

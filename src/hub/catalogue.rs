@@ -2,7 +2,7 @@
 //! shapes are the models' own config.json numbers, so the fit estimate works
 //! before anything is fetched; sizes are the 4-bit download, approximately.
 
-use super::fit::Shape;
+use crate::models::fit::Shape;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -73,7 +73,7 @@ mod tests {
     fn catalogue_ids_are_valid_and_sorted_by_size() {
         let mut last = 0;
         for e in super::CATALOGUE {
-            super::super::ids::check_repo_id(e.id).unwrap();
+            crate::library::ids::check_repo_id(e.id).unwrap();
             assert!(e.shape.params >= last, "{} out of order", e.id);
             last = e.shape.params;
         }

@@ -3,8 +3,9 @@
 //! Unfinished downloads are saved (with their plan) so they can resume after
 //! the app restarts.
 
-use super::download::{Control, Hub, Options, Plan, Progress, SearchHit, SearchKind};
-use super::fit::{self, Verdict};
+use super::client::{Hub, Options};
+use super::plan::{Control, Plan, Progress, SearchHit, SearchKind};
+use crate::models::fit::{self, Verdict};
 use super::HubError;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
@@ -246,8 +247,8 @@ fn start(
     confirmed: bool,
     saved_plan: Option<Plan>,
 ) {
-    if let Err(e) = super::ids::check_repo_id(&id) {
-        events.send(HubEvent::Failed { id, error: e });
+    if let Err(e) = crate::library::ids::check_repo_id(&id) {
+        events.send(HubEvent::Failed { id, error: e.into() });
         return;
     }
     let (ctl_tx, mut ctl_rx) = watch::channel(Control::Run);
@@ -265,8 +266,8 @@ fn start(
                 Some(p) => p,
                 None => hub.plan(&id, only.as_deref()).await?,
             };
-            let memory = fit::total_memory();
-            let need = plan.need(context, fit::device(), memory);
+            let memory = crate::sys::total_memory();
+            let need = plan.need(context, crate::sys::device(), memory);
             let verdict = fit::verdict(need, memory);
             events.send(HubEvent::Planned {
                 id: id.clone(),

@@ -1,15 +1,17 @@
-//! The model hub: curated catalogue, Hugging Face search, resumable downloads
-//! into the shared Hugging Face cache, the token, and the memory-fit estimate.
+//! The network: the curated catalogue, Hugging Face search, resumable
+//! downloads into the shared Hugging Face cache (whose layout `library` reads),
+//! the token, and the download thread the app talks to.
 
-pub mod cache;
 pub mod catalogue;
-pub mod download;
-pub mod fit;
-pub mod ids;
+pub mod client;
 pub mod manager;
+pub mod plan;
 pub mod token;
+pub mod transfer;
+pub mod verify;
 
-pub use download::{Control, Hub, Phase, Plan, Progress, SearchHit, SearchKind};
+pub use client::{Hub, Options};
+pub use plan::{Control, Phase, Plan, Progress, SearchHit, SearchKind};
 
 /// Everything a download can run into, each said plainly.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -46,5 +48,11 @@ impl HubError {
     /// Downloads and search turned off with HF_HUB_OFFLINE.
     pub fn offline_mode() -> HubError {
         HubError::Offline("Hearth is offline (HF_HUB_OFFLINE): downloads are unavailable".into())
+    }
+}
+
+impl From<crate::library::ids::BadId> for HubError {
+    fn from(e: crate::library::ids::BadId) -> Self {
+        HubError::BadId(e.0)
     }
 }

@@ -3,9 +3,11 @@
 //! RMSNorm with a +1 offset (folded into the weights at load), q/k norms,
 //! embeddings scaled by sqrt(hidden), a GELU-tanh MLP and four norms per block.
 
-use super::llama::{Attention, Rope, RopeScaling};
-use super::{cfg_err, gelu_tanh_mul, last_position, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
-use crate::engine::kv_cache::KvCache;
+use super::attention::{attention_mask, Attention, AttentionSpec, QkNorm};
+use super::cache::KvCache;
+use super::layers::{gelu_tanh_mul, last_position};
+use super::rope::{Rope, RopeScaling};
+use super::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
 use crate::error::Result;
 use mlx_rs::{ops, Array};
 use serde::Deserialize;
@@ -83,15 +85,14 @@ impl Config {
     }
 }
 
-/// Gemma's RMSNorm scales by (1 + w); adding the 1 once at load lets the fused
-/// rms_norm kernel do the rest.
 fn norm(w: &mut Weights, name: &str, dim: i32, eps: f32) -> Result<RmsNorm> {
-    let n = RmsNorm::load(w, name, dim, eps)?;
-    Ok(RmsNorm { weight: n.weight.add(mlx_rs::array!(1.0f32).as_dtype(n.weight.dtype())?)?, eps })
+    RmsNorm::load_plus_one(w, name, dim, eps)
 }
 
 struct Block {
     self_attn: Attention,
+    /// Sliding-window layers see only the last `sliding_window` positions.
+    window: Option<i32>,
     /// Local layers rotate with their own base.
     rope: Rope,
     gate_proj: Linear,
@@ -135,19 +136,21 @@ impl Model {
                 Rope::new(hd, c.rope_theta, c.rope_scaling.as_ref())?
             };
             layers.push(Block {
-                self_attn: Attention {
-                    q_proj: Linear::load(&mut w, &format!("{a}.q_proj"), nh * hd, h, false)?,
-                    k_proj: Linear::load(&mut w, &format!("{a}.k_proj"), nkv * hd, h, false)?,
-                    v_proj: Linear::load(&mut w, &format!("{a}.v_proj"), nkv * hd, h, false)?,
-                    o_proj: Linear::load(&mut w, &format!("{a}.o_proj"), h, nh * hd, false)?,
-                    q_norm: Some(norm(&mut w, &format!("{a}.q_norm"), hd, eps)?),
-                    k_norm: Some(norm(&mut w, &format!("{a}.k_norm"), hd, eps)?),
-                    n_heads: nh,
-                    n_kv: nkv,
-                    head_dim: hd,
-                    scale,
-                    window: sliding.then_some(c.sliding_window),
-                },
+                self_attn: Attention::load(
+                    &mut w,
+                    &a,
+                    AttentionSpec {
+                        hidden: h,
+                        heads: nh,
+                        kv_heads: nkv,
+                        head_dim: hd,
+                        qkv_bias: false,
+                        o_bias: false,
+                        qk_norm: Some(QkNorm { eps, plus_one: true }),
+                        scale,
+                    },
+                )?,
+                window: sliding.then_some(c.sliding_window),
                 rope,
                 gate_proj: Linear::load(&mut w, &format!("{p}.mlp.gate_proj"), c.intermediate_size, h, false)?,
                 up_proj: Linear::load(&mut w, &format!("{p}.mlp.up_proj"), c.intermediate_size, h, false)?,
@@ -172,8 +175,19 @@ impl LanguageModel for Model {
     fn forward(&self, tokens: &Array, cache: &mut [KvCache], all_logits: bool) -> Result<Array> {
         let e = self.embed_tokens.forward(tokens)?;
         let mut h = e.multiply(self.embed_scale.as_dtype(e.dtype())?)?;
+        // One mask per kind of layer, built once: all sliding layers hold the
+        // same positions, and so do all global ones.
+        let l = tokens.shape()[1];
+        let mut masks = [None, None];
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let r = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c, &layer.rope)?;
+            let kind = layer.window.is_some() as usize;
+            if masks[kind].is_none() {
+                masks[kind] = Some(attention_mask(l, c)?);
+            }
+        }
+        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+            let mask = masks[layer.window.is_some() as usize].as_ref().expect("built above for every kind present");
+            let r = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c, &layer.rope, mask)?;
             h = h.add(layer.post_attention_layernorm.forward(&r)?)?;
             let x = layer.pre_feedforward_layernorm.forward(&h)?;
             let m = layer.down_proj.forward(&gelu_tanh_mul(&layer.gate_proj.forward(&x)?, &layer.up_proj.forward(&x)?)?)?;
@@ -197,7 +211,7 @@ impl LanguageModel for Model {
     fn new_cache(&self) -> Vec<KvCache> {
         self.layers
             .iter()
-            .map(|l| match l.self_attn.window {
+            .map(|l| match l.window {
                 Some(w) => KvCache::windowed(w),
                 None => KvCache::new(),
             })

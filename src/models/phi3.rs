@@ -2,7 +2,8 @@
 //! `gate_up_proj`, split into their parts at load; splitting rows is exact for
 //! quantized weights too, since groups run along inputs) and LongRoPE.
 
-use super::llama::{Config, Model, Rope, Variant};
+use super::llama::{Config, Model, Variant};
+use super::rope::{Rope, RopeScaling};
 use super::{cfg_err, Weights};
 use crate::error::Result;
 use mlx_rs::ops::indexing::IndexOp;
@@ -72,7 +73,7 @@ pub fn load(config: &Value, mut w: Weights) -> Result<Model> {
             Some(Rope::long_rope(hd, c.rope_theta, &long, mscale as f32)?)
         }
         Some(s) => {
-            let parsed: super::llama::RopeScaling =
+            let parsed: RopeScaling =
                 serde_json::from_value(s.clone()).map_err(|e| cfg_err(format!("rope_scaling: {e}")))?;
             Some(Rope::new(hd, c.rope_theta, Some(&parsed))?)
         }

@@ -162,7 +162,7 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
         Some("phi3") => "Phi3ForCausalLM",
         _ => "LlamaForCausalLM",
     }]);
-    cfg["torch_dtype"] = json!(crate::models::dtype_name(dtype));
+    cfg["torch_dtype"] = json!(crate::models::layers::dtype_name(dtype));
     std::fs::create_dir_all(dst).map_err(io_err(dst))?;
     let write_json = |name: &str, v: &Value| -> Result<()> {
         let p = dst.join(name);

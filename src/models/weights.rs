@@ -165,8 +165,12 @@ impl Weights {
 
     /// Replaces every quantized triplet by its dense weight in `dtype`. On CPUs,
     /// MLX's quantized matmul is a scalar loop; dense f32 with BLAS is ~2x faster.
-    pub fn dequantize_all(&mut self, dtype: Dtype) -> Result<()> {
-        for prefix in self.quantized_prefixes() {
+    /// Reports `(layers done, layers)` through `on`.
+    pub fn dequantize_all(&mut self, dtype: Dtype, on: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let prefixes = self.quantized_prefixes();
+        let n = prefixes.len() as u64;
+        for (i, prefix) in prefixes.into_iter().enumerate() {
+            on(i as u64, n);
             let in_f = self.quant_in_features(&prefix)?;
             let spec = self
                 .quant_spec(&prefix, in_f)?
@@ -242,10 +246,15 @@ impl Weights {
     }
 
     /// Evaluates all tensors so loading cost is paid now, not on the first token.
-    pub fn eval_all(&self) -> Result<()> {
+    /// Reports `(bytes evaluated, bytes)` through `on`.
+    pub fn eval_all(&self, on: &mut dyn FnMut(u64, u64)) -> Result<()> {
         let all: Vec<&Array> = self.tensors.values().collect();
+        let total = self.nbytes() as u64;
+        let mut done = 0;
         for chunk in all.chunks(64) {
             mlx_rs::transforms::eval(chunk.iter().copied())?;
+            done += chunk.iter().map(|a| a.nbytes() as u64).sum::<u64>();
+            on(done, total);
         }
         Ok(())
     }

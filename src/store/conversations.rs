@@ -2,7 +2,7 @@
 
 use super::write_atomic;
 use crate::chat::{Message, Role};
-use crate::engine::GenerationStats;
+use crate::chat::params::GenerationStats;
 use crate::error::{io_err, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

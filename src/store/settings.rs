@@ -1,7 +1,7 @@
 //! User settings, saved as JSON. A bad settings file falls back to defaults with
 //! a visible notice, and is kept aside (settings.json.bad-<time>), never overwritten.
 
-use crate::engine::SamplingParams;
+use crate::chat::params::{SamplingParams, DEFAULT_MAX_TOKENS};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -47,7 +47,7 @@ impl Default for Settings {
                 },
             ],
             sampling: SamplingParams::default(),
-            max_tokens: 1024,
+            max_tokens: DEFAULT_MAX_TOKENS,
             context_length: 4096,
             theme: Theme::System,
             font_size: 14.0,
@@ -93,4 +93,15 @@ impl Settings {
     pub fn models_dir(&self) -> PathBuf {
         self.models_dir.clone().unwrap_or_else(crate::paths::models_dir)
     }
+}
+
+/// The models folder the app uses (chosen in its settings, else the default),
+/// for the CLI. Reads settings.json without touching it: a bad file is the
+/// app's to set aside.
+pub fn models_dir_in_use(data_dir: &Path) -> PathBuf {
+    std::fs::read(data_dir.join("settings.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Settings>(&b).ok())
+        .and_then(|s| s.models_dir)
+        .unwrap_or_else(|| data_dir.join("models"))
 }

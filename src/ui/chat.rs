@@ -25,7 +25,7 @@ impl ChatPanel {
             ui.add_space(6.0);
         });
         egui::CentralPanel::default().show(ui, |ui| {
-            if state.installed.is_empty() && !matches!(state.model, ModelState::Ready(_) | ModelState::Loading { .. }) {
+            if state.installed.is_empty() && !matches!(state.engine.model, ModelState::Ready(_) | ModelState::Loading { .. }) {
                 empty_state(ui, state);
                 return;
             }
@@ -33,7 +33,7 @@ impl ChatPanel {
                 ui.centered_and_justified(|ui| ui.label("Start a new chat: type a message below."));
                 return;
             };
-            let streaming_here = state.streaming.as_ref().is_some_and(|s| s.conversation == conv.id);
+            let streaming_here = state.chat.streaming.as_ref().is_some_and(|s| s.conversation == conv.id);
             let mut action = None;
             egui::ScrollArea::vertical().stick_to_bottom(true).auto_shrink([false, false]).show(ui, |ui| {
                 if conv.messages.is_empty() {
@@ -158,14 +158,14 @@ impl ChatPanel {
         // Enter sends; Shift+Enter falls through to the editor as a newline.
         let send = focused && state.can_send() && ui.input_mut(take_plain_enter);
         ui.horizontal(|ui| {
-            let hint = match &state.model {
+            let hint = match &state.engine.model {
                 ModelState::Ready(_) => "Message Hearth… (Enter to send, Shift+Enter for a new line)",
                 ModelState::Loading { .. } => "Loading the model…",
                 _ => "Load a model to start chatting",
             };
             let w = ui.available_width() - 80.0;
             let resp = ui.add(
-                egui::TextEdit::multiline(&mut state.input)
+                egui::TextEdit::multiline(&mut state.chat.input)
                     .id(id)
                     .hint_text(hint)
                     .desired_rows(2)
@@ -178,7 +178,7 @@ impl ChatPanel {
                     state.stop();
                 }
             } else {
-                let can = state.can_send() && !state.input.trim().is_empty();
+                let can = state.can_send() && !state.chat.input.trim().is_empty();
                 if ui.add_enabled(can, egui::Button::new(RichText::new("Send").strong())).clicked() {
                     state.send_input();
                     resp.request_focus();

@@ -11,7 +11,7 @@ pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize) -> anyhow::
     let home = tempfile::tempdir()?;
     let mut state = AppState::new(home.path());
     state.settings.max_tokens = max_tokens;
-    state.settings.sampling = crate::engine::SamplingParams::greedy();
+    state.settings.sampling = crate::chat::params::SamplingParams::greedy();
     state.load_model(model.to_path_buf());
     let mut app = HearthApp::new(state);
     let ctx = egui::Context::default();
@@ -28,15 +28,15 @@ pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize) -> anyhow::
         t0.elapsed().as_secs_f64() * 1000.0
     };
     let start = Instant::now();
-    while !matches!(app.state.model, ModelState::Ready(_)) {
-        if let ModelState::Failed(e) = &app.state.model {
+    while !matches!(app.state.engine.model, ModelState::Ready(_)) {
+        if let ModelState::Failed(e) = &app.state.engine.model {
             anyhow::bail!("{e}");
         }
         anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "model did not load");
         frame(&mut app, start.elapsed().as_secs_f64());
         std::thread::sleep(Duration::from_millis(20));
     }
-    app.state.input = prompt.to_string();
+    app.state.chat.input = prompt.to_string();
     app.state.send_input();
     let mut times = Vec::new();
     while app.state.is_generating() {

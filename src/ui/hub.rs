@@ -3,7 +3,9 @@
 
 use super::state::{AppState, DownloadStatus};
 use crate::hub::catalogue::CATALOGUE;
-use crate::hub::fit::{self, gb, Verdict};
+use crate::models::fit::{self, Verdict};
+use crate::sys;
+use crate::units::bytes as gb;
 use egui::{Color32, RichText, Ui};
 
 fn verdict_text(ui: &Ui, v: Verdict) -> RichText {
@@ -28,18 +30,18 @@ fn duration(d: std::time::Duration) -> String {
 
 /// A fit label from the memory estimate at the configured context.
 pub fn fit_label(ui: &mut Ui, need: u64) {
-    let mem = fit::total_memory();
+    let mem = sys::total_memory();
     let v = fit::verdict(need, mem);
     ui.label(verdict_text(ui, v))
         .on_hover_text(format!("Needs about {} of this machine's {} (weights + KV cache + working memory)", gb(need), gb(mem)));
 }
 
 pub fn downloads(ui: &mut Ui, state: &mut AppState) {
-    if state.downloads.is_empty() {
+    if state.downloads.list.is_empty() {
         return;
     }
     ui.label(RichText::new("Downloads").strong());
-    for d in state.downloads.clone() {
+    for d in state.downloads.list.clone() {
         egui::Frame::group(ui.style()).show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.label(RichText::new(&d.id).strong());
@@ -127,7 +129,7 @@ pub fn downloads(ui: &mut Ui, state: &mut AppState) {
 }
 
 fn busy(state: &AppState, id: &str) -> bool {
-    state.downloads.iter().any(|d| d.id == id)
+    state.downloads.list.iter().any(|d| d.id == id)
 }
 
 fn installed(state: &AppState, id: &str) -> bool {
@@ -136,16 +138,16 @@ fn installed(state: &AppState, id: &str) -> bool {
 
 pub fn catalogue(ui: &mut Ui, state: &mut AppState) {
     ui.label(RichText::new("Catalogue").strong());
-    if let Some(why) = &state.hub_offline {
+    if let Some(why) = &state.downloads.offline {
         ui.colored_label(ui.visuals().warn_fg_color, format!("Downloads unavailable: {why}"));
     }
     let ctx_len = state.settings.context_length as u64;
-    let (device, mem) = (fit::device(), fit::total_memory());
+    let (device, mem) = (sys::device(), sys::total_memory());
     ui.label(
         RichText::new(format!(
             "Memory estimates at {ctx_len} tokens of context on this machine ({} total, {}).",
             gb(mem),
-            if device == fit::Device::Gpu { "GPU" } else { "CPU, f32" }
+            if device == sys::Device::Gpu { "GPU" } else { "CPU, f32" }
         ))
         .weak(),
     );
@@ -164,7 +166,7 @@ pub fn catalogue(ui: &mut Ui, state: &mut AppState) {
                 ui.add_enabled(false, egui::Button::new("Download"))
                     .on_disabled_hover_text(format!("Hearth cannot run {} models yet", e.model_type));
             } else if ui
-                .add_enabled(!busy(state, e.id) && state.hub_offline.is_none(), egui::Button::new("Download"))
+                .add_enabled(!busy(state, e.id) && state.downloads.offline.is_none(), egui::Button::new("Download"))
                 .on_hover_text(format!("Download {}", e.id))
                 .clicked()
             {
@@ -180,22 +182,22 @@ pub fn search(ui: &mut Ui, state: &mut AppState) {
     let mut go = false;
     ui.horizontal(|ui| {
         let r = ui.add(
-            egui::TextEdit::singleline(&mut state.hub_search.query)
+            egui::TextEdit::singleline(&mut state.downloads.search.query)
                 .hint_text("model name, e.g. qwen3")
                 .desired_width(260.0),
         );
         go |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-        ui.selectable_value(&mut state.hub_search.gguf, false, "MLX");
-        ui.selectable_value(&mut state.hub_search.gguf, true, "GGUF");
-        go |= ui.add_enabled(!state.hub_search.pending, egui::Button::new("Search")).clicked();
-        if state.hub_search.pending {
+        ui.selectable_value(&mut state.downloads.search.gguf, false, "MLX");
+        ui.selectable_value(&mut state.downloads.search.gguf, true, "GGUF");
+        go |= ui.add_enabled(!state.downloads.search.pending, egui::Button::new("Search")).clicked();
+        if state.downloads.search.pending {
             ui.spinner();
         }
     });
     if go {
         state.search_hub();
     }
-    match state.hub_search.results.clone() {
+    match state.downloads.search.results.clone() {
         None => {}
         Some(Err(e)) => {
             ui.colored_label(ui.visuals().error_fg_color, e);

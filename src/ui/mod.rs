@@ -11,7 +11,7 @@ pub mod state;
 pub mod status;
 
 use crate::store::settings::Theme;
-use state::{AppState, ModelState, NoticeKind, View};
+use state::{AppState, ModelState, NoticeAction, NoticeKind, View};
 use std::time::Instant;
 
 pub struct HearthApp {
@@ -95,16 +95,16 @@ impl HearthApp {
             // no polling while idle, one frame per streamed piece. Set before the
             // first poll, so news that arrives in between still wakes a frame.
             let c = ctx.clone();
-            self.state.engine.set_waker(move || c.request_repaint());
+            self.state.engine.handle.set_waker(move || c.request_repaint());
             let c = ctx.clone();
-            self.state.hub.set_waker(move || c.request_repaint());
+            self.state.downloads.hub.set_waker(move || c.request_repaint());
             self.waker_set = true;
         }
         self.state.poll();
         self.apply_appearance(&ctx);
         self.shortcuts(&ctx);
-        if let (Some(p), ModelState::Ready(_)) = (&self.demo_prompt, &self.state.model) {
-            self.state.input = p.clone();
+        if let (Some(p), ModelState::Ready(_)) = (&self.demo_prompt, &self.state.engine.model) {
+            self.state.chat.input = p.clone();
             self.state.send_input();
             self.demo_prompt = None;
         }
@@ -131,7 +131,7 @@ impl HearthApp {
         });
 
         // Safety net while background work is under way: a frame every 100 ms.
-        if self.state.pending_bg > 0 || !self.state.engine.is_alive() || matches!(self.state.model, ModelState::Loading { .. }) {
+        if self.state.jobs.pending() > 0 || !self.state.engine.handle.is_alive() || matches!(self.state.engine.model, ModelState::Loading { .. }) {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }
         let ms = t0.elapsed().as_secs_f32() * 1000.0;
@@ -157,7 +157,7 @@ impl HearthApp {
                     NoticeKind::Info => ui.visuals().text_color(),
                 };
                 ui.colored_label(color, &n.text);
-                if n.text.contains("Restart engine") && ui.button("Restart engine").clicked() {
+                if n.action == Some(NoticeAction::RestartEngine) && ui.button("Restart engine").clicked() {
                     restart = true;
                     dismiss = Some(i);
                 }
@@ -202,7 +202,7 @@ pub fn run(demo_prompt: Option<String>) -> anyhow::Result<()> {
         Box::new(move |_cc| {
             let mut state = AppState::new(&data_dir);
             state.autoload();
-            if state.current.is_none() {
+            if state.chat.current.is_none() {
                 state.new_conversation();
             }
             Ok(Box::new(HearthApp::new(state).with_demo_prompt(demo_prompt)))

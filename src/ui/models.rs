@@ -2,21 +2,14 @@
 //! delete (confirmed), import; then downloads, catalogue and search (ui/hub.rs).
 
 use super::state::{AppState, ModelState};
-use crate::models::loader::ModelInfo;
+use crate::models::load::ModelInfo;
 use egui::{RichText, Ui};
+use crate::units::bytes as mb;
 use std::path::PathBuf;
 
 #[derive(Default)]
 pub struct ModelsPanel {
     confirm_delete: Option<(PathBuf, String, u64)>,
-}
-
-fn mb(n: u64) -> String {
-    if n >= 1 << 30 {
-        format!("{:.2} GB", n as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{:.1} MB", n as f64 / (1u64 << 20) as f64)
-    }
 }
 
 impl ModelsPanel {
@@ -28,7 +21,7 @@ impl ModelsPanel {
         ui.heading("Models");
         ui.label(format!("Stored in {}", state.settings.models_dir().display()));
         ui.add_space(6.0);
-        match &state.model {
+        match &state.engine.model {
             ModelState::Ready(info) => loaded_card(ui, info),
             ModelState::Loading { path, fraction, message } => {
                 ui.horizontal(|ui| {
@@ -59,12 +52,12 @@ impl ModelsPanel {
         if state.installed.is_empty() {
             ui.label("Nothing installed yet. Import a .gguf file or an MLX / Hugging Face model folder.");
         }
-        let loaded_path = match &state.model {
+        let loaded_path = match &state.engine.model {
             ModelState::Ready(i) => Some(i.path.clone()),
             _ => None,
         };
-        let busy = state.is_generating() || matches!(state.model, ModelState::Loading { .. });
-        let (ctx_len, device, mem) = (state.settings.context_length as u64, crate::hub::fit::device(), crate::hub::fit::total_memory());
+        let busy = state.is_generating() || matches!(state.engine.model, ModelState::Loading { .. });
+        let (ctx_len, device, mem) = (state.settings.context_length as u64, crate::sys::device(), crate::sys::total_memory());
         egui::Grid::new("installed-models").striped(true).num_columns(8).show(ui, |ui| {
             for m in state.installed.clone() {
                 ui.label(RichText::new(&m.name).strong()).on_hover_text(m.path.display().to_string());
@@ -82,7 +75,7 @@ impl ModelsPanel {
                 }
                 ui.label(mb(m.size));
                 match m.card.as_ref().and_then(|c| c.shape) {
-                    Some(shape) => super::hub::fit_label(ui, crate::hub::fit::estimate(&shape, ctx_len, device, mem).total()),
+                    Some(shape) => super::hub::fit_label(ui, crate::models::fit::estimate(&shape, ctx_len, device, mem).total()),
                     None => {
                         ui.label("");
                     }

@@ -94,7 +94,7 @@ impl SettingsPanel {
             });
             ui.separator();
             ui.label(RichText::new("Hugging Face").strong());
-            ui.label(format!("Downloads go to the shared Hugging Face cache: {}", state.hub.cache_dir.display()));
+            ui.label(format!("Downloads go to the shared Hugging Face cache: {}", state.downloads.hub.cache_dir.display()));
             ui.horizontal(|ui| {
                 ui.label("Access token (for gated models):");
                 ui.label(shown.as_deref().unwrap_or("none"));
@@ -125,7 +125,7 @@ impl SettingsPanel {
         }
         if state.settings != before {
             if state.settings.context_length != before.context_length {
-                state.engine.send(crate::engine::Command::SetContextLength(state.settings.context_length));
+                state.engine.handle.send(crate::engine::Command::SetContextLength(state.settings.context_length));
             }
             state.save_settings();
         }

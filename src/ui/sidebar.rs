@@ -19,13 +19,13 @@ impl Sidebar {
             }
         });
         ui.add_space(4.0);
-        let search = ui.add(egui::TextEdit::singleline(&mut state.search).hint_text("Search chats").id(egui::Id::unique("search-box")));
+        let search = ui.add(egui::TextEdit::singleline(&mut state.chat.search).hint_text("Search chats").id(egui::Id::unique("search-box")));
         let search = search.on_hover_text("Search chats (Ctrl/Cmd+F)");
         if self.focus_search {
             search.request_focus();
             self.focus_search = false;
         }
-        if let Some(c) = &state.undo {
+        if let Some(c) = &state.chat.undo {
             let title = c.title.clone();
             ui.horizontal_wrapped(|ui| {
                 ui.label(RichText::new(format!("Deleted “{title}”.")).small());
@@ -35,12 +35,13 @@ impl Sidebar {
             });
         }
         ui.separator();
-        let query = state.search.trim().to_string();
+        let query = state.chat.search.trim().to_string();
         let items: Vec<(String, String, bool)> = state
+            .chat
             .conversations
             .iter()
             .filter(|c| query.is_empty() || c.matches(&query))
-            .map(|c| (c.id.clone(), c.title.clone(), state.current.as_deref() == Some(c.id.as_str())))
+            .map(|c| (c.id.clone(), c.title.clone(), state.chat.current.as_deref() == Some(c.id.as_str())))
             .collect();
         egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
             if items.is_empty() {
@@ -85,7 +86,7 @@ impl Sidebar {
             }
         });
         if let Some(id) = self.confirm_delete.clone() {
-            let title = state.conversations.iter().find(|c| c.id == id).map(|c| c.title.clone()).unwrap_or_default();
+            let title = state.chat.conversations.iter().find(|c| c.id == id).map(|c| c.title.clone()).unwrap_or_default();
             let modal = egui::Modal::new(egui::Id::unique("confirm-delete-chat")).show(ui.ctx(), |ui| {
                 ui.heading("Delete chat?");
                 ui.label(format!("“{title}” will be deleted. You can undo this until you delete another chat."));

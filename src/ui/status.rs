@@ -5,14 +5,14 @@ use egui::{RichText, Ui};
 
 pub fn ui(ui: &mut Ui, state: &AppState) {
     ui.horizontal(|ui| {
-        match &state.model {
+        match &state.engine.model {
             ModelState::Ready(info) => ui.label(RichText::new(&info.name).strong()),
             ModelState::Loading { message, .. } => ui.label(format!("Loading… {message}")),
             ModelState::Failed(_) => ui.colored_label(ui.visuals().error_fg_color, "Model failed to load"),
             ModelState::None => ui.label("No model"),
         };
         ui.separator();
-        let live = &state.live;
+        let live = &state.engine.live;
         if state.is_generating() {
             ui.label("Generating");
         }

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use hearth::engine::Session;
-use hearth::models::loader::{self, Precision};
+use hearth::models::load::{self, Precision};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -34,7 +34,7 @@ pub fn mlx_lock() -> MutexGuard<'static, ()> {
 pub fn session() -> MutexGuard<'static, Session> {
     static S: OnceLock<Mutex<Session>> = OnceLock::new();
     S.get_or_init(|| {
-        let loaded = loader::load(&smollm2_gguf(), Precision::Auto).expect("loading SmolLM2");
+        let loaded = load::load(&smollm2_gguf(), Precision::Auto).expect("loading SmolLM2");
         Mutex::new(Session::new(loaded, Some(2048)))
     })
     .lock()

@@ -2,11 +2,14 @@
 //! both are checked before they touch a path: nothing may land outside the
 //! cache or models directory.
 
-use super::HubError;
+/// A model id or repo file name that could leave its folder, said plainly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadId(pub String);
 
 /// `owner/name` with the characters the Hub allows; returns (owner, name).
-pub fn check_repo_id(id: &str) -> Result<(&str, &str), HubError> {
-    let bad = |why: &str| HubError::BadId(format!("“{id}” is not a model id ({why}); expected owner/name"));
+pub fn check_repo_id(id: &str) -> Result<(&str, &str), BadId> {
+    let bad = |why: &str| BadId(format!("“{id}” is not a model id ({why}); expected owner/name"));
     let (owner, name) = id.split_once('/').ok_or_else(|| bad("no owner/ part"))?;
     for part in [owner, name] {
         if part.is_empty() || part.len() > 96 {
@@ -24,8 +27,8 @@ pub fn check_repo_id(id: &str) -> Result<(&str, &str), HubError> {
 
 /// A file path inside a repo: relative, forward slashes, no `..`, no empty or
 /// hidden-dir components that could escape the snapshot folder.
-pub fn check_repo_file(path: &str) -> Result<(), HubError> {
-    let bad = || HubError::BadId(format!("the server listed an unsafe file name “{path}”"));
+pub fn check_repo_file(path: &str) -> Result<(), BadId> {
+    let bad = || BadId(format!("the server listed an unsafe file name “{path}”"));
     if path.is_empty() || path.len() > 512 || path.starts_with('/') || path.contains('\\') || path.contains('\0') {
         return Err(bad());
     }

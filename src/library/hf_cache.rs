@@ -23,7 +23,7 @@ pub fn cached_models(cache_dir: &Path) -> Vec<CachedModel> {
             continue;
         }
         let Some(snap) = snapshot(cache_dir, &id) else { continue };
-        if crate::models::installed::validate(&snap).is_ok() && complete(&snap) {
+        if super::installed::validate(&snap).is_ok() && complete(&snap) {
             out.push(CachedModel { id, snapshot: snap });
         }
     }
@@ -74,7 +74,7 @@ pub fn repo_of(path: &Path, cache_dir: &Path) -> Option<PathBuf> {
 pub fn delete(path: &Path, cache_dir: &Path) -> std::io::Result<u64> {
     let repo = repo_of(path, cache_dir)
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a model in the Hugging Face cache"))?;
-    let size = crate::models::installed::dir_size(&repo.join("blobs"));
+    let size = super::installed::dir_size(&repo.join("blobs"));
     std::fs::remove_dir_all(&repo)?;
     Ok(size)
 }

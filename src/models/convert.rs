@@ -2,7 +2,7 @@
 //! MLX directory in mlx-community layout, loadable by Hearth and Python mlx-lm.
 
 use crate::error::{io_err, Error, Result};
-use crate::models::loader::{read_parts, Precision};
+use crate::models::load::{read_parts, Precision};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,7 +37,7 @@ pub fn convert(src: &Path, dst: &Path, precision: Precision) -> Result<ConvertRe
 
 /// Every matrix (linear layers and embeddings) whose rows split into whole
 /// groups is quantized, the way mlx-lm's `convert -q` does; norms stay float.
-fn quantize_weights(parts: &mut crate::models::loader::ModelParts, q: Quantize) -> Result<()> {
+fn quantize_weights(parts: &mut crate::models::load::ModelParts, q: Quantize) -> Result<()> {
     parts.apply_precision(Precision::Float32)?;
     let old = std::mem::replace(&mut parts.weights, crate::models::Weights::new(HashMap::new(), Default::default()));
     let (tensors, _) = old.into_parts();

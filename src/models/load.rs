@@ -1,18 +1,36 @@
-//! Finding and loading models: a .gguf file, an mlx-community / Hugging Face
-//! safetensors directory, or the name of a model installed in the models dir.
+//! Loading a model from a path: a .gguf file, or an mlx-community / Hugging
+//! Face safetensors folder. Files are read through `formats`, the tokenizer and
+//! template through `chat`, and the architecture is built by `registry`.
+//! Turning a name into a path is `library::resolve`'s job.
 
-use super::gguf_file::GgufHeader;
 use super::weights::QuantConfig;
-use super::{gguf, registry, LanguageModel, Weights};
+use super::{registry, LanguageModel, Weights};
 use crate::chat::template::ChatTemplate;
 use crate::chat::tokenizer::TextTokenizer;
 use crate::error::{io_err, Error, Result};
+use crate::formats::gguf_header::GgufHeader;
+use crate::formats::{gguf, safetensors};
 use mlx_rs::{Array, Dtype};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// Reports a load's progress: `(fraction 0..=1, what is happening)`.
+pub type OnProgress<'a> = &'a mut dyn FnMut(f32, &str);
+
+/// Where each stage of a load sits on the progress bar. Reading tensors is
+/// counted in bytes read of the file's tensor bytes; preparing them (dequantize,
+/// cast, evaluate) in tensors done.
+const READ: (f32, f32) = (0.0, 0.6);
+const PREPARE: (f32, f32) = (0.6, 0.97);
+
+fn stage<'a>(on: OnProgress<'a>, (from, to): (f32, f32), message: &'a str) -> impl FnMut(u64, u64) + 'a {
+    move |done, total| {
+        let f = if total == 0 { 1.0 } else { (done as f64 / total as f64).min(1.0) as f32 };
+        on(from + (to - from) * f, message)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub enum Precision {
@@ -78,88 +96,44 @@ pub struct LoadedModel {
     pub info: ModelInfo,
 }
 
-/// True when MLX has a GPU (Metal or CUDA) to run on.
-pub fn gpu_available() -> bool {
-    let mut metal = false;
-    let mut cuda = false;
-    unsafe {
-        mlx_sys::mlx_metal_is_available(&mut metal);
-        mlx_sys::mlx_cuda_is_available(&mut cuda);
-    }
-    metal || cuda
-}
-
-/// Resolves what the user typed: a path, or the name of an installed model.
-pub fn resolve(spec: &str, models_dir: &Path) -> Result<PathBuf> {
-    let p = PathBuf::from(spec);
-    if p.exists() {
-        return Ok(p);
-    }
-    let safe_name = !spec.is_empty()
-        && !spec.contains("..")
-        && !Path::new(spec).is_absolute()
-        && !spec.starts_with('.');
-    if safe_name {
-        for cand in [models_dir.join(spec), models_dir.join(format!("{spec}.gguf"))] {
-            if cand.exists() {
-                return Ok(cand);
-            }
-        }
-        // A Hugging Face id already in the shared cache (ours or mlx-lm's).
-        if crate::hub::ids::check_repo_id(spec).is_ok() {
-            if let Some(snap) = crate::hub::cache::snapshot(&hf_hub::resolve_cache_dir(), spec) {
-                return Ok(snap);
-            }
-        }
-        // A case-insensitive match on an installed model's name.
-        if let Ok(entries) = std::fs::read_dir(models_dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                let stem = name.strip_suffix(".gguf").unwrap_or(&name);
-                if stem.eq_ignore_ascii_case(spec) {
-                    return Ok(e.path());
-                }
-            }
-        }
-    }
-    Err(Error::ModelNotFound(format!(
-        "'{spec}' is neither a file, a directory, a downloaded Hugging Face model, nor a model installed in {}",
-        models_dir.display()
-    )))
-}
-
 /// A directory holding exactly one .gguf (and no config.json) is that GGUF.
 fn gguf_in_dir(dir: &Path) -> Option<PathBuf> {
     if dir.join("config.json").exists() {
         return None;
     }
-    let ggufs = super::installed::ggufs_in(dir);
+    let ggufs = gguf::files_in(dir);
     (ggufs.len() == 1).then(|| ggufs[0].clone())
 }
 
 pub fn read_parts(path: &Path) -> Result<ModelParts> {
+    read_parts_with_progress(path, &mut |_, _| {})
+}
+
+pub fn read_parts_with_progress(path: &Path, on: OnProgress) -> Result<ModelParts> {
     if path.is_dir() {
         if let Some(g) = gguf_in_dir(path) {
-            return read_gguf(&g);
+            return read_gguf(&g, on);
         }
-        return read_safetensors_dir(path);
+        return read_safetensors_dir(path, on);
     }
     if !path.is_file() {
         return Err(Error::ModelNotFound(path.display().to_string()));
     }
-    read_gguf(path)
+    read_gguf(path, on)
 }
 
-fn read_gguf(path: &Path) -> Result<ModelParts> {
+fn read_gguf(path: &Path, on: OnProgress) -> Result<ModelParts> {
     let header = GgufHeader::read(path)?;
     gguf::check_tensor_types(&header)?;
+    // Unknown architectures fail here, before any weights are read.
+    registry::check_supported(header.architecture()?)?;
     let config = gguf::config_from_metadata(&header)?;
     let tokenizer = TextTokenizer::from_gguf(&header)?;
     let chat_template = header
         .get_str("tokenizer.chat_template")
         .map(String::from)
         .or_else(|| crate::chat::template::builtin_for(header.architecture().unwrap_or("")).map(String::from));
-    let tensors = gguf::load_tensors(&header, &config)?;
+    let tensors = gguf::load_tensors(&header, &config, &mut stage(on, READ, "Reading tensors"))?;
     let quant = QuantConfig {
         group_size: Some(gguf::GGUF_GROUP_SIZE),
         ..Default::default()
@@ -175,37 +149,7 @@ fn read_gguf(path: &Path) -> Result<ModelParts> {
     })
 }
 
-/// Reads a safetensors file's header (tensor name -> dtype, shape, offsets) and
-/// checks it against the file's length, so a truncated download is a clear
-/// error instead of garbage weights.
-pub fn safetensors_header(path: &Path) -> Result<serde_json::Map<String, Value>> {
-    let corrupt = |reason: String| Error::CorruptModel { path: path.to_path_buf(), reason };
-    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
-    let len = f.metadata().map_err(io_err(path))?.len();
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|_| corrupt("file is shorter than a safetensors header".into()))?;
-    let n = u64::from_le_bytes(n);
-    if n > 100 << 20 || 8 + n > len {
-        return Err(corrupt(format!("header length {n} does not fit in a {len}-byte file")));
-    }
-    let mut h = vec![0u8; n as usize];
-    f.read_exact(&mut h).map_err(|_| corrupt("truncated header".into()))?;
-    let header: Value = serde_json::from_slice(&h).map_err(|e| corrupt(format!("header is not JSON: {e}")))?;
-    let data_len = len - 8 - n;
-    let Value::Object(mut obj) = header else {
-        return Err(corrupt("header is not an object".into()));
-    };
-    obj.remove("__metadata__");
-    for (name, t) in &obj {
-        let end = t["data_offsets"][1].as_u64().ok_or_else(|| corrupt(format!("tensor {name} has no offsets")))?;
-        if end > data_len {
-            return Err(corrupt(format!("tensor {name} extends past the end of the file: the file is truncated")));
-        }
-    }
-    Ok(obj)
-}
-
-fn read_safetensors_dir(dir: &Path) -> Result<ModelParts> {
+fn read_safetensors_dir(dir: &Path, on: OnProgress) -> Result<ModelParts> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -247,10 +191,18 @@ fn read_safetensors_dir(dir: &Path) -> Result<ModelParts> {
         }
     }
     let mut tensors: HashMap<String, Array> = HashMap::new();
+    let mut total = 0;
+    for f in &files {
+        total += std::fs::metadata(f).map_err(io_err(f))?.len();
+    }
+    // MLX maps shards lazily: the bytes are read when the tensors are evaluated
+    // (the prepare stage), so this stage counts shards opened.
+    let mut report = stage(on, READ, "Opening weight files");
     let mut size = 0;
     for f in &files {
-        safetensors_header(f)?;
+        safetensors::header(f)?;
         size += std::fs::metadata(f).map_err(io_err(f))?.len();
+        report(size, total);
         let part = Array::load_safetensors(f).map_err(|e| Error::CorruptModel {
             path: f.clone(),
             reason: e.to_string(),
@@ -273,18 +225,23 @@ fn read_safetensors_dir(dir: &Path) -> Result<ModelParts> {
 impl ModelParts {
     /// Applies the precision policy; returns a label of what the model computes in.
     pub fn apply_precision(&mut self, precision: Precision) -> Result<String> {
+        self.apply_precision_with_progress(precision, &mut |_, _| {})
+    }
+
+    /// As `apply_precision`, reporting `(tensors done, tensors)` while dequantizing.
+    pub fn apply_precision_with_progress(&mut self, precision: Precision, on: &mut dyn FnMut(u64, u64)) -> Result<String> {
         let params = self.weights.param_count()?;
         let resolved = match precision {
-            Precision::Auto if gpu_available() => Precision::Native,
+            Precision::Auto if crate::sys::gpu_available() => Precision::Native,
             // f32 costs 4 bytes a parameter; keep the quantized form if that
             // would take more than half the machine's memory.
-            Precision::Auto if params * 4 > crate::hub::fit::total_memory() / 2 => Precision::Native,
+            Precision::Auto if params * 4 > crate::sys::total_memory() / 2 => Precision::Native,
             Precision::Auto => Precision::Float32,
             p => p,
         };
         match resolved {
             Precision::Float32 => {
-                self.weights.dequantize_all(Dtype::Float32)?;
+                self.weights.dequantize_all(Dtype::Float32, on)?;
                 self.weights.cast_floats(Dtype::Float32)?;
                 self.config.as_object_mut().map(|o| {
                     o.remove("quantization");
@@ -303,26 +260,36 @@ impl ModelParts {
                     .or_else(|| self.weights.tensors().get("model.embed_tokens.weight").map(|a| a.dtype()))
                     .unwrap_or(Dtype::Float32);
                 self.weights.cast_floats(dtype)?;
-                Ok(super::dtype_name(dtype).to_string())
+                Ok(super::layers::dtype_name(dtype).to_string())
             }
         }
     }
 }
 
+/// A model's name as the model manager shows it (file name without `.gguf`).
 pub fn display_name(path: &Path) -> String {
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     name.strip_suffix(".gguf").unwrap_or(&name).to_string()
 }
 
+
 pub fn load(path: &Path, precision: Precision) -> Result<LoadedModel> {
-    let mut parts = read_parts(path)?;
+    load_with_progress(path, precision, &mut |_, _| {})
+}
+
+/// Loads a model, reporting progress through `on` as it goes.
+pub fn load_with_progress(path: &Path, precision: Precision, on: OnProgress) -> Result<LoadedModel> {
+    let mut parts = read_parts_with_progress(path, on)?;
     let quantization = parts.weights.quantization_label();
     let parameters = parts.weights.param_count()?;
-    let compute = parts.apply_precision(precision)?;
+    let (from, to) = PREPARE;
+    let mid = from + (to - from) / 2.0;
+    let compute = parts.apply_precision_with_progress(precision, &mut stage(on, (from, mid), "Preparing weights"))?;
     // A broken chat template is reported at load, not on the first message.
     let template = ChatTemplate::new(parts.chat_template.clone())?;
-    parts.weights.eval_all()?;
+    parts.weights.eval_all(&mut stage(on, (mid, to), "Preparing weights"))?;
     let weight_bytes = parts.weights.nbytes() as u64;
+    on(to, "Building the model");
     let model = registry::build(&parts.config, parts.weights)?;
     let arch = model.info();
     let info = ModelInfo {

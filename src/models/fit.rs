@@ -42,14 +42,7 @@ impl Shape {
     }
 }
 
-/// Where the model will run: it decides the compute type (see loader::apply_precision).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    /// CPU: weights dequantized to f32 unless that takes over half the memory.
-    Cpu,
-    /// Metal or CUDA: weights stay quantized, compute in 16-bit.
-    Gpu,
-}
+pub use crate::sys::Device;
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Need {
@@ -101,7 +94,7 @@ pub fn estimate(s: &Shape, context: u64, device: Device, total_memory: u64) -> N
     // One prefill chunk in flight: residual stream and q/k/v/o, the MLP's three
     // intermediate buffers, logits; on CPU also the attention scores over the
     // whole context (GPUs run a fused attention kernel that never stores them).
-    let t = ctx.min(crate::engine::generate::prefill_chunk() as u64);
+    let t = ctx.min(super::prefill_chunk() as u64);
     let per_token = 6 * s.hidden + 3 * s.intermediate + s.heads * s.head_dim * 2;
     let scores = if device == Device::Cpu { s.heads * t * ctx } else { 0 };
     let working = (t * per_token + scores + s.vocab) * elem;
@@ -116,49 +109,6 @@ pub fn verdict(need: u64, total_memory: u64) -> Verdict {
         n if n <= 0.6 * m => Verdict::Fits,
         n if n <= 0.8 * m => Verdict::Tight,
         _ => Verdict::WontFit,
-    }
-}
-
-/// Where models run here. Asked once: the model manager shows verdicts every frame.
-pub fn device() -> Device {
-    static D: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
-    *D.get_or_init(|| if crate::models::loader::gpu_available() { Device::Gpu } else { Device::Cpu })
-}
-
-/// Physical memory of this machine, read once (the UI asks for it every frame).
-pub fn total_memory() -> u64 {
-    static M: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *M.get_or_init(read_total_memory)
-}
-
-fn read_total_memory() -> u64 {
-    #[cfg(target_os = "macos")]
-    {
-        let mut v: u64 = 0;
-        let mut len = std::mem::size_of::<u64>();
-        let name = c"hw.memsize";
-        let rc = unsafe { libc::sysctlbyname(name.as_ptr(), (&mut v as *mut u64).cast(), &mut len, std::ptr::null_mut(), 0) };
-        if rc == 0 && v > 0 {
-            return v;
-        }
-    }
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .map(|kb| kb * 1024)
-        })
-        .unwrap_or(16 << 30)
-}
-
-pub fn gb(n: u64) -> String {
-    if n >= 1 << 30 {
-        format!("{:.1} GB", n as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{:.0} MB", n as f64 / (1u64 << 20) as f64)
     }
 }
 

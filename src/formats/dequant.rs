@@ -10,7 +10,7 @@ fn h(b: &[u8], at: usize) -> f32 {
 
 /// Decodes `n` elements of ggml type `ty`; None for types not handled here.
 pub fn dequantize(ty: u32, data: &[u8], n: usize) -> Option<Vec<f32>> {
-    let (_, block, bytes) = super::gguf_file::ggml_type_info(ty)?;
+    let (_, block, bytes) = super::gguf_header::ggml_type_info(ty)?;
     let (block, bytes) = (block as usize, bytes as usize);
     if n % block != 0 || data.len() < n / block * bytes {
         return None;

@@ -1,8 +1,12 @@
 //! The models directory: what is installed, importing (validated first) and deleting.
 
-use super::gguf_file::GgufHeader;
-use super::{gguf, registry};
+use super::card::{card, ModelCard};
+use super::hf_cache;
 use crate::error::{io_err, Error, Result};
+use crate::formats::gguf;
+use crate::formats::gguf_header::GgufHeader;
+use crate::models::load::display_name;
+use crate::models::registry;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -12,98 +16,6 @@ pub struct InstalledModel {
     pub size: u64,
     /// Read from the file headers without loading weights; None if unreadable.
     pub card: Option<ModelCard>,
-}
-
-/// What the model manager shows for a model that is not loaded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelCard {
-    pub architecture: String,
-    pub parameters: u64,
-    pub quantization: String,
-    /// For the memory-fit estimate; None when the config lacks the numbers.
-    pub shape: Option<crate::hub::fit::Shape>,
-}
-
-/// Architecture, parameter count and quantization from headers only.
-pub fn card(path: &Path) -> Result<ModelCard> {
-    let gguf = if path.is_file() {
-        Some(path.to_path_buf())
-    } else if !path.join("config.json").is_file() {
-        ggufs_in(path).into_iter().next()
-    } else {
-        None
-    };
-    if let Some(g) = gguf {
-        let h = GgufHeader::read(&g)?;
-        let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
-        for t in &h.tensors {
-            *counts.entry(t.type_name()).or_default() += t.n_elements();
-        }
-        let quantization = counts.iter().max_by_key(|(_, n)| **n).map(|(k, _)| k.clone()).unwrap_or_default();
-        let parameters = h.tensors.iter().map(|t| t.n_elements()).sum();
-        let mut shape = gguf::config_from_metadata(&h).ok().and_then(|c| crate::hub::fit::Shape::from_config(&c, parameters));
-        if let Some(s) = shape.as_mut() {
-            // GGUF blocks hold 4 to 8 bits a weight; count the common 4-bit case.
-            s.bits = Some(4);
-        }
-        return Ok(ModelCard { architecture: h.architecture()?.to_string(), parameters, quantization, shape });
-    }
-    let cfg_path = path.join("config.json");
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?)
-        .map_err(|e| Error::Config(format!("config.json: {e}")))?;
-    let q = if cfg["quantization"].is_object() { &cfg["quantization"] } else { &cfg["quantization_config"] };
-    let bits = q["bits"].as_u64();
-    let mut parameters = 0u64;
-    for e in std::fs::read_dir(path).map_err(io_err(path))?.flatten() {
-        let p = e.path();
-        if p.extension().is_none_or(|x| x != "safetensors") {
-            continue;
-        }
-        for (name, dtype, n) in safetensors_shapes(&p)? {
-            if name.ends_with(".scales") || name.ends_with(".biases") {
-                continue;
-            }
-            // Packed quantized weights hold 32/bits values per uint32.
-            parameters += match (dtype.as_str(), bits) {
-                ("U32", Some(b)) if b > 0 => n * 32 / b,
-                _ => n,
-            };
-        }
-    }
-    Ok(ModelCard {
-        architecture: cfg["model_type"].as_str().unwrap_or("unknown").to_string(),
-        shape: crate::hub::fit::Shape::from_config(&cfg, parameters),
-        parameters,
-        quantization: match bits {
-            Some(b) => format!("{b}-bit (group {})", q["group_size"].as_u64().unwrap_or(64)),
-            None => cfg["torch_dtype"].as_str().unwrap_or("float").to_string(),
-        },
-    })
-}
-
-/// (name, dtype, element count) of every tensor in a safetensors file.
-fn safetensors_shapes(p: &Path) -> Result<Vec<(String, String, u64)>> {
-    Ok(super::loader::safetensors_header(p)?
-        .into_iter()
-        .map(|(k, t)| {
-            let n = t["shape"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).product()).unwrap_or(0);
-            (k, t["dtype"].as_str().unwrap_or("").to_string(), n)
-        })
-        .collect())
-}
-
-/// The .gguf files directly inside `dir` (sorted).
-pub fn ggufs_in(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "gguf"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 pub fn dir_size(p: &Path) -> u64 {
@@ -119,7 +31,7 @@ fn is_model(p: &Path) -> bool {
     if p.is_file() {
         return p.extension().is_some_and(|e| e == "gguf");
     }
-    p.join("config.json").is_file() || !ggufs_in(p).is_empty()
+    p.join("config.json").is_file() || !gguf::files_in(p).is_empty()
 }
 
 pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
@@ -130,7 +42,7 @@ pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
                 .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
                 .filter(|p| is_model(p))
                 .map(|p| InstalledModel {
-                    name: super::loader::display_name(&p),
+                    name: display_name(&p),
                     size: dir_size(&p),
                     card: card(&p).ok(),
                     path: p,
@@ -145,7 +57,7 @@ pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
 /// The models folder plus complete models in the Hugging Face cache (named by repo id).
 pub fn installed_with_cache(models_dir: &Path, hf_cache: &Path) -> Vec<InstalledModel> {
     let mut out = installed(models_dir);
-    for m in crate::hub::cache::cached_models(hf_cache) {
+    for m in hf_cache::cached_models(hf_cache) {
         out.push(InstalledModel { name: m.id, size: dir_size(&m.snapshot), card: card(&m.snapshot).ok(), path: m.snapshot });
     }
     out
@@ -156,6 +68,7 @@ pub fn validate(src: &Path) -> Result<()> {
     if src.is_file() {
         let h = GgufHeader::read(src)?;
         gguf::check_tensor_types(&h)?;
+        registry::check_supported(h.architecture()?)?;
         gguf::config_from_metadata(&h)?;
         return Ok(());
     }
@@ -168,7 +81,7 @@ pub fn validate(src: &Path) -> Result<()> {
             registry::check_supported(registry::model_type(&v)?)?;
             return Ok(());
         }
-        let ggufs = ggufs_in(src);
+        let ggufs = gguf::files_in(src);
         if ggufs.len() == 1 {
             return validate(&ggufs[0]);
         }

@@ -1,6 +1,9 @@
-//! Streaming detokenizer: each token appends its bytes (looked up in a table
-//! built at load), and only complete UTF-8 is released. O(1) per token, and a
-//! character split across tokens (emoji, CJK, byte-fallback) is never broken.
+//! From token ids to streamed text (mlx-lm's `stream_generate` side): a
+//! streaming detokenizer and stop strings, joined in `TextStream`.
+//!
+//! The detokenizer appends each token's bytes (looked up in a table built at
+//! load) and releases only complete UTF-8: O(1) per token, and a character
+//! split across tokens (emoji, CJK, byte-fallback) is never broken.
 
 use crate::chat::tokenizer::TextTokenizer;
 
@@ -92,5 +95,67 @@ impl StopMatcher {
 
     pub fn finish(&mut self) -> String {
         std::mem::take(&mut self.held)
+    }
+}
+
+/// Token ids in, text out: detokenized, with stop strings held back and cut.
+pub struct TextStream {
+    detok: StreamingDetokenizer,
+    stops: StopMatcher,
+}
+
+impl TextStream {
+    pub fn new(stops: Vec<String>) -> Self {
+        TextStream { detok: StreamingDetokenizer::new(), stops: StopMatcher::new(stops) }
+    }
+
+    /// Adds one token; returns the text to emit now, or the text before a
+    /// completed stop string.
+    pub fn push(&mut self, tok: &TextTokenizer, id: u32) -> StopCheck {
+        let piece = self.detok.push(tok, id);
+        if piece.is_empty() {
+            return StopCheck::Emit(String::new());
+        }
+        self.stops.push(&piece)
+    }
+
+    /// Everything still held when generation ends without a stop string.
+    pub fn finish(&mut self) -> String {
+        let tail = self.detok.finish();
+        let (StopCheck::Emit(s) | StopCheck::Stop(s)) = self.stops.push(&tail);
+        s + &self.stops.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emitted(c: StopCheck) -> (String, bool) {
+        match c {
+            StopCheck::Emit(s) => (s, false),
+            StopCheck::Stop(s) => (s, true),
+        }
+    }
+
+    #[test]
+    fn stop_string_split_across_pieces_is_cut_and_never_emitted() {
+        let mut m = StopMatcher::new(vec!["</answer>".into()]);
+        assert_eq!(emitted(m.push("The answer is 4</an")), ("The answer is 4".into(), false));
+        assert_eq!(emitted(m.push("swer> and more")), (String::new(), true));
+    }
+
+    #[test]
+    fn held_prefix_is_released_when_it_turns_out_not_to_be_a_stop() {
+        let mut m = StopMatcher::new(vec!["STOP".into()]);
+        assert_eq!(emitted(m.push("ST")), (String::new(), false));
+        assert_eq!(emitted(m.push("ART")), ("START".into(), false));
+        assert_eq!(m.finish(), "");
+    }
+
+    #[test]
+    fn no_stops_emits_everything_at_once() {
+        let mut m = StopMatcher::new(vec![String::new()]);
+        assert_eq!(emitted(m.push("abc")), ("abc".into(), false));
     }
 }

@@ -1,12 +1,12 @@
 //! GGUF → Hugging Face layout: a config.json built from the metadata, tensors
 //! renamed to HF names, and llama Q/K rows restored to HF order.
 
-use super::gguf_file::GgufHeader;
-use super::registry;
+use super::gguf_header::GgufHeader;
 use crate::error::{Error, Result};
 use mlx_rs::Array;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// Tensor types MLX's GGUF loader returns usable arrays for: float tensors, and
 /// Q4_0/Q4_1/Q8_0 as affine-quantized triplets with group size 32.
@@ -23,10 +23,10 @@ pub fn check_tensor_types(h: &GgufHeader) -> Result<()> {
     }
 }
 
-/// config.json equivalent of a GGUF's metadata.
+/// config.json equivalent of a GGUF's metadata (the caller checks that the
+/// architecture is one Hearth implements: `models::registry::check_supported`).
 pub fn config_from_metadata(h: &GgufHeader) -> Result<Value> {
     let arch = h.architecture()?.to_string();
-    registry::check_supported(&arch)?;
     let key = |k: &str| format!("{arch}.{k}");
     let req = |k: &str| {
         h.get_u64(&key(k))
@@ -105,13 +105,19 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     })
 }
 
-/// Loads the tensors of a validated GGUF with HF names.
-pub fn load_tensors(h: &GgufHeader, config: &Value) -> Result<HashMap<String, Array>> {
+/// Loads the tensors of a validated GGUF with HF names, reporting
+/// `(tensor bytes read, tensor bytes)` through `on`.
+pub fn load_tensors(h: &GgufHeader, config: &Value, on: &mut dyn FnMut(u64, u64)) -> Result<HashMap<String, Array>> {
     let all_native = h.tensors.iter().all(|t| MLX_NATIVE.contains(&t.type_name().as_str()));
+    let total = h.tensor_bytes();
+    on(0, total);
     let raw = if all_native {
-        mlx_rs::io::GgufFile::load(&h.path)?.arrays()?
+        // MLX reads the whole file in one call.
+        let raw = mlx_rs::io::GgufFile::load(&h.path)?.arrays()?;
+        on(total, total);
+        raw
     } else {
-        decode_in_rust(h)?
+        decode_in_rust(h, on)?
     };
     let heads = config["num_attention_heads"].as_i64().unwrap_or(1) as i32;
     let kv_heads = config["num_key_value_heads"].as_i64().unwrap_or(heads as i64) as i32;
@@ -145,10 +151,13 @@ pub fn load_tensors(h: &GgufHeader, config: &Value) -> Result<HashMap<String, Ar
 
 /// Every tensor read and decoded in Rust (K-quants, Q5_*, …), then matrices
 /// re-quantized to MLX affine 4- or 8-bit (group 32) so memory stays small.
-fn decode_in_rust(h: &GgufHeader) -> Result<HashMap<String, Array>> {
+fn decode_in_rust(h: &GgufHeader, on: &mut dyn FnMut(u64, u64)) -> Result<HashMap<String, Array>> {
     let mut out = HashMap::with_capacity(h.tensors.len() * 3);
+    let (mut done, total) = (0, h.tensor_bytes());
     for t in &h.tensors {
-        let bytes = super::gguf_file::read_tensor_bytes(h, t)?;
+        let bytes = super::gguf_header::read_tensor_bytes(h, t)?;
+        done += bytes.len() as u64;
+        on(done, total);
         let n = t.n_elements() as usize;
         let data = super::dequant::dequantize(t.ggml_type, &bytes, n)
             .ok_or_else(|| Error::UnsupportedTensorType { tensor: t.name.clone(), ggml_type: t.type_name() })?;
@@ -198,3 +207,18 @@ fn unpermute_rows(a: &Array, n_head: i32) -> Result<Array> {
         .swap_axes(1, 2)?
         .reshape(&[rows, cols])?)
 }
+
+/// The .gguf files directly inside `dir` (sorted).
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "gguf"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+

@@ -1,4 +1,8 @@
-//! Key/value cache, allocated in steps and written in place.
+//! The caches models keep between forward passes. Today: the key/value cache,
+//! full or windowed (sliding-window layers). Each model says which kind each
+//! layer needs (`LanguageModel::new_cache`), as mlx-lm's `make_prompt_cache`.
+//!
+//! The KV cache is allocated in steps and written in place.
 //!
 //! Concatenating one token's K/V onto the cache every step copies the whole
 //! cache each token (O(n^2) over a reply). Instead the buffer grows in chunks
@@ -64,8 +68,15 @@ impl KvCache {
         *self = KvCache { window: self.window, ..Self::default() };
     }
 
-    /// Appends `k`, `v` ([B, heads, L, head_dim]) and returns all cached K, V.
-    pub fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
+    /// The sliding window, for windowed caches.
+    pub fn window(&self) -> Option<i32> {
+        self.window
+    }
+
+    /// Drops the older half of a windowed buffer once it holds twice the window,
+    /// keeping what the next query may still see. The model calls it before
+    /// building the mask; `update_and_fetch` calls it too (a no-op the second time).
+    pub fn trim_window(&mut self) -> Result<()> {
         if let Some(w) = self.window {
             // The next query (at `offset`) still sees keys back to offset - w + 1.
             let keep_from = self.offset - w + 1;
@@ -76,10 +87,15 @@ impl KvCache {
                 self.values = self.values.take().map(|a| a.index((.., .., from..to, ..)));
                 self.start = keep_from;
                 // Materialize the kept slice so the dropped part is freed.
-                let kept: Vec<&Array> = self.arrays();
-                mlx_rs::transforms::eval(kept)?;
+                mlx_rs::transforms::eval(self.arrays())?;
             }
         }
+        Ok(())
+    }
+
+    /// Appends `k`, `v` ([B, heads, L, head_dim]) and returns all cached K, V.
+    pub fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
+        self.trim_window()?;
         let prev = self.offset - self.start;
         let n = k.shape()[2];
         let need = prev + n;
@@ -120,7 +136,44 @@ impl KvCache {
         self.keys.iter().chain(self.values.iter()).collect()
     }
 
-    pub fn nbytes(&self) -> usize {
-        self.arrays().iter().map(|a| a.nbytes()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx_rs::ops;
+
+    fn kv(n: i32, at: f32) -> (Array, Array) {
+        let k = ops::full::<f32>(&[1, 1, n, 2], mlx_rs::array!(at)).unwrap();
+        (k.clone(), k)
+    }
+
+    #[test]
+    fn grows_in_steps_and_truncates_for_reuse() {
+        let mut c = KvCache::new();
+        let (k, v) = kv(3, 1.0);
+        let (ks, _) = c.update_and_fetch(&k, &v).unwrap();
+        assert_eq!(ks.shape(), &[1, 1, 3, 2]);
+        assert_eq!(c.offset(), 3);
+        c.truncate(1);
+        let (k, v) = kv(2, 2.0);
+        let (ks, _) = c.update_and_fetch(&k, &v).unwrap();
+        assert_eq!(ks.shape(), &[1, 1, 3, 2]);
+        let got: Vec<f32> = ks.as_slice::<f32>().to_vec();
+        assert_eq!(got, vec![1.0, 1.0, 2.0, 2.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn windowed_cache_stays_bounded_and_refuses_lost_prefixes() {
+        let mut c = KvCache::windowed(4);
+        for i in 0..20 {
+            let (k, v) = kv(1, i as f32);
+            let (ks, _) = c.update_and_fetch(&k, &v).unwrap();
+            assert!(ks.shape()[2] <= 2 * 4 + 1, "held {} positions", ks.shape()[2]);
+        }
+        assert_eq!(c.offset(), 20);
+        assert!(c.start() > 0);
+        assert!(!c.can_truncate(1), "the start of the prompt was dropped");
+        assert!(c.can_truncate(c.offset()));
     }
 }

@@ -1,0 +1,180 @@
+//! A loaded model and its prompt cache, kept across requests: renders
+//! conversations with the context policy, and runs one generation by joining
+//! the token loop (`step`) with streaming text (`stream`) and timing it.
+
+use super::sampling::Sampler;
+use super::step::{self, LoopEnd, PromptCache};
+use super::stream::{StopCheck, TextStream};
+use crate::chat::params::{FinishReason, GenerateParams, GenerationStats};
+use crate::chat::{Message, Role};
+use crate::error::{Error, Result};
+use crate::models::load::LoadedModel;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+pub struct Session {
+    pub loaded: LoadedModel,
+    cache: PromptCache,
+    pub context_length: usize,
+    /// Token ids produced by the last `generate` call.
+    pub last_tokens: Vec<u32>,
+}
+
+impl Session {
+    pub fn new(loaded: LoadedModel, context_length: Option<usize>) -> Self {
+        let model_ctx = loaded.info.context_length.max(1);
+        let context_length = context_length.unwrap_or(8192).clamp(16, model_ctx);
+        let cache = PromptCache { layers: loaded.model.new_cache(), tokens: Vec::new() };
+        Session { loaded, cache, context_length, last_tokens: Vec::new() }
+    }
+
+    pub fn set_context_length(&mut self, n: usize) {
+        self.context_length = n.clamp(16, self.loaded.info.context_length.max(16));
+    }
+
+    /// Forgets the prompt cache (e.g. when switching conversations).
+    pub fn reset_cache(&mut self) {
+        self.cache = PromptCache { layers: self.loaded.model.new_cache(), tokens: Vec::new() };
+    }
+
+    fn render(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let tok = &self.loaded.tokenizer;
+        let render = |msgs: &[Message]| {
+            self.loaded.template.render(msgs, true, tok.bos_token.as_deref(), tok.eos_token.as_deref())
+        };
+        let text = match render(messages) {
+            Ok(t) => t,
+            // Templates that reject a system role (Gemma) get it folded into the first user turn.
+            Err(e) if messages.first().is_some_and(|m| m.role == Role::System) && messages.len() > 1 => {
+                let mut folded = messages[1..].to_vec();
+                folded[0].content = format!("{}\n\n{}", messages[0].content, folded[0].content);
+                render(&folded).map_err(|_| e)?
+            }
+            Err(e) => return Err(e),
+        };
+        tok.encode_prompt(&text)
+    }
+
+    /// Renders a conversation to prompt tokens, dropping the oldest turns (never
+    /// the system prompt or the newest message) if it does not fit the context
+    /// with `reserve` tokens left for the answer. Returns tokens and turns dropped.
+    pub fn prompt_for_messages(&self, messages: &[Message], reserve: usize) -> Result<(Vec<u32>, usize)> {
+        match messages.last() {
+            None => return Err(Error::EmptyPrompt),
+            Some(m) if m.content.trim().is_empty() => return Err(Error::EmptyPrompt),
+            _ => {}
+        }
+        let reserve = reserve.min(self.context_length / 2);
+        let budget = self.context_length.saturating_sub(reserve);
+        let has_system = messages[0].role == Role::System;
+        let mut msgs = messages.to_vec();
+        let mut dropped = 0;
+        loop {
+            let ids = self.render(&msgs)?;
+            if ids.len() <= budget {
+                return Ok((ids, dropped));
+            }
+            let first = if has_system { 1 } else { 0 };
+            if msgs.len() - first <= 1 {
+                return Err(Error::PromptTooLong { tokens: ids.len(), context: budget });
+            }
+            msgs.remove(first);
+            dropped += 1;
+            // Keep turns alternating user-first: drop the answer with its question.
+            if msgs.len() - first > 1 && msgs[first].role == Role::Assistant {
+                msgs.remove(first);
+                dropped += 1;
+            }
+        }
+    }
+
+    /// Generates from prompt tokens, calling `on_text` with each piece of text.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        cancel: &AtomicBool,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<GenerationStats> {
+        if prompt.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        if prompt.len() >= self.context_length {
+            return Err(Error::PromptTooLong { tokens: prompt.len(), context: self.context_length });
+        }
+        if params.max_tokens == 0 {
+            return Err(Error::InvalidArgument("max tokens must be at least 1".into()));
+        }
+        let mut sampler = Sampler::new(params.sampling.clone(), prompt)?;
+        let t0 = Instant::now();
+        let model = &*self.loaded.model;
+        let (logits, reused) = step::prefill(model, &mut self.cache, prompt)?;
+        let mut stats = GenerationStats {
+            prompt_tokens: prompt.len(),
+            reused_tokens: reused,
+            prefilled_tokens: prompt.len() - reused,
+            ..Default::default()
+        };
+        let tok = &self.loaded.tokenizer;
+        let mut text = TextStream::new(params.stop.clone());
+        let mut t_first = None;
+        let mut reason = None;
+        let last_tokens = &mut self.last_tokens;
+        last_tokens.clear();
+        let end = step::decode(model, &mut self.cache, self.context_length, &logits, &mut sampler, params.max_tokens, &mut |id| {
+            if t_first.is_none() {
+                t_first = Some(Instant::now());
+                stats.ttft_s = t0.elapsed().as_secs_f64();
+            }
+            stats.generated_tokens += 1;
+            last_tokens.push(id);
+            if cancel.load(Ordering::Relaxed) {
+                reason = Some(FinishReason::Cancelled);
+                return false;
+            }
+            if !params.ignore_eos && tok.eos_ids.contains(&id) {
+                reason = Some(FinishReason::Eos);
+                return false;
+            }
+            match text.push(tok, id) {
+                StopCheck::Emit(s) => {
+                    if !s.is_empty() {
+                        on_text(&s);
+                    }
+                    true
+                }
+                StopCheck::Stop(s) => {
+                    if !s.is_empty() {
+                        on_text(&s);
+                    }
+                    reason = Some(FinishReason::StopString);
+                    false
+                }
+            }
+        })?;
+        let reason = reason.unwrap_or(match end {
+            LoopEnd::ContextFull => FinishReason::ContextFull,
+            LoopEnd::MaxTokens | LoopEnd::Stopped => FinishReason::MaxTokens,
+        });
+        if !matches!(reason, FinishReason::StopString | FinishReason::Cancelled) {
+            let s = text.finish();
+            if !s.is_empty() {
+                on_text(&s);
+            }
+        }
+        step::settle(&self.cache)?;
+        let end = Instant::now();
+        stats.total_s = (end - t0).as_secs_f64();
+        stats.prefill_tps = stats.prefilled_tokens as f64 / stats.ttft_s.max(1e-9);
+        if let Some(tf) = t_first {
+            let d = (end - tf).as_secs_f64();
+            if stats.generated_tokens > 1 && d > 0.0 {
+                stats.decode_tps = (stats.generated_tokens - 1) as f64 / d;
+            }
+        }
+        stats.peak_memory_bytes = mlx_rs::memory::peak_memory().unwrap_or(0) as u64;
+        stats.active_memory_bytes = mlx_rs::memory::active_memory().unwrap_or(0) as u64;
+        stats.finish_reason = Some(reason);
+        Ok(stats)
+    }
+}

@@ -1,0 +1,177 @@
+//! Grouped-query attention over a KV cache, shared by the llama-like families
+//! and Gemma 3, and the attention mask, built once per forward pass at model
+//! level (as mlx-lm's `create_attention_mask`) and handed to every layer that
+//! shares it.
+
+use super::cache::KvCache;
+use super::rope::Rope;
+use super::{Linear, RmsNorm, Weights};
+use crate::error::Result;
+use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+use mlx_rs::Array;
+
+/// What differs between the families that use this attention.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionSpec {
+    pub hidden: i32,
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub head_dim: i32,
+    /// Bias on the q/k/v projections (Qwen2, `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (`attention_bias`).
+    pub o_bias: bool,
+    /// RMSNorm over each head of q and k before RoPE (Qwen3, Gemma 3).
+    pub qk_norm: Option<QkNorm>,
+    /// Softmax scale (head_dim^-0.5 unless the config says otherwise).
+    pub scale: f32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct QkNorm {
+    pub eps: f32,
+    /// Gemma stores norm weights as w and scales by (1 + w).
+    pub plus_one: bool,
+}
+
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    n_heads: i32,
+    n_kv: i32,
+    head_dim: i32,
+    scale: f32,
+}
+
+impl Attention {
+    /// Takes `{p}.{q,k,v,o}_proj` (and `{p}.{q,k}_norm`) from `w`.
+    pub fn load(w: &mut Weights, p: &str, s: AttentionSpec) -> Result<Self> {
+        let (h, nh, nkv, hd) = (s.hidden, s.heads, s.kv_heads, s.head_dim);
+        let norm = |w: &mut Weights, n: &str| -> Result<Option<RmsNorm>> {
+            s.qk_norm
+                .map(|q| {
+                    let name = format!("{p}.{n}");
+                    if q.plus_one {
+                        RmsNorm::load_plus_one(w, &name, hd, q.eps)
+                    } else {
+                        RmsNorm::load(w, &name, hd, q.eps)
+                    }
+                })
+                .transpose()
+        };
+        Ok(Attention {
+            q_proj: Linear::load(w, &format!("{p}.q_proj"), nh * hd, h, s.qkv_bias)?,
+            k_proj: Linear::load(w, &format!("{p}.k_proj"), nkv * hd, h, s.qkv_bias)?,
+            v_proj: Linear::load(w, &format!("{p}.v_proj"), nkv * hd, h, s.qkv_bias)?,
+            o_proj: Linear::load(w, &format!("{p}.o_proj"), h, nh * hd, s.o_bias)?,
+            q_norm: norm(w, "q_norm")?,
+            k_norm: norm(w, "k_norm")?,
+            n_heads: nh,
+            n_kv: nkv,
+            head_dim: hd,
+            scale: s.scale,
+        })
+    }
+
+    pub fn forward(&self, x: &Array, cache: &mut KvCache, rope: &Rope, mask: &Mask) -> Result<Array> {
+        let (b, l) = (x.shape()[0], x.shape()[1]);
+        // [B, L, n*D] -> [B, n, L, D]; the per-head norm (Qwen3) runs before the
+        // transpose, on contiguous rows, which is what the fused rms_norm wants.
+        let heads = |a: Array, n: i32, norm: Option<&RmsNorm>| -> Result<Array> {
+            let a = a.reshape(&[b, l, n, self.head_dim])?;
+            let a = match norm {
+                Some(nm) => nm.forward(&a)?,
+                None => a,
+            };
+            Ok(a.transpose_axes(&[0, 2, 1, 3])?)
+        };
+        let q = heads(self.q_proj.forward(x)?, self.n_heads, self.q_norm.as_ref())?;
+        let k = heads(self.k_proj.forward(x)?, self.n_kv, self.k_norm.as_ref())?;
+        let v = heads(self.v_proj.forward(x)?, self.n_kv, None)?;
+        let offset = cache.offset();
+        let q = rope.apply(&q, offset)?;
+        let k = rope.apply(&k, offset)?;
+        let (k, v) = cache.update_and_fetch(&k, &v)?;
+        let o = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask.as_sdpa(), None)?;
+        let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
+        self.o_proj.forward(&o)
+    }
+}
+
+/// The mask for one forward pass of `l` new tokens.
+pub enum Mask {
+    /// One query (decode) over a cache it may see entirely.
+    None,
+    /// Each new token sees itself and everything before it.
+    Causal,
+    /// Explicit [l, keys] boolean mask (sliding windows that cut into the cache).
+    Array(Array),
+}
+
+impl Mask {
+    pub fn as_sdpa(&self) -> Option<ScaledDotProductAttentionMask<'_>> {
+        match self {
+            Mask::None => None,
+            Mask::Causal => Some(ScaledDotProductAttentionMask::Causal),
+            Mask::Array(a) => Some(ScaledDotProductAttentionMask::Array(a)),
+        }
+    }
+}
+
+/// The mask for `l` new tokens written into `cache` (and every cache of the same
+/// kind in the model: layers of one kind hold the same positions). A windowed
+/// cache is trimmed first, so the mask matches the keys the layers will fetch.
+pub fn attention_mask(l: i32, cache: &mut KvCache) -> Result<Mask> {
+    cache.trim_window()?;
+    let (start, offset) = (cache.start(), cache.offset());
+    let end = offset + l;
+    match cache.window() {
+        Some(w) if end - start > w => {
+            // Query at q sees keys k with k <= q and q - k < window.
+            let qpos = mlx_rs::ops::arange::<_, i32>(offset, end, None)?.reshape(&[l, 1])?;
+            let kpos = mlx_rs::ops::arange::<_, i32>(start, end, None)?.reshape(&[1, end - start])?;
+            let causal = kpos.le(&qpos)?;
+            let near = qpos.subtract(&kpos)?.lt(mlx_rs::array!(w))?;
+            Ok(Mask::Array(causal.logical_and(&near)?))
+        }
+        _ if l > 1 => Ok(Mask::Causal),
+        _ => Ok(Mask::None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx_rs::ops;
+
+    fn kv(n: i32) -> (Array, Array) {
+        let k = ops::ones::<f32>(&[1, 1, n, 2]).unwrap();
+        (k.clone(), k)
+    }
+
+    #[test]
+    fn causal_for_prefill_none_for_decode() {
+        let mut c = KvCache::new();
+        assert!(matches!(attention_mask(5, &mut c).unwrap(), Mask::Causal));
+        let (k, v) = kv(5);
+        c.update_and_fetch(&k, &v).unwrap();
+        assert!(matches!(attention_mask(1, &mut c).unwrap(), Mask::None));
+    }
+
+    #[test]
+    fn sliding_window_mask_limits_the_past() {
+        let mut c = KvCache::windowed(3);
+        let m = attention_mask(5, &mut c).unwrap();
+        let Mask::Array(a) = m else { panic!("a window shorter than the prompt needs an explicit mask") };
+        assert_eq!(a.shape(), &[5, 5]);
+        let v: Vec<bool> = a.as_slice::<bool>().to_vec();
+        // Row 4 (the last query) sees keys 2, 3, 4 only.
+        assert_eq!(&v[20..25], &[false, false, true, true, true]);
+        // Row 0 sees only itself.
+        assert_eq!(&v[0..5], &[true, false, false, false, false]);
+    }
+}

@@ -1,0 +1,218 @@
+//! The layers every architecture is built from: linear (dense or MLX affine-
+//! quantized), embedding, RMSNorm, the fused gated activations, and small helpers
+//! for token arrays and the last position.
+
+use super::Weights;
+use crate::error::Result;
+use mlx_rs::{ops, Array, Dtype};
+
+/// Quantization parameters of one linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantSpec {
+    pub group_size: i32,
+    pub bits: i32,
+}
+
+/// A linear layer, dense or MLX affine-quantized. `y = x W^T + b`.
+pub enum Linear {
+    Dense {
+        weight: Array,
+        bias: Option<Array>,
+    },
+    Quantized {
+        weight: Array,
+        scales: Array,
+        biases: Array,
+        bias: Option<Array>,
+        spec: QuantSpec,
+    },
+}
+
+impl Linear {
+    /// Takes `{prefix}.weight` (+ quantization triplet, + optional bias) from `w`,
+    /// checking the logical shape [out, in].
+    pub fn load(w: &mut Weights, prefix: &str, out_f: i32, in_f: i32, bias: bool) -> Result<Self> {
+        let bias = if bias {
+            Some(w.take_shaped(&format!("{prefix}.bias"), &[out_f])?)
+        } else {
+            None
+        };
+        if let Some(spec) = w.quant_spec(prefix, in_f)? {
+            let per_word = 32 / spec.bits;
+            let weight = w.take_shaped(&format!("{prefix}.weight"), &[out_f, in_f / per_word])?;
+            let groups = in_f / spec.group_size;
+            let scales = w.take_shaped(&format!("{prefix}.scales"), &[out_f, groups])?;
+            let biases = w.take_shaped(&format!("{prefix}.biases"), &[out_f, groups])?;
+            Ok(Linear::Quantized {
+                weight,
+                scales,
+                biases,
+                bias,
+                spec,
+            })
+        } else {
+            let weight = w.take_shaped(&format!("{prefix}.weight"), &[out_f, in_f])?;
+            Ok(Linear::Dense { weight, bias })
+        }
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let (y, bias) = match self {
+            Linear::Dense { weight, bias } => (x.matmul(weight.t())?, bias),
+            Linear::Quantized {
+                weight,
+                scales,
+                biases,
+                bias,
+                spec,
+            } => (
+                ops::quantized_matmul(
+                    x,
+                    weight,
+                    scales,
+                    biases,
+                    true,
+                    spec.group_size,
+                    spec.bits,
+                )?,
+                bias,
+            ),
+        };
+        Ok(match bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        })
+    }
+
+    /// Rows of the (dequantized) weight, for embedding lookups of tied heads.
+    pub fn rows(&self, ids: &Array) -> Result<Array> {
+        match self {
+            Linear::Dense { weight, .. } => Ok(weight.take_axis(ids, 0)?),
+            Linear::Quantized {
+                weight,
+                scales,
+                biases,
+                spec,
+                ..
+            } => Ok(ops::dequantize(
+                weight.take_axis(ids, 0)?,
+                scales.take_axis(ids, 0)?,
+                &biases.take_axis(ids, 0)?,
+                spec.group_size,
+                spec.bits,
+            )?),
+        }
+    }
+}
+
+/// Token embedding table; doubles as the output head when weights are tied.
+pub struct Embedding(pub Linear);
+
+impl Embedding {
+    pub fn load(w: &mut Weights, prefix: &str, vocab: i32, dim: i32) -> Result<Self> {
+        Ok(Embedding(Linear::load(w, prefix, vocab, dim, false)?))
+    }
+    pub fn forward(&self, ids: &Array) -> Result<Array> {
+        self.0.rows(ids)
+    }
+    pub fn as_linear(&self, x: &Array) -> Result<Array> {
+        self.0.forward(x)
+    }
+}
+
+pub struct RmsNorm {
+    pub weight: Array,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(w: &mut Weights, name: &str, dim: i32, eps: f32) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: w.take_shaped(&format!("{name}.weight"), &[dim])?,
+            eps,
+        })
+    }
+    /// Gemma's RMSNorm scales by (1 + w); adding the 1 once at load lets the
+    /// fused rms_norm kernel do the rest.
+    pub fn load_plus_one(w: &mut Weights, name: &str, dim: i32, eps: f32) -> Result<Self> {
+        let n = Self::load(w, name, dim, eps)?;
+        Ok(RmsNorm { weight: n.weight.add(mlx_rs::array!(1.0f32).as_dtype(n.weight.dtype())?)?, eps })
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        Ok(mlx_rs::fast::rms_norm(x, Some(&self.weight), self.eps)?)
+    }
+}
+
+type Fused = Box<dyn for<'a> FnMut((&'a Array, &'a Array)) -> std::result::Result<Array, mlx_rs::error::Exception>>;
+type FusedSlot = std::thread::LocalKey<std::cell::RefCell<Option<Fused>>>;
+
+/// Runs `op(a, b)` as one kernel compiled once per thread and kept in `slot`.
+///
+/// mlx-rs's `nn::silu` / `nn::gelu_approximate` build a new compiled function on
+/// every call (a fresh compile id, traced and then erased), which costs a graph
+/// trace per layer per token. Keeping one compiled closure alive lets MLX reuse
+/// its cache.
+fn fused(
+    slot: &'static FusedSlot,
+    op: fn(&Array, &Array) -> std::result::Result<Array, mlx_rs::error::Exception>,
+    a: &Array,
+    b: &Array,
+) -> Result<Array> {
+    slot.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let f = slot.get_or_insert_with(|| {
+            Box::new(mlx_rs::transforms::compile::compile(move |(x, y): (&Array, &Array)| op(x, y), true))
+        });
+        Ok(f((a, b))?)
+    })
+}
+
+/// `silu(gate) * up` (llama-like MLPs).
+pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
+    thread_local! {
+        static SLOT: std::cell::RefCell<Option<Fused>> = const { std::cell::RefCell::new(None) };
+    }
+    fused(&SLOT, |g, u| g.multiply(ops::sigmoid(g)?)?.multiply(u), gate, up)
+}
+
+/// `gelu_tanh(gate) * up` (Gemma's MLP): GELU with the tanh approximation.
+pub fn gelu_tanh_mul(gate: &Array, up: &Array) -> Result<Array> {
+    thread_local! {
+        static SLOT: std::cell::RefCell<Option<Fused>> = const { std::cell::RefCell::new(None) };
+    }
+    fused(
+        &SLOT,
+        |x, u| {
+            let c = (2.0f32 / std::f32::consts::PI).sqrt();
+            let inner = x.add(x.power(mlx_rs::array!(3.0f32))?.multiply(mlx_rs::array!(0.044715f32))?)?;
+            let t = ops::tanh(inner.multiply(mlx_rs::array!(c))?)?;
+            x.multiply(mlx_rs::array!(0.5f32))?.multiply(t.add(mlx_rs::array!(1.0f32))?)?.multiply(u)
+        },
+        gate,
+        up,
+    )
+}
+
+/// Keeps only the last position of a [1, L, D] hidden state.
+pub fn last_position(h: &Array) -> Result<Array> {
+    use mlx_rs::ops::indexing::IndexOp;
+    let l = h.shape()[1];
+    Ok(h.index((.., (l - 1)..l, ..)))
+}
+
+/// int32 token ids [1, L] from a host slice.
+pub fn token_array(ids: &[u32]) -> Array {
+    let v: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+    Array::from_slice(&v, &[1, v.len() as i32])
+}
+
+pub fn dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::Float32 => "float32",
+        Dtype::Float16 => "float16",
+        Dtype::Bfloat16 => "bfloat16",
+        _ => "other",
+    }
+}
+

@@ -1,0 +1,104 @@
+//! Facts about this machine, one function each, every OS-specific path here:
+//! physical memory, whether MLX has a GPU, this process's resident memory and
+//! free disk space. Cached where the UI asks every frame.
+
+use std::path::Path;
+
+/// Where models run on this machine: it decides the compute type
+/// (see `models::load::ModelParts::apply_precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// CPU: weights dequantized to f32 unless that takes over half the memory.
+    Cpu,
+    /// Metal or CUDA: weights stay quantized, compute in 16-bit.
+    Gpu,
+}
+
+/// True when MLX has a GPU (Metal or CUDA) to run on.
+pub fn gpu_available() -> bool {
+    let mut metal = false;
+    let mut cuda = false;
+    unsafe {
+        mlx_sys::mlx_metal_is_available(&mut metal);
+        mlx_sys::mlx_cuda_is_available(&mut cuda);
+    }
+    metal || cuda
+}
+
+/// Where models run here. Asked once: the model manager shows verdicts every frame.
+pub fn device() -> Device {
+    static D: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    *D.get_or_init(|| if gpu_available() { Device::Gpu } else { Device::Cpu })
+}
+
+/// Physical memory of this machine, read once (the UI asks for it every frame).
+pub fn total_memory() -> u64 {
+    static M: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *M.get_or_init(read_total_memory)
+}
+
+fn read_total_memory() -> u64 {
+    #[cfg(target_os = "macos")]
+    {
+        let mut v: u64 = 0;
+        let mut len = std::mem::size_of::<u64>();
+        let name = c"hw.memsize";
+        let rc = unsafe { libc::sysctlbyname(name.as_ptr(), (&mut v as *mut u64).cast(), &mut len, std::ptr::null_mut(), 0) };
+        if rc == 0 && v > 0 {
+            return v;
+        }
+    }
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        })
+        .unwrap_or(16 << 30)
+}
+
+/// Resident memory of this process (Linux /proc; 0 where unavailable).
+pub fn process_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+/// Free bytes on the filesystem holding `dir`.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0 {
+            return Some(s.f_bavail as u64 * s.f_frsize as u64);
+        }
+    }
+    let _ = dir;
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_facts_are_plausible() {
+        let mem = total_memory();
+        assert!(mem > 256 << 20, "total memory {mem}");
+        #[cfg(target_os = "linux")]
+        {
+            let rss = process_rss();
+            assert!(rss > 1 << 20 && rss < mem, "rss {rss}");
+        }
+        let free = free_space(&std::env::temp_dir()).expect("statvfs works on the temp dir");
+        assert!(free > 0);
+        assert_eq!(device() == Device::Gpu, gpu_available());
+    }
+}

@@ -1,0 +1,214 @@
+//! Conversations as the app holds them: the list, the current one, the reply
+//! being streamed, the input box, search and undo; and the actions on them.
+
+use super::{AppState, View};
+use crate::chat::Role;
+use crate::engine::{Command, GenerateParams, Prompt};
+use crate::store::conversations::{now_secs, serialize, ChatMessage, Conversation, ConversationStore};
+use std::time::Instant;
+
+/// The reply being streamed right now.
+pub struct Streaming {
+    pub request: u64,
+    pub conversation: String,
+    pub started: Instant,
+    pub first_token: Option<Instant>,
+    pub pieces: usize,
+    pub think_started: Option<Instant>,
+}
+
+pub struct ChatState {
+    pub store: ConversationStore,
+    pub conversations: Vec<Conversation>,
+    pub current: Option<String>,
+    pub streaming: Option<Streaming>,
+    /// A deleted conversation, restorable until the next delete.
+    pub undo: Option<Conversation>,
+    pub input: String,
+    pub search: String,
+}
+
+impl ChatState {
+    pub fn new(store: ConversationStore, conversations: Vec<Conversation>) -> Self {
+        ChatState {
+            store,
+            current: conversations.first().map(|c| c.id.clone()),
+            conversations,
+            streaming: None,
+            undo: None,
+            input: String::new(),
+            search: String::new(),
+        }
+    }
+
+    pub fn conversation_mut(&mut self, id: &str) -> Option<&mut Conversation> {
+        self.conversations.iter_mut().find(|c| c.id == id)
+    }
+}
+
+impl AppState {
+    pub fn current_conversation(&self) -> Option<&Conversation> {
+        let id = self.chat.current.as_ref()?;
+        self.chat.conversations.iter().find(|c| &c.id == id)
+    }
+
+    pub(super) fn persist(&self, id: &str) {
+        if let Some(c) = self.chat.conversations.iter().find(|c| c.id == id) {
+            self.saver.write(self.chat.store.path_of(&c.id), serialize(c));
+        }
+    }
+
+    pub fn new_conversation(&mut self) {
+        self.stop();
+        let c = Conversation::new(&self.settings.system_prompt);
+        self.chat.current = Some(c.id.clone());
+        self.chat.conversations.insert(0, c);
+        self.view = View::Chat;
+        self.engine.handle.send(Command::ResetCache);
+    }
+
+    pub fn select(&mut self, id: &str) {
+        if self.chat.current.as_deref() != Some(id) {
+            self.stop();
+            self.chat.current = Some(id.to_string());
+        }
+        self.view = View::Chat;
+    }
+
+    pub fn rename(&mut self, id: &str, title: String) {
+        if let Some(c) = self.chat.conversation_mut(id) {
+            c.title = title;
+            c.updated = now_secs();
+        }
+        self.persist(id);
+    }
+
+    pub fn delete_conversation(&mut self, id: &str) {
+        if self.chat.streaming.as_ref().is_some_and(|s| s.conversation == id) {
+            self.stop();
+        }
+        if let Some(pos) = self.chat.conversations.iter().position(|c| c.id == id) {
+            let c = self.chat.conversations.remove(pos);
+            self.saver.delete(self.chat.store.path_of(&c.id));
+            if self.chat.current.as_deref() == Some(id) {
+                self.chat.current = self.chat.conversations.first().map(|c| c.id.clone());
+            }
+            self.chat.undo = Some(c);
+        }
+    }
+
+    pub fn undo_delete(&mut self) {
+        if let Some(c) = self.chat.undo.take() {
+            let id = c.id.clone();
+            self.chat.conversations.insert(0, c);
+            self.persist(&id);
+            self.chat.current = Some(id);
+        }
+    }
+
+    pub fn is_generating(&self) -> bool {
+        self.chat.streaming.is_some()
+    }
+
+    pub fn can_send(&self) -> bool {
+        matches!(self.engine.model, super::ModelState::Ready(_)) && !self.is_generating()
+    }
+
+    /// Sends the input box as a new user message.
+    pub fn send_input(&mut self) {
+        let text = self.chat.input.trim().to_string();
+        if text.is_empty() || !self.can_send() {
+            return;
+        }
+        self.chat.input.clear();
+        if self.current_conversation().is_none() {
+            self.new_conversation();
+        }
+        let id = self.chat.current.clone().expect("a conversation exists");
+        if let Some(c) = self.chat.conversation_mut(&id) {
+            c.messages.push(ChatMessage::new(Role::User, text));
+            c.auto_title();
+        }
+        self.start_reply(&id);
+    }
+
+    /// Replaces user message `index` with `text` and regenerates from there.
+    pub fn edit_and_resend(&mut self, index: usize, text: String) {
+        let Some(id) = self.chat.current.clone() else { return };
+        if !self.can_send() || text.trim().is_empty() {
+            return;
+        }
+        if let Some(c) = self.chat.conversation_mut(&id) {
+            if index < c.messages.len() && c.messages[index].role == Role::User {
+                c.messages.truncate(index);
+                c.messages.push(ChatMessage::new(Role::User, text));
+            }
+        }
+        self.start_reply(&id);
+    }
+
+    /// Drops assistant message `index` (and anything after) and asks again.
+    pub fn regenerate(&mut self, index: usize) {
+        let Some(id) = self.chat.current.clone() else { return };
+        if !self.can_send() {
+            return;
+        }
+        if let Some(c) = self.chat.conversation_mut(&id) {
+            if index < c.messages.len() && c.messages[index].role == Role::Assistant {
+                c.messages.truncate(index);
+            }
+        }
+        self.start_reply(&id);
+    }
+
+    fn params(&self) -> GenerateParams {
+        GenerateParams {
+            sampling: self.settings.sampling.clone(),
+            max_tokens: self.settings.max_tokens.max(1),
+            stop: vec![],
+            ignore_eos: false,
+        }
+    }
+
+    fn start_reply(&mut self, id: &str) {
+        let params = self.params();
+        let Some(c) = self.chat.conversation_mut(id) else { return };
+        c.messages.push(ChatMessage::new(Role::Assistant, ""));
+        c.updated = now_secs();
+        let prompt = c.prompt_messages();
+        let request = self.engine.handle.generate(Prompt::Chat(prompt), params);
+        self.chat.streaming = Some(Streaming {
+            request,
+            conversation: id.to_string(),
+            started: Instant::now(),
+            first_token: None,
+            pieces: 0,
+            think_started: None,
+        });
+        let live = &mut self.engine.live;
+        live.ttft_s = None;
+        live.tok_per_s = 0.0;
+        live.generated = 0;
+        self.persist(id);
+    }
+
+    pub fn stop(&mut self) {
+        if self.chat.streaming.is_some() {
+            self.engine.handle.cancel();
+        }
+    }
+
+    pub fn export(&mut self, id: &str, markdown: bool) {
+        let Some(c) = self.chat.conversations.iter().find(|c| c.id == id).cloned() else { return };
+        let ext = if markdown { "md" } else { "json" };
+        let name: String = c.title.chars().map(|ch| if ch.is_alphanumeric() || ch == ' ' { ch } else { '_' }).collect();
+        let fut = rfd::AsyncFileDialog::new().set_file_name(format!("{}.{ext}", name.trim())).save_file();
+        self.jobs.spawn(move || {
+            let Some(h) = pollster::block_on(fut) else { return super::Background::Exported(None) };
+            let path = h.path().to_path_buf();
+            let bytes = if markdown { c.to_markdown().into_bytes() } else { serialize(&c) };
+            let r = crate::store::write_atomic(&path, &bytes).map(|_| path).map_err(|e| e.to_string());
+            super::Background::Exported(Some(r))
+        });
+    }
+}

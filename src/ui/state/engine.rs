@@ -1,0 +1,160 @@
+//! The engine as the app sees it: the handle, the model's state, live stats,
+//! and what each engine event changes.
+
+use super::{AppState, NoticeAction};
+use crate::chat::Role;
+use crate::engine::protocol::MemoryStats;
+use crate::engine::{Command, EngineHandle, Event};
+use crate::models::load::{ModelInfo, Precision};
+use crate::store::conversations::GenerationStatsLite;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub enum ModelState {
+    None,
+    Loading { path: PathBuf, fraction: f32, message: String },
+    Ready(ModelInfo),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LiveStats {
+    pub tok_per_s: f64,
+    pub ttft_s: Option<f64>,
+    pub prompt_tokens: usize,
+    pub generated: usize,
+    pub memory: MemoryStats,
+}
+
+pub struct EngineState {
+    pub handle: EngineHandle,
+    pub model: ModelState,
+    pub live: LiveStats,
+}
+
+impl EngineState {
+    pub fn spawn() -> Self {
+        EngineState { handle: EngineHandle::spawn(), model: ModelState::None, live: LiveStats::default() }
+    }
+}
+
+impl AppState {
+    pub fn load_model(&mut self, path: PathBuf) {
+        self.engine.model = ModelState::Loading { path: path.clone(), fraction: 0.0, message: "Starting".into() };
+        self.engine.handle.load(path, Precision::Auto, Some(self.settings.context_length));
+    }
+
+    pub fn unload_model(&mut self) {
+        self.engine.handle.send(Command::Unload);
+    }
+
+    pub fn restart_engine(&mut self) {
+        self.engine.handle = EngineHandle::spawn();
+        self.chat.streaming = None;
+        match self.settings.last_model.clone() {
+            Some(p) => self.load_model(p),
+            None => self.engine.model = ModelState::None,
+        }
+    }
+
+    pub(super) fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::LoadProgress { fraction, message } => {
+                if let ModelState::Loading { path, .. } = &self.engine.model {
+                    self.engine.model = ModelState::Loading { path: path.clone(), fraction, message };
+                }
+            }
+            Event::Loaded(info) => {
+                if self.settings.last_model.as_ref() != Some(&info.path) {
+                    self.settings.last_model = Some(info.path.clone());
+                    self.save_settings();
+                }
+                self.engine.model = ModelState::Ready(info);
+            }
+            Event::LoadFailed(e) => self.engine.model = ModelState::Failed(e.message),
+            Event::Unloaded => self.engine.model = ModelState::None,
+            Event::ContextTrimmed { dropped_messages, .. } => self.info(format!(
+                "This chat is longer than the context ({} tokens): the oldest {dropped_messages} message(s) were left out of the prompt.",
+                self.settings.context_length
+            )),
+            Event::Token { id, text } => self.on_token(id, &text),
+            Event::Finished { id, stats } => {
+                if let Some(s) = self.chat.streaming.take_if(|s| s.request == id) {
+                    let live = &mut self.engine.live;
+                    live.ttft_s = Some(stats.ttft_s);
+                    live.tok_per_s = stats.decode_tps;
+                    live.prompt_tokens = stats.prompt_tokens;
+                    live.generated = stats.generated_tokens;
+                    if let Some(c) = self.chat.conversation_mut(&s.conversation) {
+                        if let Some(m) = c.messages.last_mut() {
+                            m.stats = Some(GenerationStatsLite::from(&stats));
+                            if let (Some(t0), None) = (s.think_started, m.thought_secs) {
+                                if m.content.contains("<think>") {
+                                    m.thought_secs = Some(t0.elapsed().as_secs_f32());
+                                }
+                            }
+                        }
+                        c.updated = crate::store::conversations::now_secs();
+                    }
+                    self.persist(&s.conversation);
+                }
+            }
+            Event::Error { id, error } => {
+                let stream = id.and_then(|id| self.chat.streaming.take_if(|s| s.request == id));
+                match stream {
+                    Some(s) => {
+                        if let Some(c) = self.chat.conversation_mut(&s.conversation) {
+                            if let Some(m) = c.messages.last_mut().filter(|m| m.role == Role::Assistant) {
+                                m.error = Some(error.message);
+                            }
+                        }
+                        self.persist(&s.conversation);
+                    }
+                    None => self.error(error.message),
+                }
+            }
+            Event::Memory(m) => self.engine.live.memory = m,
+            Event::Crashed(msg) => {
+                self.chat.streaming = None;
+                self.engine.model = ModelState::Failed(format!("The engine stopped unexpectedly: {msg}"));
+                self.error_with_action(
+                    format!("The inference engine crashed ({msg}). Restart it to continue."),
+                    NoticeAction::RestartEngine,
+                );
+            }
+        }
+    }
+
+    fn on_token(&mut self, id: u64, text: &str) {
+        let Some(s) = self.chat.streaming.as_mut().filter(|s| s.request == id) else { return };
+        let now = Instant::now();
+        let live = &mut self.engine.live;
+        if s.first_token.is_none() {
+            s.first_token = Some(now);
+            live.ttft_s = Some((now - s.started).as_secs_f64());
+        }
+        s.pieces += 1;
+        let first = s.first_token.expect("set above");
+        let elapsed = (now - first).as_secs_f64();
+        if s.pieces > 1 && elapsed > 0.0 {
+            live.tok_per_s = (s.pieces - 1) as f64 / elapsed;
+        }
+        live.generated = s.pieces;
+        let conv = s.conversation.clone();
+        let think_started = &mut s.think_started;
+        if let Some(c) = self.chat.conversations.iter_mut().find(|c| c.id == conv) {
+            if let Some(m) = c.messages.last_mut() {
+                m.content.push_str(text);
+                if think_started.is_none() && m.content.contains("<think>") {
+                    *think_started = Some(now);
+                }
+                if m.thought_secs.is_none() && m.content.contains("</think>") {
+                    if let Some(t0) = think_started {
+                        m.thought_secs = Some(t0.elapsed().as_secs_f32());
+                    }
+                }
+            }
+        }
+    }
+}
