@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod chat;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod formats;
 pub mod hub;
 pub mod library;

@@ -60,13 +60,30 @@ fn read_total_memory() -> u64 {
         .unwrap_or(16 << 30)
 }
 
-/// Resident memory of this process (Linux /proc; 0 where unavailable).
+/// Resident memory of this process: the kernel's task info on macOS,
+/// /proc on Linux; 0 where neither answers.
 pub fn process_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
+    #[cfg(target_os = "macos")]
+    {
+        let mut info: libc::proc_taskinfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
+        let n = unsafe {
+            libc::proc_pidinfo(libc::getpid(), libc::PROC_PIDTASKINFO, 0, (&mut info as *mut libc::proc_taskinfo).cast(), size)
+        };
+        if n == size {
+            return info.pti_resident_size;
+        }
+        0
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+            .map(|pages| pages * page)
+            .unwrap_or(0)
+    }
 }
 
 /// Free bytes on the filesystem holding `dir`.

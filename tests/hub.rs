@@ -50,7 +50,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 fn hub(srv: &HubServer, cache: &Path, token: Option<&str>) -> Hub {
     let mut h = Hub::new(Some(srv.url.clone()), token.map(String::from), Some(cache.to_path_buf())).unwrap();
-    h.options = Options { stall_timeout: Duration::from_secs(5), retries: 3, backoff: Duration::from_millis(50) };
+    h.options = Options { stall_timeout: Duration::from_secs(5), min_bytes: 16 << 10, retries: 3, backoff: Duration::from_millis(50) };
     h
 }
 

@@ -33,10 +33,94 @@ impl Default for SamplingParams {
             top_p: 0.95,
             top_k: 40,
             min_p: 0.05,
-            repetition_penalty: 1.1,
+            // Neutral: a penalty changes what even greedy decoding says
+            // (SmolLM2 rambles where it would answer "4"). Models that want
+            // one say so in generation_config.json (`RecommendedSampling`).
+            repetition_penalty: 1.0,
             repetition_context: 64,
             seed: None,
         }
+    }
+}
+
+/// Sampling values a model's authors recommend (generation_config.json, or a
+/// GGUF's `general.sampling.*` keys). They replace Hearth's defaults, never a
+/// value the user set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecommendedSampling {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+}
+
+impl RecommendedSampling {
+    /// From generation_config.json. Values outside the valid ranges are ignored.
+    pub fn from_generation_config(v: &serde_json::Value) -> Self {
+        let f = |k: &str| v[k].as_f64().map(|x| x as f32).filter(|x| x.is_finite());
+        let r = RecommendedSampling {
+            temperature: f("temperature"),
+            top_p: f("top_p"),
+            top_k: v["top_k"].as_u64().map(|k| k as usize),
+            min_p: f("min_p"),
+            repetition_penalty: f("repetition_penalty"),
+        };
+        // A config that says do_sample: false means greedy.
+        if v["do_sample"].as_bool() == Some(false) {
+            return RecommendedSampling { temperature: Some(0.0), ..r }.valid();
+        }
+        r.valid()
+    }
+
+    /// Drops values that would not pass `SamplingParams::validate`.
+    pub fn valid(self) -> Self {
+        RecommendedSampling {
+            temperature: self.temperature.filter(|t| *t >= 0.0 && *t <= 100.0),
+            top_p: self.top_p.filter(|p| *p > 0.0 && *p <= 1.0),
+            top_k: self.top_k,
+            min_p: self.min_p.filter(|p| (0.0..1.0).contains(p)),
+            repetition_penalty: self.repetition_penalty.filter(|p| *p > 0.0 && *p <= 10.0),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == RecommendedSampling::default()
+    }
+
+    /// `base` with the recommended values wherever it still holds Hearth's default.
+    pub fn apply(&self, base: &SamplingParams) -> SamplingParams {
+        let d = SamplingParams::default();
+        let pick = |cur: f32, def: f32, rec: Option<f32>| if cur == def { rec.unwrap_or(cur) } else { cur };
+        SamplingParams {
+            temperature: pick(base.temperature, d.temperature, self.temperature),
+            top_p: pick(base.top_p, d.top_p, self.top_p),
+            top_k: if base.top_k == d.top_k { self.top_k.unwrap_or(base.top_k) } else { base.top_k },
+            min_p: pick(base.min_p, d.min_p, self.min_p),
+            repetition_penalty: pick(base.repetition_penalty, d.repetition_penalty, self.repetition_penalty),
+            ..base.clone()
+        }
+    }
+
+    /// "temperature 0.6, top-p 0.95" for the model manager.
+    pub fn describe(&self) -> String {
+        let mut v = vec![];
+        if let Some(t) = self.temperature {
+            v.push(format!("temperature {t}"));
+        }
+        if let Some(p) = self.top_p {
+            v.push(format!("top-p {p}"));
+        }
+        if let Some(k) = self.top_k {
+            v.push(format!("top-k {k}"));
+        }
+        if let Some(p) = self.min_p {
+            v.push(format!("min-p {p}"));
+        }
+        if let Some(p) = self.repetition_penalty {
+            v.push(format!("repetition penalty {p}"));
+        }
+        v.join(", ")
     }
 }
 
@@ -55,8 +139,8 @@ impl SamplingParams {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad("temperature must be >= 0");
+        if !(self.temperature >= 0.0 && self.temperature <= 100.0) {
+            return bad("temperature must be between 0 and 100");
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad("top-p must be in (0, 1]");
@@ -64,8 +148,11 @@ impl SamplingParams {
         if !(0.0..1.0).contains(&self.min_p) {
             return bad("min-p must be in [0, 1)");
         }
-        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad("repetition penalty must be > 0");
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty <= 10.0) {
+            return bad("repetition penalty must be in (0, 10]");
+        }
+        if self.repetition_context > 1 << 20 {
+            return bad("repetition context must be at most 1048576 tokens");
         }
         Ok(())
     }
@@ -116,3 +203,36 @@ pub struct GenerationStats {
     pub trimmed_messages: usize,
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recommended_values_replace_defaults_but_never_user_choices() {
+        let rec = RecommendedSampling::from_generation_config(&serde_json::json!({
+            "temperature": 0.6, "top_p": 0.95, "top_k": 20, "repetition_penalty": -3.0
+        }));
+        assert_eq!(rec.repetition_penalty, None, "an invalid value is ignored");
+        let user = SamplingParams { top_k: 5, ..SamplingParams::default() };
+        let p = rec.apply(&user);
+        assert_eq!((p.temperature, p.top_p, p.top_k), (0.6, 0.95, 5));
+        assert_eq!(rec.describe(), "temperature 0.6, top-p 0.95, top-k 20");
+        let greedy = RecommendedSampling::from_generation_config(&serde_json::json!({"do_sample": false}));
+        assert_eq!(greedy.apply(&SamplingParams::default()).temperature, 0.0);
+    }
+
+    #[test]
+    fn validation_rejects_nan_and_absurd_values() {
+        for bad in [
+            SamplingParams { temperature: f32::NAN, ..Default::default() },
+            SamplingParams { temperature: 1e9, ..Default::default() },
+            SamplingParams { top_p: 0.0, ..Default::default() },
+            SamplingParams { min_p: 1.0, ..Default::default() },
+            SamplingParams { repetition_penalty: f32::INFINITY, ..Default::default() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        assert!(SamplingParams::default().validate().is_ok());
+    }
+}

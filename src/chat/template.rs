@@ -19,34 +19,145 @@ fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> 
     Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
 }
 
-fn strftime_now(format: String) -> String {
-    // Templates (Llama 3.x) print today's date; local time, formatted strftime-style.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days = now.div_euclid(86400);
-    // Civil-from-days (Howard Hinnant's algorithm), UTC.
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
-    ];
-    let month = MONTHS[(m - 1) as usize];
-    format
-        .replace("%d", &format!("{d:02}"))
-        .replace("%m", &format!("{m:02}"))
-        .replace("%Y", &y.to_string())
-        .replace("%B", month)
-        .replace("%b", &month[..3])
+fn strftime_now(format: String) -> std::result::Result<String, minijinja::Error> {
+    // Templates (Llama 3.x, Granite, gpt-oss) print today's date. transformers
+    // calls datetime.now().strftime(): local time, C strftime. Same here.
+    local_strftime(&format).ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, "strftime_now: bad format"))
+}
+
+/// `format` applied to the local time by the C library's strftime, as Python does.
+fn local_strftime(format: &str) -> Option<String> {
+    #[cfg(unix)]
+    {
+        let fmt = std::ffi::CString::new(format).ok()?;
+        let now = unsafe { libc::time(std::ptr::null_mut()) };
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        // localtime_r reads TZ (tzset) like Python's time.localtime.
+        extern "C" {
+            fn tzset();
+        }
+        unsafe { tzset() };
+        if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
+            return None;
+        }
+        let mut buf = vec![0u8; 256 + 8 * format.len()];
+        let n = unsafe { libc::strftime(buf.as_mut_ptr().cast(), buf.len(), fmt.as_ptr(), &tm) };
+        if n == 0 && !format.is_empty() {
+            return None;
+        }
+        buf.truncate(n);
+        String::from_utf8(buf).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = format;
+        None
+    }
+}
+
+/// Python's jinja2 decodes string literals with Python's escapes, where a
+/// backslash before a line break continues the line (both vanish); minijinja
+/// keeps them. Mistral Small 3.1's default system prompt relies on it. This
+/// removes `\` + newline inside string literals in `{{ }}` and `{% %}` tags
+/// (and nowhere else), so both render the same text.
+fn python_line_continuations(src: &str) -> String {
+    let b = src.as_bytes();
+    let mut out = String::with_capacity(src.len());
+    let (mut i, mut start) = (0, 0);
+    let mut in_tag = false;
+    let mut quote: Option<u8> = None;
+    while i < b.len() {
+        match (in_tag, quote) {
+            (false, _) => {
+                if b[i] == b'{' && matches!(b.get(i + 1), Some(b'{') | Some(b'%')) {
+                    in_tag = true;
+                    i += 2;
+                    continue;
+                }
+            }
+            (true, None) => {
+                if matches!(b[i], b'}' | b'%') && b.get(i + 1) == Some(&b'}') {
+                    in_tag = false;
+                    i += 2;
+                    continue;
+                }
+                if b[i] == b'\'' || b[i] == b'"' {
+                    quote = Some(b[i]);
+                }
+            }
+            (true, Some(q)) => {
+                if b[i] == b'\\' {
+                    let nl = match (b.get(i + 1), b.get(i + 2)) {
+                        (Some(b'\n'), _) => 2,
+                        (Some(b'\r'), Some(b'\n')) => 3,
+                        _ => 0,
+                    };
+                    if nl > 0 {
+                        out.push_str(&src[start..i]);
+                        i += nl;
+                        start = i;
+                        continue;
+                    }
+                    i += 2; // an escaped character, never the closing quote
+                    continue;
+                }
+                if b[i] == q {
+                    quote = None;
+                }
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&src[start.min(src.len())..]);
+    out
+}
+
+/// Limits that make a hostile template fail fast instead of stalling the
+/// engine: instructions (a real template with a long history uses well under
+/// a million), nesting, and the size of what it writes.
+const TEMPLATE_FUEL: u64 = 20_000_000;
+const TEMPLATE_RECURSION: usize = 100;
+const MAX_PROMPT_BYTES: usize = 64 << 20;
+
+/// A writer that refuses to grow past a cap.
+struct CappedWriter {
+    out: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > self.cap {
+            return Err(std::io::Error::other("the rendered prompt is too large"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Byte ranges of `text` that hold each message's content, found in order
+/// (verbatim, or trimmed as many templates print it). Content a template
+/// rewrote beyond that is not marked.
+pub fn content_spans(text: &str, messages: &[Message]) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut at = 0;
+    for m in messages {
+        for needle in [m.content.as_str(), m.content.trim()] {
+            if needle.is_empty() {
+                break;
+            }
+            if let Some(pos) = text.get(at..).and_then(|t| t.find(needle)) {
+                let start = at + pos;
+                spans.push(start..start + needle.len());
+                at = start + needle.len();
+                break;
+            }
+        }
+    }
+    spans
 }
 
 /// Gemma's turn format, for GGUF files that ship without a template (the Gemma 3
@@ -72,15 +183,38 @@ impl ChatTemplate {
         let is_fallback = source.is_none();
         let source = source.unwrap_or_else(|| FALLBACK.to_string());
         let mut env = Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(TEMPLATE_RECURSION);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         minijinja_contrib::add_to_environment(&mut env);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.add_template_owned("chat", source.clone())
+        env.add_template_owned("chat", python_line_continuations(&source))
             .map_err(|e| Error::Template(format!("the model's chat template does not parse: {e}")))?;
         Ok(ChatTemplate { env, source, is_fallback })
+    }
+
+    /// Renders a conversation for generation. A template that rejects a system
+    /// role (Gemma's) gets it folded into the first user turn. Returns the text
+    /// and the messages as rendered (for `content_spans`).
+    pub fn render_conversation(
+        &self,
+        messages: &[Message],
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<(String, Vec<Message>)> {
+        match self.render(messages, true, bos_token, eos_token) {
+            Ok(t) => Ok((t, messages.to_vec())),
+            Err(e) if messages.first().is_some_and(|m| m.role == super::Role::System) && messages.len() > 1 => {
+                let mut folded = messages[1..].to_vec();
+                folded[0].content = format!("{}\n\n{}", messages[0].content, folded[0].content);
+                let text = self.render(&folded, true, bos_token, eos_token).map_err(|_| e)?;
+                Ok((text, folded))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn render(
@@ -98,19 +232,28 @@ impl ChatTemplate {
             .iter()
             .map(|m| Value::from_serialize(m))
             .collect();
-        tmpl.render(context! {
-            messages => msgs,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => bos_token.unwrap_or(""),
-            eos_token => eos_token.unwrap_or(""),
-        })
+        let mut out = CappedWriter { out: Vec::new(), cap: MAX_PROMPT_BYTES };
+        tmpl.render_captured_to(
+            context! {
+                messages => msgs,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => bos_token.unwrap_or(""),
+                eos_token => eos_token.unwrap_or(""),
+            },
+            &mut out,
+        )
         .map_err(|e| {
-            let mut msg = e.to_string();
+            let mut msg = match e.kind() {
+                ErrorKind::OutOfFuel => "the chat template ran too long (an endless or huge loop)".to_string(),
+                ErrorKind::WriteFailure => format!("the rendered prompt is too large (over {} MB)", MAX_PROMPT_BYTES >> 20),
+                _ => e.to_string(),
+            };
             if let Some(detail) = e.detail() {
                 msg = format!("{msg}: {detail}");
             }
             Error::Template(msg)
-        })
+        })?;
+        String::from_utf8(out.out).map_err(|_| Error::Template("the template wrote invalid UTF-8".into()))
     }
 }
 
@@ -136,6 +279,38 @@ mod tests {
         // raise_exception becomes a template error carrying the template's message.
         let e = render("{{ raise_exception('Conversation roles must alternate') }}", &msgs).unwrap_err();
         assert!(matches!(&e, Error::Template(m) if m.contains("Conversation roles must alternate")), "{e}");
+    }
+
+    #[test]
+    fn hostile_templates_fail_fast() {
+        let msgs = [Message::user("hi")];
+        let t = std::time::Instant::now();
+        // 10^15 iterations: out of fuel long before.
+        let e = render(
+            "{% for a in range(99999) %}{% for b in range(99999) %}{% for c in range(99999) %}{% endfor %}{% endfor %}{% endfor %}",
+            &msgs,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ran too long"), "{e}");
+        let e = render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", &msgs).unwrap_err();
+        assert!(!e.to_string().is_empty());
+        let e = render("{% for a in range(99999) %}{{ 'y' * 1000 }}{% endfor %}", &msgs).unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn backslash_newline_in_a_string_literal_continues_the_line_as_in_python() {
+        let src = "{{ 'one \\\ntwo' }}|{{ \"a\\\"b\" }}|keep \\\ntext";
+        assert_eq!(render(src, &[Message::user("x")]).unwrap(), "one two|a\"b|keep \\\ntext");
+    }
+
+    #[test]
+    fn content_spans_find_each_message_in_order() {
+        let msgs = [Message::user(" hi "), Message::assistant("hi")];
+        let text = "<u>hi</u><a>hi</a>";
+        let spans = content_spans(text, &msgs);
+        assert_eq!(spans, vec![3..5, 12..14]);
     }
 
     #[test]

@@ -12,6 +12,9 @@ use tokenizers::Tokenizer;
 
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer with special tokens read as plain text: message
+    /// content goes through it, so typing `<|im_end|>` cannot end a turn.
+    plain: Tokenizer,
     /// Raw bytes of every token id; empty for special (control) tokens.
     token_bytes: Vec<Vec<u8>>,
     special: HashSet<u32>,
@@ -54,6 +57,11 @@ impl TextTokenizer {
         let inner = Tokenizer::from_str(&json.to_string())
             .map_err(|e| Error::Tokenizer(format!("cannot build tokenizer: {e}")))?;
         let vocab_size = inner.get_vocab_size(true);
+        if vocab_size == 0 {
+            return Err(Error::Tokenizer("the tokenizer has an empty vocabulary".into()));
+        }
+        let mut plain = inner.clone();
+        plain.set_encode_special_tokens(true);
         let mut special_ids = HashSet::new();
         if let Some(added) = json["added_tokens"].as_array() {
             for t in added {
@@ -104,6 +112,7 @@ impl TextTokenizer {
         }
         Ok(TextTokenizer {
             inner,
+            plain,
             token_bytes,
             special: special_ids,
             bos_id,
@@ -118,7 +127,8 @@ impl TextTokenizer {
     /// Loads tokenizer.json (+ tokenizer_config.json, generation_config.json) from a model dir.
     pub fn from_dir(dir: &Path) -> Result<(Self, Option<String>)> {
         let path = dir.join("tokenizer.json");
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let text = crate::files::read_small_text(&path, 256 << 20)?
+            .ok_or_else(|| io_err(&path)(std::io::ErrorKind::NotFound.into()))?;
         let json: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let cfg = read_json_opt(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
@@ -154,8 +164,8 @@ impl TextTokenizer {
                 .map(String::from);
         }
         let jinja = dir.join("chat_template.jinja");
-        if template.is_none() && jinja.is_file() {
-            template = Some(std::fs::read_to_string(&jinja).map_err(io_err(&jinja))?);
+        if template.is_none() {
+            template = crate::files::read_small_text(&jinja, 4 << 20)?;
         }
         Ok((Self::from_json(json, special)?, template))
     }
@@ -221,7 +231,26 @@ impl TextTokenizer {
     /// Encodes a rendered chat prompt, adding BOS only where the model wants it
     /// and the template did not already put it there.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids = self.encode(text)?;
+        self.encode_prompt_guarded(text, &[])
+    }
+
+    /// As `encode_prompt`, with the byte ranges of `text` that hold message
+    /// content: a special token whose text lies inside one is spelled out as
+    /// plain text instead, so no message can forge a control token. Text with no
+    /// special-token strings in its content encodes exactly as `encode_prompt`.
+    pub fn encode_prompt_guarded(&self, text: &str, content: &[std::ops::Range<usize>]) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len());
+        for (&id, &(start, end)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+            let inside = start < end && content.iter().any(|r| r.start <= start && end <= r.end);
+            if inside && self.special.contains(&id) {
+                let piece = text.get(start..end).unwrap_or_default();
+                let plain = self.plain.encode(piece, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+                ids.extend_from_slice(plain.get_ids());
+            } else {
+                ids.push(id);
+            }
+        }
         if let (true, Some(bos)) = (self.add_bos, self.bos_id) {
             if ids.first() != Some(&bos) {
                 ids.insert(0, bos);
@@ -249,12 +278,9 @@ impl TextTokenizer {
 }
 
 fn read_json_opt(path: &Path) -> Result<Option<Value>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path)(e)),
+    match crate::files::read_small_text(path, 16 << 20)? {
+        Some(t) => serde_json::from_str(&t).map(Some).map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+        None => Ok(None),
     }
 }
 

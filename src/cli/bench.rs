@@ -2,14 +2,18 @@
 //! line per case, and a second chat turn that reuses the prompt cache.
 
 use super::{model_path, ModelArgs};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use hearth::engine::{GenerateParams, SamplingParams, Session};
 use hearth::models::load::{self, Precision};
 
 /// Deterministic prompt of exactly `n` ordinary tokens (no specials).
-fn bench_prompt(session: &Session, n: usize) -> Vec<u32> {
+fn bench_prompt(session: &Session, n: usize) -> Result<Vec<u32>> {
     let tok = &session.loaded.tokenizer;
     let vocab = tok.vocab_size() as u64;
+    let ordinary = |id: u32| !tok.is_special(id) && !tok.bytes_of(id).is_empty();
+    if !(0..vocab as u32).any(ordinary) {
+        bail!("the tokenizer has no ordinary tokens to build a benchmark prompt from");
+    }
     let mut x: u64 = 0x9E3779B97F4A7C15;
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -17,15 +21,15 @@ fn bench_prompt(session: &Session, n: usize) -> Vec<u32> {
         x ^= x >> 7;
         x ^= x << 17;
         let id = (x % vocab) as u32;
-        if !tok.is_special(id) && !tok.bytes_of(id).is_empty() {
+        if ordinary(id) {
             out.push(id);
         }
     }
-    out
+    Ok(out)
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         0.0
     } else {
@@ -50,7 +54,7 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
     };
     let cancel = std::sync::atomic::AtomicBool::new(false);
     for &n in prompt_lens {
-        let prompt = bench_prompt(&session, n);
+        let prompt = bench_prompt(&session, n)?;
         let (mut pre, mut dec, mut ttft) = (vec![], vec![], vec![]);
         for r in 0..reps + 1 {
             session.reset_cache();
@@ -90,7 +94,7 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
         // total prompt from a cold cache. Repeated like the other cases (the first
         // round is a warm-up: GPU backends compile kernels for new shapes).
         let n = prompt_lens.iter().copied().max().unwrap_or(128);
-        let first = bench_prompt(&session, n);
+        let first = bench_prompt(&session, n)?;
         let p = GenerateParams { max_tokens: 32, ..params.clone() };
         let (mut warm_t, mut cold_t) = (vec![], vec![]);
         let (mut total, mut reused) = (0, 0);
@@ -99,7 +103,7 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
             session.generate(&first, &p, &cancel, &mut |_| {})?;
             let mut second = first.clone();
             second.extend_from_slice(&session.last_tokens.clone());
-            second.extend(bench_prompt(&session, 48 + n).into_iter().skip(n));
+            second.extend(bench_prompt(&session, 48 + n)?.into_iter().skip(n));
             let warm = session.generate(&second, &p, &cancel, &mut |_| {})?;
             session.reset_cache();
             let cold = session.generate(&second, &p, &cancel, &mut |_| {})?;

@@ -7,15 +7,15 @@ use hearth::engine::Prompt;
 use std::io::{BufRead, Write};
 
 pub fn generate(m: ModelArgs, s: SampleArgs, raw: bool, stats: bool, stop: Vec<String>, prompt: String) -> Result<()> {
-    let engine = start_engine(&m)?;
+    let (engine, info) = start_engine(&m)?;
     let p = if raw { Prompt::Raw(prompt) } else { Prompt::Chat(vec![Message::user(prompt)]) };
-    let id = engine.generate(p, s.params(stop));
+    let id = engine.generate(p, s.params(stop, &info.recommended));
     stream_reply(&engine, id, stats)?;
     Ok(())
 }
 
 pub fn chat(m: ModelArgs, system: Option<String>, s: SampleArgs) -> Result<()> {
-    let engine = start_engine(&m)?;
+    let (engine, info) = start_engine(&m)?;
     let mut history: Vec<Message> = system.into_iter().map(Message::system).collect();
     let base = history.clone();
     let stdin = std::io::stdin();
@@ -38,7 +38,7 @@ pub fn chat(m: ModelArgs, system: Option<String>, s: SampleArgs) -> Result<()> {
             _ => {}
         }
         history.push(Message::user(line));
-        let id = engine.generate(Prompt::Chat(history.clone()), s.params(vec![]));
+        let id = engine.generate(Prompt::Chat(history.clone()), s.params(vec![], &info.recommended));
         match stream_reply(&engine, id, false) {
             Ok(reply) => history.push(Message::assistant(reply)),
             Err(e) => {

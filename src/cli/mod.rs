@@ -5,14 +5,15 @@
 mod bench;
 mod chat;
 mod convert;
+mod inspect;
 mod models;
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
-use hearth::chat::params::{GenerateParams, SamplingParams, DEFAULT_MAX_TOKENS};
+use hearth::chat::params::{GenerateParams, RecommendedSampling, SamplingParams, DEFAULT_MAX_TOKENS};
 use hearth::engine::{EngineHandle, Event};
 use hearth::library::resolve;
-use hearth::models::load::Precision;
+use hearth::models::load::{ModelInfo, Precision};
 use hearth::paths;
 use std::io::Write;
 use std::path::PathBuf;
@@ -96,6 +97,30 @@ pub enum Cmd {
         /// bf16, f16 or f32.
         #[arg(long, default_value = "bf16")]
         dtype: String,
+    },
+    /// Print the exact prompt a conversation becomes with a model's template.
+    Render {
+        /// A .gguf file, a model directory, or the name of an installed model.
+        #[arg(long, short)]
+        model: Option<String>,
+        /// Use this Jinja template instead of the model's.
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// A JSON file: [{"role": "user", "content": "…"}, …].
+        #[arg(long)]
+        messages: PathBuf,
+        /// Print token ids and pieces instead of the text.
+        #[arg(long)]
+        tokens: bool,
+    },
+    /// Print the token ids and pieces of a text.
+    Tokenize {
+        #[arg(long, short)]
+        model: Option<String>,
+        /// Read control-token strings (<|im_end|>…) as control tokens, as a template's markup is.
+        #[arg(long)]
+        special: bool,
+        text: String,
     },
     /// Manage installed models.
     Models {
@@ -192,8 +217,9 @@ pub struct SampleArgs {
 }
 
 impl SampleArgs {
-    pub fn params(&self, stop: Vec<String>) -> GenerateParams {
-        let d = SamplingParams::default();
+    /// Hearth's defaults, then the model's recommendations, then the flags given.
+    pub fn params(&self, stop: Vec<String>, recommended: &RecommendedSampling) -> GenerateParams {
+        let d = recommended.apply(&SamplingParams::default());
         GenerateParams {
             sampling: SamplingParams {
                 temperature: self.temperature.unwrap_or(d.temperature),
@@ -227,7 +253,7 @@ pub fn model_path(spec: &Option<String>) -> Result<PathBuf> {
 }
 
 /// Loads a model on the engine thread, printing progress to stderr.
-pub fn start_engine(m: &ModelArgs) -> Result<EngineHandle> {
+pub fn start_engine(m: &ModelArgs) -> Result<(EngineHandle, ModelInfo)> {
     let path = model_path(&m.model)?;
     let precision: Precision = m.precision.parse()?;
     let engine = EngineHandle::spawn();
@@ -243,7 +269,10 @@ pub fn start_engine(m: &ModelArgs) -> Result<EngineHandle> {
                     info.quantization,
                     info.compute
                 );
-                return Ok(engine);
+                if !info.recommended.is_empty() {
+                    eprintln!("the model recommends {} (flags you pass take precedence)", info.recommended.describe());
+                }
+                return Ok((engine, info));
             }
             Event::LoadFailed(e) => bail!("{e}"),
             Event::Crashed(e) => bail!("engine crashed: {e}"),
@@ -303,6 +332,8 @@ pub fn run() -> Result<()> {
         }
         Some(Cmd::Convert { src, dst, dtype, q_bits, q_group_size }) => convert::convert(&src, &dst, &dtype, q_bits, q_group_size),
         Some(Cmd::Synth { preset, dst, bits, group_size, dtype }) => convert::synth(&preset, &dst, bits, group_size, &dtype),
+        Some(Cmd::Render { model, template, messages, tokens }) => inspect::render(&model, template.as_deref(), &messages, tokens),
+        Some(Cmd::Tokenize { model, special, text }) => inspect::tokenize(&model, &text, special),
         Some(Cmd::Models { cmd }) => models::run(cmd),
     }
 }

@@ -55,7 +55,9 @@ impl Sampler {
             let vocab = logits.shape()[1];
             let neg_inf = Array::from_f32(f32::NEG_INFINITY);
             let mut l = logits.multiply(Array::from_f32(1.0 / p.temperature))?;
-            if p.top_k > 0 && (p.top_k as i32) < vocab {
+            // A top-k at or above the vocabulary keeps every token (no cast
+            // that could wrap: 2^32 must not become 0).
+            if p.top_k > 0 && p.top_k < vocab as usize {
                 let k = p.top_k as i32;
                 let drop = argpartition_axis(l.negative()?, k - 1, -1)?.index((.., k..));
                 let fill = ops::broadcast_to(&neg_inf, drop.shape())?;
@@ -108,7 +110,19 @@ mod tests {
     }
 
     fn id(a: &Array) -> i32 {
-        a.item::<i32>()
+        a.try_item_exact::<i32>().unwrap()
+    }
+
+    #[test]
+    fn a_top_k_beyond_the_vocabulary_keeps_every_token() {
+        // 2^32 wrapped to 0 once (no filter, but by accident); 2^31 to a negative k.
+        for k in [1usize << 32, (1 << 31) + 3, 4] {
+            let p = SamplingParams { temperature: 1.0, top_k: k, top_p: 1.0, min_p: 0.0, seed: Some(1), ..SamplingParams::greedy() };
+            let mut s = Sampler::new(p, &[]).unwrap();
+            let seen: std::collections::BTreeSet<i32> =
+                (0..200).map(|_| id(&s.sample(&logits(&[0.0, 0.0, 0.0, 0.0])).unwrap())).collect();
+            assert_eq!(seen.len(), 4, "top-k {k}: {seen:?}");
+        }
     }
 
     #[test]

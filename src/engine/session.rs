@@ -6,11 +6,15 @@ use super::sampling::Sampler;
 use super::step::{self, LoopEnd, PromptCache};
 use super::stream::{StopCheck, TextStream};
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats};
+use crate::chat::template::content_spans;
 use crate::chat::{Message, Role};
 use crate::error::{Error, Result};
 use crate::models::load::LoadedModel;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+/// The smallest context a session runs with (a chat template alone takes more).
+pub const MIN_CONTEXT: usize = 16;
 
 pub struct Session {
     pub loaded: LoadedModel,
@@ -23,13 +27,13 @@ pub struct Session {
 impl Session {
     pub fn new(loaded: LoadedModel, context_length: Option<usize>) -> Self {
         let model_ctx = loaded.info.context_length.max(1);
-        let context_length = context_length.unwrap_or(8192).clamp(16, model_ctx);
+        let context_length = context_length.unwrap_or(8192).clamp(MIN_CONTEXT, model_ctx.max(MIN_CONTEXT));
         let cache = PromptCache { layers: loaded.model.new_cache(), tokens: Vec::new() };
         Session { loaded, cache, context_length, last_tokens: Vec::new() }
     }
 
     pub fn set_context_length(&mut self, n: usize) {
-        self.context_length = n.clamp(16, self.loaded.info.context_length.max(16));
+        self.context_length = n.clamp(MIN_CONTEXT, self.loaded.info.context_length.max(MIN_CONTEXT));
     }
 
     /// Forgets the prompt cache (e.g. when switching conversations).
@@ -39,20 +43,11 @@ impl Session {
 
     fn render(&self, messages: &[Message]) -> Result<Vec<u32>> {
         let tok = &self.loaded.tokenizer;
-        let render = |msgs: &[Message]| {
-            self.loaded.template.render(msgs, true, tok.bos_token.as_deref(), tok.eos_token.as_deref())
-        };
-        let text = match render(messages) {
-            Ok(t) => t,
-            // Templates that reject a system role (Gemma) get it folded into the first user turn.
-            Err(e) if messages.first().is_some_and(|m| m.role == Role::System) && messages.len() > 1 => {
-                let mut folded = messages[1..].to_vec();
-                folded[0].content = format!("{}\n\n{}", messages[0].content, folded[0].content);
-                render(&folded).map_err(|_| e)?
-            }
-            Err(e) => return Err(e),
-        };
-        tok.encode_prompt(&text)
+        let (text, rendered) =
+            self.loaded.template.render_conversation(messages, tok.bos_token.as_deref(), tok.eos_token.as_deref())?;
+        // Message content is text, never markup: control-token strings typed
+        // into a message stay text (the template's own markup keeps its tokens).
+        tok.encode_prompt_guarded(&text, &content_spans(&text, &rendered))
     }
 
     /// Renders a conversation to prompt tokens, dropping the oldest turns (never

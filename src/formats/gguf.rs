@@ -37,6 +37,20 @@ pub fn config_from_metadata(h: &GgufHeader) -> Result<Value> {
         .or_else(|| h.string_array("tokenizer.ggml.tokens").map(|t| t.len() as u64))
         .ok_or_else(|| Error::Config("GGUF metadata has no vocabulary size".into()))?;
     let heads = req("attention.head_count")?;
+    let kv_heads = h.get_u64(&key("attention.head_count_kv")).unwrap_or(heads);
+    let layers = req("block_count")?;
+    let hidden = req("embedding_length")?;
+    // Checked before anything divides by them or sizes an allocation with them.
+    if !(1..=1024).contains(&heads) || !(1..=heads).contains(&kv_heads) || heads % kv_heads != 0 {
+        return Err(Error::Config(format!(
+            "GGUF metadata: {heads} attention heads and {kv_heads} key/value heads do not make a model"
+        )));
+    }
+    if !(1..=1024).contains(&layers) || !(1..=1 << 17).contains(&hidden) || !(1..=1 << 22).contains(&n_vocab) {
+        return Err(Error::Config(format!(
+            "GGUF metadata: {layers} layers, width {hidden} and {n_vocab} tokens are out of any model's range"
+        )));
+    }
     let mut cfg = json!({
         "model_type": arch,
         "architectures": [format!("{}ForCausalLM", capitalize(&arch))],
@@ -44,10 +58,10 @@ pub fn config_from_metadata(h: &GgufHeader) -> Result<Value> {
         "intermediate_size": req("feed_forward_length")?,
         "num_hidden_layers": req("block_count")?,
         "num_attention_heads": heads,
-        "num_key_value_heads": h.get_u64(&key("attention.head_count_kv")).unwrap_or(heads),
+        "num_key_value_heads": kv_heads,
         "rms_norm_eps": h.get_f64(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
         "rope_theta": h.get_f64(&key("rope.freq_base")).unwrap_or(10000.0),
-        "max_position_embeddings": h.get_u64(&key("context_length")).unwrap_or(4096),
+        "max_position_embeddings": h.get_u64(&key("context_length")).unwrap_or(4096).min(1 << 24),
         "vocab_size": n_vocab,
         "tie_word_embeddings": !h.tensors.iter().any(|t| t.name == "output.weight"),
     });
@@ -108,7 +122,11 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 /// Loads the tensors of a validated GGUF with HF names, reporting
 /// `(tensor bytes read, tensor bytes)` through `on`.
 pub fn load_tensors(h: &GgufHeader, config: &Value, on: &mut dyn FnMut(u64, u64)) -> Result<HashMap<String, Array>> {
-    let all_native = h.tensors.iter().all(|t| MLX_NATIVE.contains(&t.type_name().as_str()));
+    // MLX's GGUF reader opens files read-write (gguflib maps them writable):
+    // on read-only storage (a locked volume, a read-only grant) it fails, so
+    // such files are read here, read-only, like the types MLX cannot read.
+    let all_native =
+        h.tensors.iter().all(|t| MLX_NATIVE.contains(&t.type_name().as_str())) && writable(&h.path);
     let total = h.tensor_bytes();
     on(0, total);
     let raw = if all_native {
@@ -147,6 +165,20 @@ pub fn load_tensors(h: &GgufHeader, config: &Value, on: &mut dyn FnMut(u64, u64)
         out.insert(format!("{hf}.{suffix}"), array);
     }
     Ok(out)
+}
+
+/// Whether this process may open `path` for writing.
+fn writable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+        unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).is_ok_and(|m| !m.permissions().readonly())
+    }
 }
 
 /// Every tensor read and decoded in Rust (K-quants, Q5_*, …), then matrices

@@ -120,10 +120,19 @@ pub struct GgufHeader {
 const MAX_STRING: u64 = 64 << 20;
 const MAX_ARRAY: u64 = 1 << 26;
 const MAX_COUNT: u64 = 1 << 24;
+/// Metadata values held in memory at most, over all arrays: a vocabulary of
+/// 262k tokens with scores, types and merges is about 1M; each value takes
+/// ~32 bytes, so this caps the header at ~270 MB however the file lies.
+const MAX_VALUES: u64 = 1 << 23;
 
 struct Reader<R> {
     r: R,
     path: PathBuf,
+    /// Bytes read so far and the file's length: a length field can never
+    /// promise more than the bytes that are left.
+    pos: u64,
+    len: u64,
+    values: u64,
 }
 
 impl<R: Read> Reader<R> {
@@ -138,7 +147,11 @@ impl<R: Read> Reader<R> {
         self.r
             .read_exact(&mut b)
             .map_err(|_| self.corrupt("file ends inside the GGUF header"))?;
+        self.pos += N as u64;
         Ok(b)
+    }
+    fn left(&self) -> u64 {
+        self.len.saturating_sub(self.pos)
     }
     fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.bytes()?))
@@ -148,13 +161,14 @@ impl<R: Read> Reader<R> {
     }
     fn string(&mut self) -> Result<String> {
         let n = self.u64()?;
-        if n > MAX_STRING {
+        if n > MAX_STRING || n > self.left() {
             return Err(self.corrupt(format!("string length {n} is implausible")));
         }
         let mut buf = vec![0u8; n as usize];
         self.r
             .read_exact(&mut buf)
             .map_err(|_| self.corrupt("file ends inside the GGUF header"))?;
+        self.pos += n;
         String::from_utf8(buf).map_err(|_| self.corrupt("metadata string is not UTF-8"))
     }
     fn value(&mut self, ty: u32, depth: u32) -> Result<MetaValue> {
@@ -174,8 +188,13 @@ impl<R: Read> Reader<R> {
                 }
                 let inner = self.u32()?;
                 let n = self.u64()?;
-                if n > MAX_ARRAY {
+                // Every element takes at least a byte of the file.
+                if n > MAX_ARRAY || n > self.left() {
                     return Err(self.corrupt(format!("metadata array length {n} is implausible")));
+                }
+                self.values += n;
+                if self.values > MAX_VALUES {
+                    return Err(self.corrupt("the metadata holds more values than any model's"));
                 }
                 let mut v = Vec::with_capacity(n.min(1 << 20) as usize);
                 for _ in 0..n {
@@ -193,11 +212,18 @@ impl<R: Read> Reader<R> {
 
 impl GgufHeader {
     pub fn read(path: &Path) -> Result<Self> {
+        // Opening a FIFO would block until a writer comes: regular files only.
+        if !std::fs::metadata(path).map_err(io_err(path))?.is_file() {
+            return Err(Error::NotGguf(format!("{} is not a regular file", path.display())));
+        }
         let file = File::open(path).map_err(io_err(path))?;
         let file_len = file.metadata().map_err(io_err(path))?.len();
         let mut r = Reader {
             r: BufReader::with_capacity(1 << 20, file),
             path: path.to_path_buf(),
+            pos: 4,
+            len: file_len,
+            values: 0,
         };
         let mut magic = [0u8; 4];
         if r.r.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
@@ -212,7 +238,8 @@ impl GgufHeader {
         }
         let n_tensors = r.u64()?;
         let n_kv = r.u64()?;
-        if n_tensors > MAX_COUNT || n_kv > MAX_COUNT {
+        // A tensor entry or a key/value pair takes well over 8 bytes.
+        if n_tensors > MAX_COUNT || n_kv > MAX_COUNT || (n_tensors + n_kv) * 8 > r.left() {
             return Err(r.corrupt("tensor or metadata count is implausible"));
         }
         let mut metadata = HashMap::new();
@@ -243,11 +270,15 @@ impl GgufHeader {
             });
         }
         let header_end = r.r.stream_position().map_err(io_err(path))?;
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(32)
-            .max(1);
+        // MLX's own GGUF reader divides by the alignment: 0 or an odd value
+        // must be refused here, before it ever sees the file.
+        let alignment = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => match v.as_u64() {
+                Some(a) if a.is_power_of_two() && a <= 1 << 20 => a,
+                _ => return Err(r.corrupt(format!("general.alignment {v:?} is not a power of two"))),
+            },
+        };
         let data_offset = header_end.div_ceil(alignment) * alignment;
         let header = GgufHeader {
             path: path.to_path_buf(),

@@ -15,7 +15,11 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Options {
     /// No byte for this long counts as a stalled connection: drop it and retry.
+    /// It is also the deadline for each API answer, and the window in which a
+    /// download must bring at least `min_bytes`: a server that trickles a byte
+    /// a second is as stalled as a silent one.
     pub stall_timeout: Duration,
+    pub min_bytes: u64,
     /// Consecutive failed attempts (without progress) before giving up.
     pub retries: u32,
     /// First retry delay; doubles each time, capped at 30 s.
@@ -24,7 +28,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { stall_timeout: Duration::from_secs(30), retries: 6, backoff: Duration::from_secs(1) }
+        Options { stall_timeout: Duration::from_secs(30), min_bytes: 16 << 10, retries: 6, backoff: Duration::from_secs(1) }
     }
 }
 
@@ -51,6 +55,8 @@ pub struct Hub {
     http: reqwest::Client,
     pub(super) token: Option<String>,
     cache_dir: PathBuf,
+    /// HF_HUB_OFFLINE: no request at all, for anything.
+    offline: bool,
     pub options: Options,
 }
 
@@ -111,7 +117,30 @@ impl Hub {
             .connect_timeout(Duration::from_secs(20))
             .build()
             .map_err(|e| HubError::Network(e.to_string()))?;
-        Ok(Hub { client, http, token, cache_dir, options: Options::default() })
+        Ok(Hub { client, http, token, cache_dir, offline: super::offline_from_env(), options: Options::default() })
+    }
+
+    /// Turns every request off (the app's offline setting, tests).
+    pub fn set_offline(&mut self, offline: bool) {
+        self.offline = offline;
+    }
+
+    /// Refuses before any request when Hearth is offline.
+    pub(super) fn check_online(&self) -> Result<(), HubError> {
+        if self.offline {
+            Err(HubError::offline_mode())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `fut` with the stall deadline: a server that accepts and never answers
+    /// is an error after `stall_timeout`, not a hang.
+    pub(super) async fn deadline<T>(&self, what: &str, fut: impl std::future::Future<Output = Result<T, HubError>>) -> Result<T, HubError> {
+        match tokio::time::timeout(self.options.stall_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(HubError::Stalled(format!("no answer from the server for {what}"))),
+        }
     }
 
     pub fn cache_dir(&self) -> &Path {
@@ -128,6 +157,11 @@ impl Hub {
     }
 
     pub async fn search(&self, query: &str, kind: SearchKind, limit: usize) -> Result<Vec<SearchHit>, HubError> {
+        self.check_online()?;
+        self.deadline("the search", self.search_inner(query, kind, limit)).await
+    }
+
+    async fn search_inner(&self, query: &str, kind: SearchKind, limit: usize) -> Result<Vec<SearchHit>, HubError> {
         let filter = match kind {
             SearchKind::Mlx => "mlx",
             SearchKind::Gguf => "gguf",
@@ -161,15 +195,16 @@ impl Hub {
 
     /// The repo's commit and file list with sizes and checksums, and config.json.
     pub async fn plan(&self, id: &str, only: Option<&[String]>) -> Result<Plan, HubError> {
+        self.check_online()?;
         let repo = self.repo(id)?;
         let err = |e| classify(e, id, self.token.is_some());
-        let info = repo.info().send().await.map_err(err)?;
+        let info = self.deadline(id, async { repo.info().send().await.map_err(err) }).await?;
         let commit = info.sha.clone().ok_or_else(|| HubError::Network(format!("{id}: the Hub gave no commit")))?;
         if !commit.chars().all(|c| c.is_ascii_hexdigit()) || commit.len() < 7 {
             return Err(HubError::Network(format!("{id}: odd commit id from the server")));
         }
         let mut entries = Vec::new();
-        for e in self.tree(id, &commit).await? {
+        for e in self.deadline(id, self.tree(id, &commit)).await? {
             if e.kind != "file" {
                 continue;
             }
@@ -190,13 +225,8 @@ impl Hub {
             )));
         }
         let config = if files.iter().any(|f| f.path == "config.json") {
-            let bytes = repo
-                .download_file_to_bytes()
-                .filename("config.json".to_string())
-                .revision(commit.clone())
-                .send()
-                .await
-                .map_err(err)?;
+            let req = repo.download_file_to_bytes().filename("config.json".to_string()).revision(commit.clone()).send();
+            let bytes = self.deadline(id, async { req.await.map_err(err) }).await?;
             serde_json::from_slice(&bytes).ok()
         } else {
             None

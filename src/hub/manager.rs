@@ -57,7 +57,7 @@ impl HubConfig {
             jobs_file: crate::paths::data_dir().join("downloads.json"),
             context,
             options: Options::default(),
-            offline: std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
+            offline: super::offline_from_env(),
         }
     }
 }
@@ -166,6 +166,9 @@ impl Jobs {
 fn build_hub(cfg: &HubConfig, token: Option<String>) -> Result<Arc<Hub>, HubError> {
     let mut hub = Hub::new(cfg.endpoint.clone(), token, cfg.cache_dir.clone())?;
     hub.options = cfg.options.clone();
+    if cfg.offline {
+        hub.set_offline(true);
+    }
     Ok(Arc::new(hub))
 }
 
@@ -205,6 +208,10 @@ async fn run(cfg: HubConfig, mut rx: mpsc::UnboundedReceiver<HubCommand>, events
                 start(&hub, &cfg, &jobs, &running, &events, id, only, confirmed, None);
             }
             HubCommand::Resume(id) => {
+                if cfg.offline {
+                    events.send(HubEvent::Failed { id, error: HubError::offline_mode() });
+                    continue;
+                }
                 let plan = jobs.get(&id);
                 start(&hub, &cfg, &jobs, &running, &events, id, None, true, plan);
             }

@@ -44,6 +44,11 @@ pub enum HubError {
     Cancelled,
 }
 
+/// `HF_HUB_OFFLINE=1` (or `true`): Hearth sends no request to any hub.
+pub fn offline_from_env() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
 impl HubError {
     /// Downloads and search turned off with HF_HUB_OFFLINE.
     pub fn offline_mode() -> HubError {

@@ -10,7 +10,10 @@ pub fn token_file() -> PathBuf {
 
 /// Hearth's own token, else `HF_TOKEN`, else the file `huggingface-cli login` writes.
 pub fn load() -> Option<String> {
-    let from_file = |p: &Path| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    // Only a small regular file: a FIFO named hf_token would block the start.
+    let from_file = |p: &Path| {
+        crate::files::read_small_text(p, 4096).ok().flatten().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    };
     from_file(&token_file())
         .or_else(|| std::env::var("HF_TOKEN").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
         .or_else(|| from_file(&hf_hub::hf_home().join("token")))

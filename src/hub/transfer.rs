@@ -15,6 +15,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// A plan's commit and etags are hex and its file names stay inside the repo.
+fn check_plan(plan: &Plan) -> Result<(), HubError> {
+    let hex = |s: &str| !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_hexdigit());
+    if !hex(&plan.commit) {
+        return Err(HubError::BadId(format!("the saved download of {} has an invalid commit id", plan.id)));
+    }
+    for f in &plan.files {
+        check_repo_file(&f.path)?;
+        if !hex(&f.etag) {
+            return Err(HubError::BadId(format!("the saved download of {} has an invalid checksum for {}", plan.id, f.path)));
+        }
+    }
+    Ok(())
+}
+
 /// One file of a download in flight: what every progress report repeats.
 struct FileJob<'a> {
     repo: &'a hf_hub::HFRepository<hf_hub::repository::RepoTypeModel>,
@@ -72,6 +87,10 @@ impl Hub {
         ctl: &mut watch::Receiver<Control>,
         on_progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<PathBuf, HubError> {
+        self.check_online()?;
+        // A saved plan (downloads.json) is data from disk: its commit and etags
+        // become path components, so they are checked again here.
+        check_plan(plan)?;
         let repo = self.repo(&plan.id)?;
         for f in &plan.files {
             check_repo_file(&f.path)?;
@@ -220,6 +239,8 @@ impl Hub {
         let mut out = std::fs::OpenOptions::new().create(true).append(true).open(part).map_err(io(part))?;
         let mut pos = have;
         let mut last_emit = Instant::now() - Duration::from_secs(1);
+        // Bytes must keep coming: at least `min_bytes` in every stall window.
+        let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
         loop {
             let next = tokio::select! {
                 n = tokio::time::timeout(self.options.stall_timeout, stream.next()) => n,
@@ -242,6 +263,17 @@ impl Hub {
             }
             out.write_all(&chunk).map_err(io(part))?;
             pos += chunk.len() as u64;
+            window_bytes += chunk.len() as u64;
+            if window_start.elapsed() >= self.options.stall_timeout {
+                if window_bytes < self.options.min_bytes && pos < f.size {
+                    out.flush().map_err(io(part))?;
+                    return Err(HubError::Stalled(format!(
+                        "the download of {} slowed to {window_bytes} bytes in {:.0?}",
+                        f.path, self.options.stall_timeout
+                    )));
+                }
+                (window_start, window_bytes) = (Instant::now(), 0);
+            }
             let bps = speed.add(job.done_before + pos);
             if last_emit.elapsed() >= Duration::from_millis(100) || pos == f.size {
                 last_emit = Instant::now();

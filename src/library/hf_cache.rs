@@ -34,7 +34,7 @@ pub fn cached_models(cache_dir: &Path) -> Vec<CachedModel> {
 /// The snapshot `refs/main` points at, if present.
 pub fn snapshot(cache_dir: &Path, id: &str) -> Option<PathBuf> {
     let repo = cache_dir.join(repo_folder(id));
-    let commit = std::fs::read_to_string(repo.join("refs/main")).ok()?;
+    let commit = crate::files::read_small_text(&repo.join("refs/main"), 256).ok()??;
     let commit = commit.trim();
     if commit.is_empty() || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
@@ -47,7 +47,7 @@ pub fn snapshot(cache_dir: &Path, id: &str) -> Option<PathBuf> {
 /// half-fetched repo from another tool is not offered.
 fn complete(snap: &Path) -> bool {
     let idx = snap.join("model.safetensors.index.json");
-    if let Ok(text) = std::fs::read_to_string(&idx) {
+    if let Ok(Some(text)) = crate::files::read_small_text(&idx, 64 << 20) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
         let Some(map) = v["weight_map"].as_object() else { return false };
         return map.values().filter_map(|f| f.as_str()).all(|f| snap.join(f).is_file());

@@ -75,7 +75,7 @@ pub fn validate(src: &Path) -> Result<()> {
     if src.is_dir() {
         let cfg = src.join("config.json");
         if cfg.is_file() {
-            let text = std::fs::read_to_string(&cfg).map_err(io_err(&cfg))?;
+            let text = crate::files::read_small_text(&cfg, 16 << 20)?.unwrap_or_default();
             let v: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
             registry::check_supported(registry::model_type(&v)?)?;
@@ -89,14 +89,37 @@ pub fn validate(src: &Path) -> Result<()> {
     Err(Error::ModelNotFound(format!("{} is not a .gguf file or a model folder", src.display())))
 }
 
-fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    if src.is_file() {
-        std::fs::copy(src, dst).map_err(io_err(dst))?;
+/// Copies `src` to `dst`: regular files and folders only. A link is followed
+/// only when it stays inside `root` (the folder being imported; a Hugging Face
+/// snapshot links into its own blobs); one that leads out of it, a FIFO or a
+/// device is refused with its name, so an import never copies a file the user
+/// did not mean to hand over.
+fn copy_tree(src: &Path, dst: &Path, root: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(src).map_err(io_err(src))?;
+    let real = if meta.file_type().is_symlink() {
+        let target = src.canonicalize().map_err(io_err(src))?;
+        if !target.starts_with(root) {
+            return Err(Error::InvalidArgument(format!(
+                "{} links to {}, outside the folder being imported; not copied",
+                src.display(),
+                target.display()
+            )));
+        }
+        target
+    } else {
+        src.to_path_buf()
+    };
+    let meta = std::fs::metadata(&real).map_err(io_err(&real))?;
+    if meta.is_file() {
+        std::fs::copy(&real, dst).map_err(io_err(dst))?;
         return Ok(());
     }
+    if !meta.is_dir() {
+        return Err(Error::InvalidArgument(format!("{} is not a regular file or folder; not copied", src.display())));
+    }
     std::fs::create_dir_all(dst).map_err(io_err(dst))?;
-    for e in std::fs::read_dir(src).map_err(io_err(src))?.flatten() {
-        copy_tree(&e.path(), &dst.join(e.file_name()))?;
+    for e in std::fs::read_dir(&real).map_err(io_err(&real))?.flatten() {
+        copy_tree(&e.path(), &dst.join(e.file_name()), root)?;
     }
     Ok(())
 }
@@ -119,7 +142,11 @@ pub fn import(src: &Path, models_dir: &Path, if_missing: bool) -> Result<Option<
     let tmp = models_dir.join(format!(".importing-{}", name.to_string_lossy()));
     let _ = std::fs::remove_dir_all(&tmp);
     let _ = std::fs::remove_file(&tmp);
-    if let Err(e) = copy_tree(src, &tmp) {
+    // For a folder, links may point anywhere inside it; a single file the user
+    // picked is followed wherever it is.
+    let canon = src.canonicalize().map_err(io_err(src))?;
+    let root = if canon.is_dir() { canon.clone() } else { canon.parent().unwrap_or(Path::new("/")).to_path_buf() };
+    if let Err(e) = copy_tree(src, &tmp, &root) {
         let _ = std::fs::remove_dir_all(&tmp);
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

@@ -115,16 +115,23 @@ pub struct Model {
 impl Model {
     pub fn load(config: Config, mut w: Weights) -> Result<Self> {
         let c = &config;
-        if c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_hidden_layers <= 0 || c.head_dim <= 0 {
-            return Err(cfg_err("sizes in config.json must be positive"));
+        super::Sizes {
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            layers: c.num_hidden_layers,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: Some(c.head_dim),
+            vocab: c.vocab_size,
         }
-        if c.num_key_value_heads <= 0 || c.num_attention_heads % c.num_key_value_heads != 0 {
-            return Err(cfg_err("num_attention_heads must be a multiple of num_key_value_heads"));
+        .check()?;
+        if c.sliding_window < 1 {
+            return Err(cfg_err(format!("sliding_window is {}; it must be at least 1", c.sliding_window)));
         }
         let (h, nh, nkv, hd, eps) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
         let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
         let scale = c.query_pre_attn_scalar.unwrap_or(hd as f32).powf(-0.5);
-        let mut layers = Vec::with_capacity(c.num_hidden_layers as usize);
+        let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let a = format!("{p}.self_attn");

@@ -53,6 +53,20 @@ fn default_ctx() -> i32 {
 }
 
 impl Config {
+    /// Checks the sizes before anything divides by them or allocates with them.
+    pub fn validate(&self) -> Result<()> {
+        super::Sizes {
+            hidden: self.hidden_size,
+            intermediate: self.intermediate_size,
+            layers: self.num_hidden_layers,
+            heads: self.num_attention_heads,
+            kv_heads: self.kv_heads(),
+            head_dim: self.head_dim,
+            vocab: self.vocab_size,
+        }
+        .check()
+    }
+
     pub fn head_dim(&self) -> i32 {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads)
@@ -128,14 +142,9 @@ impl Model {
 
     pub fn load_variant(config: Config, mut w: Weights, variant: Variant) -> Result<Self> {
         let c = &config;
-        if c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_hidden_layers <= 0 || c.vocab_size <= 0 {
-            return Err(cfg_err("sizes in config.json must be positive"));
-        }
-        if c.num_attention_heads % c.kv_heads() != 0 {
-            return Err(cfg_err("num_attention_heads must be a multiple of num_key_value_heads"));
-        }
+        c.validate()?;
         let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, c.hidden_size)?;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers as usize);
+        let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             layers.push(Block {

@@ -5,6 +5,7 @@
 
 use super::weights::QuantConfig;
 use super::{registry, LanguageModel, Weights};
+use crate::chat::params::RecommendedSampling;
 use crate::chat::template::ChatTemplate;
 use crate::chat::tokenizer::TextTokenizer;
 use crate::error::{io_err, Error, Result};
@@ -76,6 +77,9 @@ pub struct ModelInfo {
     pub size_on_disk: u64,
     pub weight_bytes: u64,
     pub context_length: usize,
+    /// Sampling values the model's authors recommend (shown, and used where
+    /// the user kept Hearth's defaults).
+    pub recommended: RecommendedSampling,
 }
 
 /// Everything read from disk, before the architecture is built.
@@ -87,6 +91,7 @@ pub struct ModelParts {
     pub format: Format,
     pub path: PathBuf,
     pub size_on_disk: u64,
+    pub recommended: RecommendedSampling,
 }
 
 pub struct LoadedModel {
@@ -96,6 +101,27 @@ pub struct LoadedModel {
     pub info: ModelInfo,
 }
 
+/// The GGUF's own template, or Hearth's built-in one for families whose GGUF
+/// files usually ship none.
+fn gguf_template(h: &GgufHeader) -> Option<String> {
+    h.get_str("tokenizer.chat_template")
+        .map(String::from)
+        .or_else(|| crate::chat::template::builtin_for(h.architecture().unwrap_or("")).map(String::from))
+}
+
+/// llama.cpp's `general.sampling.*` keys, where a GGUF carries them.
+fn gguf_sampling(h: &GgufHeader) -> RecommendedSampling {
+    let f = |k: &str| h.get_f64(&format!("general.sampling.{k}")).map(|x| x as f32).filter(|x| x.is_finite());
+    RecommendedSampling {
+        temperature: f("temp"),
+        top_p: f("top_p"),
+        top_k: h.get_u64("general.sampling.top_k").map(|k| k as usize),
+        min_p: f("min_p"),
+        repetition_penalty: f("penalty_repeat"),
+    }
+    .valid()
+}
+
 /// A directory holding exactly one .gguf (and no config.json) is that GGUF.
 fn gguf_in_dir(dir: &Path) -> Option<PathBuf> {
     if dir.join("config.json").exists() {
@@ -103,6 +129,20 @@ fn gguf_in_dir(dir: &Path) -> Option<PathBuf> {
     }
     let ggufs = gguf::files_in(dir);
     (ggufs.len() == 1).then(|| ggufs[0].clone())
+}
+
+/// Only what turns messages into tokens: the tokenizer and the chat template
+/// (built-in for GGUF families that ship none), without reading any weights.
+pub fn read_chat_parts(path: &Path) -> Result<(TextTokenizer, ChatTemplate)> {
+    let gguf = if path.is_dir() { gguf_in_dir(path) } else { Some(path.to_path_buf()) };
+    let (tokenizer, template) = match gguf {
+        Some(g) => {
+            let header = GgufHeader::read(&g)?;
+            (TextTokenizer::from_gguf(&header)?, gguf_template(&header))
+        }
+        None => TextTokenizer::from_dir(path)?,
+    };
+    Ok((tokenizer, ChatTemplate::new(template)?))
 }
 
 pub fn read_parts(path: &Path) -> Result<ModelParts> {
@@ -129,10 +169,8 @@ fn read_gguf(path: &Path, on: OnProgress) -> Result<ModelParts> {
     registry::check_supported(header.architecture()?)?;
     let config = gguf::config_from_metadata(&header)?;
     let tokenizer = TextTokenizer::from_gguf(&header)?;
-    let chat_template = header
-        .get_str("tokenizer.chat_template")
-        .map(String::from)
-        .or_else(|| crate::chat::template::builtin_for(header.architecture().unwrap_or("")).map(String::from));
+    let chat_template = gguf_template(&header);
+    let recommended = gguf_sampling(&header);
     let tensors = gguf::load_tensors(&header, &config, &mut stage(on, READ, "Reading tensors"))?;
     let quant = QuantConfig {
         group_size: Some(gguf::GGUF_GROUP_SIZE),
@@ -146,18 +184,14 @@ fn read_gguf(path: &Path, on: OnProgress) -> Result<ModelParts> {
         format: Format::Gguf,
         path: path.to_path_buf(),
         size_on_disk: header.file_len,
+        recommended,
     })
 }
 
 fn read_safetensors_dir(dir: &Path, on: OnProgress) -> Result<ModelParts> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::ModelNotFound(format!("{} has no config.json or .gguf file", dir.display()))
-        } else {
-            io_err(&cfg_path)(e)
-        }
-    })?;
+    let text = crate::files::read_small_text(&cfg_path, 16 << 20)?
+        .ok_or_else(|| Error::ModelNotFound(format!("{} has no config.json or .gguf file", dir.display())))?;
     let config: Value =
         serde_json::from_str(&text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
     // Unknown architectures fail here, before any weights are read.
@@ -169,6 +203,8 @@ fn read_safetensors_dir(dir: &Path, on: OnProgress) -> Result<ModelParts> {
         .filter(|p| {
             p.extension().is_some_and(|e| e == "safetensors")
                 && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("model"))
+                // A FIFO or device named like a shard would block the reader.
+                && p.is_file()
         })
         .collect();
     files.sort();
@@ -176,9 +212,8 @@ fn read_safetensors_dir(dir: &Path, on: OnProgress) -> Result<ModelParts> {
         return Err(Error::ModelNotFound(format!("{} has no model*.safetensors", dir.display())));
     }
     let index = dir.join("model.safetensors.index.json");
-    if index.exists() {
-        let idx: Value = serde_json::from_str(&std::fs::read_to_string(&index).map_err(io_err(&index))?)
-            .map_err(|e| Error::Config(format!("{}: {e}", index.display())))?;
+    if let Some(text) = crate::files::read_small_text(&index, 64 << 20)? {
+        let idx: Value = serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", index.display())))?;
         if let Some(map) = idx["weight_map"].as_object() {
             for shard in map.values().filter_map(|v| v.as_str()) {
                 if !dir.join(shard).is_file() {
@@ -210,6 +245,12 @@ fn read_safetensors_dir(dir: &Path, on: OnProgress) -> Result<ModelParts> {
         tensors.extend(part);
     }
     let (tokenizer, chat_template) = TextTokenizer::from_dir(dir)?;
+    let recommended = match crate::files::read_small(&dir.join("generation_config.json"), 1 << 20) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+            .map(|v: Value| RecommendedSampling::from_generation_config(&v))
+            .unwrap_or_default(),
+        _ => RecommendedSampling::default(),
+    };
     let quant = QuantConfig::from_config(&config)?;
     Ok(ModelParts {
         config,
@@ -219,6 +260,7 @@ fn read_safetensors_dir(dir: &Path, on: OnProgress) -> Result<ModelParts> {
         format: Format::Safetensors,
         path: dir.to_path_buf(),
         size_on_disk: size,
+        recommended,
     })
 }
 
@@ -292,6 +334,12 @@ pub fn load_with_progress(path: &Path, precision: Precision, on: OnProgress) -> 
     on(to, "Building the model");
     let model = registry::build(&parts.config, parts.weights)?;
     let arch = model.info();
+    if arch.max_position_embeddings < 16 {
+        return Err(Error::Config(format!(
+            "the model's context length is {} tokens; Hearth needs at least 16",
+            arch.max_position_embeddings
+        )));
+    }
     let info = ModelInfo {
         name: display_name(&parts.path),
         path: parts.path.clone(),
@@ -303,6 +351,7 @@ pub fn load_with_progress(path: &Path, precision: Precision, on: OnProgress) -> 
         size_on_disk: parts.size_on_disk,
         weight_bytes,
         context_length: arch.max_position_embeddings,
+        recommended: parts.recommended.clone(),
     };
     Ok(LoadedModel { model, tokenizer: parts.tokenizer, template, info })
 }

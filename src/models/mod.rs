@@ -63,3 +63,49 @@ pub struct ArchInfo {
 pub(crate) fn cfg_err(msg: impl Into<String>) -> Error {
     Error::Config(msg.into())
 }
+
+/// A decoder's sizes from config.json, checked before any arithmetic or
+/// allocation uses them: a hostile or broken config is a clear error, never a
+/// division by zero or a terabyte allocation.
+pub(crate) struct Sizes {
+    pub hidden: i32,
+    pub intermediate: i32,
+    pub layers: i32,
+    pub heads: i32,
+    pub kv_heads: i32,
+    /// Explicit `head_dim`; None means hidden / heads.
+    pub head_dim: Option<i32>,
+    pub vocab: i32,
+}
+
+impl Sizes {
+    pub fn check(&self) -> Result<()> {
+        let within = |name: &str, v: i32, max: i32| {
+            if (1..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(cfg_err(format!("{name} is {v}; it must be between 1 and {max}")))
+            }
+        };
+        within("hidden_size", self.hidden, 1 << 17)?;
+        within("intermediate_size", self.intermediate, 1 << 20)?;
+        within("num_hidden_layers", self.layers, 1024)?;
+        within("num_attention_heads", self.heads, 1024)?;
+        within("num_key_value_heads", self.kv_heads, self.heads)?;
+        within("vocab_size", self.vocab, 1 << 22)?;
+        if self.heads % self.kv_heads != 0 {
+            return Err(cfg_err(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                self.heads, self.kv_heads
+            )));
+        }
+        match self.head_dim {
+            Some(d) => within("head_dim", d, 1024),
+            None if self.hidden % self.heads != 0 => Err(cfg_err(format!(
+                "hidden_size ({}) is not divisible by num_attention_heads ({})",
+                self.hidden, self.heads
+            ))),
+            None => Ok(()),
+        }
+    }
+}

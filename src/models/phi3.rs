@@ -43,6 +43,7 @@ pub fn load(config: &Value, mut w: Weights) -> Result<Model> {
     if config["partial_rotary_factor"].as_f64().is_some_and(|f| f != 1.0) {
         return Err(cfg_err("Phi-3 with partial_rotary_factor other than 1 is not supported"));
     }
+    c.validate()?;
     let (h, hd, nh, nkv, inter) = (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size);
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");

@@ -117,7 +117,7 @@ impl Weights {
             .ok_or_else(|| Error::MissingTensor(format!("{prefix}.weight")))?;
         let (cfg_group, cfg_bits) = self.quant.for_layer(prefix)?;
         let groups = *scales.shape().last().unwrap_or(&0);
-        if groups <= 0 || weight.ndim() != 2 {
+        if groups <= 0 || weight.ndim() != 2 || in_f <= 0 {
             return Err(Error::Config(format!("bad quantized layout for {prefix}")));
         }
         let group_size = cfg_group.unwrap_or(in_f / groups);
@@ -207,7 +207,8 @@ impl Weights {
             }
             if let Some(prefix) = k.strip_suffix(".weight") {
                 if self.tensors.contains_key(&format!("{prefix}.scales")) {
-                    n += v.shape()[0] as u64 * self.quant_in_features(prefix)? as u64;
+                    let rows = v.shape().first().copied().unwrap_or(0).max(0);
+                    n += rows as u64 * self.quant_in_features(prefix)?.max(0) as u64;
                     continue;
                 }
             }

@@ -142,6 +142,16 @@ impl Conversation {
     }
 }
 
+/// The largest conversation file Hearth reads (a year of daily chatting is a
+/// few MB); a bigger one is reported with its size and left untouched.
+pub const MAX_CONVERSATION_BYTES: u64 = 32 << 20;
+
+/// Conversation ids are Hearth's own: 1–64 letters, digits, `-` or `_`. An id
+/// is a file name, so nothing else may ever reach the disk.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub struct ConversationStore {
     pub dir: PathBuf,
 }
@@ -151,15 +161,26 @@ impl ConversationStore {
         ConversationStore { dir }
     }
 
+    /// The file of conversation `id`, always directly inside the store's
+    /// folder: an id that is not one of Hearth's is reduced to safe characters.
     pub fn path_of(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
+        if valid_id(id) {
+            return self.dir.join(format!("{id}.json"));
+        }
+        let safe: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).take(48).collect();
+        self.dir.join(format!("invalid-{safe}.json"))
     }
 
-    /// Loads every conversation, newest first. Unreadable files are reported and
-    /// skipped; they stay on disk untouched.
+    /// Loads every conversation, newest first. A conversation's id is its file
+    /// name (a file is saved where it was read from), whatever id the file
+    /// itself claims, so a copied or edited file can neither write elsewhere nor
+    /// overwrite another conversation. Unreadable, oversized or odd files are
+    /// reported and skipped; they stay on disk untouched. Temporary files left
+    /// by an interrupted save are removed.
     pub fn load_all(&self) -> (Vec<Conversation>, Vec<String>) {
-        let mut convs = Vec::new();
+        let mut convs: Vec<Conversation> = Vec::new();
         let mut errors = Vec::new();
+        super::remove_stale_temporaries(&self.dir);
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return (convs, errors);
         };
@@ -168,8 +189,29 @@ impl ConversationStore {
             if p.extension().is_none_or(|x| x != "json") {
                 continue;
             }
+            let stem = p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
             match load_one(&p) {
-                Ok(c) => convs.push(c),
+                Ok(mut c) => {
+                    if valid_id(&stem) {
+                        if c.id != stem {
+                            errors.push(format!(
+                                "{} said it was conversation “{}”; it is kept as its own conversation",
+                                p.display(),
+                                c.id.chars().take(80).collect::<String>()
+                            ));
+                        }
+                        c.id = stem;
+                    } else {
+                        // Not a name Hearth gives: move it to a fresh one so its
+                        // saves land where it is read from next time.
+                        c.id = new_id();
+                        if let Err(err) = std::fs::rename(&p, self.path_of(&c.id)) {
+                            errors.push(format!("{}: could not rename it to a conversation id: {err}", p.display()));
+                            continue;
+                        }
+                    }
+                    convs.push(c)
+                }
                 Err(err) => errors.push(format!("{}: {err}", p.display())),
             }
         }
@@ -187,6 +229,18 @@ pub fn serialize(c: &Conversation) -> Vec<u8> {
 }
 
 fn load_one(p: &Path) -> Result<Conversation> {
-    let bytes = std::fs::read(p).map_err(io_err(p))?;
+    // A symlink is not followed: it could point anywhere (/dev/zero, a user file).
+    let meta = std::fs::symlink_metadata(p).map_err(io_err(p))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::InvalidArgument("not a regular file (a link or a device); left untouched".into()));
+    }
+    if meta.len() > MAX_CONVERSATION_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{:.0} MB is more than the {} MB a conversation may take; left untouched",
+            meta.len() as f64 / 1e6,
+            MAX_CONVERSATION_BYTES >> 20
+        )));
+    }
+    let bytes = crate::files::read_small(p, MAX_CONVERSATION_BYTES)?.unwrap_or_default();
     serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("not a valid conversation: {e}")))
 }

@@ -22,6 +22,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Removes what a save cut short left behind: `write_atomic`'s temporaries
+/// (`.tmp*`, tempfile's names) older than a minute, in `dir` only.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Ok(meta) = e.metadata() else { continue };
+        if name.starts_with(".tmp") && meta.is_file() && meta.modified().is_ok_and(|t| t < minute_ago) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Writes files on a background thread so the UI never waits on the disk.
 /// Failures come back on `errors` for the UI to show.
 pub struct Saver {

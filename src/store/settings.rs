@@ -61,13 +61,21 @@ impl Default for Settings {
 impl Settings {
     /// Loads settings; returns a notice when the file was unusable.
     pub fn load(path: &Path) -> (Settings, Option<String>) {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Settings::default(), None),
+        if let Some(dir) = path.parent() {
+            super::remove_stale_temporaries(dir);
+        }
+        // A link is not followed (it could point at /dev/zero); a settings file
+        // is a few kB, so anything over 1 MB is not one.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
+            return (Settings::default(), Some("The settings file is not a regular file; using defaults.".into()));
+        }
+        let bytes = match crate::files::read_small(path, 1 << 20) {
+            Ok(Some(b)) => b,
+            Ok(None) => return (Settings::default(), None),
             Err(e) => return (Settings::default(), Some(format!("Could not read settings ({e}); using defaults."))),
         };
         match serde_json::from_slice::<Settings>(&bytes) {
-            Ok(s) => match s.sampling.validate() {
+            Ok(s) => match s.validate() {
                 Ok(()) => (s, None),
                 Err(e) => (Settings::default(), Some(Self::set_aside(path, &e.to_string()))),
             },
@@ -84,6 +92,22 @@ impl Settings {
             ),
             Err(e) => format!("Settings file was invalid ({why}) and could not be moved aside ({e}); using defaults."),
         }
+    }
+
+    /// Every number in range: a hand-edited file cannot ask for absurd values.
+    pub fn validate(&self) -> crate::Result<()> {
+        self.sampling.validate()?;
+        let bad = |m: &str| Err(crate::Error::InvalidArgument(m.to_string()));
+        if !(1..=1 << 20).contains(&self.max_tokens) {
+            return bad("max_tokens must be between 1 and 1048576");
+        }
+        if !(16..=1 << 24).contains(&self.context_length) {
+            return bad("context_length must be between 16 and 16777216");
+        }
+        if !(6.0..=64.0).contains(&self.font_size) {
+            return bad("font_size must be between 6 and 64");
+        }
+        Ok(())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -133,6 +133,10 @@ fn loaded_card(ui: &mut Ui, info: &ModelInfo) {
                 ("Size on disk", mb(info.size_on_disk)),
                 ("Weights in memory", mb(info.weight_bytes)),
                 ("Max context", format!("{} tokens", info.context_length)),
+                (
+                    "Recommended sampling",
+                    if info.recommended.is_empty() { "none (Hearth's defaults)".into() } else { info.recommended.describe() },
+                ),
                 ("Location", info.path.display().to_string()),
             ];
             for (k, v) in rows {

@@ -161,9 +161,15 @@ impl AppState {
         self.start_reply(&id);
     }
 
+    /// The settings' sampling, with the loaded model's recommendations wherever
+    /// the user kept Hearth's defaults.
     fn params(&self) -> GenerateParams {
+        let sampling = match &self.engine.model {
+            super::ModelState::Ready(info) => info.recommended.apply(&self.settings.sampling),
+            _ => self.settings.sampling.clone(),
+        };
         GenerateParams {
-            sampling: self.settings.sampling.clone(),
+            sampling,
             max_tokens: self.settings.max_tokens.max(1),
             stop: vec![],
             ignore_eos: false,
