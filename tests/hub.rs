@@ -336,3 +336,75 @@ fn the_memory_estimate_brackets_measured_peak_memory() {
     eprintln!("estimate {} (weights {} kv {} working {}) vs measured peak {}: ratio {ratio:.2}", need.total(), need.weights, need.kv_cache, need.working, measured);
     assert!((1.0..1.3).contains(&ratio), "estimate {} vs measured {measured}", need.total());
 }
+
+/// A server that accepts and never answers, and one that sends a byte a second:
+/// both end in a clear error within a bounded time, never a hang.
+#[test]
+fn silent_and_trickling_servers_end_in_bounded_time() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let h2 = held.clone();
+    std::thread::spawn(move || {
+        for c in silent.incoming().flatten().take(20) {
+            h2.lock().unwrap().push(c); // keep it open, say nothing
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let mut h = Hub::new(Some(url), None, Some(cache.path().to_path_buf())).unwrap();
+    h.options = Options { stall_timeout: Duration::from_secs(2), min_bytes: 1024, retries: 1, backoff: Duration::from_millis(50) };
+    let t = std::time::Instant::now();
+    let e = fetch(&h, "someone/tiny-GGUF").unwrap_err();
+    assert!(matches!(e, HubError::Stalled(_)), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+
+    let srv = server();
+    srv.throttle(Some(1));
+    let mut h = hub(&srv, cache.path(), None);
+    h.options = Options { stall_timeout: Duration::from_secs(2), min_bytes: 1024, retries: 1, backoff: Duration::from_millis(50) };
+    let t = std::time::Instant::now();
+    let e = fetch(&h, "someone/tiny-GGUF").unwrap_err();
+    assert!(matches!(e, HubError::Stalled(_)), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    srv.throttle(None);
+}
+
+/// HF_HUB_OFFLINE=1 means no request at all, from the CLI too; a token file
+/// that is a FIFO is skipped instead of blocking the start.
+#[test]
+fn offline_mode_sends_nothing_and_a_fifo_token_file_is_skipped() {
+    let srv = server();
+    let home = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let hearth = |args: &[&str], offline: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"));
+        c.args(args)
+            .env("HEARTH_HOME", home.path())
+            .env("HF_HUB_CACHE", cache.path())
+            .env("HF_ENDPOINT", &srv.url)
+            .env_remove("HF_TOKEN");
+        if offline {
+            c.env("HF_HUB_OFFLINE", "1");
+        } else {
+            c.env_remove("HF_HUB_OFFLINE");
+        }
+        let t = std::time::Instant::now();
+        let out = c.output().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(30), "{args:?} took {:?}", t.elapsed());
+        out
+    };
+    srv.clear_log();
+    for args in [&["models", "download", "someone/tiny-GGUF"][..], &["models", "search", "smol"][..]] {
+        let out = hearth(args, true);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("offline"), "{err}");
+    }
+    assert!(srv.log().is_empty(), "offline, yet the server saw {:?}", srv.log());
+
+    let fifo = std::ffi::CString::new(home.path().join("hf_token").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let out = hearth(&["models", "search", "smol"], false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(ID));
+}

@@ -25,10 +25,31 @@ fn strftime_now(format: String) -> std::result::Result<String, minijinja::Error>
     local_strftime(&format).ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, "strftime_now: bad format"))
 }
 
-/// `format` applied to the local time by the C library's strftime, as Python does.
+/// `format` applied to the local time by the C library's strftime, as Python
+/// does for `datetime.now()`: a naive datetime, so `%Z` and `%z` print nothing,
+/// and `%f` (Python's own) prints the microseconds.
 fn local_strftime(format: &str) -> Option<String> {
     #[cfg(unix)]
     {
+        let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.subsec_micros();
+        let mut f = String::with_capacity(format.len());
+        let mut chars = format.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                f.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('Z') | Some('z') => {}
+                Some('f') => f.push_str(&format!("{micros:06}")),
+                Some(d) => {
+                    f.push('%');
+                    f.push(d);
+                }
+                None => f.push('%'),
+            }
+        }
+        let format = f.as_str();
         let fmt = std::ffi::CString::new(format).ok()?;
         let now = unsafe { libc::time(std::ptr::null_mut()) };
         let mut tm: libc::tm = unsafe { std::mem::zeroed() };

@@ -67,6 +67,8 @@ pub fn convert_with(src: &Path, dst: &Path, precision: Precision, quantize: Opti
         return Err(Error::InvalidArgument(format!("{} exists and is not empty", dst.display())));
     }
     let mut parts = read_parts(src)?;
+    // What cannot be run is not converted either.
+    crate::models::registry::check_config(&parts.config)?;
     let compute = match quantize {
         Some(q) => {
             quantize_weights(&mut parts, q)?;

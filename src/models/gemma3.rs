@@ -77,6 +77,24 @@ fn default_ctx() -> i32 {
 }
 
 impl Config {
+    /// Checks the sizes before anything divides by them or allocates with them.
+    pub fn validate(&self) -> Result<()> {
+        super::Sizes {
+            hidden: self.hidden_size,
+            intermediate: self.intermediate_size,
+            layers: self.num_hidden_layers,
+            heads: self.num_attention_heads,
+            kv_heads: self.num_key_value_heads,
+            head_dim: Some(self.head_dim),
+            vocab: self.vocab_size,
+        }
+        .check()?;
+        if self.sliding_window < 1 {
+            return Err(cfg_err(format!("sliding_window is {}; it must be at least 1", self.sliding_window)));
+        }
+        Ok(())
+    }
+
     fn is_sliding(&self, i: i32) -> bool {
         match &self.layer_types {
             Some(t) => t.get(i as usize).is_some_and(|k| k == "sliding_attention"),
@@ -115,19 +133,7 @@ pub struct Model {
 impl Model {
     pub fn load(config: Config, mut w: Weights) -> Result<Self> {
         let c = &config;
-        super::Sizes {
-            hidden: c.hidden_size,
-            intermediate: c.intermediate_size,
-            layers: c.num_hidden_layers,
-            heads: c.num_attention_heads,
-            kv_heads: c.num_key_value_heads,
-            head_dim: Some(c.head_dim),
-            vocab: c.vocab_size,
-        }
-        .check()?;
-        if c.sliding_window < 1 {
-            return Err(cfg_err(format!("sliding_window is {}; it must be at least 1", c.sliding_window)));
-        }
+        c.validate()?;
         let (h, nh, nkv, hd, eps) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
         let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
         let scale = c.query_pre_attn_scalar.unwrap_or(hd as f32).powf(-0.5);

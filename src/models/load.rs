@@ -334,12 +334,7 @@ pub fn load_with_progress(path: &Path, precision: Precision, on: OnProgress) -> 
     on(to, "Building the model");
     let model = registry::build(&parts.config, parts.weights)?;
     let arch = model.info();
-    if arch.max_position_embeddings < 16 {
-        return Err(Error::Config(format!(
-            "the model's context length is {} tokens; Hearth needs at least 16",
-            arch.max_position_embeddings
-        )));
-    }
+
     let info = ModelInfo {
         name: display_name(&parts.path),
         path: parts.path.clone(),

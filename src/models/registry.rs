@@ -35,7 +35,58 @@ pub fn model_type(config: &Value) -> Result<&str> {
         .ok_or_else(|| Error::Config("config.json has no model_type".into()))
 }
 
+/// The smallest context a model may declare (a chat template alone takes more).
+const MIN_CONTEXT: i32 = 16;
+
+/// Checks config.json for the architecture it names, without any weights:
+/// every size in range before anything divides by it or allocates with it.
+/// `build` runs it too; `hearth convert` runs it alone.
+pub fn check_config(config: &Value) -> Result<()> {
+    let arch = check_supported(model_type(config)?)?;
+    let parse = |e: serde_json::Error| Error::Config(format!("config.json: {e}"));
+    // Name the field when a size does not even fit the integer it is read into.
+    let sizes = if config["text_config"].is_object() { &config["text_config"] } else { config };
+    for key in [
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "vocab_size",
+        "max_position_embeddings",
+        "sliding_window",
+    ] {
+        let v = &sizes[key];
+        if v.is_number() && v.as_i64().is_none_or(|n| i32::try_from(n).is_err()) {
+            return Err(Error::Config(format!("{key} is {v}, beyond any model's size")));
+        }
+    }
+    let context = if arch == "gemma3" {
+        let cfg = if config["text_config"].is_object() { &config["text_config"] } else { config };
+        let c: gemma3::Config = serde_json::from_value(cfg.clone()).map_err(parse)?;
+        c.validate()?;
+        c.max_position_embeddings
+    } else {
+        let mut plain = config.clone();
+        // Phi-3's LongRoPE block is checked by phi3::load; the sizes are llama's.
+        if arch == "phi3" {
+            plain.as_object_mut().map(|o| o.remove("rope_scaling"));
+        }
+        let c: llama::Config = serde_json::from_value(plain).map_err(parse)?;
+        c.validate()?;
+        c.max_position_embeddings
+    };
+    if context < MIN_CONTEXT {
+        return Err(Error::Config(format!(
+            "the model's context length is {context} tokens (max_position_embeddings); Hearth needs at least {MIN_CONTEXT}"
+        )));
+    }
+    Ok(())
+}
+
 pub fn build(config: &Value, weights: Weights) -> Result<Box<dyn LanguageModel>> {
+    check_config(config)?;
     let arch = check_supported(model_type(config)?)?;
     let parse = |e: serde_json::Error| Error::Config(format!("config.json: {e}"));
     let c = || -> Result<llama::Config> { serde_json::from_value(config.clone()).map_err(parse) };
