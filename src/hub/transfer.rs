@@ -174,7 +174,9 @@ impl Hub {
             match result {
                 Ok(()) => {}
                 Err(e) if transient(&e) => {
-                    if now > have {
+                    // Only real progress earns fresh retries: a trickle of a
+                    // few bytes per attempt must not retry for ever.
+                    if now >= have + self.options.min_bytes {
                         failures = 0;
                     }
                     failures += 1;

@@ -357,7 +357,8 @@ fn body(
         data[mid] ^= 0x55;
     }
     let stop = cut.map(|c| (c.saturating_sub(start)) as usize).unwrap_or(data.len()).min(data.len());
-    let chunk = 64 * 1024;
+    // Slow throttles trickle: `bps` bytes, then a second's pause.
+    let chunk = throttle.map_or(64 * 1024, |bps| (bps as usize).clamp(1, 64 * 1024));
     let mut pos = 0;
     while pos < stop {
         let n = chunk.min(stop - pos);
