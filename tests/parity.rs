@@ -47,3 +47,45 @@ fn first_32_greedy_tokens_match_mlx_lm() {
     assert_eq!(ours.len(), 32);
     assert_eq!(ours, reference);
 }
+
+/// `hearth generate --temperature 0` with no other flag answers exactly as
+/// mlx-lm's greedy decoding does: the defaults add nothing (no repetition
+/// penalty) to plain argmax.
+#[test]
+fn cli_greedy_defaults_match_mlx_lm_on_three_questions() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("smollm2-f32");
+    let s = {
+        let _g = common::mlx_lock();
+        hearth::models::convert::convert(&common::smollm2_gguf(), &dir, Precision::Float32).unwrap();
+        Session::new(load::load(&dir, Precision::Float32).unwrap(), Some(1024))
+    };
+    for q in ["What is 2+2?", "What is the capital of France?", "Name three primary colors."] {
+        let (prompt, _) = s.prompt_for_messages(&[hearth::chat::Message::user(q)], 32).unwrap();
+        let _g = common::mlx_lock();
+        let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["generate", "--temperature", "0", "--max-tokens", "32", "--model"])
+            .arg(&dir)
+            .arg(q)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ours = String::from_utf8(out.stdout).unwrap();
+        let ours = ours.strip_suffix('\n').unwrap_or(&ours);
+        let reference = Command::new(common::python())
+            .arg(common::root().join("tests/reference/mlx_lm_greedy.py"))
+            .arg(&dir)
+            .arg("32")
+            .args(prompt.iter().map(|t| t.to_string()))
+            .output()
+            .unwrap();
+        assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
+        let mut ids: Vec<u32> = serde_json::from_slice(&reference.stdout).unwrap();
+        let tok = &s.loaded.tokenizer;
+        if let Some(end) = ids.iter().position(|i| tok.eos_ids.contains(i)) {
+            ids.truncate(end);
+        }
+        assert_eq!(ours, tok.decode(&ids), "{q}");
+        eprintln!("{q} -> {ours:?}");
+    }
+}
