@@ -317,3 +317,35 @@ fn model_manager_shows_catalogue_search_and_live_download_progress() {
     let resumed = srv.log().into_iter().filter(|l| l.method == "GET" && l.path.starts_with("/cdn/")).nth(1).unwrap();
     assert!(resumed.range.as_deref().is_some_and(|r| !r.starts_with("bytes=0-")), "{resumed:?}");
 }
+
+/// A conversation of thousands of messages costs a screenful per frame: only
+/// the messages near the view are laid out, and a frame stays fast.
+#[test]
+fn a_long_conversation_lays_out_only_what_is_visible() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let convs = dir.path().join("conversations");
+    std::fs::create_dir_all(&convs).unwrap();
+    let mut c = hearth::store::conversations::Conversation::new("");
+    c.title = "Very long".into();
+    for i in 0..3000 {
+        let role = if i % 2 == 0 { hearth::chat::Role::User } else { hearth::chat::Role::Assistant };
+        let text = format!("Message {i}: {}", "a fairly ordinary sentence with **markdown** and `code`. ".repeat(4));
+        c.messages.push(hearth::store::conversations::ChatMessage::new(role, text));
+    }
+    std::fs::write(convs.join(format!("{}.json", c.id)), hearth::store::conversations::serialize(&c)).unwrap();
+    let mut h = harness(dir.path());
+    assert_eq!(h.state().state.current_conversation().unwrap().messages.len(), 3000);
+    for _ in 0..5 {
+        h.step();
+    }
+    let laid_out = h.state().chat.laid_out;
+    assert!(laid_out > 0 && laid_out < 100, "laid out {laid_out} of 3000 messages");
+    let t = Instant::now();
+    for _ in 0..10 {
+        h.step();
+    }
+    let per_frame = t.elapsed() / 10;
+    eprintln!("3000 messages: {laid_out} laid out, {per_frame:?} a frame");
+    assert!(h.query_by_label_contains("Message 2999").is_some(), "the newest message is in view");
+}

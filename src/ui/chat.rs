@@ -9,7 +9,22 @@ use egui::{Key, RichText, Ui};
 pub struct ChatPanel {
     /// Message being edited (index, draft).
     editing: Option<(usize, String)>,
+    /// Measured height of each message of the shown conversation, so messages
+    /// outside the view take their space without being laid out.
+    heights: Heights,
+    /// Messages laid out in the last frame (the rest were skipped).
+    pub laid_out: usize,
 }
+
+#[derive(Default)]
+struct Heights {
+    conversation: String,
+    width: f32,
+    of: Vec<Option<f32>>,
+}
+
+/// Height assumed for a message not yet laid out.
+const GUESS: f32 = 80.0;
 
 enum Action {
     Regenerate(usize),
@@ -29,22 +44,45 @@ impl ChatPanel {
                 empty_state(ui, state);
                 return;
             }
-            let Some(conv) = state.current_conversation().cloned() else {
+            let can_send = state.can_send();
+            let Some(conv) = state.current_conversation() else {
                 ui.centered_and_justified(|ui| ui.label("Start a new chat: type a message below."));
                 return;
             };
             let streaming_here = state.chat.streaming.as_ref().is_some_and(|s| s.conversation == conv.id);
             let mut action = None;
-            egui::ScrollArea::vertical().stick_to_bottom(true).auto_shrink([false, false]).show(ui, |ui| {
+            let width = ui.available_width();
+            let h = &mut self.heights;
+            if h.conversation != conv.id || (h.width - width).abs() > 0.5 {
+                *h = Heights { conversation: conv.id.clone(), width, of: vec![] };
+            }
+            h.of.resize(conv.messages.len(), None);
+            self.laid_out = 0;
+            egui::ScrollArea::vertical().stick_to_bottom(true).auto_shrink([false, false]).show_viewport(ui, |ui, view| {
                 if conv.messages.is_empty() {
                     ui.add_space(24.0);
                     ui.vertical_centered(|ui| ui.label(RichText::new("Ask anything. Everything stays on this computer.").weak()));
                 }
+                // Only messages near the view are laid out; the others take
+                // their measured (or guessed) height, so a conversation of any
+                // length costs a screenful per frame.
+                let top = ui.cursor().top();
+                let (lo, hi) = (view.min.y - view.height(), view.max.y + view.height());
                 let n = conv.messages.len();
                 for (i, m) in conv.messages.iter().enumerate() {
                     let live = streaming_here && i + 1 == n;
-                    if let Some(a) = self.message(ui, i, m, live, state.can_send()) {
-                        action = Some(a);
+                    let y = ui.cursor().top() - top;
+                    let known = self.heights.of[i];
+                    let height = known.unwrap_or(GUESS);
+                    if !live && (y + height < lo || y > hi) {
+                        ui.add_space(height);
+                    } else {
+                        let before = ui.cursor().top();
+                        if let Some(a) = self.message(ui, i, m, live, can_send) {
+                            action = Some(a);
+                        }
+                        self.heights.of[i] = Some(ui.cursor().top() - before);
+                        self.laid_out += 1;
                     }
                     ui.add_space(8.0);
                 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 pub struct HearthApp {
     pub state: AppState,
-    chat: chat::ChatPanel,
+    pub chat: chat::ChatPanel,
     sidebar: sidebar::Sidebar,
     models: models::ModelsPanel,
     settings: settings::SettingsPanel,
