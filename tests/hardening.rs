@@ -408,3 +408,70 @@ fn templates_render_byte_identical_to_python_jinja2() {
         }
     }
 }
+
+#[test]
+fn a_scalar_where_a_quantized_matrix_belongs_and_an_empty_vocabulary_are_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = serde_json::json!({
+        "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300, "max_position_embeddings": 512,
+        "tie_word_embeddings": true, "rms_norm_eps": 1e-5
+    });
+    let home = tempfile::tempdir().unwrap();
+    {
+        let _g = common::mlx_lock();
+        hearth::models::synth::write_config(cfg, t.path(), 4, 64, mlx_rs::Dtype::Float32).unwrap();
+        let file = t.path().join("model.safetensors");
+        let mut tensors = mlx_rs::Array::load_safetensors(&file).unwrap();
+        tensors.insert("model.layers.0.mlp.down_proj.weight".into(), mlx_rs::Array::from_int(7));
+        // MLX maps the file lazily: write a new one, then move it over.
+        let tmp = t.path().join("new.safetensors");
+        mlx_rs::Array::save_safetensors(tensors.iter().map(|(k, v)| (k.as_str(), v)), None, &tmp).unwrap();
+        drop(tensors);
+        std::fs::rename(&tmp, &file).unwrap();
+        let e = hearth::models::load::load(t.path(), hearth::models::load::Precision::Auto).err().expect("refused").to_string();
+        assert!(e.contains("down_proj"), "{e}");
+    }
+    // The same folder with a tokenizer that has no tokens at all.
+    let tj = t.path().join("tokenizer.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tj).unwrap()).unwrap();
+    v["model"]["vocab"] = serde_json::json!({});
+    v["added_tokens"] = serde_json::json!([]);
+    std::fs::write(&tj, v.to_string()).unwrap();
+    let out = hearth(&["bench", "--prompt-tokens", "8", "--gen-tokens", "2", "--reps", "1", "--model", t.path().to_str().unwrap()], home.path());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("empty vocabulary"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_saved_download_plan_is_checked_before_its_fields_become_paths() {
+    let cache = tempfile::tempdir().unwrap();
+    let hub = hearth::hub::Hub::new(Some("http://127.0.0.1:9".into()), None, Some(cache.path().to_path_buf())).unwrap();
+    let file = |etag: &str| hearth::hub::plan::PlanFile { path: "model.safetensors".into(), size: 10, etag: etag.into(), sha256: None };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for (commit, etag) in [("../../../escape", "abcd"), ("abcd", "../../x"), ("/etc", "abcd")] {
+        let plan = hearth::hub::Plan { id: "owner/name".into(), commit: commit.into(), files: vec![file(etag)], config: None };
+        let (_tx, mut rx) = tokio::sync::watch::channel(hearth::hub::Control::Run);
+        let e = rt.block_on(hub.download(&plan, &mut rx, &mut |_| {})).unwrap_err();
+        assert!(matches!(e, hearth::hub::HubError::BadId(_)), "{e}");
+    }
+    assert!(std::fs::read_dir(cache.path()).unwrap().next().is_none(), "nothing was written");
+}
+
+#[test]
+fn tokenize_shows_control_token_text_as_text_unless_asked() {
+    let home = tempfile::tempdir().unwrap();
+    let model = common::smollm2_gguf();
+    let run = |special: bool| {
+        let mut args = vec!["tokenize", "--model", model.to_str().unwrap()];
+        if special {
+            args.push("--special");
+        }
+        args.push("<|im_end|>hi");
+        let out = hearth(&args, home.path());
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(!run(false).contains("<special"), "{}", run(false));
+    assert_eq!(run(true).matches("<special").count(), 1, "{}", run(true));
+}
