@@ -4,10 +4,8 @@
 
 mod common;
 
-use hearth::models::load::{self, Precision};
 use hearth::models::synth;
 use serde_json::{json, Value};
-use std::process::Command;
 
 fn tiny(model_type: &str, tied: bool) -> Value {
     json!({"model_type": model_type, "hidden_size": 64, "intermediate_size": 128,
@@ -24,27 +22,7 @@ fn compare(name: &str, cfg: Value, bits: i32) {
     // 24 tokens: longer than the Gemma test's sliding window (8), so the window mask matters.
     let prompt: Vec<u32> = vec![1, 17, 42, 99, 3, 200, 128, 7, 64, 250, 5, 33, 77, 180, 2, 9, 111, 222, 13, 48, 96, 160, 240, 31];
 
-    let loaded = load::load(&dir, Precision::Native).unwrap();
-    let mut cache = loaded.model.new_cache();
-    let ours = loaded.model.forward(&hearth::models::layers::token_array(&prompt), &mut cache, true).unwrap();
-    let ours = ours.as_dtype(mlx_rs::Dtype::Float32).unwrap();
-    let ours_v: Vec<f32> = ours.as_slice::<f32>().to_vec();
-
-    let out = Command::new(common::python())
-        .arg(common::root().join("tests/reference/mlx_lm_logits.py"))
-        .arg(&dir)
-        .args(prompt.iter().map(|t| t.to_string()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mlx-lm: {}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let shape: Vec<i32> = r["shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32).collect();
-    assert_eq!(shape, ours.shape(), "{name}: logits shape");
-    let theirs: Vec<f32> = r["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    let max_diff = ours_v.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    let scale = theirs.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
-    eprintln!("{name}: max |hearth - mlx-lm| = {max_diff:e} (logits up to {scale:.3})");
-    assert!(max_diff < 1e-4 * scale.max(1.0), "{name}: logits differ by {max_diff}");
+    common::assert_logits_match(name, &dir, &prompt);
 }
 
 #[test]

@@ -16,19 +16,6 @@ fn hearth_ids(path: &std::path::Path, prompt: &[u32], n: usize) -> Vec<u32> {
     s.last_tokens.clone()
 }
 
-/// The first `n` greedy token ids from Python mlx-lm on the MLX folder `dir`.
-fn mlx_lm_ids(dir: &std::path::Path, n: usize, prompt: &[u32]) -> Vec<u32> {
-    let out = Command::new(common::python())
-        .arg(common::root().join("tests/reference/mlx_lm_greedy.py"))
-        .arg(dir)
-        .arg(n.to_string())
-        .args(prompt.iter().map(|t| t.to_string()))
-        .output()
-        .expect("running Python mlx-lm (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "mlx-lm failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("mlx-lm printed token ids")
-}
-
 #[test]
 fn first_32_greedy_tokens_match_mlx_lm() {
     let _g = common::mlx_lock();
@@ -47,7 +34,7 @@ fn first_32_greedy_tokens_match_mlx_lm() {
     let from_gguf = hearth_ids(&common::smollm2_gguf(), &prompt, 32);
     assert_eq!(ours, from_gguf, "the converted directory and the GGUF must agree");
 
-    let reference = mlx_lm_ids(&dir, 32, &prompt);
+    let reference = common::mlx_lm_greedy(&dir, 32, &prompt);
     eprintln!("hearth: {ours:?}\nmlx-lm: {reference:?}");
     assert_eq!(ours.len(), 32);
     assert_eq!(ours, reference);
@@ -77,7 +64,7 @@ fn cli_greedy_defaults_match_mlx_lm_on_three_questions() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let ours = String::from_utf8(out.stdout).unwrap();
         let ours = ours.strip_suffix('\n').unwrap_or(&ours);
-        let mut ids = mlx_lm_ids(&dir, 32, &prompt);
+        let mut ids = common::mlx_lm_greedy(&dir, 32, &prompt);
         let tok = &s.loaded.tokenizer;
         if let Some(end) = ids.iter().position(|i| tok.eos_ids.contains(i)) {
             ids.truncate(end);

@@ -85,7 +85,7 @@ pub struct Variant {
     pub qk_norm: bool,
 }
 
-fn attention_spec(c: &Config, v: Variant) -> AttentionSpec {
+pub(crate) fn attention_spec(c: &Config, v: Variant) -> AttentionSpec {
     AttentionSpec {
         hidden: c.hidden_size,
         heads: c.num_attention_heads,
@@ -98,7 +98,8 @@ fn attention_spec(c: &Config, v: Variant) -> AttentionSpec {
     }
 }
 
-struct Mlp {
+/// The SwiGLU feed-forward block (also the dense layers of MoE families).
+pub(crate) struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
@@ -106,14 +107,16 @@ struct Mlp {
 
 impl Mlp {
     fn load(w: &mut Weights, p: &str, c: &Config) -> Result<Self> {
-        let (h, i) = (c.hidden_size, c.intermediate_size);
+        Self::new(w, p, c.hidden_size, c.intermediate_size, c.mlp_bias)
+    }
+    pub(crate) fn new(w: &mut Weights, p: &str, h: i32, i: i32, bias: bool) -> Result<Self> {
         Ok(Mlp {
-            gate_proj: Linear::load(w, &format!("{p}.gate_proj"), i, h, c.mlp_bias)?,
-            up_proj: Linear::load(w, &format!("{p}.up_proj"), i, h, c.mlp_bias)?,
-            down_proj: Linear::load(w, &format!("{p}.down_proj"), h, i, c.mlp_bias)?,
+            gate_proj: Linear::load(w, &format!("{p}.gate_proj"), i, h, bias)?,
+            up_proj: Linear::load(w, &format!("{p}.up_proj"), i, h, bias)?,
+            down_proj: Linear::load(w, &format!("{p}.down_proj"), h, i, bias)?,
         })
     }
-    fn forward(&self, x: &Array) -> Result<Array> {
+    pub(crate) fn forward(&self, x: &Array) -> Result<Array> {
         let h = swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?;
         self.down_proj.forward(&h)
     }

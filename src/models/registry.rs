@@ -1,6 +1,6 @@
 //! Maps `model_type` (config.json) / `general.architecture` (GGUF) to an implementation.
 
-use super::{gemma3, llama, phi3, qwen2, qwen3, LanguageModel, Weights};
+use super::{gemma3, llama, phi3, qwen2, qwen3, qwen3_moe, LanguageModel, Weights};
 use crate::error::{Error, Result};
 use serde_json::Value;
 
@@ -9,6 +9,7 @@ const ARCHES: &[(&str, &[&str])] = &[
     ("llama", &["llama", "mistral"]),
     ("qwen2", &["qwen2"]),
     ("qwen3", &["qwen3"]),
+    ("qwen3_moe", &["qwen3_moe"]),
     ("gemma3", &["gemma3_text", "gemma3"]),
     ("phi3", &["phi3"]),
 ];
@@ -62,7 +63,11 @@ pub fn check_config(config: &Value) -> Result<()> {
             return Err(Error::Config(format!("{key} is {v}, beyond any model's size")));
         }
     }
-    let context = if arch == "gemma3" {
+    let context = if arch == "qwen3_moe" {
+        let c: qwen3_moe::Config = serde_json::from_value(config.clone()).map_err(parse)?;
+        c.validate()?;
+        c.base.max_position_embeddings
+    } else if arch == "gemma3" {
         let cfg = if config["text_config"].is_object() { &config["text_config"] } else { config };
         let c: gemma3::Config = serde_json::from_value(cfg.clone()).map_err(parse)?;
         c.validate()?;
@@ -94,6 +99,10 @@ pub fn build(config: &Value, weights: Weights) -> Result<Box<dyn LanguageModel>>
         "llama" => Ok(Box::new(llama::Model::load(c()?, weights)?)),
         "qwen2" => Ok(Box::new(qwen2::load(c()?, weights)?)),
         "qwen3" => Ok(Box::new(qwen3::load(c()?, weights)?)),
+        "qwen3_moe" => {
+            let c: qwen3_moe::Config = serde_json::from_value(config.clone()).map_err(parse)?;
+            Ok(Box::new(qwen3_moe::Model::load(c, weights)?))
+        }
         "phi3" => Ok(Box::new(phi3::load(config, weights)?)),
         "gemma3" => {
             // Multimodal configs nest the language model under text_config.

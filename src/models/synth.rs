@@ -28,9 +28,14 @@ pub fn preset(name: &str) -> Result<Value> {
             "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
             "vocab_size": 128256, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "rope_scaling": llama3_rope(8.0),
             "tie_word_embeddings": false, "max_position_embeddings": 131072}),
+        "qwen3-30b-a3b" => json!({"model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144,
+            "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+            "vocab_size": 151936, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": false,
+            "max_position_embeddings": 40960, "num_experts": 128, "num_experts_per_tok": 8,
+            "moe_intermediate_size": 768, "decoder_sparse_step": 1, "mlp_only_layers": [], "norm_topk_prob": true}),
         other => {
             return Err(Error::InvalidArgument(format!(
-                "unknown preset '{other}' (smollm2-135m, llama-3.2-1b, qwen3-4b, llama-3.1-8b)"
+                "unknown preset '{other}' (smollm2-135m, llama-3.2-1b, qwen3-4b, llama-3.1-8b, qwen3-30b-a3b)"
             )))
         }
     })
@@ -79,7 +84,10 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
     let hd = if cfg["head_dim"].is_number() { g("head_dim") } else { h / nh };
     let gemma = cfg["model_type"] == "gemma3_text";
     let phi3 = cfg["model_type"] == "phi3";
-    let qk_norm = cfg["model_type"] == "qwen3" || gemma;
+    let moe = cfg["model_type"] == "qwen3_moe";
+    let qk_norm = cfg["model_type"] == "qwen3" || gemma || moe;
+    let (experts, moe_inter, sparse_step) = (g("num_experts"), g("moe_intermediate_size"), g("decoder_sparse_step").max(1));
+    let dense_only: Vec<i64> = cfg["mlp_only_layers"].as_array().map(|a| a.iter().filter_map(|v| v.as_i64()).collect()).unwrap_or_default();
     let tied = cfg["tie_word_embeddings"].as_bool().unwrap_or(false);
     let mut key = random::key(0)?;
     let mut tensors: HashMap<String, Array> = HashMap::new();
@@ -88,9 +96,10 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
         key = parts.0;
         Ok(parts.1)
     };
-    let mut linear = |name: &str, out_f: i32, in_f: i32, tensors: &mut HashMap<String, Array>| -> Result<()> {
+    // A matrix [out, in], or a stack of expert matrices [experts, out, in].
+    let mut linear = |name: &str, shape: &[i32], tensors: &mut HashMap<String, Array>| -> Result<()> {
         let k = next_key()?;
-        let w = random::normal::<f32>(&[out_f, in_f][..], 0.0, 0.02, &k)?.as_dtype(dtype)?;
+        let w = random::normal::<f32>(shape, 0.0, 0.02, &k)?.as_dtype(dtype)?;
         if bits > 0 {
             let (q, s, b) = ops::quantize(&w, group_size, bits)?;
             mlx_rs::transforms::eval([&q, &s, &b])?;
@@ -113,30 +122,36 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
         v.eval()?;
         Ok(v)
     };
-    linear("model.embed_tokens", vocab, h, &mut tensors)?;
+    linear("model.embed_tokens", &[vocab, h], &mut tensors)?;
     for i in 0..layers {
         let p = format!("model.layers.{i}");
         if phi3 {
-            linear(&format!("{p}.self_attn.qkv_proj"), (nh + 2 * nkv) * hd, h, &mut tensors)?;
+            linear(&format!("{p}.self_attn.qkv_proj"), &[(nh + 2 * nkv) * hd, h], &mut tensors)?;
         } else {
-            linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, &mut tensors)?;
-            linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, &mut tensors)?;
-            linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, &mut tensors)?;
+            linear(&format!("{p}.self_attn.q_proj"), &[nh * hd, h], &mut tensors)?;
+            linear(&format!("{p}.self_attn.k_proj"), &[nkv * hd, h], &mut tensors)?;
+            linear(&format!("{p}.self_attn.v_proj"), &[nkv * hd, h], &mut tensors)?;
         }
-        linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, &mut tensors)?;
+        linear(&format!("{p}.self_attn.o_proj"), &[h, nh * hd], &mut tensors)?;
         if qkv_bias {
             for (n, d) in [("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)] {
                 let b = ones(d)?.subtract(Array::from_f32(1.0))?.as_dtype(dtype)?;
                 tensors.insert(format!("{p}.self_attn.{n}.bias"), b);
             }
         }
-        if phi3 {
-            linear(&format!("{p}.mlp.gate_up_proj"), 2 * inter, h, &mut tensors)?;
+        if moe && !dense_only.contains(&(i as i64)) && (i + 1) % sparse_step == 0 {
+            linear(&format!("{p}.mlp.gate"), &[experts, h], &mut tensors)?;
+            linear(&format!("{p}.mlp.switch_mlp.gate_proj"), &[experts, moe_inter, h], &mut tensors)?;
+            linear(&format!("{p}.mlp.switch_mlp.up_proj"), &[experts, moe_inter, h], &mut tensors)?;
+            linear(&format!("{p}.mlp.switch_mlp.down_proj"), &[experts, h, moe_inter], &mut tensors)?;
+        } else if phi3 {
+            linear(&format!("{p}.mlp.gate_up_proj"), &[2 * inter, h], &mut tensors)?;
+            linear(&format!("{p}.mlp.down_proj"), &[h, inter], &mut tensors)?;
         } else {
-            linear(&format!("{p}.mlp.gate_proj"), inter, h, &mut tensors)?;
-            linear(&format!("{p}.mlp.up_proj"), inter, h, &mut tensors)?;
+            linear(&format!("{p}.mlp.gate_proj"), &[inter, h], &mut tensors)?;
+            linear(&format!("{p}.mlp.up_proj"), &[inter, h], &mut tensors)?;
+            linear(&format!("{p}.mlp.down_proj"), &[h, inter], &mut tensors)?;
         }
-        linear(&format!("{p}.mlp.down_proj"), h, inter, &mut tensors)?;
         tensors.insert(format!("{p}.input_layernorm.weight"), ones(h)?);
         tensors.insert(format!("{p}.post_attention_layernorm.weight"), ones(h)?);
         if gemma {
@@ -150,13 +165,14 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
     }
     tensors.insert("model.norm.weight".into(), ones(h)?);
     if !tied {
-        linear("lm_head", vocab, h, &mut tensors)?;
+        linear("lm_head", &[vocab, h], &mut tensors)?;
     }
     if bits > 0 {
         cfg["quantization"] = json!({"group_size": group_size, "bits": bits});
     }
     cfg["architectures"] = json!([match cfg["model_type"].as_str() {
         Some("qwen3") => "Qwen3ForCausalLM",
+        Some("qwen3_moe") => "Qwen3MoeForCausalLM",
         Some("qwen2") => "Qwen2ForCausalLM",
         Some("gemma3_text") => "Gemma3ForCausalLM",
         Some("phi3") => "Phi3ForCausalLM",

@@ -28,6 +28,11 @@ impl QuantConfig {
         let Some(obj) = q.as_object() else {
             return Ok(QuantConfig::default());
         };
+        // Only MLX's affine mode is read today; MXFP4 (gpt-oss) and the other
+        // float modes store their scales differently.
+        if let Some(mode) = q["mode"].as_str().filter(|m| *m != "affine") {
+            return Err(Error::Config(format!("quantization mode '{mode}' is not supported yet (only affine)")));
+        }
         let int = |v: &serde_json::Value| v.as_i64().map(|x| x as i32);
         let mut out = QuantConfig {
             group_size: int(&q["group_size"]),
@@ -117,7 +122,8 @@ impl Weights {
             .ok_or_else(|| Error::MissingTensor(format!("{prefix}.weight")))?;
         let (cfg_group, cfg_bits) = self.quant.for_layer(prefix)?;
         let groups = *scales.shape().last().unwrap_or(&0);
-        if groups <= 0 || weight.ndim() != 2 || in_f <= 0 {
+        // Matrices, or stacks of expert matrices [experts, out, in/per-word].
+        if groups <= 0 || !(2..=3).contains(&weight.ndim()) || in_f <= 0 {
             return Err(Error::Config(format!("bad quantized layout for {prefix}")));
         }
         let group_size = cfg_group.unwrap_or(in_f / groups);
@@ -128,7 +134,7 @@ impl Weights {
                 actual: scales.shape().to_vec(),
             });
         }
-        let words = weight.shape()[1];
+        let words = *weight.shape().last().unwrap_or(&0);
         let bits = words * 32 / in_f;
         if bits * in_f != words * 32 || ![2, 3, 4, 5, 6, 8].contains(&bits) {
             return Err(Error::Config(format!(
@@ -207,8 +213,9 @@ impl Weights {
             }
             if let Some(prefix) = k.strip_suffix(".weight") {
                 if self.tensors.contains_key(&format!("{prefix}.scales")) {
-                    let rows = v.shape().first().copied().unwrap_or(0).max(0);
-                    n += rows as u64 * self.quant_in_features(prefix)?.max(0) as u64;
+                    let s = v.shape();
+                    let rows: u64 = s[..s.len().saturating_sub(1)].iter().map(|&d| d.max(0) as u64).product();
+                    n += rows * self.quant_in_features(prefix)?.max(0) as u64;
                     continue;
                 }
             }

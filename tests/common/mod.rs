@@ -40,3 +40,41 @@ pub fn session() -> MutexGuard<'static, Session> {
     .lock()
     .unwrap_or_else(|e| e.into_inner())
 }
+
+/// Hearth's logits (all positions, loaded as stored) and Python mlx-lm's for
+/// `prompt` on the model folder `dir` agree within 1e-4 of the logit range.
+pub fn assert_logits_match(name: &str, dir: &std::path::Path, prompt: &[u32]) {
+    let loaded = load::load(dir, Precision::Native).unwrap();
+    let mut cache = loaded.model.new_cache();
+    let ours = loaded.model.forward(&hearth::models::layers::token_array(prompt), &mut cache, true).unwrap();
+    let ours = ours.as_dtype(mlx_rs::Dtype::Float32).unwrap();
+    let ours_v: Vec<f32> = ours.as_slice::<f32>().to_vec();
+    let out = std::process::Command::new(python())
+        .arg(root().join("tests/reference/mlx_lm_logits.py"))
+        .arg(dir)
+        .args(prompt.iter().map(|t| t.to_string()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mlx-lm: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shape: Vec<i32> = r["shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32).collect();
+    assert_eq!(shape, ours.shape(), "{name}: logits shape");
+    let theirs: Vec<f32> = r["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let max_diff = ours_v.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let scale = theirs.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+    eprintln!("{name}: max |hearth - mlx-lm| = {max_diff:e} (logits up to {scale:.3})");
+    assert!(max_diff < 1e-4 * scale.max(1.0), "{name}: logits differ by {max_diff}");
+}
+
+/// The first `n` greedy token ids from Python mlx-lm on the MLX folder `dir`.
+pub fn mlx_lm_greedy(dir: &std::path::Path, n: usize, prompt: &[u32]) -> Vec<u32> {
+    let out = std::process::Command::new(python())
+        .arg(root().join("tests/reference/mlx_lm_greedy.py"))
+        .arg(dir)
+        .arg(n.to_string())
+        .args(prompt.iter().map(|t| t.to_string()))
+        .output()
+        .expect("running Python mlx-lm (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "mlx-lm failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("mlx-lm printed token ids")
+}

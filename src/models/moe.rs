@@ -1,0 +1,163 @@
+//! Mixture-of-experts building blocks (mlx-lm's `switch_layers.py`): expert
+//! weights stacked per layer ([experts, out, in]), the expert matmuls through
+//! MLX's `gather_mm` / `gather_qmm`, tokens sorted by expert when there are
+//! many of them (prefill) so each expert's rows are read once, and a top-k
+//! router over softmax scores.
+
+use super::layers::swiglu;
+use super::{cfg_err, Linear, QuantSpec, Weights};
+use crate::error::{Error, Result};
+use mlx_rs::ops::indexing::{take_along_axis, IndexOp};
+use mlx_rs::{ops, Array};
+
+/// A linear layer per expert, dense or affine-quantized, applied to the
+/// experts each token was routed to.
+pub enum SwitchLinear {
+    Dense { weight: Array },
+    Quantized { weight: Array, scales: Array, biases: Array, spec: QuantSpec },
+}
+
+impl SwitchLinear {
+    /// `{prefix}.weight` of shape [experts, out, in] (or its quantized triplet).
+    pub fn load(w: &mut Weights, prefix: &str, experts: i32, out_f: i32, in_f: i32) -> Result<Self> {
+        match w.quant_spec(prefix, in_f)? {
+            Some(spec) => {
+                let per_word = 32 / spec.bits;
+                let groups = in_f / spec.group_size;
+                Ok(SwitchLinear::Quantized {
+                    weight: w.take_shaped(&format!("{prefix}.weight"), &[experts, out_f, in_f / per_word])?,
+                    scales: w.take_shaped(&format!("{prefix}.scales"), &[experts, out_f, groups])?,
+                    biases: w.take_shaped(&format!("{prefix}.biases"), &[experts, out_f, groups])?,
+                    spec,
+                })
+            }
+            None => Ok(SwitchLinear::Dense { weight: w.take_shaped(&format!("{prefix}.weight"), &[experts, out_f, in_f])? }),
+        }
+    }
+
+    /// `x` [..., 1, in] against the experts in `indices` [..., k] -> [..., k, 1, out].
+    pub fn forward(&self, x: &Array, indices: &Array, sorted: bool) -> Result<Array> {
+        Ok(match self {
+            SwitchLinear::Dense { weight } => ops::gather_mm(x, weight.swap_axes(-1, -2)?, None, indices, sorted)?,
+            SwitchLinear::Quantized { weight, scales, biases, spec } => ops::gather_qmm(
+                x,
+                weight,
+                scales,
+                biases,
+                None,
+                indices,
+                true,
+                spec.group_size,
+                spec.bits,
+                sorted,
+            )?,
+        })
+    }
+}
+
+/// The experts' SwiGLU: `down(silu(gate(x)) * up(x))` for each chosen expert.
+pub struct SwitchGlu {
+    gate_proj: SwitchLinear,
+    up_proj: SwitchLinear,
+    down_proj: SwitchLinear,
+}
+
+/// Sorting tokens by expert pays off from this many (token, expert) pairs on.
+const SORT_FROM: i32 = 64;
+
+impl SwitchGlu {
+    pub fn load(w: &mut Weights, p: &str, experts: i32, hidden: i32, inter: i32) -> Result<Self> {
+        Ok(SwitchGlu {
+            gate_proj: SwitchLinear::load(w, &format!("{p}.gate_proj"), experts, inter, hidden)?,
+            up_proj: SwitchLinear::load(w, &format!("{p}.up_proj"), experts, inter, hidden)?,
+            down_proj: SwitchLinear::load(w, &format!("{p}.down_proj"), experts, hidden, inter)?,
+        })
+    }
+
+    /// `x` [B, L, D], `indices` [B, L, k] -> [B, L, k, D].
+    pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
+        let (b, l, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let k = indices.shape()[2];
+        let x = x.reshape(&[b, l, 1, 1, d])?;
+        let sort = indices.size() as i32 >= SORT_FROM;
+        let out = if sort {
+            // Rows grouped by expert: gather_mm then reads each expert once.
+            let flat = indices.flatten(None, None)?;
+            let order = ops::argsort(&flat)?;
+            let inv = ops::argsort(&order)?;
+            let rows = x.reshape(&[b * l, 1, d])?.take_axis(order.floor_divide(Array::from_int(k))?, 0)?;
+            let idx = flat.take_axis(&order, 0)?;
+            let y = self.experts(&rows, &idx, true)?;
+            y.take_axis(&inv, 0)?.reshape(&[b, l, k, 1, d])?
+        } else {
+            self.experts(&x, indices, false)?
+        };
+        Ok(out.squeeze_axes(&[-2])?)
+    }
+
+    fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
+        let up = self.up_proj.forward(x, idx, sorted)?;
+        let gate = self.gate_proj.forward(x, idx, sorted)?;
+        self.down_proj.forward(&swiglu(&gate, &up)?, idx, sorted)
+    }
+}
+
+/// A sparse MoE block: a linear router, softmax scores, the top-k experts per
+/// token (optionally renormalised), their outputs weighted by the scores.
+pub struct SparseMoe {
+    gate: Linear,
+    switch_mlp: SwitchGlu,
+    experts: i32,
+    top_k: i32,
+    norm_topk_prob: bool,
+}
+
+impl SparseMoe {
+    pub fn load(w: &mut Weights, p: &str, experts: i32, top_k: i32, hidden: i32, inter: i32, norm_topk_prob: bool) -> Result<Self> {
+        if experts < 1 || !(1..=experts).contains(&top_k) {
+            return Err(cfg_err(format!("num_experts_per_tok ({top_k}) must be between 1 and num_experts ({experts})")));
+        }
+        Ok(SparseMoe {
+            gate: Linear::load(w, &format!("{p}.gate"), experts, hidden, false)?,
+            switch_mlp: SwitchGlu::load(w, &format!("{p}.switch_mlp"), experts, hidden, inter)?,
+            experts,
+            top_k,
+            norm_topk_prob,
+        })
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let gates = ops::softmax_axis(self.gate.forward(x)?, -1, true)?;
+        let kth = self.experts - self.top_k;
+        let inds = ops::argpartition_axis(&gates, kth, -1)?.index((.., .., kth..));
+        let mut scores = take_along_axis(&gates, &inds, -1)?;
+        if self.norm_topk_prob {
+            scores = scores.divide(scores.sum_axis(-1, true)?)?;
+        }
+        let y = self.switch_mlp.forward(x, &inds)?;
+        let dtype = y.dtype();
+        Ok(y.multiply(scores.expand_dims(-1)?)?.sum_axis(-2, false)?.as_dtype(dtype)?)
+    }
+}
+
+/// Joins a Hugging Face checkpoint's per-expert tensors
+/// (`{p}.experts.{e}.{name}.{weight,scales,biases}`) into the stacked
+/// `{p}.switch_mlp.{name}.*` tensors, as mlx-lm's `sanitize` does.
+pub fn stack_experts(w: &mut Weights, p: &str, experts: i32) -> Result<()> {
+    if !w.contains(&format!("{p}.experts.0.up_proj.weight")) {
+        return Ok(());
+    }
+    let mut out = Vec::new();
+    for name in ["gate_proj", "up_proj", "down_proj"] {
+        for suffix in ["weight", "scales", "biases"] {
+            if !w.contains(&format!("{p}.experts.0.{name}.{suffix}")) {
+                continue;
+            }
+            let parts = (0..experts).map(|e| w.take(&format!("{p}.experts.{e}.{name}.{suffix}"))).collect::<Result<Vec<_>>>()?;
+            let stacked = ops::stack(&parts, 0).map_err(|e| Error::Config(format!("{p}.experts.*.{name}: {e}")))?;
+            out.push((format!("{p}.switch_mlp.{name}.{suffix}"), stacked));
+        }
+    }
+    w.insert_all(out);
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Qwen3-MoE (Qwen3-30B-A3B, Qwen3-Coder-30B-A3B, Qwen3-235B-A22B): Qwen3's
+//! attention (q/k norms) with a sparse mixture-of-experts block on every
+//! `decoder_sparse_step`-th layer and a dense MLP on `mlp_only_layers`.
+
+use super::attention::{attention_mask, Attention};
+use super::cache::KvCache;
+use super::layers::last_position;
+use super::llama::{attention_spec, Mlp, Variant};
+use super::moe::{stack_experts, SparseMoe};
+use super::rope::Rope;
+use super::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use crate::error::Result;
+use mlx_rs::Array;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub base: super::llama::Config,
+    pub num_experts: i32,
+    pub num_experts_per_tok: i32,
+    #[serde(default = "one")]
+    pub decoder_sparse_step: i32,
+    #[serde(default)]
+    pub mlp_only_layers: Vec<i32>,
+    pub moe_intermediate_size: i32,
+    #[serde(default)]
+    pub norm_topk_prob: bool,
+}
+
+fn one() -> i32 {
+    1
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        self.base.validate()?;
+        if !(1..=4096).contains(&self.num_experts) {
+            return Err(cfg_err(format!("num_experts is {}; it must be between 1 and 4096", self.num_experts)));
+        }
+        if !(1..=self.num_experts).contains(&self.num_experts_per_tok) {
+            return Err(cfg_err(format!(
+                "num_experts_per_tok ({}) must be between 1 and num_experts ({})",
+                self.num_experts_per_tok, self.num_experts
+            )));
+        }
+        if !(1..=1 << 20).contains(&self.moe_intermediate_size) || self.decoder_sparse_step < 1 {
+            return Err(cfg_err("moe_intermediate_size and decoder_sparse_step must be positive"));
+        }
+        Ok(())
+    }
+
+    fn is_sparse(&self, i: i32) -> bool {
+        !self.mlp_only_layers.contains(&i) && (i + 1) % self.decoder_sparse_step == 0
+    }
+}
+
+enum Ffn {
+    Dense(Mlp),
+    Sparse(SparseMoe),
+}
+
+struct Block {
+    self_attn: Attention,
+    mlp: Ffn,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+pub struct Model {
+    config: Config,
+    embed_tokens: Embedding,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<Linear>,
+    rope: Rope,
+}
+
+impl Model {
+    pub fn load(config: Config, mut w: Weights) -> Result<Self> {
+        config.validate()?;
+        let c = &config.base;
+        let (h, eps) = (c.hidden_size, c.rms_norm_eps);
+        let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
+        let spec = attention_spec(c, Variant { qkv_bias: false, qk_norm: true });
+        let mut layers = Vec::new();
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mlp = if config.is_sparse(i) {
+                stack_experts(&mut w, &format!("{p}.mlp"), config.num_experts)?;
+                Ffn::Sparse(SparseMoe::load(
+                    &mut w,
+                    &format!("{p}.mlp"),
+                    config.num_experts,
+                    config.num_experts_per_tok,
+                    h,
+                    config.moe_intermediate_size,
+                    config.norm_topk_prob,
+                )?)
+            } else {
+                Ffn::Dense(Mlp::new(&mut w, &format!("{p}.mlp"), h, c.intermediate_size, false)?)
+            };
+            layers.push(Block {
+                self_attn: Attention::load(&mut w, &format!("{p}.self_attn"), spec)?,
+                mlp,
+                input_layernorm: RmsNorm::load(&mut w, &format!("{p}.input_layernorm"), h, eps)?,
+                post_attention_layernorm: RmsNorm::load(&mut w, &format!("{p}.post_attention_layernorm"), h, eps)?,
+            });
+        }
+        let norm = RmsNorm::load(&mut w, "model.norm", h, eps)?;
+        let lm_head = if c.tie_word_embeddings {
+            let _ = w.take("lm_head.weight");
+            None
+        } else {
+            Some(Linear::load(&mut w, "lm_head", c.vocab_size, h, false)?)
+        };
+        let rope = Rope::new(c.head_dim(), c.rope_theta, c.rope_scaling.as_ref())?;
+        w.finish(&["rotary_emb.inv_freq"])?;
+        Ok(Model { config, embed_tokens, layers, norm, lm_head, rope })
+    }
+}
+
+impl LanguageModel for Model {
+    fn forward(&self, tokens: &Array, cache: &mut [KvCache], all_logits: bool) -> Result<Array> {
+        let mut h = self.embed_tokens.forward(tokens)?;
+        let Some(first) = cache.first_mut() else { return Err(cfg_err("the model has no layers")) };
+        let mask = attention_mask(tokens.shape()[1], first)?;
+        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c, &self.rope, &mask)?;
+            h = h.add(a)?;
+            let x = layer.post_attention_layernorm.forward(&h)?;
+            let m = match &layer.mlp {
+                Ffn::Dense(mlp) => mlp.forward(&x)?,
+                Ffn::Sparse(moe) => moe.forward(&x)?,
+            };
+            h = h.add(m)?;
+        }
+        if !all_logits {
+            h = last_position(&h)?;
+        }
+        let h = self.norm.forward(&h)?;
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(&h)?,
+            None => self.embed_tokens.as_linear(&h)?,
+        };
+        Ok(if all_logits { logits } else { logits.reshape(&[1, -1])? })
+    }
+
+    fn new_cache(&self) -> Vec<KvCache> {
+        (0..self.layers.len()).map(|_| KvCache::new()).collect()
+    }
+
+    fn info(&self) -> ArchInfo {
+        let c = &self.config.base;
+        ArchInfo {
+            architecture: "qwen3_moe".into(),
+            vocab_size: c.vocab_size as usize,
+            hidden_size: c.hidden_size as usize,
+            num_layers: c.num_hidden_layers as usize,
+            max_position_embeddings: c.max_position_embeddings as usize,
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Mixture-of-experts models against Python mlx-lm on tiny random models in
+//! MLX format: logits (dense and 4-bit experts, router ties, the sorted prefill
+//! path), greedy tokens with and without prompt-cache reuse, a GGUF-free HF
+//! layout with per-expert tensors, and the typed errors of broken configs.
+
+mod common;
+
+use hearth::engine::{GenerateParams, SamplingParams, Session};
+use hearth::models::load::{self, Precision};
+use hearth::models::synth;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+/// Qwen3-MoE: 3 layers, the middle one dense (mlp_only_layers), 8 experts, top 2.
+fn tiny_qwen3_moe() -> Value {
+    json!({"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 128,
+           "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+           "vocab_size": 257, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+           "tie_word_embeddings": false, "max_position_embeddings": 512,
+           "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+           "decoder_sparse_step": 1, "mlp_only_layers": [1], "norm_topk_prob": true})
+}
+
+fn write(dir: &Path, cfg: Value, bits: i32) {
+    synth::write_config(cfg, dir, bits, 32, mlx_rs::Dtype::Float32).unwrap();
+}
+
+/// Rewrites the model's safetensors with `edit` applied.
+fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut HashMap<String, mlx_rs::Array>)) {
+    let file = dir.join("model.safetensors");
+    let mut t = mlx_rs::Array::load_safetensors(&file).unwrap();
+    edit(&mut t);
+    let tmp = dir.join("edited.safetensors");
+    mlx_rs::Array::save_safetensors(t.iter().map(|(k, v)| (k.as_str(), v)), None, &tmp).unwrap();
+    drop(t);
+    std::fs::rename(&tmp, &file).unwrap();
+}
+
+fn prompt(n: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 37 + 11) % 250) as u32 + 1).collect()
+}
+
+#[test]
+fn qwen3_moe_logits_match_mlx_lm_dense_with_router_ties() {
+    let _g = common::mlx_lock();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("qwen3-moe");
+    write(&dir, tiny_qwen3_moe(), 0);
+    // Experts 0 and 1 of layer 0 get the same router row: every token scores
+    // them equally, so the top-k must break the tie exactly as MLX does.
+    edit_tensors(&dir, |t| {
+        use mlx_rs::ops::indexing::IndexOp;
+        let g = &t["model.layers.0.mlp.gate.weight"];
+        let row = g.index((0..1, ..));
+        let rest = g.index((1.., ..));
+        let tied = mlx_rs::ops::concatenate(&[row.clone(), row, rest.index((1.., ..))], 0).unwrap();
+        t.insert("model.layers.0.mlp.gate.weight".into(), tied);
+    });
+    // 12 tokens x 2 experts: the unsorted path; 40 x 2 = 80: sorted by expert.
+    common::assert_logits_match("qwen3_moe short", &dir, &prompt(12));
+    common::assert_logits_match("qwen3_moe long", &dir, &prompt(40));
+}
+
+#[test]
+fn qwen3_moe_4bit_logits_and_greedy_tokens_match_mlx_lm_with_cache_reuse() {
+    let _g = common::mlx_lock();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("qwen3-moe-q4");
+    write(&dir, tiny_qwen3_moe(), 4);
+    common::assert_logits_match("qwen3_moe 4-bit", &dir, &prompt(40));
+    // On a CPU, `auto` dequantizes the expert stacks to f32 at load: same logits.
+    let ids = hearth::models::layers::token_array(&prompt(40));
+    let run = |precision| {
+        let m = load::load(&dir, precision).unwrap();
+        let mut c = m.model.new_cache();
+        m.model.forward(&ids, &mut c, true).unwrap().as_dtype(mlx_rs::Dtype::Float32).unwrap()
+    };
+    let (native, f32) = (run(Precision::Native), run(Precision::Float32));
+    let diff = native.subtract(&f32).unwrap().abs().unwrap().max(None).unwrap().try_item_exact::<f32>().unwrap();
+    assert!(diff < 1e-4, "f32 vs quantized experts differ by {diff}");
+
+    let mut s = Session::new(load::load(&dir, Precision::Native).unwrap(), Some(512));
+    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 32, stop: vec![], ignore_eos: true };
+    let first = prompt(20);
+    let st = s.generate(&first, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(st.reused_tokens, 0);
+    let ours = s.last_tokens.clone();
+    assert_eq!(ours, common::mlx_lm_greedy(&dir, 32, &first), "turn 1");
+    // Turn 2 extends turn 1: only the new tokens are prefilled.
+    let mut second = first.clone();
+    second.extend(&ours);
+    second.extend(prompt(9));
+    let st = s.generate(&second, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(st.reused_tokens >= first.len() + 31, "reused {}", st.reused_tokens);
+    assert_eq!(s.last_tokens, common::mlx_lm_greedy(&dir, 32, &second), "turn 2 (cache reused)");
+}
+
+#[test]
+fn per_expert_checkpoints_are_stacked_at_load() {
+    let _g = common::mlx_lock();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("qwen3-moe-hf");
+    write(&dir, tiny_qwen3_moe(), 0);
+    let stacked = load::load(&dir, Precision::Native).unwrap();
+    let mut c1 = stacked.model.new_cache();
+    let ids = hearth::models::layers::token_array(&prompt(10));
+    let want = stacked.model.forward(&ids, &mut c1, false).unwrap();
+    // The Hugging Face layout: one tensor per expert.
+    edit_tensors(&dir, |t| {
+        use mlx_rs::ops::indexing::IndexOp;
+        for l in [0, 2] {
+            for n in ["gate_proj", "up_proj", "down_proj"] {
+                let s = t.remove(&format!("model.layers.{l}.mlp.switch_mlp.{n}.weight")).unwrap();
+                for e in 0..8 {
+                    t.insert(format!("model.layers.{l}.mlp.experts.{e}.{n}.weight"), s.index(e));
+                }
+            }
+        }
+    });
+    let split = load::load(&dir, Precision::Native).unwrap();
+    let mut c2 = split.model.new_cache();
+    let got = split.model.forward(&ids, &mut c2, false).unwrap();
+    let diff = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().try_item_exact::<f32>().unwrap();
+    assert_eq!(diff, 0.0);
+}
+
+#[test]
+fn broken_moe_configs_and_tensors_are_typed_errors() {
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+        ("num_experts_per_tok", Box::new(|d| edit_config(d, |c| c["num_experts_per_tok"] = json!(9)))),
+        // The config says 6 experts, the tensors hold 8.
+        ("model.layers.0.mlp.gate.weight", Box::new(|d| edit_config(d, |c| c["num_experts"] = json!(6)))),
+        ("model.layers.2.mlp.switch_mlp.up_proj.weight", Box::new(|d| {
+            edit_tensors(d, |t| {
+                t.remove("model.layers.2.mlp.switch_mlp.up_proj.weight");
+            })
+        })),
+        ("mxfp4", Box::new(|d| edit_config(d, |c| c["quantization"] = json!({"group_size": 32, "bits": 4, "mode": "mxfp4"})))),
+    ];
+    for (want, break_it) in cases {
+        let _g = common::mlx_lock();
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("m");
+        write(&dir, tiny_qwen3_moe(), 0);
+        break_it(&dir);
+        let e = load::load(&dir, Precision::Native).err().expect("refused").to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}
+
+fn edit_config(dir: &Path, f: impl Fn(&mut Value)) {
+    let p = dir.join("config.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, v.to_string()).unwrap();
+}
