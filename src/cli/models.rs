@@ -95,7 +95,8 @@ fn fit(model: &str, context: u64) -> Result<()> {
     };
     let need = fit::estimate(&shape, context, hearth::sys::device(), mem);
     println!(
-        "{name}: weights {} + KV cache {} + working {} = {} of {} at {context} tokens: {}",
+        "{name} ({} params): weights {} + KV cache {} + working {} = {} of {} at {context} tokens: {}",
+        shape.params_label(),
         bytes(need.weights),
         bytes(need.kv_cache),
         bytes(need.working),

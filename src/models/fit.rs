@@ -17,6 +17,10 @@ pub struct Shape {
     pub vocab: u64,
     /// Bits per weight on disk when quantized (4, 8), None for float checkpoints.
     pub bits: Option<u32>,
+    /// Mixture-of-experts models: the parameters one token runs through (the
+    /// speed figure), while `params` counts every expert (the memory figure).
+    #[serde(default)]
+    pub active: Option<u64>,
 }
 
 impl Shape {
@@ -38,8 +42,31 @@ impl Shape {
             head_dim: get("head_dim").unwrap_or(hidden / heads.max(1)),
             vocab: get("vocab_size").unwrap_or(32000),
             bits: q["bits"].as_u64().map(|b| b as u32),
+            active: active_params(c, hidden, params),
         })
     }
+
+    /// "30.5B total, 3.3B active" for mixture-of-experts models, "8.2B" otherwise.
+    pub fn params_label(&self) -> String {
+        let b = |n: u64| if n >= 1_000_000_000 { format!("{:.1}B", n as f64 / 1e9) } else { format!("{:.0}M", n as f64 / 1e6) };
+        match self.active {
+            Some(a) => format!("{} total, {} active", b(self.params), b(a)),
+            None => b(self.params),
+        }
+    }
+}
+
+/// Parameters a token runs through in an MoE model: all of them, less the
+/// experts it is not routed to in each sparse layer (Qwen3-MoE's config keys).
+fn active_params(c: &serde_json::Value, hidden: u64, params: u64) -> Option<u64> {
+    let experts = c["num_experts"].as_u64().filter(|&e| e > 1)?;
+    let k = c["num_experts_per_tok"].as_u64()?.min(experts);
+    let inter = c["moe_intermediate_size"].as_u64()?;
+    let layers = c["num_hidden_layers"].as_u64()?;
+    let step = c["decoder_sparse_step"].as_u64().unwrap_or(1).max(1);
+    let dense: Vec<u64> = c["mlp_only_layers"].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).collect()).unwrap_or_default();
+    let sparse = (0..layers).filter(|i| !dense.contains(i) && (i + 1) % step == 0).count() as u64;
+    Some(params.saturating_sub(sparse * 3 * hidden * inter * (experts - k)))
 }
 
 pub use crate::sys::Device;
@@ -128,6 +155,7 @@ mod tests {
             head_dim: 128,
             vocab: 128256,
             bits: Some(4),
+            active: None,
         };
         let gib = 1u64 << 30;
         let need = estimate(&llama8b, 8192, Device::Gpu, 16 * gib);
@@ -139,5 +167,26 @@ mod tests {
         assert_eq!(verdict(need.total(), 4 * gib), Verdict::WontFit);
         // On a CPU with room, f32 weights: four bytes a parameter.
         assert_eq!(estimate(&llama8b, 8192, Device::Cpu, 128 * gib).weights, 8_030_000_000 * 4);
+    }
+}
+
+#[cfg(test)]
+mod moe_tests {
+    use super::*;
+
+    #[test]
+    fn moe_shapes_count_every_expert_for_memory_and_the_routed_ones_for_speed() {
+        // Qwen3-30B-A3B's config.json.
+        let cfg = serde_json::json!({"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 48,
+            "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 151936,
+            "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768, "decoder_sparse_step": 1,
+            "mlp_only_layers": [], "quantization": {"bits": 4, "group_size": 64}});
+        let s = Shape::from_config(&cfg, 30_532_000_000).unwrap();
+        let active = s.active.unwrap();
+        assert!((3_000_000_000..3_500_000_000).contains(&active), "{active}");
+        assert_eq!(s.params_label(), format!("30.5B total, {:.1}B active", active as f64 / 1e9));
+        // Memory counts all 30.5B weights: ~17 GB at 4.5 bits.
+        let need = estimate(&s, 4096, Device::Gpu, 64 << 30);
+        assert!((16_000_000_000..18_000_000_000).contains(&need.weights), "{need:?}");
     }
 }

@@ -155,7 +155,7 @@ pub fn catalogue(ui: &mut Ui, state: &mut AppState) {
         for e in CATALOGUE {
             let name = e.id.split('/').nth(1).unwrap_or(e.id);
             ui.label(RichText::new(name).strong()).on_hover_text(format!("{} — {}", e.id, e.blurb));
-            ui.label(format!("{:.1} B params", e.shape.params as f64 / 1e9));
+            ui.label(format!("{} params", e.shape.params_label()));
             ui.label(format!("{} download", gb(e.download_bytes())));
             let need = fit::estimate(&e.shape, ctx_len, device, mem).total();
             fit_label(ui, need);

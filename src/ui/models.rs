@@ -64,7 +64,11 @@ impl ModelsPanel {
                 match &m.card {
                     Some(c) => {
                         ui.label(&c.architecture);
-                        ui.label(format!("{:.0} M params", c.parameters as f64 / 1e6));
+                        let params = match c.shape {
+                            Some(s) => s.params_label(),
+                            None => format!("{:.0}M", c.parameters as f64 / 1e6),
+                        };
+                        ui.label(format!("{params} params"));
                         ui.label(&c.quantization);
                     }
                     None => {
