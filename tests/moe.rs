@@ -156,3 +156,31 @@ fn edit_config(dir: &Path, f: impl Fn(&mut Value)) {
     f(&mut v);
     std::fs::write(&p, v.to_string()).unwrap();
 }
+
+#[test]
+fn a_qwen3_moe_gguf_gives_the_mlx_folder_logits() {
+    let _g = common::mlx_lock();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("qwen3-moe");
+    let mut cfg = tiny_qwen3_moe();
+    // llama.cpp's qwen3moe has no dense layers.
+    cfg["mlp_only_layers"] = json!([]);
+    write(&dir, cfg, 0);
+    let gguf = t.path().join("qwen3-moe.gguf");
+    let out = std::process::Command::new(common::python())
+        .arg(common::root().join("tests/reference/mlx_to_gguf.py"))
+        .arg(&dir)
+        .arg(&gguf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ids = hearth::models::layers::token_array(&prompt(40));
+    let logits = |p: &Path| {
+        let m = load::load(p, Precision::Native).unwrap();
+        assert_eq!(m.info.architecture, "qwen3_moe");
+        let mut c = m.model.new_cache();
+        m.model.forward(&ids, &mut c, true).unwrap()
+    };
+    let diff = logits(&gguf).subtract(logits(&dir)).unwrap().abs().unwrap().max(None).unwrap().try_item_exact::<f32>().unwrap();
+    assert!(diff < 1e-5, "GGUF and MLX folder differ by {diff}");
+}

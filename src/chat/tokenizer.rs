@@ -376,9 +376,9 @@ fn spm_json(h: &GgufHeader, tokens: &[&str], types: &[u64]) -> Result<Value> {
 
 /// tokenizer.json for a GGUF byte-level BPE vocabulary (tokenizer.ggml.model = gpt2).
 fn gpt2_json(h: &GgufHeader, tokens: &[&str], types: &[u64]) -> Result<Value> {
-    let merges = h
-        .string_array("tokenizer.ggml.merges")
-        .ok_or_else(|| Error::Tokenizer("GGUF BPE tokenizer has no merges".into()))?;
+    // No merges: a byte-level vocabulary used character by character (writers
+    // leave the key out when the list is empty).
+    let merges = h.string_array("tokenizer.ggml.merges").unwrap_or_default();
     let (vocab, added) = vocab_and_added(tokens, types);
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false});
     let pre = match h.get_str("tokenizer.ggml.pre").unwrap_or("default") {

@@ -55,7 +55,7 @@ pub fn config_from_metadata(h: &GgufHeader) -> Result<Value> {
         "model_type": arch,
         "architectures": [format!("{}ForCausalLM", capitalize(&arch))],
         "hidden_size": req("embedding_length")?,
-        "intermediate_size": req("feed_forward_length")?,
+        "intermediate_size": req("feed_forward_length").or_else(|_| req("expert_feed_forward_length"))?,
         "num_hidden_layers": req("block_count")?,
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
@@ -79,6 +79,23 @@ pub fn config_from_metadata(h: &GgufHeader) -> Result<Value> {
         cfg["query_pre_attn_scalar"] = json!(if hidden == 5376 { hidden / heads.max(1) } else { hd });
         cfg["rope_local_base_freq"] = json!(10000.0);
         cfg["sliding_window_pattern"] = json!(6);
+    }
+    if let Some(experts) = h.get_u64(&key("expert_count")).filter(|&e| e > 0) {
+        let used = req("expert_used_count")?;
+        if used == 0 || used > experts || experts > 4096 {
+            return Err(Error::Config(format!("GGUF metadata: {used} of {experts} experts per token")));
+        }
+        cfg["num_experts"] = json!(experts);
+        cfg["num_experts_per_tok"] = json!(used);
+        cfg["moe_intermediate_size"] = json!(req("expert_feed_forward_length")?);
+        // llama.cpp's Qwen3-MoE: every layer sparse, top-k weights renormalised.
+        cfg["decoder_sparse_step"] = json!(1);
+        cfg["mlp_only_layers"] = json!([]);
+        cfg["norm_topk_prob"] = json!(true);
+    }
+    if arch == "qwen3moe" {
+        cfg["model_type"] = json!("qwen3_moe");
+        cfg["architectures"] = json!(["Qwen3MoeForCausalLM"]);
     }
     Ok(cfg)
 }
@@ -108,6 +125,11 @@ pub fn hf_name(gguf: &str) -> Option<String> {
                 "attn_norm" => "input_layernorm",
                 "ffn_norm" => "post_attention_layernorm",
                 "ffn_gate" => "mlp.gate_proj",
+                // Mixture of experts: the router and the stacked experts.
+                "ffn_gate_inp" => "mlp.gate",
+                "ffn_gate_exps" => "mlp.switch_mlp.gate_proj",
+                "ffn_up_exps" => "mlp.switch_mlp.up_proj",
+                "ffn_down_exps" => "mlp.switch_mlp.down_proj",
                 "ffn_up" => "mlp.up_proj",
                 "ffn_down" => "mlp.down_proj",
                 "attn_q_norm" => "self_attn.q_norm",
@@ -198,7 +220,8 @@ fn decode_in_rust(h: &GgufHeader, on: &mut dyn FnMut(u64, u64)) -> Result<HashMa
         let (base, _) = t.name.rsplit_once('.').unwrap_or((&t.name, ""));
         let bits = super::dequant::requant_bits(t.ggml_type);
         match bits {
-            Some(bits) if shape.len() == 2 && shape[1] % GGUF_GROUP_SIZE == 0 => {
+            // Matrices and expert stacks [experts, out, in] alike.
+            Some(bits) if shape.len() >= 2 && shape[shape.len() - 1] % GGUF_GROUP_SIZE == 0 => {
                 let (w, s, b) = mlx_rs::ops::quantize(&dense, GGUF_GROUP_SIZE, bits)?;
                 mlx_rs::transforms::eval([&w, &s, &b])?;
                 out.insert(format!("{base}.weight"), w);

@@ -9,7 +9,7 @@ const ARCHES: &[(&str, &[&str])] = &[
     ("llama", &["llama", "mistral"]),
     ("qwen2", &["qwen2"]),
     ("qwen3", &["qwen3"]),
-    ("qwen3_moe", &["qwen3_moe"]),
+    ("qwen3_moe", &["qwen3_moe", "qwen3moe"]),
     ("gemma3", &["gemma3_text", "gemma3"]),
     ("phi3", &["phi3"]),
 ];
