@@ -216,3 +216,15 @@ pub fn dtype_name(d: Dtype) -> &'static str {
     }
 }
 
+
+/// The output of a decoder: the last position only (unless `all_logits`), the
+/// final norm, then the head (or the tied embedding): [1, vocab] or [1, L, vocab].
+pub fn output_logits(h: Array, norm: &RmsNorm, lm_head: Option<&Linear>, embed: &Embedding, all_logits: bool) -> Result<Array> {
+    let h = if all_logits { h } else { last_position(&h)? };
+    let h = norm.forward(&h)?;
+    let logits = match lm_head {
+        Some(head) => head.forward(&h)?,
+        None => embed.as_linear(&h)?,
+    };
+    Ok(if all_logits { logits } else { logits.reshape(&[1, -1])? })
+}

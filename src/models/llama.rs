@@ -3,7 +3,7 @@
 
 use super::attention::{attention_mask, Attention, AttentionSpec, QkNorm};
 use super::cache::KvCache;
-use super::layers::{last_position, swiglu};
+use super::layers::{output_logits, swiglu};
 use super::rope::{Rope, RopeScaling};
 use super::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
 use crate::error::Result;
@@ -195,19 +195,7 @@ impl LanguageModel for Model {
             let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
             h = h.add(m)?;
         }
-        if !all_logits {
-            h = last_position(&h)?;
-        }
-        let h = self.norm.forward(&h)?;
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(&h)?,
-            None => self.embed_tokens.as_linear(&h)?,
-        };
-        if all_logits {
-            Ok(logits)
-        } else {
-            Ok(logits.reshape(&[1, -1])?)
-        }
+        output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)
     }
 
     fn new_cache(&self) -> Vec<KvCache> {

@@ -4,7 +4,7 @@
 
 use super::attention::{attention_mask, Attention};
 use super::cache::KvCache;
-use super::layers::last_position;
+use super::layers::output_logits;
 use super::llama::{attention_spec, Mlp, Variant};
 use super::moe::{stack_experts, SparseMoe};
 use super::rope::Rope;
@@ -135,15 +135,7 @@ impl LanguageModel for Model {
             };
             h = h.add(m)?;
         }
-        if !all_logits {
-            h = last_position(&h)?;
-        }
-        let h = self.norm.forward(&h)?;
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(&h)?,
-            None => self.embed_tokens.as_linear(&h)?,
-        };
-        Ok(if all_logits { logits } else { logits.reshape(&[1, -1])? })
+        output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)
     }
 
     fn new_cache(&self) -> Vec<KvCache> {

@@ -5,18 +5,7 @@ import sys
 
 import mlx.core as mx
 
-# mlx-lm 0.32.2's quantized MoE layers pass global_scale= to mx.gather_qmm,
-# which libmlx 0.32.2 lacks: drop it when it is None.
-_gather_qmm = mx.gather_qmm
-
-
-def _gather_qmm_compat(*args, global_scale=None, **kwargs):
-    if global_scale is not None:
-        kwargs["global_scale"] = global_scale
-    return _gather_qmm(*args, **kwargs)
-
-
-mx.gather_qmm = _gather_qmm_compat
+import mlx_compat  # noqa: F401  (before mlx_lm: see mlx_compat.py)
 from mlx_lm import load
 
 
