@@ -133,6 +133,80 @@ fn python_line_continuations(src: &str) -> String {
     out
 }
 
+/// Wraps the value of every `{% set target = expr %}` in `__hearth_cap(…)`,
+/// which refuses a string over `MAX_PROMPT_BYTES` or a list of over a million
+/// items. Fuel counts instructions, not bytes: a loop that doubles a namespace
+/// string (`{% set ns.s = ns.s ~ ns.s %}`) needs only ~40 of them to ask for
+/// terabytes. Values that persist across loop iterations can only do so
+/// through such assignments, so capping them bounds every growing value.
+fn cap_assignments(src: &str) -> String {
+    let mut out = String::with_capacity(src.len() + 256);
+    let mut rest = src;
+    while let Some(i) = rest.find("{%") {
+        out.push_str(&rest[..i]);
+        let from = &rest[i..];
+        let Some(end) = from.find("%}") else {
+            out.push_str(from);
+            return out;
+        };
+        let tag = &from[..end + 2];
+        rest = &from[end + 2..];
+        // A raw block is text: copied as it is, up to its end tag.
+        if tag[2..tag.len() - 2].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace()) == "raw" {
+            out.push_str(tag);
+            let stop = rest.find("endraw").map(|p| p + "endraw".len()).unwrap_or(rest.len());
+            out.push_str(&rest[..stop]);
+            rest = &rest[stop..];
+            continue;
+        }
+        match rewrite_set(tag) {
+            Some(t) => out.push_str(&t),
+            None => out.push_str(tag),
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn rewrite_set(tag: &str) -> Option<String> {
+    let inner = &tag[2..tag.len() - 2];
+    let (lead, body) = match inner.chars().next() {
+        Some(c @ ('-' | '+')) => (c.to_string(), &inner[1..]),
+        _ => (String::new(), inner),
+    };
+    let (body, trail) = match body.chars().last() {
+        Some(c @ ('-' | '+')) => (&body[..body.len() - 1], c.to_string()),
+        _ => (body, String::new()),
+    };
+    let after = body.trim_start().strip_prefix("set")?;
+    if !after.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let after = after.trim_start();
+    let n = after.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))?;
+    let target = &after[..n];
+    let expr = after[n..].trim_start().strip_prefix('=')?;
+    let expr = expr.trim();
+    // Not an assignment (`==`), nothing assigned, or a tag cut short by a
+    // `%}` inside a string literal (its quotes do not pair up): left alone.
+    let paired = |q: char| expr.matches(q).count() % 2 == 0;
+    if target.is_empty() || expr.is_empty() || expr.starts_with('=') || !paired('\'') || !paired('"') {
+        return None;
+    }
+    Some(format!("{{%{lead} set {target} = __hearth_cap({expr}) {trail}%}}"))
+}
+
+fn hearth_cap(v: Value) -> std::result::Result<Value, minijinja::Error> {
+    let too_big = match v.as_str() {
+        Some(s) => s.len() > MAX_PROMPT_BYTES,
+        None => v.len().is_some_and(|n| n > 1 << 20),
+    };
+    if too_big {
+        return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "the chat template built a value too large for any prompt"));
+    }
+    Ok(v)
+}
+
 /// Limits that make a hostile template fail fast instead of stalling the
 /// engine: instructions (a real template with a long history uses well under
 /// a million), nesting, and the size of what it writes.
@@ -210,9 +284,10 @@ impl ChatTemplate {
         minijinja_contrib::add_to_environment(&mut env);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_function("__hearth_cap", hearth_cap);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.add_template_owned("chat", python_line_continuations(&source))
+        env.add_template_owned("chat", cap_assignments(&python_line_continuations(&source)))
             .map_err(|e| Error::Template(format!("the model's chat template does not parse: {e}")))?;
         Ok(ChatTemplate { env, source, is_fallback })
     }
@@ -317,7 +392,28 @@ mod tests {
         assert!(!e.to_string().is_empty());
         let e = render("{% for a in range(99999) %}{{ 'y' * 1000 }}{% endfor %}", &msgs).unwrap_err();
         assert!(e.to_string().contains("too large"), "{e}");
+        // A namespace string doubled in a loop: 2^60 bytes if nothing stopped it.
+        let rss0 = crate::sys::process_rss();
+        let e = render(
+            "{%- set ns = namespace(s='ab') -%}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+            &msgs,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
+        assert!(crate::sys::process_rss() < rss0 + (1 << 30), "memory grew past 1 GB");
         assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn assignments_are_capped_without_changing_what_templates_mean() {
+        assert_eq!(
+            cap_assignments("{%- set x = 'a' ~ b -%}{% set ns.y=1 %}{% if a == 1 %}{% set z %}k{% endset %}{% raw %}{% set r = 1 %}{% endraw %}"),
+            "{%- set x = __hearth_cap('a' ~ b) -%}{% set ns.y = __hearth_cap(1) %}{% if a == 1 %}{% set z %}k{% endset %}{% raw %}{% set r = 1 %}{% endraw %}"
+        );
+        // A `%}` inside a string: the tag is left as it is.
+        assert_eq!(cap_assignments("{% set s = 'a%}' %}"), "{% set s = 'a%}' %}");
+        let out = render("{% set ns = namespace(t='') %}{% for m in messages %}{% set ns.t = ns.t ~ m.content %}{% endfor %}{{ ns.t }}", &[Message::user("x"), Message::user("y")]);
+        assert_eq!(out.unwrap(), "xy");
     }
 
     #[test]
