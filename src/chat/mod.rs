@@ -1,6 +1,7 @@
 //! Messages, chat templates and tokenizers, and the parameters and statistics
 //! of a generation (`params`), shared by the engine, the app and the store.
 
+pub mod harmony;
 pub mod params;
 pub mod template;
 pub mod tokenizer;
