@@ -33,6 +33,12 @@ pub fn read_small(path: &Path, cap: u64) -> Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
+/// `read_small_text` for a file that must be there: a missing one is the
+/// same I/O error `std::fs::read_to_string` would give.
+pub fn read_text(path: &Path, cap: u64) -> Result<String> {
+    read_small_text(path, cap)?.ok_or_else(|| io_err(path)(std::io::ErrorKind::NotFound.into()))
+}
+
 /// `read_small` as UTF-8 text.
 pub fn read_small_text(path: &Path, cap: u64) -> Result<Option<String>> {
     match read_small(path, cap)? {

@@ -2,7 +2,7 @@
 //! embedded vocabulary. Either way we also keep, per token, the exact bytes it
 //! stands for, which is what makes streaming detokenization O(1) per token.
 
-use crate::error::{io_err, Error, Result};
+use crate::error::{Error, Result};
 use crate::formats::gguf_header::GgufHeader;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -127,8 +127,7 @@ impl TextTokenizer {
     /// Loads tokenizer.json (+ tokenizer_config.json, generation_config.json) from a model dir.
     pub fn from_dir(dir: &Path) -> Result<(Self, Option<String>)> {
         let path = dir.join("tokenizer.json");
-        let text = crate::files::read_small_text(&path, 256 << 20)?
-            .ok_or_else(|| io_err(&path)(std::io::ErrorKind::NotFound.into()))?;
+        let text = crate::files::read_text(&path, 256 << 20)?;
         let json: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let cfg = read_json_opt(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);

@@ -92,9 +92,6 @@ impl Hub {
         // become path components, so they are checked again here.
         check_plan(plan)?;
         let repo = self.repo(&plan.id)?;
-        for f in &plan.files {
-            check_repo_file(&f.path)?;
-        }
         let repo_dir = self.repo_dir(&plan.id);
         let blobs = repo_dir.join("blobs");
         std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;

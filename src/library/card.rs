@@ -43,7 +43,7 @@ pub fn card(path: &Path) -> Result<ModelCard> {
         return Ok(ModelCard { architecture: h.architecture()?.to_string(), parameters, quantization, shape });
     }
     let cfg_path = path.join("config.json");
-    let cfg: serde_json::Value = serde_json::from_str(&crate::files::read_small_text(&cfg_path, 16 << 20)?.ok_or_else(|| io_err(&cfg_path)(std::io::ErrorKind::NotFound.into()))?)
+    let cfg: serde_json::Value = serde_json::from_str(&crate::files::read_text(&cfg_path, 16 << 20)?)
         .map_err(|e| Error::Config(format!("config.json: {e}")))?;
     let q = if cfg["quantization"].is_object() { &cfg["quantization"] } else { &cfg["quantization_config"] };
     let bits = q["bits"].as_u64();
