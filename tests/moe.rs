@@ -137,7 +137,7 @@ fn broken_moe_configs_and_tensors_are_typed_errors() {
                 t.remove("model.layers.2.mlp.switch_mlp.up_proj.weight");
             })
         })),
-        ("mxfp4", Box::new(|d| edit_config(d, |c| c["quantization"] = json!({"group_size": 32, "bits": 4, "mode": "mxfp4"})))),
+        ("nvfp4", Box::new(|d| edit_config(d, |c| c["quantization"] = json!({"group_size": 16, "bits": 4, "mode": "nvfp4"})))),
     ];
     for (want, break_it) in cases {
         let _g = common::mlx_lock();

@@ -86,7 +86,7 @@ pub enum Cmd {
     },
     /// Write a model with random weights at a real model's shape (for benchmarks).
     Synth {
-        /// smollm2-135m, llama-3.2-1b, qwen3-4b or llama-3.1-8b.
+        /// smollm2-135m, llama-3.2-1b, qwen3-4b, llama-3.1-8b, qwen3-30b-a3b or gpt-oss-20b.
         preset: String,
         dst: PathBuf,
         /// 0 = dense.
@@ -94,6 +94,9 @@ pub enum Cmd {
         bits: i32,
         #[arg(long, default_value_t = 64)]
         group_size: i32,
+        /// affine, or mxfp4 (4 bits, group 32; gpt-oss's release format).
+        #[arg(long, default_value = "affine")]
+        mode: String,
         /// bf16, f16 or f32.
         #[arg(long, default_value = "bf16")]
         dtype: String,
@@ -331,7 +334,9 @@ pub fn run() -> Result<()> {
             bench::bench(&m, &prompt_tokens, gen_tokens, reps, multi_turn)
         }
         Some(Cmd::Convert { src, dst, dtype, q_bits, q_group_size }) => convert::convert(&src, &dst, &dtype, q_bits, q_group_size),
-        Some(Cmd::Synth { preset, dst, bits, group_size, dtype }) => convert::synth(&preset, &dst, bits, group_size, &dtype),
+        Some(Cmd::Synth { preset, dst, bits, group_size, mode, dtype }) => {
+            convert::synth(&preset, &dst, bits, group_size, &mode, &dtype)
+        }
         Some(Cmd::Render { model, template, messages, tokens }) => inspect::render(&model, template.as_deref(), &messages, tokens),
         Some(Cmd::Tokenize { model, special, text }) => inspect::tokenize(&model, &text, special),
         Some(Cmd::Models { cmd }) => models::run(cmd),

@@ -56,6 +56,14 @@ pub fn dequantize(ty: u32, data: &[u8], n: usize) -> Option<Vec<f32>> {
                 }
             })
         }
+        // MXFP4: an E8M0 exponent, then E2M1 codes (value j low, j+16 high).
+        39 => blocks.zip(y.chunks_exact_mut(32)).for_each(|(b, o)| {
+            let d = e8m0(b[0]);
+            for j in 0..16 {
+                o[j] = E2M1[(b[1 + j] & 0xF) as usize] * d;
+                o[j + 16] = E2M1[(b[1 + j] >> 4) as usize] * d;
+            }
+        }),
         // Q8_0: d, 32 signed bytes.
         8 => blocks.zip(y.chunks_exact_mut(32)).for_each(|(b, o)| {
             let d = h(b, 0);
@@ -171,7 +179,40 @@ pub fn dequantize(ty: u32, data: &[u8], n: usize) -> Option<Vec<f32>> {
 
 /// ggml types `dequantize` decodes.
 pub fn supported(ty: u32) -> bool {
-    matches!(ty, 0 | 1 | 2 | 3 | 6 | 7 | 8 | 10 | 11 | 12 | 13 | 14 | 30)
+    matches!(ty, 0 | 1 | 2 | 3 | 6 | 7 | 8 | 10 | 11 | 12 | 13 | 14 | 30 | 39)
+}
+
+/// The FP4 (E2M1) values of the 16 codes: sign bit 3, then 0, .5, 1, 1.5, 2, 3, 4, 6.
+const E2M1: [f32; 16] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0];
+
+/// An E8M0 scale: 2^(e - 127).
+fn e8m0(e: u8) -> f32 {
+    (2.0f32).powi(e as i32 - 127)
+}
+
+pub const MXFP4: u32 = 39;
+
+/// ggml MXFP4 blocks of a tensor with `cols` values per row, moved bit for bit
+/// into MLX's mxfp4 layout: codes packed 8 to a little-endian u32, value 0 in
+/// the low nibble (returned as bytes, 4 per word), and one E8M0 byte per 32
+/// values. The E2M1 codes and exponents are the same in both formats.
+pub fn mxfp4_to_mlx(data: &[u8], n: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    if n % 32 != 0 || data.len() < n / 32 * 17 {
+        return None;
+    }
+    let blocks = n / 32;
+    let mut codes = Vec::with_capacity(n / 2);
+    let mut scales = Vec::with_capacity(blocks);
+    for b in data.chunks_exact(17).take(blocks) {
+        scales.push(b[0]);
+        let q = &b[1..];
+        // Values 2i and 2i+1 share a byte in MLX; ggml keeps j with j+16.
+        let code = |v: usize| if v < 16 { q[v] & 0xF } else { q[v - 16] >> 4 };
+        for i in 0..16 {
+            codes.push(code(2 * i) | (code(2 * i + 1) << 4));
+        }
+    }
+    Some((codes, scales))
 }
 
 /// Bits to re-quantize a ggml type to in MLX's affine format: ≤4-bit types to 4,

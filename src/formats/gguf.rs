@@ -97,6 +97,26 @@ pub fn config_from_metadata(h: &GgufHeader) -> Result<Value> {
         cfg["model_type"] = json!("qwen3_moe");
         cfg["architectures"] = json!(["Qwen3MoeForCausalLM"]);
     }
+    if arch == "gpt-oss" {
+        // llama.cpp's gpt-oss: sliding and full layers alternate from a
+        // sliding one, biases everywhere, YaRN with the release's betas.
+        cfg["model_type"] = json!("gpt_oss");
+        cfg["architectures"] = json!(["GptOssForCausalLM"]);
+        cfg["num_local_experts"] = cfg["num_experts"].clone();
+        cfg["intermediate_size"] = json!(req("expert_feed_forward_length")?);
+        cfg["attention_bias"] = json!(true);
+        cfg["swiglu_limit"] = json!(7.0);
+        let kinds: Vec<&str> = (0..layers).map(|i| if i % 2 == 0 { "sliding_attention" } else { "full_attention" }).collect();
+        cfg["layer_types"] = json!(kinds);
+        if h.get_str(&key("rope.scaling.type")) == Some("yarn") {
+            cfg["rope_scaling"] = json!({
+                "rope_type": "yarn",
+                "factor": h.get_f64(&key("rope.scaling.factor")).unwrap_or(32.0),
+                "original_max_position_embeddings": h.get_u64(&key("rope.scaling.original_context_length")).unwrap_or(4096),
+                "beta_fast": 32.0, "beta_slow": 1.0,
+            });
+        }
+    }
     Ok(cfg)
 }
 
@@ -168,6 +188,12 @@ pub fn load_tensors(h: &GgufHeader, config: &Value, on: &mut dyn FnMut(u64, u64)
         let (base, suffix) = name
             .rsplit_once('.')
             .ok_or_else(|| Error::UnexpectedTensors(name.clone()))?;
+        // gpt-oss's sinks are a plain tensor in HF names (`self_attn.sinks`).
+        if arch == "gpt-oss" && base.ends_with(".attn_sinks") && suffix == "weight" {
+            let i = base.split('.').nth(1).unwrap_or("");
+            out.insert(format!("model.layers.{i}.self_attn.sinks"), array);
+            continue;
+        }
         let hf = hf_name_for(arch, base).ok_or_else(|| Error::UnexpectedTensors(name.clone()))?;
         let mut array = array;
         // llama.cpp stores Gemma's RMSNorm weights as 1 + w; the model adds the 1.
@@ -218,6 +244,22 @@ fn decode_in_rust(h: &GgufHeader, on: &mut dyn FnMut(u64, u64)) -> Result<HashMa
         let shape: Vec<i32> = t.dims.iter().rev().map(|&d| d as i32).collect();
         let dense = Array::from_slice(&data, &shape);
         let (base, _) = t.name.rsplit_once('.').unwrap_or((&t.name, ""));
+        if t.ggml_type == super::dequant::MXFP4 && shape.len() >= 2 {
+            // Kept as MXFP4: the same codes and scales in MLX's layout.
+            let (codes, scales) = super::dequant::mxfp4_to_mlx(&bytes, n)
+                .ok_or_else(|| Error::UnsupportedTensorType { tensor: t.name.clone(), ggml_type: t.type_name() })?;
+            let cols = shape[shape.len() - 1];
+            let mut wshape = shape.clone();
+            *wshape.last_mut().expect("2+ dims") = cols / 2;
+            let w = Array::from_slice(&codes, &wshape).view::<u32>()?;
+            let mut sshape = shape.clone();
+            *sshape.last_mut().expect("2+ dims") = cols / 32;
+            let s = Array::from_slice(&scales, &sshape);
+            mlx_rs::transforms::eval([&w, &s])?;
+            out.insert(format!("{base}.weight"), w);
+            out.insert(format!("{base}.scales"), s);
+            continue;
+        }
         let bits = super::dequant::requant_bits(t.ggml_type);
         match bits {
             // Matrices and expert stacks [experts, out, in] alike.
@@ -237,8 +279,21 @@ fn decode_in_rust(h: &GgufHeader, on: &mut dyn FnMut(u64, u64)) -> Result<HashMa
     Ok(out)
 }
 
-/// As `hf_name`, with Gemma 3's four norms per block.
+/// As `hf_name`, with Gemma 3's four norms per block and gpt-oss's names.
 fn hf_name_for(arch: &str, gguf: &str) -> Option<String> {
+    if arch == "gpt-oss" {
+        if let Some((i, part)) = gguf.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+            let m = match part {
+                "post_attention_norm" => "post_attention_layernorm",
+                "ffn_gate_inp" => "mlp.router",
+                "ffn_gate_exps" => "mlp.experts.gate_proj",
+                "ffn_up_exps" => "mlp.experts.up_proj",
+                "ffn_down_exps" => "mlp.experts.down_proj",
+                _ => return hf_name(gguf),
+            };
+            return Some(format!("model.layers.{}.{m}", i.parse::<usize>().ok()?));
+        }
+    }
     if arch == "gemma3" {
         if let Some((i, part)) = gguf.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
             let m = match part {

@@ -82,6 +82,7 @@ pub fn ggml_type_info(t: u32) -> Option<(&'static str, u64, u64)> {
         27 => ("I64", 1, 8),
         28 => ("F64", 1, 8),
         30 => ("BF16", 1, 2),
+        39 => ("MXFP4", 32, 17),
         _ => return None,
     })
 }

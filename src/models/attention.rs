@@ -25,6 +25,9 @@ pub struct AttentionSpec {
     pub qk_norm: Option<QkNorm>,
     /// Softmax scale (head_dim^-0.5 unless the config says otherwise).
     pub scale: f32,
+    /// A learned logit per head that joins every softmax (`{p}.sinks`, gpt-oss):
+    /// attention may go "nowhere" instead of being forced onto the keys.
+    pub sinks: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +48,7 @@ pub struct Attention {
     n_kv: i32,
     head_dim: i32,
     scale: f32,
+    sinks: Option<Array>,
 }
 
 impl Attention {
@@ -74,6 +78,7 @@ impl Attention {
             n_kv: nkv,
             head_dim: hd,
             scale: s.scale,
+            sinks: if s.sinks { Some(w.take_shaped(&format!("{p}.sinks"), &[nh])?) } else { None },
         })
     }
 
@@ -96,7 +101,7 @@ impl Attention {
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
         let (k, v) = cache.update_and_fetch(&k, &v)?;
-        let o = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask.as_sdpa(), None)?;
+        let o = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask.as_sdpa(), self.sinks.as_ref())?;
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
         self.o_proj.forward(&o)
     }

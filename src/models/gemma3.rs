@@ -161,6 +161,7 @@ impl Model {
                         o_bias: false,
                         qk_norm: Some(QkNorm { eps, plus_one: true }),
                         scale,
+                        sinks: false,
                     },
                 )?,
                 window: sliding.then_some(c.sliding_window),

@@ -2,18 +2,12 @@
 //! quantized), embedding, RMSNorm, the fused gated activations, and small helpers
 //! for token arrays and the last position.
 
+use super::quant::{self, QuantSpec};
 use super::Weights;
 use crate::error::Result;
 use mlx_rs::{ops, Array, Dtype};
 
-/// Quantization parameters of one linear layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuantSpec {
-    pub group_size: i32,
-    pub bits: i32,
-}
-
-/// A linear layer, dense or MLX affine-quantized. `y = x W^T + b`.
+/// A linear layer, dense or MLX-quantized (any `QuantMode`). `y = x W^T + b`.
 pub enum Linear {
     Dense {
         weight: Array,
@@ -22,7 +16,8 @@ pub enum Linear {
     Quantized {
         weight: Array,
         scales: Array,
-        biases: Array,
+        /// Per-group biases of affine layers (none in the float modes).
+        biases: Option<Array>,
         bias: Option<Array>,
         spec: QuantSpec,
     },
@@ -42,7 +37,11 @@ impl Linear {
             let weight = w.take_shaped(&format!("{prefix}.weight"), &[out_f, in_f / per_word])?;
             let groups = in_f / spec.group_size;
             let scales = w.take_shaped(&format!("{prefix}.scales"), &[out_f, groups])?;
-            let biases = w.take_shaped(&format!("{prefix}.biases"), &[out_f, groups])?;
+            let biases = if spec.mode.has_biases() {
+                Some(w.take_shaped(&format!("{prefix}.biases"), &[out_f, groups])?)
+            } else {
+                None
+            };
             Ok(Linear::Quantized {
                 weight,
                 scales,
@@ -65,18 +64,7 @@ impl Linear {
                 biases,
                 bias,
                 spec,
-            } => (
-                ops::quantized_matmul(
-                    x,
-                    weight,
-                    scales,
-                    biases,
-                    true,
-                    spec.group_size,
-                    spec.bits,
-                )?,
-                bias,
-            ),
+            } => (quant::quantized_matmul(x, weight, scales, biases.as_ref(), *spec)?, bias),
         };
         Ok(match bias {
             Some(b) => y.add(b)?,
@@ -94,13 +82,10 @@ impl Linear {
                 biases,
                 spec,
                 ..
-            } => Ok(ops::dequantize(
-                weight.take_axis(ids, 0)?,
-                scales.take_axis(ids, 0)?,
-                &biases.take_axis(ids, 0)?,
-                spec.group_size,
-                spec.bits,
-            )?),
+            } => {
+                let biases = biases.as_ref().map(|b| b.take_axis(ids, 0)).transpose()?;
+                quant::dequantize(&weight.take_axis(ids, 0)?, &scales.take_axis(ids, 0)?, biases.as_ref(), *spec)
+            }
         }
     }
 }
@@ -175,6 +160,32 @@ pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
     }
     fused(&SLOT, |g, u| g.multiply(ops::sigmoid(g)?)?.multiply(u), gate, up)
 }
+
+/// gpt-oss's clamped SwiGLU (mlx-lm's `swiglu_oai`, alpha 1.702, limit 7):
+/// the gate clipped from above, the linear part clipped both ways and shifted
+/// by one: `(clip(up) + 1) * g * sigmoid(1.702 g)` with `g = min(gate, 7)`.
+pub fn swiglu_oai(gate: &Array, up: &Array) -> Result<Array> {
+    thread_local! {
+        static SLOT: std::cell::RefCell<Option<Fused>> = const { std::cell::RefCell::new(None) };
+    }
+    fused(
+        &SLOT,
+        |g, u| {
+            // Constants in the input's dtype, as Python's weakly typed scalars.
+            let c = |v: f32| mlx_rs::array!(v).as_dtype(g.dtype());
+            let g = ops::minimum(g, c(SWIGLU_OAI_LIMIT)?)?;
+            let u = ops::clip(u, (c(-SWIGLU_OAI_LIMIT)?, c(SWIGLU_OAI_LIMIT)?))?;
+            let glu = g.multiply(ops::sigmoid(g.multiply(c(SWIGLU_OAI_ALPHA)?)?)?)?;
+            u.add(c(1.0)?)?.multiply(glu)
+        },
+        gate,
+        up,
+    )
+}
+
+/// gpt-oss's activation constants (its config's `swiglu_limit` is 7.0).
+pub const SWIGLU_OAI_ALPHA: f32 = 1.702;
+pub const SWIGLU_OAI_LIMIT: f32 = 7.0;
 
 /// `gelu_tanh(gate) * up` (Gemma's MLP): GELU with the tanh approximation.
 pub fn gelu_tanh_mul(gate: &Array, up: &Array) -> Result<Array> {

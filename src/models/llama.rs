@@ -95,6 +95,7 @@ pub(crate) fn attention_spec(c: &Config, v: Variant) -> AttentionSpec {
         o_bias: c.attention_bias,
         qk_norm: v.qk_norm.then_some(QkNorm { eps: c.rms_norm_eps, plus_one: false }),
         scale: (c.head_dim() as f32).powf(-0.5),
+        sinks: false,
     }
 }
 

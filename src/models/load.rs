@@ -292,14 +292,18 @@ impl ModelParts {
                 Ok("float32".into())
             }
             _ => {
-                // Compute in the scales' float type (f16/bf16), or keep as stored.
-                let dtype = self
-                    .weights
-                    .tensors()
-                    .iter()
-                    .find(|(k, _)| k.ends_with(".scales"))
-                    .map(|(_, v)| v.dtype())
-                    .or_else(|| self.weights.tensors().get("model.embed_tokens.weight").map(|a| a.dtype()))
+                // Compute in the affine scales' float type (f16/bf16), or keep
+                // as stored. MXFP4 scales are uint8 exponents, never a compute
+                // type; the final norm's type stands in when only those exist.
+                let is_float = |d: &Dtype| matches!(d, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16);
+                let t = self.weights.tensors();
+                let mut affine: Vec<(&String, Dtype)> =
+                    t.iter().filter(|(k, v)| k.ends_with(".scales") && is_float(&v.dtype())).map(|(k, v)| (k, v.dtype())).collect();
+                affine.sort_by(|a, b| a.0.cmp(b.0));
+                let dtype = affine
+                    .first()
+                    .map(|(_, d)| *d)
+                    .or_else(|| ["model.embed_tokens.weight", "model.norm.weight"].iter().find_map(|k| t.get(*k).map(|a| a.dtype()).filter(is_float)))
                     .unwrap_or(Dtype::Float32);
                 self.weights.cast_floats(dtype)?;
                 Ok(super::layers::dtype_name(dtype).to_string())

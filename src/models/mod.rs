@@ -3,14 +3,15 @@
 //!
 //! Weights use Hugging Face names verbatim (`model.layers.0.self_attn.q_proj.weight`),
 //! so mlx-community checkpoints map with no glue and GGUF names are renamed once
-//! at load (`formats::gguf`). Quantized layers hold MLX affine triplets
-//! (weight, scales, biases). Each model says which caches it needs (`new_cache`).
+//! at load (`formats::gguf`). Quantized layers hold MLX's packed weights and
+//! scales (plus biases in affine mode; `quant`). Each model says which caches it needs (`new_cache`).
 
 pub mod attention;
 pub mod cache;
 pub mod convert;
 pub mod fit;
 pub mod gemma3;
+pub mod gpt_oss;
 pub mod layers;
 pub mod llama;
 pub mod load;
@@ -19,6 +20,7 @@ pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 pub mod qwen3_moe;
+pub mod quant;
 pub mod registry;
 pub mod rope;
 pub mod synth;
@@ -28,7 +30,8 @@ use crate::error::{Error, Result};
 use cache::KvCache;
 use mlx_rs::Array;
 
-pub use layers::{Embedding, Linear, QuantSpec, RmsNorm};
+pub use layers::{Embedding, Linear, RmsNorm};
+pub use quant::{QuantMode, QuantSpec};
 pub use weights::Weights;
 
 /// Tokens per prefill step: bounds peak memory on long prompts (mlx-lm uses 2048 too).

@@ -4,73 +4,96 @@
 //! many of them (prefill) so each expert's rows are read once, and a top-k
 //! router over softmax scores.
 
-use super::layers::swiglu;
-use super::{cfg_err, Linear, QuantSpec, Weights};
+use super::layers::{swiglu, swiglu_oai};
+use super::quant::{self, QuantSpec};
+use super::{cfg_err, Linear, Weights};
 use crate::error::{Error, Result};
 use mlx_rs::ops::indexing::{take_along_axis, IndexOp};
 use mlx_rs::{ops, Array};
 
-/// A linear layer per expert, dense or affine-quantized, applied to the
-/// experts each token was routed to.
-pub enum SwitchLinear {
+/// A linear layer per expert, dense or quantized (any `QuantMode`), applied to
+/// the experts each token was routed to, with an optional bias per expert
+/// (gpt-oss).
+pub struct SwitchLinear {
+    kind: SwitchKind,
+    /// [experts, out]
+    bias: Option<Array>,
+}
+
+enum SwitchKind {
     Dense { weight: Array },
-    Quantized { weight: Array, scales: Array, biases: Array, spec: QuantSpec },
+    Quantized { weight: Array, scales: Array, biases: Option<Array>, spec: QuantSpec },
 }
 
 impl SwitchLinear {
-    /// `{prefix}.weight` of shape [experts, out, in] (or its quantized triplet).
-    pub fn load(w: &mut Weights, prefix: &str, experts: i32, out_f: i32, in_f: i32) -> Result<Self> {
-        match w.quant_spec(prefix, in_f)? {
+    /// `{prefix}.weight` of shape [experts, out, in] (or its quantized parts),
+    /// and `{prefix}.bias` [experts, out] when `bias`.
+    pub fn load(w: &mut Weights, prefix: &str, experts: i32, out_f: i32, in_f: i32, bias: bool) -> Result<Self> {
+        let kind = match w.quant_spec(prefix, in_f)? {
             Some(spec) => {
                 let per_word = 32 / spec.bits;
                 let groups = in_f / spec.group_size;
-                Ok(SwitchLinear::Quantized {
+                SwitchKind::Quantized {
                     weight: w.take_shaped(&format!("{prefix}.weight"), &[experts, out_f, in_f / per_word])?,
                     scales: w.take_shaped(&format!("{prefix}.scales"), &[experts, out_f, groups])?,
-                    biases: w.take_shaped(&format!("{prefix}.biases"), &[experts, out_f, groups])?,
+                    biases: if spec.mode.has_biases() {
+                        Some(w.take_shaped(&format!("{prefix}.biases"), &[experts, out_f, groups])?)
+                    } else {
+                        None
+                    },
                     spec,
-                })
+                }
             }
-            None => Ok(SwitchLinear::Dense { weight: w.take_shaped(&format!("{prefix}.weight"), &[experts, out_f, in_f])? }),
-        }
+            None => SwitchKind::Dense { weight: w.take_shaped(&format!("{prefix}.weight"), &[experts, out_f, in_f])? },
+        };
+        let bias = if bias { Some(w.take_shaped(&format!("{prefix}.bias"), &[experts, out_f])?) } else { None };
+        Ok(SwitchLinear { kind, bias })
     }
 
     /// `x` [..., 1, in] against the experts in `indices` [..., k] -> [..., k, 1, out].
     pub fn forward(&self, x: &Array, indices: &Array, sorted: bool) -> Result<Array> {
-        Ok(match self {
-            SwitchLinear::Dense { weight } => ops::gather_mm(x, weight.swap_axes(-1, -2)?, None, indices, sorted)?,
-            SwitchLinear::Quantized { weight, scales, biases, spec } => ops::gather_qmm(
-                x,
-                weight,
-                scales,
-                biases,
-                None,
-                indices,
-                true,
-                spec.group_size,
-                spec.bits,
-                sorted,
-            )?,
-        })
+        let y = match &self.kind {
+            SwitchKind::Dense { weight } => ops::gather_mm(x, weight.swap_axes(-1, -2)?, None, indices, sorted)?,
+            SwitchKind::Quantized { weight, scales, biases, spec } => {
+                quant::gather_qmm(x, weight, scales, biases.as_ref(), indices, *spec, sorted)?
+            }
+        };
+        match &self.bias {
+            // One bias row per chosen expert, broadcast over the single row axis.
+            Some(b) => Ok(y.add(b.take_axis(indices, 0)?.expand_dims(-2)?)?),
+            None => Ok(y),
+        }
     }
 }
 
-/// The experts' SwiGLU: `down(silu(gate(x)) * up(x))` for each chosen expert.
+/// The experts' gated MLP: `down(act(gate(x), up(x)))` for each chosen expert.
 pub struct SwitchGlu {
     gate_proj: SwitchLinear,
     up_proj: SwitchLinear,
     down_proj: SwitchLinear,
+    activation: Glu,
+}
+
+/// The gated activation of an expert MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Glu {
+    /// `silu(gate) * up` (Qwen3-MoE and most others).
+    Silu,
+    /// gpt-oss's clamped variant (`layers::swiglu_oai`).
+    OaiClamped,
 }
 
 /// Sorting tokens by expert pays off from this many (token, expert) pairs on.
 const SORT_FROM: i32 = 64;
 
 impl SwitchGlu {
-    pub fn load(w: &mut Weights, p: &str, experts: i32, hidden: i32, inter: i32) -> Result<Self> {
+    /// `{p}.{gate,up,down}_proj`, with per-expert biases when `bias`.
+    pub fn load(w: &mut Weights, p: &str, experts: i32, hidden: i32, inter: i32, bias: bool, activation: Glu) -> Result<Self> {
         Ok(SwitchGlu {
-            gate_proj: SwitchLinear::load(w, &format!("{p}.gate_proj"), experts, inter, hidden)?,
-            up_proj: SwitchLinear::load(w, &format!("{p}.up_proj"), experts, inter, hidden)?,
-            down_proj: SwitchLinear::load(w, &format!("{p}.down_proj"), experts, hidden, inter)?,
+            gate_proj: SwitchLinear::load(w, &format!("{p}.gate_proj"), experts, inter, hidden, bias)?,
+            up_proj: SwitchLinear::load(w, &format!("{p}.up_proj"), experts, inter, hidden, bias)?,
+            down_proj: SwitchLinear::load(w, &format!("{p}.down_proj"), experts, hidden, inter, bias)?,
+            activation,
         })
     }
 
@@ -98,7 +121,11 @@ impl SwitchGlu {
     fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
         let up = self.up_proj.forward(x, idx, sorted)?;
         let gate = self.gate_proj.forward(x, idx, sorted)?;
-        self.down_proj.forward(&swiglu(&gate, &up)?, idx, sorted)
+        let act = match self.activation {
+            Glu::Silu => swiglu(&gate, &up)?,
+            Glu::OaiClamped => swiglu_oai(&gate, &up)?,
+        };
+        self.down_proj.forward(&act, idx, sorted)
     }
 }
 
@@ -119,7 +146,7 @@ impl SparseMoe {
         }
         Ok(SparseMoe {
             gate: Linear::load(w, &format!("{p}.gate"), experts, hidden, false)?,
-            switch_mlp: SwitchGlu::load(w, &format!("{p}.switch_mlp"), experts, hidden, inter)?,
+            switch_mlp: SwitchGlu::load(w, &format!("{p}.switch_mlp"), experts, hidden, inter, false, Glu::Silu)?,
             experts,
             top_k,
             norm_topk_prob,

@@ -1,6 +1,6 @@
 //! Maps `model_type` (config.json) / `general.architecture` (GGUF) to an implementation.
 
-use super::{gemma3, llama, phi3, qwen2, qwen3, qwen3_moe, LanguageModel, Weights};
+use super::{gemma3, gpt_oss, llama, phi3, qwen2, qwen3, qwen3_moe, LanguageModel, Weights};
 use crate::error::{Error, Result};
 use serde_json::Value;
 
@@ -10,6 +10,7 @@ const ARCHES: &[(&str, &[&str])] = &[
     ("qwen2", &["qwen2"]),
     ("qwen3", &["qwen3"]),
     ("qwen3_moe", &["qwen3_moe", "qwen3moe"]),
+    ("gpt_oss", &["gpt_oss", "gpt-oss"]),
     ("gemma3", &["gemma3_text", "gemma3"]),
     ("phi3", &["phi3"]),
 ];
@@ -63,7 +64,11 @@ pub fn check_config(config: &Value) -> Result<()> {
             return Err(Error::Config(format!("{key} is {v}, beyond any model's size")));
         }
     }
-    let context = if arch == "qwen3_moe" {
+    let context = if arch == "gpt_oss" {
+        let c: gpt_oss::Config = serde_json::from_value(config.clone()).map_err(parse)?;
+        c.validate()?;
+        c.base.max_position_embeddings
+    } else if arch == "qwen3_moe" {
         let c: qwen3_moe::Config = serde_json::from_value(config.clone()).map_err(parse)?;
         c.validate()?;
         c.base.max_position_embeddings
@@ -102,6 +107,10 @@ pub fn build(config: &Value, weights: Weights) -> Result<Box<dyn LanguageModel>>
         "qwen3_moe" => {
             let c: qwen3_moe::Config = serde_json::from_value(config.clone()).map_err(parse)?;
             Ok(Box::new(qwen3_moe::Model::load(c, weights)?))
+        }
+        "gpt_oss" => {
+            let c: gpt_oss::Config = serde_json::from_value(config.clone()).map_err(parse)?;
+            Ok(Box::new(gpt_oss::Model::load(c, weights)?))
         }
         "phi3" => Ok(Box::new(phi3::load(config, weights)?)),
         "gemma3" => {

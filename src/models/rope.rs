@@ -20,6 +20,15 @@ pub struct RopeScaling {
     pub high_freq_factor: Option<f32>,
     #[serde(default)]
     pub original_max_position_embeddings: Option<f32>,
+    /// YaRN's correction range (in rotations) and attention temperature.
+    #[serde(default)]
+    pub beta_fast: Option<f32>,
+    #[serde(default)]
+    pub beta_slow: Option<f32>,
+    #[serde(default)]
+    pub mscale: Option<f32>,
+    #[serde(default)]
+    pub mscale_all_dim: Option<f32>,
 }
 
 /// RoPE as used by Llama: non-interleaved halves, optional Llama-3 frequency scaling.
@@ -69,9 +78,46 @@ impl Rope {
                 freqs: None,
                 input_scale: None,
             }),
+            Some("yarn") => Self::yarn(dims, base, s),
             Some("default") | None => Ok(Rope { dims, base: Some(base), scale: 1.0, freqs: None, input_scale: None }),
             Some(other) => Err(cfg_err(format!("unsupported rope_scaling type '{other}'"))),
         }
+    }
+
+    /// YaRN (gpt-oss) as mlx-lm's `YarnRoPE`: frequencies blended between the
+    /// original and the `factor`-stretched ones over the correction range, and
+    /// q, k scaled by the attention temperature `mscale`.
+    fn yarn(dims: i32, base: f32, s: &RopeScaling) -> Result<Self> {
+        let factor = s.factor.unwrap_or(1.0);
+        let orig = s.original_max_position_embeddings.unwrap_or(4096.0);
+        let (beta_fast, beta_slow) = (s.beta_fast.unwrap_or(32.0), s.beta_slow.unwrap_or(1.0));
+        if !(factor.is_finite() && factor > 0.0 && orig > 0.0 && base > 1.0 && beta_fast > 0.0 && beta_slow > 0.0) {
+            return Err(cfg_err("rope_scaling (yarn): factor, original_max_position_embeddings and betas must be positive"));
+        }
+        let correction_dim =
+            |rotations: f32| dims as f32 * (orig / (rotations * 2.0 * std::f32::consts::PI)).ln() / (2.0 * base.ln());
+        let low = correction_dim(beta_fast).floor().max(0.0);
+        let mut high = correction_dim(beta_slow).ceil().min(dims as f32 - 1.0);
+        if low == high {
+            high += 0.001;
+        }
+        let get_mscale = |m: f32| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
+        let mscale = get_mscale(s.mscale.unwrap_or(1.0)) / get_mscale(s.mscale_all_dim.unwrap_or(0.0));
+        let freqs: Vec<f32> = (0..dims / 2)
+            .map(|i| {
+                let extra = base.powf((2 * i) as f32 / dims as f32);
+                let inter = factor * extra;
+                let mask = 1.0 - ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+                (inter * extra) / (inter * mask + extra * (1.0 - mask))
+            })
+            .collect();
+        Ok(Rope {
+            dims,
+            base: None,
+            scale: 1.0,
+            freqs: Some(Array::from_slice(&freqs, &[dims / 2])),
+            input_scale: (mscale != 1.0).then(|| mlx_rs::array!(mscale)),
+        })
     }
 
     /// LongRoPE as mlx-lm runs it: frequencies scaled by `long_factor`, inputs by `mscale`.

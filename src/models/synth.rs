@@ -3,8 +3,9 @@
 //! a byte-level tokenizer), so Hearth and Python mlx-lm load the very same files.
 //! Speed does not depend on the weights' values, only on their shapes and types.
 
+use super::quant::{self, QuantMode, QuantSpec};
 use crate::error::{io_err, Error, Result};
-use mlx_rs::{ops, random, Array, Dtype};
+use mlx_rs::{random, Array, Dtype};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,9 +34,17 @@ pub fn preset(name: &str) -> Result<Value> {
             "vocab_size": 151936, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": false,
             "max_position_embeddings": 40960, "num_experts": 128, "num_experts_per_tok": 8,
             "moe_intermediate_size": 768, "decoder_sparse_step": 1, "mlp_only_layers": [], "norm_topk_prob": true}),
+        "gpt-oss-20b" => json!({"model_type": "gpt_oss", "hidden_size": 2880, "intermediate_size": 2880,
+            "num_hidden_layers": 24, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
+            "vocab_size": 201088, "rms_norm_eps": 1e-5, "rope_theta": 150000.0, "tie_word_embeddings": false,
+            "max_position_embeddings": 131072, "attention_bias": true, "num_local_experts": 32,
+            "num_experts_per_tok": 4, "sliding_window": 128, "swiglu_limit": 7.0,
+            "layer_types": (0..24).map(|i| if i % 2 == 0 { "sliding_attention" } else { "full_attention" }).collect::<Vec<_>>(),
+            "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                             "original_max_position_embeddings": 4096, "truncate": false}}),
         other => {
             return Err(Error::InvalidArgument(format!(
-                "unknown preset '{other}' (smollm2-135m, llama-3.2-1b, qwen3-4b, llama-3.1-8b, qwen3-30b-a3b)"
+                "unknown preset '{other}' (smollm2-135m, llama-3.2-1b, qwen3-4b, llama-3.1-8b, qwen3-30b-a3b, gpt-oss-20b)"
             )))
         }
     })
@@ -63,15 +72,23 @@ fn byte_tokenizer() -> Value {
     })
 }
 
-/// Writes a random model of `preset` shape to `dst`; `bits` = 0 keeps it dense.
-pub fn write(preset_name: &str, dst: &Path, bits: i32, group_size: i32, dtype: Dtype) -> Result<u64> {
-    write_config(preset(preset_name)?, dst, bits, group_size, dtype)
+/// Writes a random model of `preset` shape to `dst`; `quant` None keeps it dense.
+pub fn write(preset_name: &str, dst: &Path, quant: Option<QuantSpec>, dtype: Dtype) -> Result<u64> {
+    write_quantized(preset(preset_name)?, dst, quant, dtype)
 }
 
-/// Writes a random model for any llama-family `config` (llama, qwen2, qwen3).
-/// Norm weights are random around 1 and Qwen2's q/k/v biases are random, so
-/// every parameter influences the output (what the parity tests need).
-pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtype: Dtype) -> Result<u64> {
+/// `write_quantized` in MLX's affine mode; `bits` = 0 keeps it dense.
+pub fn write_config(cfg: Value, dst: &Path, bits: i32, group_size: i32, dtype: Dtype) -> Result<u64> {
+    write_quantized(cfg, dst, (bits > 0).then(|| QuantSpec::affine(group_size, bits)), dtype)
+}
+
+/// Writes a random model for any `config` of the families synth knows (llama,
+/// qwen2, qwen3, qwen3_moe, gemma3_text, phi3, gpt_oss), quantized as
+/// `mlx_lm.convert -q` would (gpt-oss's routers at 8 bits, group 64, as its
+/// `quant_predicate` asks). Norm weights are random around 1 and biases and
+/// sinks random, so every parameter influences the output (what the parity
+/// tests need).
+pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dtype: Dtype) -> Result<u64> {
     let g = |k: &str| cfg[k].as_i64().unwrap_or(0) as i32;
     let (h, inter, layers, nh, nkv, vocab) = (
         g("hidden_size"),
@@ -85,8 +102,14 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
     let gemma = cfg["model_type"] == "gemma3_text";
     let phi3 = cfg["model_type"] == "phi3";
     let moe = cfg["model_type"] == "qwen3_moe";
+    let gpt_oss = cfg["model_type"] == "gpt_oss";
     let qk_norm = cfg["model_type"] == "qwen3" || gemma || moe;
-    let (experts, moe_inter, sparse_step) = (g("num_experts"), g("moe_intermediate_size"), g("decoder_sparse_step").max(1));
+    let (experts, moe_inter, sparse_step) = if gpt_oss {
+        (g("num_local_experts"), inter, 1)
+    } else {
+        (g("num_experts"), g("moe_intermediate_size"), g("decoder_sparse_step").max(1))
+    };
+    let router_quant = QuantSpec::affine(64, 8);
     let dense_only: Vec<i64> = cfg["mlp_only_layers"].as_array().map(|a| a.iter().filter_map(|v| v.as_i64()).collect()).unwrap_or_default();
     let tied = cfg["tie_word_embeddings"].as_bool().unwrap_or(false);
     let mut key = random::key(0)?;
@@ -97,22 +120,25 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
         Ok(parts.1)
     };
     // A matrix [out, in], or a stack of expert matrices [experts, out, in].
-    let mut linear = |name: &str, shape: &[i32], tensors: &mut HashMap<String, Array>| -> Result<()> {
+    let mut linear_as = |name: &str, shape: &[i32], tensors: &mut HashMap<String, Array>, quant: Option<QuantSpec>| -> Result<()> {
         let k = next_key()?;
         let w = random::normal::<f32>(shape, 0.0, 0.02, &k)?.as_dtype(dtype)?;
-        if bits > 0 {
-            let (q, s, b) = ops::quantize(&w, group_size, bits)?;
-            mlx_rs::transforms::eval([&q, &s, &b])?;
+        if let Some(spec) = quant {
+            let (q, s, b) = quant::quantize(&w, spec)?;
+            mlx_rs::transforms::eval([&q, &s])?;
             tensors.insert(format!("{name}.weight"), q);
             tensors.insert(format!("{name}.scales"), s);
-            tensors.insert(format!("{name}.biases"), b);
+            if let Some(b) = b {
+                b.eval()?;
+                tensors.insert(format!("{name}.biases"), b);
+            }
         } else {
             w.eval()?;
             tensors.insert(format!("{name}.weight"), w);
         }
         Ok(())
     };
-    let qkv_bias = cfg["model_type"] == "qwen2";
+    let qkv_bias = cfg["model_type"] == "qwen2" || gpt_oss;
     let mut vec_key = random::key(1)?;
     let mut ones = |n: i32| -> Result<Array> {
         let parts = random::split(&vec_key, 2)?;
@@ -122,35 +148,55 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
         v.eval()?;
         Ok(v)
     };
-    linear("model.embed_tokens", &[vocab, h], &mut tensors)?;
+    linear_as("model.embed_tokens", &[vocab, h], &mut tensors, quant)?;
     for i in 0..layers {
         let p = format!("model.layers.{i}");
         if phi3 {
-            linear(&format!("{p}.self_attn.qkv_proj"), &[(nh + 2 * nkv) * hd, h], &mut tensors)?;
+            linear_as(&format!("{p}.self_attn.qkv_proj"), &[(nh + 2 * nkv) * hd, h], &mut tensors, quant)?;
         } else {
-            linear(&format!("{p}.self_attn.q_proj"), &[nh * hd, h], &mut tensors)?;
-            linear(&format!("{p}.self_attn.k_proj"), &[nkv * hd, h], &mut tensors)?;
-            linear(&format!("{p}.self_attn.v_proj"), &[nkv * hd, h], &mut tensors)?;
+            linear_as(&format!("{p}.self_attn.q_proj"), &[nh * hd, h], &mut tensors, quant)?;
+            linear_as(&format!("{p}.self_attn.k_proj"), &[nkv * hd, h], &mut tensors, quant)?;
+            linear_as(&format!("{p}.self_attn.v_proj"), &[nkv * hd, h], &mut tensors, quant)?;
         }
-        linear(&format!("{p}.self_attn.o_proj"), &[h, nh * hd], &mut tensors)?;
+        linear_as(&format!("{p}.self_attn.o_proj"), &[h, nh * hd], &mut tensors, quant)?;
         if qkv_bias {
             for (n, d) in [("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)] {
                 let b = ones(d)?.subtract(Array::from_f32(1.0))?.as_dtype(dtype)?;
                 tensors.insert(format!("{p}.self_attn.{n}.bias"), b);
             }
         }
-        if moe && !dense_only.contains(&(i as i64)) && (i + 1) % sparse_step == 0 {
-            linear(&format!("{p}.mlp.gate"), &[experts, h], &mut tensors)?;
-            linear(&format!("{p}.mlp.switch_mlp.gate_proj"), &[experts, moe_inter, h], &mut tensors)?;
-            linear(&format!("{p}.mlp.switch_mlp.up_proj"), &[experts, moe_inter, h], &mut tensors)?;
-            linear(&format!("{p}.mlp.switch_mlp.down_proj"), &[experts, h, moe_inter], &mut tensors)?;
+        if gpt_oss {
+            // Sinks of a few units, like the trained ones, so they matter.
+            let sinks = ones(nh)?.multiply(Array::from_f32(2.0))?.as_dtype(dtype)?;
+            tensors.insert(format!("{p}.self_attn.sinks"), sinks);
+            let mut bias = |name: String, d: i32, tensors: &mut HashMap<String, Array>| -> Result<()> {
+                tensors.insert(name, ones(d)?.subtract(Array::from_f32(1.0))?.as_dtype(dtype)?);
+                Ok(())
+            };
+            bias(format!("{p}.self_attn.o_proj.bias"), h, &mut tensors)?;
+            let e = format!("{p}.mlp.experts");
+            linear_as(&format!("{p}.mlp.router"), &[experts, h], &mut tensors, quant.map(|_| router_quant))?;
+            bias(format!("{p}.mlp.router.bias"), experts, &mut tensors)?;
+            linear_as(&format!("{e}.gate_proj"), &[experts, inter, h], &mut tensors, quant)?;
+            linear_as(&format!("{e}.up_proj"), &[experts, inter, h], &mut tensors, quant)?;
+            linear_as(&format!("{e}.down_proj"), &[experts, h, inter], &mut tensors, quant)?;
+            for (n, d) in [("gate_proj", inter), ("up_proj", inter), ("down_proj", h)] {
+                bias(format!("{e}.{n}.bias"), experts * d, &mut tensors)?;
+                let b = tensors[&format!("{e}.{n}.bias")].reshape(&[experts, d])?;
+                tensors.insert(format!("{e}.{n}.bias"), b);
+            }
+        } else if moe && !dense_only.contains(&(i as i64)) && (i + 1) % sparse_step == 0 {
+            linear_as(&format!("{p}.mlp.gate"), &[experts, h], &mut tensors, quant)?;
+            linear_as(&format!("{p}.mlp.switch_mlp.gate_proj"), &[experts, moe_inter, h], &mut tensors, quant)?;
+            linear_as(&format!("{p}.mlp.switch_mlp.up_proj"), &[experts, moe_inter, h], &mut tensors, quant)?;
+            linear_as(&format!("{p}.mlp.switch_mlp.down_proj"), &[experts, h, moe_inter], &mut tensors, quant)?;
         } else if phi3 {
-            linear(&format!("{p}.mlp.gate_up_proj"), &[2 * inter, h], &mut tensors)?;
-            linear(&format!("{p}.mlp.down_proj"), &[h, inter], &mut tensors)?;
+            linear_as(&format!("{p}.mlp.gate_up_proj"), &[2 * inter, h], &mut tensors, quant)?;
+            linear_as(&format!("{p}.mlp.down_proj"), &[h, inter], &mut tensors, quant)?;
         } else {
-            linear(&format!("{p}.mlp.gate_proj"), &[inter, h], &mut tensors)?;
-            linear(&format!("{p}.mlp.up_proj"), &[inter, h], &mut tensors)?;
-            linear(&format!("{p}.mlp.down_proj"), &[h, inter], &mut tensors)?;
+            linear_as(&format!("{p}.mlp.gate_proj"), &[inter, h], &mut tensors, quant)?;
+            linear_as(&format!("{p}.mlp.up_proj"), &[inter, h], &mut tensors, quant)?;
+            linear_as(&format!("{p}.mlp.down_proj"), &[h, inter], &mut tensors, quant)?;
         }
         tensors.insert(format!("{p}.input_layernorm.weight"), ones(h)?);
         tensors.insert(format!("{p}.post_attention_layernorm.weight"), ones(h)?);
@@ -165,10 +211,19 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
     }
     tensors.insert("model.norm.weight".into(), ones(h)?);
     if !tied {
-        linear("lm_head", &[vocab, h], &mut tensors)?;
+        linear_as("lm_head", &[vocab, h], &mut tensors, quant)?;
     }
-    if bits > 0 {
-        cfg["quantization"] = json!({"group_size": group_size, "bits": bits});
+    if let Some(q) = quant {
+        let mut section = json!({"group_size": q.group_size, "bits": q.bits});
+        if q.mode != QuantMode::Affine {
+            section["mode"] = json!(q.mode.name());
+        }
+        if gpt_oss {
+            for i in 0..layers {
+                section[format!("model.layers.{i}.mlp.router")] = json!({"group_size": 64, "bits": 8});
+            }
+        }
+        cfg["quantization"] = section;
     }
     cfg["architectures"] = json!([match cfg["model_type"].as_str() {
         Some("qwen3") => "Qwen3ForCausalLM",
@@ -176,6 +231,7 @@ pub fn write_config(mut cfg: Value, dst: &Path, bits: i32, group_size: i32, dtyp
         Some("qwen2") => "Qwen2ForCausalLM",
         Some("gemma3_text") => "Gemma3ForCausalLM",
         Some("phi3") => "Phi3ForCausalLM",
+        Some("gpt_oss") => "GptOssForCausalLM",
         _ => "LlamaForCausalLM",
     }]);
     cfg["torch_dtype"] = json!(crate::models::layers::dtype_name(dtype));

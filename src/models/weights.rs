@@ -2,7 +2,7 @@
 //! with the right shape, and nothing may be left over once the model is built
 //! (a leftover usually means a mismatched architecture or config).
 
-use super::QuantSpec;
+use super::quant::{self, QuantMode, QuantSpec};
 use crate::error::{Error, Result};
 use mlx_rs::{Array, Dtype};
 use std::collections::{BTreeMap, HashMap};
@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 pub struct QuantConfig {
     pub group_size: Option<i32>,
     pub bits: Option<i32>,
+    /// The default mode (`quantization.mode`; affine when absent).
+    pub mode: Option<QuantMode>,
     /// Keyed by layer prefix; `None` means "this layer is not quantized".
     pub overrides: BTreeMap<String, Option<QuantSpec>>,
 }
@@ -28,15 +30,18 @@ impl QuantConfig {
         let Some(obj) = q.as_object() else {
             return Ok(QuantConfig::default());
         };
-        // Only MLX's affine mode is read today; MXFP4 (gpt-oss) and the other
-        // float modes store their scales differently.
-        if let Some(mode) = q["mode"].as_str().filter(|m| *m != "affine") {
-            return Err(Error::Config(format!("quantization mode '{mode}' is not supported yet (only affine)")));
-        }
+        let mode = |v: &serde_json::Value| -> Result<Option<QuantMode>> {
+            match &v["mode"] {
+                serde_json::Value::Null => Ok(None),
+                serde_json::Value::String(m) => QuantMode::parse(m).map(Some),
+                other => Err(Error::Config(format!("quantization mode {other} is not a name"))),
+            }
+        };
         let int = |v: &serde_json::Value| v.as_i64().map(|x| x as i32);
         let mut out = QuantConfig {
             group_size: int(&q["group_size"]),
             bits: int(&q["bits"]),
+            mode: mode(q)?,
             overrides: BTreeMap::new(),
         };
         for (k, v) in obj {
@@ -48,7 +53,10 @@ impl QuantConfig {
                     let (Some(g), Some(b)) = (int(&v["group_size"]), int(&v["bits"])) else {
                         return Err(Error::Config(format!("quantization entry for {k} lacks group_size/bits")));
                     };
-                    out.overrides.insert(k.clone(), Some(QuantSpec { group_size: g, bits: b }));
+                    // A layer entry without a mode is affine (mlx-lm's per-layer
+                    // dicts go to `to_quantized`, whose default is affine).
+                    let m = mode(v)?.unwrap_or(QuantMode::Affine);
+                    out.overrides.insert(k.clone(), Some(QuantSpec { group_size: g, bits: b, mode: m }));
                 }
                 _ => {}
             }
@@ -56,11 +64,11 @@ impl QuantConfig {
         Ok(out)
     }
 
-    fn for_layer(&self, prefix: &str) -> Result<(Option<i32>, Option<i32>)> {
+    fn for_layer(&self, prefix: &str) -> Result<(Option<i32>, Option<i32>, Option<QuantMode>)> {
         match self.overrides.get(prefix) {
-            Some(Some(s)) => Ok((Some(s.group_size), Some(s.bits))),
+            Some(Some(s)) => Ok((Some(s.group_size), Some(s.bits), Some(s.mode))),
             Some(None) => Err(Error::Config(format!("layer {prefix} is marked unquantized but has scales"))),
-            None => Ok((self.group_size, self.bits)),
+            None => Ok((self.group_size, self.bits, self.mode)),
         }
     }
 }
@@ -110,7 +118,9 @@ impl Weights {
     }
 
     /// The quantization of layer `prefix` with `in_f` inputs, or None if dense.
-    /// Bits are derived from the packed shapes and checked against the config.
+    /// Bits are derived from the packed shapes and the mode from the scales'
+    /// type (uint8 scales are microscaling floats, as mlx-lm infers them), then
+    /// both are checked against the config.
     pub fn quant_spec(&self, prefix: &str, in_f: i32) -> Result<Option<QuantSpec>> {
         let scales_key = format!("{prefix}.scales");
         let Some(scales) = self.tensors.get(&scales_key) else {
@@ -120,7 +130,7 @@ impl Weights {
             .tensors
             .get(&format!("{prefix}.weight"))
             .ok_or_else(|| Error::MissingTensor(format!("{prefix}.weight")))?;
-        let (cfg_group, cfg_bits) = self.quant.for_layer(prefix)?;
+        let (cfg_group, cfg_bits, cfg_mode) = self.quant.for_layer(prefix)?;
         let groups = *scales.shape().last().unwrap_or(&0);
         // Matrices, or stacks of expert matrices [experts, out, in/per-word].
         if groups <= 0 || !(2..=3).contains(&weight.ndim()) || in_f <= 0 {
@@ -148,13 +158,22 @@ impl Weights {
                 )));
             }
         }
-        Ok(Some(QuantSpec { group_size, bits }))
+        let mode = if scales.dtype() == Dtype::Uint8 { QuantMode::Mxfp4 } else { QuantMode::Affine };
+        if let Some(c) = cfg_mode.filter(|c| *c != mode) {
+            return Err(Error::Config(format!(
+                "{prefix}: config says {} quantization but the scales are stored as {} ({:?})",
+                c.name(),
+                mode.name(),
+                scales.dtype()
+            )));
+        }
+        Ok(Some(QuantSpec { group_size, bits, mode }.check(prefix)?))
     }
 
     /// Input features of quantized layer `prefix`, from its scales and group size.
     fn quant_in_features(&self, prefix: &str) -> Result<i32> {
         let scales = &self.tensors[&format!("{prefix}.scales")];
-        let (group, _) = self.quant.for_layer(prefix)?;
+        let (group, _, _) = self.quant.for_layer(prefix)?;
         let group = group.ok_or_else(|| Error::Config(format!("no quantization group size for {prefix}")))?;
         Ok(scales.shape().last().copied().unwrap_or(0) * group)
     }
@@ -182,9 +201,14 @@ impl Weights {
                 .quant_spec(&prefix, in_f)?
                 .expect("prefix has scales");
             let w = self.take(&format!("{prefix}.weight"))?;
-            let s = self.take(&format!("{prefix}.scales"))?.as_dtype(dtype)?;
-            let b = self.take(&format!("{prefix}.biases"))?.as_dtype(dtype)?;
-            let dense = mlx_rs::ops::dequantize(&w, &s, &b, spec.group_size, spec.bits)?;
+            let dense = if spec.mode.has_biases() {
+                let s = self.take(&format!("{prefix}.scales"))?.as_dtype(dtype)?;
+                let b = self.take(&format!("{prefix}.biases"))?.as_dtype(dtype)?;
+                quant::dequantize(&w, &s, Some(&b), spec)?
+            } else {
+                let s = self.take(&format!("{prefix}.scales"))?;
+                quant::dequantize(&w, &s, None, spec)?.as_dtype(dtype)?
+            };
             dense.eval()?;
             self.tensors.insert(format!("{prefix}.weight"), dense);
         }
@@ -236,21 +260,35 @@ impl Weights {
         Ok(out)
     }
 
-    /// A short description such as "4-bit (group 32)" or "mixed 4/8-bit (group 32)".
+    /// A short description such as "4-bit (group 32)", "mixed 4/8-bit (group 32/64)"
+    /// or "MXFP4 + 8-bit (group 32/64)" (gpt-oss: MXFP4 experts, affine elsewhere).
     pub fn quantization_label(&self) -> String {
         let mut bits = std::collections::BTreeSet::new();
         let mut groups = std::collections::BTreeSet::new();
+        let mut mxfp4 = false;
         for (_, s) in self.quant_specs().unwrap_or_default() {
-            bits.insert(s.bits);
+            match s.mode {
+                QuantMode::Mxfp4 => mxfp4 = true,
+                QuantMode::Affine => {
+                    bits.insert(s.bits);
+                }
+            }
             groups.insert(s.group_size);
         }
-        if bits.is_empty() {
-            return "none".into();
-        }
-        let b: Vec<String> = bits.iter().map(|b| b.to_string()).collect();
         let g: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        let kind = if bits.len() == 1 { String::new() } else { "mixed ".into() };
-        format!("{kind}{}-bit (group {})", b.join("/"), g.join("/"))
+        let b: Vec<String> = bits.iter().map(|b| b.to_string()).collect();
+        let affine = match bits.len() {
+            0 => String::new(),
+            1 => format!("{}-bit", b[0]),
+            _ => format!("mixed {}-bit", b.join("/")),
+        };
+        let kind = match (mxfp4, affine.is_empty()) {
+            (false, true) => return "none".into(),
+            (false, false) => affine,
+            (true, true) => "MXFP4".into(),
+            (true, false) => format!("MXFP4 + {affine}"),
+        };
+        format!("{kind} (group {})", g.join("/"))
     }
 
     /// Evaluates all tensors so loading cost is paid now, not on the first token.
