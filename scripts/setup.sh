@@ -19,6 +19,11 @@ SMOLLM2_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 GEMMA_PART_SHA256S="2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf 8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3 94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72 1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"
 GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 GGUF_PY_VERSION=0.19.0
+# gpt-oss's chat template (harmony format) as llama.cpp ships it, from PyPI's
+# llama-cpp-python source archive; the harmony template test renders it.
+LLAMA_CPP_PY_VERSION=0.3.16
+LLAMA_CPP_PY_SHA256=34ed0f9bd9431af045bb63d9324ae620ad0536653740e9bb163a2e1fcb973be6
+GPT_OSS_TEMPLATE_SHA256=a4c9919cbbd4acdd51ccffe22da049264b1b73e59055fa58811a99efbd7c8146
 MLX_SYS_VERSION=0.7.0
 
 # ---------------------------------------------------------------- system packages
@@ -166,5 +171,29 @@ fi
 if [ ! -f "$DEPS/.gguf-py-$GGUF_PY_VERSION" ]; then
   "$PY" -m pip install -q "gguf==$GGUF_PY_VERSION"
   touch "$DEPS/.gguf-py-$GGUF_PY_VERSION"
+fi
+# gpt-oss's chat template: one file out of the llama-cpp-python source archive
+# (~50 MB, downloaded once; only the template is kept).
+TEMPLATES="$DEPS/templates"
+if [ ! -f "$TEMPLATES/gpt-oss.jinja" ]; then
+  log "fetching gpt-oss's chat template (from PyPI's llama-cpp-python $LLAMA_CPP_PY_VERSION source)"
+  mkdir -p "$TEMPLATES"
+  "$PY" - "$LLAMA_CPP_PY_VERSION" "$LLAMA_CPP_PY_SHA256" "$GPT_OSS_TEMPLATE_SHA256" "$TEMPLATES/gpt-oss.jinja" <<'PYEOF'
+import hashlib, io, json, sys, tarfile, urllib.request
+version, archive_sha, template_sha, out = sys.argv[1:5]
+index = urllib.request.Request("https://pypi.org/simple/llama-cpp-python/",
+                               headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+files = json.load(urllib.request.urlopen(index, timeout=60))["files"]
+url = next(f["url"] for f in files if f["filename"] == f"llama_cpp_python-{version}.tar.gz")
+data = urllib.request.urlopen(url, timeout=600).read()
+if hashlib.sha256(data).hexdigest() != archive_sha:
+    sys.exit("setup: checksum mismatch for the llama-cpp-python source archive")
+name = f"llama_cpp_python-{version}/vendor/llama.cpp/models/templates/openai-gpt-oss-120b.jinja"
+template = tarfile.open(fileobj=io.BytesIO(data)).extractfile(name).read()
+if hashlib.sha256(template).hexdigest() != template_sha:
+    sys.exit("setup: checksum mismatch for the gpt-oss template")
+open(out + ".part", "wb").write(template)
+PYEOF
+  mv "$TEMPLATES/gpt-oss.jinja.part" "$TEMPLATES/gpt-oss.jinja"
 fi
 log "ready"

@@ -4,6 +4,7 @@
 pub mod harmony;
 pub mod params;
 pub mod template;
+mod template_compat;
 pub mod tokenizer;
 
 use serde::{Deserialize, Serialize};
@@ -32,4 +33,16 @@ impl Message {
     pub fn assistant(c: impl Into<String>) -> Self {
         Message { role: Role::Assistant, content: c.into() }
     }
+}
+
+/// An assistant reply stored as `<think>reasoning</think>answer` split into its
+/// reasoning and its answer; a reply without a closed reasoning block is all answer.
+pub fn split_reasoning(content: &str) -> (Option<&str>, &str) {
+    let trimmed = content.trim_start();
+    if let Some(rest) = trimmed.strip_prefix("<think>") {
+        if let Some(end) = rest.find("</think>") {
+            return (Some(&rest[..end]), &rest[end + "</think>".len()..]);
+        }
+    }
+    (None, content)
 }

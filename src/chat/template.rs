@@ -4,6 +4,7 @@
 
 use super::Message;
 use crate::error::{Error, Result};
+use super::template_compat::{cap_assignments, hearth_cap, python_line_continuations, raise_exception, strftime_now};
 use minijinja::{context, Environment, ErrorKind, Value};
 
 /// Used when a model ships no template (base models): a plain transcript.
@@ -13,198 +14,19 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     pub source: String,
     pub is_fallback: bool,
+    /// gpt-oss's harmony format: replies arrive in channels (`reasoning` as
+    /// analysis, the answer as final) and earlier reasoning goes back in each
+    /// assistant message's `thinking` field, which the template drops.
+    pub harmony: bool,
+    /// Variables the template documents beyond the messages.
+    pub options: TemplateOptions,
 }
 
-fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> {
-    Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-}
-
-fn strftime_now(format: String) -> std::result::Result<String, minijinja::Error> {
-    // Templates (Llama 3.x, Granite, gpt-oss) print today's date. transformers
-    // calls datetime.now().strftime(): local time, C strftime. Same here.
-    local_strftime(&format).ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, "strftime_now: bad format"))
-}
-
-/// `format` applied to the local time by the C library's strftime, as Python
-/// does for `datetime.now()`: a naive datetime, so `%Z` and `%z` print nothing,
-/// and `%f` (Python's own) prints the microseconds.
-fn local_strftime(format: &str) -> Option<String> {
-    #[cfg(unix)]
-    {
-        let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.subsec_micros();
-        let mut f = String::with_capacity(format.len());
-        let mut chars = format.chars();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                f.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('Z') | Some('z') => {}
-                Some('f') => f.push_str(&format!("{micros:06}")),
-                Some(d) => {
-                    f.push('%');
-                    f.push(d);
-                }
-                None => f.push('%'),
-            }
-        }
-        let format = f.as_str();
-        let fmt = std::ffi::CString::new(format).ok()?;
-        let now = unsafe { libc::time(std::ptr::null_mut()) };
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        // localtime_r reads TZ (tzset) like Python's time.localtime.
-        extern "C" {
-            fn tzset();
-        }
-        unsafe { tzset() };
-        if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
-            return None;
-        }
-        let mut buf = vec![0u8; 256 + 8 * format.len()];
-        let n = unsafe { libc::strftime(buf.as_mut_ptr().cast(), buf.len(), fmt.as_ptr(), &tm) };
-        if n == 0 && !format.is_empty() {
-            return None;
-        }
-        buf.truncate(n);
-        String::from_utf8(buf).ok()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = format;
-        None
-    }
-}
-
-/// Python's jinja2 decodes string literals with Python's escapes, where a
-/// backslash before a line break continues the line (both vanish); minijinja
-/// keeps them. Mistral Small 3.1's default system prompt relies on it. This
-/// removes `\` + newline inside string literals in `{{ }}` and `{% %}` tags
-/// (and nowhere else), so both render the same text.
-fn python_line_continuations(src: &str) -> String {
-    let b = src.as_bytes();
-    let mut out = String::with_capacity(src.len());
-    let (mut i, mut start) = (0, 0);
-    let mut in_tag = false;
-    let mut quote: Option<u8> = None;
-    while i < b.len() {
-        match (in_tag, quote) {
-            (false, _) => {
-                if b[i] == b'{' && matches!(b.get(i + 1), Some(b'{') | Some(b'%')) {
-                    in_tag = true;
-                    i += 2;
-                    continue;
-                }
-            }
-            (true, None) => {
-                if matches!(b[i], b'}' | b'%') && b.get(i + 1) == Some(&b'}') {
-                    in_tag = false;
-                    i += 2;
-                    continue;
-                }
-                if b[i] == b'\'' || b[i] == b'"' {
-                    quote = Some(b[i]);
-                }
-            }
-            (true, Some(q)) => {
-                if b[i] == b'\\' {
-                    let nl = match (b.get(i + 1), b.get(i + 2)) {
-                        (Some(b'\n'), _) => 2,
-                        (Some(b'\r'), Some(b'\n')) => 3,
-                        _ => 0,
-                    };
-                    if nl > 0 {
-                        out.push_str(&src[start..i]);
-                        i += nl;
-                        start = i;
-                        continue;
-                    }
-                    i += 2; // an escaped character, never the closing quote
-                    continue;
-                }
-                if b[i] == q {
-                    quote = None;
-                }
-            }
-        }
-        i += 1;
-    }
-    out.push_str(&src[start.min(src.len())..]);
-    out
-}
-
-/// Wraps the value of every `{% set target = expr %}` in `__hearth_cap(…)`,
-/// which refuses a string over `MAX_PROMPT_BYTES` or a list of over a million
-/// items. Fuel counts instructions, not bytes: a loop that doubles a namespace
-/// string (`{% set ns.s = ns.s ~ ns.s %}`) needs only ~40 of them to ask for
-/// terabytes. Values that persist across loop iterations can only do so
-/// through such assignments, so capping them bounds every growing value.
-fn cap_assignments(src: &str) -> String {
-    let mut out = String::with_capacity(src.len() + 256);
-    let mut rest = src;
-    while let Some(i) = rest.find("{%") {
-        out.push_str(&rest[..i]);
-        let from = &rest[i..];
-        let Some(end) = from.find("%}") else {
-            out.push_str(from);
-            return out;
-        };
-        let tag = &from[..end + 2];
-        rest = &from[end + 2..];
-        // A raw block is text: copied as it is, up to its end tag.
-        if tag[2..tag.len() - 2].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace()) == "raw" {
-            out.push_str(tag);
-            let stop = rest.find("endraw").map(|p| p + "endraw".len()).unwrap_or(rest.len());
-            out.push_str(&rest[..stop]);
-            rest = &rest[stop..];
-            continue;
-        }
-        match rewrite_set(tag) {
-            Some(t) => out.push_str(&t),
-            None => out.push_str(tag),
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn rewrite_set(tag: &str) -> Option<String> {
-    let inner = &tag[2..tag.len() - 2];
-    let (lead, body) = match inner.chars().next() {
-        Some(c @ ('-' | '+')) => (c.to_string(), &inner[1..]),
-        _ => (String::new(), inner),
-    };
-    let (body, trail) = match body.chars().last() {
-        Some(c @ ('-' | '+')) => (&body[..body.len() - 1], c.to_string()),
-        _ => (body, String::new()),
-    };
-    let after = body.trim_start().strip_prefix("set")?;
-    if !after.starts_with(char::is_whitespace) {
-        return None;
-    }
-    let after = after.trim_start();
-    let n = after.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))?;
-    let target = &after[..n];
-    let expr = after[n..].trim_start().strip_prefix('=')?;
-    let expr = expr.trim();
-    // Not an assignment (`==`), nothing assigned, or a tag cut short by a
-    // `%}` inside a string literal (its quotes do not pair up): left alone.
-    let paired = |q: char| expr.matches(q).count() % 2 == 0;
-    if target.is_empty() || expr.is_empty() || expr.starts_with('=') || !paired('\'') || !paired('"') {
-        return None;
-    }
-    Some(format!("{{%{lead} set {target} = __hearth_cap({expr}) {trail}%}}"))
-}
-
-fn hearth_cap(v: Value) -> std::result::Result<Value, minijinja::Error> {
-    let too_big = match v.as_str() {
-        Some(s) => s.len() > MAX_PROMPT_BYTES,
-        None => v.len().is_some_and(|n| n > 1 << 20),
-    };
-    if too_big {
-        return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "the chat template built a value too large for any prompt"));
-    }
-    Ok(v)
+/// Variables some templates take besides the conversation; unset ones are left
+/// undefined so the template's own default applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemplateOptions {
+    pub reasoning_effort: Option<super::params::ReasoningEffort>,
 }
 
 /// Limits that make a hostile template fail fast instead of stalling the
@@ -212,7 +34,7 @@ fn hearth_cap(v: Value) -> std::result::Result<Value, minijinja::Error> {
 /// a million), nesting, and the size of what it writes.
 const TEMPLATE_FUEL: u64 = 20_000_000;
 const TEMPLATE_RECURSION: usize = 100;
-const MAX_PROMPT_BYTES: usize = 64 << 20;
+pub(crate) const MAX_PROMPT_BYTES: usize = 64 << 20;
 
 /// A writer that refuses to grow past a cap.
 struct CappedWriter {
@@ -289,7 +111,8 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.add_template_owned("chat", cap_assignments(&python_line_continuations(&source)))
             .map_err(|e| Error::Template(format!("the model's chat template does not parse: {e}")))?;
-        Ok(ChatTemplate { env, source, is_fallback })
+        let harmony = source.contains("<|channel|>") && source.contains("<|message|>");
+        Ok(ChatTemplate { env, source, is_fallback, harmony, options: TemplateOptions::default() })
     }
 
     /// Renders a conversation for generation. A template that rejects a system
@@ -301,8 +124,16 @@ impl ChatTemplate {
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<(String, Vec<Message>)> {
+        // Harmony templates get reasoning apart from the answer (`render`
+        // splits it out); the text holds only the answers of earlier turns.
+        let as_rendered = || -> Vec<Message> {
+            if !self.harmony {
+                return messages.to_vec();
+            }
+            messages.iter().map(|m| Message { role: m.role, content: super::split_reasoning(&m.content).1.to_string() }).collect()
+        };
         match self.render(messages, true, bos_token, eos_token) {
-            Ok(t) => Ok((t, messages.to_vec())),
+            Ok(t) => Ok((t, as_rendered())),
             Err(e) if messages.first().is_some_and(|m| m.role == super::Role::System) && messages.len() > 1 => {
                 let mut folded = messages[1..].to_vec();
                 folded[0].content = format!("{}\n\n{}", messages[0].content, folded[0].content);
@@ -326,8 +157,17 @@ impl ChatTemplate {
             .map_err(|e| Error::Template(e.to_string()))?;
         let msgs: Vec<Value> = messages
             .iter()
-            .map(|m| Value::from_serialize(m))
+            .map(|m| match super::split_reasoning(&m.content) {
+                (Some(thinking), answer) if self.harmony && m.role == super::Role::Assistant => Value::from_serialize(
+                    serde_json::json!({"role": m.role, "content": answer, "thinking": thinking}),
+                ),
+                _ => Value::from_serialize(m),
+            })
             .collect();
+        let mut vars = serde_json::Map::new();
+        if let Some(effort) = self.options.reasoning_effort {
+            vars.insert("reasoning_effort".into(), effort.as_str().into());
+        }
         let mut out = CappedWriter { out: Vec::new(), cap: MAX_PROMPT_BYTES };
         tmpl.render_captured_to(
             context! {
@@ -335,6 +175,7 @@ impl ChatTemplate {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => bos_token.unwrap_or(""),
                 eos_token => eos_token.unwrap_or(""),
+                ..Value::from_serialize(&vars)
             },
             &mut out,
         )

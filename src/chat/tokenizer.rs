@@ -271,6 +271,21 @@ impl TextTokenizer {
         self.special.contains(&id)
     }
 
+    /// A control token's text (`<|channel|>`), for formats that are parsed by
+    /// their control tokens (harmony); None for ordinary tokens.
+    pub fn special_text(&self, id: u32) -> Option<String> {
+        if self.special.contains(&id) {
+            self.inner.id_to_token(id)
+        } else {
+            None
+        }
+    }
+
+    /// The id of a control token by its text.
+    pub fn special_id(&self, text: &str) -> Option<u32> {
+        self.inner.token_to_id(text).filter(|id| self.special.contains(id))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.token_bytes.len()
     }

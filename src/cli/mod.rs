@@ -11,6 +11,7 @@ mod models;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 use hearth::chat::params::{GenerateParams, RecommendedSampling, SamplingParams, DEFAULT_MAX_TOKENS};
+use hearth::chat::template::TemplateOptions;
 use hearth::engine::{EngineHandle, Event};
 use hearth::library::resolve;
 use hearth::models::load::{ModelInfo, Precision};
@@ -115,6 +116,9 @@ pub enum Cmd {
         /// Print token ids and pieces instead of the text.
         #[arg(long)]
         tokens: bool,
+        /// low, medium or high, for templates that take it (gpt-oss).
+        #[arg(long)]
+        reasoning_effort: Option<String>,
     },
     /// Print the token ids and pieces of a text.
     Tokenize {
@@ -194,6 +198,9 @@ pub struct ModelArgs {
     /// Context length in tokens.
     #[arg(long)]
     pub context_length: Option<usize>,
+    /// low, medium or high, for models whose template takes it (gpt-oss).
+    #[arg(long)]
+    pub reasoning_effort: Option<String>,
 }
 
 /// Sampling flags; any left out take the defaults in `chat::params`, the same
@@ -260,6 +267,8 @@ pub fn start_engine(m: &ModelArgs) -> Result<(EngineHandle, ModelInfo)> {
     let path = model_path(&m.model)?;
     let precision: Precision = m.precision.parse()?;
     let engine = EngineHandle::spawn();
+    let reasoning_effort = m.reasoning_effort.as_deref().map(str::parse).transpose()?;
+    engine.send(hearth::engine::Command::SetTemplateOptions(TemplateOptions { reasoning_effort }));
     engine.load(path, precision, m.context_length);
     loop {
         match engine.events.recv()? {
@@ -337,7 +346,9 @@ pub fn run() -> Result<()> {
         Some(Cmd::Synth { preset, dst, bits, group_size, mode, dtype }) => {
             convert::synth(&preset, &dst, bits, group_size, &mode, &dtype)
         }
-        Some(Cmd::Render { model, template, messages, tokens }) => inspect::render(&model, template.as_deref(), &messages, tokens),
+        Some(Cmd::Render { model, template, messages, tokens, reasoning_effort }) => {
+            inspect::render(&model, template.as_deref(), &messages, tokens, reasoning_effort.as_deref())
+        }
         Some(Cmd::Tokenize { model, special, text }) => inspect::tokenize(&model, &text, special),
         Some(Cmd::Models { cmd }) => models::run(cmd),
     }

@@ -1,6 +1,7 @@
 //! Messages between the UI (or CLI) and the inference thread.
 
 use crate::chat::params::{GenerateParams, GenerationStats};
+use crate::chat::template::TemplateOptions;
 use crate::chat::Message;
 use crate::error::Error;
 use crate::models::load::{ModelInfo, Precision};
@@ -23,6 +24,8 @@ pub enum Command {
     Generate { id: RequestId, prompt: Prompt, params: GenerateParams, cancel: Arc<AtomicBool> },
     /// Sets the context length used by later requests.
     SetContextLength(usize),
+    /// Template variables (reasoning effort) for later requests, this model and the next.
+    SetTemplateOptions(TemplateOptions),
     /// Drops the prompt cache (e.g. the user switched conversations).
     ResetCache,
     Unload,

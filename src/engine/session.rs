@@ -4,7 +4,7 @@
 
 use super::sampling::Sampler;
 use super::step::{self, LoopEnd, PromptCache};
-use super::stream::{StopCheck, TextStream};
+use super::stream::{ReplyStream, StopCheck};
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats};
 use crate::chat::template::content_spans;
 use crate::chat::{Message, Role};
@@ -111,7 +111,7 @@ impl Session {
             ..Default::default()
         };
         let tok = &self.loaded.tokenizer;
-        let mut text = TextStream::new(params.stop.clone());
+        let mut text = ReplyStream::new(self.loaded.template.harmony, params.stop.clone());
         let mut t_first = None;
         let mut reason = None;
         let last_tokens = &mut self.last_tokens;
@@ -145,13 +145,22 @@ impl Session {
                     reason = Some(FinishReason::StopString);
                     false
                 }
+                StopCheck::End(s) => {
+                    if !s.is_empty() {
+                        on_text(&s);
+                    }
+                    reason = Some(FinishReason::Eos);
+                    false
+                }
             }
         })?;
         let reason = reason.unwrap_or(match end {
             LoopEnd::ContextFull => FinishReason::ContextFull,
             LoopEnd::MaxTokens | LoopEnd::Stopped => FinishReason::MaxTokens,
         });
-        if !matches!(reason, FinishReason::StopString | FinishReason::Cancelled) {
+        // After a stop string or a cancel, held-back text stays unsaid; a
+        // harmony reply still gets its open reasoning block closed.
+        if !matches!(reason, FinishReason::StopString | FinishReason::Cancelled) || text.is_harmony() {
             let s = text.finish();
             if !s.is_empty() {
                 on_text(&s);

@@ -1,10 +1,14 @@
 //! From token ids to streamed text (mlx-lm's `stream_generate` side): a
-//! streaming detokenizer and stop strings, joined in `TextStream`.
+//! streaming detokenizer and stop strings, joined in `TextStream`, and for
+//! gpt-oss's harmony format `HarmonyStream`, which reads the channels and
+//! writes the reasoning as `<think>…</think>` before the answer, as reasoning
+//! models that think in tags do (one form for the chat view and history).
 //!
 //! The detokenizer appends each token's bytes (looked up in a table built at
 //! load) and releases only complete UTF-8: O(1) per token, and a character
 //! split across tokens (emoji, CJK, byte-fallback) is never broken.
 
+use crate::chat::harmony::{HarmonyEvent, HarmonyParser, Piece};
 use crate::chat::tokenizer::TextTokenizer;
 
 #[derive(Default)]
@@ -61,6 +65,9 @@ pub enum StopCheck {
     Emit(String),
     /// A stop string was found; emit this text (before it) and stop.
     Stop(String),
+    /// The reply's format closed the reply (harmony's `<|return|>`/`<|call|>`):
+    /// emit this text and stop, as at end-of-sequence.
+    End(String),
 }
 
 impl StopMatcher {
@@ -122,8 +129,140 @@ impl TextStream {
     /// Everything still held when generation ends without a stop string.
     pub fn finish(&mut self) -> String {
         let tail = self.detok.finish();
-        let (StopCheck::Emit(s) | StopCheck::Stop(s)) = self.stops.push(&tail);
+        let (StopCheck::Emit(s) | StopCheck::Stop(s) | StopCheck::End(s)) = self.stops.push(&tail);
         s + &self.stops.finish()
+    }
+}
+
+/// A harmony reply as text: the `analysis` channel inside `<think>…</think>`,
+/// the `final` channel after it, a tool call shown as what it is.
+pub struct HarmonyStream {
+    detok: StreamingDetokenizer,
+    parser: HarmonyParser,
+    stops: StopMatcher,
+    thinking: bool,
+}
+
+impl HarmonyStream {
+    pub fn new(stops: Vec<String>) -> Self {
+        HarmonyStream {
+            detok: StreamingDetokenizer::new(),
+            parser: HarmonyParser::new(),
+            stops: StopMatcher::new(stops),
+            thinking: false,
+        }
+    }
+
+    pub fn push(&mut self, tok: &TextTokenizer, id: u32) -> StopCheck {
+        let mut events = Vec::new();
+        match tok.special_text(id) {
+            Some(special) => {
+                // Text before a control token belongs to the message it ends.
+                let tail = self.detok.finish();
+                if !tail.is_empty() {
+                    events.extend(self.parser.push(Piece::Text(&tail)));
+                }
+                events.extend(self.parser.push(Piece::Special(&special)));
+            }
+            None => {
+                let text = self.detok.push(tok, id);
+                if !text.is_empty() {
+                    events.extend(self.parser.push(Piece::Text(&text)));
+                }
+            }
+        }
+        let mut out = String::new();
+        let mut ended = false;
+        for e in events {
+            match e {
+                HarmonyEvent::Reasoning(t) => {
+                    if !self.thinking {
+                        out.push_str("<think>");
+                        self.thinking = true;
+                    }
+                    out.push_str(&t);
+                }
+                HarmonyEvent::Content(t) => {
+                    self.close_thinking(&mut out);
+                    out.push_str(&t);
+                }
+                HarmonyEvent::ToolCall { name, arguments } => {
+                    // The chat offers the model no tools; a call it makes anyway
+                    // is shown, not run.
+                    self.close_thinking(&mut out);
+                    out.push_str(&format!("\n\n(tool call `{name}`: `{arguments}`)\n"));
+                }
+                HarmonyEvent::Done => ended = true,
+            }
+        }
+        match self.stops.push(&out) {
+            StopCheck::Emit(s) if ended => {
+                let mut s = s + &self.stops.finish();
+                self.close_thinking(&mut s);
+                StopCheck::End(s)
+            }
+            other => other,
+        }
+    }
+
+    fn close_thinking(&mut self, out: &mut String) {
+        if self.thinking {
+            out.push_str("</think>");
+            self.thinking = false;
+        }
+    }
+
+    /// What is still held when generation ends (an open reasoning block is closed).
+    pub fn finish(&mut self) -> String {
+        let tail = self.detok.finish();
+        let mut events = Vec::new();
+        if !tail.is_empty() {
+            events = self.parser.push(Piece::Text(&tail));
+        }
+        let mut out = String::new();
+        for e in events {
+            if let HarmonyEvent::Reasoning(t) | HarmonyEvent::Content(t) = e {
+                out.push_str(&t);
+            }
+        }
+        let (StopCheck::Emit(s) | StopCheck::Stop(s) | StopCheck::End(s)) = self.stops.push(&out);
+        let mut s = s + &self.stops.finish();
+        self.close_thinking(&mut s);
+        s
+    }
+}
+
+/// How a reply's tokens become text: plain, or through the harmony channels.
+pub enum ReplyStream {
+    Plain(TextStream),
+    Harmony(HarmonyStream),
+}
+
+impl ReplyStream {
+    pub fn new(harmony: bool, stops: Vec<String>) -> Self {
+        if harmony {
+            ReplyStream::Harmony(HarmonyStream::new(stops))
+        } else {
+            ReplyStream::Plain(TextStream::new(stops))
+        }
+    }
+
+    pub fn push(&mut self, tok: &TextTokenizer, id: u32) -> StopCheck {
+        match self {
+            ReplyStream::Plain(s) => s.push(tok, id),
+            ReplyStream::Harmony(s) => s.push(tok, id),
+        }
+    }
+
+    pub fn is_harmony(&self) -> bool {
+        matches!(self, ReplyStream::Harmony(_))
+    }
+
+    pub fn finish(&mut self) -> String {
+        match self {
+            ReplyStream::Plain(s) => s.finish(),
+            ReplyStream::Harmony(s) => s.finish(),
+        }
     }
 }
 
@@ -134,8 +273,116 @@ mod tests {
     fn emitted(c: StopCheck) -> (String, bool) {
         match c {
             StopCheck::Emit(s) => (s, false),
-            StopCheck::Stop(s) => (s, true),
+            StopCheck::Stop(s) | StopCheck::End(s) => (s, true),
         }
+    }
+
+    /// A byte-level tokenizer with harmony's control tokens after the 256 bytes.
+    fn harmony_tokenizer() -> (TextTokenizer, Vec<&'static str>) {
+        let specials = vec!["<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>"];
+        let table = crate::chat::tokenizer::bytes_to_unicode();
+        let mut vocab = serde_json::Map::new();
+        for (i, c) in table.iter().enumerate() {
+            vocab.insert(c.to_string(), serde_json::json!(i));
+        }
+        let added: Vec<_> = specials
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                vocab.insert(s.to_string(), serde_json::json!(256 + i));
+                serde_json::json!({"id": 256 + i, "content": s, "special": true, "single_word": false,
+                                   "lstrip": false, "rstrip": false, "normalized": false})
+            })
+            .collect();
+        let json = serde_json::json!({
+            "version": "1.0", "added_tokens": added, "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []}
+        });
+        let tok = TextTokenizer::from_json(json, Default::default()).unwrap();
+        (tok, specials)
+    }
+
+    /// Token ids for a scripted reply: control tokens by name, text byte by byte.
+    fn script(tok: &TextTokenizer, parts: &[&str]) -> Vec<u32> {
+        parts
+            .iter()
+            .flat_map(|p| match tok.special_id(p) {
+                Some(id) => vec![id],
+                None => p.bytes().map(|b| b as u32).collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn harmony_replies_become_folded_reasoning_then_the_answer() {
+        let (tok, _) = harmony_tokenizer();
+        let ids = script(
+            &tok,
+            &["<|channel|>", "analysis", "<|message|>", "Sum 1..4 = 10.", "<|end|>", "<|start|>", "assistant", "<|channel|>",
+              "final", "<|message|>", "The answer is ", "10 — ok.", "<|return|>", "ignored"],
+        );
+        let mut s = ReplyStream::new(true, vec![]);
+        let mut text = String::new();
+        let mut ended = false;
+        for id in ids {
+            match s.push(&tok, id) {
+                StopCheck::Emit(t) => text.push_str(&t),
+                StopCheck::End(t) => {
+                    text.push_str(&t);
+                    ended = true;
+                    break;
+                }
+                StopCheck::Stop(_) => panic!("no stop strings were given"),
+            }
+        }
+        assert!(ended, "<|return|> ends the reply");
+        assert_eq!(text, "<think>Sum 1..4 = 10.</think>The answer is 10 — ok.");
+        assert_eq!(crate::chat::split_reasoning(&text), (Some("Sum 1..4 = 10."), "The answer is 10 — ok."));
+    }
+
+    #[test]
+    fn a_harmony_reply_cut_off_while_thinking_is_closed_and_stop_strings_apply_to_the_answer() {
+        let (tok, _) = harmony_tokenizer();
+        let mut s = ReplyStream::new(true, vec![]);
+        let mut text = String::new();
+        for id in script(&tok, &["<|channel|>", "analysis", "<|message|>", "Hmm"]) {
+            let (t, _) = emitted(s.push(&tok, id));
+            text.push_str(&t);
+        }
+        text.push_str(&s.finish());
+        assert_eq!(text, "<think>Hmm</think>");
+
+        let mut s = ReplyStream::new(true, vec!["STOP".into()]);
+        let mut text = String::new();
+        for id in script(&tok, &["<|channel|>", "final", "<|message|>", "one two STOP three"]) {
+            let (t, stopped) = emitted(s.push(&tok, id));
+            text.push_str(&t);
+            if stopped {
+                break;
+            }
+        }
+        assert_eq!(text, "one two ");
+    }
+
+    #[test]
+    fn a_harmony_tool_call_is_shown_not_hidden() {
+        let (tok, _) = harmony_tokenizer();
+        let mut s = ReplyStream::new(true, vec![]);
+        let mut text = String::new();
+        let ids = script(
+            &tok,
+            &["<|channel|>", "commentary to=functions.get_weather ", "<|constrain|>", "json", "<|message|>",
+              "{\"city\": \"Paris\"}", "<|call|>"],
+        );
+        for id in ids {
+            let (t, _) = emitted(s.push(&tok, id));
+            text.push_str(&t);
+        }
+        assert!(text.contains("get_weather") && text.contains("Paris"), "{text}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::protocol::{Command, EngineError, Event, MemoryStats, Prompt, RequestId};
 use super::session::Session;
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats};
+use crate::chat::template::TemplateOptions;
 use crate::error::Error;
 use crate::models::load::{self, Precision};
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -111,6 +112,8 @@ fn wake(w: &Waker) {
 
 fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
     let mut session: Option<Session> = None;
+    // Kept across loads: the template variables the user chose.
+    let mut template_options = TemplateOptions::default();
     let send = |e: Event| {
         let _ = events.send(e);
         wake(&waker);
@@ -130,8 +133,9 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
                     }
                 };
                 match load::load_with_progress(&path, precision, &mut on_progress) {
-                    Ok(loaded) => {
+                    Ok(mut loaded) => {
                         send(Event::LoadProgress { fraction: 1.0, message: "Ready".into() });
+                        loaded.template.options = template_options.clone();
                         let info = loaded.info.clone();
                         session = Some(Session::new(loaded, context_length));
                         send(Event::Loaded(info));
@@ -150,6 +154,12 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
                 if let Some(s) = session.as_mut() {
                     s.set_context_length(n);
                 }
+            }
+            Command::SetTemplateOptions(o) => {
+                if let Some(s) = session.as_mut() {
+                    s.loaded.template.options = o.clone();
+                }
+                template_options = o;
             }
             Command::ResetCache => {
                 if let Some(s) = session.as_mut() {

@@ -55,6 +55,7 @@ const fn e(
 const fn moe(
     id: &'static str,
     family: &'static str,
+    model_type: &'static str,
     blurb: &'static str,
     params: u64,
     active: u64,
@@ -66,7 +67,7 @@ const fn moe(
     head_dim: u64,
     vocab: u64,
 ) -> Entry {
-    let mut entry = e(id, family, "qwen3_moe", blurb, params, layers, hidden, intermediate, heads, kv_heads, head_dim, vocab);
+    let mut entry = e(id, family, model_type, blurb, params, layers, hidden, intermediate, heads, kv_heads, head_dim, vocab);
     entry.shape.active = Some(active);
     entry
 }
@@ -87,9 +88,11 @@ pub const CATALOGUE: &[Entry] = &[
     e("mlx-community/Qwen2.5-7B-Instruct-4bit", "Qwen2.5", "qwen2", "Strong 7B generalist", 7_616_000_000, 28, 3584, 18944, 28, 4, 128, 152064),
     e("mlx-community/Meta-Llama-3.1-8B-Instruct-4bit", "Llama 3.1", "llama", "Meta's 8B, long context", 8_030_000_000, 32, 4096, 14336, 32, 8, 128, 128256),
     e("mlx-community/Qwen3-8B-4bit", "Qwen3", "qwen3", "Best quality here; 16 GB Macs", 8_190_000_000, 36, 4096, 12288, 32, 8, 128, 151936),
-    moe("mlx-community/Qwen3-Coder-30B-A3B-Instruct-4bit", "Qwen3-Coder", "Coding agent model; decodes like a 3B; 32 GB Macs", 30_532_000_000, 3_340_000_000, 48, 2048, 6144, 32, 4, 128, 151936),
-    moe("mlx-community/Qwen3-30B-A3B-Instruct-2507-4bit", "Qwen3", "Mixture of experts: 30B quality at 3B speed; 32 GB Macs", 30_532_000_000, 3_340_000_000, 48, 2048, 6144, 32, 4, 128, 151936),
-    moe("mlx-community/Qwen3-235B-A22B-Instruct-2507-4bit", "Qwen3", "Frontier-class; 192 GB Macs", 235_094_000_000, 22_160_000_000, 94, 4096, 12288, 64, 4, 128, 151936),
+    moe("mlx-community/gpt-oss-20b-MXFP4-Q8", "gpt-oss", "gpt_oss", "OpenAI's open reasoning model (low/medium/high effort); 16 GB Macs", 20_910_000_000, 3_609_000_000, 24, 2880, 11520, 64, 8, 64, 201088),
+    moe("mlx-community/Qwen3-Coder-30B-A3B-Instruct-4bit", "Qwen3-Coder", "qwen3_moe", "Coding agent model; decodes like a 3B; 32 GB Macs", 30_532_000_000, 3_042_000_000, 48, 2048, 6144, 32, 4, 128, 151936),
+    moe("mlx-community/Qwen3-30B-A3B-Instruct-2507-4bit", "Qwen3", "qwen3_moe", "Mixture of experts: 30B quality at 3B speed; 32 GB Macs", 30_532_000_000, 3_042_000_000, 48, 2048, 6144, 32, 4, 128, 151936),
+    moe("mlx-community/gpt-oss-120b-MXFP4-Q8", "gpt-oss", "gpt_oss", "OpenAI's large open reasoning model; 96 GB+ Macs", 116_830_000_000, 5_178_000_000, 36, 2880, 11520, 64, 8, 64, 201088),
+    moe("mlx-community/Qwen3-235B-A22B-Instruct-2507-4bit", "Qwen3", "qwen3_moe", "Frontier-class; 192 GB Macs", 235_094_000_000, 21_568_000_000, 94, 4096, 12288, 64, 4, 128, 151936),
 ];
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ impl Shape {
         })
     }
 
-    /// "30.5B total, 3.3B active" for mixture-of-experts models, "8.2B" otherwise.
+    /// "30.5B total, 3.0B active" for mixture-of-experts models, "8.2B" otherwise.
     pub fn params_label(&self) -> String {
         let b = |n: u64| if n >= 1_000_000_000 { format!("{:.1}B", n as f64 / 1e9) } else { format!("{:.0}M", n as f64 / 1e6) };
         match self.active {
@@ -57,16 +57,21 @@ impl Shape {
 }
 
 /// Parameters a token runs through in an MoE model: all of them, less the
-/// experts it is not routed to in each sparse layer (Qwen3-MoE's config keys).
+/// experts it is not routed to in each sparse layer (Qwen3-MoE's config keys,
+/// or gpt-oss's: `num_local_experts` of `intermediate_size` on every layer),
+/// less the embedding table when the head has its own (a token reads one row
+/// of it). For gpt-oss-20b that is OpenAI's 3.6B.
 fn active_params(c: &serde_json::Value, hidden: u64, params: u64) -> Option<u64> {
-    let experts = c["num_experts"].as_u64().filter(|&e| e > 1)?;
+    let experts = c["num_experts"].as_u64().or_else(|| c["num_local_experts"].as_u64()).filter(|&e| e > 1)?;
     let k = c["num_experts_per_tok"].as_u64()?.min(experts);
-    let inter = c["moe_intermediate_size"].as_u64()?;
+    let inter = c["moe_intermediate_size"].as_u64().or_else(|| c["num_local_experts"].as_u64().and(c["intermediate_size"].as_u64()))?;
     let layers = c["num_hidden_layers"].as_u64()?;
     let step = c["decoder_sparse_step"].as_u64().unwrap_or(1).max(1);
     let dense: Vec<u64> = c["mlp_only_layers"].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).collect()).unwrap_or_default();
     let sparse = (0..layers).filter(|i| !dense.contains(i) && (i + 1) % step == 0).count() as u64;
-    Some(params.saturating_sub(sparse * 3 * hidden * inter * (experts - k)))
+    let tied = c["tie_word_embeddings"].as_bool().unwrap_or(false);
+    let embedding = if tied { 0 } else { c["vocab_size"].as_u64().unwrap_or(0) * hidden };
+    Some(params.saturating_sub(sparse * 3 * hidden * inter * (experts - k)).saturating_sub(embedding))
 }
 
 pub use crate::sys::Device;
@@ -185,6 +190,11 @@ mod moe_tests {
         let active = s.active.unwrap();
         assert!((3_000_000_000..3_500_000_000).contains(&active), "{active}");
         assert_eq!(s.params_label(), format!("30.5B total, {:.1}B active", active as f64 / 1e9));
+        // gpt-oss-20b: 32 experts of 2880 on each of 24 layers, 4 per token.
+        let c = serde_json::json!({"num_hidden_layers": 24, "hidden_size": 2880, "intermediate_size": 2880,
+            "num_local_experts": 32, "num_experts_per_tok": 4, "vocab_size": 201088, "tie_word_embeddings": false});
+        let active = active_params(&c, 2880, 20_910_000_000).unwrap();
+        assert!((3_550_000_000..3_650_000_000).contains(&active), "{active}");
         // Memory counts all 30.5B weights: ~17 GB at 4.5 bits.
         let need = estimate(&s, 4096, Device::Gpu, 64 << 30);
         assert!((16_000_000_000..18_000_000_000).contains(&need.weights), "{need:?}");

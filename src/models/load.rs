@@ -80,6 +80,9 @@ pub struct ModelInfo {
     /// Sampling values the model's authors recommend (shown, and used where
     /// the user kept Hearth's defaults).
     pub recommended: RecommendedSampling,
+    /// The chat template takes `reasoning_effort` (gpt-oss): the app offers
+    /// the Low/Medium/High choice.
+    pub takes_reasoning_effort: bool,
 }
 
 /// Everything read from disk, before the architecture is built.
@@ -351,6 +354,7 @@ pub fn load_with_progress(path: &Path, precision: Precision, on: OnProgress) -> 
         weight_bytes,
         context_length: arch.max_position_embeddings,
         recommended: parts.recommended.clone(),
+        takes_reasoning_effort: template.source.contains("reasoning_effort"),
     };
     Ok(LoadedModel { model, tokenizer: parts.tokenizer, template, info })
 }

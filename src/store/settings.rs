@@ -1,7 +1,7 @@
 //! User settings, saved as JSON. A bad settings file falls back to defaults with
 //! a visible notice, and is kept aside (settings.json.bad-<time>), never overwritten.
 
-use crate::chat::params::{SamplingParams, DEFAULT_MAX_TOKENS};
+use crate::chat::params::{ReasoningEffort, SamplingParams, DEFAULT_MAX_TOKENS};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,8 @@ pub struct Settings {
     pub sampling: SamplingParams,
     pub max_tokens: usize,
     pub context_length: usize,
+    /// For models whose template takes it (gpt-oss).
+    pub reasoning_effort: ReasoningEffort,
     pub theme: Theme,
     pub font_size: f32,
     pub models_dir: Option<PathBuf>,
@@ -49,6 +51,7 @@ impl Default for Settings {
             sampling: SamplingParams::default(),
             max_tokens: DEFAULT_MAX_TOKENS,
             context_length: 4096,
+            reasoning_effort: ReasoningEffort::Medium,
             theme: Theme::System,
             font_size: 14.0,
             models_dir: None,

@@ -1,6 +1,7 @@
 //! Settings: system prompt and presets, sampling, context length, theme, font size.
 
 use super::state::AppState;
+use crate::chat::params::ReasoningEffort;
 use crate::store::settings::{Settings, Theme};
 use egui::{RichText, Ui};
 
@@ -70,6 +71,18 @@ impl SettingsPanel {
                 ui.label("Context length");
                 ui.add(egui::DragValue::new(&mut s.context_length).range(256..=131072).suffix(" tokens"));
                 ui.end_row();
+                ui.label("Reasoning effort").on_hover_text("For reasoning models whose template takes it (gpt-oss): how long they think before answering.");
+                ui.horizontal(|ui| {
+                    for e in ReasoningEffort::ALL {
+                        let label = match e {
+                            ReasoningEffort::Low => "Low",
+                            ReasoningEffort::Medium => "Medium",
+                            ReasoningEffort::High => "High",
+                        };
+                        ui.radio_value(&mut s.reasoning_effort, e, label);
+                    }
+                });
+                ui.end_row();
             });
             ui.separator();
             ui.label(RichText::new("Appearance").strong());
@@ -126,6 +139,9 @@ impl SettingsPanel {
         if state.settings != before {
             if state.settings.context_length != before.context_length {
                 state.engine.handle.send(crate::engine::Command::SetContextLength(state.settings.context_length));
+            }
+            if state.settings.reasoning_effort != before.reasoning_effort {
+                state.send_template_options();
             }
             state.save_settings();
         }

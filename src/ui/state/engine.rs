@@ -2,6 +2,7 @@
 //! and what each engine event changes.
 
 use super::{AppState, NoticeAction};
+use crate::chat::template::TemplateOptions;
 use crate::chat::Role;
 use crate::engine::protocol::MemoryStats;
 use crate::engine::{Command, EngineHandle, Event};
@@ -40,7 +41,15 @@ impl EngineState {
 }
 
 impl AppState {
+    /// Tells the engine the template variables from the settings; it keeps
+    /// them for every model it loads.
+    pub fn send_template_options(&self) {
+        let options = TemplateOptions { reasoning_effort: Some(self.settings.reasoning_effort) };
+        self.engine.handle.send(Command::SetTemplateOptions(options));
+    }
+
     pub fn load_model(&mut self, path: PathBuf) {
+        self.send_template_options();
         self.engine.model = ModelState::Loading { path: path.clone(), fraction: 0.0, message: "Starting".into() };
         self.engine.handle.load(path, Precision::Auto, Some(self.settings.context_length));
     }
