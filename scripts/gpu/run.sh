@@ -2,6 +2,11 @@
 # Runs on the GPU machine (device tool): assembles MLX's CUDA build under /tmp,
 # writes synthetic 4-bit models at real shapes, and runs Hearth and Python mlx-lm
 # side by side on them. usage: run.sh PRESET[,PRESET...] [PROMPTS] [GEN] [REPS] [ROUNDS]
+# The pseudo-preset `moe-kernels` runs scripts/gpu/moe_decode_kernel.py instead
+# (MLX's gather_qmm decode path against custom CUDA kernels, per layer), and
+# `unit-tests` the carried library test binary's GPU checks (.devcarry/b/hearth-tests.xz,
+# from `cargo test --release --lib --no-run`). KERNEL_OFF=1 adds a Hearth run with
+# the fused MoE decode kernels turned off (HEARTH_MOE_KERNEL=0), for A/B.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 S=/tmp/stage; SITE=/tmp/site
@@ -27,8 +32,21 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
 python3 -c 'import mlx.core as mx; print("mlx", mx.__version__, mx.default_device())'
 IFS=, read -ra PRESETS <<< "$1"
 for p in "${PRESETS[@]}"; do
+  if [ "$p" = unit-tests ]; then
+    xz -dc "$ROOT/.devcarry/b/hearth-tests.xz" > /tmp/hearth-tests && chmod +x /tmp/hearth-tests
+    /tmp/hearth-tests fused --nocapture 2>&1 | tee "${OUT:-/tmp}/unit-tests.txt" || true
+    continue
+  fi
+  if [ "$p" = moe-kernels ]; then
+    python3 "$ROOT/scripts/gpu/moe_decode_kernel.py" 2>&1 | tee "${OUT:-/tmp}/moe-kernels.txt" || true
+    continue
+  fi
   M=/tmp/models/$p
   [ -f "$M/config.json" ] || /tmp/hearth synth "$p" "$M" --bits 4 --group-size 64 --dtype bf16
   echo "== $p"
   bash "$ROOT/scripts/bench_compare.sh" "$M" "${2:-128,2048}" "${3:-256}" "${4:-3}" "${5:-2}" 2>&1 | tee "${OUT:-/tmp}/bench-$p.txt"
+  if [ "${KERNEL_OFF:-0}" = 1 ]; then
+    echo "# hearth with HEARTH_MOE_KERNEL=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"
+    HEARTH_MOE_KERNEL=0 /tmp/hearth bench --model "$M" --prompt-tokens "${2:-128,2048}" --gen-tokens "${3:-256}" --reps "${4:-3}" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
+  fi
 done

@@ -96,6 +96,9 @@ impl MlpBlock {
         let inds = ops::argpartition_axis(&g, kth, -1)?.index((.., .., kth..));
         // Softmax over the chosen experts' logits only (not over all experts).
         let weights = ops::softmax_axis(take_along_axis(&g, &inds, -1)?, -1, true)?;
+        if let Some(y) = self.experts.fused_decode(x, &inds, &weights)? {
+            return Ok(y);
+        }
         let y = self.experts.forward(x, &inds)?;
         Ok(y.multiply(weights.expand_dims(-1)?)?.sum_axis(-2, false)?)
     }

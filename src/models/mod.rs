@@ -16,6 +16,7 @@ pub mod layers;
 pub mod llama;
 pub mod load;
 pub mod moe;
+mod moe_cuda;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;

@@ -5,11 +5,12 @@
 //! router over softmax scores.
 
 use super::layers::{swiglu, swiglu_oai};
-use super::quant::{self, QuantSpec};
+use super::moe_cuda::{self, Q4};
+use super::quant::{self, QuantMode, QuantSpec};
 use super::{cfg_err, Linear, Weights};
 use crate::error::{Error, Result};
 use mlx_rs::ops::indexing::{take_along_axis, IndexOp};
-use mlx_rs::{ops, Array};
+use mlx_rs::{ops, Array, Dtype};
 
 /// A linear layer per expert, dense or quantized (any `QuantMode`), applied to
 /// the experts each token was routed to, with an optional bias per expert
@@ -118,6 +119,48 @@ impl SwitchGlu {
         Ok(out.squeeze_axes(&[-2])?)
     }
 
+    /// The fused CUDA decode path (`moe_cuda`) for one token when it applies
+    /// (4-bit affine experts on a CUDA device): `x` [1, 1, D], `inds` and
+    /// `scores` [1, 1, k] -> the weighted sum [1, 1, D]; None otherwise.
+    pub fn fused_decode(&self, x: &Array, inds: &Array, scores: &Array) -> Result<Option<Array>> {
+        if !moe_cuda::enabled() || x.ndim() != 3 || x.shape()[0] * x.shape()[1] != 1 {
+            return Ok(None);
+        }
+        fn q4(l: &SwitchLinear) -> Option<(Q4<'_>, i32)> {
+            match &l.kind {
+                SwitchKind::Quantized { weight, scales, biases: Some(biases), spec }
+                    if spec.mode == QuantMode::Affine && spec.bits == 4 =>
+                {
+                    Some((Q4 { weight, scales, biases, bias: l.bias.as_ref() }, spec.group_size))
+                }
+                _ => None,
+            }
+        }
+        let (Some((gate, g1)), Some((up, g2)), Some((down, g3))) = (q4(&self.gate_proj), q4(&self.up_proj), q4(&self.down_proj)) else {
+            return Ok(None);
+        };
+        let dtype = x.dtype();
+        let same_bias = gate.bias.is_some() == up.bias.is_some() && up.bias.is_some() == down.bias.is_some();
+        let (d, k, inter) = (x.shape()[2], inds.shape()[2], gate.weight.shape()[1]);
+        if g1 != g2 || g2 != g3 || !same_bias || gate.scales.dtype() != dtype || !moe_cuda::fits(d, inter, k, g1) {
+            return Ok(None);
+        }
+        if !matches!(dtype, Dtype::Bfloat16 | Dtype::Float16 | Dtype::Float32) {
+            return Ok(None);
+        }
+        let y = moe_cuda::decode(
+            &x.reshape(&[d])?,
+            &inds.reshape(&[k])?.as_dtype(Dtype::Uint32)?,
+            &scores.reshape(&[k])?.as_dtype(dtype)?,
+            gate,
+            up,
+            down,
+            g1,
+            self.activation == Glu::OaiClamped,
+        )?;
+        Ok(Some(y.reshape(&[1, 1, d])?))
+    }
+
     fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
         let up = self.up_proj.forward(x, idx, sorted)?;
         let gate = self.gate_proj.forward(x, idx, sorted)?;
@@ -161,6 +204,9 @@ impl SparseMoe {
         if self.norm_topk_prob {
             scores = scores.divide(scores.sum_axis(-1, true)?)?;
         }
+        if let Some(y) = self.switch_mlp.fused_decode(x, &inds, &scores)? {
+            return Ok(y);
+        }
         let y = self.switch_mlp.forward(x, &inds)?;
         let dtype = y.dtype();
         Ok(y.multiply(scores.expand_dims(-1)?)?.sum_axis(-2, false)?.as_dtype(dtype)?)
@@ -187,4 +233,59 @@ pub fn stack_experts(w: &mut Weights, p: &str, experts: i32) -> Result<()> {
     }
     w.insert_all(out);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::weights::QuantConfig;
+    use mlx_rs::random;
+    use std::collections::HashMap;
+
+    /// Random 4-bit experts (bf16, group 64) with or without per-expert biases.
+    fn experts(e: i32, d: i32, i: i32, bias: bool, act: Glu) -> SwitchGlu {
+        let mut t = HashMap::new();
+        let mut key = random::key(7).unwrap();
+        for (n, shape) in [("gate_proj", [e, i, d]), ("up_proj", [e, i, d]), ("down_proj", [e, d, i])] {
+            let (k1, k2) = random::split(&key, 2).unwrap();
+            key = k1;
+            let w = random::normal::<f32>(&shape[..], 0.0, 0.05, &k2).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+            let (q, s, b) = quant::quantize(&w, QuantSpec::affine(64, 4)).unwrap();
+            t.insert(format!("m.{n}.weight"), q);
+            t.insert(format!("m.{n}.scales"), s);
+            t.insert(format!("m.{n}.biases"), b.unwrap());
+            if bias {
+                let b = random::normal::<f32>(&[e, shape[1]][..], 0.0, 0.1, &k2).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+                t.insert(format!("m.{n}.bias"), b);
+            }
+        }
+        let mut w = Weights::new(t, QuantConfig { group_size: Some(64), bits: Some(4), ..Default::default() });
+        SwitchGlu::load(&mut w, "m", e, d, i, bias, act).unwrap()
+    }
+
+    /// On a CUDA device the fused decode kernels must agree with the
+    /// `gather_qmm` path (to bf16 rounding); elsewhere they must stay out of
+    /// the way (None), since Metal and CPUs run the gather path.
+    #[test]
+    fn fused_cuda_decode_matches_the_gather_path_or_stays_off() {
+        for (bias, act) in [(false, Glu::Silu), (true, Glu::OaiClamped)] {
+            let (e, d, i, k) = (8, 256, 128, 2);
+            let glu = experts(e, d, i, bias, act);
+            let x = random::normal::<f32>(&[1, 1, d][..], 0.0, 1.0, &random::key(1).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+            let inds = Array::from_slice(&[5u32, 2], &[1, 1, k]);
+            let scores = Array::from_slice(&[0.7f32, 0.3], &[1, 1, k]).as_dtype(Dtype::Bfloat16).unwrap();
+            let fused = glu.fused_decode(&x, &inds, &scores).unwrap();
+            if !moe_cuda::enabled() {
+                assert!(fused.is_none(), "the CUDA kernels ran without CUDA");
+                continue;
+            }
+            let fused = fused.expect("4-bit affine experts on CUDA take the fused path").as_dtype(Dtype::Float32).unwrap();
+            let want = glu.forward(&x, &inds).unwrap().multiply(scores.expand_dims(-1).unwrap()).unwrap().sum_axis(-2, false).unwrap();
+            let want = want.as_dtype(Dtype::Float32).unwrap();
+            let diff = fused.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item::<f32>();
+            let scale = want.abs().unwrap().max(None).unwrap().item::<f32>();
+            eprintln!("fused CUDA decode ({act:?}, bias {bias}): max |diff| {diff:e} for outputs up to {scale}");
+            assert!(diff <= 0.02 * scale.max(1e-3), "fused decode differs by {diff} (outputs up to {scale})");
+        }
+    }
 }

@@ -1,0 +1,316 @@
+//! The decode step of a mixture-of-experts block as two custom CUDA kernels,
+//! through MLX's custom-kernel API (mlx-c's `mlx_fast_cuda_kernel_*`; mlx-rs
+//! wraps none of it). For one token, MLX's `gather_qmm` runs the three expert
+//! matmuls as separate launches well under the memory bandwidth; here:
+//!
+//! 1. `gate_up`: one warp per (chosen expert, row) computes the gate and up rows
+//!    of 4-bit affine weights against the token, adds the expert biases, and
+//!    applies the activation (SiLU or gpt-oss's clamped SwiGLU);
+//! 2. `down`: one warp per output row runs the down rows of all chosen experts
+//!    (their chunks spread over the lanes), adds biases, and sums them weighted
+//!    by the router scores.
+//!
+//! Inputs are staged in shared memory transposed (value v of 32-chunk j at
+//! `v * CHUNKS + j`) so the lanes of a warp read consecutive words. Used only
+//! on CUDA for one token with 4-bit affine experts (group a multiple of 32);
+//! everything else keeps the `gather_qmm` path, which Metal and CPUs run.
+//! `HEARTH_MOE_KERNEL=0` turns it off (for A/B runs).
+
+use crate::error::{Error, Result};
+use mlx_rs::{Array, Dtype, Stream};
+use std::ffi::CString;
+
+const HEADER: &str = r#"
+template <int CHUNKS>
+__device__ inline float dot_q4(uint4 p, const float* xt, int j) {
+  float acc = 0.f;
+  unsigned int words[4] = {p.x, p.y, p.z, p.w};
+  #pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    #pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      acc += static_cast<float>((words[w] >> (4 * n)) & 0xF) * xt[(w * 8 + n) * CHUNKS + j];
+    }
+  }
+  return acc;
+}
+__device__ inline float warp_sum(float v) {
+  #pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffff, v, o);
+  return v;
+}
+"#;
+
+const GATE_UP: &str = r#"
+  constexpr int CH = IN / 32;
+  __shared__ float xt[IN];
+  __shared__ float xsum[CH];
+  for (int i = threadIdx.x; i < IN; i += blockDim.x) {
+    xt[(i % 32) * CH + i / 32] = static_cast<float>(x[i]);
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < CH; j += blockDim.x) {
+    float t = 0.f;
+    for (int v = 0; v < 32; ++v) t += xt[v * CH + j];
+    xsum[j] = t;
+  }
+  __syncthreads();
+  int lane = threadIdx.x & 31;
+  int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  int kk = blockIdx.y;
+  if (row >= OUT) return;
+  size_t r = (size_t)idx[kk] * OUT + row;
+  const uint4* wg = reinterpret_cast<const uint4*>(w_gate) + r * CH;
+  const uint4* wu = reinterpret_cast<const uint4*>(w_up) + r * CH;
+  const T* sg = s_gate + r * (IN / GS);
+  const T* bg = b_gate + r * (IN / GS);
+  const T* su = s_up + r * (IN / GS);
+  const T* bu = b_up + r * (IN / GS);
+  float ag = 0.f, au = 0.f;
+  #pragma unroll 4
+  for (int j = lane; j < CH; j += 32) {
+    uint4 pg = wg[j];
+    uint4 pu = wu[j];
+    int grp = (j * 32) / GS;
+    ag += static_cast<float>(sg[grp]) * dot_q4<CH>(pg, xt, j) + static_cast<float>(bg[grp]) * xsum[j];
+    au += static_cast<float>(su[grp]) * dot_q4<CH>(pu, xt, j) + static_cast<float>(bu[grp]) * xsum[j];
+  }
+  ag = warp_sum(ag);
+  au = warp_sum(au);
+  if (lane == 0) {
+    if (BIAS) {
+      ag += static_cast<float>(bias_gate[r]);
+      au += static_cast<float>(bias_up[r]);
+    }
+    // Rounded to the model's type where MLX's path holds it in that type.
+    float g = static_cast<float>(static_cast<T>(ag));
+    float u = static_cast<float>(static_cast<T>(au));
+    float a;
+    if (ACT == 1) {
+      g = fminf(g, 7.0f);
+      u = fminf(fmaxf(u, -7.0f), 7.0f);
+      a = (u + 1.0f) * (g / (1.0f + __expf(-1.702f * g)));
+    } else {
+      a = static_cast<float>(static_cast<T>(g / (1.0f + __expf(-g)))) * u;
+    }
+    act[kk * OUT + row] = static_cast<T>(a);
+  }
+"#;
+
+const DOWN: &str = r#"
+  constexpr int CH = IN / 32;
+  __shared__ float at[K * IN];
+  __shared__ float asum[K * CH];
+  for (int i = threadIdx.x; i < K * IN; i += blockDim.x) {
+    int kk = i / IN, c = i % IN;
+    at[kk * IN + (c % 32) * CH + c / 32] = static_cast<float>(act[i]);
+  }
+  __syncthreads();
+  for (int t = threadIdx.x; t < K * CH; t += blockDim.x) {
+    int kk = t / CH, j = t % CH;
+    float s = 0.f;
+    for (int v = 0; v < 32; ++v) s += at[kk * IN + v * CH + j];
+    asum[t] = s;
+  }
+  __syncthreads();
+  int lane = threadIdx.x & 31;
+  int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  if (row >= OUT) return;
+  float total = 0.f;
+  #pragma unroll 4
+  for (int t = lane; t < K * CH; t += 32) {
+    int kk = t / CH, j = t % CH;
+    size_t r = (size_t)idx[kk] * OUT + row;
+    uint4 p = reinterpret_cast<const uint4*>(w_down)[r * CH + j];
+    int grp = (j * 32) / GS;
+    size_t s = r * (IN / GS) + grp;
+    float d = static_cast<float>(s_down[s]) * dot_q4<CH>(p, at + kk * IN, j) + static_cast<float>(b_down[s]) * asum[t];
+    total += d * static_cast<float>(scores[kk]);
+  }
+  total = warp_sum(total);
+  if (lane == 0) {
+    if (BIAS) {
+      for (int kk = 0; kk < K; ++kk) {
+        total += static_cast<float>(bias_down[(size_t)idx[kk] * OUT + row]) * static_cast<float>(scores[kk]);
+      }
+    }
+    y[row] = static_cast<T>(total);
+  }
+"#;
+
+/// Largest static shared memory a block may use (48 KiB) in floats.
+const SHARED_FLOATS: i32 = 48 * 1024 / 4;
+
+/// One compiled kernel object (MLX specializes it per template values).
+struct Kernel(mlx_sys::mlx_fast_cuda_kernel);
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        unsafe {
+            mlx_sys::mlx_fast_cuda_kernel_free(self.0);
+        }
+    }
+}
+
+fn strings(names: &[&str]) -> Result<(mlx_sys::mlx_vector_string, Vec<CString>)> {
+    let owned: Vec<CString> = names.iter().map(|n| CString::new(*n)).collect::<std::result::Result<_, _>>().map_err(|e| Error::Mlx(e.to_string()))?;
+    unsafe {
+        let v = mlx_sys::mlx_vector_string_new();
+        for c in &owned {
+            mlx_sys::mlx_vector_string_append_value(v, c.as_ptr());
+        }
+        Ok((v, owned))
+    }
+}
+
+impl Kernel {
+    fn new(name: &str, inputs: &[&str], outputs: &[&str], source: &str) -> Result<Self> {
+        let (ins, _keep_in) = strings(inputs)?;
+        let (outs, _keep_out) = strings(outputs)?;
+        let cname = CString::new(name).map_err(|e| Error::Mlx(e.to_string()))?;
+        let src = CString::new(source).map_err(|e| Error::Mlx(e.to_string()))?;
+        let hdr = CString::new(HEADER).map_err(|e| Error::Mlx(e.to_string()))?;
+        let k = unsafe {
+            let k = mlx_sys::mlx_fast_cuda_kernel_new(cname.as_ptr(), ins, outs, src.as_ptr(), hdr.as_ptr(), true, 0);
+            mlx_sys::mlx_vector_string_free(ins);
+            mlx_sys::mlx_vector_string_free(outs);
+            k
+        };
+        Ok(Kernel(k))
+    }
+
+    /// Runs the kernel: `grid` counts threads (as MLX's custom kernels do).
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        inputs: &[&Array],
+        ints: &[(&str, i32)],
+        bools: &[(&str, bool)],
+        dtype: Dtype,
+        out_shape: &[i32],
+        grid: (i32, i32, i32),
+        block: i32,
+    ) -> Result<Array> {
+        let _ = mlx_rs::ops::abs(Array::from_f32(0.0)); // mlx-rs's error handler is installed
+        let names: Vec<CString> = ints
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(bools.iter().map(|(n, _)| *n))
+            .chain(std::iter::once("T"))
+            .map(|n| CString::new(n).expect("static names"))
+            .collect();
+        unsafe {
+            let cfg = mlx_sys::mlx_fast_cuda_kernel_config_new();
+            let dt: mlx_sys::mlx_dtype = match dtype {
+                Dtype::Bfloat16 => mlx_sys::mlx_dtype__MLX_BFLOAT16,
+                Dtype::Float16 => mlx_sys::mlx_dtype__MLX_FLOAT16,
+                _ => mlx_sys::mlx_dtype__MLX_FLOAT32,
+            };
+            mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(cfg, out_shape.as_ptr(), out_shape.len(), dt);
+            mlx_sys::mlx_fast_cuda_kernel_config_set_grid(cfg, grid.0, grid.1, grid.2);
+            mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(cfg, block, 1, 1);
+            let mut i = 0;
+            for (_, v) in ints {
+                mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_int(cfg, names[i].as_ptr(), *v);
+                i += 1;
+            }
+            for (_, v) in bools {
+                mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_bool(cfg, names[i].as_ptr(), *v);
+                i += 1;
+            }
+            mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_dtype(cfg, names[i].as_ptr(), dt);
+            let ins = mlx_sys::mlx_vector_array_new();
+            for a in inputs {
+                mlx_sys::mlx_vector_array_append_value(ins, a.as_ptr());
+            }
+            let mut outs = mlx_sys::mlx_vector_array_new();
+            let status =
+                mlx_sys::mlx_fast_cuda_kernel_apply(&mut outs, self.0, ins, cfg, Stream::thread_local_or_default().as_ptr());
+            mlx_sys::mlx_vector_array_free(ins);
+            mlx_sys::mlx_fast_cuda_kernel_config_free(cfg);
+            let mut out = mlx_sys::mlx_array_new();
+            let got = status == 0 && mlx_sys::mlx_vector_array_size(outs) == 1 && mlx_sys::mlx_vector_array_get(&mut out, outs, 0) == 0;
+            mlx_sys::mlx_vector_array_free(outs);
+            if !got {
+                mlx_sys::mlx_array_free(out);
+                return Err(Error::Mlx("the MoE decode kernel failed to run".into()));
+            }
+            Ok(Array::from_ptr(out))
+        }
+    }
+}
+
+thread_local! {
+    static KERNELS: Option<(Kernel, Kernel)> = build().ok();
+}
+
+fn build() -> Result<(Kernel, Kernel)> {
+    let gate_up = Kernel::new(
+        "hearth_moe_gate_up_q4",
+        &["x", "idx", "w_gate", "s_gate", "b_gate", "w_up", "s_up", "b_up", "bias_gate", "bias_up"],
+        &["act"],
+        GATE_UP,
+    )?;
+    let down = Kernel::new("hearth_moe_down_q4", &["act", "idx", "scores", "w_down", "s_down", "b_down", "bias_down"], &["y"], DOWN)?;
+    Ok((gate_up, down))
+}
+
+/// Whether the fused decode kernels may run here: a CUDA device, not turned off.
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let mut cuda = false;
+        unsafe {
+            mlx_sys::mlx_cuda_is_available(&mut cuda);
+        }
+        cuda && std::env::var("HEARTH_MOE_KERNEL").map_or(true, |v| v != "0")
+    })
+}
+
+/// One expert projection's 4-bit affine parts: packed [E, out, in/8], scales and
+/// biases [E, out, in/group], expert bias [E, out] if any.
+pub struct Q4<'a> {
+    pub weight: &'a Array,
+    pub scales: &'a Array,
+    pub biases: &'a Array,
+    pub bias: Option<&'a Array>,
+}
+
+/// Whether `gate_up`/`down` handle these sizes (shared memory holds the token,
+/// or all chosen experts' activations, as floats).
+pub fn fits(hidden: i32, inter: i32, k: i32, group: i32) -> bool {
+    let staged = |n: i32| n + n / 32;
+    hidden % 32 == 0 && inter % 32 == 0 && group % 32 == 0 && staged(hidden) <= SHARED_FLOATS && staged(k * inter) <= SHARED_FLOATS
+}
+
+/// The experts' output for one token, weighted by `scores` and summed: `x` [D]
+/// (the model's float type), `idx` [k] uint32, `scores` [k] -> [D].
+#[allow(clippy::too_many_arguments)]
+pub fn decode(x: &Array, idx: &Array, scores: &Array, gate: Q4, up: Q4, down: Q4, group: i32, oai: bool) -> Result<Array> {
+    let dtype = x.dtype();
+    let k = idx.shape()[0];
+    let (hidden, inter) = (x.shape()[0], gate.weight.shape()[1]);
+    let dummy = Array::from_slice(&[0f32], &[1]).as_dtype(dtype)?;
+    let bias = gate.bias.is_some();
+    KERNELS.with(|ks| {
+        let (gu, dn) = ks.as_ref().ok_or_else(|| Error::Mlx("the MoE decode kernels could not be built".into()))?;
+        let act = gu.apply(
+            &[x, idx, gate.weight, gate.scales, gate.biases, up.weight, up.scales, up.biases, gate.bias.unwrap_or(&dummy), up.bias.unwrap_or(&dummy)],
+            &[("IN", hidden), ("OUT", inter), ("GS", group), ("ACT", oai as i32)],
+            &[("BIAS", bias)],
+            dtype,
+            &[k, inter],
+            (32 * inter, k, 1),
+            256,
+        )?;
+        dn.apply(
+            &[&act, idx, scores, down.weight, down.scales, down.biases, down.bias.unwrap_or(&dummy)],
+            &[("IN", inter), ("OUT", hidden), ("GS", group), ("K", k)],
+            &[("BIAS", bias)],
+            dtype,
+            &[hidden],
+            (32 * hidden, 1, 1),
+            256,
+        )
+    })
+}
