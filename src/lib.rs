@@ -1,7 +1,7 @@
 //! Hearth: a private, offline chat assistant running local LLMs with MLX.
 //!
 //! Dependencies run one way (checked by `tests/layout.rs`):
-//! `ui` → `engine`, `hub`, `library`, `store` → `models` → `chat`, `formats` → `sys`, `error`.
+//! `ui`, `server` → `engine`, `hub`, `library`, `store` → `models` → `chat`, `formats` → `sys`, `error`.
 
 pub mod bundle;
 pub mod chat;
@@ -13,6 +13,7 @@ pub mod hub;
 pub mod library;
 pub mod models;
 pub mod paths;
+pub mod server;
 pub mod store;
 pub mod sys;
 pub mod ui;

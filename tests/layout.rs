@@ -46,14 +46,15 @@ fn rooms_used(text: &str) -> BTreeSet<String> {
 
 /// Which rooms each room must not import.
 const FORBIDDEN: &[(&str, &[&str])] = &[
-    ("sys", &["formats", "chat", "models", "engine", "library", "hub", "store", "ui"]),
-    ("formats", &["chat", "models", "engine", "library", "hub", "store", "ui"]),
-    ("chat", &["models", "engine", "library", "hub", "store", "ui"]),
-    ("models", &["engine", "library", "hub", "store", "ui"]),
-    ("engine", &["library", "hub", "store", "ui"]),
-    ("library", &["engine", "hub", "store", "ui"]),
-    ("store", &["engine", "models", "library", "hub", "ui"]),
-    ("hub", &["engine", "ui"]),
+    ("sys", &["formats", "chat", "models", "engine", "library", "hub", "store", "server", "ui"]),
+    ("formats", &["chat", "models", "engine", "library", "hub", "store", "server", "ui"]),
+    ("chat", &["models", "engine", "library", "hub", "store", "server", "ui"]),
+    ("models", &["engine", "library", "hub", "store", "server", "ui"]),
+    ("engine", &["library", "hub", "store", "server", "ui"]),
+    ("library", &["engine", "hub", "store", "server", "ui"]),
+    ("store", &["engine", "models", "library", "hub", "server", "ui"]),
+    ("hub", &["engine", "server", "ui"]),
+    ("server", &["ui", "hub"]),
 ];
 
 #[test]

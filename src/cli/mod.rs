@@ -7,6 +7,7 @@ mod chat;
 mod convert;
 mod inspect;
 mod models;
+mod serve;
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -101,6 +102,20 @@ pub enum Cmd {
         /// bf16, f16 or f32.
         #[arg(long, default_value = "bf16")]
         dtype: String,
+    },
+    /// Serve the OpenAI-compatible API on this machine (loopback unless --host says otherwise;
+    /// other addresses need HEARTH_API_KEY).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(long, default_value_t = hearth::server::DEFAULT_PORT)]
+        port: u16,
+        /// The model served when a request names none (any installed model may be named).
+        #[arg(long, short)]
+        model: Option<String>,
+        /// Context length in tokens.
+        #[arg(long)]
+        context_length: Option<usize>,
     },
     /// Print the exact prompt a conversation becomes with a model's template.
     Render {
@@ -351,5 +366,6 @@ pub fn run() -> Result<()> {
         }
         Some(Cmd::Tokenize { model, special, text }) => inspect::tokenize(&model, &text, special),
         Some(Cmd::Models { cmd }) => models::run(cmd),
+        Some(Cmd::Serve { host, port, model, context_length }) => serve::serve(host, port, model, context_length),
     }
 }

@@ -82,6 +82,15 @@ impl EngineHandle {
         id
     }
 
+    /// Starts a generation with its own cancel flag (a server runs several
+    /// clients' requests, each cancelled alone); returns its id and the flag.
+    pub fn submit(&self, prompt: Prompt, params: GenerateParams) -> (RequestId, Arc<AtomicBool>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.send(Command::Generate { id, prompt, params, cancel: cancel.clone() });
+        (id, cancel)
+    }
+
     /// Stops the latest generation at the next token.
     pub fn cancel(&self) {
         if let Some(c) = self.current_cancel.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {

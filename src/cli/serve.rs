@@ -1,0 +1,31 @@
+//! `hearth serve`: the local API server, headless, for scripts and other
+//! tools; the API key (to open it beyond this machine) comes from the
+//! environment, never the command line, where other users could read it.
+
+use super::{model_path, models_dir};
+use anyhow::Result;
+use hearth::engine::EngineHandle;
+use hearth::server::{self, ServerConfig};
+use std::io::Write;
+use std::net::IpAddr;
+
+pub fn serve(host: IpAddr, port: u16, model: Option<String>, context_length: Option<usize>) -> Result<()> {
+    let default_model = Some(model_path(&model)?);
+    let api_key = std::env::var("HEARTH_API_KEY").ok().filter(|k| !k.is_empty());
+    let config = ServerConfig {
+        host,
+        port,
+        api_key,
+        models_dir: models_dir(),
+        hf_cache: Some(hf_hub::resolve_cache_dir()),
+        default_model,
+        context_length,
+    };
+    let engine = EngineHandle::spawn();
+    server::run(config, engine, |addr| {
+        // The one line a script waits for.
+        println!("listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+    })?;
+    Ok(())
+}

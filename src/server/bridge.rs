@@ -1,0 +1,164 @@
+//! The server's end of the engine thread: one dispatcher thread reads the
+//! engine's events and routes each request's to the task serving it; model
+//! loads are awaited through a watch channel. Requests run one at a time (a
+//! queue lock), each with its own cancel flag, so a client that goes away
+//! stops its generation within one token.
+
+use crate::chat::params::{GenerateParams, GenerationStats};
+use crate::engine::protocol::{EngineError, ErrorKind};
+use crate::engine::{Command, EngineHandle, Event, Prompt};
+use crate::models::load::{ModelInfo, Precision};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// What the engine holds, as the server sees it.
+#[derive(Debug, Clone)]
+pub enum ModelStatus {
+    Empty,
+    Loading,
+    Loaded(Box<ModelInfo>),
+    Failed(String),
+    /// The engine thread died; nothing more will run.
+    Crashed(String),
+}
+
+/// One request's stream of engine events.
+pub enum Update {
+    Text(String),
+    Done(GenerationStats),
+    Failed(EngineError),
+}
+
+type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Update>>>>;
+
+pub struct Bridge {
+    engine: EngineHandle,
+    routes: Routes,
+    status: watch::Receiver<ModelStatus>,
+    /// Held for the whole of a request: loads and generations never interleave.
+    pub queue: Arc<tokio::sync::Mutex<()>>,
+    context_length: Option<usize>,
+}
+
+impl Bridge {
+    pub fn new(engine: EngineHandle, context_length: Option<usize>) -> Arc<Self> {
+        let routes: Routes = Arc::default();
+        let (tx, rx) = watch::channel(ModelStatus::Empty);
+        let events = engine.events.clone();
+        let r = routes.clone();
+        std::thread::Builder::new()
+            .name("hearth-server-events".into())
+            .spawn(move || dispatch(events, r, tx))
+            .expect("spawning the server's event thread");
+        Arc::new(Bridge { engine, routes, status: rx, queue: Arc::default(), context_length })
+    }
+
+    pub fn status(&self) -> ModelStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Loads `path` unless it is the model already loaded; waits for the
+    /// result. Callers hold `queue`, so the load answered is this one.
+    pub async fn ensure_loaded(&self, path: &Path) -> Result<Box<ModelInfo>, String> {
+        let same = |a: &Path| a.canonicalize().ok() == path.canonicalize().ok();
+        if let ModelStatus::Loaded(info) = self.status() {
+            if same(&info.path) {
+                return Ok(info);
+            }
+        }
+        let mut rx = self.status.clone();
+        rx.mark_unchanged();
+        self.engine.load(path, Precision::Auto, self.context_length);
+        loop {
+            if rx.changed().await.is_err() {
+                return Err("the engine stopped".into());
+            }
+            match rx.borrow_and_update().clone() {
+                ModelStatus::Loaded(info) => return Ok(info),
+                ModelStatus::Failed(error) => return Err(error),
+                ModelStatus::Crashed(e) => return Err(format!("the engine crashed: {e}")),
+                ModelStatus::Empty | ModelStatus::Loading => {}
+            }
+        }
+    }
+
+    pub fn unload(&self) {
+        self.engine.send(Command::Unload);
+    }
+
+    /// Queues a generation; its updates arrive on the returned channel.
+    pub fn submit(&self, prompt: Prompt, params: GenerateParams) -> (mpsc::UnboundedReceiver<Update>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The route exists before the engine can answer: the dispatcher waits on this lock.
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let (id, cancel) = self.engine.submit(prompt, params);
+        routes.insert(id, tx);
+        (rx, cancel)
+    }
+}
+
+/// Cancels a generation when dropped before it finished (the client went away).
+pub struct CancelOnDrop(Option<Arc<AtomicBool>>);
+
+impl CancelOnDrop {
+    pub fn new(flag: Arc<AtomicBool>) -> Self {
+        CancelOnDrop(Some(flag))
+    }
+
+    /// The generation finished: dropping this no longer cancels anything.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn dispatch(events: crossbeam_channel::Receiver<Event>, routes: Routes, status: watch::Sender<ModelStatus>) {
+    while let Ok(ev) = events.recv() {
+        let route = |id: u64, u: Update, last: bool| {
+            let mut r = routes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = r.get(&id) {
+                let _ = tx.send(u);
+            }
+            if last {
+                r.remove(&id);
+            }
+        };
+        match ev {
+            Event::Token { id, text } => route(id, Update::Text(text), false),
+            Event::Finished { id, stats } => route(id, Update::Done(stats), true),
+            Event::Error { id: Some(id), error } => route(id, Update::Failed(error), true),
+            Event::LoadProgress { .. } => {
+                if !matches!(*status.borrow(), ModelStatus::Loading) {
+                    status.send_replace(ModelStatus::Loading);
+                }
+            }
+            Event::Loaded(info) => {
+                status.send_replace(ModelStatus::Loaded(Box::new(info)));
+            }
+            Event::LoadFailed(e) => {
+                status.send_replace(ModelStatus::Failed(e.message));
+            }
+            Event::Unloaded => {
+                status.send_replace(ModelStatus::Empty);
+            }
+            Event::Crashed(msg) => {
+                let failed = EngineError { kind: ErrorKind::Compute, message: format!("the engine crashed: {msg}") };
+                for (_, tx) in routes.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+                    let _ = tx.send(Update::Failed(failed.clone()));
+                }
+                status.send_replace(ModelStatus::Crashed(msg));
+            }
+            Event::Error { id: None, .. } | Event::ContextTrimmed { .. } | Event::Memory(_) => {}
+        }
+    }
+}

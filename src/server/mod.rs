@@ -1,0 +1,220 @@
+//! The local API server other tools talk to (`hearth serve`): OpenAI-compatible
+//! endpoints today (`openai`), on the same engine thread a chat uses
+//! (`bridge`). Private by default: it binds to loopback, checks the Host header
+//! against DNS rebinding, sends no CORS headers, caps request bodies, serves only
+//! installed models by name (never a path from a request), and when opened to
+//! other machines requires an API key (Bearer).
+
+pub mod bridge;
+pub mod openai;
+
+use crate::engine::protocol::{EngineError, ErrorKind};
+use crate::engine::EngineHandle;
+use crate::library::installed;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bridge::Bridge;
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The port `hearth serve` uses unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8768;
+/// The largest request body accepted (a long conversation is well under this).
+pub const MAX_BODY: usize = 8 << 20;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    /// Required as `Authorization: Bearer …` when set; must be set to bind
+    /// anywhere but loopback.
+    pub api_key: Option<String>,
+    /// The models folder (installed models are served by name).
+    pub models_dir: PathBuf,
+    /// The shared Hugging Face cache (models there are served by repo id).
+    pub hf_cache: Option<PathBuf>,
+    /// The model served when a request names none (shown as its name).
+    pub default_model: Option<PathBuf>,
+    pub context_length: Option<usize>,
+}
+
+/// A model a request may name.
+#[derive(Debug, Clone)]
+pub struct ServedModel {
+    pub id: String,
+    pub path: PathBuf,
+}
+
+pub struct Server {
+    pub bridge: Arc<Bridge>,
+    config: ServerConfig,
+    next: AtomicU64,
+    log: Mutex<Vec<String>>,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Server {
+    pub fn new(config: ServerConfig, engine: EngineHandle) -> Arc<Self> {
+        let bridge = Bridge::new(engine, config.context_length);
+        Arc::new(Server { bridge, config, next: AtomicU64::new(1), log: Mutex::new(Vec::new()) })
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Keeps the last requests for the app's server panel (and prints them).
+    pub(crate) fn log(&self, line: String) {
+        eprintln!("{line}");
+        let mut l = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        l.push(line);
+        let n = l.len();
+        if n > 200 {
+            l.drain(..n - 200);
+        }
+    }
+
+    pub fn recent_log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every model a request may name: the default, installed ones, and
+    /// Hugging Face cache snapshots (by repo id).
+    pub fn models(&self) -> Vec<ServedModel> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.config.default_model {
+            out.push(ServedModel { id: crate::models::load::display_name(p), path: p.clone() });
+        }
+        let all = match &self.config.hf_cache {
+            Some(cache) => installed::installed_with_cache(&self.config.models_dir, cache),
+            None => installed::installed(&self.config.models_dir),
+        };
+        for m in all {
+            let id = m.name.strip_suffix(".gguf").unwrap_or(&m.name).to_string();
+            if !out.iter().any(|o: &ServedModel| o.id == id) {
+                out.push(ServedModel { id, path: m.path });
+            }
+        }
+        out
+    }
+
+    /// The model a request names (exactly, or ignoring case), or the default.
+    pub fn find_model(&self, name: Option<&str>) -> Result<ServedModel, ApiError> {
+        let all = self.models();
+        let found = match name.filter(|n| !n.is_empty()) {
+            None => all.first().cloned(),
+            Some(n) => all.iter().find(|m| m.id == n).or_else(|| all.iter().find(|m| m.id.eq_ignore_ascii_case(n))).cloned(),
+        };
+        found.ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                kind: "not_found_error",
+                message: format!(
+                    "model '{}' is not installed; installed: {}",
+                    name.unwrap_or(""),
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                ),
+            }
+        })
+    }
+}
+
+/// An error as the APIs send it: a status and `{"error": {"message", "type"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, kind: "invalid_request_error", message: m.into() }
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "server_error", message: m.into() }
+    }
+    pub fn model_failed(m: String) -> Self {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "server_error", message: format!("the model did not load: {m}") }
+    }
+    pub fn engine(e: EngineError) -> Self {
+        match e.kind {
+            ErrorKind::BadRequest => Self::bad_request(e.message),
+            _ => Self::internal(e.message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"message": self.message, "type": self.kind}}))).into_response()
+    }
+}
+
+/// Host-header check (a web page that rebinds its name to 127.0.0.1 still
+/// sends its own name) and the API key.
+async fn guard(State(server): State<Arc<Server>>, req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.chars().all(|c| c.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let loopback_name = matches!(name, "localhost" | "127.0.0.1" | "[::1]" | "::1");
+    if server.config.host.is_loopback() && !loopback_name {
+        return ApiError { status: StatusCode::FORBIDDEN, kind: "permission_error", message: format!("host '{host}' is not this server") }
+            .into_response();
+    }
+    if let Some(key) = &server.config.api_key {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            return ApiError { status: StatusCode::UNAUTHORIZED, kind: "authentication_error", message: "a valid API key is required".into() }
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(server.clone(), guard))
+        .with_state(server)
+}
+
+/// Binds (refusing a non-loopback address without a key) and serves until the
+/// process ends; `on_ready` gets the address actually bound (port 0 picks one).
+pub fn run(config: ServerConfig, engine: EngineHandle, on_ready: impl FnOnce(SocketAddr)) -> crate::Result<()> {
+    if !config.host.is_loopback() && config.api_key.as_deref().is_none_or(str::is_empty) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "serving on {} opens Hearth to other machines: set an API key (HEARTH_API_KEY) first",
+            config.host
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::Error::InvalidArgument(format!("cannot start the server: {e}")))?;
+    rt.block_on(async move {
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| crate::Error::InvalidArgument(format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener.local_addr().map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+        let server = Server::new(config, engine);
+        on_ready(bound);
+        axum::serve(listener, router(server)).await.map_err(|e| crate::Error::InvalidArgument(format!("server stopped: {e}")))
+    })
+}

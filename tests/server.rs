@@ -1,0 +1,199 @@
+//! `hearth serve` on the real SmolLM2 model, driven by the official `openai`
+//! Python SDK: models, a completion that answers Paris, the same streamed with
+//! usage last, typed errors for unknown models and unsupported fields, a client
+//! that disconnects mid-stream (its generation stops; the next request is
+//! answered at once), the Host check against DNS rebinding, and API keys.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Serve {
+    child: Child,
+    port: u16,
+    _home: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra_env: &[(&str, &str)], args: &[&str]) -> Result<Serve, String> {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.args(["serve", "--port", "0", "--model"])
+        .arg(common::smollm2_gguf())
+        .args(args)
+        .env("HEARTH_HOME", home.path())
+        .env_remove("HEARTH_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let Some(port) = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()) else {
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        let _ = child.wait();
+        return Err(err);
+    };
+    Ok(Serve { child, port, _home: home })
+}
+
+/// Runs a Python snippet with `client` (the official SDK) pointed at the server.
+fn python(port: u16, key: &str, body: &str) -> String {
+    let script = format!(
+        "import json, time, openai\nclient = openai.OpenAI(base_url='http://127.0.0.1:{port}/v1', api_key='{key}', max_retries=0, timeout=120)\n{body}"
+    );
+    let out = Command::new(common::python()).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "python failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_openai_sdk_lists_models_chats_and_streams_with_usage() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &[]).unwrap();
+    let out = python(
+        s.port,
+        "unused",
+        r#"
+models = [m.id for m in client.models.list()]
+print(json.dumps({"models": models}))
+r = client.chat.completions.create(model=models[0], temperature=0, max_tokens=48,
+    messages=[{"role": "user", "content": "What is the capital of France?"}])
+print(json.dumps({"answer": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
+                  "usage": [r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens]}))
+chunks = list(client.chat.completions.create(model=models[0], temperature=0, max_tokens=48, stream=True,
+    stream_options={"include_usage": True}, messages=[{"role": "user", "content": "What is the capital of France?"}]))
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+print(json.dumps({"streamed": text, "finishes": finishes, "last_usage": chunks[-1].usage.completion_tokens if chunks[-1].usage else None,
+                  "last_has_choices": bool(chunks[-1].choices)}))
+"#,
+    );
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["models"][0], "SmolLM2-135M-Instruct.Q4_1", "{out}");
+    let answer = lines[1]["answer"].as_str().unwrap();
+    assert!(answer.contains("Paris"), "{answer}");
+    assert_eq!(lines[1]["finish"], "stop");
+    let u = &lines[1]["usage"];
+    assert!(u[0].as_u64().unwrap() > 5 && u[1].as_u64().unwrap() > 0);
+    assert_eq!(u[2].as_u64(), Some(u[0].as_u64().unwrap() + u[1].as_u64().unwrap()));
+    // Greedy: the stream says exactly what the whole reply said.
+    assert_eq!(lines[2]["streamed"], lines[1]["answer"], "{out}");
+    assert_eq!(lines[2]["finishes"], serde_json::json!(["stop"]));
+    assert_eq!(lines[2]["last_usage"], u[1], "usage comes in the last chunk");
+    assert_eq!(lines[2]["last_has_choices"], false);
+}
+
+#[test]
+fn unknown_models_and_unsupported_fields_are_typed_errors() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &[]).unwrap();
+    let out = python(
+        s.port,
+        "unused",
+        r#"
+msgs = [{"role": "user", "content": "Hi"}]
+for kw in [dict(model="no-such-model"), dict(model="SmolLM2-135M-Instruct.Q4_1", n=2),
+           dict(model="SmolLM2-135M-Instruct.Q4_1", logprobs=True),
+           dict(model="SmolLM2-135M-Instruct.Q4_1", temperature=-1),
+           dict(model="../../../etc/passwd")]:
+    try:
+        client.chat.completions.create(messages=msgs, max_tokens=4, **kw)
+        print(json.dumps({"status": 200}))
+    except openai.APIStatusError as e:
+        print(json.dumps({"status": e.status_code, "message": e.body["message"] if isinstance(e.body, dict) else str(e.body)}))
+"#,
+    );
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["status"], 404, "{out}");
+    assert!(lines[0]["message"].as_str().unwrap().contains("SmolLM2-135M-Instruct.Q4_1"), "lists what is installed: {out}");
+    assert_eq!(lines[1]["status"], 400);
+    assert!(lines[1]["message"].as_str().unwrap().contains("n > 1"));
+    assert_eq!(lines[2]["status"], 400);
+    assert!(lines[2]["message"].as_str().unwrap().contains("logprobs"));
+    assert_eq!(lines[3]["status"], 400);
+    assert!(lines[3]["message"].as_str().unwrap().contains("temperature"));
+    assert_eq!(lines[4]["status"], 404, "a path is never a model name: {out}");
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_stops_its_generation() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &[]).unwrap();
+    let out = python(
+        s.port,
+        "unused",
+        r#"
+stream = client.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=2000, stream=True,
+    temperature=1.0, seed=1, messages=[{"role": "user", "content": "Write a very long story about a dragon."}])
+got = 0
+for c in stream:
+    got += 1
+    if got == 3:
+        break
+stream.close()
+t0 = time.time()
+r = client.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", temperature=0, max_tokens=16,
+    messages=[{"role": "user", "content": "What is the capital of France?"}])
+print(json.dumps({"waited": time.time() - t0, "answer": r.choices[0].message.content}))
+"#,
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // 2000 tokens would take ~20 s here; a cancelled one frees the queue at once.
+    assert!(v["waited"].as_f64().unwrap() < 8.0, "{out}");
+    assert!(v["answer"].as_str().unwrap().contains("Paris"), "{out}");
+}
+
+fn raw(port: u16, request: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn rebinding_hosts_oversized_bodies_and_missing_keys_are_refused() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &[]).unwrap();
+    let r = raw(s.port, "GET /v1/models HTTP/1.1\r\nHost: attacker.example:8768\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = raw(s.port, "GET /v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200") && !r.to_lowercase().contains("access-control-allow-origin"), "{r}");
+    // 9 MB of body (the cap is 8 MB): refused with 413, not read into memory.
+    let t0 = Instant::now();
+    let out = Command::new(common::python())
+        .args(["-c", &format!(
+            "import urllib.request, urllib.error\n\
+             req = urllib.request.Request('http://127.0.0.1:{}/v1/chat/completions', data=b'a' * (9 << 20), headers={{'Content-Type': 'application/json'}})\n\
+             try:\n    urllib.request.urlopen(req); print(200)\n\
+             except urllib.error.HTTPError as e:\n    print(e.code)",
+            s.port
+        )])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "413", "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    drop(s);
+
+    // Other machines only with a key.
+    let e = serve(&[], &["--host", "0.0.0.0"]).err().expect("refused without a key");
+    assert!(e.contains("HEARTH_API_KEY"), "{e}");
+    let s = serve(&[("HEARTH_API_KEY", "s3cret-key")], &[]).unwrap();
+    let r = raw(s.port, "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let out = python(s.port, "s3cret-key", "print(len(list(client.models.list())))");
+    assert_eq!(out.trim(), "1");
+}
