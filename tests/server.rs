@@ -197,3 +197,51 @@ fn rebinding_hosts_oversized_bodies_and_missing_keys_are_refused() {
     let out = python(s.port, "s3cret-key", "print(len(list(client.models.list())))");
     assert_eq!(out.trim(), "1");
 }
+
+#[test]
+fn the_ollama_sdk_lists_shows_chats_and_generates() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &[]).unwrap();
+    let script = format!(
+        r#"
+import json, ollama
+c = ollama.Client(host="http://127.0.0.1:{port}")
+tags = c.list()
+name = tags.models[0].model
+print(json.dumps({{"name": name, "format": tags.models[0].details.format, "size": tags.models[0].size}}))
+show = c.show(name + ":latest")
+print(json.dumps({{"template": "im_start" in (show.template or ""), "arch": show.modelinfo.get("general.architecture")}}))
+q = [{{"role": "user", "content": "What is the capital of France?"}}]
+r = c.chat(model=name, messages=q, options={{"temperature": 0, "num_predict": 48}}, stream=False)
+parts = list(c.chat(model=name, messages=q, options={{"temperature": 0, "num_predict": 48}}, stream=True))
+g = c.generate(model=name, prompt="What is the capital of France?", options={{"temperature": 0, "num_predict": 48}})
+print(json.dumps({{"chat": r.message.content, "done": r.done_reason, "evals": r.eval_count, "prompt": r.prompt_eval_count,
+                  "streamed": "".join(p.message.content for p in parts), "last_done": parts[-1].done,
+                  "generate": g.response}}))
+try:
+    c.chat(model=name, messages=q, options={{"mirostat": 2}})
+    print(json.dumps({{"status": 200}}))
+except ollama.ResponseError as e:
+    print(json.dumps({{"status": e.status_code, "error": e.error}}))
+"#,
+        port = s.port
+    );
+    let out = Command::new(common::python()).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let l: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(l[0]["name"], "SmolLM2-135M-Instruct.Q4_1", "{text}");
+    assert_eq!(l[0]["format"], "gguf");
+    assert!(l[0]["size"].as_u64().is_some_and(|n| n > 50_000_000), "{text}");
+    assert_eq!(l[1]["template"], true, "the model's own chat template: {text}");
+    assert_eq!(l[1]["arch"], "llama");
+    let chat = l[2]["chat"].as_str().unwrap();
+    assert!(chat.contains("Paris"), "{text}");
+    assert_eq!(l[2]["done"], "stop");
+    assert!(l[2]["evals"].as_u64().unwrap() > 0 && l[2]["prompt"].as_u64().unwrap() > 5);
+    assert_eq!(l[2]["streamed"], l[2]["chat"], "greedy: the same text streamed");
+    assert_eq!(l[2]["last_done"], true);
+    assert!(l[2]["generate"].as_str().unwrap().contains("Paris"), "{text}");
+    assert_eq!(l[3]["status"], 400);
+    assert!(l[3]["error"].as_str().unwrap().contains("mirostat"), "{text}");
+}

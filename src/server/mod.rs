@@ -6,6 +6,7 @@
 //! other machines requires an API key (Bearer).
 
 pub mod bridge;
+pub mod ollama;
 pub mod openai;
 
 use crate::engine::protocol::{EngineError, ErrorKind};
@@ -50,6 +51,22 @@ pub struct ServerConfig {
 pub struct ServedModel {
     pub id: String,
     pub path: PathBuf,
+    pub size: u64,
+    /// From the file headers; None if unreadable.
+    pub card: Option<crate::library::card::ModelCard>,
+}
+
+/// One request admitted to the engine: its updates, its place in the queue
+/// (held until dropped) and its cancel guard (dropping it cancels).
+pub struct Job {
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<bridge::Update>,
+    pub queued: tokio::sync::OwnedMutexGuard<()>,
+    pub cancel: bridge::CancelOnDrop,
+    pub model: ServedModel,
+    pub info: Box<crate::models::load::ModelInfo>,
+    /// Seconds spent loading the model for this request (0 if it was loaded).
+    pub load_s: f64,
+    pub started: std::time::Instant,
 }
 
 pub struct Server {
@@ -61,6 +78,23 @@ pub struct Server {
 
 pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A UTC time as RFC 3339 (`2026-11-26T02:20:05Z`), from seconds since 1970.
+pub(crate) fn rfc3339(secs: u64) -> String {
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 impl Server {
@@ -93,7 +127,8 @@ impl Server {
     pub fn models(&self) -> Vec<ServedModel> {
         let mut out = Vec::new();
         if let Some(p) = &self.config.default_model {
-            out.push(ServedModel { id: crate::models::load::display_name(p), path: p.clone() });
+            let (size, card) = (installed::dir_size(p), crate::library::card::card(p).ok());
+            out.push(ServedModel { id: crate::models::load::display_name(p), path: p.clone(), size, card });
         }
         let all = match &self.config.hf_cache {
             Some(cache) => installed::installed_with_cache(&self.config.models_dir, cache),
@@ -102,15 +137,37 @@ impl Server {
         for m in all {
             let id = m.name.strip_suffix(".gguf").unwrap_or(&m.name).to_string();
             if !out.iter().any(|o: &ServedModel| o.id == id) {
-                out.push(ServedModel { id, path: m.path });
+                out.push(ServedModel { id, path: m.path, size: m.size, card: m.card });
             }
         }
         out
     }
 
+    /// Waits for the request's turn, loads its model if needed, and starts the
+    /// generation `build` describes for that model.
+    pub async fn start(
+        &self,
+        model: Option<&str>,
+        kind: &str,
+        build: impl FnOnce(&crate::models::load::ModelInfo) -> Result<(crate::engine::Prompt, crate::chat::params::GenerateParams), ApiError>,
+    ) -> Result<Job, ApiError> {
+        let model = self.find_model(model)?;
+        let started = std::time::Instant::now();
+        let queued = self.bridge.queue.clone().lock_owned().await;
+        let t = std::time::Instant::now();
+        let info = self.bridge.ensure_loaded(&model.path).await.map_err(ApiError::model_failed)?;
+        let load_s = t.elapsed().as_secs_f64();
+        let (prompt, params) = build(&info)?;
+        let (rx, cancel) = self.bridge.submit(prompt, params);
+        self.log(format!("#{} {kind}: {}", self.next_id(), model.id));
+        Ok(Job { rx, queued, cancel: bridge::CancelOnDrop::new(cancel), model, info, load_s, started })
+    }
+
     /// The model a request names (exactly, or ignoring case), or the default.
     pub fn find_model(&self, name: Option<&str>) -> Result<ServedModel, ApiError> {
         let all = self.models();
+        // Ollama clients add a tag; Hearth's models have none.
+        let name = name.map(|n| n.strip_suffix(":latest").unwrap_or(n));
         let found = match name.filter(|n| !n.is_empty()) {
             None => all.first().cloned(),
             Some(n) => all.iter().find(|m| m.id == n).or_else(|| all.iter().find(|m| m.id.eq_ignore_ascii_case(n))).cloned(),
@@ -189,6 +246,11 @@ pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/api/version", get(ollama::version))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(server.clone(), guard))
         .with_state(server)

@@ -177,16 +177,12 @@ pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::bod
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the request is not a chat completion: {e}")))?;
     req.check()?;
     let messages = req.messages()?;
-    let model = server.find_model(req.model.as_deref())?;
-    let queued = server.bridge.queue.clone().lock_owned().await;
-    let info = server.bridge.ensure_loaded(&model.path).await.map_err(ApiError::model_failed)?;
-    let params = req.params(&info.recommended)?;
-    let (mut rx, cancel) = server.bridge.submit(Prompt::Chat(messages), params);
-    let guard = CancelOnDrop::new(cancel);
+    let kind = if req.stream { "chat.completions stream" } else { "chat.completions" };
+    let job = server.start(req.model.as_deref(), kind, |info| Ok((Prompt::Chat(messages), req.params(&info.recommended)?))).await?;
+    let super::Job { mut rx, queued, cancel: guard, model, .. } = job;
     let id = format!("chatcmpl-{}", server.next_id());
     let created = super::now_secs();
     let model_id = model.id.clone();
-    server.log(format!("{id}: {} ({})", model_id, if req.stream { "stream" } else { "whole" }));
 
     if !req.stream {
         let mut split = ReasoningSplit::default();
