@@ -19,9 +19,10 @@ SMOLLM2_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 GEMMA_PART_SHA256S="2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf 8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3 94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72 1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"
 GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 GGUF_PY_VERSION=0.19.0
-# The official OpenAI and Ollama Python SDKs: the server tests talk to `hearth serve` through them.
+# The official OpenAI, Ollama and Anthropic Python SDKs: the server tests talk to `hearth serve` through them.
 OPENAI_PY_VERSION=2.8.1
 OLLAMA_PY_VERSION=0.6.1
+ANTHROPIC_PY_VERSION=0.75.0
 # gpt-oss's chat template (harmony format) as llama.cpp ships it, from PyPI's
 # llama-cpp-python source archive; the harmony template test renders it.
 LLAMA_CPP_PY_VERSION=0.3.16
@@ -176,9 +177,10 @@ if [ ! -f "$DEPS/.gguf-py-$GGUF_PY_VERSION" ]; then
   touch "$DEPS/.gguf-py-$GGUF_PY_VERSION"
 fi
 # The API clients the server tests use.
-if [ ! -f "$DEPS/.api-clients-$OPENAI_PY_VERSION-$OLLAMA_PY_VERSION" ]; then
-  "$PY" -m pip install -q "openai==$OPENAI_PY_VERSION" "ollama==$OLLAMA_PY_VERSION"
-  touch "$DEPS/.api-clients-$OPENAI_PY_VERSION-$OLLAMA_PY_VERSION"
+CLIENTS="$OPENAI_PY_VERSION-$OLLAMA_PY_VERSION-$ANTHROPIC_PY_VERSION"
+if [ ! -f "$DEPS/.api-clients-$CLIENTS" ]; then
+  "$PY" -m pip install -q "openai==$OPENAI_PY_VERSION" "ollama==$OLLAMA_PY_VERSION" "anthropic==$ANTHROPIC_PY_VERSION"
+  touch "$DEPS/.api-clients-$CLIENTS"
 fi
 # gpt-oss's chat template: one file out of the llama-cpp-python source archive
 # (~50 MB, downloaded once; only the template is kept).

@@ -245,3 +245,60 @@ except ollama.ResponseError as e:
     assert_eq!(l[3]["status"], 400);
     assert!(l[3]["error"].as_str().unwrap().contains("mirostat"), "{text}");
 }
+
+#[test]
+fn the_anthropic_sdk_gets_messages_whole_and_as_the_event_sequence() {
+    let _g = common::mlx_lock();
+    // With a key: Anthropic's SDK sends it as x-api-key.
+    let s = serve(&[("HEARTH_API_KEY", "k-123")], &[]).unwrap();
+    let script = format!(
+        r#"
+import json, anthropic
+c = anthropic.Anthropic(base_url="http://127.0.0.1:{port}", api_key="k-123", max_retries=0)
+q = [{{"role": "user", "content": "What is the capital of France?"}}]
+m = c.messages.create(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=48, temperature=0, messages=q,
+                      system="You are a helpful assistant.")
+print(json.dumps({{"text": m.content[-1].text, "stop": m.stop_reason, "in": m.usage.input_tokens, "out": m.usage.output_tokens}}))
+events = list(c.messages.create(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=48, temperature=0, messages=q,
+                                system="You are a helpful assistant.", stream=True))
+types = [e.type for e in events]
+text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
+print(json.dumps({{"types": types, "text": text, "start_in": events[0].message.usage.input_tokens}}))
+with c.messages.stream(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=48, temperature=0, messages=q) as st:
+    streamed = "".join(st.text_stream)
+    final = st.get_final_message()
+print(json.dumps({{"helper": streamed, "final": final.content[-1].text, "stop": final.stop_reason}}))
+try:
+    c.messages.create(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=8, messages=q,
+                      tools=[{{"name": "f", "input_schema": {{"type": "object"}}}}])
+    print(json.dumps({{"status": 200}}))
+except anthropic.BadRequestError as e:
+    print(json.dumps({{"status": e.status_code, "message": e.body["error"]["message"]}}))
+try:
+    anthropic.Anthropic(base_url="http://127.0.0.1:{port}", api_key="wrong", max_retries=0).messages.create(
+        model="SmolLM2-135M-Instruct.Q4_1", max_tokens=8, messages=q)
+except anthropic.AuthenticationError as e:
+    print(json.dumps({{"status": e.status_code}}))
+"#,
+        port = s.port
+    );
+    let out = Command::new(common::python()).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let l: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(l[0]["text"].as_str().unwrap().contains("Paris"), "{text}");
+    assert_eq!(l[0]["stop"], "end_turn");
+    assert!(l[0]["in"].as_u64().unwrap() > 5 && l[0]["out"].as_u64().unwrap() > 0);
+    let types: Vec<&str> = l[1]["types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"message_start"), "{text}");
+    assert_eq!(types[1], "content_block_start");
+    assert_eq!(&types[types.len() - 3..], &["content_block_stop", "message_delta", "message_stop"]);
+    assert!(types[2..types.len() - 3].iter().all(|t| *t == "content_block_delta"), "{types:?}");
+    assert_eq!(l[1]["text"], l[0]["text"], "greedy: the same text streamed");
+    assert_eq!(l[1]["start_in"], l[0]["in"], "message_start carries the input tokens");
+    assert_eq!(l[2]["final"], l[2]["helper"]);
+    assert_eq!(l[2]["stop"], "end_turn");
+    assert_eq!(l[3]["status"], 400);
+    assert!(l[3]["message"].as_str().unwrap().contains("tools"), "{text}");
+    assert_eq!(l[4]["status"], 401);
+}

@@ -40,6 +40,9 @@ pub enum Event {
     Unloaded,
     /// The conversation did not fit; this many of the oldest messages were left out.
     ContextTrimmed { id: RequestId, dropped_messages: usize },
+    /// The prompt is rendered and tokenized; generation starts (APIs that
+    /// report input tokens up front, as Anthropic's does, wait for this).
+    PromptReady { id: RequestId, tokens: usize },
     Token { id: RequestId, text: String },
     Finished { id: RequestId, stats: GenerationStats },
     Error { id: Option<RequestId>, error: EngineError },

@@ -203,6 +203,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
                     if dropped > 0 {
                         send(Event::ContextTrimmed { id, dropped_messages: dropped });
                     }
+                    send(Event::PromptReady { id, tokens: tokens.len() });
                     let mut n = 0usize;
                     let mut stats = s.generate(&tokens, &params, &cancel, &mut |text| {
                         send(Event::Token { id, text: text.to_string() });

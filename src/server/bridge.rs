@@ -27,6 +27,8 @@ pub enum ModelStatus {
 
 /// One request's stream of engine events.
 pub enum Update {
+    /// The prompt's length in tokens, before the first text.
+    Started(usize),
     Text(String),
     Done(GenerationStats),
     Failed(EngineError),
@@ -134,6 +136,7 @@ fn dispatch(events: crossbeam_channel::Receiver<Event>, routes: Routes, status: 
             }
         };
         match ev {
+            Event::PromptReady { id, tokens } => route(id, Update::Started(tokens), false),
             Event::Token { id, text } => route(id, Update::Text(text), false),
             Event::Finished { id, stats } => route(id, Update::Done(stats), true),
             Event::Error { id: Some(id), error } => route(id, Update::Failed(error), true),

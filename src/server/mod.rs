@@ -1,10 +1,12 @@
-//! The local API server other tools talk to (`hearth serve`): OpenAI-compatible
-//! endpoints today (`openai`), on the same engine thread a chat uses
-//! (`bridge`). Private by default: it binds to loopback, checks the Host header
-//! against DNS rebinding, sends no CORS headers, caps request bodies, serves only
-//! installed models by name (never a path from a request), and when opened to
-//! other machines requires an API key (Bearer).
+//! The local API server other tools talk to (`hearth serve`): OpenAI-,
+//! Anthropic- and Ollama-compatible endpoints (`openai`, `anthropic`,
+//! `ollama`), on the same engine thread a chat uses (`bridge`). Private by
+//! default: it binds to loopback, checks the Host header against DNS
+//! rebinding, sends no CORS headers, caps request bodies, serves only installed
+//! models by name (never a path from a request), and when opened to other
+//! machines requires an API key (Bearer or x-api-key).
 
+pub mod anthropic;
 pub mod bridge;
 pub mod ollama;
 pub mod openai;
@@ -233,8 +235,10 @@ async fn guard(State(server): State<Arc<Server>>, req: Request, next: Next) -> R
             .into_response();
     }
     if let Some(key) = &server.config.api_key {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
-        if given != Some(key.as_str()) {
+        // Bearer (OpenAI, Ollama clients) or x-api-key (Anthropic's).
+        let bearer = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+        let x_api_key = req.headers().get("x-api-key").and_then(|h| h.to_str().ok());
+        if bearer != Some(key.as_str()) && x_api_key != Some(key.as_str()) {
             return ApiError { status: StatusCode::UNAUTHORIZED, kind: "authentication_error", message: "a valid API key is required".into() }
                 .into_response();
         }
@@ -246,6 +250,7 @@ pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/api/version", get(ollama::version))
         .route("/api/tags", get(ollama::tags))
         .route("/api/show", post(ollama::show))

@@ -263,6 +263,7 @@ async fn respond(job: Job, stream: bool, piece: fn(&str, &str) -> Value) -> Resp
             let (mut content, mut thinking) = (String::new(), String::new());
             loop {
                 match rx.recv().await {
+                    Some(Update::Started(_)) => continue,
                     Some(Update::Text(t)) => {
                         let (r, c) = split.push(&t);
                         thinking.push_str(&r);
@@ -291,6 +292,7 @@ async fn respond(job: Job, stream: bool, piece: fn(&str, &str) -> Value) -> Resp
             }
             loop {
                 let line = match rx.recv().await {
+                    Some(Update::Started(_)) => continue,
                     Some(Update::Text(t)) => {
                         let (r, c) = split.push(&t);
                         if r.is_empty() && c.is_empty() {

@@ -189,6 +189,7 @@ pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::bod
         let (mut content, mut reasoning) = (String::new(), String::new());
         loop {
             match rx.recv().await {
+                Some(Update::Started(_)) => continue,
                 Some(Update::Text(t)) => {
                     let (r, c) = split.push(&t);
                     reasoning.push_str(&r);
@@ -237,6 +238,7 @@ pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::bod
                     return None;
                 }
                 match rx.recv().await {
+                    Some(Update::Started(_)) => continue,
                     Some(Update::Text(t)) => {
                         let (r, c) = split.push(&t);
                         // Pushed in reverse: `pending` is popped from the end.

@@ -87,6 +87,8 @@ impl AppState {
                 "This chat is longer than the context ({} tokens): the oldest {dropped_messages} message(s) were left out of the prompt.",
                 self.settings.context_length
             )),
+            // The live stats show the prompt's length once the reply is done.
+            Event::PromptReady { .. } => {}
             Event::Token { id, text } => self.on_token(id, &text),
             Event::Finished { id, stats } => {
                 if let Some(s) = self.chat.streaming.take_if(|s| s.request == id) {
