@@ -11,7 +11,6 @@ use hearth::models::load::{self, Precision};
 use hearth::models::{synth, QuantMode, QuantSpec};
 use mlx_rs::Dtype;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -35,23 +34,6 @@ const MXFP4: QuantSpec = QuantSpec { group_size: 32, bits: 4, mode: QuantMode::M
 
 fn prompt(n: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 37 + 11) % 250) as u32 + 1).collect()
-}
-
-fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut HashMap<String, mlx_rs::Array>)) {
-    let file = dir.join("model.safetensors");
-    let mut t = mlx_rs::Array::load_safetensors(&file).unwrap();
-    edit(&mut t);
-    let tmp = dir.join("edited.safetensors");
-    mlx_rs::Array::save_safetensors(t.iter().map(|(k, v)| (k.as_str(), v)), None, &tmp).unwrap();
-    drop(t);
-    std::fs::rename(&tmp, &file).unwrap();
-}
-
-fn edit_config(dir: &Path, f: impl Fn(&mut Value)) {
-    let p = dir.join("config.json");
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&p, v.to_string()).unwrap();
 }
 
 fn logits(dir: &Path, ids: &[u32]) -> mlx_rs::Array {
@@ -135,7 +117,7 @@ fn openai_release_layout_loads_like_the_mlx_folder() {
     write(&dir, Some(MXFP4), Dtype::Float32);
     let ids = prompt(12);
     let want = logits(&dir, &ids);
-    edit_tensors(&dir, |t| {
+    common::edit_tensors(&dir, |t| {
         // [E, out, in/8] u32 words -> [E, out, in/32, 16] bytes.
         let blocks = |w: mlx_rs::Array| {
             let s = w.shape().to_vec();
@@ -192,25 +174,25 @@ fn a_gpt_oss_gguf_gives_the_mlx_folder_logits_dense_and_mxfp4() {
 #[test]
 fn broken_gpt_oss_configs_and_tensors_are_typed_errors() {
     let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
-        ("num_experts_per_tok", Box::new(|d| edit_config(d, |c| c["num_experts_per_tok"] = json!(9)))),
+        ("num_experts_per_tok", Box::new(|d| common::edit_config(d, |c| c["num_experts_per_tok"] = json!(9)))),
         // The config says 6 experts, the tensors hold 8.
-        ("model.layers.0.mlp.router", Box::new(|d| edit_config(d, |c| c["num_local_experts"] = json!(6)))),
+        ("model.layers.0.mlp.router", Box::new(|d| common::edit_config(d, |c| c["num_local_experts"] = json!(6)))),
         ("model.layers.3.mlp.experts.down_proj.bias", Box::new(|d| {
-            edit_tensors(d, |t| {
+            common::edit_tensors(d, |t| {
                 t.remove("model.layers.3.mlp.experts.down_proj.bias");
             })
         })),
         ("model.layers.1.self_attn.sinks", Box::new(|d| {
-            edit_tensors(d, |t| {
+            common::edit_tensors(d, |t| {
                 t.remove("model.layers.1.self_attn.sinks");
             })
         })),
-        ("nvfp4", Box::new(|d| edit_config(d, |c| c["quantization"]["mode"] = json!("nvfp4")))),
-        ("layer_types", Box::new(|d| edit_config(d, |c| c["layer_types"] = json!(["sliding_attention"])))),
+        ("nvfp4", Box::new(|d| common::edit_config(d, |c| c["quantization"]["mode"] = json!("nvfp4")))),
+        ("layer_types", Box::new(|d| common::edit_config(d, |c| c["layer_types"] = json!(["sliding_attention"])))),
         ("chunked_attention", Box::new(|d| {
-            edit_config(d, |c| c["layer_types"][0] = json!("chunked_attention"))
+            common::edit_config(d, |c| c["layer_types"][0] = json!("chunked_attention"))
         })),
-        ("swiglu_limit", Box::new(|d| edit_config(d, |c| c["swiglu_limit"] = json!(5.0)))),
+        ("swiglu_limit", Box::new(|d| common::edit_config(d, |c| c["swiglu_limit"] = json!(5.0)))),
     ];
     for (want, break_it) in cases {
         let _g = common::mlx_lock();

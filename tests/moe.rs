@@ -9,7 +9,6 @@ use hearth::engine::{GenerateParams, SamplingParams, Session};
 use hearth::models::load::{self, Precision};
 use hearth::models::synth;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -27,17 +26,6 @@ fn write(dir: &Path, cfg: Value, bits: i32) {
     synth::write_config(cfg, dir, bits, 32, mlx_rs::Dtype::Float32).unwrap();
 }
 
-/// Rewrites the model's safetensors with `edit` applied.
-fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut HashMap<String, mlx_rs::Array>)) {
-    let file = dir.join("model.safetensors");
-    let mut t = mlx_rs::Array::load_safetensors(&file).unwrap();
-    edit(&mut t);
-    let tmp = dir.join("edited.safetensors");
-    mlx_rs::Array::save_safetensors(t.iter().map(|(k, v)| (k.as_str(), v)), None, &tmp).unwrap();
-    drop(t);
-    std::fs::rename(&tmp, &file).unwrap();
-}
-
 fn prompt(n: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 37 + 11) % 250) as u32 + 1).collect()
 }
@@ -50,7 +38,7 @@ fn qwen3_moe_logits_match_mlx_lm_dense_with_router_ties() {
     write(&dir, tiny_qwen3_moe(), 0);
     // Experts 0 and 1 of layer 0 get the same router row: every token scores
     // them equally, so the top-k must break the tie exactly as MLX does.
-    edit_tensors(&dir, |t| {
+    common::edit_tensors(&dir, |t| {
         use mlx_rs::ops::indexing::IndexOp;
         let g = &t["model.layers.0.mlp.gate.weight"];
         let row = g.index((0..1, ..));
@@ -108,7 +96,7 @@ fn per_expert_checkpoints_are_stacked_at_load() {
     let ids = hearth::models::layers::token_array(&prompt(10));
     let want = stacked.model.forward(&ids, &mut c1, false).unwrap();
     // The Hugging Face layout: one tensor per expert.
-    edit_tensors(&dir, |t| {
+    common::edit_tensors(&dir, |t| {
         use mlx_rs::ops::indexing::IndexOp;
         for l in [0, 2] {
             for n in ["gate_proj", "up_proj", "down_proj"] {
@@ -129,15 +117,15 @@ fn per_expert_checkpoints_are_stacked_at_load() {
 #[test]
 fn broken_moe_configs_and_tensors_are_typed_errors() {
     let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
-        ("num_experts_per_tok", Box::new(|d| edit_config(d, |c| c["num_experts_per_tok"] = json!(9)))),
+        ("num_experts_per_tok", Box::new(|d| common::edit_config(d, |c| c["num_experts_per_tok"] = json!(9)))),
         // The config says 6 experts, the tensors hold 8.
-        ("model.layers.0.mlp.gate.weight", Box::new(|d| edit_config(d, |c| c["num_experts"] = json!(6)))),
+        ("model.layers.0.mlp.gate.weight", Box::new(|d| common::edit_config(d, |c| c["num_experts"] = json!(6)))),
         ("model.layers.2.mlp.switch_mlp.up_proj.weight", Box::new(|d| {
-            edit_tensors(d, |t| {
+            common::edit_tensors(d, |t| {
                 t.remove("model.layers.2.mlp.switch_mlp.up_proj.weight");
             })
         })),
-        ("nvfp4", Box::new(|d| edit_config(d, |c| c["quantization"] = json!({"group_size": 16, "bits": 4, "mode": "nvfp4"})))),
+        ("nvfp4", Box::new(|d| common::edit_config(d, |c| c["quantization"] = json!({"group_size": 16, "bits": 4, "mode": "nvfp4"})))),
     ];
     for (want, break_it) in cases {
         let _g = common::mlx_lock();
@@ -148,13 +136,6 @@ fn broken_moe_configs_and_tensors_are_typed_errors() {
         let e = load::load(&dir, Precision::Native).err().expect("refused").to_string();
         assert!(e.contains(want), "{want}: {e}");
     }
-}
-
-fn edit_config(dir: &Path, f: impl Fn(&mut Value)) {
-    let p = dir.join("config.json");
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&p, v.to_string()).unwrap();
 }
 
 #[test]

@@ -78,3 +78,22 @@ pub fn mlx_lm_greedy(dir: &std::path::Path, n: usize, prompt: &[u32]) -> Vec<u32
     assert!(out.status.success(), "mlx-lm failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("mlx-lm printed token ids")
 }
+
+/// Rewrites a model folder's model.safetensors with `edit` applied.
+pub fn edit_tensors(dir: &std::path::Path, edit: impl FnOnce(&mut std::collections::HashMap<String, mlx_rs::Array>)) {
+    let file = dir.join("model.safetensors");
+    let mut t = mlx_rs::Array::load_safetensors(&file).unwrap();
+    edit(&mut t);
+    let tmp = dir.join("edited.safetensors");
+    mlx_rs::Array::save_safetensors(t.iter().map(|(k, v)| (k.as_str(), v)), None, &tmp).unwrap();
+    drop(t);
+    std::fs::rename(&tmp, &file).unwrap();
+}
+
+/// Rewrites a model folder's config.json with `f` applied.
+pub fn edit_config(dir: &std::path::Path, f: impl Fn(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, v.to_string()).unwrap();
+}
