@@ -78,6 +78,10 @@ text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
 print(json.dumps({"streamed": text, "finishes": finishes, "last_usage": chunks[-1].usage.completion_tokens if chunks[-1].usage else None,
                   "last_has_choices": bool(chunks[-1].choices)}))
+c = client.completions.create(model=models[0], prompt="The capital of France is", max_tokens=8, temperature=0)
+cs = "".join(x.choices[0].text for x in client.completions.create(model=models[0], prompt="The capital of France is",
+                                                                   max_tokens=8, temperature=0, stream=True))
+print(json.dumps({"completion": c.choices[0].text, "finish": c.choices[0].finish_reason, "prompt": c.usage.prompt_tokens, "streamed": cs}))
 "#,
     );
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -93,6 +97,11 @@ print(json.dumps({"streamed": text, "finishes": finishes, "last_usage": chunks[-
     assert_eq!(lines[2]["finishes"], serde_json::json!(["stop"]));
     assert_eq!(lines[2]["last_usage"], u[1], "usage comes in the last chunk");
     assert_eq!(lines[2]["last_has_choices"], false);
+    // /v1/completions: the prompt as is, no template (5 tokens, not a chat turn).
+    assert!(lines[3]["completion"].as_str().unwrap().contains("Paris"), "{out}");
+    assert_eq!(lines[3]["finish"], "length");
+    assert_eq!(lines[3]["prompt"], 5);
+    assert_eq!(lines[3]["streamed"], lines[3]["completion"]);
 }
 
 #[test]

@@ -161,7 +161,7 @@ impl Server {
         let load_s = t.elapsed().as_secs_f64();
         let (prompt, params) = build(&info)?;
         let (rx, cancel) = self.bridge.submit(prompt, params);
-        self.log(format!("#{} {kind}: {}", self.next_id(), model.id));
+        self.log(format!("{kind}: {}", model.id));
         Ok(Job { rx, queued, cancel: bridge::CancelOnDrop::new(cancel), model, info, load_s, started })
     }
 
@@ -250,6 +250,7 @@ pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
         .route("/v1/messages", post(anthropic::messages))
         .route("/api/version", get(ollama::version))
         .route("/api/tags", get(ollama::tags))

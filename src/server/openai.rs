@@ -1,5 +1,5 @@
-//! The OpenAI-compatible endpoints: `GET /v1/models` and
-//! `POST /v1/chat/completions`, plain and streamed (SSE `data:` chunks ending
+//! The OpenAI-compatible endpoints: `GET /v1/models`, `POST /v1/chat/completions`
+//! and `POST /v1/completions`, plain and streamed (SSE `data:` chunks ending
 //! in `[DONE]`, usage in a last chunk when `stream_options.include_usage`).
 //! Reasoning (`<think>…</think>`, or gpt-oss's analysis channel) goes in
 //! `reasoning_content`, as LM Studio and DeepSeek send it, never in `content`.
@@ -179,118 +179,178 @@ pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::bod
     let messages = req.messages()?;
     let kind = if req.stream { "chat.completions stream" } else { "chat.completions" };
     let job = server.start(req.model.as_deref(), kind, |info| Ok((Prompt::Chat(messages), req.params(&info.recommended)?))).await?;
-    let super::Job { mut rx, queued, cancel: guard, model, .. } = job;
-    let id = format!("chatcmpl-{}", server.next_id());
-    let created = super::now_secs();
-    let model_id = model.id.clone();
+    let reply = Reply { shape: Shape::Chat, id: format!("chatcmpl-{}", server.next_id()), created: super::now_secs() };
+    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok(if req.stream { reply.stream(job, include_usage) } else { reply.whole(job).await })
+}
 
-    if !req.stream {
-        let mut split = ReasoningSplit::default();
+/// `POST /v1/completions`: text in, text out, no chat template (`prompt` is given
+/// to the model as is), whole or streamed.
+pub async fn completions(State(server): State<Arc<Server>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let mut v: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the request is not a completion: {e}")))?;
+    let prompt = match v.as_object_mut().and_then(|o| o.remove("prompt")) {
+        Some(Value::String(p)) if !p.is_empty() => p,
+        Some(Value::String(_)) | None => return Err(ApiError::bad_request("prompt is empty")),
+        Some(_) => return Err(ApiError::bad_request("prompt must be one string (lists of prompts and token ids are not supported)")),
+    };
+    // The rest reads like a chat request with no messages.
+    v["messages"] = json!([{"role": "user", "content": "-"}]);
+    let req: ChatRequest = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("the request is not a completion: {e}")))?;
+    req.check()?;
+    let kind = if req.stream { "completions stream" } else { "completions" };
+    let job = server.start(req.model.as_deref(), kind, |info| Ok((Prompt::Raw(prompt), req.params(&info.recommended)?))).await?;
+    let reply = Reply { shape: Shape::Text, id: format!("cmpl-{}", server.next_id()), created: super::now_secs() };
+    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok(if req.stream { reply.stream(job, include_usage) } else { reply.whole(job).await })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    /// `chat.completion`: a message, deltas with content / reasoning_content.
+    Chat,
+    /// `text_completion`: text.
+    Text,
+}
+
+/// What every chunk of one reply carries.
+#[derive(Clone)]
+struct Reply {
+    shape: Shape,
+    id: String,
+    created: u64,
+}
+
+impl Reply {
+    fn chunk(&self, model: &str, content: &str, reasoning: &str, finish: Option<&str>, first: bool) -> Value {
+        match self.shape {
+            Shape::Chat => {
+                let mut delta = json!({});
+                if first {
+                    delta["role"] = json!("assistant");
+                }
+                if first || !content.is_empty() {
+                    delta["content"] = json!(content);
+                }
+                if !reasoning.is_empty() {
+                    delta["reasoning_content"] = json!(reasoning);
+                }
+                json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            }
+            Shape::Text => json!({"id": self.id, "object": "text_completion", "created": self.created, "model": model,
+                                  "choices": [{"index": 0, "text": content, "logprobs": null, "finish_reason": finish}]}),
+        }
+    }
+
+    async fn whole(self, job: super::Job) -> Response {
+        let super::Job { mut rx, queued, cancel, model, .. } = job;
+        // A plain completion is the model's text as is; only chat splits reasoning out.
+        let mut split = (self.shape == Shape::Chat).then(ReasoningSplit::default);
         let (mut content, mut reasoning) = (String::new(), String::new());
         loop {
             match rx.recv().await {
-                Some(Update::Started(_)) => continue,
-                Some(Update::Text(t)) => {
-                    let (r, c) = split.push(&t);
-                    reasoning.push_str(&r);
-                    content.push_str(&c);
-                }
+                Some(Update::Started(_)) => {}
+                Some(Update::Text(t)) => match split.as_mut() {
+                    Some(sp) => {
+                        let (r, c) = sp.push(&t);
+                        reasoning.push_str(&r);
+                        content.push_str(&c);
+                    }
+                    None => content.push_str(&t),
+                },
                 Some(Update::Done(stats)) => {
                     drop(queued);
-                    guard.disarm();
-                    let mut message = json!({"role": "assistant", "content": content});
-                    if !reasoning.is_empty() {
-                        message["reasoning_content"] = json!(reasoning);
-                    }
-                    return Ok(Json(json!({
-                        "id": id, "object": "chat.completion", "created": created, "model": model_id,
-                        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(&stats)}],
-                        "usage": usage(&stats),
-                    }))
-                    .into_response());
+                    cancel.disarm();
+                    let choice = match self.shape {
+                        Shape::Chat => {
+                            let mut message = json!({"role": "assistant", "content": content});
+                            if !reasoning.is_empty() {
+                                message["reasoning_content"] = json!(reasoning);
+                            }
+                            json!({"index": 0, "message": message, "finish_reason": finish_reason(&stats)})
+                        }
+                        Shape::Text => json!({"index": 0, "text": content, "logprobs": null, "finish_reason": finish_reason(&stats)}),
+                    };
+                    let object = if self.shape == Shape::Chat { "chat.completion" } else { "text_completion" };
+                    return Json(json!({"id": self.id, "object": object, "created": self.created, "model": model.id,
+                                       "choices": [choice], "usage": usage(&stats)}))
+                    .into_response();
                 }
-                Some(Update::Failed(e)) => return Err(ApiError::engine(e)),
-                None => return Err(ApiError::internal("the engine stopped")),
+                Some(Update::Failed(e)) => return ApiError::engine(e).into_response(),
+                None => return ApiError::internal("the engine stopped").into_response(),
             }
         }
     }
 
-    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let chunk = move |delta: Value, finish: Option<&str>| {
-        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model_id,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    };
-    // The stream owns the queue slot and the cancel guard: a client that
-    // disconnects drops it, which cancels the generation and frees the queue.
-    let state = (rx, Some(queued), Some(guard), ReasoningSplit::default(), Vec::<Value>::new(), false);
-    let first = chunk(json!({"role": "assistant", "content": ""}), None);
-    let stream = futures::stream::unfold((state, Some(first)), move |((mut rx, queued, guard, mut split, mut pending, done), first)| {
-        let chunk = chunk.clone();
-        async move {
-            if let Some(f) = first {
-                return Some((Ok::<_, std::convert::Infallible>(sse(&f)), ((rx, queued, guard, split, pending, done), None)));
-            }
-            loop {
-                if let Some(v) = pending.pop() {
-                    return Some((Ok(sse(&v)), ((rx, queued, guard, split, pending, done), None)));
-                }
-                if done {
-                    return None;
-                }
-                match rx.recv().await {
-                    Some(Update::Started(_)) => continue,
-                    Some(Update::Text(t)) => {
-                        let (r, c) = split.push(&t);
-                        // Pushed in reverse: `pending` is popped from the end.
-                        if !c.is_empty() {
-                            pending.push(chunk(json!({"content": c}), None));
-                        }
-                        if !r.is_empty() {
-                            pending.push(chunk(json!({"reasoning_content": r}), None));
-                        }
-                    }
-                    Some(Update::Done(stats)) => {
-                        if let Some(g) = guard {
-                            g.disarm();
-                        }
-                        let mut tail = vec![Value::String("[DONE]".into())];
-                        if include_usage {
-                            let mut u = chunk(json!({}), None);
-                            u["choices"] = json!([]);
-                            u["usage"] = usage(&stats);
-                            tail.push(u);
-                        }
-                        tail.push(chunk(json!({}), Some(finish_reason(&stats))));
-                        return done_with(tail, (rx, None, None, split));
-                    }
-                    Some(Update::Failed(e)) => {
-                        let tail = vec![Value::String("[DONE]".into()), json!({"error": {"message": e.message, "type": "server_error"}})];
-                        return done_with(tail, (rx, None, None, split));
-                    }
-                    None => return None,
-                }
-            }
+    /// SSE chunks, the last with the finish reason, then usage (if asked) and
+    /// `[DONE]`. The stream owns the queue slot and the cancel guard: a client
+    /// that disconnects drops it, which cancels the generation and frees the queue.
+    fn stream(self, job: super::Job, include_usage: bool) -> Response {
+        let super::Job { rx, queued, cancel, model, .. } = job;
+        struct S {
+            rx: tokio::sync::mpsc::UnboundedReceiver<Update>,
+            _queued: Option<tokio::sync::OwnedMutexGuard<()>>,
+            cancel: Option<CancelOnDrop>,
+            split: Option<ReasoningSplit>,
+            pending: std::collections::VecDeque<Value>,
+            finished: bool,
         }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
-}
-
-type StreamState = (
-    tokio::sync::mpsc::UnboundedReceiver<Update>,
-    Option<tokio::sync::OwnedMutexGuard<()>>,
-    Option<CancelOnDrop>,
-    ReasoningSplit,
-    Vec<Value>,
-    bool,
-);
-
-#[allow(clippy::type_complexity)]
-fn done_with(
-    mut tail: Vec<Value>,
-    (rx, queued, guard, split): (tokio::sync::mpsc::UnboundedReceiver<Update>, Option<tokio::sync::OwnedMutexGuard<()>>, Option<CancelOnDrop>, ReasoningSplit),
-) -> Option<(Result<SseEvent, std::convert::Infallible>, (StreamState, Option<Value>))> {
-    let first = tail.pop().expect("a tail has a last chunk");
-    Some((Ok(sse(&first)), ((rx, queued, guard, split, tail, true), None)))
+        let mut pending = std::collections::VecDeque::new();
+        if self.shape == Shape::Chat {
+            pending.push_back(self.chunk(&model.id, "", "", None, true));
+        }
+        let split = (self.shape == Shape::Chat).then(ReasoningSplit::default);
+        let state = S { rx, _queued: Some(queued), cancel: Some(cancel), split, pending, finished: false };
+        let model_id = model.id;
+        let events = futures::stream::unfold(state, move |mut st| {
+            let (reply, model_id) = (self.clone(), model_id.clone());
+            async move {
+                loop {
+                    if let Some(v) = st.pending.pop_front() {
+                        return Some((Ok::<_, std::convert::Infallible>(sse(&v)), st));
+                    }
+                    if st.finished {
+                        return None;
+                    }
+                    match st.rx.recv().await {
+                        Some(Update::Started(_)) => {}
+                        Some(Update::Text(t)) => {
+                            let (r, c) = match st.split.as_mut() {
+                                Some(sp) => sp.push(&t),
+                                None => (String::new(), t),
+                            };
+                            if !r.is_empty() || !c.is_empty() {
+                                st.pending.push_back(reply.chunk(&model_id, &c, &r, None, false));
+                            }
+                        }
+                        Some(Update::Done(stats)) => {
+                            if let Some(g) = st.cancel.take() {
+                                g.disarm();
+                            }
+                            st.pending.push_back(reply.chunk(&model_id, "", "", Some(finish_reason(&stats)), false));
+                            if include_usage {
+                                let mut u = reply.chunk(&model_id, "", "", None, false);
+                                u["choices"] = json!([]);
+                                u["usage"] = usage(&stats);
+                                st.pending.push_back(u);
+                            }
+                            st.pending.push_back(Value::String("[DONE]".into()));
+                            st.finished = true;
+                            st._queued = None;
+                        }
+                        Some(Update::Failed(e)) => {
+                            st.pending.push_back(json!({"error": {"message": e.message, "type": "server_error"}}));
+                            st.pending.push_back(Value::String("[DONE]".into()));
+                            st.finished = true;
+                        }
+                        None => return None,
+                    }
+                }
+            }
+        });
+        Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    }
 }
 
 /// A chunk as an SSE event; the `[DONE]` marker goes as bare text.
