@@ -311,3 +311,37 @@ except anthropic.AuthenticationError as e:
     assert!(l[3]["message"].as_str().unwrap().contains("tools"), "{text}");
     assert_eq!(l[4]["status"], 401);
 }
+
+#[test]
+fn a_broken_installed_model_is_a_clear_500_and_the_server_keeps_serving() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &[]).unwrap();
+    // An installed "model" whose GGUF header lies about its tensors.
+    let models = s._home.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let mut bad = b"GGUF".to_vec();
+    bad.extend_from_slice(&3u32.to_le_bytes());
+    bad.extend_from_slice(&u64::MAX.to_le_bytes());
+    bad.extend_from_slice(&0u64.to_le_bytes());
+    std::fs::write(models.join("broken.gguf"), bad).unwrap();
+    let out = python(
+        s.port,
+        "unused",
+        r#"
+q = [{"role": "user", "content": "What is the capital of France?"}]
+print(json.dumps(sorted(m.id for m in client.models.list())))
+try:
+    client.chat.completions.create(model="broken", messages=q, max_tokens=4)
+    print(json.dumps({"status": 200}))
+except openai.APIStatusError as e:
+    print(json.dumps({"status": e.status_code, "message": e.body["message"]}))
+r = client.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", temperature=0, max_tokens=16, messages=q)
+print(json.dumps({"answer": r.choices[0].message.content}))
+"#,
+    );
+    let l: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(l[0], serde_json::json!(["SmolLM2-135M-Instruct.Q4_1", "broken"]), "{out}");
+    assert_eq!(l[1]["status"], 500, "{out}");
+    assert!(l[1]["message"].as_str().unwrap().contains("did not load"), "{out}");
+    assert!(l[2]["answer"].as_str().unwrap().contains("Paris"), "{out}");
+}
