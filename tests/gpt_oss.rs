@@ -6,13 +6,11 @@
 
 mod common;
 
-use hearth::engine::{GenerateParams, SamplingParams, Session};
 use hearth::models::load::{self, Precision};
 use hearth::models::{synth, QuantMode, QuantSpec};
 use mlx_rs::Dtype;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 /// 4 layers (sliding, full, sliding, full), window 8, 8 experts, top 2, YaRN.
 fn tiny_gpt_oss() -> Value {
@@ -33,7 +31,7 @@ fn write(dir: &Path, quant: Option<QuantSpec>, dtype: Dtype) {
 const MXFP4: QuantSpec = QuantSpec { group_size: 32, bits: 4, mode: QuantMode::Mxfp4 };
 
 fn prompt(n: usize) -> Vec<u32> {
-    (0..n).map(|i| ((i * 37 + 11) % 250) as u32 + 1).collect()
+    common::tiny_prompt(n)
 }
 
 fn logits(dir: &Path, ids: &[u32]) -> mlx_rs::Array {
@@ -90,19 +88,7 @@ fn gpt_oss_greedy_tokens_match_mlx_lm_with_cache_reuse() {
     for (name, quant) in [("q4", QuantSpec::affine(32, 4)), ("mxfp4", MXFP4)] {
         let dir = t.path().join(name);
         write(&dir, Some(quant), Dtype::Float32);
-        let mut s = Session::new(load::load(&dir, Precision::Native).unwrap(), Some(512));
-        let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 32, stop: vec![], ignore_eos: true };
-        let first = prompt(20);
-        let st = s.generate(&first, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
-        assert_eq!(st.reused_tokens, 0);
-        let ours = s.last_tokens.clone();
-        assert_eq!(ours, common::mlx_lm_greedy(&dir, 32, &first), "{name} turn 1");
-        let mut second = first.clone();
-        second.extend(&ours);
-        second.extend(prompt(9));
-        let st = s.generate(&second, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
-        assert!(st.reused_tokens >= first.len() + 31, "{name}: reused {}", st.reused_tokens);
-        assert_eq!(s.last_tokens, common::mlx_lm_greedy(&dir, 32, &second), "{name} turn 2 (cache reused)");
+        common::assert_greedy_matches_mlx_lm_across_two_turns(&format!("gpt_oss {name}"), &dir);
     }
 }
 

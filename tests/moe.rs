@@ -5,12 +5,10 @@
 
 mod common;
 
-use hearth::engine::{GenerateParams, SamplingParams, Session};
 use hearth::models::load::{self, Precision};
 use hearth::models::synth;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 /// Qwen3-MoE: 3 layers, the middle one dense (mlp_only_layers), 8 experts, top 2.
 fn tiny_qwen3_moe() -> Value {
@@ -27,7 +25,7 @@ fn write(dir: &Path, cfg: Value, bits: i32) {
 }
 
 fn prompt(n: usize) -> Vec<u32> {
-    (0..n).map(|i| ((i * 37 + 11) % 250) as u32 + 1).collect()
+    common::tiny_prompt(n)
 }
 
 #[test]
@@ -69,20 +67,7 @@ fn qwen3_moe_4bit_logits_and_greedy_tokens_match_mlx_lm_with_cache_reuse() {
     let diff = native.subtract(&f32).unwrap().abs().unwrap().max(None).unwrap().try_item_exact::<f32>().unwrap();
     assert!(diff < 1e-4, "f32 vs quantized experts differ by {diff}");
 
-    let mut s = Session::new(load::load(&dir, Precision::Native).unwrap(), Some(512));
-    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 32, stop: vec![], ignore_eos: true };
-    let first = prompt(20);
-    let st = s.generate(&first, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
-    assert_eq!(st.reused_tokens, 0);
-    let ours = s.last_tokens.clone();
-    assert_eq!(ours, common::mlx_lm_greedy(&dir, 32, &first), "turn 1");
-    // Turn 2 extends turn 1: only the new tokens are prefilled.
-    let mut second = first.clone();
-    second.extend(&ours);
-    second.extend(prompt(9));
-    let st = s.generate(&second, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
-    assert!(st.reused_tokens >= first.len() + 31, "reused {}", st.reused_tokens);
-    assert_eq!(s.last_tokens, common::mlx_lm_greedy(&dir, 32, &second), "turn 2 (cache reused)");
+    common::assert_greedy_matches_mlx_lm_across_two_turns("qwen3_moe 4-bit", &dir);
 }
 
 #[test]

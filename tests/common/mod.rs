@@ -97,3 +97,29 @@ pub fn edit_config(dir: &std::path::Path, f: impl Fn(&mut serde_json::Value)) {
     f(&mut v);
     std::fs::write(&p, v.to_string()).unwrap();
 }
+
+/// A prompt of `n` token ids spread over a tiny model's byte vocabulary.
+pub fn tiny_prompt(n: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 37 + 11) % 250) as u32 + 1).collect()
+}
+
+/// 32 greedy tokens from Hearth equal mlx-lm's on a 20-token prompt, then on a
+/// second turn that extends the first (prompt + reply + 9 tokens), where
+/// Hearth must reuse its prompt cache for everything but the new tokens.
+pub fn assert_greedy_matches_mlx_lm_across_two_turns(name: &str, dir: &std::path::Path) {
+    use hearth::engine::{GenerateParams, SamplingParams};
+    use std::sync::atomic::AtomicBool;
+    let mut s = Session::new(load::load(dir, Precision::Native).unwrap(), Some(512));
+    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 32, stop: vec![], ignore_eos: true };
+    let first = tiny_prompt(20);
+    let st = s.generate(&first, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(st.reused_tokens, 0);
+    let ours = s.last_tokens.clone();
+    assert_eq!(ours, mlx_lm_greedy(dir, 32, &first), "{name}: turn 1");
+    let mut second = first.clone();
+    second.extend(&ours);
+    second.extend(tiny_prompt(9));
+    let st = s.generate(&second, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(st.reused_tokens >= first.len() + 31, "{name}: reused {}", st.reused_tokens);
+    assert_eq!(s.last_tokens, mlx_lm_greedy(dir, 32, &second), "{name}: turn 2 (cache reused)");
+}
