@@ -282,8 +282,8 @@ mod tests {
             let fused = fused.expect("4-bit affine experts on CUDA take the fused path").as_dtype(Dtype::Float32).unwrap();
             let want = glu.forward(&x, &inds).unwrap().multiply(scores.expand_dims(-1).unwrap()).unwrap().sum_axis(-2, false).unwrap();
             let want = want.as_dtype(Dtype::Float32).unwrap();
-            let diff = fused.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item::<f32>();
-            let scale = want.abs().unwrap().max(None).unwrap().item::<f32>();
+            let diff = fused.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+            let scale = want.abs().unwrap().max(None).unwrap().item_exact::<f32>();
             eprintln!("fused CUDA decode ({act:?}, bias {bias}): max |diff| {diff:e} for outputs up to {scale}");
             assert!(diff <= 0.02 * scale.max(1e-3), "fused decode differs by {diff} (outputs up to {scale})");
         }

@@ -231,12 +231,12 @@ mod tests {
         assert_eq!(q.shape(), &[16, 8]);
         let dense = dequantize(&q, &s, None, spec).unwrap().as_dtype(Dtype::Float32).unwrap();
         // E2M1 with a shared power-of-two scale: coarse but bounded.
-        let err = dense.subtract(&w).unwrap().abs().unwrap().max(None).unwrap().item::<f32>();
+        let err = dense.subtract(&w).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
         assert!(err < 1.0, "round trip error {err}");
         let x = random::normal::<f32>(&[3, 64], 0.0, 1.0, &k).unwrap();
         let y = quantized_matmul(&x, &q, &s, None, spec).unwrap();
         let want = x.matmul(dense.t()).unwrap();
-        let diff = y.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item::<f32>();
+        let diff = y.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
         assert!(diff < 1e-3, "quantized_matmul vs dense: {diff}");
     }
 
