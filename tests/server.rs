@@ -345,3 +345,31 @@ print(json.dumps({"answer": r.choices[0].message.content}))
     assert!(l[1]["message"].as_str().unwrap().contains("did not load"), "{out}");
     assert!(l[2]["answer"].as_str().unwrap().contains("Paris"), "{out}");
 }
+
+#[test]
+fn an_idle_model_is_unloaded_and_comes_back_on_the_next_request() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &["--idle-unload", "2"]).unwrap();
+    let script = format!(
+        r#"
+import json, time, ollama
+c = ollama.Client(host="http://127.0.0.1:{port}")
+q = [{{"role": "user", "content": "What is the capital of France?"}}]
+before = len(c.ps().models)
+c.chat(model="SmolLM2-135M-Instruct.Q4_1", messages=q, options={{"temperature": 0, "num_predict": 8}})
+loaded = [m.model for m in c.ps().models]
+time.sleep(4.5)
+after = len(c.ps().models)
+r = c.chat(model="SmolLM2-135M-Instruct.Q4_1", messages=q, options={{"temperature": 0, "num_predict": 16}})
+print(json.dumps({{"before": before, "loaded": loaded, "after": after, "again": r.message.content}}))
+"#,
+        port = s.port
+    );
+    let out = Command::new(common::python()).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["before"], 0, "nothing is loaded before the first request: {v}");
+    assert_eq!(v["loaded"], serde_json::json!(["SmolLM2-135M-Instruct.Q4_1"]));
+    assert_eq!(v["after"], 0, "unloaded after 2 s idle: {v}");
+    assert!(v["again"].as_str().unwrap().contains("Paris"), "{v}");
+}

@@ -116,6 +116,9 @@ pub enum Cmd {
         /// Context length in tokens.
         #[arg(long)]
         context_length: Option<usize>,
+        /// Unload the model after this many seconds without requests (0 = never).
+        #[arg(long, default_value_t = 0)]
+        idle_unload: u64,
     },
     /// Print the exact prompt a conversation becomes with a model's template.
     Render {
@@ -366,6 +369,8 @@ pub fn run() -> Result<()> {
         }
         Some(Cmd::Tokenize { model, special, text }) => inspect::tokenize(&model, &text, special),
         Some(Cmd::Models { cmd }) => models::run(cmd),
-        Some(Cmd::Serve { host, port, model, context_length }) => serve::serve(host, port, model, context_length),
+        Some(Cmd::Serve { host, port, model, context_length, idle_unload }) => {
+            serve::serve(host, port, model, context_length, Some(idle_unload))
+        }
     }
 }

@@ -9,7 +9,7 @@ use hearth::server::{self, ServerConfig};
 use std::io::Write;
 use std::net::IpAddr;
 
-pub fn serve(host: IpAddr, port: u16, model: Option<String>, context_length: Option<usize>) -> Result<()> {
+pub fn serve(host: IpAddr, port: u16, model: Option<String>, context_length: Option<usize>, idle_unload: Option<u64>) -> Result<()> {
     let default_model = Some(model_path(&model)?);
     let api_key = std::env::var("HEARTH_API_KEY").ok().filter(|k| !k.is_empty());
     let config = ServerConfig {
@@ -20,6 +20,7 @@ pub fn serve(host: IpAddr, port: u16, model: Option<String>, context_length: Opt
         hf_cache: Some(hf_hub::resolve_cache_dir()),
         default_model,
         context_length,
+        idle_unload: idle_unload.filter(|s| *s > 0).map(std::time::Duration::from_secs),
     };
     let engine = EngineHandle::spawn();
     server::run(config, engine, |addr| {

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// The model served when a request names none (shown as its name).
     pub default_model: Option<PathBuf>,
     pub context_length: Option<usize>,
+    /// Unload the model after this long without requests (None: keep it).
+    pub idle_unload: Option<std::time::Duration>,
 }
 
 /// A model a request may name.
@@ -76,6 +78,8 @@ pub struct Server {
     config: ServerConfig,
     next: AtomicU64,
     log: Mutex<Vec<String>>,
+    /// When the last request ended (or started), for the idle unload.
+    last_active: Mutex<std::time::Instant>,
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -102,7 +106,13 @@ pub(crate) fn rfc3339(secs: u64) -> String {
 impl Server {
     pub fn new(config: ServerConfig, engine: EngineHandle) -> Arc<Self> {
         let bridge = Bridge::new(engine, config.context_length);
-        Arc::new(Server { bridge, config, next: AtomicU64::new(1), log: Mutex::new(Vec::new()) })
+        Arc::new(Server {
+            bridge,
+            config,
+            next: AtomicU64::new(1),
+            log: Mutex::new(Vec::new()),
+            last_active: Mutex::new(std::time::Instant::now()),
+        })
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -155,6 +165,7 @@ impl Server {
     ) -> Result<Job, ApiError> {
         let model = self.find_model(model)?;
         let started = std::time::Instant::now();
+        self.touch();
         let queued = self.bridge.queue.clone().lock_owned().await;
         let t = std::time::Instant::now();
         let info = self.bridge.ensure_loaded(&model.path).await.map_err(ApiError::model_failed)?;
@@ -163,6 +174,31 @@ impl Server {
         let (rx, cancel) = self.bridge.submit(prompt, params);
         self.log(format!("{kind}: {}", model.id));
         Ok(Job { rx, queued, cancel: bridge::CancelOnDrop::new(cancel), model, info, load_s, started })
+    }
+
+    fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    }
+
+    /// Unloads the model once no request has run for the idle time: checked
+    /// every second, never while a request holds the queue.
+    async fn idle_unloader(self: Arc<Self>, idle: std::time::Duration) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let Ok(_queued) = self.bridge.queue.clone().try_lock_owned() else {
+                self.touch(); // busy: the idle time starts when it ends
+                continue;
+            };
+            let quiet = self.last_active.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+            if quiet >= idle && matches!(self.bridge.status(), bridge::ModelStatus::Loaded(_)) {
+                self.bridge.unload();
+                self.log(format!("unloaded the model after {} s without requests", quiet.as_secs()));
+                // Wait for the engine to say so before checking again.
+                while matches!(self.bridge.status(), bridge::ModelStatus::Loaded(_)) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
 
     /// The model a request names (exactly, or ignoring case), or the default.
@@ -254,6 +290,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/messages", post(anthropic::messages))
         .route("/api/version", get(ollama::version))
         .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
         .route("/api/show", post(ollama::show))
         .route("/api/chat", post(ollama::chat))
         .route("/api/generate", post(ollama::generate))
@@ -281,7 +318,11 @@ pub fn run(config: ServerConfig, engine: EngineHandle, on_ready: impl FnOnce(Soc
             .await
             .map_err(|e| crate::Error::InvalidArgument(format!("cannot listen on {addr}: {e}")))?;
         let bound = listener.local_addr().map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+        let idle = config.idle_unload;
         let server = Server::new(config, engine);
+        if let Some(idle) = idle {
+            tokio::spawn(server.clone().idle_unloader(idle));
+        }
         on_ready(bound);
         axum::serve(listener, router(server)).await.map_err(|e| crate::Error::InvalidArgument(format!("server stopped: {e}")))
     })

@@ -1,5 +1,5 @@
 //! The Ollama-compatible endpoints many desktop tools speak: `/api/version`,
-//! `/api/tags`, `/api/show`, `/api/chat` and `/api/generate`, streamed as
+//! `/api/tags`, `/api/ps`, `/api/show`, `/api/chat` and `/api/generate`, streamed as
 //! NDJSON (one JSON object a line, the last with `done: true` and the
 //! timings in nanoseconds) unless `"stream": false`. Reasoning goes in
 //! `thinking`, as Ollama sends it. Options Hearth does not implement are a 400.
@@ -62,6 +62,21 @@ pub async fn tags(State(server): State<Arc<Server>>) -> Json<Value> {
         .models()
         .iter()
         .map(|m| json!({"name": m.id, "model": m.id, "modified_at": modified(m), "size": m.size, "details": details(m)}))
+        .collect();
+    Json(json!({"models": models}))
+}
+
+/// The loaded model, if any (Ollama's running models).
+pub async fn ps(State(server): State<Arc<Server>>) -> Json<Value> {
+    let loaded = match server.bridge.status() {
+        super::bridge::ModelStatus::Loaded(info) => server.models().into_iter().find(|m| {
+            m.path.canonicalize().ok() == info.path.canonicalize().ok()
+        }),
+        _ => None,
+    };
+    let models: Vec<Value> = loaded
+        .iter()
+        .map(|m| json!({"name": m.id, "model": m.id, "size": m.size, "details": details(m)}))
         .collect();
     Json(json!({"models": models}))
 }
