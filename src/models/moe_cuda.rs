@@ -191,7 +191,7 @@ impl Kernel {
         grid: (i32, i32, i32),
         block: i32,
     ) -> Result<Array> {
-        let _ = mlx_rs::ops::abs(Array::from_f32(0.0)); // mlx-rs's error handler is installed
+        super::quant::ensure_error_handler();
         let names: Vec<CString> = ints
             .iter()
             .map(|(n, _)| *n)

@@ -87,14 +87,19 @@ fn opt_int(v: i32) -> mlx_sys::mlx_optional_int {
     mlx_sys::mlx_optional_int { value: v, has_value: true }
 }
 
-/// Runs one mlx-c operation that writes an array.
-fn call(op: &str, f: impl FnOnce(*mut mlx_sys::mlx_array, mlx_sys::mlx_stream) -> i32) -> Result<Array> {
-    // mlx-rs installs its error handler on its first operation; without it MLX's
-    // default handler would end the process on a bad call.
+/// Makes sure mlx-rs has installed its error handler (it does so on its first
+/// operation); without it MLX's default handler would end the process on a bad
+/// mlx-c call made directly, as here and in `moe_cuda`.
+pub(crate) fn ensure_error_handler() {
     static HANDLER: std::sync::Once = std::sync::Once::new();
     HANDLER.call_once(|| {
         let _ = mlx_rs::ops::abs(Array::from_f32(0.0));
     });
+}
+
+/// Runs one mlx-c operation that writes an array.
+fn call(op: &str, f: impl FnOnce(*mut mlx_sys::mlx_array, mlx_sys::mlx_stream) -> i32) -> Result<Array> {
+    ensure_error_handler();
     let stream = Stream::thread_local_or_default();
     unsafe {
         let mut res = mlx_sys::mlx_array_new();
@@ -182,8 +187,8 @@ pub fn dequantize(w: &Array, scales: &Array, biases: Option<&Array>, spec: Quant
 
 /// Quantizes `w` ([..., in]): packed weight, scales, and biases (affine only).
 pub fn quantize(w: &Array, spec: QuantSpec) -> Result<(Array, Array, Option<Array>)> {
+    ensure_error_handler();
     let parts = unsafe {
-        let _ = mlx_rs::ops::abs(Array::from_f32(0.0));
         let mut vec = mlx_sys::mlx_vector_array_new();
         let status = mlx_sys::mlx_quantize(
             &mut vec,

@@ -7,7 +7,7 @@
 use super::bridge::Update;
 use super::openai::ReasoningSplit;
 use super::{rfc3339, ApiError, Job, Server, ServedModel};
-use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, SamplingParams, DEFAULT_MAX_TOKENS};
+use crate::chat::params::{GenerateParams, GenerationStats, SamplingParams, DEFAULT_MAX_TOKENS};
 use crate::chat::{Message, Role};
 use crate::engine::Prompt;
 use axum::body::{Body, Bytes};
@@ -250,10 +250,7 @@ pub async fn generate(State(server): State<Arc<Server>>, body: Bytes) -> Result<
 /// The last object: why it stopped and Ollama's timings (nanoseconds).
 fn done(job_model: &str, stats: &GenerationStats, load_s: f64, total_s: f64) -> Value {
     let ns = |s: f64| (s * 1e9) as u64;
-    let reason = match stats.finish_reason {
-        Some(FinishReason::MaxTokens) | Some(FinishReason::ContextFull) => "length",
-        _ => "stop",
-    };
+    let reason = super::openai::finish_reason(stats);
     json!({"model": job_model, "created_at": rfc3339(super::now_secs()), "done": true, "done_reason": reason,
            "total_duration": ns(total_s), "load_duration": ns(load_s),
            "prompt_eval_count": stats.prefilled_tokens, "prompt_eval_duration": ns(stats.ttft_s),

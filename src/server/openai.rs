@@ -160,7 +160,8 @@ pub async fn models(State(server): State<Arc<Server>>) -> Json<Value> {
     Json(json!({"object": "list", "data": data}))
 }
 
-fn finish_reason(stats: &GenerationStats) -> &'static str {
+/// OpenAI's and Ollama's finish reason.
+pub(super) fn finish_reason(stats: &GenerationStats) -> &'static str {
     match stats.finish_reason {
         Some(FinishReason::MaxTokens) | Some(FinishReason::ContextFull) => "length",
         _ => "stop",
