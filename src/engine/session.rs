@@ -28,7 +28,7 @@ impl Session {
     pub fn new(loaded: LoadedModel, context_length: Option<usize>) -> Self {
         let model_ctx = loaded.info.context_length.max(1);
         let context_length = context_length.unwrap_or(8192).clamp(MIN_CONTEXT, model_ctx.max(MIN_CONTEXT));
-        let cache = PromptCache { layers: loaded.model.new_cache(), tokens: Vec::new() };
+        let cache = PromptCache::new(loaded.model.as_ref());
         Session { loaded, cache, context_length, last_tokens: Vec::new() }
     }
 
@@ -38,7 +38,7 @@ impl Session {
 
     /// Forgets the prompt cache (e.g. when switching conversations).
     pub fn reset_cache(&mut self) {
-        self.cache = PromptCache { layers: self.loaded.model.new_cache(), tokens: Vec::new() };
+        self.cache = PromptCache::new(self.loaded.model.as_ref());
     }
 
     fn render(&self, messages: &[Message]) -> Result<Vec<u32>> {
@@ -166,7 +166,7 @@ impl Session {
                 on_text(&s);
             }
         }
-        step::settle(&self.cache)?;
+        step::settle(&mut self.cache)?;
         let end = Instant::now();
         stats.total_s = (end - t0).as_secs_f64();
         stats.prefill_tps = stats.prefilled_tokens as f64 / stats.ttft_s.max(1e-9);

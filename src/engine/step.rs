@@ -5,7 +5,7 @@
 
 use super::sampling::Sampler;
 use crate::error::{Error, Result};
-use crate::models::cache::KvCache;
+use crate::models::cache::{Cache, StateCache};
 use crate::models::layers::token_array;
 use crate::models::{prefill_chunk, LanguageModel};
 use mlx_rs::transforms::{async_eval, eval};
@@ -13,8 +13,104 @@ use mlx_rs::Array;
 
 /// The model's caches and the tokens they hold, kept between requests.
 pub struct PromptCache {
-    pub layers: Vec<KvCache>,
+    pub layers: Vec<Cache>,
     pub tokens: Vec<u32>,
+    /// Hybrid models only: the state layers as they were after the first
+    /// `len` tokens, taken at the end of each prompt but one token (so a
+    /// regenerated reply reuses it too) and at the end of each reply (so a
+    /// follow-up that repeats prompt + reply reuses everything). A state
+    /// cannot be cut back like a KV cache; a snapshot lets a follow-up resume
+    /// from the last one that is a prefix of its prompt. At most
+    /// `MAX_SNAPSHOTS`, newest kept.
+    snapshots: Vec<Snapshot>,
+}
+
+/// How many state snapshots a conversation keeps (each costs one copy of the
+/// model's recurrent state; the fit estimate counts them).
+pub const MAX_SNAPSHOTS: usize = 4;
+
+struct Snapshot {
+    len: usize,
+    /// One entry per layer: the state of a state layer, None for KV layers.
+    states: Vec<Option<StateCache>>,
+}
+
+impl PromptCache {
+    pub fn new(model: &dyn LanguageModel) -> Self {
+        PromptCache { layers: model.new_cache(), tokens: Vec::new(), snapshots: Vec::new() }
+    }
+
+    fn is_hybrid(&self) -> bool {
+        self.layers.iter().any(Cache::is_state)
+    }
+
+    /// Remembers the state layers as they are now (a no-op for models
+    /// without state layers, or when a snapshot of this length exists).
+    pub fn snapshot(&mut self) {
+        let len = self.tokens.len();
+        if !self.is_hybrid() || len == 0 || self.snapshots.iter().any(|s| s.len == len) {
+            return;
+        }
+        let states = self
+            .layers
+            .iter()
+            .map(|c| match c {
+                Cache::State(s) => Some(s.clone()),
+                Cache::Kv(_) => None,
+            })
+            .collect();
+        self.snapshots.push(Snapshot { len, states });
+        if self.snapshots.len() > MAX_SNAPSHOTS {
+            self.snapshots.remove(0);
+        }
+    }
+
+    /// Lengths of the snapshots held (for tests and the status line).
+    pub fn snapshot_lengths(&self) -> Vec<usize> {
+        self.snapshots.iter().map(|s| s.len).collect()
+    }
+
+    /// Makes the cache hold exactly `prompt[..n]` for the largest `n <= reuse`
+    /// it can reach (cutting KV layers back, restoring state layers from a
+    /// snapshot), and returns `n`.
+    fn rewind(&mut self, model: &dyn LanguageModel, reuse: usize) -> usize {
+        // Snapshots past the shared prefix describe another conversation.
+        self.snapshots.retain(|s| s.len <= reuse);
+        if self.layers.iter().all(|c| c.can_truncate(reuse as i32)) {
+            for c in &mut self.layers {
+                c.truncate(reuse as i32);
+            }
+            self.tokens.truncate(reuse);
+            return reuse;
+        }
+        // The newest snapshot the KV layers can also go back to.
+        let best = self
+            .snapshots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                self.layers.iter().all(|c| c.is_state() || c.can_truncate(s.len as i32))
+            })
+            .max_by_key(|(_, s)| s.len)
+            .map(|(i, _)| i);
+        let Some(i) = best else {
+            // Nothing to resume from: start over.
+            self.layers = model.new_cache();
+            self.tokens.clear();
+            self.snapshots.clear();
+            return 0;
+        };
+        let snap = &self.snapshots[i];
+        let len = snap.len;
+        for (c, s) in self.layers.iter_mut().zip(&snap.states) {
+            match (c, s) {
+                (Cache::State(c), Some(s)) => *c = s.clone(),
+                (c, _) => c.truncate(len as i32),
+            }
+        }
+        self.tokens.truncate(len);
+        len
+    }
 }
 
 /// Why the token loop ended on its own (the caller may also stop it).
@@ -36,27 +132,32 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 pub fn prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32]) -> Result<(Array, usize)> {
     // Reuse the cached prefix; at least one token must run to get logits.
     let reuse = common_prefix(&cache.tokens, prompt).min(prompt.len().saturating_sub(1));
-    // A sliding-window cache may have dropped part of the prefix: start over.
-    let reuse = if cache.layers.iter().all(|c| c.can_truncate(reuse as i32)) { reuse } else { 0 };
-    for c in &mut cache.layers {
-        c.truncate(reuse as i32);
-    }
-    cache.tokens.truncate(reuse);
+    // A sliding-window cache may have dropped part of the prefix, a state
+    // cannot go back at all: resume from what can be reached.
+    let reuse = cache.rewind(model, reuse);
     let rest = &prompt[reuse..];
-    let chunk_len = prefill_chunk();
-    let n_chunks = rest.len().div_ceil(chunk_len);
+    // Hybrid models stop one token short to snapshot the state there.
+    let split = if cache.is_hybrid() && rest.len() > 1 { rest.len() - 1 } else { rest.len() };
+    let mut pieces: Vec<&[u32]> = rest[..split].chunks(prefill_chunk()).collect();
+    if split < rest.len() {
+        pieces.push(&rest[split..]);
+    }
+    let n = pieces.len();
     let mut logits = None;
-    for (i, chunk) in rest.chunks(chunk_len).enumerate() {
+    for (i, chunk) in pieces.into_iter().enumerate() {
         let out = match model.forward(&token_array(chunk), &mut cache.layers, false) {
             Ok(o) => o,
             Err(e) => {
-                *cache = PromptCache { layers: model.new_cache(), tokens: Vec::new() };
+                *cache = PromptCache::new(model);
                 return Err(e);
             }
         };
         cache.tokens.extend_from_slice(chunk);
-        if i + 1 < n_chunks {
+        if i + 1 < n {
             eval(cache.layers.iter().flat_map(|c| c.arrays()))?;
+            if cache.tokens.len() + 1 == prompt.len() {
+                cache.snapshot();
+            }
         } else {
             logits = Some(out);
         }
@@ -108,7 +209,10 @@ pub fn decode(
     }
 }
 
-/// Finishes queued work so the cache is concrete for the next turn.
-pub fn settle(cache: &PromptCache) -> Result<()> {
-    Ok(eval(cache.layers.iter().flat_map(|c| c.arrays()))?)
+/// Finishes queued work so the cache is concrete for the next turn, and
+/// snapshots a hybrid model's state at the end of the reply.
+pub fn settle(cache: &mut PromptCache) -> Result<()> {
+    eval(cache.layers.iter().flat_map(|c| c.arrays()))?;
+    cache.snapshot();
+    Ok(())
 }

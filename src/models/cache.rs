@@ -1,6 +1,14 @@
-//! The caches models keep between forward passes. Today: the key/value cache,
-//! full or windowed (sliding-window layers). Each model says which kind each
-//! layer needs (`LanguageModel::new_cache`), as mlx-lm's `make_prompt_cache`.
+//! The caches models keep between forward passes, one per layer: the key/value
+//! cache of attention layers, full or windowed (sliding-window layers), and the
+//! state cache of linear-attention and short-convolution layers (a conv window
+//! and a recurrent matrix, mlx-lm's `ArraysCache`). Each model says which kind
+//! each layer needs (`LanguageModel::new_cache`), as mlx-lm's `make_cache`.
+//!
+//! A KV cache can be cut back to any earlier length (prompt-cache reuse); a
+//! state cache cannot: it summarises everything it has seen. Hybrid models keep
+//! `StateCache` snapshots instead (`engine::step`), which cost nothing to take:
+//! MLX arrays are immutable, so a snapshot holds the arrays of that moment while
+//! later steps make new ones.
 //!
 //! The KV cache is allocated in steps and written in place.
 //!
@@ -138,6 +146,127 @@ impl KvCache {
 
 }
 
+/// The recurrent state of a linear-attention or short-convolution layer:
+/// `arrays[i]` as the layer defines them (Gated DeltaNet: the conv window
+/// [B, K-1, conv_dim] and the state [B, Hv, Dv, Dk]; LFM2: the conv window).
+#[derive(Clone, Default)]
+pub struct StateCache {
+    arrays: Vec<Option<Array>>,
+    offset: i32,
+}
+
+impl StateCache {
+    pub fn new(n: usize) -> Self {
+        StateCache { arrays: vec![None; n], offset: 0 }
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Array> {
+        self.arrays.get(i).and_then(|a| a.as_ref())
+    }
+
+    /// Stores slot `i`; the model checks shapes before it writes.
+    pub fn set(&mut self, i: usize, a: Array) {
+        if i >= self.arrays.len() {
+            self.arrays.resize(i + 1, None);
+        }
+        self.arrays[i] = Some(a);
+    }
+
+    /// Counts `n` more positions seen.
+    pub fn advance(&mut self, n: i32) {
+        self.offset += n;
+    }
+
+    pub fn offset(&self) -> i32 {
+        self.offset
+    }
+
+    pub fn clear(&mut self) {
+        let n = self.arrays.len();
+        *self = StateCache::new(n);
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        self.arrays.iter().flatten().collect()
+    }
+
+    pub fn nbytes(&self) -> usize {
+        self.arrays().iter().map(|a| a.nbytes()).sum()
+    }
+}
+
+/// One layer's cache.
+pub enum Cache {
+    Kv(KvCache),
+    State(StateCache),
+}
+
+impl Cache {
+    pub fn kv() -> Self {
+        Cache::Kv(KvCache::new())
+    }
+
+    pub fn windowed(window: i32) -> Self {
+        Cache::Kv(KvCache::windowed(window))
+    }
+
+    pub fn state(n: usize) -> Self {
+        Cache::State(StateCache::new(n))
+    }
+
+    /// The KV cache of an attention layer; a typed error if the model paired
+    /// the layer with another kind.
+    pub fn as_kv(&mut self) -> Result<&mut KvCache> {
+        match self {
+            Cache::Kv(c) => Ok(c),
+            Cache::State(_) => Err(crate::error::Error::Config("an attention layer was given a state cache".into())),
+        }
+    }
+
+    pub fn as_state(&mut self) -> Result<&mut StateCache> {
+        match self {
+            Cache::State(c) => Ok(c),
+            Cache::Kv(_) => Err(crate::error::Error::Config("a linear-attention layer was given a KV cache".into())),
+        }
+    }
+
+    pub fn offset(&self) -> i32 {
+        match self {
+            Cache::Kv(c) => c.offset(),
+            Cache::State(c) => c.offset(),
+        }
+    }
+
+    /// Whether the cache can go back to holding exactly the first `len` positions.
+    pub fn can_truncate(&self, len: i32) -> bool {
+        match self {
+            Cache::Kv(c) => c.can_truncate(len),
+            Cache::State(c) => len == 0 || len == c.offset(),
+        }
+    }
+
+    /// Cuts back to `len` positions; a state cache that cannot is emptied
+    /// (callers check `can_truncate` first).
+    pub fn truncate(&mut self, len: i32) {
+        match self {
+            Cache::Kv(c) => c.truncate(len),
+            Cache::State(c) if len != c.offset() => c.clear(),
+            Cache::State(_) => {}
+        }
+    }
+
+    pub fn is_state(&self) -> bool {
+        matches!(self, Cache::State(_))
+    }
+
+    pub fn arrays(&self) -> Vec<&Array> {
+        match self {
+            Cache::Kv(c) => c.arrays(),
+            Cache::State(c) => c.arrays(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +304,19 @@ mod tests {
         assert!(c.start() > 0);
         assert!(!c.can_truncate(1), "the start of the prompt was dropped");
         assert!(c.can_truncate(c.offset()));
+    }
+
+    #[test]
+    fn a_state_cache_only_goes_back_to_empty_or_where_it_is() {
+        let mut c = Cache::state(2);
+        let Cache::State(s) = &mut c else { unreachable!() };
+        s.set(1, ops::ones::<f32>(&[1, 2]).unwrap());
+        s.advance(5);
+        assert!(c.can_truncate(5) && c.can_truncate(0));
+        assert!(!c.can_truncate(3), "a recurrent state cannot forget two positions");
+        c.truncate(3);
+        assert_eq!(c.offset(), 0);
+        assert!(c.arrays().is_empty());
+        assert!(Cache::state(1).as_kv().is_err() && Cache::kv().as_state().is_err());
     }
 }

@@ -4,7 +4,7 @@
 //! embeddings scaled by sqrt(hidden), a GELU-tanh MLP and four norms per block.
 
 use super::attention::{attention_mask, Attention, AttentionSpec, QkNorm};
-use super::cache::KvCache;
+use super::cache::Cache;
 use super::layers::{gelu_tanh_mul, last_position};
 use super::rope::{Rope, RopeScaling};
 use super::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
@@ -186,7 +186,7 @@ impl Model {
 }
 
 impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [KvCache], all_logits: bool) -> Result<Array> {
+    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
         let e = self.embed_tokens.forward(tokens)?;
         let mut h = e.multiply(self.embed_scale.as_dtype(e.dtype())?)?;
         // One mask per kind of layer, built once: all sliding layers hold the
@@ -196,12 +196,12 @@ impl LanguageModel for Model {
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let kind = layer.window.is_some() as usize;
             if masks[kind].is_none() {
-                masks[kind] = Some(attention_mask(l, c)?);
+                masks[kind] = Some(attention_mask(l, c.as_kv()?)?);
             }
         }
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let mask = masks[layer.window.is_some() as usize].as_ref().expect("built above for every kind present");
-            let r = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c, &layer.rope, mask)?;
+            let r = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &layer.rope, mask)?;
             h = h.add(layer.post_attention_layernorm.forward(&r)?)?;
             let x = layer.pre_feedforward_layernorm.forward(&h)?;
             let m = layer.down_proj.forward(&gelu_tanh_mul(&layer.gate_proj.forward(&x)?, &layer.up_proj.forward(&x)?)?)?;
@@ -222,12 +222,12 @@ impl LanguageModel for Model {
         }
     }
 
-    fn new_cache(&self) -> Vec<KvCache> {
+    fn new_cache(&self) -> Vec<Cache> {
         self.layers
             .iter()
             .map(|l| match l.window {
-                Some(w) => KvCache::windowed(w),
-                None => KvCache::new(),
+                Some(w) => Cache::windowed(w),
+                None => Cache::kv(),
             })
             .collect()
     }

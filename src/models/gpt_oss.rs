@@ -5,7 +5,7 @@
 //! clamped-SwiGLU experts with biases, MXFP4-quantized as released.
 
 use super::attention::{attention_mask, Attention, AttentionSpec, Mask};
-use super::cache::KvCache;
+use super::cache::Cache;
 use super::layers::output_logits;
 use super::moe::{Glu, SwitchGlu};
 use super::rope::Rope;
@@ -215,7 +215,7 @@ fn sanitize(w: &mut Weights, layers: i32) -> Result<()> {
 }
 
 impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [KvCache], all_logits: bool) -> Result<Array> {
+    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
         let mut h = self.embed_tokens.forward(tokens)?;
         // One mask per kind of layer, built once per pass.
         let l = tokens.shape()[1];
@@ -223,12 +223,12 @@ impl LanguageModel for Model {
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let kind = layer.sliding as usize;
             if masks[kind].is_none() {
-                masks[kind] = Some(attention_mask(l, c)?);
+                masks[kind] = Some(attention_mask(l, c.as_kv()?)?);
             }
         }
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let mask = masks[layer.sliding as usize].as_ref().ok_or_else(|| cfg_err("no mask for a layer kind"))?;
-            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c, &self.rope, mask)?;
+            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &self.rope, mask)?;
             h = h.add(a)?;
             let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
             h = h.add(m)?;
@@ -236,10 +236,10 @@ impl LanguageModel for Model {
         output_logits(h, &self.norm, Some(&self.lm_head), &self.embed_tokens, all_logits)
     }
 
-    fn new_cache(&self) -> Vec<KvCache> {
+    fn new_cache(&self) -> Vec<Cache> {
         self.layers
             .iter()
-            .map(|l| if l.sliding { KvCache::windowed(self.config.sliding_window) } else { KvCache::new() })
+            .map(|l| if l.sliding { Cache::windowed(self.config.sliding_window) } else { Cache::kv() })
             .collect()
     }
 

@@ -2,7 +2,7 @@
 //! with grouped-query attention, RoPE and a SwiGLU MLP.
 
 use super::attention::{attention_mask, Attention, AttentionSpec, QkNorm};
-use super::cache::KvCache;
+use super::cache::Cache;
 use super::layers::{output_logits, swiglu};
 use super::rope::{Rope, RopeScaling};
 use super::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
@@ -186,12 +186,12 @@ impl Model {
 }
 
 impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [KvCache], all_logits: bool) -> Result<Array> {
+    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
         let mut h = self.embed_tokens.forward(tokens)?;
         let Some(first) = cache.first_mut() else { return Err(cfg_err("the model has no layers")) };
-        let mask = attention_mask(tokens.shape()[1], first)?;
+        let mask = attention_mask(tokens.shape()[1], first.as_kv()?)?;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c, &self.rope, &mask)?;
+            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &self.rope, &mask)?;
             h = h.add(a)?;
             let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
             h = h.add(m)?;
@@ -199,8 +199,8 @@ impl LanguageModel for Model {
         output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)
     }
 
-    fn new_cache(&self) -> Vec<KvCache> {
-        (0..self.layers.len()).map(|_| KvCache::new()).collect()
+    fn new_cache(&self) -> Vec<Cache> {
+        (0..self.layers.len()).map(|_| Cache::kv()).collect()
     }
 
     fn info(&self) -> ArchInfo {

@@ -28,7 +28,7 @@ pub mod synth;
 pub mod weights;
 
 use crate::error::{Error, Result};
-use cache::KvCache;
+use cache::Cache;
 use mlx_rs::Array;
 
 pub use layers::{Embedding, Linear, RmsNorm};
@@ -51,9 +51,9 @@ pub trait LanguageModel: Send {
     /// Returns logits for the last position only ([1, vocab]) unless `all_logits`,
     /// then [1, L, vocab]. Computing the output head for one row instead of L is
     /// what makes long prefills cheap.
-    fn forward(&self, tokens: &Array, cache: &mut [KvCache], all_logits: bool) -> Result<Array>;
-    /// One fresh cache per layer.
-    fn new_cache(&self) -> Vec<KvCache>;
+    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array>;
+    /// One fresh cache per layer, of the kind the layer needs.
+    fn new_cache(&self) -> Vec<Cache>;
     fn info(&self) -> ArchInfo;
 }
 
