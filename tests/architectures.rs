@@ -35,6 +35,18 @@ fn llama_tied_4bit_matches_mlx_lm() {
     compare("llama-q4", tiny("llama", true), 4);
 }
 
+/// SmolLM3: every 4th layer has no RoPE (NoPE); 8 layers so two are NoPE,
+/// and one explicit `no_rope_layers` list that differs from the interval.
+#[test]
+fn smollm3_matches_mlx_lm() {
+    let mut c = tiny("smollm3", true);
+    c["num_hidden_layers"] = json!(8);
+    c["no_rope_layer_interval"] = json!(4);
+    compare("smollm3", c.clone(), 0);
+    c["no_rope_layers"] = json!([0, 1, 1, 0, 1, 1, 1, 0]);
+    compare("smollm3-list-q4", c, 4);
+}
+
 #[test]
 fn qwen2_matches_mlx_lm() {
     compare("qwen2", tiny("qwen2", true), 0);

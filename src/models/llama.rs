@@ -1,5 +1,7 @@
-//! Llama architecture (Llama 2/3.x, SmolLM2, Mistral): pre-norm decoder blocks
-//! with grouped-query attention, RoPE and a SwiGLU MLP.
+//! Llama architecture (Llama 2/3.x, SmolLM2, Mistral, SmolLM3): pre-norm
+//! decoder blocks with grouped-query attention, RoPE and a SwiGLU MLP.
+//! SmolLM3 drops RoPE on every `no_rope_layer_interval`-th layer ("NoPE"
+//! layers, listed in `no_rope_layers`: 1 = rotate, 0 = not).
 
 use super::attention::{attention_mask, Attention, AttentionSpec, QkNorm};
 use super::cache::Cache;
@@ -37,6 +39,11 @@ pub struct Config {
     pub attention_bias: bool,
     #[serde(default)]
     pub mlp_bias: bool,
+    /// SmolLM3: per layer, 1 = RoPE, 0 = none. Absent: derived from the interval.
+    #[serde(default)]
+    pub no_rope_layers: Option<Vec<i32>>,
+    #[serde(default)]
+    pub no_rope_layer_interval: Option<i32>,
 }
 
 fn default_model_type() -> String {
@@ -64,7 +71,31 @@ impl Config {
             head_dim: self.head_dim,
             vocab: self.vocab_size,
         }
-        .check()
+        .check()?;
+        if let Some(v) = &self.no_rope_layers {
+            if v.len() != self.num_hidden_layers as usize {
+                return Err(cfg_err(format!(
+                    "no_rope_layers has {} entries for {} layers",
+                    v.len(),
+                    self.num_hidden_layers
+                )));
+            }
+        }
+        if self.no_rope_layer_interval.is_some_and(|n| n < 1) {
+            return Err(cfg_err("no_rope_layer_interval must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Whether layer `i` applies RoPE (false only on SmolLM3's NoPE layers).
+    pub fn uses_rope(&self, i: i32) -> bool {
+        if self.model_type != "smollm3" {
+            return true;
+        }
+        match &self.no_rope_layers {
+            Some(v) => v.get(i as usize).is_none_or(|&r| r != 0),
+            None => (i + 1) % self.no_rope_layer_interval.unwrap_or(4).max(1) != 0,
+        }
     }
 
     pub fn head_dim(&self) -> i32 {
@@ -124,6 +155,8 @@ impl Mlp {
 }
 
 struct Block {
+    /// SmolLM3's NoPE layers attend without positions.
+    nope: bool,
     self_attn: Attention,
     mlp: Mlp,
     input_layernorm: RmsNorm,
@@ -137,6 +170,7 @@ pub struct Model {
     norm: RmsNorm,
     lm_head: Option<Linear>,
     rope: Rope,
+    no_rope: Rope,
 }
 
 impl Model {
@@ -152,6 +186,7 @@ impl Model {
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             layers.push(Block {
+                nope: !c.uses_rope(i),
                 self_attn: Attention::load(&mut w, &format!("{p}.self_attn"), attention_spec(c, variant))?,
                 mlp: Mlp::load(&mut w, &format!("{p}.mlp"), c)?,
                 input_layernorm: RmsNorm::load(&mut w, &format!("{p}.input_layernorm"), c.hidden_size, c.rms_norm_eps)?,
@@ -174,7 +209,7 @@ impl Model {
         };
         let rope = Rope::new(c.head_dim(), c.rope_theta, c.rope_scaling.as_ref())?;
         w.finish(&["rotary_emb.inv_freq"])?;
-        Ok(Model { config, embed_tokens, layers, norm, lm_head, rope })
+        Ok(Model { config, embed_tokens, layers, norm, lm_head, rope, no_rope: Rope::identity() })
     }
 }
 
@@ -191,7 +226,8 @@ impl LanguageModel for Model {
         let Some(first) = cache.first_mut() else { return Err(cfg_err("the model has no layers")) };
         let mask = attention_mask(tokens.shape()[1], first.as_kv()?)?;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &self.rope, &mask)?;
+            let rope = if layer.nope { &self.no_rope } else { &self.rope };
+            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, rope, &mask)?;
             h = h.add(a)?;
             let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
             h = h.add(m)?;

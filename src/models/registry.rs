@@ -6,7 +6,7 @@ use serde_json::Value;
 
 /// Architectures Hearth implements, with the model_type aliases that share them.
 const ARCHES: &[(&str, &[&str])] = &[
-    ("llama", &["llama", "mistral"]),
+    ("llama", &["llama", "mistral", "smollm3"]),
     ("qwen2", &["qwen2"]),
     ("qwen3", &["qwen3"]),
     ("qwen3_moe", &["qwen3_moe", "qwen3moe"]),

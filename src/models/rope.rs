@@ -136,7 +136,15 @@ impl Rope {
         })
     }
 
+    /// No rotation at all (SmolLM3's NoPE layers).
+    pub fn identity() -> Self {
+        Rope { dims: 0, base: None, scale: 1.0, freqs: None, input_scale: None }
+    }
+
     pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
+        if self.dims == 0 {
+            return Ok(x.clone());
+        }
         let scaled;
         let x = match &self.input_scale {
             Some(s) => {
