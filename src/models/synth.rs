@@ -103,6 +103,10 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
     let phi3 = cfg["model_type"] == "phi3";
     let moe = cfg["model_type"] == "qwen3_moe";
     let gpt_oss = cfg["model_type"] == "gpt_oss";
+    let mt = cfg["model_type"].as_str().unwrap_or("").to_string();
+    let hybrid = mt == "qwen3_next" || mt.starts_with("qwen3_5");
+    // Qwen3.5 checkpoints keep the language model under `language_model.`.
+    let root = if mt.starts_with("qwen3_5") { "language_model." } else { "" };
     let qk_norm = cfg["model_type"] == "qwen3" || gemma || moe;
     let (experts, moe_inter, sparse_step) = if gpt_oss {
         (g("num_local_experts"), inter, 1)
@@ -148,9 +152,73 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
         v.eval()?;
         Ok(v)
     };
-    linear_as("model.embed_tokens", &[vocab, h], &mut tensors, quant)?;
+    linear_as(&format!("{root}model.embed_tokens"), &[vocab, h], &mut tensors, quant)?;
+    let mut overrides: Vec<String> = Vec::new();
     for i in 0..layers {
-        let p = format!("model.layers.{i}");
+        let p = format!("{root}model.layers.{i}");
+        if hybrid {
+            let interval = cfg["full_attention_interval"].as_i64().unwrap_or(4) as i32;
+            let (nk, nv, dk, dv, kernel) = (
+                g("linear_num_key_heads"),
+                g("linear_num_value_heads"),
+                g("linear_key_head_dim"),
+                g("linear_value_head_dim"),
+                g("linear_conv_kernel_dim"),
+            );
+            if (i + 1) % interval != 0 {
+                let a = format!("{p}.linear_attn");
+                let (kd, vd) = (nk * dk, nv * dv);
+                if root.is_empty() {
+                    linear_as(&format!("{a}.in_proj_qkvz"), &[2 * kd + 2 * vd, h], &mut tensors, quant)?;
+                    linear_as(&format!("{a}.in_proj_ba"), &[2 * nv, h], &mut tensors, quant)?;
+                } else {
+                    linear_as(&format!("{a}.in_proj_qkv"), &[2 * kd + vd, h], &mut tensors, quant)?;
+                    linear_as(&format!("{a}.in_proj_z"), &[vd, h], &mut tensors, quant)?;
+                    linear_as(&format!("{a}.in_proj_b"), &[nv, h], &mut tensors, quant)?;
+                    linear_as(&format!("{a}.in_proj_a"), &[nv, h], &mut tensors, quant)?;
+                }
+                linear_as(&format!("{a}.out_proj"), &[h, vd], &mut tensors, quant)?;
+                // The depthwise conv is not a linear layer: never quantized.
+                let conv = ones(2 * kd + vd)?.reshape(&[-1, 1, 1])?;
+                let taps = ones(kernel)?.reshape(&[1, -1, 1])?.subtract(Array::from_f32(0.5))?;
+                tensors.insert(format!("{a}.conv1d.weight"), conv.multiply(taps)?.as_dtype(dtype)?);
+                tensors.insert(format!("{a}.dt_bias"), ones(nv)?);
+                tensors.insert(format!("{a}.A_log"), ones(nv)?.subtract(Array::from_f32(1.5))?.as_dtype(Dtype::Float32)?);
+                tensors.insert(format!("{a}.norm.weight"), ones(dv)?);
+            } else {
+                let a = format!("{p}.self_attn");
+                linear_as(&format!("{a}.q_proj"), &[2 * nh * hd, h], &mut tensors, quant)?;
+                linear_as(&format!("{a}.k_proj"), &[nkv * hd, h], &mut tensors, quant)?;
+                linear_as(&format!("{a}.v_proj"), &[nkv * hd, h], &mut tensors, quant)?;
+                linear_as(&format!("{a}.o_proj"), &[h, nh * hd], &mut tensors, quant)?;
+                tensors.insert(format!("{a}.q_norm.weight"), ones(hd)?);
+                tensors.insert(format!("{a}.k_norm.weight"), ones(hd)?);
+            }
+            let sparse = experts > 0
+                && (!root.is_empty() || (!dense_only.contains(&(i as i64)) && (i + 1) % sparse_step == 0));
+            if sparse {
+                let m = format!("{p}.mlp");
+                let si = g("shared_expert_intermediate_size");
+                // Routers and the shared expert's gate at 8 bits, as mlx-lm's quant_predicate.
+                linear_as(&format!("{m}.gate"), &[experts, h], &mut tensors, quant.map(|_| router_quant))?;
+                linear_as(&format!("{m}.shared_expert_gate"), &[1, h], &mut tensors, quant.map(|_| router_quant))?;
+                overrides.push(format!("{m}.gate"));
+                overrides.push(format!("{m}.shared_expert_gate"));
+                linear_as(&format!("{m}.switch_mlp.gate_proj"), &[experts, moe_inter, h], &mut tensors, quant)?;
+                linear_as(&format!("{m}.switch_mlp.up_proj"), &[experts, moe_inter, h], &mut tensors, quant)?;
+                linear_as(&format!("{m}.switch_mlp.down_proj"), &[experts, h, moe_inter], &mut tensors, quant)?;
+                linear_as(&format!("{m}.shared_expert.gate_proj"), &[si, h], &mut tensors, quant)?;
+                linear_as(&format!("{m}.shared_expert.up_proj"), &[si, h], &mut tensors, quant)?;
+                linear_as(&format!("{m}.shared_expert.down_proj"), &[h, si], &mut tensors, quant)?;
+            } else {
+                linear_as(&format!("{p}.mlp.gate_proj"), &[inter, h], &mut tensors, quant)?;
+                linear_as(&format!("{p}.mlp.up_proj"), &[inter, h], &mut tensors, quant)?;
+                linear_as(&format!("{p}.mlp.down_proj"), &[h, inter], &mut tensors, quant)?;
+            }
+            tensors.insert(format!("{p}.input_layernorm.weight"), ones(h)?);
+            tensors.insert(format!("{p}.post_attention_layernorm.weight"), ones(h)?);
+            continue;
+        }
         if phi3 {
             linear_as(&format!("{p}.self_attn.qkv_proj"), &[(nh + 2 * nkv) * hd, h], &mut tensors, quant)?;
         } else {
@@ -209,9 +277,9 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
             tensors.insert(format!("{p}.self_attn.k_norm.weight"), ones(hd)?);
         }
     }
-    tensors.insert("model.norm.weight".into(), ones(h)?);
+    tensors.insert(format!("{root}model.norm.weight"), ones(h)?);
     if !tied {
-        linear_as("lm_head", &[vocab, h], &mut tensors, quant)?;
+        linear_as(&format!("{root}lm_head"), &[vocab, h], &mut tensors, quant)?;
     }
     if let Some(q) = quant {
         let mut section = json!({"group_size": q.group_size, "bits": q.bits});
@@ -223,6 +291,9 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
                 section[format!("model.layers.{i}.mlp.router")] = json!({"group_size": 64, "bits": 8});
             }
         }
+        for name in &overrides {
+            section[name] = json!({"group_size": 64, "bits": 8});
+        }
         cfg["quantization"] = section;
     }
     cfg["architectures"] = json!([match cfg["model_type"].as_str() {
@@ -232,6 +303,9 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
         Some("gemma3_text") => "Gemma3ForCausalLM",
         Some("phi3") => "Phi3ForCausalLM",
         Some("gpt_oss") => "GptOssForCausalLM",
+        Some("qwen3_next") => "Qwen3NextForCausalLM",
+        Some("qwen3_5") => "Qwen3_5ForConditionalGeneration",
+        Some("qwen3_5_moe") => "Qwen3_5MoeForConditionalGeneration",
         _ => "LlamaForCausalLM",
     }]);
     cfg["torch_dtype"] = json!(crate::models::layers::dtype_name(dtype));
