@@ -94,8 +94,9 @@ fn fit(model: &str, context: u64) -> Result<()> {
         }
     };
     let need = fit::estimate(&shape, context, hearth::sys::device(), mem);
+    let state = if need.state > 0 { format!(" + recurrent state and snapshots {}", bytes(need.state)) } else { String::new() };
     println!(
-        "{name} ({} params): weights {} + KV cache {} + working {} = {} of {} at {context} tokens: {}",
+        "{name} ({} params): weights {} + KV cache {}{state} + working {} = {} of {} at {context} tokens: {}",
         shape.params_label(),
         bytes(need.weights),
         bytes(need.kv_cache),

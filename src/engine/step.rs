@@ -25,9 +25,7 @@ pub struct PromptCache {
     snapshots: Vec<Snapshot>,
 }
 
-/// How many state snapshots a conversation keeps (each costs one copy of the
-/// model's recurrent state; the fit estimate counts them).
-pub const MAX_SNAPSHOTS: usize = 4;
+pub use crate::models::cache::MAX_SNAPSHOTS;
 
 struct Snapshot {
     len: usize,

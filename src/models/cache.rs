@@ -23,6 +23,10 @@ use mlx_rs::{ops, Array};
 
 const STEP: i32 = 256;
 
+/// How many state snapshots a conversation keeps (`engine::step`; each costs
+/// one copy of the model's recurrent state, and the fit estimate counts them).
+pub const MAX_SNAPSHOTS: usize = 4;
+
 #[derive(Default)]
 pub struct KvCache {
     keys: Option<Array>,

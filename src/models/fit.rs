@@ -21,6 +21,14 @@ pub struct Shape {
     /// speed figure), while `params` counts every expert (the memory figure).
     #[serde(default)]
     pub active: Option<u64>,
+    /// Hybrid models: how many layers keep a KV cache (the others keep a
+    /// fixed-size recurrent state). None: all of them.
+    #[serde(default)]
+    pub kv_layers: Option<u64>,
+    /// Hybrid models: bytes of recurrent state (conv windows and float32
+    /// delta-rule states) over all linear layers, for one conversation.
+    #[serde(default)]
+    pub state_bytes: u64,
 }
 
 impl Shape {
@@ -43,6 +51,8 @@ impl Shape {
             vocab: get("vocab_size").unwrap_or(32000),
             bits: q["bits"].as_u64().map(|b| b as u32),
             active: active_params(c, hidden, params),
+            kv_layers: hybrid_layers(c).map(|(attn, _)| attn),
+            state_bytes: hybrid_layers(c).map_or(0, |(_, linear)| linear * linear_state_bytes(c)),
         })
     }
 
@@ -74,6 +84,25 @@ fn active_params(c: &serde_json::Value, hidden: u64, params: u64) -> Option<u64>
     Some(params.saturating_sub(sparse * 3 * hidden * inter * (experts - k)).saturating_sub(embedding))
 }
 
+/// (attention layers, linear layers) of a Gated DeltaNet hybrid (Qwen3-Next,
+/// Qwen3.5): every `full_attention_interval`-th layer is attention.
+fn hybrid_layers(c: &serde_json::Value) -> Option<(u64, u64)> {
+    c["linear_num_value_heads"].as_u64()?;
+    let layers = c["num_hidden_layers"].as_u64()?;
+    let every = c["full_attention_interval"].as_u64().unwrap_or(4).max(1);
+    let attn = layers / every;
+    Some((attn, layers - attn))
+}
+
+/// One linear layer's state: the float32 delta-rule matrix per value head
+/// plus the conv window (K - 1 positions of q, k and v, 16-bit).
+fn linear_state_bytes(c: &serde_json::Value) -> u64 {
+    let g = |k: &str| c[k].as_u64().unwrap_or(0);
+    let (nk, nv, dk, dv) = (g("linear_num_key_heads"), g("linear_num_value_heads"), g("linear_key_head_dim"), g("linear_value_head_dim"));
+    let conv = (g("linear_conv_kernel_dim").max(1) - 1) * (2 * nk * dk + nv * dv);
+    nv * dv * dk * 4 + conv * 2
+}
+
 pub use crate::sys::Device;
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -81,11 +110,14 @@ pub struct Need {
     pub weights: u64,
     pub kv_cache: u64,
     pub working: u64,
+    /// Hybrid models: the recurrent state and its snapshots
+    /// (`cache::MAX_SNAPSHOTS` per conversation).
+    pub state: u64,
 }
 
 impl Need {
     pub fn total(&self) -> u64 {
-        self.weights + self.kv_cache + self.working
+        self.weights + self.kv_cache + self.working + self.state
     }
 }
 
@@ -122,7 +154,9 @@ pub fn estimate(s: &Shape, context: u64, device: Device, total_memory: u64) -> N
     };
     // The cache grows in steps of 256 tokens, so round up.
     let ctx = context.div_ceil(256) * 256;
-    let kv_cache = 2 * s.layers * s.kv_heads * s.head_dim * ctx * elem;
+    let kv_cache = 2 * s.kv_layers.unwrap_or(s.layers) * s.kv_heads * s.head_dim * ctx * elem;
+    // The live state plus the snapshots kept for prompt-cache reuse.
+    let state = s.state_bytes * (1 + super::cache::MAX_SNAPSHOTS as u64);
     // One prefill chunk in flight: residual stream and q/k/v/o, the MLP's three
     // intermediate buffers, logits; on CPU also the attention scores over the
     // whole context (GPUs run a fused attention kernel that never stores them).
@@ -130,7 +164,7 @@ pub fn estimate(s: &Shape, context: u64, device: Device, total_memory: u64) -> N
     let per_token = 6 * s.hidden + 3 * s.intermediate + s.heads * s.head_dim * 2;
     let scores = if device == Device::Cpu { s.heads * t * ctx } else { 0 };
     let working = (t * per_token + scores + s.vocab) * elem;
-    Need { weights, kv_cache, working }
+    Need { weights, kv_cache, working, state }
 }
 
 /// Fits under 60 % of memory; tight up to 80 % (the OS, the app and, on a Mac,
@@ -161,6 +195,8 @@ mod tests {
             vocab: 128256,
             bits: Some(4),
             active: None,
+            kv_layers: None,
+            state_bytes: 0,
         };
         let gib = 1u64 << 30;
         let need = estimate(&llama8b, 8192, Device::Gpu, 16 * gib);
@@ -198,5 +234,19 @@ mod moe_tests {
         // Memory counts all 30.5B weights: ~17 GB at 4.5 bits.
         let need = estimate(&s, 4096, Device::Gpu, 64 << 30);
         assert!((16_000_000_000..18_000_000_000).contains(&need.weights), "{need:?}");
+        assert_eq!(need.state, 0);
+    }
+
+    #[test]
+    fn hybrid_shapes_count_kv_only_on_attention_layers_and_the_state_with_its_snapshots() {
+        let cfg = crate::models::synth::preset("qwen3-next-80b-a3b").unwrap();
+        let s = Shape::from_config(&cfg, 80_000_000_000).unwrap();
+        assert_eq!(s.kv_layers, Some(12));
+        // 36 linear layers of 32 value heads x 128 x 128 floats, plus conv windows.
+        let per_layer = 32 * 128 * 128 * 4 + 3 * (2 * 16 * 128 + 32 * 128) * 2;
+        assert_eq!(s.state_bytes, 36 * per_layer);
+        let need = estimate(&s, 4096, Device::Gpu, 128 << 30);
+        assert_eq!(need.kv_cache, 2 * 12 * 2 * 256 * 4096 * 2);
+        assert_eq!(need.state, s.state_bytes * (1 + crate::models::cache::MAX_SNAPSHOTS as u64));
     }
 }

@@ -253,6 +253,29 @@ mod tests {
         }
     }
 
+    /// On CUDA the kernel agrees with the ops path (f32 and bf16 inputs, grouped
+    /// heads, 40 tokens, a non-zero state); elsewhere it stays out of the way.
+    #[test]
+    fn cuda_kernel_matches_the_ops_path_or_stays_off() {
+        let (q, k, v, g, beta, s0) = inputs(40, 2, 4, 128, 64);
+        let got = crate::models::delta_cuda::run(&q, &k, &v, &g, &beta, &s0).unwrap();
+        if !crate::models::delta_cuda::enabled() {
+            assert!(got.is_none(), "the CUDA kernel ran without CUDA");
+            return;
+        }
+        let (y, s) = got.expect("Dk = 128 takes the kernel on CUDA");
+        let (y0, s0r) = recurrent(&q, &k, &v, &g, &beta, &s0).unwrap();
+        let (dy, ds) = (max_diff(&y, &y0), max_diff(&s, &s0r));
+        eprintln!("CUDA gated delta vs ops (f32): y {dy:e}, state {ds:e}");
+        assert!(dy < 1e-3 && ds < 1e-3, "f32: y differs by {dy}, state by {ds}");
+        let bf = |a: &Array| a.as_dtype(Dtype::Bfloat16).unwrap();
+        let (yb, _) = crate::models::delta_cuda::run(&bf(&q), &bf(&k), &bf(&v), &g, &beta, &s0).unwrap().unwrap();
+        let scale = y0.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+        let d = max_diff(&yb.as_dtype(Dtype::Float32).unwrap(), &y0);
+        eprintln!("CUDA gated delta vs ops (bf16 inputs): y {d:e} of {scale}");
+        assert!(d < 0.05 * scale.max(1.0), "bf16: y differs by {d}");
+    }
+
     /// Splitting a sequence (prefill then steps) gives the same as one pass.
     #[test]
     fn state_carries_across_calls() {

@@ -16,9 +16,9 @@
 //! everything else keeps the `gather_qmm` path, which Metal and CPUs run.
 //! `HEARTH_MOE_KERNEL=0` turns it off (for A/B runs).
 
+use super::cuda_kernel::{Kernel, Launch};
 use crate::error::{Error, Result};
-use mlx_rs::{Array, Dtype, Stream};
-use std::ffi::CString;
+use mlx_rs::Array;
 
 const HEADER: &str = r#"
 template <int CHUNKS>
@@ -141,105 +141,6 @@ const DOWN: &str = r#"
 /// Largest static shared memory a block may use (48 KiB) in floats.
 const SHARED_FLOATS: i32 = 48 * 1024 / 4;
 
-/// One compiled kernel object (MLX specializes it per template values).
-struct Kernel(mlx_sys::mlx_fast_cuda_kernel);
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        unsafe {
-            mlx_sys::mlx_fast_cuda_kernel_free(self.0);
-        }
-    }
-}
-
-fn strings(names: &[&str]) -> Result<(mlx_sys::mlx_vector_string, Vec<CString>)> {
-    let owned: Vec<CString> = names.iter().map(|n| CString::new(*n)).collect::<std::result::Result<_, _>>().map_err(|e| Error::Mlx(e.to_string()))?;
-    unsafe {
-        let v = mlx_sys::mlx_vector_string_new();
-        for c in &owned {
-            mlx_sys::mlx_vector_string_append_value(v, c.as_ptr());
-        }
-        Ok((v, owned))
-    }
-}
-
-impl Kernel {
-    fn new(name: &str, inputs: &[&str], outputs: &[&str], source: &str) -> Result<Self> {
-        let (ins, _keep_in) = strings(inputs)?;
-        let (outs, _keep_out) = strings(outputs)?;
-        let cname = CString::new(name).map_err(|e| Error::Mlx(e.to_string()))?;
-        let src = CString::new(source).map_err(|e| Error::Mlx(e.to_string()))?;
-        let hdr = CString::new(HEADER).map_err(|e| Error::Mlx(e.to_string()))?;
-        let k = unsafe {
-            let k = mlx_sys::mlx_fast_cuda_kernel_new(cname.as_ptr(), ins, outs, src.as_ptr(), hdr.as_ptr(), true, 0);
-            mlx_sys::mlx_vector_string_free(ins);
-            mlx_sys::mlx_vector_string_free(outs);
-            k
-        };
-        Ok(Kernel(k))
-    }
-
-    /// Runs the kernel: `grid` counts threads (as MLX's custom kernels do).
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &self,
-        inputs: &[&Array],
-        ints: &[(&str, i32)],
-        bools: &[(&str, bool)],
-        dtype: Dtype,
-        out_shape: &[i32],
-        grid: (i32, i32, i32),
-        block: i32,
-    ) -> Result<Array> {
-        super::quant::ensure_error_handler();
-        let names: Vec<CString> = ints
-            .iter()
-            .map(|(n, _)| *n)
-            .chain(bools.iter().map(|(n, _)| *n))
-            .chain(std::iter::once("T"))
-            .map(|n| CString::new(n).expect("static names"))
-            .collect();
-        unsafe {
-            let cfg = mlx_sys::mlx_fast_cuda_kernel_config_new();
-            let dt: mlx_sys::mlx_dtype = match dtype {
-                Dtype::Bfloat16 => mlx_sys::mlx_dtype__MLX_BFLOAT16,
-                Dtype::Float16 => mlx_sys::mlx_dtype__MLX_FLOAT16,
-                _ => mlx_sys::mlx_dtype__MLX_FLOAT32,
-            };
-            mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(cfg, out_shape.as_ptr(), out_shape.len(), dt);
-            mlx_sys::mlx_fast_cuda_kernel_config_set_grid(cfg, grid.0, grid.1, grid.2);
-            mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(cfg, block, 1, 1);
-            let mut i = 0;
-            for (_, v) in ints {
-                mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_int(cfg, names[i].as_ptr(), *v);
-                i += 1;
-            }
-            for (_, v) in bools {
-                mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_bool(cfg, names[i].as_ptr(), *v);
-                i += 1;
-            }
-            mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_dtype(cfg, names[i].as_ptr(), dt);
-            let ins = mlx_sys::mlx_vector_array_new();
-            for a in inputs {
-                mlx_sys::mlx_vector_array_append_value(ins, a.as_ptr());
-            }
-            let mut outs = mlx_sys::mlx_vector_array_new();
-            let status =
-                mlx_sys::mlx_fast_cuda_kernel_apply(&mut outs, self.0, ins, cfg, Stream::thread_local_or_default().as_ptr());
-            mlx_sys::mlx_vector_array_free(ins);
-            mlx_sys::mlx_fast_cuda_kernel_config_free(cfg);
-            let mut out = mlx_sys::mlx_array_new();
-            let got = status == 0 && mlx_sys::mlx_vector_array_size(outs) == 1 && mlx_sys::mlx_vector_array_get(&mut out, outs, 0) == 0;
-            mlx_sys::mlx_vector_array_free(outs);
-            if !got {
-                mlx_sys::mlx_array_free(out);
-                return Err(Error::Mlx("the MoE decode kernel failed to run".into()));
-            }
-            Ok(Array::from_ptr(out))
-        }
-    }
-}
-
 thread_local! {
     static KERNELS: Option<(Kernel, Kernel)> = build().ok();
 }
@@ -250,21 +151,17 @@ fn build() -> Result<(Kernel, Kernel)> {
         &["x", "idx", "w_gate", "s_gate", "b_gate", "w_up", "s_up", "b_up", "bias_gate", "bias_up"],
         &["act"],
         GATE_UP,
+        HEADER,
     )?;
-    let down = Kernel::new("hearth_moe_down_q4", &["act", "idx", "scores", "w_down", "s_down", "b_down", "bias_down"], &["y"], DOWN)?;
+    let down =
+        Kernel::new("hearth_moe_down_q4", &["act", "idx", "scores", "w_down", "s_down", "b_down", "bias_down"], &["y"], DOWN, HEADER)?;
     Ok((gate_up, down))
 }
 
 /// Whether the fused decode kernels may run here: a CUDA device, not turned off.
 pub fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        let mut cuda = false;
-        unsafe {
-            mlx_sys::mlx_cuda_is_available(&mut cuda);
-        }
-        cuda && std::env::var("HEARTH_MOE_KERNEL").map_or(true, |v| v != "0")
-    })
+    *ON.get_or_init(|| super::cuda_kernel::cuda_available() && std::env::var("HEARTH_MOE_KERNEL").map_or(true, |v| v != "0"))
 }
 
 /// One expert projection's 4-bit affine parts: packed [E, out, in/8], scales and
@@ -294,23 +191,24 @@ pub fn decode(x: &Array, idx: &Array, scores: &Array, gate: Q4, up: Q4, down: Q4
     let bias = gate.bias.is_some();
     KERNELS.with(|ks| {
         let (gu, dn) = ks.as_ref().ok_or_else(|| Error::Mlx("the MoE decode kernels could not be built".into()))?;
-        let act = gu.apply(
-            &[x, idx, gate.weight, gate.scales, gate.biases, up.weight, up.scales, up.biases, gate.bias.unwrap_or(&dummy), up.bias.unwrap_or(&dummy)],
-            &[("IN", hidden), ("OUT", inter), ("GS", group), ("ACT", oai as i32)],
-            &[("BIAS", bias)],
-            dtype,
-            &[k, inter],
-            (32 * inter, k, 1),
-            256,
-        )?;
-        dn.apply(
-            &[&act, idx, scores, down.weight, down.scales, down.biases, down.bias.unwrap_or(&dummy)],
-            &[("IN", inter), ("OUT", hidden), ("GS", group), ("K", k)],
-            &[("BIAS", bias)],
-            dtype,
-            &[hidden],
-            (32 * hidden, 1, 1),
-            256,
-        )
+        let act = gu.apply(&Launch {
+            inputs: &[x, idx, gate.weight, gate.scales, gate.biases, up.weight, up.scales, up.biases, gate.bias.unwrap_or(&dummy), up.bias.unwrap_or(&dummy)],
+            ints: &[("IN", hidden), ("OUT", inter), ("GS", group), ("ACT", oai as i32)],
+            bools: &[("BIAS", bias)],
+            types: &[("T", dtype)],
+            outputs: &[(&[k, inter], dtype)],
+            grid: (32 * inter, k, 1),
+            block: (256, 1, 1),
+        })?;
+        let y = dn.apply(&Launch {
+            inputs: &[&act[0], idx, scores, down.weight, down.scales, down.biases, down.bias.unwrap_or(&dummy)],
+            ints: &[("IN", inter), ("OUT", hidden), ("GS", group), ("K", k)],
+            bools: &[("BIAS", bias)],
+            types: &[("T", dtype)],
+            outputs: &[(&[hidden], dtype)],
+            grid: (32 * hidden, 1, 1),
+            block: (256, 1, 1),
+        })?;
+        y.into_iter().next().ok_or_else(|| Error::Mlx("the MoE down kernel gave no output".into()))
     })
 }

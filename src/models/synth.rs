@@ -42,9 +42,29 @@ pub fn preset(name: &str) -> Result<Value> {
             "layer_types": (0..24).map(|i| if i % 2 == 0 { "sliding_attention" } else { "full_attention" }).collect::<Vec<_>>(),
             "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
                              "original_max_position_embeddings": 4096, "truncate": false}}),
+        // Qwen3-Next-80B-A3B's config.json.
+        "qwen3-next-80b-a3b" => json!({"model_type": "qwen3_next", "hidden_size": 2048, "intermediate_size": 5120,
+            "num_hidden_layers": 48, "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 256,
+            "vocab_size": 151936, "rms_norm_eps": 1e-6, "rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
+            "tie_word_embeddings": false, "max_position_embeddings": 262144, "full_attention_interval": 4,
+            "linear_num_key_heads": 16, "linear_num_value_heads": 32, "linear_key_head_dim": 128,
+            "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "num_experts": 512, "num_experts_per_tok": 10,
+            "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512, "decoder_sparse_step": 1,
+            "mlp_only_layers": [], "norm_topk_prob": true}),
+        // Qwen3.5-35B-A3B's text model (40 layers, 3 Gated DeltaNet : 1 gated
+        // attention, 256 experts top 8 plus a shared one), flat as mlx-lm reads it.
+        "qwen3.5-35b-a3b" => json!({"model_type": "qwen3_5_moe", "hidden_size": 2048, "intermediate_size": 0,
+            "num_hidden_layers": 40, "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 256,
+            "vocab_size": 248320, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+            "max_position_embeddings": 262144, "full_attention_interval": 4,
+            "linear_num_key_heads": 16, "linear_num_value_heads": 32, "linear_key_head_dim": 128,
+            "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "num_experts": 256, "num_experts_per_tok": 8,
+            "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
+                                "mrope_section": [11, 11, 10]}}),
         other => {
             return Err(Error::InvalidArgument(format!(
-                "unknown preset '{other}' (smollm2-135m, llama-3.2-1b, qwen3-4b, llama-3.1-8b, qwen3-30b-a3b, gpt-oss-20b)"
+                "unknown preset '{other}' (smollm2-135m, llama-3.2-1b, qwen3-4b, llama-3.1-8b, qwen3-30b-a3b, gpt-oss-20b, qwen3-next-80b-a3b, qwen3.5-35b-a3b)"
             )))
         }
     })
