@@ -5,8 +5,10 @@
 # The pseudo-preset `moe-kernels` runs scripts/gpu/moe_decode_kernel.py instead
 # (MLX's gather_qmm decode path against custom CUDA kernels, per layer), and
 # `unit-tests` the carried library test binary's GPU checks (.devcarry/b/hearth-tests.xz,
-# from `cargo test --release --lib --no-run`). KERNEL_OFF=1 adds a Hearth run with
-# the fused MoE decode kernels turned off (HEARTH_MOE_KERNEL=0), for A/B.
+# from `cargo test --release --lib --no-run`: the fused MoE and gated delta kernels
+# against the ops paths). KERNEL_OFF=1 adds a Hearth run with the fused MoE decode
+# kernels turned off (HEARTH_MOE_KERNEL=0), DELTA_OFF=1 one with the gated delta
+# kernel off (HEARTH_DELTA_KERNEL=0), for A/B.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 S=/tmp/stage; SITE=/tmp/site
@@ -34,7 +36,9 @@ IFS=, read -ra PRESETS <<< "$1"
 for p in "${PRESETS[@]}"; do
   if [ "$p" = unit-tests ]; then
     xz -dc "$ROOT/.devcarry/b/hearth-tests.xz" > /tmp/hearth-tests && chmod +x /tmp/hearth-tests
-    /tmp/hearth-tests fused --nocapture 2>&1 | tee "${OUT:-/tmp}/unit-tests.txt" || true
+    for f in fused cuda_kernel; do
+      /tmp/hearth-tests "$f" --nocapture 2>&1 | tee -a "${OUT:-/tmp}/unit-tests.txt" || true
+    done
     continue
   fi
   if [ "$p" = moe-kernels ]; then
@@ -49,4 +53,10 @@ for p in "${PRESETS[@]}"; do
     echo "# hearth with HEARTH_MOE_KERNEL=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"
     HEARTH_MOE_KERNEL=0 /tmp/hearth bench --model "$M" --prompt-tokens "${2:-128,2048}" --gen-tokens "${3:-256}" --reps "${4:-3}" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
   fi
+  if [ "${DELTA_OFF:-0}" = 1 ]; then
+    echo "# hearth with HEARTH_DELTA_KERNEL=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"
+    HEARTH_DELTA_KERNEL=0 /tmp/hearth bench --model "$M" --prompt-tokens "${2:-128,2048}" --gen-tokens "${3:-256}" --reps "${4:-3}" --multi-turn 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
+  fi
+  # Disk holds one large synthetic model at a time.
+  [ "${KEEP_MODELS:-0}" = 1 ] || rm -rf "$M"
 done
