@@ -23,11 +23,14 @@ GGUF_PY_VERSION=0.19.0
 OPENAI_PY_VERSION=2.8.1
 OLLAMA_PY_VERSION=0.6.1
 ANTHROPIC_PY_VERSION=0.75.0
-# gpt-oss's chat template (harmony format) as llama.cpp ships it, from PyPI's
-# llama-cpp-python source archive; the harmony template test renders it.
-LLAMA_CPP_PY_VERSION=0.3.16
-LLAMA_CPP_PY_SHA256=34ed0f9bd9431af045bb63d9324ae620ad0536653740e9bb163a2e1fcb973be6
-GPT_OSS_TEMPLATE_SHA256=a4c9919cbbd4acdd51ccffe22da049264b1b73e59055fa58811a99efbd7c8146
+# Chat templates as llama.cpp ships them, from PyPI's llama-cpp-python source
+# archive: gpt-oss (harmony), Qwen3.5 and SmolLM3 (thinking on/off); the template
+# tests render them against Python's jinja2. name=file:sha256
+LLAMA_CPP_PY_VERSION=0.3.36
+LLAMA_CPP_PY_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+TEMPLATE_FILES="gpt-oss=openai-gpt-oss-120b.jinja:a4c9919cbbd4acdd51ccffe22da049264b1b73e59055fa58811a99efbd7c8146
+qwen3.5=Qwen3.5-4B.jinja:a4aee8afcf2e0711942cf848899be66016f8d14a889ff9ede07bca099c28f715
+smollm3=HuggingFaceTB-SmolLM3-3B.jinja:19eacf64569032f07644ea92c8e2a87af06ee7008147557302c31e474912ca97"
 MLX_SYS_VERSION=0.7.0
 
 # ---------------------------------------------------------------- system packages
@@ -182,15 +185,16 @@ if [ ! -f "$DEPS/.api-clients-$CLIENTS" ]; then
   "$PY" -m pip install -q "openai==$OPENAI_PY_VERSION" "ollama==$OLLAMA_PY_VERSION" "anthropic==$ANTHROPIC_PY_VERSION"
   touch "$DEPS/.api-clients-$CLIENTS"
 fi
-# gpt-oss's chat template: one file out of the llama-cpp-python source archive
-# (~50 MB, downloaded once; only the template is kept).
+# Chat templates: a few files out of the llama-cpp-python source archive
+# (~75 MB, downloaded once; only the templates are kept, each checked).
 TEMPLATES="$DEPS/templates"
-if [ ! -f "$TEMPLATES/gpt-oss.jinja" ]; then
-  log "fetching gpt-oss's chat template (from PyPI's llama-cpp-python $LLAMA_CPP_PY_VERSION source)"
+STAMP="$TEMPLATES/.llama-cpp-python-$LLAMA_CPP_PY_VERSION"
+if [ ! -f "$STAMP" ]; then
+  log "fetching chat templates (from PyPI's llama-cpp-python $LLAMA_CPP_PY_VERSION source)"
   mkdir -p "$TEMPLATES"
-  "$PY" - "$LLAMA_CPP_PY_VERSION" "$LLAMA_CPP_PY_SHA256" "$GPT_OSS_TEMPLATE_SHA256" "$TEMPLATES/gpt-oss.jinja" <<'PYEOF'
-import hashlib, io, json, sys, tarfile, urllib.request
-version, archive_sha, template_sha, out = sys.argv[1:5]
+  "$PY" - "$LLAMA_CPP_PY_VERSION" "$LLAMA_CPP_PY_SHA256" "$TEMPLATES" "$TEMPLATE_FILES" <<'PYEOF'
+import hashlib, io, json, os, sys, tarfile, urllib.request
+version, archive_sha, out, wanted = sys.argv[1:5]
 index = urllib.request.Request("https://pypi.org/simple/llama-cpp-python/",
                                headers={"Accept": "application/vnd.pypi.simple.v1+json"})
 files = json.load(urllib.request.urlopen(index, timeout=60))["files"]
@@ -198,12 +202,17 @@ url = next(f["url"] for f in files if f["filename"] == f"llama_cpp_python-{versi
 data = urllib.request.urlopen(url, timeout=600).read()
 if hashlib.sha256(data).hexdigest() != archive_sha:
     sys.exit("setup: checksum mismatch for the llama-cpp-python source archive")
-name = f"llama_cpp_python-{version}/vendor/llama.cpp/models/templates/openai-gpt-oss-120b.jinja"
-template = tarfile.open(fileobj=io.BytesIO(data)).extractfile(name).read()
-if hashlib.sha256(template).hexdigest() != template_sha:
-    sys.exit("setup: checksum mismatch for the gpt-oss template")
-open(out + ".part", "wb").write(template)
+tar = tarfile.open(fileobj=io.BytesIO(data))
+for line in wanted.split():
+    name, rest = line.split("=", 1)
+    member, sha = rest.split(":")
+    template = tar.extractfile(f"llama_cpp_python-{version}/vendor/llama.cpp/models/templates/{member}").read()
+    if hashlib.sha256(template).hexdigest() != sha:
+        sys.exit(f"setup: checksum mismatch for the {name} template")
+    path = os.path.join(out, name + ".jinja")
+    open(path + ".part", "wb").write(template)
+    os.replace(path + ".part", path)
 PYEOF
-  mv "$TEMPLATES/gpt-oss.jinja.part" "$TEMPLATES/gpt-oss.jinja"
+  touch "$STAMP"
 fi
 log "ready"

@@ -349,3 +349,51 @@ fn a_long_conversation_lays_out_only_what_is_visible() {
     eprintln!("3000 messages: {laid_out} laid out, {per_frame:?} a frame");
     assert!(h.query_by_label_contains("Message 2999").is_some(), "the newest message is in view");
 }
+
+/// A model whose template takes `enable_thinking` shows a thinking toggle; the
+/// choice is kept with the conversation (on disk) and reaches the template:
+/// Qwen3.5's prompt ends in "<think>\n" with thinking on and in the empty block
+/// "<think>\n\n</think>\n\n" with it off, 11 more tokens with this byte-level tokenizer.
+#[test]
+fn thinking_toggle_is_kept_per_conversation_and_reaches_the_template() {
+    let _g = common::mlx_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("models/tiny-qwen3");
+    let cfg = serde_json::json!({"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+        "vocab_size": 257, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
+        "max_position_embeddings": 4096});
+    hearth::models::synth::write_config(cfg, &model, 0, 32, mlx_rs::Dtype::Float32).unwrap();
+    let template = std::fs::read_to_string(common::root().join(".deps/templates/qwen3.5.jinja")).unwrap();
+    let tc = model.join("tokenizer_config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tc).unwrap()).unwrap();
+    v["chat_template"] = serde_json::json!(template);
+    std::fs::write(&tc, v.to_string()).unwrap();
+    let prompt_tokens = |h: &Harness<'static, HearthApp>| h.state().state.engine.live.prompt_tokens;
+    let id;
+    {
+        let mut h = harness(dir.path());
+        wait_ready(&mut h);
+        assert!(h.query_by_label("Thinking: on").is_none(), "no toggle before there is a chat");
+        ask(&mut h, "Hi");
+        step_until(&mut h, 120, "the reply", |a| !a.state.is_generating());
+        let with_thinking = prompt_tokens(&h);
+        h.get_by_label("Thinking: on").click();
+        h.step();
+        h.step();
+        assert!(h.query_by_label("Thinking: off").is_some());
+        let conv = h.state().state.current_conversation().unwrap().clone();
+        assert_eq!(conv.thinking, Some(false));
+        id = conv.id.clone();
+        h.state_mut().state.regenerate(1);
+        step_until(&mut h, 120, "the regenerated reply", |a| !a.state.is_generating());
+        assert_eq!(prompt_tokens(&h), with_thinking + "\n</think>\n\n".len());
+        h.state().state.flush();
+    }
+    // Reopened: the chat still has thinking off.
+    let mut h = harness(dir.path());
+    wait_ready(&mut h);
+    h.state_mut().state.select(&id);
+    h.step();
+    assert!(h.query_by_label("Thinking: off").is_some(), "the choice came back with the conversation");
+}

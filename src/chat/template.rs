@@ -27,6 +27,18 @@ pub struct ChatTemplate {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TemplateOptions {
     pub reasoning_effort: Option<super::params::ReasoningEffort>,
+    /// `enable_thinking` (Qwen3, Qwen3.5, SmolLM3): false asks the model to
+    /// answer without a reasoning section.
+    pub enable_thinking: Option<bool>,
+}
+
+/// "on"/"off" (also true/false, yes/no) for `--thinking`.
+pub fn parse_on_off(s: &str) -> crate::error::Result<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        other => Err(Error::InvalidArgument(format!("thinking must be on or off, not '{other}'"))),
+    }
 }
 
 /// Limits that make a hostile template fail fast instead of stalling the
@@ -167,6 +179,9 @@ impl ChatTemplate {
         let mut vars = serde_json::Map::new();
         if let Some(effort) = self.options.reasoning_effort {
             vars.insert("reasoning_effort".into(), effort.as_str().into());
+        }
+        if let Some(on) = self.options.enable_thinking {
+            vars.insert("enable_thinking".into(), on.into());
         }
         let mut out = CappedWriter { out: Vec::new(), cap: MAX_PROMPT_BYTES };
         tmpl.render_captured_to(

@@ -34,10 +34,18 @@ fn chat_parts(model: &Option<String>, template: Option<&Path>) -> Result<(TextTo
     }
 }
 
-pub fn render(model: &Option<String>, template: Option<&Path>, messages: &Path, tokens: bool, effort: Option<&str>) -> Result<()> {
+pub fn render(
+    model: &Option<String>,
+    template: Option<&Path>,
+    messages: &Path,
+    tokens: bool,
+    effort: Option<&str>,
+    thinking: Option<&str>,
+) -> Result<()> {
     let msgs = read_messages(messages)?;
     let (tok, mut tmpl) = chat_parts(model, template)?;
     tmpl.options.reasoning_effort = effort.map(str::parse).transpose()?;
+    tmpl.options.enable_thinking = thinking.map(hearth::chat::template::parse_on_off).transpose()?;
     let (text, rendered) = tmpl.render_conversation(&msgs, tok.bos_token.as_deref(), tok.eos_token.as_deref())?;
     if tokens {
         let ids = tok.encode_prompt_guarded(&text, &content_spans(&text, &rendered))?;

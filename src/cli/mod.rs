@@ -137,6 +137,9 @@ pub enum Cmd {
         /// low, medium or high, for templates that take it (gpt-oss).
         #[arg(long)]
         reasoning_effort: Option<String>,
+        /// on or off, for templates that take `enable_thinking` (Qwen3, Qwen3.5, SmolLM3).
+        #[arg(long)]
+        thinking: Option<String>,
     },
     /// Print the token ids and pieces of a text.
     Tokenize {
@@ -219,6 +222,9 @@ pub struct ModelArgs {
     /// low, medium or high, for models whose template takes it (gpt-oss).
     #[arg(long)]
     pub reasoning_effort: Option<String>,
+    /// on or off, for models whose template takes `enable_thinking` (Qwen3, Qwen3.5, SmolLM3).
+    #[arg(long)]
+    pub thinking: Option<String>,
 }
 
 /// Sampling flags; any left out take the defaults in `chat::params`, the same
@@ -286,7 +292,8 @@ pub fn start_engine(m: &ModelArgs) -> Result<(EngineHandle, ModelInfo)> {
     let precision: Precision = m.precision.parse()?;
     let engine = EngineHandle::spawn();
     let reasoning_effort = m.reasoning_effort.as_deref().map(str::parse).transpose()?;
-    engine.send(hearth::engine::Command::SetTemplateOptions(TemplateOptions { reasoning_effort }));
+    let enable_thinking = m.thinking.as_deref().map(hearth::chat::template::parse_on_off).transpose()?;
+    engine.send(hearth::engine::Command::SetTemplateOptions(TemplateOptions { reasoning_effort, enable_thinking }));
     engine.load(path, precision, m.context_length);
     loop {
         match engine.events.recv()? {
@@ -364,8 +371,8 @@ pub fn run() -> Result<()> {
         Some(Cmd::Synth { preset, dst, bits, group_size, mode, dtype }) => {
             convert::synth(&preset, &dst, bits, group_size, &mode, &dtype)
         }
-        Some(Cmd::Render { model, template, messages, tokens, reasoning_effort }) => {
-            inspect::render(&model, template.as_deref(), &messages, tokens, reasoning_effort.as_deref())
+        Some(Cmd::Render { model, template, messages, tokens, reasoning_effort, thinking }) => {
+            inspect::render(&model, template.as_deref(), &messages, tokens, reasoning_effort.as_deref(), thinking.as_deref())
         }
         Some(Cmd::Tokenize { model, special, text }) => inspect::tokenize(&model, &text, special),
         Some(Cmd::Models { cmd }) => models::run(cmd),

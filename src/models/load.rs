@@ -83,6 +83,10 @@ pub struct ModelInfo {
     /// The chat template takes `reasoning_effort` (gpt-oss): the app offers
     /// the Low/Medium/High choice.
     pub takes_reasoning_effort: bool,
+    /// The chat template takes `enable_thinking` (Qwen3, Qwen3.5, SmolLM3):
+    /// the app offers a thinking on/off toggle per conversation.
+    #[serde(default)]
+    pub takes_thinking_toggle: bool,
 }
 
 /// Everything read from disk, before the architecture is built.
@@ -355,6 +359,7 @@ pub fn load_with_progress(path: &Path, precision: Precision, on: OnProgress) -> 
         context_length: arch.max_position_embeddings,
         recommended: parts.recommended.clone(),
         takes_reasoning_effort: template.source.contains("reasoning_effort"),
+        takes_thinking_toggle: template.source.contains("enable_thinking"),
     };
     Ok(LoadedModel { model, tokenizer: parts.tokenizer, template, info })
 }

@@ -56,6 +56,10 @@ pub struct Conversation {
     #[serde(default)]
     pub system_prompt: String,
     pub messages: Vec<ChatMessage>,
+    /// Thinking on/off for models whose template takes `enable_thinking`;
+    /// None leaves the template's default (on for Qwen3 and SmolLM3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<bool>,
 }
 
 pub fn now_secs() -> u64 {
@@ -85,6 +89,7 @@ impl Conversation {
             updated: t,
             system_prompt: system_prompt.to_string(),
             messages: vec![],
+            thinking: None,
         }
     }
 

@@ -195,6 +195,20 @@ impl ChatPanel {
         let focused = ui.memory(|m| m.has_focus(id));
         // Enter sends; Shift+Enter falls through to the editor as a newline.
         let send = focused && state.can_send() && ui.input_mut(take_plain_enter);
+        // Thinking on/off, for models whose template takes `enable_thinking`;
+        // kept per conversation.
+        if let ModelState::Ready(info) = &state.engine.model {
+            if info.takes_thinking_toggle && state.current_conversation().is_some() {
+                let mut on = state.current_thinking() != Some(false);
+                let label = if on { "Thinking: on" } else { "Thinking: off" };
+                let resp = ui
+                    .toggle_value(&mut on, label)
+                    .on_hover_text("Let the model reason before it answers (this chat only)");
+                if resp.clicked() {
+                    state.set_thinking(on);
+                }
+            }
+        }
         ui.horizontal(|ui| {
             let hint = match &state.engine.model {
                 ModelState::Ready(_) => "Message Hearth… (Enter to send, Shift+Enter for a new line)",

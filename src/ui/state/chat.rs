@@ -176,7 +176,24 @@ impl AppState {
         }
     }
 
+    /// The current conversation's thinking choice (None: the template's default).
+    pub fn current_thinking(&self) -> Option<bool> {
+        self.current_conversation().and_then(|c| c.thinking)
+    }
+
+    /// Turns thinking on or off for the current conversation (kept with it).
+    pub fn set_thinking(&mut self, on: bool) {
+        let Some(id) = self.chat.current.clone() else { return };
+        if let Some(c) = self.chat.conversation_mut(&id) {
+            c.thinking = Some(on);
+        }
+        self.persist(&id);
+        self.send_template_options();
+    }
+
     fn start_reply(&mut self, id: &str) {
+        // The template variables of this conversation (thinking on/off).
+        self.send_template_options();
         let params = self.params();
         let Some(c) = self.chat.conversation_mut(id) else { return };
         c.messages.push(ChatMessage::new(Role::Assistant, ""));
