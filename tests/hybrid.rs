@@ -177,3 +177,41 @@ fn broken_hybrid_configs_and_tensors_are_typed_errors() {
     let e = load_err(&dir);
     assert!(e.contains(conv), "{e}");
 }
+
+/// LFM2: 6 layers, gated short convolutions with attention on layers 2 and 5;
+/// the feed-forward width auto-adjusted (2/3 of 192, rounded to 32).
+fn tiny_lfm2(conv_bias: bool) -> Value {
+    json!({"model_type": "lfm2", "vocab_size": 257, "hidden_size": 64, "num_hidden_layers": 6,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096, "norm_eps": 1e-5,
+        "conv_bias": conv_bias, "conv_L_cache": 3, "block_dim": 64, "block_ff_dim": 192, "block_multiple_of": 32,
+        "block_ffn_dim_multiplier": 1.0, "block_auto_adjust_ff_dim": true, "rope_theta": 1000000.0,
+        "tie_word_embeddings": true,
+        "layer_types": ["conv", "conv", "full_attention", "conv", "conv", "full_attention"]})
+}
+
+#[test]
+fn lfm2_logits_match_mlx_lm_and_its_second_turn_resumes_from_a_snapshot() {
+    let _g = common::mlx_lock();
+    let t = tempfile::tempdir().unwrap();
+    for (bits, bias) in [(0, true), (4, false)] {
+        let dir = t.path().join(format!("lfm2-{bits}"));
+        write(tiny_lfm2(bias), &dir, bits);
+        common::assert_logits_match(&format!("lfm2 {bits}-bit"), &dir, &long_prompt());
+    }
+    common::assert_greedy_matches_mlx_lm_across_two_turns("lfm2 4-bit", &t.path().join("lfm2-4"));
+    // Broken configs and tensors: typed errors naming the field or tensor.
+    let dir = t.path().join("lfm2-0");
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut c = cfg.clone();
+    c["layer_types"] = json!(["conv", "full_attention"]);
+    std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("layer_types has 2 entries for 6 layers"), "{e}");
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let conv = "model.layers.3.conv.conv.weight";
+    common::edit_tensors(&dir, |t| {
+        t.remove(conv);
+    });
+    let e = load_err(&dir);
+    assert!(e.contains(conv), "{e}");
+}

@@ -16,6 +16,7 @@ mod delta_cuda;
 pub mod gemma3;
 pub mod gpt_oss;
 pub mod layers;
+pub mod lfm2;
 pub mod llama;
 pub mod load;
 pub mod moe;

@@ -1,6 +1,6 @@
 //! Maps `model_type` (config.json) / `general.architecture` (GGUF) to an implementation.
 
-use super::{gemma3, gpt_oss, llama, phi3, qwen2, qwen3, qwen3_moe, qwen3_next, LanguageModel, Weights};
+use super::{gemma3, gpt_oss, lfm2, llama, phi3, qwen2, qwen3, qwen3_moe, qwen3_next, LanguageModel, Weights};
 use crate::error::{Error, Result};
 use serde_json::Value;
 
@@ -11,6 +11,7 @@ const ARCHES: &[(&str, &[&str])] = &[
     ("qwen3", &["qwen3"]),
     ("qwen3_moe", &["qwen3_moe", "qwen3moe"]),
     ("gpt_oss", &["gpt_oss", "gpt-oss"]),
+    ("lfm2", &["lfm2"]),
     ("qwen3_next", &["qwen3_next", "qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_text"]),
     ("gemma3", &["gemma3_text", "gemma3"]),
     ("phi3", &["phi3"]),
@@ -65,7 +66,11 @@ pub fn check_config(config: &Value) -> Result<()> {
             return Err(Error::Config(format!("{key} is {v}, beyond any model's size")));
         }
     }
-    let context = if arch == "qwen3_next" {
+    let context = if arch == "lfm2" {
+        let c: lfm2::Config = serde_json::from_value(config.clone()).map_err(parse)?;
+        c.validate()?;
+        c.max_position_embeddings
+    } else if arch == "qwen3_next" {
         qwen3_next::Config::from_json(config)?.max_position_embeddings
     } else if arch == "gpt_oss" {
         let c: gpt_oss::Config = serde_json::from_value(config.clone()).map_err(parse)?;
@@ -116,6 +121,10 @@ pub fn build(config: &Value, weights: Weights) -> Result<Box<dyn LanguageModel>>
             Ok(Box::new(gpt_oss::Model::load(c, weights)?))
         }
         "qwen3_next" => Ok(Box::new(qwen3_next::Model::load(qwen3_next::Config::from_json(config)?, weights)?)),
+        "lfm2" => {
+            let c: lfm2::Config = serde_json::from_value(config.clone()).map_err(parse)?;
+            Ok(Box::new(lfm2::Model::load(c, weights)?))
+        }
         "phi3" => Ok(Box::new(phi3::load(config, weights)?)),
         "gemma3" => {
             // Multimodal configs nest the language model under text_config.

@@ -173,6 +173,43 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
         Ok(v)
     };
     linear_as(&format!("{root}model.embed_tokens"), &[vocab, h], &mut tensors, quant)?;
+    if mt == "lfm2" {
+        // LFM2: gated short convolutions, attention on the listed layers.
+        let c: super::lfm2::Config = serde_json::from_value(cfg.clone()).map_err(|e| Error::Config(e.to_string()))?;
+        let (attn, ff, k) = (c.attention_layers()?, c.ff_dim()?, c.conv_l_cache);
+        for i in 0..layers {
+            let p = format!("model.layers.{i}");
+            if attn.contains(&i) {
+                let a = format!("{p}.self_attn");
+                linear_as(&format!("{a}.q_proj"), &[nh * hd, h], &mut tensors, quant)?;
+                linear_as(&format!("{a}.k_proj"), &[nkv * hd, h], &mut tensors, quant)?;
+                linear_as(&format!("{a}.v_proj"), &[nkv * hd, h], &mut tensors, quant)?;
+                linear_as(&format!("{a}.out_proj"), &[h, nh * hd], &mut tensors, quant)?;
+                tensors.insert(format!("{a}.q_layernorm.weight"), ones(hd)?);
+                tensors.insert(format!("{a}.k_layernorm.weight"), ones(hd)?);
+            } else {
+                let cv = format!("{p}.conv");
+                linear_as(&format!("{cv}.in_proj"), &[3 * h, h], &mut tensors, quant)?;
+                linear_as(&format!("{cv}.out_proj"), &[h, h], &mut tensors, quant)?;
+                let taps = ones(k)?.reshape(&[1, -1, 1])?.subtract(Array::from_f32(0.5))?;
+                tensors.insert(format!("{cv}.conv.weight"), ones(h)?.reshape(&[-1, 1, 1])?.multiply(taps)?.as_dtype(dtype)?);
+                if c.conv_bias {
+                    for n in ["in_proj", "out_proj"] {
+                        let d = if n == "in_proj" { 3 * h } else { h };
+                        tensors.insert(format!("{cv}.{n}.bias"), ones(d)?.subtract(Array::from_f32(1.0))?.as_dtype(dtype)?);
+                    }
+                    tensors.insert(format!("{cv}.conv.bias"), ones(h)?.subtract(Array::from_f32(1.0))?.as_dtype(dtype)?);
+                }
+            }
+            linear_as(&format!("{p}.feed_forward.w1"), &[ff, h], &mut tensors, quant)?;
+            linear_as(&format!("{p}.feed_forward.w3"), &[ff, h], &mut tensors, quant)?;
+            linear_as(&format!("{p}.feed_forward.w2"), &[h, ff], &mut tensors, quant)?;
+            tensors.insert(format!("{p}.operator_norm.weight"), ones(h)?);
+            tensors.insert(format!("{p}.ffn_norm.weight"), ones(h)?);
+        }
+        tensors.insert("model.embedding_norm.weight".into(), ones(h)?);
+    }
+    let layers = if mt == "lfm2" { 0 } else { layers };
     let mut overrides: Vec<String> = Vec::new();
     for i in 0..layers {
         let p = format!("{root}model.layers.{i}");
@@ -297,7 +334,9 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
             tensors.insert(format!("{p}.self_attn.k_norm.weight"), ones(hd)?);
         }
     }
-    tensors.insert(format!("{root}model.norm.weight"), ones(h)?);
+    if mt != "lfm2" {
+        tensors.insert(format!("{root}model.norm.weight"), ones(h)?);
+    }
     if !tied {
         linear_as(&format!("{root}lm_head"), &[vocab, h], &mut tensors, quant)?;
     }
@@ -324,6 +363,7 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
         Some("phi3") => "Phi3ForCausalLM",
         Some("gpt_oss") => "GptOssForCausalLM",
         Some("qwen3_next") => "Qwen3NextForCausalLM",
+        Some("lfm2") => "Lfm2ForCausalLM",
         Some("qwen3_5") => "Qwen3_5ForConditionalGeneration",
         Some("qwen3_5_moe") => "Qwen3_5MoeForConditionalGeneration",
         _ => "LlamaForCausalLM",
