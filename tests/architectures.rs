@@ -47,6 +47,50 @@ fn smollm3_matches_mlx_lm() {
     compare("smollm3-list-q4", c, 4);
 }
 
+/// Ministral 3: YaRN from rope_parameters, Llama 4 query scaling past every
+/// 8 positions (original_max 8, so a 24-token prompt crosses it twice), and
+/// sliding-window layers (window 8) between full ones.
+fn tiny_ministral3() -> Value {
+    let mut c = tiny("ministral3", false);
+    c["num_hidden_layers"] = json!(4);
+    c["sliding_window"] = json!(8);
+    c["layer_types"] = json!(["sliding_attention", "full_attention", "sliding_attention", "full_attention"]);
+    c["rope_parameters"] = json!({"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 16.0,
+        "original_max_position_embeddings": 8, "llama_4_scaling_beta": 0.1, "beta_fast": 32.0, "beta_slow": 1.0,
+        "mscale": 1.0, "mscale_all_dim": 1.0});
+    c
+}
+
+#[test]
+fn ministral3_matches_mlx_lm_flat_and_as_mistral3() {
+    compare("ministral3", tiny_ministral3(), 0);
+    compare("ministral3-q4", tiny_ministral3(), 4);
+    // A Mistral 3 checkpoint: the text model nested under text_config and its
+    // tensors under language_model., a vision tower beside it (skipped).
+    let _g = common::mlx_lock();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("mistral3");
+    synth::write_config(tiny_ministral3(), &dir, 4, 32, mlx_rs::Dtype::Float32).unwrap();
+    common::edit_config(&dir, |c| {
+        let mut text = c.clone();
+        text.as_object_mut().unwrap().remove("quantization");
+        let q = c["quantization"].clone();
+        *c = json!({"model_type": "mistral3", "text_config": text, "quantization": q, "vision_config": {"hidden_size": 16}});
+    });
+    common::edit_tensors(&dir, |t| {
+        let keys: Vec<String> = t.keys().cloned().collect();
+        for k in keys {
+            let v = t.remove(&k).unwrap();
+            t.insert(format!("language_model.{k}"), v);
+        }
+        t.insert("vision_tower.patch_conv.weight".into(), mlx_rs::ops::ones::<f32>(&[2, 2]).unwrap());
+    });
+    drop(_g);
+    let prompt: Vec<u32> = (0..24).map(|i| (i * 37 + 11) % 250 + 1).collect();
+    let _g = common::mlx_lock();
+    common::assert_logits_match("mistral3", &dir, &prompt);
+}
+
 #[test]
 fn qwen2_matches_mlx_lm() {
     compare("qwen2", tiny("qwen2", true), 0);

@@ -28,6 +28,25 @@ pub struct AttentionSpec {
     /// A learned logit per head that joins every softmax (`{p}.sinks`, gpt-oss):
     /// attention may go "nowhere" instead of being forced onto the keys.
     pub sinks: bool,
+    /// Llama 4 / Ministral 3 long-context query scaling: queries at position p
+    /// are multiplied by `1 + beta * ln(1 + floor(p / original_max))`.
+    pub position_scale: Option<PositionScale>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PositionScale {
+    pub beta: f32,
+    pub original_max: f32,
+}
+
+impl PositionScale {
+    /// Factors for `l` positions from `offset`, shaped [l, 1] to scale [B, H, l, D].
+    fn factors(&self, offset: i32, l: i32, dtype: mlx_rs::Dtype) -> Result<Array> {
+        let pos = mlx_rs::ops::arange::<_, f32>(offset as f32, (offset + l) as f32, None)?;
+        let f = mlx_rs::ops::floor(pos.divide(mlx_rs::array!(self.original_max))?)?;
+        let s = mlx_rs::ops::log1p(&f)?.multiply(mlx_rs::array!(self.beta))?.add(mlx_rs::array!(1.0f32))?;
+        Ok(s.reshape(&[l, 1])?.as_dtype(dtype)?)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +68,7 @@ pub struct Attention {
     head_dim: i32,
     scale: f32,
     sinks: Option<Array>,
+    position_scale: Option<PositionScale>,
 }
 
 impl Attention {
@@ -79,6 +99,7 @@ impl Attention {
             head_dim: hd,
             scale: s.scale,
             sinks: if s.sinks { Some(w.take_shaped(&format!("{p}.sinks"), &[nh])?) } else { None },
+            position_scale: s.position_scale,
         })
     }
 
@@ -100,6 +121,10 @@ impl Attention {
         let offset = cache.offset();
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
+        let q = match &self.position_scale {
+            Some(ps) => q.multiply(ps.factors(offset, l, q.dtype())?)?,
+            None => q,
+        };
         let (k, v) = cache.update_and_fetch(&k, &v)?;
         let o = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask.as_sdpa(), self.sinks.as_ref())?;
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;

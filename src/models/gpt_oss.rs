@@ -137,6 +137,7 @@ impl Model {
             qk_norm: None,
             scale: (hd as f32).powf(-0.5),
             sinks: true,
+            position_scale: None,
         };
         let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
         let (experts, top_k) = (config.num_local_experts, config.num_experts_per_tok);

@@ -267,6 +267,7 @@ impl Model {
             qk_norm: Some(QkNorm { eps, plus_one: false }),
             scale: (head_dim as f32).powf(-0.5),
             sinks: false,
+            position_scale: None,
         };
         let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
         let mut layers = Vec::new();

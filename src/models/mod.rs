@@ -17,6 +17,7 @@ pub mod gemma3;
 pub mod gpt_oss;
 pub mod layers;
 pub mod lfm2;
+pub mod ministral3;
 pub mod llama;
 pub mod load;
 pub mod moe;

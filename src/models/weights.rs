@@ -21,6 +21,14 @@ pub struct QuantConfig {
 }
 
 impl QuantConfig {
+    /// The same settings with `prefix` taken off the per-layer names (for
+    /// checkpoints whose layers a model renames, e.g. `language_model.`).
+    pub fn strip_prefix(mut self, prefix: &str) -> Self {
+        self.overrides =
+            self.overrides.into_iter().map(|(k, v)| (k.strip_prefix(prefix).map(str::to_string).unwrap_or(k), v)).collect();
+        self
+    }
+
     pub fn from_config(config: &serde_json::Value) -> Result<Self> {
         let q = if config["quantization"].is_object() {
             &config["quantization"]

@@ -1,0 +1,257 @@
+//! Ministral 3 (and the text part of Mistral 3 checkpoints, `mistral3` with a
+//! `ministral3` text_config): the llama decoder with YaRN RoPE from
+//! `rope_parameters`, Llama 4's long-context query scaling
+//! (`llama_4_scaling_beta`), and optional sliding-window layers per
+//! `layer_types`. Multimodal checkpoints keep the language model under
+//! `language_model.` (MLX) or `model.language_model.` (Hugging Face); the
+//! vision tower and projector are skipped.
+
+use super::attention::{attention_mask, Attention, AttentionSpec, Mask, PositionScale};
+use super::cache::Cache;
+use super::layers::output_logits;
+use super::llama::Mlp;
+use super::rope::{Rope, RopeScaling};
+use super::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use crate::error::{Error, Result};
+use mlx_rs::Array;
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub model_type: String,
+    pub hidden_size: i32,
+    pub num_hidden_layers: i32,
+    pub intermediate_size: i32,
+    pub num_attention_heads: i32,
+    #[serde(default)]
+    pub num_key_value_heads: Option<i32>,
+    #[serde(default)]
+    pub head_dim: Option<i32>,
+    pub vocab_size: i32,
+    #[serde(default = "eps")]
+    pub rms_norm_eps: f32,
+    #[serde(default = "ctx")]
+    pub max_position_embeddings: i32,
+    pub rope_parameters: Value,
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub sliding_window: Option<i32>,
+}
+
+fn eps() -> f32 {
+    1e-5
+}
+fn ctx() -> i32 {
+    262144
+}
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// The text config: nested under `text_config` in Mistral 3 checkpoints
+    /// (whose head is untied unless they say otherwise, as mlx-lm reads them).
+    pub fn from_json(config: &Value) -> Result<Self> {
+        let text = if config["text_config"].is_object() {
+            let mut t = config["text_config"].clone();
+            if let Some(mt) = t["model_type"].as_str().filter(|m| *m != "ministral3") {
+                return Err(Error::UnknownArchitecture(format!("mistral3 with a {mt} text model"), "ministral3".into()));
+            }
+            if t["tie_word_embeddings"].is_null() {
+                t["tie_word_embeddings"] = Value::Bool(false);
+            }
+            if !t["model_type"].is_string() {
+                t["model_type"] = Value::from("ministral3");
+            }
+            t
+        } else {
+            config.clone()
+        };
+        let c: Config = serde_json::from_value(text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn kv_heads(&self) -> i32 {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    fn head_dim(&self) -> i32 {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    fn rope_f(&self, key: &str) -> Result<f32> {
+        self.rope_parameters[key]
+            .as_f64()
+            .map(|v| v as f32)
+            .ok_or_else(|| cfg_err(format!("rope_parameters.{key} is missing or not a number")))
+    }
+
+    fn sliding(&self, i: usize) -> bool {
+        self.layer_types.as_ref().is_some_and(|k| k[i] == "sliding_attention")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        super::Sizes {
+            hidden: self.hidden_size,
+            intermediate: self.intermediate_size,
+            layers: self.num_hidden_layers,
+            heads: self.num_attention_heads,
+            kv_heads: self.kv_heads(),
+            head_dim: self.head_dim,
+            vocab: self.vocab_size,
+        }
+        .check()?;
+        for key in ["rope_theta", "llama_4_scaling_beta", "original_max_position_embeddings"] {
+            self.rope_f(key)?;
+        }
+        if self.rope_f("original_max_position_embeddings")? < 1.0 {
+            return Err(cfg_err("rope_parameters.original_max_position_embeddings must be at least 1"));
+        }
+        if let Some(kinds) = &self.layer_types {
+            if kinds.len() != self.num_hidden_layers as usize {
+                return Err(cfg_err(format!("layer_types has {} entries for {} layers", kinds.len(), self.num_hidden_layers)));
+            }
+            for (i, k) in kinds.iter().enumerate() {
+                match k.as_str() {
+                    "full_attention" => {}
+                    "sliding_attention" if self.sliding_window.is_some_and(|w| w >= 1) => {}
+                    "sliding_attention" => return Err(cfg_err(format!("layer_types[{i}] is sliding_attention but sliding_window is not set"))),
+                    other => return Err(cfg_err(format!("layer_types[{i}] is '{other}'"))),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Block {
+    sliding: bool,
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+pub struct Model {
+    config: Config,
+    embed_tokens: Embedding,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<Linear>,
+    rope: Rope,
+}
+
+/// Mistral 3's names to a plain decoder's (`model.*`, `lm_head`), dropping
+/// the vision tower and projector.
+fn text_names(w: Weights) -> Weights {
+    let (tensors, quant) = w.into_parts();
+    let renamed = tensors
+        .into_iter()
+        .filter(|(k, _)| !k.contains("vision_tower") && !k.contains("multi_modal_projector"))
+        .map(|(k, v)| {
+            let k = if let Some(rest) = k.strip_prefix("model.language_model.") {
+                format!("model.{rest}")
+            } else {
+                k.strip_prefix("language_model.").map(str::to_string).unwrap_or(k)
+            };
+            (k, v)
+        })
+        .collect();
+    Weights::new(renamed, quant.strip_prefix("language_model."))
+}
+
+impl Model {
+    pub fn load(config: Config, w: Weights) -> Result<Self> {
+        config.validate()?;
+        let c = &config;
+        let mut w = text_names(w);
+        let (h, eps) = (c.hidden_size, c.rms_norm_eps);
+        let hd = c.head_dim();
+        let spec = AttentionSpec {
+            hidden: h,
+            heads: c.num_attention_heads,
+            kv_heads: c.kv_heads(),
+            head_dim: hd,
+            qkv_bias: false,
+            o_bias: false,
+            qk_norm: None,
+            scale: (hd as f32).powf(-0.5),
+            sinks: false,
+            position_scale: Some(PositionScale {
+                beta: c.rope_f("llama_4_scaling_beta")?,
+                original_max: c.rope_f("original_max_position_embeddings")?,
+            }),
+        };
+        let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
+        let mut layers = Vec::new();
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Block {
+                sliding: c.sliding(i as usize),
+                self_attn: Attention::load(&mut w, &format!("{p}.self_attn"), spec)?,
+                mlp: Mlp::new(&mut w, &format!("{p}.mlp"), h, c.intermediate_size, false)?,
+                input_layernorm: RmsNorm::load(&mut w, &format!("{p}.input_layernorm"), h, eps)?,
+                post_attention_layernorm: RmsNorm::load(&mut w, &format!("{p}.post_attention_layernorm"), h, eps)?,
+            });
+        }
+        let norm = RmsNorm::load(&mut w, "model.norm", h, eps)?;
+        let lm_head = if c.tie_word_embeddings {
+            let _ = w.take("lm_head.weight");
+            None
+        } else {
+            Some(Linear::load(&mut w, "lm_head", c.vocab_size, h, false)?)
+        };
+        let scaling: Option<RopeScaling> = serde_json::from_value(c.rope_parameters.clone()).ok();
+        let scaling = scaling.filter(|s| !matches!(s.rope_type.as_deref(), Some("default") | None));
+        let rope = Rope::new(hd, c.rope_f("rope_theta")?, scaling.as_ref())?;
+        w.finish(&["rotary_emb.inv_freq", "activation_scale"])?;
+        Ok(Model { config, embed_tokens, layers, norm, lm_head, rope })
+    }
+}
+
+impl LanguageModel for Model {
+    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+        if cache.len() != self.layers.len() {
+            return Err(cfg_err(format!("{} caches for {} layers", cache.len(), self.layers.len())));
+        }
+        let mut h = self.embed_tokens.forward(tokens)?;
+        // One mask per kind of layer, built once per pass.
+        let l = tokens.shape()[1];
+        let mut masks: [Option<Mask>; 2] = [None, None];
+        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+            let kind = layer.sliding as usize;
+            if masks[kind].is_none() {
+                masks[kind] = Some(attention_mask(l, c.as_kv()?)?);
+            }
+        }
+        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+            let mask = masks[layer.sliding as usize].as_ref().ok_or_else(|| cfg_err("no mask for a layer kind"))?;
+            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &self.rope, mask)?;
+            h = h.add(a)?;
+            let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
+            h = h.add(m)?;
+        }
+        output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)
+    }
+
+    fn new_cache(&self) -> Vec<Cache> {
+        let window = self.config.sliding_window.unwrap_or(0);
+        self.layers.iter().map(|l| if l.sliding { Cache::windowed(window) } else { Cache::kv() }).collect()
+    }
+
+    fn info(&self) -> ArchInfo {
+        let c = &self.config;
+        ArchInfo {
+            architecture: c.model_type.clone(),
+            vocab_size: c.vocab_size as usize,
+            hidden_size: c.hidden_size as usize,
+            num_layers: c.num_hidden_layers as usize,
+            max_position_embeddings: c.max_position_embeddings as usize,
+        }
+    }
+}
