@@ -14,6 +14,7 @@ pub mod fit;
 pub mod gated_delta;
 mod delta_cuda;
 pub mod gemma3;
+pub mod gemma4;
 pub mod gpt_oss;
 pub mod layers;
 pub mod lfm2;

@@ -4,7 +4,7 @@
 //! many of them (prefill) so each expert's rows are read once, and a top-k
 //! router over softmax scores.
 
-use super::layers::{swiglu, swiglu_oai};
+use super::layers::{gelu_tanh_mul, swiglu, swiglu_oai};
 use super::moe_cuda::{self, Q4};
 use super::quant::{self, QuantMode, QuantSpec};
 use super::{cfg_err, Linear, Weights};
@@ -82,6 +82,8 @@ pub enum Glu {
     Silu,
     /// gpt-oss's clamped variant (`layers::swiglu_oai`).
     OaiClamped,
+    /// `gelu_tanh(gate) * up` (Gemma 4's experts).
+    GeluTanh,
 }
 
 /// Sorting tokens by expert pays off from this many (token, expert) pairs on.
@@ -123,7 +125,8 @@ impl SwitchGlu {
     /// (4-bit affine experts on a CUDA device): `x` [1, 1, D], `inds` and
     /// `scores` [1, 1, k] -> the weighted sum [1, 1, D]; None otherwise.
     pub fn fused_decode(&self, x: &Array, inds: &Array, scores: &Array) -> Result<Option<Array>> {
-        if !moe_cuda::enabled() || x.ndim() != 3 || x.shape()[0] * x.shape()[1] != 1 {
+        // The kernels know SiLU and gpt-oss's activation only.
+        if !moe_cuda::enabled() || self.activation == Glu::GeluTanh || x.ndim() != 3 || x.shape()[0] * x.shape()[1] != 1 {
             return Ok(None);
         }
         fn q4(l: &SwitchLinear) -> Option<(Q4<'_>, i32)> {
@@ -167,6 +170,7 @@ impl SwitchGlu {
         let act = match self.activation {
             Glu::Silu => swiglu(&gate, &up)?,
             Glu::OaiClamped => swiglu_oai(&gate, &up)?,
+            Glu::GeluTanh => gelu_tanh_mul(&gate, &up)?,
         };
         self.down_proj.forward(&act, idx, sorted)
     }

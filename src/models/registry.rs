@@ -1,6 +1,6 @@
 //! Maps `model_type` (config.json) / `general.architecture` (GGUF) to an implementation.
 
-use super::{gemma3, gpt_oss, lfm2, llama, ministral3, phi3, qwen2, qwen3, qwen3_moe, qwen3_next, LanguageModel, Weights};
+use super::{gemma3, gemma4, gpt_oss, lfm2, llama, ministral3, phi3, qwen2, qwen3, qwen3_moe, qwen3_next, LanguageModel, Weights};
 use crate::error::{Error, Result};
 use serde_json::Value;
 
@@ -11,6 +11,7 @@ const ARCHES: &[(&str, &[&str])] = &[
     ("qwen3", &["qwen3"]),
     ("qwen3_moe", &["qwen3_moe", "qwen3moe"]),
     ("gpt_oss", &["gpt_oss", "gpt-oss"]),
+    ("gemma4", &["gemma4_text", "gemma4"]),
     ("lfm2", &["lfm2"]),
     ("ministral3", &["ministral3", "mistral3"]),
     ("qwen3_next", &["qwen3_next", "qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_text"]),
@@ -67,7 +68,9 @@ pub fn check_config(config: &Value) -> Result<()> {
             return Err(Error::Config(format!("{key} is {v}, beyond any model's size")));
         }
     }
-    let context = if arch == "ministral3" {
+    let context = if arch == "gemma4" {
+        gemma4::Config::from_json(config)?.max_position_embeddings
+    } else if arch == "ministral3" {
         ministral3::Config::from_json(config)?.max_position_embeddings
     } else if arch == "lfm2" {
         let c: lfm2::Config = serde_json::from_value(config.clone()).map_err(parse)?;
@@ -124,6 +127,7 @@ pub fn build(config: &Value, weights: Weights) -> Result<Box<dyn LanguageModel>>
             Ok(Box::new(gpt_oss::Model::load(c, weights)?))
         }
         "qwen3_next" => Ok(Box::new(qwen3_next::Model::load(qwen3_next::Config::from_json(config)?, weights)?)),
+        "gemma4" => Ok(Box::new(gemma4::Model::load(gemma4::Config::from_json(config)?, weights)?)),
         "ministral3" => Ok(Box::new(ministral3::Model::load(ministral3::Config::from_json(config)?, weights)?)),
         "lfm2" => {
             let c: lfm2::Config = serde_json::from_value(config.clone()).map_err(parse)?;

@@ -136,6 +136,19 @@ impl Rope {
         })
     }
 
+    /// Gemma 4's "proportional" RoPE: the first `rotated` of `dims` dimensions
+    /// rotate with periods `factor * base^(2i / dims)` (the exponent over the
+    /// whole head), the rest not at all (an infinite period).
+    pub fn proportional(dims: i32, rotated: i32, base: f32, factor: f32) -> Result<Self> {
+        if rotated > dims || rotated < 0 || dims % 2 != 0 {
+            return Err(cfg_err(format!("partial_rotary_factor gives {rotated} rotated of {dims} dims")));
+        }
+        let freqs: Vec<f32> = (0..dims / 2)
+            .map(|i| if 2 * i < rotated { factor * base.powf(2.0 * i as f32 / dims as f32) } else { f32::INFINITY })
+            .collect();
+        Ok(Rope { dims, base: None, scale: 1.0, freqs: Some(Array::from_slice(&freqs, &[dims / 2])), input_scale: None })
+    }
+
     /// No rotation at all (SmolLM3's NoPE layers).
     pub fn identity() -> Self {
         Rope { dims: 0, base: None, scale: 1.0, freqs: None, input_scale: None }

@@ -173,6 +173,8 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
         Ok(v)
     };
     linear_as(&format!("{root}model.embed_tokens"), &[vocab, h], &mut tensors, quant)?;
+    // Layers quantized at 8 bits whatever the rest uses (routers, as mlx-lm's quant_predicate).
+    let mut overrides: Vec<String> = Vec::new();
     if mt == "lfm2" {
         // LFM2: gated short convolutions, attention on the listed layers.
         let c: super::lfm2::Config = serde_json::from_value(cfg.clone()).map_err(|e| Error::Config(e.to_string()))?;
@@ -209,8 +211,10 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
         }
         tensors.insert("model.embedding_norm.weight".into(), ones(h)?);
     }
-    let layers = if mt == "lfm2" { 0 } else { layers };
-    let mut overrides: Vec<String> = Vec::new();
+    if mt == "gemma4_text" {
+        gemma4_tensors(&cfg, quant, &mut tensors, &mut linear_as, &mut ones, &mut overrides)?;
+    }
+    let layers = if mt == "lfm2" || mt == "gemma4_text" { 0 } else { layers };
     for i in 0..layers {
         let p = format!("{root}model.layers.{i}");
         if hybrid {
@@ -337,6 +341,7 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
     if mt != "lfm2" {
         tensors.insert(format!("{root}model.norm.weight"), ones(h)?);
     }
+    let tied = tied || (mt == "gemma4_text" && cfg["tie_word_embeddings"].is_null());
     if !tied {
         linear_as(&format!("{root}lm_head"), &[vocab, h], &mut tensors, quant)?;
     }
@@ -364,6 +369,7 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
         Some("gpt_oss") => "GptOssForCausalLM",
         Some("qwen3_next") => "Qwen3NextForCausalLM",
         Some("lfm2") => "Lfm2ForCausalLM",
+        Some("gemma4_text") => "Gemma4ForCausalLM",
         Some("qwen3_5") => "Qwen3_5ForConditionalGeneration",
         Some("qwen3_5_moe") => "Qwen3_5MoeForConditionalGeneration",
         _ => "LlamaForCausalLM",
@@ -387,4 +393,80 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
     Array::save_safetensors(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(&meta), &file)
         .map_err(|e| Error::Mlx(format!("writing {}: {e}", file.display())))?;
     Ok(bytes)
+}
+
+type LinearFn<'a> = dyn FnMut(&str, &[i32], &mut HashMap<String, Array>, Option<QuantSpec>) -> Result<()> + 'a;
+type OnesFn<'a> = dyn FnMut(i32) -> Result<Array> + 'a;
+
+/// Gemma 4's tensors (`gemma4::Model`): per-layer inputs, KV-shared layers
+/// without K/V, double-wide MLPs on them, the MoE block, layer scalars.
+fn gemma4_tensors(
+    cfg: &Value,
+    quant: Option<QuantSpec>,
+    tensors: &mut HashMap<String, Array>,
+    linear_as: &mut LinearFn,
+    ones: &mut OnesFn,
+    overrides: &mut Vec<String>,
+) -> Result<()> {
+    let c = super::gemma4::Config::from_json(cfg)?;
+    let (h, n, nh) = (c.hidden_size, c.num_hidden_layers, c.num_attention_heads);
+    let kinds: Vec<String> = match &c.layer_types {
+        Some(k) => k.clone(),
+        None => return Err(Error::InvalidArgument("synth writes Gemma 4 from explicit layer_types".into())),
+    };
+    let first_shared = n - c.num_kv_shared_layers;
+    let hp = c.hidden_size_per_layer_input;
+    if hp > 0 {
+        let vpl = c.vocab_size_per_layer_input.unwrap_or(c.vocab_size);
+        linear_as("model.embed_tokens_per_layer", &[vpl, n * hp], tensors, quant)?;
+        linear_as("model.per_layer_model_projection", &[n * hp, h], tensors, quant)?;
+        tensors.insert("model.per_layer_projection_norm.weight".into(), ones(hp)?);
+    }
+    for i in 0..n {
+        let p = format!("model.layers.{i}");
+        let full = kinds[i as usize] == "full_attention";
+        let hd = if full { c.global_head_dim.unwrap_or(c.head_dim) } else { c.head_dim };
+        let k_eq_v = c.attention_k_eq_v && full;
+        let nkv = if k_eq_v { c.num_global_key_value_heads.unwrap_or(c.num_key_value_heads) } else { c.num_key_value_heads };
+        let a = format!("{p}.self_attn");
+        linear_as(&format!("{a}.q_proj"), &[nh * hd, h], tensors, quant)?;
+        linear_as(&format!("{a}.o_proj"), &[h, nh * hd], tensors, quant)?;
+        tensors.insert(format!("{a}.q_norm.weight"), ones(hd)?);
+        if i < first_shared {
+            linear_as(&format!("{a}.k_proj"), &[nkv * hd, h], tensors, quant)?;
+            if !k_eq_v {
+                linear_as(&format!("{a}.v_proj"), &[nkv * hd, h], tensors, quant)?;
+            }
+            tensors.insert(format!("{a}.k_norm.weight"), ones(hd)?);
+        }
+        let wide = if c.use_double_wide_mlp && i >= first_shared && c.num_kv_shared_layers > 0 { 2 } else { 1 };
+        let inter = c.intermediate_size * wide;
+        linear_as(&format!("{p}.mlp.gate_proj"), &[inter, h], tensors, quant)?;
+        linear_as(&format!("{p}.mlp.up_proj"), &[inter, h], tensors, quant)?;
+        linear_as(&format!("{p}.mlp.down_proj"), &[h, inter], tensors, quant)?;
+        for norm in ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"] {
+            tensors.insert(format!("{p}.{norm}.weight"), ones(h)?);
+        }
+        tensors.insert(format!("{p}.layer_scalar"), ones(1)?);
+        if c.enable_moe_block {
+            let (e, mi) = (c.num_experts.unwrap_or(0), c.moe_intermediate_size.unwrap_or(0));
+            linear_as(&format!("{p}.router.proj"), &[e, h], tensors, quant.map(|_| QuantSpec::affine(64, 8)))?;
+            overrides.push(format!("{p}.router.proj"));
+            tensors.insert(format!("{p}.router.scale"), ones(h)?);
+            tensors.insert(format!("{p}.router.per_expert_scale"), ones(e)?);
+            let x = format!("{p}.experts.switch_glu");
+            linear_as(&format!("{x}.gate_proj"), &[e, mi, h], tensors, quant)?;
+            linear_as(&format!("{x}.up_proj"), &[e, mi, h], tensors, quant)?;
+            linear_as(&format!("{x}.down_proj"), &[e, h, mi], tensors, quant)?;
+            for norm in ["pre_feedforward_layernorm_2", "post_feedforward_layernorm_1", "post_feedforward_layernorm_2"] {
+                tensors.insert(format!("{p}.{norm}.weight"), ones(h)?);
+            }
+        }
+        if hp > 0 {
+            linear_as(&format!("{p}.per_layer_input_gate"), &[hp, h], tensors, quant)?;
+            linear_as(&format!("{p}.per_layer_projection"), &[h, hp], tensors, quant)?;
+            tensors.insert(format!("{p}.post_per_layer_input_norm.weight"), ones(h)?);
+        }
+    }
+    Ok(())
 }
