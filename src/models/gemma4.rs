@@ -12,6 +12,9 @@
 //!   layer a vector per token, gated into the residual stream;
 //! - the MoE variant runs a dense MLP and a routed expert block side by side;
 //! - every layer ends with a learned scalar; logits are soft-capped.
+//!
+//! Longer than most files: one self-contained file per architecture, as
+//! mlx-lm keeps `gemma4_text.py` (config, attention, MLP, experts, block, model).
 
 use super::attention::{attention_mask, Mask};
 use super::cache::{Cache, KvCache};

@@ -14,6 +14,10 @@
 //!
 //! Caches: a `StateCache` (conv window, recurrent state) for each linear
 //! layer, a KV cache for each attention layer (`new_cache`).
+//!
+//! Longer than most files: one self-contained file per architecture, as
+//! mlx-lm keeps `qwen3_next.py` (config, Gated DeltaNet layer, gated attention,
+//! MoE with shared expert, block, model), for both generations.
 
 use super::attention::{attention_mask, Mask};
 use super::cache::{Cache, KvCache, StateCache};
