@@ -344,6 +344,40 @@ impl GatedDeltaNet {
             }
             None => ops::zeros_dtype(&[bsz, keep, conv_dim], mixed.dtype())?,
         };
+        let state = cache.get(1).cloned();
+        if let Some(st) = &state {
+            let want = [bsz, self.nv, self.dv, self.dk];
+            if st.shape() != want {
+                return Err(Error::ShapeMismatch { name: "recurrent state".into(), expected: want.to_vec(), actual: st.shape().to_vec() });
+            }
+        }
+        // On CUDA: conv, norms, gates and recurrence in one kernel.
+        let zero_state;
+        let fused = super::delta_cuda::run_fused(&super::delta_cuda::FusedInputs {
+            mixed: &mixed,
+            conv_in: &conv_state,
+            conv_w: &self.conv1d,
+            a: &a,
+            b: &b,
+            a_log: &self.a_log,
+            dt_bias: &self.dt_bias,
+            state: match &state {
+                Some(s) => s,
+                None => {
+                    zero_state = ops::zeros::<f32>(&[bsz, self.nv, self.dv, self.dk])?;
+                    &zero_state
+                }
+            },
+            heads: (self.nk, self.nv),
+            dims: (self.dk, self.dv),
+        })?;
+        if let Some((y, new_state, window)) = fused {
+            cache.set(0, window);
+            cache.set(1, new_state);
+            cache.advance(s);
+            let y = self.norm.forward(&y, &z)?;
+            return self.out_proj.forward(&y.reshape(&[bsz, s, -1])?);
+        }
         let conv_in = ops::concatenate(&[conv_state, mixed], 1)?;
         let total = conv_in.shape()[1];
         cache.set(0, conv_in.index((.., (total - keep).., ..)));
@@ -356,13 +390,6 @@ impl GatedDeltaNet {
         let (q, k) = gated_delta::normalize_qk(&q, &k, self.dk)?;
         let g = gated_delta::log_decay(&self.a_log, &a, &self.dt_bias)?;
         let beta = ops::sigmoid(&b)?;
-        let state = cache.get(1).cloned();
-        if let Some(st) = &state {
-            let want = [bsz, self.nv, self.dv, self.dk];
-            if st.shape() != want {
-                return Err(Error::ShapeMismatch { name: "recurrent state".into(), expected: want.to_vec(), actual: st.shape().to_vec() });
-            }
-        }
         let (y, state) = gated_delta::update(&q, &k, &v, &g, &beta, state.as_ref())?;
         cache.set(1, state);
         cache.advance(s);
