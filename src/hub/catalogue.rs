@@ -95,6 +95,17 @@ const fn hybrid(
     entry
 }
 
+/// Gemma 4 E4B (text): 42 layers, of which the last 18 reuse earlier layers'
+/// K/V (24 keep caches; 20 of them are 512-token sliding windows, counted
+/// here as full, which errs on the safe side); its per-layer embedding table
+/// (2.8B) is a lookup, so 4.6B of the 7.5B run per token.
+const fn gemma4_e4b() -> Entry {
+    let mut entry = e("mlx-community/gemma-4-E4B-it-4bit", "Gemma 4", "gemma4", "Google's 2026 small model; per-layer embeddings; 16 GB Macs", 7_463_000_000, 42, 2560, 10240, 8, 2, 256, 262144);
+    entry.shape.active = Some(4_644_000_000);
+    entry.shape.kv_layers = Some(24);
+    entry
+}
+
 /// One Gated DeltaNet layer's state in both families: 32 value heads of
 /// 128 x 128 floats, plus a 3-position conv window over q, k, v (16-bit).
 const DELTA_LAYER_STATE: u64 = 32 * 128 * 128 * 4 + 3 * (2 * 16 * 128 + 32 * 128) * 2;
@@ -113,6 +124,7 @@ pub const CATALOGUE: &[Entry] = &[
     e("mlx-community/Phi-3.5-mini-instruct-4bit", "Phi-3.5", "phi3", "Strong reasoning for 3.8B", 3_821_000_000, 32, 3072, 8192, 32, 32, 96, 32064),
     e("mlx-community/Qwen3-4B-4bit", "Qwen3", "qwen3", "Best quality under 8 GB", 4_022_000_000, 36, 2560, 9728, 32, 8, 128, 151936),
     e("mlx-community/Mistral-7B-Instruct-v0.3-4bit", "Mistral", "mistral", "Classic 7B instruct", 7_248_000_000, 32, 4096, 14336, 32, 8, 128, 32768),
+    gemma4_e4b(),
     e("mlx-community/Qwen2.5-7B-Instruct-4bit", "Qwen2.5", "qwen2", "Strong 7B generalist", 7_616_000_000, 28, 3584, 18944, 28, 4, 128, 152064),
     e("mlx-community/Meta-Llama-3.1-8B-Instruct-4bit", "Llama 3.1", "llama", "Meta's 8B, long context", 8_030_000_000, 32, 4096, 14336, 32, 8, 128, 128256),
     e("mlx-community/Qwen3-8B-4bit", "Qwen3", "qwen3", "Best quality here; 16 GB Macs", 8_190_000_000, 36, 4096, 12288, 32, 8, 128, 151936),

@@ -51,7 +51,12 @@ impl Shape {
             vocab: get("vocab_size").unwrap_or(32000),
             bits: q["bits"].as_u64().map(|b| b as u32),
             active: active_params(c, hidden, params),
-            kv_layers: hybrid_layers(c).map(|(attn, _)| attn),
+            // Hybrids cache K/V on their attention layers only; Gemma 4's
+            // KV-shared layers keep none.
+            kv_layers: hybrid_layers(c).map(|(attn, _)| attn).or_else(|| {
+                let shared = c["num_kv_shared_layers"].as_u64().filter(|&s| s > 0)?;
+                Some(get("num_hidden_layers")?.saturating_sub(shared))
+            }),
             state_bytes: hybrid_layers(c).map_or(0, |(_, linear)| linear * linear_state_bytes(c)),
         })
     }
