@@ -5,14 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn template() -> PathBuf {
-    let p = common::root().join(".deps/templates/gpt-oss.jinja");
-    assert!(p.is_file(), "{} is missing: run scripts/setup.sh first", p.display());
-    p
-}
 
 /// The conversation as Hearth stores it: reasoning inline in `<think>` tags.
 const HEARTH_MESSAGES: &str = r#"[
@@ -31,45 +23,16 @@ const REFERENCE_MESSAGES: &str = r#"[
 ]"#;
 
 fn python_render(effort: Option<&str>) -> String {
-    // As transformers sets jinja2 up for chat templates.
-    let script = r#"
-import sys, json, datetime, jinja2
-def raise_exception(m):
-    raise jinja2.exceptions.TemplateError(m)
-env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-env.globals["strftime_now"] = lambda f: datetime.datetime.now().strftime(f)
-env.globals["raise_exception"] = raise_exception
-t = env.from_string(open(sys.argv[1]).read())
-kw = {"reasoning_effort": sys.argv[3]} if len(sys.argv) > 3 else {}
-sys.stdout.write(t.render(messages=json.loads(sys.argv[2]), add_generation_prompt=True, **kw))
-"#;
-    let mut cmd = Command::new(common::python());
-    cmd.args(["-c", script]).arg(template()).arg(REFERENCE_MESSAGES).env("TZ", "UTC");
-    if let Some(e) = effort {
-        cmd.arg(e);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    let vars = match effort {
+        Some(e) => serde_json::json!({"reasoning_effort": e}),
+        None => serde_json::json!({}),
+    };
+    common::jinja2_render(&common::template("gpt-oss"), REFERENCE_MESSAGES, &vars)
 }
 
 fn hearth_render(effort: Option<&str>) -> String {
-    let t = tempfile::tempdir().unwrap();
-    let messages = t.path().join("m.json");
-    std::fs::write(&messages, HEARTH_MESSAGES).unwrap();
-    let model = common::smollm2_gguf();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    cmd.args(["render", "--model", model.to_str().unwrap(), "--template"])
-        .arg(template())
-        .arg("--messages")
-        .arg(&messages)
-        .env("TZ", "UTC");
-    if let Some(e) = effort {
-        cmd.args(["--reasoning-effort", e]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    let flags: Vec<&str> = effort.map(|e| vec!["--reasoning-effort", e]).unwrap_or_default();
+    common::hearth_render(&common::template("gpt-oss"), HEARTH_MESSAGES, &flags).unwrap()
 }
 
 #[test]
@@ -93,18 +56,6 @@ fn the_gpt_oss_template_renders_history_as_jinja2_does_with_reasoning_dropped() 
 
 #[test]
 fn a_bad_reasoning_effort_is_a_clear_error() {
-    let t = tempfile::tempdir().unwrap();
-    let messages = t.path().join("m.json");
-    std::fs::write(&messages, HEARTH_MESSAGES).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["render", "--model", common::smollm2_gguf().to_str().unwrap(), "--template"])
-        .arg(template())
-        .arg("--messages")
-        .arg(&messages)
-        .args(["--reasoning-effort", "extreme"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::hearth_render(&common::template("gpt-oss"), HEARTH_MESSAGES, &["--reasoning-effort", "extreme"]).unwrap_err();
     assert!(err.contains("extreme") && err.contains("low, medium or high"), "{err}");
 }

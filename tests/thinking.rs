@@ -5,14 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn template(name: &str) -> PathBuf {
-    let p = common::root().join(format!(".deps/templates/{name}.jinja"));
-    assert!(p.is_file(), "{} is missing: run scripts/setup.sh first", p.display());
-    p
-}
 
 /// A conversation as Hearth stores it: earlier reasoning inline in `<think>`.
 const MESSAGES: &str = r#"[
@@ -23,44 +15,16 @@ const MESSAGES: &str = r#"[
 ]"#;
 
 fn python_render(name: &str, thinking: Option<bool>) -> String {
-    // As transformers sets jinja2 up for chat templates.
-    let script = r#"
-import sys, json, datetime, jinja2
-def raise_exception(m):
-    raise jinja2.exceptions.TemplateError(m)
-env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-env.globals["strftime_now"] = lambda f: datetime.datetime.now().strftime(f)
-env.globals["raise_exception"] = raise_exception
-t = env.from_string(open(sys.argv[1]).read())
-kw = {"enable_thinking": sys.argv[3] == "on"} if len(sys.argv) > 3 else {}
-sys.stdout.write(t.render(messages=json.loads(sys.argv[2]), add_generation_prompt=True, **kw))
-"#;
-    let mut cmd = Command::new(common::python());
-    cmd.args(["-c", script]).arg(template(name)).arg(MESSAGES).env("TZ", "UTC");
-    if let Some(on) = thinking {
-        cmd.arg(if on { "on" } else { "off" });
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    let vars = match thinking {
+        Some(on) => serde_json::json!({"enable_thinking": on}),
+        None => serde_json::json!({}),
+    };
+    common::jinja2_render(&common::template(name), MESSAGES, &vars)
 }
 
 fn hearth_render(name: &str, thinking: Option<bool>) -> String {
-    let t = tempfile::tempdir().unwrap();
-    let messages = t.path().join("m.json");
-    std::fs::write(&messages, MESSAGES).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    cmd.args(["render", "--model", common::smollm2_gguf().to_str().unwrap(), "--template"])
-        .arg(template(name))
-        .arg("--messages")
-        .arg(&messages)
-        .env("TZ", "UTC");
-    if let Some(on) = thinking {
-        cmd.args(["--thinking", if on { "on" } else { "off" }]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    let flags: Vec<&str> = thinking.map(|on| vec!["--thinking", if on { "on" } else { "off" }]).unwrap_or_default();
+    common::hearth_render(&common::template(name), MESSAGES, &flags).unwrap()
 }
 
 fn same_as_jinja2(name: &str, thinking: Option<bool>) -> String {
@@ -97,18 +61,6 @@ fn smollm3_template_renders_thinking_on_and_off_as_jinja2_does() {
 
 #[test]
 fn a_bad_thinking_value_is_a_clear_error() {
-    let t = tempfile::tempdir().unwrap();
-    let messages = t.path().join("m.json");
-    std::fs::write(&messages, MESSAGES).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["render", "--model", common::smollm2_gguf().to_str().unwrap(), "--template"])
-        .arg(template("qwen3.5"))
-        .arg("--messages")
-        .arg(&messages)
-        .args(["--thinking", "maybe"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::hearth_render(&common::template("qwen3.5"), MESSAGES, &["--thinking", "maybe"]).unwrap_err();
     assert!(err.contains("thinking must be on or off"), "{err}");
 }

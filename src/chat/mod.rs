@@ -4,6 +4,7 @@
 pub mod harmony;
 pub mod params;
 pub mod template;
+pub mod tools;
 mod template_compat;
 pub mod tokenizer;
 

@@ -106,6 +106,15 @@ const fn gemma4_e4b() -> Entry {
     entry
 }
 
+/// LFM2-1.2B: 16 layers, attention on 6 of them, gated short convolutions
+/// (a 2-position window each) on the rest.
+const fn lfm2_1_2b() -> Entry {
+    let mut entry = e("mlx-community/LFM2-1.2B-4bit", "LFM2", "lfm2", "Liquid AI's fast hybrid for small Macs", 1_170_000_000, 16, 2048, 8192, 32, 8, 64, 65536);
+    entry.shape.kv_layers = Some(6);
+    entry.shape.state_bytes = 10 * 2 * 2048 * 2;
+    entry
+}
+
 /// One Gated DeltaNet layer's state in both families: 32 value heads of
 /// 128 x 128 floats, plus a 3-position conv window over q, k, v (16-bit).
 const DELTA_LAYER_STATE: u64 = 32 * 128 * 128 * 4 + 3 * (2 * 16 * 128 + 32 * 128) * 2;
@@ -115,6 +124,7 @@ pub const CATALOGUE: &[Entry] = &[
     e("mlx-community/Qwen2.5-0.5B-Instruct-4bit", "Qwen2.5", "qwen2", "Smallest Qwen; fast drafts", 494_000_000, 24, 896, 4864, 14, 2, 64, 151936),
     e("mlx-community/Qwen3-0.6B-4bit", "Qwen3", "qwen3", "Small thinking model", 596_000_000, 28, 1024, 3072, 16, 8, 128, 151936),
     e("mlx-community/gemma-3-1b-it-4bit", "Gemma 3", "gemma3_text", "Google's small chat model", 1_000_000_000, 26, 1152, 6912, 4, 1, 256, 262144),
+    lfm2_1_2b(),
     e("mlx-community/Llama-3.2-1B-Instruct-4bit", "Llama 3.2", "llama", "Meta's small chat model", 1_236_000_000, 16, 2048, 8192, 32, 8, 64, 128256),
     e("mlx-community/Qwen2.5-1.5B-Instruct-4bit", "Qwen2.5", "qwen2", "Good all-rounder for its size", 1_544_000_000, 28, 1536, 8960, 12, 2, 128, 151936),
     e("mlx-community/SmolLM2-1.7B-Instruct-4bit", "SmolLM2", "llama", "Largest SmolLM2", 1_711_000_000, 24, 2048, 8192, 32, 32, 64, 49152),

@@ -152,6 +152,29 @@ impl Mask {
     }
 }
 
+/// One mask per kind of layer (full and sliding), built once per forward pass
+/// from the first cache of each kind: all layers of a kind hold the same
+/// positions, so they share it.
+pub struct LayerMasks([Option<Mask>; 2]);
+
+impl LayerMasks {
+    /// `kinds` pairs each layer's kind (0 full, 1 sliding) with its cache.
+    pub fn build<'a>(l: i32, kinds: impl Iterator<Item = (bool, &'a mut super::cache::Cache)>) -> Result<Self> {
+        let mut masks = [None, None];
+        for (sliding, c) in kinds {
+            let kind = sliding as usize;
+            if masks[kind].is_none() {
+                masks[kind] = Some(attention_mask(l, c.as_kv()?)?);
+            }
+        }
+        Ok(LayerMasks(masks))
+    }
+
+    pub fn get(&self, sliding: bool) -> Result<&Mask> {
+        self.0[sliding as usize].as_ref().ok_or_else(|| super::cfg_err("no mask for a layer kind"))
+    }
+}
+
 /// The mask for `l` new tokens written into `cache` (and every cache of the same
 /// kind in the model: layers of one kind hold the same positions). A windowed
 /// cache is trimmed first, so the mask matches the keys the layers will fetch.

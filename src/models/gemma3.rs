@@ -3,7 +3,7 @@
 //! RMSNorm with a +1 offset (folded into the weights at load), q/k norms,
 //! embeddings scaled by sqrt(hidden), a GELU-tanh MLP and four norms per block.
 
-use super::attention::{attention_mask, Attention, AttentionSpec, QkNorm};
+use super::attention::{Attention, AttentionSpec, QkNorm, LayerMasks};
 use super::cache::Cache;
 use super::layers::{gelu_tanh_mul, last_position};
 use super::rope::{Rope, RopeScaling};
@@ -193,15 +193,9 @@ impl LanguageModel for Model {
         // One mask per kind of layer, built once: all sliding layers hold the
         // same positions, and so do all global ones.
         let l = tokens.shape()[1];
-        let mut masks = [None, None];
+        let masks = LayerMasks::build(l, self.layers.iter().map(|x| x.window.is_some()).zip(cache.iter_mut()))?;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let kind = layer.window.is_some() as usize;
-            if masks[kind].is_none() {
-                masks[kind] = Some(attention_mask(l, c.as_kv()?)?);
-            }
-        }
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let mask = masks[layer.window.is_some() as usize].as_ref().expect("built above for every kind present");
+            let mask = masks.get(layer.window.is_some())?;
             let r = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &layer.rope, mask)?;
             h = h.add(layer.post_attention_layernorm.forward(&r)?)?;
             let x = layer.pre_feedforward_layernorm.forward(&h)?;
@@ -234,12 +228,6 @@ impl LanguageModel for Model {
     }
 
     fn info(&self) -> ArchInfo {
-        ArchInfo {
-            architecture: self.config.model_type.clone(),
-            vocab_size: self.config.vocab_size as usize,
-            hidden_size: self.config.hidden_size as usize,
-            num_layers: self.config.num_hidden_layers as usize,
-            max_position_embeddings: self.config.max_position_embeddings as usize,
-        }
+        ArchInfo::new(&self.config.model_type, self.config.vocab_size, self.config.hidden_size, self.config.num_hidden_layers, self.config.max_position_embeddings)
     }
 }

@@ -16,7 +16,7 @@
 //! Longer than most files: one self-contained file per architecture, as
 //! mlx-lm keeps `gemma4_text.py` (config, attention, MLP, experts, block, model).
 
-use super::attention::{attention_mask, Mask};
+use super::attention::{Mask, LayerMasks};
 use super::cache::{Cache, KvCache};
 use super::layers::{gelu_tanh_mul, last_position};
 use super::moe::{Glu, SwitchGlu};
@@ -530,16 +530,10 @@ impl LanguageModel for Model {
         let per_layer = self.per_layer_vectors(tokens, &h)?;
         // One mask per kind of layer, from the first cache of that kind.
         let l = tokens.shape()[1];
-        let mut masks: [Option<Mask>; 2] = [None, None];
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let kind = layer.kind_full as usize;
-            if masks[kind].is_none() {
-                masks[kind] = Some(attention_mask(l, c.as_kv()?)?);
-            }
-        }
+        let masks = LayerMasks::build(l, self.layers.iter().map(|x| !x.kind_full).zip(cache.iter_mut()))?;
         let mut kvs: Vec<Option<(Array, Array, i32)>> = vec![None; self.layers.len()];
         for (i, layer) in self.layers.iter().enumerate() {
-            let mask = masks[layer.kind_full as usize].as_ref().ok_or_else(|| cfg_err("no mask for a layer kind"))?;
+            let mask = masks.get(!layer.kind_full)?;
             let src = self.kv_source[i];
             let (a, kv) = if src == i {
                 let c = cache.get_mut(i).ok_or_else(|| cfg_err("a layer with K/V has no cache"))?;
@@ -588,13 +582,6 @@ impl LanguageModel for Model {
     }
 
     fn info(&self) -> ArchInfo {
-        let c = &self.config;
-        ArchInfo {
-            architecture: c.model_type.clone(),
-            vocab_size: c.vocab_size as usize,
-            hidden_size: c.hidden_size as usize,
-            num_layers: c.num_hidden_layers as usize,
-            max_position_embeddings: c.max_position_embeddings as usize,
-        }
+        ArchInfo::new(&self.config.model_type, self.config.vocab_size, self.config.hidden_size, self.config.num_hidden_layers, self.config.max_position_embeddings)
     }
 }

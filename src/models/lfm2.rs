@@ -338,13 +338,6 @@ impl LanguageModel for Model {
     }
 
     fn info(&self) -> ArchInfo {
-        let c = &self.config;
-        ArchInfo {
-            architecture: c.model_type.clone(),
-            vocab_size: c.vocab_size as usize,
-            hidden_size: c.hidden_size as usize,
-            num_layers: c.num_hidden_layers as usize,
-            max_position_embeddings: c.max_position_embeddings as usize,
-        }
+        ArchInfo::new(&self.config.model_type, self.config.vocab_size, self.config.hidden_size, self.config.num_hidden_layers, self.config.max_position_embeddings)
     }
 }

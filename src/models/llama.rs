@@ -241,12 +241,6 @@ impl LanguageModel for Model {
     }
 
     fn info(&self) -> ArchInfo {
-        ArchInfo {
-            architecture: self.config.model_type.clone(),
-            vocab_size: self.config.vocab_size as usize,
-            hidden_size: self.config.hidden_size as usize,
-            num_layers: self.config.num_hidden_layers as usize,
-            max_position_embeddings: self.config.max_position_embeddings as usize,
-        }
+        ArchInfo::new(&self.config.model_type, self.config.vocab_size, self.config.hidden_size, self.config.num_hidden_layers, self.config.max_position_embeddings)
     }
 }

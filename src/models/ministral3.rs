@@ -6,7 +6,7 @@
 //! `language_model.` (MLX) or `model.language_model.` (Hugging Face); the
 //! vision tower and projector are skipped.
 
-use super::attention::{attention_mask, Attention, AttentionSpec, Mask, PositionScale};
+use super::attention::{Attention, AttentionSpec, Mask, PositionScale, LayerMasks};
 use super::cache::Cache;
 use super::layers::output_logits;
 use super::llama::Mlp;
@@ -222,15 +222,9 @@ impl LanguageModel for Model {
         let mut h = self.embed_tokens.forward(tokens)?;
         // One mask per kind of layer, built once per pass.
         let l = tokens.shape()[1];
-        let mut masks: [Option<Mask>; 2] = [None, None];
+        let masks = LayerMasks::build(l, self.layers.iter().map(|x| x.sliding).zip(cache.iter_mut()))?;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let kind = layer.sliding as usize;
-            if masks[kind].is_none() {
-                masks[kind] = Some(attention_mask(l, c.as_kv()?)?);
-            }
-        }
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let mask = masks[layer.sliding as usize].as_ref().ok_or_else(|| cfg_err("no mask for a layer kind"))?;
+            let mask = masks.get(layer.sliding)?;
             let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &self.rope, mask)?;
             h = h.add(a)?;
             let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
@@ -245,13 +239,6 @@ impl LanguageModel for Model {
     }
 
     fn info(&self) -> ArchInfo {
-        let c = &self.config;
-        ArchInfo {
-            architecture: c.model_type.clone(),
-            vocab_size: c.vocab_size as usize,
-            hidden_size: c.hidden_size as usize,
-            num_layers: c.num_hidden_layers as usize,
-            max_position_embeddings: c.max_position_embeddings as usize,
-        }
+        ArchInfo::new(&self.config.model_type, self.config.vocab_size, self.config.hidden_size, self.config.num_hidden_layers, self.config.max_position_embeddings)
     }
 }

@@ -73,6 +73,18 @@ pub struct ArchInfo {
     pub max_position_embeddings: usize,
 }
 
+impl ArchInfo {
+    pub fn new(architecture: &str, vocab: i32, hidden: i32, layers: i32, context: i32) -> Self {
+        ArchInfo {
+            architecture: architecture.to_string(),
+            vocab_size: vocab.max(0) as usize,
+            hidden_size: hidden.max(0) as usize,
+            num_layers: layers.max(0) as usize,
+            max_position_embeddings: context.max(0) as usize,
+        }
+    }
+}
+
 pub(crate) fn cfg_err(msg: impl Into<String>) -> Error {
     Error::Config(msg.into())
 }

@@ -143,13 +143,6 @@ impl LanguageModel for Model {
     }
 
     fn info(&self) -> ArchInfo {
-        let c = &self.config.base;
-        ArchInfo {
-            architecture: "qwen3_moe".into(),
-            vocab_size: c.vocab_size as usize,
-            hidden_size: c.hidden_size as usize,
-            num_layers: c.num_hidden_layers as usize,
-            max_position_embeddings: c.max_position_embeddings as usize,
-        }
+        ArchInfo::new("qwen3_moe", self.config.base.vocab_size, self.config.base.hidden_size, self.config.base.num_hidden_layers, self.config.base.max_position_embeddings)
     }
 }

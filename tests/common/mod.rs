@@ -123,3 +123,57 @@ pub fn assert_greedy_matches_mlx_lm_across_two_turns(name: &str, dir: &std::path
     assert!(st.reused_tokens >= first.len() + 31, "{name}: reused {}", st.reused_tokens);
     assert_eq!(s.last_tokens, mlx_lm_greedy(dir, 32, &second), "{name}: turn 2 (cache reused)");
 }
+
+/// A chat template fetched by scripts/setup.sh (`.deps/templates/NAME.jinja`).
+pub fn template(name: &str) -> PathBuf {
+    let p = root().join(format!(".deps/templates/{name}.jinja"));
+    assert!(p.is_file(), "{} is missing: run scripts/setup.sh first", p.display());
+    p
+}
+
+/// `template` rendered by Python's jinja2, set up as transformers sets it up
+/// for chat templates, with `messages` (JSON), a generation prompt and `vars`.
+pub fn jinja2_render(template: &std::path::Path, messages: &str, vars: &serde_json::Value) -> String {
+    let script = r#"
+import sys, json, datetime, jinja2
+def raise_exception(m):
+    raise jinja2.exceptions.TemplateError(m)
+env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+env.globals["strftime_now"] = lambda f: datetime.datetime.now().strftime(f)
+env.globals["raise_exception"] = raise_exception
+t = env.from_string(open(sys.argv[1]).read())
+sys.stdout.write(t.render(messages=json.loads(sys.argv[2]), add_generation_prompt=True, **json.loads(sys.argv[3])))
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(template)
+        .arg(messages)
+        .arg(vars.to_string())
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `hearth render` of `messages` (JSON) with `template` and extra flags:
+/// Ok(stdout) or Err(stderr).
+pub fn hearth_render(template: &std::path::Path, messages: &str, flags: &[&str]) -> Result<String, String> {
+    let t = tempfile::tempdir().unwrap();
+    let file = t.path().join("m.json");
+    std::fs::write(&file, messages).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["render", "--model", smollm2_gguf().to_str().unwrap(), "--template"])
+        .arg(template)
+        .arg("--messages")
+        .arg(&file)
+        .args(flags)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
