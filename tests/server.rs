@@ -24,10 +24,14 @@ impl Drop for Serve {
 }
 
 fn serve(extra_env: &[(&str, &str)], args: &[&str]) -> Result<Serve, String> {
+    serve_model(&common::smollm2_gguf(), extra_env, args)
+}
+
+fn serve_model(model: &std::path::Path, extra_env: &[(&str, &str)], args: &[&str]) -> Result<Serve, String> {
     let home = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
     cmd.args(["serve", "--port", "0", "--model"])
-        .arg(common::smollm2_gguf())
+        .arg(model)
         .args(args)
         .env("HEARTH_HOME", home.path())
         .env_remove("HEARTH_API_KEY")
@@ -372,4 +376,64 @@ print(json.dumps({{"before": before, "loaded": loaded, "after": after, "again": 
     assert_eq!(v["loaded"], serde_json::json!(["SmolLM2-135M-Instruct.Q4_1"]));
     assert_eq!(v["after"], 0, "unloaded after 2 s idle: {v}");
     assert!(v["again"].as_str().unwrap().contains("Paris"), "{v}");
+}
+
+/// Thinking on/off per request through all three APIs, on a tiny Qwen3 model
+/// that carries the real Qwen3.5 template: off pre-fills the empty reasoning
+/// block (11 more prompt tokens with its byte-level tokenizer), on and unset
+/// do not; an unknown template variable is a 400 that names it.
+#[test]
+fn api_clients_turn_thinking_on_and_off_per_request() {
+    let _g = common::mlx_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny-qwen3");
+    let cfg = serde_json::json!({"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+        "vocab_size": 257, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
+        "max_position_embeddings": 4096});
+    hearth::models::synth::write_config(cfg, &model, 0, 32, mlx_rs::Dtype::Float32).unwrap();
+    let tc = model.join("tokenizer_config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tc).unwrap()).unwrap();
+    v["chat_template"] = serde_json::json!(std::fs::read_to_string(common::template("qwen3.5")).unwrap());
+    std::fs::write(&tc, v.to_string()).unwrap();
+    let s = serve_model(&model, &[], &[]).unwrap();
+    let out = python(
+        s.port,
+        "unused",
+        &format!(
+            r#"
+import anthropic, ollama
+m = client.models.list().data[0].id
+msgs = [{{"role": "user", "content": "Hi"}}]
+def oa(**kw):
+    return client.chat.completions.create(model=m, messages=msgs, max_tokens=2, temperature=0, **kw).usage.prompt_tokens
+res = {{"openai": [oa(), oa(extra_body={{"chat_template_kwargs": {{"enable_thinking": True}}}}),
+                   oa(extra_body={{"chat_template_kwargs": {{"enable_thinking": False}}}})]}}
+try:
+    oa(extra_body={{"chat_template_kwargs": {{"tools_in_system": 1}}}})
+    res["bad"] = None
+except openai.BadRequestError as e:
+    res["bad"] = str(e)
+o = ollama.Client(host="http://127.0.0.1:{port}")
+# Ollama counts the tokens it evaluated; one generated token leaves the cache
+# holding the prompt alone, so each turn evaluates what differs from the last.
+res["ollama"] = [o.chat(model=m, messages=msgs, think=t, options={{"num_predict": 1, "temperature": 0}}).prompt_eval_count
+                 for t in (True, False, None)]
+a = anthropic.Anthropic(base_url="http://127.0.0.1:{port}", api_key="x", max_retries=0)
+res["anthropic"] = [a.messages.create(model=m, max_tokens=2, messages=msgs, **kw).usage.input_tokens
+                    for kw in ({{}}, {{"thinking": {{"type": "disabled"}}}})]
+print(json.dumps(res))
+"#,
+            port = s.port
+        ),
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    let n = |k: &str, i: usize| r[k][i].as_u64().unwrap();
+    let (on, off) = (n("openai", 0), n("openai", 2));
+    assert_eq!(n("openai", 1), on, "{r}");
+    assert_eq!(off, on + "\n</think>\n\n".len() as u64, "{r}");
+    // on after off: all but the last token reused; off after on: the 11 new ones.
+    assert_eq!((n("ollama", 0), n("ollama", 1), n("ollama", 2)), (1, off - on, 1), "{r}");
+    assert_eq!((n("anthropic", 0), n("anthropic", 1)), (on, off), "{r}");
+    assert!(r["bad"].as_str().unwrap().contains("chat_template_kwargs.tools_in_system"), "{r}");
 }

@@ -32,6 +32,16 @@ pub struct TemplateOptions {
     pub enable_thinking: Option<bool>,
 }
 
+impl TemplateOptions {
+    /// These options with `over`'s set fields taking precedence.
+    pub fn with(&self, over: &TemplateOptions) -> TemplateOptions {
+        TemplateOptions {
+            reasoning_effort: over.reasoning_effort.or(self.reasoning_effort),
+            enable_thinking: over.enable_thinking.or(self.enable_thinking),
+        }
+    }
+}
+
 /// "on"/"off" (also true/false, yes/no) for `--thinking`.
 pub fn parse_on_off(s: &str) -> crate::error::Result<bool> {
     match s.to_ascii_lowercase().as_str() {

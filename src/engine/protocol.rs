@@ -15,6 +15,10 @@ pub type RequestId = u64;
 pub enum Prompt {
     /// A conversation, rendered with the model's chat template.
     Chat(Vec<Message>),
+    /// A conversation with template variables for this request only (an API
+    /// client's thinking on/off or reasoning effort); unset ones keep the
+    /// engine's.
+    ChatWith(Vec<Message>, TemplateOptions),
     /// Text given to the model as is (no template).
     Raw(String),
 }

@@ -193,6 +193,13 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
                 let result = (|| {
                     let (tokens, dropped) = match &prompt {
                         Prompt::Chat(msgs) => s.prompt_for_messages(msgs, params.max_tokens)?,
+                        Prompt::ChatWith(msgs, options) => {
+                            let saved = s.loaded.template.options.clone();
+                            s.loaded.template.options = saved.with(options);
+                            let rendered = s.prompt_for_messages(msgs, params.max_tokens);
+                            s.loaded.template.options = saved;
+                            rendered?
+                        }
                         Prompt::Raw(text) => {
                             if text.is_empty() {
                                 return Err(Error::EmptyPrompt);

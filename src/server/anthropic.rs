@@ -7,6 +7,7 @@
 use super::bridge::Update;
 use super::openai::ReasoningSplit;
 use super::{ApiError, Job, Server};
+use crate::chat::template::TemplateOptions;
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, SamplingParams};
 use crate::chat::{Message, Role};
 use crate::engine::Prompt;
@@ -100,10 +101,23 @@ pub struct MessagesRequest {
 }
 
 impl MessagesRequest {
+    /// `thinking: {"type": "enabled" | "disabled"}` as the template's thinking switch.
+    fn template_options(&self) -> Result<TemplateOptions, ApiError> {
+        let mut o = TemplateOptions::default();
+        match self.other.get("thinking").map(|t| &t["type"]) {
+            None | Some(Value::Null) => {}
+            Some(t) if t == "enabled" => o.enable_thinking = Some(true),
+            Some(t) if t == "disabled" => o.enable_thinking = Some(false),
+            Some(t) => return Err(ApiError::bad_request(format!("thinking.type must be enabled or disabled, not {t}"))),
+        }
+        Ok(o)
+    }
+
     fn check(&self) -> Result<Vec<Message>, ApiError> {
         for (k, v) in &self.other {
             let off = v.is_null() || v.as_array().is_some_and(|a| a.is_empty());
-            // `thinking` only asks to see the reasoning, which is always shown.
+            // `thinking` turns reasoning on or off (`template_options`); the
+            // reasoning itself is always shown.
             if !matches!(k.as_str(), "metadata" | "thinking" | "service_tier") && !off {
                 return Err(ApiError::bad_request(format!("'{k}' is not supported by this server yet")));
             }
@@ -162,7 +176,8 @@ pub async fn messages(State(server): State<Arc<Server>>, body: Bytes) -> Result<
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the request is not a Messages request: {e}")))?;
     let msgs = req.check()?;
     let kind = if req.stream { "messages stream" } else { "messages" };
-    let job = server.start(Some(&req.model), kind, |info| Ok((Prompt::Chat(msgs), req.params(&info.recommended)?))).await?;
+    let template = req.template_options()?;
+    let job = server.start(Some(&req.model), kind, |info| Ok((Prompt::ChatWith(msgs, template), req.params(&info.recommended)?))).await?;
     let id = format!("msg_{:024}", server.next_id());
     let stops = req.stop_sequences.clone();
     if !req.stream {

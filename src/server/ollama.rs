@@ -7,6 +7,7 @@
 use super::bridge::Update;
 use super::openai::ReasoningSplit;
 use super::{rfc3339, ApiError, Job, Server, ServedModel};
+use crate::chat::template::TemplateOptions;
 use crate::chat::params::{GenerateParams, GenerationStats, SamplingParams, DEFAULT_MAX_TOKENS};
 use crate::chat::{Message, Role};
 use crate::engine::Prompt;
@@ -156,6 +157,23 @@ pub struct ChatRequest {
     tools: Option<Vec<Value>>,
     #[serde(default)]
     format: Option<Value>,
+    /// Ollama's thinking switch: true/false, or an effort for gpt-oss.
+    #[serde(default)]
+    think: Option<Value>,
+}
+
+/// Ollama's `think` as template variables.
+fn think_options(think: &Option<Value>) -> Result<TemplateOptions, ApiError> {
+    let mut o = TemplateOptions::default();
+    match think {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => o.enable_thinking = Some(*b),
+        Some(Value::String(e)) => {
+            o.reasoning_effort = Some(e.parse().map_err(|e: crate::error::Error| ApiError::bad_request(e.to_string()))?)
+        }
+        Some(other) => return Err(ApiError::bad_request(format!("think must be true, false, low, medium or high, not {other}"))),
+    }
+    Ok(o)
 }
 
 #[derive(Deserialize)]
@@ -211,7 +229,10 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
         .into_response());
     }
     let options = req.options.clone();
-    let job = server.start(Some(&req.model), "ollama chat", |info| Ok((Prompt::Chat(messages), params(&options, &info.recommended)?))).await?;
+    let template = think_options(&req.think)?;
+    let job = server
+        .start(Some(&req.model), "ollama chat", |info| Ok((Prompt::ChatWith(messages, template), params(&options, &info.recommended)?)))
+        .await?;
     Ok(respond(job, req.stream.unwrap_or(true), |content, thinking| {
         let mut message = json!({"role": "assistant", "content": content});
         if !thinking.is_empty() {

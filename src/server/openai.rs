@@ -8,6 +8,7 @@
 use super::bridge::{CancelOnDrop, Update};
 use super::{ApiError, Server};
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, SamplingParams, DEFAULT_MAX_TOKENS};
+use crate::chat::template::TemplateOptions;
 use crate::chat::{Message, Role};
 use crate::engine::Prompt;
 use axum::extract::State;
@@ -44,6 +45,13 @@ pub struct ChatRequest {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     n: Option<u64>,
+    /// OpenAI's effort for reasoning models (gpt-oss's template takes it).
+    #[serde(default)]
+    reasoning_effort: Option<String>,
+    /// Variables for the chat template, as vLLM and LM Studio take them
+    /// (`enable_thinking`, `reasoning_effort`).
+    #[serde(default)]
+    chat_template_kwargs: Option<Map<String, Value>>,
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -127,6 +135,28 @@ impl ChatRequest {
             .collect()
     }
 
+    /// The template variables this request sets.
+    fn template_options(&self) -> Result<TemplateOptions, ApiError> {
+        let mut o = TemplateOptions::default();
+        let effort = |v: &str| v.parse().map_err(|e: crate::error::Error| ApiError::bad_request(e.to_string()));
+        if let Some(e) = &self.reasoning_effort {
+            o.reasoning_effort = Some(effort(e)?);
+        }
+        for (k, v) in self.chat_template_kwargs.iter().flatten() {
+            match (k.as_str(), v) {
+                ("enable_thinking", Value::Bool(b)) => o.enable_thinking = Some(*b),
+                ("reasoning_effort", Value::String(e)) => o.reasoning_effort = Some(effort(e)?),
+                (_, Value::Null) => {}
+                (k, _) => {
+                    return Err(ApiError::bad_request(format!(
+                        "chat_template_kwargs.{k} is not supported (enable_thinking: bool and reasoning_effort: low|medium|high are)"
+                    )))
+                }
+            }
+        }
+        Ok(o)
+    }
+
     fn params(&self, recommended: &crate::chat::params::RecommendedSampling) -> Result<GenerateParams, ApiError> {
         let mut sampling = recommended.apply(&SamplingParams::default());
         if let Some(t) = self.temperature {
@@ -178,8 +208,10 @@ pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::bod
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the request is not a chat completion: {e}")))?;
     req.check()?;
     let messages = req.messages()?;
+    let options = req.template_options()?;
     let kind = if req.stream { "chat.completions stream" } else { "chat.completions" };
-    let job = server.start(req.model.as_deref(), kind, |info| Ok((Prompt::Chat(messages), req.params(&info.recommended)?))).await?;
+    let job =
+        server.start(req.model.as_deref(), kind, |info| Ok((Prompt::ChatWith(messages, options), req.params(&info.recommended)?))).await?;
     let reply = Reply { shape: Shape::Chat, id: format!("chatcmpl-{}", server.next_id()), created: super::now_secs() };
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok(if req.stream { reply.stream(job, include_usage) } else { reply.whole(job).await })
