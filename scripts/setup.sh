@@ -23,6 +23,8 @@ GGUF_PY_VERSION=0.19.0
 OPENAI_PY_VERSION=2.8.1
 OLLAMA_PY_VERSION=0.6.1
 ANTHROPIC_PY_VERSION=0.75.0
+# Validates the server's structured output in the tests.
+JSONSCHEMA_PY_VERSION=4.23.0
 # Chat templates as llama.cpp ships them, from PyPI's llama-cpp-python source
 # archive: gpt-oss (harmony), Qwen3.5 and SmolLM3 (thinking on/off); the template
 # tests render them against Python's jinja2. name=file:sha256
@@ -180,9 +182,10 @@ if [ ! -f "$DEPS/.gguf-py-$GGUF_PY_VERSION" ]; then
   touch "$DEPS/.gguf-py-$GGUF_PY_VERSION"
 fi
 # The API clients the server tests use.
-CLIENTS="$OPENAI_PY_VERSION-$OLLAMA_PY_VERSION-$ANTHROPIC_PY_VERSION"
+CLIENTS="$OPENAI_PY_VERSION-$OLLAMA_PY_VERSION-$ANTHROPIC_PY_VERSION-$JSONSCHEMA_PY_VERSION"
 if [ ! -f "$DEPS/.api-clients-$CLIENTS" ]; then
-  "$PY" -m pip install -q "openai==$OPENAI_PY_VERSION" "ollama==$OLLAMA_PY_VERSION" "anthropic==$ANTHROPIC_PY_VERSION"
+  "$PY" -m pip install -q "openai==$OPENAI_PY_VERSION" "ollama==$OLLAMA_PY_VERSION" "anthropic==$ANTHROPIC_PY_VERSION" \
+    "jsonschema==$JSONSCHEMA_PY_VERSION"
   touch "$DEPS/.api-clients-$CLIENTS"
 fi
 # Chat templates: a few files out of the llama-cpp-python source archive

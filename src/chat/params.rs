@@ -166,11 +166,23 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// Keep going past end-of-sequence tokens (benchmarks that need exact lengths).
     pub ignore_eos: bool,
+    /// Only output that matches this (structured output): every token is
+    /// chosen among those the grammar allows (`engine::constraint`).
+    pub constraint: Option<OutputConstraint>,
+}
+
+/// What a reply must be, token by token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OutputConstraint {
+    /// Any JSON object (OpenAI's `json_object`).
+    JsonObject,
+    /// JSON valid against this JSON Schema.
+    JsonSchema(serde_json::Value),
 }
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        GenerateParams { sampling: SamplingParams::default(), max_tokens: DEFAULT_MAX_TOKENS, stop: vec![], ignore_eos: false }
+        GenerateParams { sampling: SamplingParams::default(), max_tokens: DEFAULT_MAX_TOKENS, stop: vec![], ignore_eos: false, constraint: None }
     }
 }
 
@@ -234,6 +246,9 @@ pub struct GenerationStats {
     pub finish_reason: Option<FinishReason>,
     /// Oldest messages dropped to fit the context.
     pub trimmed_messages: usize,
+    /// Structured output: host time spent computing token masks, per token.
+    #[serde(default)]
+    pub mask_ms_per_token: Option<f64>,
 }
 
 

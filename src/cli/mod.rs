@@ -267,6 +267,7 @@ impl SampleArgs {
             max_tokens: self.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             stop,
             ignore_eos: false,
+            constraint: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod protocol;
 pub mod sampling;
 pub mod session;
+pub mod constraint;
 pub mod step;
 pub mod stream;
 pub mod worker;

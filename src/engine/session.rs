@@ -2,6 +2,7 @@
 //! conversations with the context policy, and runs one generation by joining
 //! the token loop (`step`) with streaming text (`stream`) and timing it.
 
+use super::constraint::GrammarVocab;
 use super::sampling::Sampler;
 use super::step::{self, LoopEnd, PromptCache};
 use super::stream::{ReplyStream, StopCheck};
@@ -22,6 +23,8 @@ pub struct Session {
     pub context_length: usize,
     /// Token ids produced by the last `generate` call.
     pub last_tokens: Vec<u32>,
+    /// The vocabulary for structured output, built on first use.
+    grammar: Option<GrammarVocab>,
 }
 
 impl Session {
@@ -29,7 +32,7 @@ impl Session {
         let model_ctx = loaded.info.context_length.max(1);
         let context_length = context_length.unwrap_or(8192).clamp(MIN_CONTEXT, model_ctx.max(MIN_CONTEXT));
         let cache = PromptCache::new(loaded.model.as_ref());
-        Session { loaded, cache, context_length, last_tokens: Vec::new() }
+        Session { loaded, cache, context_length, last_tokens: Vec::new(), grammar: None }
     }
 
     pub fn set_context_length(&mut self, n: usize) {
@@ -116,7 +119,18 @@ impl Session {
         let mut reason = None;
         let last_tokens = &mut self.last_tokens;
         last_tokens.clear();
-        let end = step::decode(model, &mut self.cache, self.context_length, &logits, &mut sampler, params.max_tokens, &mut |id| {
+        let mut constraint = match &params.constraint {
+            Some(c) => {
+                if self.grammar.is_none() {
+                    let eos = tok.eos_ids.first().copied().ok_or_else(|| Error::InvalidArgument("structured output needs an end-of-sequence token".into()))?;
+                    let width = self.loaded.model.info().vocab_size.max(tok.vocab_size());
+                    self.grammar = Some(GrammarVocab::new(tok, eos, width)?);
+                }
+                Some(self.grammar.as_ref().expect("built above").start(c)?)
+            }
+            None => None,
+        };
+        let mut on_token = |id: u32| {
             if t_first.is_none() {
                 t_first = Some(Instant::now());
                 stats.ttft_s = t0.elapsed().as_secs_f64();
@@ -153,7 +167,23 @@ impl Session {
                     false
                 }
             }
-        })?;
+        };
+        let end = match constraint.as_mut() {
+            Some(c) => step::decode_constrained(
+                model,
+                &mut self.cache,
+                self.context_length,
+                &logits,
+                &mut sampler,
+                c,
+                params.max_tokens,
+                &mut on_token,
+            )?,
+            None => step::decode(model, &mut self.cache, self.context_length, &logits, &mut sampler, params.max_tokens, &mut on_token)?,
+        };
+        if let Some(c) = &constraint {
+            stats.mask_ms_per_token = Some(c.mask_time.as_secs_f64() * 1e3 / c.steps.max(1) as f64);
+        }
         let reason = reason.unwrap_or(match end {
             LoopEnd::ContextFull => FinishReason::ContextFull,
             LoopEnd::MaxTokens | LoopEnd::Stopped => FinishReason::MaxTokens,

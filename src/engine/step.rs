@@ -207,6 +207,46 @@ pub fn decode(
     }
 }
 
+/// `decode` for structured output: each token is sampled among those the
+/// constraint allows. The mask for token n+1 needs token n, so there is no
+/// queueing ahead; instead the host computes the mask while the device runs
+/// the forward pass of token n.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_constrained(
+    model: &dyn LanguageModel,
+    cache: &mut PromptCache,
+    context_length: usize,
+    logits: &Array,
+    sampler: &mut Sampler,
+    constraint: &mut super::constraint::Constraint,
+    max_tokens: usize,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<LoopEnd> {
+    let mut logits = logits.clone();
+    let mut n = 0;
+    loop {
+        let mask = constraint.mask()?;
+        let y = sampler.sample(&logits.add(&mask)?)?;
+        let id = y.try_item_exact::<i32>().map_err(|e| Error::Mlx(e.to_string()))? as u32;
+        constraint.commit(id)?;
+        n += 1;
+        let room = cache.tokens.len() + 1 < context_length;
+        let more = n < max_tokens && room;
+        if more {
+            // Queue the next forward pass; the mask is computed meanwhile.
+            logits = model.forward(&y.reshape(&[1, 1])?, &mut cache.layers, false)?;
+            async_eval([&logits])?;
+            cache.tokens.push(id);
+        }
+        if !on_token(id) {
+            return Ok(LoopEnd::Stopped);
+        }
+        if !more {
+            return Ok(if room { LoopEnd::MaxTokens } else { LoopEnd::ContextFull });
+        }
+    }
+}
+
 /// Finishes queued work so the cache is concrete for the next turn, and
 /// snapshots a hybrid model's state at the end of the reply.
 pub fn settle(cache: &mut PromptCache) -> Result<()> {

@@ -4,7 +4,7 @@
 //! biased router (top-k of the raw logits, softmax over those k) and
 //! clamped-SwiGLU experts with biases, MXFP4-quantized as released.
 
-use super::attention::{Attention, AttentionSpec, Mask, LayerMasks};
+use super::attention::{Attention, AttentionSpec, LayerMasks};
 use super::cache::Cache;
 use super::layers::output_logits;
 use super::moe::{Glu, SwitchGlu};

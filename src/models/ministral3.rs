@@ -6,7 +6,7 @@
 //! `language_model.` (MLX) or `model.language_model.` (Hugging Face); the
 //! vision tower and projector are skipped.
 
-use super::attention::{Attention, AttentionSpec, Mask, PositionScale, LayerMasks};
+use super::attention::{Attention, AttentionSpec, LayerMasks, PositionScale};
 use super::cache::Cache;
 use super::layers::output_logits;
 use super::llama::Mlp;

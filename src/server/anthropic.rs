@@ -158,7 +158,7 @@ impl MessagesRequest {
             s.top_k = k;
         }
         s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens as usize, stop: self.stop_sequences.clone(), ignore_eos: false })
+        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: None })
     }
 }
 

@@ -7,6 +7,7 @@
 use super::bridge::Update;
 use super::openai::ReasoningSplit;
 use super::{rfc3339, ApiError, Job, Server, ServedModel};
+use crate::chat::params::OutputConstraint;
 use crate::chat::template::TemplateOptions;
 use crate::chat::params::{GenerateParams, GenerationStats, SamplingParams, DEFAULT_MAX_TOKENS};
 use crate::chat::{Message, Role};
@@ -132,7 +133,7 @@ fn params(options: &Map<String, Value>, recommended: &crate::chat::params::Recom
         }
     }
     s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(GenerateParams { sampling: s, max_tokens: max, stop, ignore_eos: false })
+    Ok(GenerateParams { sampling: s, max_tokens: max, stop, ignore_eos: false, constraint: None })
 }
 
 #[derive(Deserialize)]
@@ -193,10 +194,18 @@ pub struct GenerateRequest {
     format: Option<Value>,
 }
 
-fn unsupported(format: &Option<Value>, tools: Option<&Vec<Value>>) -> Result<(), ApiError> {
-    if format.as_ref().is_some_and(|f| !f.is_null() && f != "") {
-        return Err(ApiError::bad_request("'format' (structured output) is not supported by this server yet"));
+/// Ollama's `format`: "json" (any JSON object) or a JSON schema.
+fn format_constraint(format: &Option<Value>) -> Result<Option<OutputConstraint>, ApiError> {
+    match format {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => Ok(Some(OutputConstraint::JsonObject)),
+        Some(s @ Value::Object(_)) => Ok(Some(OutputConstraint::JsonSchema(s.clone()))),
+        Some(other) => Err(ApiError::bad_request(format!("format must be \"json\" or a JSON schema, not {other}"))),
     }
+}
+
+fn unsupported(tools: Option<&Vec<Value>>) -> Result<(), ApiError> {
     if tools.is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::bad_request("'tools' is not supported by this server yet"));
     }
@@ -205,7 +214,8 @@ fn unsupported(format: &Option<Value>, tools: Option<&Vec<Value>>) -> Result<(),
 
 pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Response, OllamaError> {
     let req: ChatRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad chat request: {e}")))?;
-    unsupported(&req.format, req.tools.as_ref())?;
+    unsupported(req.tools.as_ref())?;
+    let constraint = format_constraint(&req.format)?;
     let mut messages = Vec::new();
     for m in &req.messages {
         if m.images.as_ref().is_some_and(|i| !i.is_empty()) {
@@ -231,7 +241,11 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
     let options = req.options.clone();
     let template = think_options(&req.think)?;
     let job = server
-        .start(Some(&req.model), "ollama chat", |info| Ok((Prompt::ChatWith(messages, template), params(&options, &info.recommended)?)))
+        .start(Some(&req.model), "ollama chat", |info| {
+            let mut p = params(&options, &info.recommended)?;
+            p.constraint = constraint;
+            Ok((Prompt::ChatWith(messages, template), p))
+        })
         .await?;
     Ok(respond(job, req.stream.unwrap_or(true), |content, thinking| {
         let mut message = json!({"role": "assistant", "content": content});
@@ -245,7 +259,7 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
 
 pub async fn generate(State(server): State<Arc<Server>>, body: Bytes) -> Result<Response, OllamaError> {
     let req: GenerateRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad generate request: {e}")))?;
-    unsupported(&req.format, None)?;
+    let constraint = format_constraint(&req.format)?;
     let prompt = if req.raw {
         Prompt::Raw(req.prompt.clone())
     } else {
@@ -257,7 +271,13 @@ pub async fn generate(State(server): State<Arc<Server>>, body: Bytes) -> Result<
         Prompt::Chat(msgs)
     };
     let options = req.options.clone();
-    let job = server.start(Some(&req.model), "ollama generate", |info| Ok((prompt, params(&options, &info.recommended)?))).await?;
+    let job = server
+        .start(Some(&req.model), "ollama generate", |info| {
+            let mut p = params(&options, &info.recommended)?;
+            p.constraint = constraint;
+            Ok((prompt, p))
+        })
+        .await?;
     Ok(respond(job, req.stream.unwrap_or(true), |content, thinking| {
         let mut v = json!({"response": content});
         if !thinking.is_empty() {

@@ -7,7 +7,7 @@
 
 use super::bridge::{CancelOnDrop, Update};
 use super::{ApiError, Server};
-use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, SamplingParams, DEFAULT_MAX_TOKENS};
+use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, OutputConstraint, SamplingParams, DEFAULT_MAX_TOKENS};
 use crate::chat::template::TemplateOptions;
 use crate::chat::{Message, Role};
 use crate::engine::Prompt;
@@ -52,6 +52,9 @@ pub struct ChatRequest {
     /// (`enable_thinking`, `reasoning_effort`).
     #[serde(default)]
     chat_template_kwargs: Option<Map<String, Value>>,
+    /// `text`, `json_object` or `json_schema` (structured output).
+    #[serde(default)]
+    response_format: Option<Value>,
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -135,6 +138,21 @@ impl ChatRequest {
             .collect()
     }
 
+    /// `response_format` as an output constraint.
+    fn constraint(&self) -> Result<Option<OutputConstraint>, ApiError> {
+        let Some(f) = &self.response_format else { return Ok(None) };
+        match f["type"].as_str() {
+            None if f.is_null() => Ok(None),
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(OutputConstraint::JsonObject)),
+            Some("json_schema") => match &f["json_schema"]["schema"] {
+                s if s.is_object() || s.is_boolean() => Ok(Some(OutputConstraint::JsonSchema(s.clone()))),
+                _ => Err(ApiError::bad_request("response_format.json_schema.schema must be a JSON Schema object")),
+            },
+            _ => Err(ApiError::bad_request("response_format.type must be text, json_object or json_schema")),
+        }
+    }
+
     /// The template variables this request sets.
     fn template_options(&self) -> Result<TemplateOptions, ApiError> {
         let mut o = TemplateOptions::default();
@@ -177,7 +195,7 @@ impl ChatRequest {
             Some(Stop::Many(v)) if v.len() <= 16 => v.clone(),
             Some(Stop::Many(_)) => return Err(ApiError::bad_request("at most 16 stop strings")),
         };
-        Ok(GenerateParams { sampling, max_tokens: max as usize, stop, ignore_eos: false })
+        Ok(GenerateParams { sampling, max_tokens: max as usize, stop, ignore_eos: false, constraint: self.constraint()? })
     }
 }
 

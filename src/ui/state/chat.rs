@@ -173,6 +173,7 @@ impl AppState {
             max_tokens: self.settings.max_tokens.max(1),
             stop: vec![],
             ignore_eos: false,
+            constraint: None,
         }
     }
 
