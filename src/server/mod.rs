@@ -10,6 +10,7 @@ pub mod anthropic;
 pub mod bridge;
 pub mod ollama;
 pub mod openai;
+mod openai_request;
 
 use crate::engine::protocol::{EngineError, ErrorKind};
 use crate::engine::EngineHandle;
