@@ -131,6 +131,7 @@ pub const CATALOGUE: &[Entry] = &[
     e("mlx-community/Qwen3-1.7B-4bit", "Qwen3", "qwen3", "Thinking model, laptop-friendly", 1_720_000_000, 28, 2048, 6144, 16, 8, 128, 151936),
     e("mlx-community/SmolLM3-3B-4bit", "SmolLM3", "smollm3", "Hugging Face's open 3B with thinking on/off", 3_075_000_000, 36, 2048, 11008, 16, 4, 128, 128256),
     e("mlx-community/Llama-3.2-3B-Instruct-4bit", "Llama 3.2", "llama", "Solid everyday assistant", 3_213_000_000, 28, 3072, 8192, 24, 8, 128, 128256),
+    e("mlx-community/Ministral-3-3B-Instruct-2512-4bit", "Ministral 3", "mistral3", "Mistral's small 2025 model, 256k context", 3_430_000_000, 26, 3072, 9216, 32, 8, 128, 131072),
     e("mlx-community/Phi-3.5-mini-instruct-4bit", "Phi-3.5", "phi3", "Strong reasoning for 3.8B", 3_821_000_000, 32, 3072, 8192, 32, 32, 96, 32064),
     e("mlx-community/Qwen3-4B-4bit", "Qwen3", "qwen3", "Best quality under 8 GB", 4_022_000_000, 36, 2560, 9728, 32, 8, 128, 151936),
     e("mlx-community/Mistral-7B-Instruct-v0.3-4bit", "Mistral", "mistral", "Classic 7B instruct", 7_248_000_000, 32, 4096, 14336, 32, 8, 128, 32768),
