@@ -175,6 +175,19 @@ impl LayerMasks {
     }
 }
 
+/// The one mask of a hybrid model's attention layers (its other layers keep a
+/// recurrent state and take none), from the first KV cache among `caches`,
+/// after checking there is a cache for each of the model's `layers`.
+pub fn hybrid_mask(l: i32, caches: &mut [super::cache::Cache], layers: usize) -> Result<Mask> {
+    if caches.len() != layers {
+        return Err(super::cfg_err(format!("{} caches for {} layers", caches.len(), layers)));
+    }
+    match caches.iter_mut().find(|c| !c.is_state()) {
+        Some(c) => attention_mask(l, c.as_kv()?),
+        None => Ok(Mask::None),
+    }
+}
+
 /// The mask for `l` new tokens written into `cache` (and every cache of the same
 /// kind in the model: layers of one kind hold the same positions). A windowed
 /// cache is trimmed first, so the mask matches the keys the layers will fetch.

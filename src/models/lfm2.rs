@@ -8,7 +8,7 @@
 //! Caches: a `StateCache` holding the last K-1 inputs of each conv layer, a KV
 //! cache for each attention layer.
 
-use super::attention::{attention_mask, Attention, AttentionSpec, Mask, QkNorm};
+use super::attention::{hybrid_mask, Attention, AttentionSpec, QkNorm};
 use super::cache::{Cache, StateCache};
 use super::layers::{output_logits, swiglu};
 use super::rope::Rope;
@@ -302,16 +302,9 @@ impl Model {
 
 impl LanguageModel for Model {
     fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
-        if cache.len() != self.layers.len() {
-            return Err(cfg_err(format!("{} caches for {} layers", cache.len(), self.layers.len())));
-        }
+        // One mask for all attention layers, built once per pass.
+        let mask = hybrid_mask(tokens.shape()[1], cache, self.layers.len())?;
         let mut h = self.embed_tokens.forward(tokens)?;
-        let l = tokens.shape()[1];
-        let first_attn = self.layers.iter().position(|b| matches!(b.op, Operator::Attention(_)));
-        let mask = match first_attn {
-            Some(i) => attention_mask(l, cache[i].as_kv()?)?,
-            None => Mask::None,
-        };
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let x = layer.operator_norm.forward(&h)?;
             let r = match &layer.op {

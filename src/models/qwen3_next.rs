@@ -19,7 +19,7 @@
 //! mlx-lm keeps `qwen3_next.py` (config, Gated DeltaNet layer, gated attention,
 //! MoE with shared expert, block, model), for both generations.
 
-use super::attention::{attention_mask, Mask};
+use super::attention::{hybrid_mask, Mask};
 use super::cache::{Cache, KvCache, StateCache};
 use super::gated_delta;
 use super::layers::output_logits;
@@ -596,17 +596,9 @@ impl Model {
 
 impl LanguageModel for Model {
     fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
-        if cache.len() != self.layers.len() {
-            return Err(cfg_err(format!("{} caches for {} layers", cache.len(), self.layers.len())));
-        }
-        let mut h = self.embed_tokens.forward(tokens)?;
         // One mask for all attention layers, built once per pass.
-        let l = tokens.shape()[1];
-        let first_attn = self.layers.iter().position(|b| matches!(b.mixer, Mixer::Attention(_)));
-        let mask = match first_attn {
-            Some(i) => attention_mask(l, cache[i].as_kv()?)?,
-            None => Mask::None,
-        };
+        let mask = hybrid_mask(tokens.shape()[1], cache, self.layers.len())?;
+        let mut h = self.embed_tokens.forward(tokens)?;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let x = layer.input_layernorm.forward(&h)?;
             let r = match &layer.mixer {
