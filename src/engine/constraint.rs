@@ -22,14 +22,18 @@ use std::sync::Arc;
 /// A tokenizer's vocabulary as llguidance reads it, built once per model.
 pub struct GrammarVocab {
     factory: ParserFactory,
-    /// The logits' width (the model's vocabulary, which may exceed the tokenizer's).
+    /// The logits' width: the model's vocabulary, which may be larger than
+    /// the tokenizer's (padding rows) or smaller (added tokens the model
+    /// cannot emit).
     width: usize,
 }
 
 impl GrammarVocab {
     pub fn new(tok: &TextTokenizer, eos: u32, width: usize) -> Result<Self> {
-        let n = tok.vocab_size().max(width);
-        let words: Vec<Vec<u8>> = (0..n as u32)
+        if eos as usize >= width {
+            return Err(Error::InvalidArgument(format!("end-of-sequence token {eos} is outside the model's {width} logits")));
+        }
+        let words: Vec<Vec<u8>> = (0..width as u32)
             .map(|id| {
                 if (id as usize) < tok.vocab_size() && !tok.is_special(id) {
                     tok.bytes_of(id).to_vec()
@@ -41,7 +45,7 @@ impl GrammarVocab {
                 }
             })
             .collect();
-        let info = TokRxInfo::new(n as u32, eos);
+        let info = TokRxInfo::new(width as u32, eos);
         let env: TokEnv = Arc::new(ApproximateTokEnv::new(TokTrie::from(&info, &words)));
         let mut factory = ParserFactory::new_simple(&env).map_err(|e| Error::InvalidArgument(format!("grammar vocabulary: {e}")))?;
         factory.quiet();
@@ -88,8 +92,8 @@ impl Constraint {
         let vob = self.matcher.compute_mask_or_eos().map_err(|e| Error::InvalidArgument(format!("structured output: {e}")))?;
         let mut m = vec![f32::NEG_INFINITY; self.width];
         vob.iter_set_entries(|i| {
-            if i < m.len() {
-                m[i] = 0.0;
+            if let Some(x) = m.get_mut(i) {
+                *x = 0.0;
             }
         });
         self.mask_time += t.elapsed();
@@ -105,10 +109,5 @@ impl Constraint {
             return Ok(());
         }
         self.matcher.consume_token(id).map_err(|e| Error::InvalidArgument(format!("structured output: {e}")))
-    }
-
-    /// The output is complete (only end-of-sequence may follow).
-    pub fn is_done(&self) -> bool {
-        self.matcher.is_stopped()
     }
 }

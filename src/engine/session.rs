@@ -123,7 +123,7 @@ impl Session {
             Some(c) => {
                 if self.grammar.is_none() {
                     let eos = tok.eos_ids.first().copied().ok_or_else(|| Error::InvalidArgument("structured output needs an end-of-sequence token".into()))?;
-                    let width = self.loaded.model.info().vocab_size.max(tok.vocab_size());
+                    let width = self.loaded.model.info().vocab_size;
                     self.grammar = Some(GrammarVocab::new(tok, eos, width)?);
                 }
                 Some(self.grammar.as_ref().expect("built above").start(c)?)

@@ -63,11 +63,6 @@ impl PromptCache {
         }
     }
 
-    /// Lengths of the snapshots held (for tests and the status line).
-    pub fn snapshot_lengths(&self) -> Vec<usize> {
-        self.snapshots.iter().map(|s| s.len).collect()
-    }
-
     /// Makes the cache hold exactly `prompt[..n]` for the largest `n <= reuse`
     /// it can reach (cutting KV layers back, restoring state layers from a
     /// snapshot), and returns `n`.

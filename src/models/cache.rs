@@ -193,10 +193,6 @@ impl StateCache {
     pub fn arrays(&self) -> Vec<&Array> {
         self.arrays.iter().flatten().collect()
     }
-
-    pub fn nbytes(&self) -> usize {
-        self.arrays().iter().map(|a| a.nbytes()).sum()
-    }
 }
 
 /// One layer's cache.

@@ -162,7 +162,7 @@ impl Model {
                         qk_norm: Some(QkNorm { eps, plus_one: true }),
                         scale,
                         sinks: false,
-            position_scale: None,
+                        position_scale: None,
                     },
                 )?,
                 window: sliding.then_some(c.sliding_window),

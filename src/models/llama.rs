@@ -127,7 +127,7 @@ pub(crate) fn attention_spec(c: &Config, v: Variant) -> AttentionSpec {
         qk_norm: v.qk_norm.then_some(QkNorm { eps: c.rms_norm_eps, plus_one: false }),
         scale: (c.head_dim() as f32).powf(-0.5),
         sinks: false,
-            position_scale: None,
+        position_scale: None,
     }
 }
 
