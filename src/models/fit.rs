@@ -34,8 +34,7 @@ pub struct Shape {
 impl Shape {
     /// From a Hugging Face / MLX config.json; `params` from the headers.
     pub fn from_config(cfg: &serde_json::Value, params: u64) -> Option<Shape> {
-        // Multimodal configs keep the language model under text_config.
-        let c = if cfg["text_config"].is_object() { &cfg["text_config"] } else { cfg };
+        let c = super::text_config(cfg);
         let get = |k: &str| c[k].as_u64();
         let hidden = get("hidden_size")?;
         let heads = get("num_attention_heads")?;

@@ -120,15 +120,12 @@ impl Config {
     /// The text config: nested under `text_config` in `gemma4` checkpoints
     /// (whose top-level vocab_size wins, as mlx-lm reads them).
     pub fn from_json(config: &Value) -> Result<Self> {
-        let text = if config["text_config"].is_object() {
-            let mut t = config["text_config"].clone();
+        let mut text = super::text_config(config).clone();
+        if config["text_config"].is_object() {
             if let Some(v) = config.get("vocab_size").filter(|v| v.is_number()) {
-                t["vocab_size"] = v.clone();
+                text["vocab_size"] = v.clone();
             }
-            t
-        } else {
-            config.clone()
-        };
+        }
         let c: Config = serde_json::from_value(text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
         c.validate()?;
         Ok(c)
@@ -393,31 +390,11 @@ pub struct Model {
     kv_source: Vec<usize>,
 }
 
-/// `gemma4` checkpoints' names to the text model's (`model.*`, `lm_head`),
-/// dropping the vision and audio towers.
-fn text_names(w: Weights) -> Weights {
-    const SKIP: [&str; 6] = ["vision_tower", "multi_modal_projector", "audio_tower", "embed_audio", "embed_vision", "vision_embedder"];
-    let (tensors, quant) = w.into_parts();
-    let renamed = tensors
-        .into_iter()
-        .filter(|(k, _)| !SKIP.iter().any(|s| k.contains(s)))
-        .map(|(k, v)| {
-            let k = if let Some(rest) = k.strip_prefix("model.language_model.") {
-                format!("model.{rest}")
-            } else {
-                k.strip_prefix("language_model.").map(str::to_string).unwrap_or(k)
-            };
-            (k, v)
-        })
-        .collect();
-    Weights::new(renamed, quant.strip_prefix("language_model."))
-}
-
 impl Model {
     pub fn load(config: Config, w: Weights) -> Result<Self> {
         config.validate()?;
         let c = &config;
-        let mut w = text_names(w);
+        let mut w = w.text_model_only("");
         let (h, eps, n) = (c.hidden_size, c.rms_norm_eps, c.num_hidden_layers);
         let kinds = c.layer_kinds();
         let first_shared = c.first_shared();

@@ -56,21 +56,19 @@ impl Config {
     /// The text config: nested under `text_config` in Mistral 3 checkpoints
     /// (whose head is untied unless they say otherwise, as mlx-lm reads them).
     pub fn from_json(config: &Value) -> Result<Self> {
-        let text = if config["text_config"].is_object() {
-            let mut t = config["text_config"].clone();
-            if let Some(mt) = t["model_type"].as_str().filter(|m| *m != "ministral3") {
+        let nested = config["text_config"].is_object();
+        let mut text = super::text_config(config).clone();
+        if nested {
+            if let Some(mt) = text["model_type"].as_str().filter(|m| *m != "ministral3") {
                 return Err(Error::UnknownArchitecture(format!("mistral3 with a {mt} text model"), "ministral3".into()));
             }
-            if t["tie_word_embeddings"].is_null() {
-                t["tie_word_embeddings"] = Value::Bool(false);
+            if text["tie_word_embeddings"].is_null() {
+                text["tie_word_embeddings"] = Value::Bool(false);
             }
-            if !t["model_type"].is_string() {
-                t["model_type"] = Value::from("ministral3");
+            if !text["model_type"].is_string() {
+                text["model_type"] = Value::from("ministral3");
             }
-            t
-        } else {
-            config.clone()
-        };
+        }
         let c: Config = serde_json::from_value(text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
         c.validate()?;
         Ok(c)
@@ -146,30 +144,11 @@ pub struct Model {
     rope: Rope,
 }
 
-/// Mistral 3's names to a plain decoder's (`model.*`, `lm_head`), dropping
-/// the vision tower and projector.
-fn text_names(w: Weights) -> Weights {
-    let (tensors, quant) = w.into_parts();
-    let renamed = tensors
-        .into_iter()
-        .filter(|(k, _)| !k.contains("vision_tower") && !k.contains("multi_modal_projector"))
-        .map(|(k, v)| {
-            let k = if let Some(rest) = k.strip_prefix("model.language_model.") {
-                format!("model.{rest}")
-            } else {
-                k.strip_prefix("language_model.").map(str::to_string).unwrap_or(k)
-            };
-            (k, v)
-        })
-        .collect();
-    Weights::new(renamed, quant.strip_prefix("language_model."))
-}
-
 impl Model {
     pub fn load(config: Config, w: Weights) -> Result<Self> {
         config.validate()?;
         let c = &config;
-        let mut w = text_names(w);
+        let mut w = w.text_model_only("");
         let (h, eps) = (c.hidden_size, c.rms_norm_eps);
         let hd = c.head_dim();
         let spec = AttentionSpec {

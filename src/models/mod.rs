@@ -85,6 +85,16 @@ impl ArchInfo {
     }
 }
 
+/// The language model's part of a config.json: multimodal checkpoints nest
+/// it under `text_config`.
+pub fn text_config(config: &serde_json::Value) -> &serde_json::Value {
+    if config["text_config"].is_object() {
+        &config["text_config"]
+    } else {
+        config
+    }
+}
+
 pub(crate) fn cfg_err(msg: impl Into<String>) -> Error {
     Error::Config(msg.into())
 }

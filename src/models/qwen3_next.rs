@@ -107,15 +107,10 @@ impl Config {
     /// The text config of a Qwen3.5 checkpoint (nested under `text_config`)
     /// or Qwen3-Next's top level.
     pub fn from_json(config: &Value) -> Result<Self> {
-        let text = if config["text_config"].is_object() {
-            let mut t = config["text_config"].clone();
-            if !t["model_type"].is_string() {
-                t["model_type"] = config["model_type"].clone();
-            }
-            t
-        } else {
-            config.clone()
-        };
+        let mut text = super::text_config(config).clone();
+        if !text["model_type"].is_string() {
+            text["model_type"] = config["model_type"].clone();
+        }
         let c: Config = serde_json::from_value(text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
         c.validate()?;
         Ok(c)
@@ -398,6 +393,16 @@ impl GatedDeltaNet {
     }
 }
 
+/// An RMSNorm whose weight may be stored as an offset from 1 (`plus_one`:
+/// Hugging Face's layout of these models; MLX folders have the 1 folded in).
+fn load_norm(w: &mut Weights, name: &str, dim: i32, eps: f32, plus_one: bool) -> Result<RmsNorm> {
+    if plus_one {
+        RmsNorm::load_plus_one(w, name, dim, eps)
+    } else {
+        RmsNorm::load(w, name, dim, eps)
+    }
+}
+
 /// Softmax attention with an output gate: q_proj yields each head's query
 /// and gate side by side; q/k RMSNorm; RoPE on the first `rotary_dims`.
 struct GatedAttention {
@@ -414,16 +419,18 @@ struct GatedAttention {
 }
 
 impl GatedAttention {
-    fn load(w: &mut Weights, p: &str, c: &Config) -> Result<Self> {
+    /// `plus_one`: q/k norm weights stored as offsets from 1 (Hugging Face layout).
+    fn load(w: &mut Weights, p: &str, c: &Config, plus_one: bool) -> Result<Self> {
         let (h, nh, nkv, hd) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        let norm = |w: &mut Weights, name: String| load_norm(w, &name, hd, c.rms_norm_eps, plus_one);
         let bias = c.attention_bias;
         Ok(GatedAttention {
             q_proj: Linear::load(w, &format!("{p}.q_proj"), 2 * nh * hd, h, bias)?,
             k_proj: Linear::load(w, &format!("{p}.k_proj"), nkv * hd, h, bias)?,
             v_proj: Linear::load(w, &format!("{p}.v_proj"), nkv * hd, h, bias)?,
             o_proj: Linear::load(w, &format!("{p}.o_proj"), h, nh * hd, bias)?,
-            q_norm: RmsNorm::load(w, &format!("{p}.q_norm"), hd, c.rms_norm_eps)?,
-            k_norm: RmsNorm::load(w, &format!("{p}.k_norm"), hd, c.rms_norm_eps)?,
+            q_norm: norm(w, format!("{p}.q_norm"))?,
+            k_norm: norm(w, format!("{p}.k_norm"))?,
             heads: nh,
             kv_heads: nkv,
             head_dim: hd,
@@ -498,67 +505,27 @@ pub struct Model {
     rope: Rope,
 }
 
-/// Qwen3.5's names to MLX's (`language_model.model.*`, `language_model.lm_head`),
-/// dropping the vision tower; returns how many vision tensors were skipped.
-fn language_model_names(w: Weights) -> (Weights, usize) {
-    let (tensors, quant) = w.into_parts();
-    let mut skipped = 0;
-    let renamed = tensors
-        .into_iter()
-        .filter_map(|(k, v)| {
-            if k.starts_with("vision_tower") || k.starts_with("model.visual") || k.starts_with("visual.") {
-                skipped += 1;
-                return None;
-            }
-            let k = if let Some(rest) = k.strip_prefix("model.language_model.") {
-                format!("language_model.model.{rest}")
-            } else if k.starts_with("language_model.") {
-                k
-            } else {
-                format!("language_model.{k}")
-            };
-            Some((k, v))
-        })
-        .collect();
-    (Weights::new(renamed, quant), skipped)
-}
-
 impl Model {
     pub fn load(config: Config, w: Weights) -> Result<Self> {
         config.validate()?;
         let c = &config;
-        let (mut w, root) = if c.is_qwen3_5() {
-            let (w, _vision) = language_model_names(w);
-            (w, "language_model.")
-        } else {
-            (w, "")
-        };
+        // Qwen3.5 checkpoints are multimodal: the text model under MLX's
+        // `language_model.` root (errors then name tensors as the folder does).
+        let root = if c.is_qwen3_5() { "language_model." } else { "" };
+        let mut w = w.text_model_only(root);
         // Hugging Face checkpoints store norms as offsets from 1 and the conv
         // as [C, 1, K]; converted MLX folders have both folded (mlx-lm's sanitize).
         let hf_layout = w.tensors().iter().any(|(k, v)| k.ends_with("conv1d.weight") && v.ndim() == 3 && v.shape()[2] != 1);
         let (h, eps) = (c.hidden_size, c.rms_norm_eps);
-        let norm = |w: &mut Weights, name: &str, dim: i32| -> Result<RmsNorm> {
-            if hf_layout {
-                RmsNorm::load_plus_one(w, name, dim, eps)
-            } else {
-                RmsNorm::load(w, name, dim, eps)
-            }
-        };
-        let m = format!("{root}model");
-        let embed_tokens = Embedding::load(&mut w, &format!("{m}.embed_tokens"), c.vocab_size, h)?;
+        let norm = |w: &mut Weights, name: &str, dim: i32| load_norm(w, name, dim, eps, hf_layout);
+        let embed_tokens = Embedding::load(&mut w, &format!("{root}model.embed_tokens"), c.vocab_size, h)?;
         let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
-            let p = format!("{m}.layers.{i}");
+            let p = format!("{root}model.layers.{i}");
             let mixer = if c.is_linear(i) {
                 Mixer::Linear(GatedDeltaNet::load(&mut w, &format!("{p}.linear_attn"), c)?)
             } else {
-                let mut a = GatedAttention::load(&mut w, &format!("{p}.self_attn"), c)?;
-                if hf_layout {
-                    let one = |n: &RmsNorm| -> Result<Array> { Ok(n.weight.add(mlx_rs::array!(1.0f32).as_dtype(n.weight.dtype())?)?) };
-                    a.q_norm.weight = one(&a.q_norm)?;
-                    a.k_norm.weight = one(&a.k_norm)?;
-                }
-                Mixer::Attention(a)
+                Mixer::Attention(GatedAttention::load(&mut w, &format!("{p}.self_attn"), c, hf_layout)?)
             };
             let mlp = if c.is_sparse(i) {
                 let q = format!("{p}.mlp");
@@ -578,13 +545,12 @@ impl Model {
                 post_attention_layernorm: norm(&mut w, &format!("{p}.post_attention_layernorm"), h)?,
             });
         }
-        let final_norm = norm(&mut w, &format!("{m}.norm"), h)?;
-        let head = format!("{root}lm_head");
+        let final_norm = norm(&mut w, &format!("{root}model.norm"), h)?;
         let lm_head = if c.tie_word_embeddings {
-            let _ = w.take(&format!("{head}.weight"));
+            let _ = w.take(&format!("{root}lm_head.weight"));
             None
         } else {
-            Some(Linear::load(&mut w, &head, c.vocab_size, h, false)?)
+            Some(Linear::load(&mut w, &format!("{root}lm_head"), c.vocab_size, h, false)?)
         };
         let scaling = c.rope_scaling.clone().filter(|s| !matches!(s.rope_type.as_deref(), Some("default") | None));
         let rope = Rope::new(c.rotary_dims(), c.theta(), scaling.as_ref())?;

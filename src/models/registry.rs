@@ -51,7 +51,7 @@ pub fn check_config(config: &Value) -> Result<()> {
     let arch = check_supported(model_type(config)?)?;
     let parse = |e: serde_json::Error| Error::Config(format!("config.json: {e}"));
     // Name the field when a size does not even fit the integer it is read into.
-    let sizes = if config["text_config"].is_object() { &config["text_config"] } else { config };
+    let sizes = super::text_config(config);
     for key in [
         "hidden_size",
         "intermediate_size",
@@ -87,7 +87,7 @@ pub fn check_config(config: &Value) -> Result<()> {
         c.validate()?;
         c.base.max_position_embeddings
     } else if arch == "gemma3" {
-        let cfg = if config["text_config"].is_object() { &config["text_config"] } else { config };
+        let cfg = super::text_config(config);
         let c: gemma3::Config = serde_json::from_value(cfg.clone()).map_err(parse)?;
         c.validate()?;
         c.max_position_embeddings
@@ -136,7 +136,7 @@ pub fn build(config: &Value, weights: Weights) -> Result<Box<dyn LanguageModel>>
         "phi3" => Ok(Box::new(phi3::load(config, weights)?)),
         "gemma3" => {
             // Multimodal configs nest the language model under text_config.
-            let cfg = if config["text_config"].is_object() { &config["text_config"] } else { config };
+            let cfg = super::text_config(config);
             let c: gemma3::Config = serde_json::from_value(cfg.clone()).map_err(parse)?;
             Ok(Box::new(gemma3::Model::load(c, weights)?))
         }

@@ -21,14 +21,6 @@ pub struct QuantConfig {
 }
 
 impl QuantConfig {
-    /// The same settings with `prefix` taken off the per-layer names (for
-    /// checkpoints whose layers a model renames, e.g. `language_model.`).
-    pub fn strip_prefix(mut self, prefix: &str) -> Self {
-        self.overrides =
-            self.overrides.into_iter().map(|(k, v)| (k.strip_prefix(prefix).map(str::to_string).unwrap_or(k), v)).collect();
-        self
-    }
-
     pub fn from_config(config: &serde_json::Value) -> Result<Self> {
         let q = if config["quantization"].is_object() {
             &config["quantization"]
@@ -97,6 +89,27 @@ impl Weights {
 
     pub fn into_parts(self) -> (HashMap<String, Array>, QuantConfig) {
         (self.tensors, self.quant)
+    }
+
+    /// A multimodal checkpoint's language model under a decoder's names,
+    /// `{root}model.*` and `{root}lm_head`: from `language_model.model.*` (MLX),
+    /// `model.language_model.*` (Hugging Face) or plain names alike; the vision
+    /// and audio towers dropped. Per-layer quantization entries follow the
+    /// names. (Qwen3.5 keeps MLX's `language_model.` root, so its errors name
+    /// tensors as mlx-community folders do; Gemma 4 and Mistral 3 use none.)
+    pub fn text_model_only(mut self, root: &str) -> Weights {
+        const TOWERS: [&str; 7] =
+            ["vision_tower", "multi_modal_projector", "audio_tower", "embed_audio", "embed_vision", "vision_embedder", "visual."];
+        let name = |k: &str| -> String {
+            let plain = match k.strip_prefix("model.language_model.") {
+                Some(rest) => format!("model.{rest}"),
+                None => k.strip_prefix("language_model.").unwrap_or(k).to_string(),
+            };
+            format!("{root}{plain}")
+        };
+        let tensors = self.tensors.into_iter().filter(|(k, _)| !TOWERS.iter().any(|t| k.contains(t))).map(|(k, v)| (name(&k), v)).collect();
+        self.quant.overrides = std::mem::take(&mut self.quant.overrides).into_iter().map(|(k, v)| (name(&k), v)).collect();
+        Weights::new(tensors, self.quant)
     }
 
     pub fn insert_all(&mut self, items: impl IntoIterator<Item = (String, Array)>) {
