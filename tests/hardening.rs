@@ -186,7 +186,7 @@ fn a_read_only_gguf_loads() {
         max_tokens: 16,
         stop: vec![],
         ignore_eos: false,
-            constraint: None,
+        constraint: None,
     };
     let mut text = String::new();
     s.generate(&ids, &p2, &std::sync::atomic::AtomicBool::new(false), &mut |t| text.push_str(t)).unwrap();

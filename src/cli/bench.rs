@@ -51,7 +51,7 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
         max_tokens: gen_tokens,
         stop: vec![],
         ignore_eos: true,
-            constraint: None,
+        constraint: None,
     };
     let cancel = std::sync::atomic::AtomicBool::new(false);
     for &n in prompt_lens {

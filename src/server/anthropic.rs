@@ -7,8 +7,8 @@
 use super::bridge::Update;
 use super::openai::ReasoningSplit;
 use super::{ApiError, Job, Server};
-use crate::chat::template::TemplateOptions;
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, SamplingParams};
+use crate::chat::template::TemplateOptions;
 use crate::chat::{Message, Role};
 use crate::engine::Prompt;
 use axum::body::Bytes;

@@ -7,9 +7,8 @@
 use super::bridge::Update;
 use super::openai::ReasoningSplit;
 use super::{rfc3339, ApiError, Job, Server, ServedModel};
-use crate::chat::params::OutputConstraint;
+use crate::chat::params::{GenerateParams, GenerationStats, OutputConstraint, SamplingParams, DEFAULT_MAX_TOKENS};
 use crate::chat::template::TemplateOptions;
-use crate::chat::params::{GenerateParams, GenerationStats, SamplingParams, DEFAULT_MAX_TOKENS};
 use crate::chat::{Message, Role};
 use crate::engine::Prompt;
 use axum::body::{Body, Bytes};

@@ -2,6 +2,7 @@
 //! being streamed, the input box, search and undo; and the actions on them.
 
 use super::{AppState, View};
+use crate::chat::template::TemplateOptions;
 use crate::chat::Role;
 use crate::engine::{Command, GenerateParams, Prompt};
 use crate::store::conversations::{now_secs, serialize, ChatMessage, Conversation, ConversationStore};
@@ -182,25 +183,26 @@ impl AppState {
         self.current_conversation().and_then(|c| c.thinking)
     }
 
-    /// Turns thinking on or off for the current conversation (kept with it).
+    /// Turns thinking on or off for the current conversation (kept with it;
+    /// each reply sends it with its request).
     pub fn set_thinking(&mut self, on: bool) {
         let Some(id) = self.chat.current.clone() else { return };
         if let Some(c) = self.chat.conversation_mut(&id) {
             c.thinking = Some(on);
         }
         self.persist(&id);
-        self.send_template_options();
     }
 
     fn start_reply(&mut self, id: &str) {
-        // The template variables of this conversation (thinking on/off).
-        self.send_template_options();
         let params = self.params();
         let Some(c) = self.chat.conversation_mut(id) else { return };
         c.messages.push(ChatMessage::new(Role::Assistant, ""));
         c.updated = now_secs();
         let prompt = c.prompt_messages();
-        let request = self.engine.handle.generate(Prompt::Chat(prompt), params);
+        // This conversation's thinking choice goes with its request; the
+        // engine keeps the settings' template variables for the rest.
+        let options = TemplateOptions { enable_thinking: c.thinking, ..TemplateOptions::default() };
+        let request = self.engine.handle.generate(Prompt::ChatWith(prompt, options), params);
         self.chat.streaming = Some(Streaming {
             request,
             conversation: id.to_string(),

@@ -44,10 +44,7 @@ impl AppState {
     /// Tells the engine the template variables from the settings; it keeps
     /// them for every model it loads.
     pub fn send_template_options(&self) {
-        let options = TemplateOptions {
-            reasoning_effort: Some(self.settings.reasoning_effort),
-            enable_thinking: self.current_thinking(),
-        };
+        let options = TemplateOptions { reasoning_effort: Some(self.settings.reasoning_effort), ..TemplateOptions::default() };
         self.engine.handle.send(Command::SetTemplateOptions(options));
     }
 
