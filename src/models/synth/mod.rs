@@ -78,7 +78,8 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
     };
     let router_quant = QuantSpec::affine(64, 8);
     let dense_only: Vec<i64> = cfg["mlp_only_layers"].as_array().map(|a| a.iter().filter_map(|v| v.as_i64()).collect()).unwrap_or_default();
-    let tied = cfg["tie_word_embeddings"].as_bool().unwrap_or(false);
+    // Gemma 4's config ties the head unless it says otherwise.
+    let tied = cfg["tie_word_embeddings"].as_bool().unwrap_or(mt == "gemma4_text");
     let mut key = random::key(0)?;
     let mut tensors: HashMap<String, Array> = HashMap::new();
     let mut next_key = || -> Result<Array> {
@@ -157,8 +158,9 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
     if mt == "gemma4_text" {
         gemma4_tensors(&cfg, quant, &mut tensors, &mut linear_as, &mut ones, &mut overrides)?;
     }
-    let layers = if mt == "lfm2" || mt == "gemma4_text" { 0 } else { layers };
-    for i in 0..layers {
+    // LFM2's and Gemma 4's layers were written above, by their own writers.
+    let generic_layers = if mt == "lfm2" || mt == "gemma4_text" { 0 } else { layers };
+    for i in 0..generic_layers {
         let p = format!("{root}model.layers.{i}");
         if hybrid {
             let interval = cfg["full_attention_interval"].as_i64().unwrap_or(4) as i32;
@@ -284,7 +286,6 @@ pub fn write_quantized(mut cfg: Value, dst: &Path, quant: Option<QuantSpec>, dty
     if mt != "lfm2" {
         tensors.insert(format!("{root}model.norm.weight"), ones(h)?);
     }
-    let tied = tied || (mt == "gemma4_text" && cfg["tie_word_embeddings"].is_null());
     if !tied {
         linear_as(&format!("{root}lm_head"), &[vocab, h], &mut tensors, quant)?;
     }
