@@ -2,9 +2,10 @@
 //! Python-compatible string/dict methods templates rely on (`.strip()`,
 //! `.startswith()`, `.items()`…), `raise_exception` and `strftime_now`.
 
-use super::Message;
+use super::tools::{inline_tools, CallMarkup, ToolSpec};
+use super::{Message, Role};
 use crate::error::{Error, Result};
-use super::template_compat::{cap_assignments, hearth_cap, python_line_continuations, raise_exception, strftime_now};
+use super::template_compat::{cap_assignments, hearth_cap, python_line_continuations, raise_exception, strftime_now, tojson};
 use minijinja::{context, Environment, ErrorKind, Value};
 
 /// Used when a model ships no template (base models): a plain transcript.
@@ -20,6 +21,11 @@ pub struct ChatTemplate {
     pub harmony: bool,
     /// Variables the template documents beyond the messages.
     pub options: TemplateOptions,
+    /// The template takes `tools` (else Hearth describes them in the system
+    /// message, `tools::inline_tools`).
+    pub takes_tools: bool,
+    /// How the model writes a tool call.
+    pub call_markup: CallMarkup,
 }
 
 /// Variables some templates take besides the conversation; unset ones are left
@@ -30,6 +36,8 @@ pub struct TemplateOptions {
     /// `enable_thinking` (Qwen3, Qwen3.5, SmolLM3): false asks the model to
     /// answer without a reasoning section.
     pub enable_thinking: Option<bool>,
+    /// Functions offered to the model (an API request's `tools`).
+    pub tools: Option<Vec<ToolSpec>>,
 }
 
 impl TemplateOptions {
@@ -38,6 +46,7 @@ impl TemplateOptions {
         TemplateOptions {
             reasoning_effort: over.reasoning_effort.or(self.reasoning_effort),
             enable_thinking: over.enable_thinking.or(self.enable_thinking),
+            tools: over.tools.clone().or_else(|| self.tools.clone()),
         }
     }
 }
@@ -128,13 +137,16 @@ impl ChatTemplate {
         minijinja_contrib::add_to_environment(&mut env);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         env.add_function("__hearth_cap", hearth_cap);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.add_template_owned("chat", cap_assignments(&python_line_continuations(&source)))
             .map_err(|e| Error::Template(format!("the model's chat template does not parse: {e}")))?;
         let harmony = source.contains("<|channel|>") && source.contains("<|message|>");
-        Ok(ChatTemplate { env, source, is_fallback, harmony, options: TemplateOptions::default() })
+        let takes_tools = uses_variable(&source, "tools");
+        let call_markup = if takes_tools { CallMarkup::of(&source, harmony) } else { CallMarkup::Hermes };
+        Ok(ChatTemplate { env, source, is_fallback, harmony, options: TemplateOptions::default(), takes_tools, call_markup })
     }
 
     /// Renders a conversation for generation. A template that rejects a system
@@ -146,13 +158,19 @@ impl ChatTemplate {
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<(String, Vec<Message>)> {
+        let tools = self.options.tools.as_deref().unwrap_or_default();
+        let has_tool_turns = messages.iter().any(|m| m.role == Role::Tool || !m.tool_calls.is_empty());
+        if !self.takes_tools && (!tools.is_empty() || has_tool_turns) {
+            let inlined = inline_tools(messages, tools);
+            return Ok((self.render(&inlined, true, bos_token, eos_token)?, inlined));
+        }
         // Harmony templates get reasoning apart from the answer (`render`
         // splits it out); the text holds only the answers of earlier turns.
         let as_rendered = || -> Vec<Message> {
             if !self.harmony {
                 return messages.to_vec();
             }
-            messages.iter().map(|m| Message { role: m.role, content: super::split_reasoning(&m.content).1.to_string() }).collect()
+            messages.iter().map(|m| Message { content: super::split_reasoning(&m.content).1.to_string(), ..m.clone() }).collect()
         };
         match self.render(messages, true, bos_token, eos_token) {
             Ok(t) => Ok((t, as_rendered())),
@@ -177,16 +195,14 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| Error::Template(e.to_string()))?;
-        let msgs: Vec<Value> = messages
-            .iter()
-            .map(|m| match super::split_reasoning(&m.content) {
-                (Some(thinking), answer) if self.harmony && m.role == super::Role::Assistant => Value::from_serialize(
-                    serde_json::json!({"role": m.role, "content": answer, "thinking": thinking}),
-                ),
-                _ => Value::from_serialize(m),
-            })
-            .collect();
+        // Tool results name their function, as some templates print it.
+        let names: std::collections::HashMap<&str, &str> =
+            messages.iter().flat_map(|m| &m.tool_calls).map(|c| (c.id.as_str(), c.name.as_str())).collect();
+        let msgs: Vec<Value> = messages.iter().map(|m| Value::from_serialize(self.message_value(m, &names))).collect();
         let mut vars = serde_json::Map::new();
+        if let Some(tools) = self.options.tools.as_ref().filter(|t| !t.is_empty() && self.takes_tools) {
+            vars.insert("tools".into(), tools.iter().map(ToolSpec::as_function).collect());
+        }
         if let Some(effort) = self.options.reasoning_effort {
             vars.insert("reasoning_effort".into(), effort.as_str().into());
         }
@@ -217,6 +233,45 @@ impl ChatTemplate {
         })?;
         String::from_utf8(out.out).map_err(|_| Error::Template("the template wrote invalid UTF-8".into()))
     }
+
+    /// A message as Hugging Face templates read it: tool calls as
+    /// `{id, type: "function", function: {name, arguments}}` with the
+    /// arguments an object, a tool result with its call's id and name, and
+    /// (harmony) earlier reasoning in `thinking`.
+    fn message_value(&self, m: &Message, names: &std::collections::HashMap<&str, &str>) -> serde_json::Value {
+        let mut v = serde_json::json!({"role": m.role, "content": m.content});
+        if let (Some(thinking), answer) = super::split_reasoning(&m.content) {
+            if self.harmony && m.role == Role::Assistant {
+                v["content"] = answer.into();
+                v["thinking"] = thinking.into();
+            }
+        }
+        if !m.tool_calls.is_empty() {
+            v["tool_calls"] = m
+                .tool_calls
+                .iter()
+                .map(|c| serde_json::json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                .collect();
+        }
+        if let Some(id) = &m.tool_call_id {
+            v["tool_call_id"] = id.as_str().into();
+            if let Some(name) = names.get(id.as_str()) {
+                v["name"] = (*name).into();
+            }
+        }
+        v
+    }
+}
+
+/// Whether `source` uses a variable `name` (not as part of a longer name
+/// such as `xml_tools`).
+fn uses_variable(source: &str, name: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    source.match_indices(name).any(|(at, _)| {
+        let before = source[..at].chars().next_back();
+        let after = source[at + name.len()..].chars().next();
+        !before.is_some_and(word) && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
 }
 
 #[cfg(test)]

@@ -1,13 +1,130 @@
 //! What transformers' jinja2 setup gives chat templates that minijinja does
 //! not, or does differently: `raise_exception`, `strftime_now` in local time,
-//! Python's backslash-newline in string literals, and a size cap on every
-//! `{% set %}` value (so a doubling loop fails fast).
+//! Python's backslash-newline in string literals, transformers' `tojson`
+//! (Python's `json.dumps`: no HTML escaping, `", "` and `": "`, keys in
+//! their order), and a size cap on every `{% set %}` value (so a doubling
+//! loop fails fast).
 
 use super::template::MAX_PROMPT_BYTES;
 use minijinja::{ErrorKind, Value};
 
 pub(crate) fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> {
     Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+/// transformers' `tojson(x, ensure_ascii=False, indent=None, separators=None,
+/// sort_keys=False)`, which is `json.dumps` with those arguments.
+pub(crate) fn tojson(value: &Value, indent: Option<Value>, kwargs: minijinja::value::Kwargs) -> std::result::Result<Value, minijinja::Error> {
+    let bad = |m: &str| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {m}"));
+    let indent = match kwargs.get::<Option<Value>>("indent")?.or(indent) {
+        None => None,
+        Some(v) if v.is_none() => None,
+        Some(v) => match (v.as_i64(), v.as_str()) {
+            (Some(n), _) => Some(" ".repeat(n.clamp(0, 16) as usize)),
+            (_, Some(s)) => Some(s.to_string()),
+            _ => return Err(bad("indent must be a number or a string")),
+        },
+    };
+    let ensure_ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
+    let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
+    let separators: Option<Vec<String>> = kwargs.get("separators")?;
+    kwargs.assert_all_used()?;
+    // Python's defaults: ", " and ": ", or "," and ": " when indenting.
+    let (item, key) = match separators.as_deref() {
+        Some([i, k]) => (i.clone(), k.clone()),
+        Some(_) => return Err(bad("separators must be two strings")),
+        None if indent.is_some() => (",".into(), ": ".into()),
+        None => (", ".into(), ": ".into()),
+    };
+    let v: serde_json::Value = serde_json::to_value(value).map_err(|e| bad(&e.to_string()))?;
+    let mut out = String::new();
+    py_json(&v, &PyJson { indent, item, key, ensure_ascii, sort_keys }, 0, &mut out);
+    if out.len() > MAX_PROMPT_BYTES {
+        return Err(bad("the value is too large"));
+    }
+    Ok(Value::from_safe_string(out))
+}
+
+struct PyJson {
+    indent: Option<String>,
+    item: String,
+    key: String,
+    ensure_ascii: bool,
+    sort_keys: bool,
+}
+
+fn py_json(v: &serde_json::Value, o: &PyJson, depth: usize, out: &mut String) {
+    use serde_json::Value as J;
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(ind) = &o.indent {
+            out.push('\n');
+            for _ in 0..depth {
+                out.push_str(ind);
+            }
+        }
+    };
+    match v {
+        J::String(s) => py_string(s, o.ensure_ascii, out),
+        J::Array(a) if a.is_empty() => out.push_str("[]"),
+        J::Object(m) if m.is_empty() => out.push_str("{}"),
+        J::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(&o.item);
+                }
+                newline(out, depth + 1);
+                py_json(x, o, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        J::Object(m) => {
+            let mut entries: Vec<(&String, &serde_json::Value)> = m.iter().collect();
+            if o.sort_keys {
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+            }
+            out.push('{');
+            for (i, (k, x)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(&o.item);
+                }
+                newline(out, depth + 1);
+                py_string(k, o.ensure_ascii, out);
+                out.push_str(&o.key);
+                py_json(x, o, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        // Numbers, booleans and null print as JSON does (Python writes 1.0 for a float one).
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A JSON string as Python writes it: `\uXXXX` for control characters (and,
+/// with ensure_ascii, for everything past ASCII, as UTF-16 units).
+fn py_string(s: &str, ensure_ascii: bool, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (ensure_ascii && !c.is_ascii()) => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 pub(crate) fn strftime_now(format: String) -> std::result::Result<String, minijinja::Error> {

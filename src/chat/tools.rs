@@ -3,22 +3,77 @@
 //!   Qwen3, Qwen3.5, Hermes, SmolLM3), any number, text around them is content;
 //! - `Llama3`: the whole reply is `<|python_tag|>` and/or a JSON object
 //!   `{"name": …, "parameters": {…}}` (several joined by `;`);
+//! - `QwenXml`: `<tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n…</function>\n</tool_call>`
+//!   (Qwen3-Coder, Qwen3.5, Qwen3-Next);
 //! - `Mistral`: `[TOOL_CALLS]` then a JSON array of `{"name", "arguments"}`
-//!   (v3) or `name[ARGS]{…}` per call (v11+: Mistral Small 3.x, Ministral 3);
-//! - `Harmony`: gpt-oss's `to=functions.NAME … <|message|>{…}<|call|>`.
+//!   (v3) or `name[ARGS]{…}` per call (v11+: Mistral Small 3.x, Ministral 3).
+//!
+//! gpt-oss's harmony calls are read by the harmony parser (`chat::harmony`)
+//! and reach the text stream in the Hermes form.
 //!
 //! The parser holds back only what could still become a tool call (a partial
 //! opening marker, or the body of one); everything else streams out as text
 //! at once. Whatever does not parse — a broken body, a missing end marker —
 //! comes back as plain text, never an error and never lost.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireCall")]
 pub struct ToolCall {
+    /// The id an API client refers to it by (given by the server; the model
+    /// writes none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     pub name: String,
     /// The arguments as the model wrote them (a JSON object).
     pub arguments: Value,
+}
+
+impl ToolCall {
+    pub fn new(name: impl Into<String>, arguments: Value) -> Self {
+        ToolCall { id: String::new(), name: name.into(), arguments }
+    }
+}
+
+/// A call as it is stored (`{id, name, arguments}`) or as OpenAI and Ollama
+/// clients send it (`{id, type, function: {name, arguments}}`, the arguments
+/// an object or JSON text).
+#[derive(Deserialize)]
+struct WireCall {
+    #[serde(default)]
+    id: String,
+    name: Option<String>,
+    arguments: Option<Value>,
+    function: Option<WireFunction>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    arguments: Option<Value>,
+}
+
+impl TryFrom<WireCall> for ToolCall {
+    type Error = String;
+    fn try_from(w: WireCall) -> Result<Self, String> {
+        let (name, arguments) = match (w.function, w.name) {
+            (Some(f), _) => (f.name, f.arguments),
+            (None, Some(name)) => (name, w.arguments),
+            (None, None) => return Err("a tool call needs a function name".into()),
+        };
+        let arguments = match arguments {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(Value::String(s)) => serde_json::from_str::<Value>(&s)
+                .ok()
+                .filter(Value::is_object)
+                .ok_or_else(|| format!("the arguments of the call to '{name}' are not a JSON object"))?,
+            Some(v @ Value::Object(_)) => v,
+            Some(_) => return Err(format!("the arguments of the call to '{name}' are not a JSON object")),
+        };
+        Ok(ToolCall { id: w.id, name, arguments })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -27,20 +82,21 @@ pub enum ToolEvent {
     Call(ToolCall),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum ToolFormat {
+    #[default]
     Hermes,
+    QwenXml,
     Llama3,
     Mistral,
-    Harmony,
 }
 
 impl ToolFormat {
     /// The format a chat template asks for, from the markup it writes.
     pub fn detect(template: &str) -> Option<ToolFormat> {
-        if template.contains("<|call|>") || template.contains("to=functions.") {
-            Some(ToolFormat::Harmony)
-        } else if template.contains("<tool_call>") {
+        if template.contains("<function=") {
+            Some(ToolFormat::QwenXml)
+        } else if template.contains("<tool_call>") || template.contains("<|call|>") {
             Some(ToolFormat::Hermes)
         } else if template.contains("[TOOL_CALLS]") {
             Some(ToolFormat::Mistral)
@@ -52,13 +108,233 @@ impl ToolFormat {
     }
 }
 
+/// A function the model may call: its name, what it does and its
+/// arguments' JSON Schema (OpenAI's `function` object).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// A JSON Schema for the arguments object.
+    #[serde(default = "empty_object_schema")]
+    pub parameters: Value,
+}
+
+fn empty_object_schema() -> Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+
+impl ToolSpec {
+    /// A tool as OpenAI (`{"type": "function", "function": {…}}`) or Ollama
+    /// clients send it, or the bare function object.
+    pub fn from_value(v: &Value) -> Result<ToolSpec, String> {
+        let f = if v["function"].is_object() {
+            if !(v["type"].is_null() || v["type"] == "function") {
+                return Err(format!("tools of type {} are not supported (only functions)", v["type"]));
+            }
+            &v["function"]
+        } else {
+            v
+        };
+        let spec: ToolSpec = serde_json::from_value(f.clone()).map_err(|e| format!("a tool is not a function definition: {e}"))?;
+        let name_ok = !spec.name.is_empty()
+            && spec.name.len() <= 64
+            && spec.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !name_ok {
+            return Err(format!("tool name '{}' must be 1 to 64 letters, digits, '_', '-' or '.'", spec.name));
+        }
+        if !spec.parameters.is_object() {
+            return Err(format!("the parameters of tool '{}' must be a JSON Schema object", spec.name));
+        }
+        Ok(spec)
+    }
+
+    /// The tool as chat templates and OpenAI clients write it:
+    /// `{"type": "function", "function": {name, description, parameters}}`.
+    pub fn as_function(&self) -> Value {
+        serde_json::json!({"type": "function", "function": self})
+    }
+}
+
+/// How a model's template writes a call, which is what a grammar must
+/// produce to force one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallMarkup {
+    Hermes,
+    QwenXml,
+    Llama3,
+    /// `[TOOL_CALLS][{"name": …, "arguments": …}]` (Mistral v3).
+    MistralJson,
+    /// `[TOOL_CALLS]NAME[ARGS]{…}` (Mistral v11+).
+    MistralArgs,
+    /// gpt-oss: `<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{…}<|call|>`.
+    Harmony,
+}
+
+impl CallMarkup {
+    /// The markup a template writes calls in; templates that take no tools
+    /// get Hearth's Hermes-form description (`inline_tools`).
+    pub fn of(template: &str, harmony: bool) -> CallMarkup {
+        if harmony {
+            return CallMarkup::Harmony;
+        }
+        match ToolFormat::detect(template) {
+            Some(ToolFormat::QwenXml) => CallMarkup::QwenXml,
+            Some(ToolFormat::Llama3) => CallMarkup::Llama3,
+            Some(ToolFormat::Mistral) if template.contains("[ARGS]") => CallMarkup::MistralArgs,
+            Some(ToolFormat::Mistral) => CallMarkup::MistralJson,
+            Some(ToolFormat::Hermes) | None => CallMarkup::Hermes,
+        }
+    }
+
+    /// The parser that reads this markup from the text stream (harmony calls
+    /// reach it in the Hermes form).
+    pub fn reader(self) -> ToolFormat {
+        match self {
+            CallMarkup::Hermes | CallMarkup::Harmony => ToolFormat::Hermes,
+            CallMarkup::QwenXml => ToolFormat::QwenXml,
+            CallMarkup::Llama3 => ToolFormat::Llama3,
+            CallMarkup::MistralJson | CallMarkup::MistralArgs => ToolFormat::Mistral,
+        }
+    }
+}
+
+/// A lark grammar (llguidance's syntax) for exactly one call of one of
+/// `tools`, in `markup`, arguments valid against the tool's schema.
+/// `marker(text)` writes a piece of markup: the control token it is in this
+/// tokenizer, or the text.
+pub fn call_grammar(markup: CallMarkup, tools: &[ToolSpec], marker: &dyn Fn(&str) -> String) -> String {
+    let lit = |t: &str| Value::from(t).to_string();
+    let json = |schema: &Value| {
+        let mut schema = if schema.is_object() { schema.clone() } else { empty_object_schema() };
+        // Compact JSON: with free whitespace a small model can spend its budget on newlines.
+        schema["x-guidance"] = serde_json::json!({"whitespace_flexible": false});
+        format!("%json {schema}")
+    };
+    let mut rules = Vec::new();
+    let mut alts = Vec::new();
+    for (i, t) in tools.iter().enumerate() {
+        let name = Value::from(t.name.as_str()).to_string();
+        let body = match markup {
+            CallMarkup::Hermes => format!(
+                "{} {} args_{i} {} {}",
+                marker("<tool_call>"),
+                lit(&format!("\n{{\"name\": {name}, \"arguments\": ")),
+                lit("}\n"),
+                marker("</tool_call>")
+            ),
+            CallMarkup::Llama3 => format!("{} args_{i} {}", lit(&format!("{{\"name\": {name}, \"parameters\": ")), lit("}")),
+            CallMarkup::MistralJson => format!(
+                "{} {} args_{i} {}",
+                marker("[TOOL_CALLS]"),
+                lit(&format!("[{{\"name\": {name}, \"arguments\": ")),
+                lit("}]")
+            ),
+            CallMarkup::MistralArgs => format!("{} {} {} args_{i}", marker("[TOOL_CALLS]"), lit(&t.name), marker("[ARGS]")),
+            CallMarkup::Harmony => format!(
+                "{} {} {} {} {} args_{i} {}",
+                marker("<|channel|>"),
+                lit(&format!("commentary to=functions.{} ", t.name)),
+                marker("<|constrain|>"),
+                lit("json"),
+                marker("<|message|>"),
+                marker("<|call|>")
+            ),
+            CallMarkup::QwenXml => {
+                // One rule per parameter, in the schema's order; optional ones may be left out.
+                let props = t.parameters["properties"].as_object().cloned().unwrap_or_default();
+                let required: Vec<&str> =
+                    t.parameters["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                let mut params = String::new();
+                for (j, (key, schema)) in props.iter().enumerate() {
+                    let value = if schema["type"] == "string" { "/[^<]*/".to_string() } else { json(schema) };
+                    rules.push(format!("param_{i}_{j}: {} {value} {}", lit(&format!("<parameter={key}>\n")), lit("\n</parameter>\n")));
+                    let opt = if required.contains(&key.as_str()) { "" } else { "?" };
+                    params.push_str(&format!(" param_{i}_{j}{opt}"));
+                }
+                format!(
+                    "{} {}{params} {} {}",
+                    marker("<tool_call>"),
+                    lit(&format!("\n<function={}>\n", t.name)),
+                    lit("</function>\n"),
+                    marker("</tool_call>")
+                )
+            }
+        };
+        alts.push(format!("call_{i}"));
+        rules.push(format!("call_{i}: {body}"));
+        if markup != CallMarkup::QwenXml {
+            rules.push(format!("args_{i}: {}", json(&t.parameters)));
+        }
+    }
+    format!("start: {}\n{}\n", alts.join(" | "), rules.join("\n"))
+}
+
+/// A conversation with tools for a template that takes none: the tools are
+/// described in the system message (Hermes form, which small models follow
+/// best), earlier calls are written into their assistant messages and tool
+/// results become user turns in `<tool_response>` tags, as Qwen's templates
+/// write them.
+pub fn inline_tools(messages: &[super::Message], tools: &[ToolSpec]) -> Vec<super::Message> {
+    use super::{Message, Role};
+    let mut out: Vec<Message> = Vec::new();
+    if !tools.is_empty() {
+        let mut text = String::from("You can call these functions (JSON Schema signatures):\n<tools>\n");
+        for t in tools {
+            text.push_str(&t.as_function().to_string());
+            text.push('\n');
+        }
+        text.push_str(
+            "</tools>\nTo call one, reply with only this, the arguments as a JSON object:\n\
+             <tool_call>\n{\"name\": \"<function name>\", \"arguments\": {<arguments>}}\n</tool_call>",
+        );
+        match messages.first() {
+            Some(m) if m.role == Role::System => out.push(Message::system(format!("{}\n\n{text}", m.content))),
+            _ => out.push(Message::system(text)),
+        }
+    }
+    let skip = usize::from(!tools.is_empty() && messages.first().is_some_and(|m| m.role == Role::System));
+    for m in &messages[skip..] {
+        match m.role {
+            Role::Tool => {
+                let response = format!("<tool_response>\n{}\n</tool_response>", m.content);
+                match out.last_mut() {
+                    // Results of one turn's calls share one user message.
+                    Some(prev) if prev.role == Role::User && prev.content.ends_with("</tool_response>") => {
+                        prev.content = format!("{}\n{response}", prev.content)
+                    }
+                    _ => out.push(Message::user(response)),
+                }
+            }
+            Role::Assistant if !m.tool_calls.is_empty() => {
+                let mut content = m.content.clone();
+                for c in &m.tool_calls {
+                    if !content.is_empty() {
+                        content.push('\n');
+                    }
+                    content.push_str(&hermes_text(&c.name, &c.arguments.to_string()));
+                }
+                out.push(Message::assistant(content));
+            }
+            _ => out.push(Message::new(m.role, m.content.clone())),
+        }
+    }
+    out
+}
+
+/// A call in the Hermes form, `<tool_call>\n{"name": …, "arguments": …}\n</tool_call>`,
+/// with the arguments as written (JSON text).
+pub fn hermes_text(name: &str, arguments: &str) -> String {
+    format!("{HERMES_OPEN}\n{{\"name\": {}, \"arguments\": {}}}\n{HERMES_CLOSE}", Value::from(name), arguments.trim())
+}
+
 /// Reads tool calls out of a streamed reply.
 pub struct ToolStream {
     format: ToolFormat,
     /// Text not yet handed out: a possible marker prefix, or a call's body.
     held: String,
-    /// Inside a call (after its opening marker), or (Llama 3, Mistral,
-    /// Harmony) holding the rest of the reply.
+    /// Inside a call (after its opening marker), or (Llama 3,
+    /// Mistral) holding the rest of the reply.
     inside: bool,
     /// Llama 3: whether the reply's first non-blank text has been seen.
     started: bool,
@@ -79,9 +355,8 @@ impl ToolStream {
         self.held.push_str(piece);
         let mut out = Vec::new();
         match self.format {
-            ToolFormat::Hermes => self.hermes(&mut out),
+            ToolFormat::Hermes | ToolFormat::QwenXml => self.hermes(&mut out),
             ToolFormat::Mistral => self.until_marker(MISTRAL_OPEN, &mut out),
-            ToolFormat::Harmony => self.until_marker("to=functions.", &mut out),
             ToolFormat::Llama3 => self.llama3(&mut out),
         }
         merge_text(out)
@@ -98,9 +373,8 @@ impl ToolStream {
         }
         let calls = match self.format {
             // An unclosed <tool_call>: not a call.
-            ToolFormat::Hermes => None,
+            ToolFormat::Hermes | ToolFormat::QwenXml => None,
             ToolFormat::Mistral => parse_mistral(&held),
-            ToolFormat::Harmony => parse_harmony(&held),
             ToolFormat::Llama3 => parse_llama3(&held),
         };
         match calls {
@@ -117,7 +391,11 @@ impl ToolStream {
                 let whole = self.held[..end + HERMES_CLOSE.len()].to_string();
                 self.held.drain(..end + HERMES_CLOSE.len());
                 self.inside = false;
-                match parse_call(body.trim(), &["arguments", "parameters"]) {
+                let call = match self.format {
+                    ToolFormat::QwenXml => parse_qwen_xml(body.trim()),
+                    _ => parse_call(body.trim(), &["arguments", "parameters"]),
+                };
+                match call {
                     Some(call) => out.push(ToolEvent::Call(call)),
                     None => out.push(ToolEvent::Text(whole)),
                 }
@@ -148,31 +426,12 @@ impl ToolStream {
         }
         match self.held.find(marker) {
             Some(at) => {
-                // Harmony's marker sits inside the header that precedes it.
-                let at = if self.format == ToolFormat::Harmony {
-                    let head = &self.held[..at];
-                    head.rfind("<|start|>").or_else(|| head.rfind("<|channel|>")).unwrap_or(at)
-                } else {
-                    at
-                };
                 out.push(ToolEvent::Text(self.held[..at].to_string()));
                 self.held.drain(..at);
                 self.inside = true;
             }
             None => {
-                let keep = if self.format == ToolFormat::Harmony {
-                    // Hold a header still open (no <|message|> yet after it): it
-                    // may yet name a function; and a header's partial start.
-                    let h = &self.held;
-                    let unfinished = |i: &usize| !h[*i..].contains("<|message|>");
-                    let open = h.rfind("<|start|>").filter(unfinished).or_else(|| h.rfind("<|channel|>").filter(unfinished));
-                    let open = open.map_or(0, |i| h.len() - i);
-                    open.max(partial_suffix(h, "<|start|>")).max(partial_suffix(h, "<|channel|>"))
-                } else {
-                    0
-                }
-                .max(partial_suffix(&self.held, marker));
-                let cut = self.held.len() - keep;
+                let cut = self.held.len() - partial_suffix(&self.held, marker);
                 out.push(ToolEvent::Text(self.held[..cut].to_string()));
                 self.held.drain(..cut);
             }
@@ -239,7 +498,37 @@ fn call_from(v: &Value, arg_keys: &[&str]) -> Option<ToolCall> {
         Value::Object(_) => args,
         _ => return None,
     };
-    Some(ToolCall { name: name.to_string(), arguments: args })
+    Some(ToolCall::new(name, args))
+}
+
+/// `<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n…</function>`: a
+/// value that reads as JSON other than a string (a number, a list…) is that
+/// JSON, anything else is the string as written.
+fn parse_qwen_xml(body: &str) -> Option<ToolCall> {
+    let rest = body.strip_prefix("<function=")?;
+    let (name, mut rest) = rest.split_once('>')?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return None;
+    }
+    let mut args = serde_json::Map::new();
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("</function>") {
+            return after.trim().is_empty().then(|| ToolCall::new(name, Value::Object(args)));
+        }
+        let p = rest.strip_prefix("<parameter=")?;
+        let (key, p) = p.split_once('>')?;
+        let end = p.find("</parameter>")?;
+        let raw = p[..end].strip_prefix('\n').unwrap_or(&p[..end]);
+        let raw = raw.strip_suffix('\n').unwrap_or(raw);
+        let value = match serde_json::from_str::<Value>(raw) {
+            Ok(v) if !v.is_string() => v,
+            _ => Value::String(raw.to_string()),
+        };
+        args.insert(key.trim().to_string(), value);
+        rest = &p[end + "</parameter>".len()..];
+    }
 }
 
 fn parse_llama3(text: &str) -> Option<Vec<ToolCall>> {
@@ -270,29 +559,8 @@ fn parse_mistral(text: &str) -> Option<Vec<ToolCall>> {
             if name.is_empty() || name.contains(char::is_whitespace) {
                 return None;
             }
-            calls.push(ToolCall { name: name.to_string(), arguments: args });
+            calls.push(ToolCall::new(name, args));
         }
-    }
-    Some(calls)
-}
-
-/// gpt-oss: `…to=functions.NAME<|channel|>commentary json<|message|>{…}<|call|>`,
-/// possibly several.
-fn parse_harmony(text: &str) -> Option<Vec<ToolCall>> {
-    let mut calls = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("to=functions.") {
-        let after = &rest[at + "to=functions.".len()..];
-        let name: String = after.chars().take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')).collect();
-        let msg = after.find("<|message|>")?;
-        let body = &after[msg + "<|message|>".len()..];
-        let end = body.find("<|call|>").or_else(|| body.find("<|end|>")).unwrap_or(body.len());
-        let args: Value = serde_json::from_str(body[..end].trim()).ok().filter(Value::is_object)?;
-        if name.is_empty() {
-            return None;
-        }
-        calls.push(ToolCall { name, arguments: args });
-        rest = &body[end..];
     }
     Some(calls)
 }
@@ -329,7 +597,7 @@ mod tests {
     }
 
     fn call(name: &str, args: Value) -> ToolEvent {
-        ToolEvent::Call(ToolCall { name: name.into(), arguments: args })
+        ToolEvent::Call(ToolCall::new(name, args))
     }
 
     #[test]
@@ -367,8 +635,18 @@ mod tests {
         assert_eq!(all_splits(ToolFormat::Mistral, bad_mistral), vec![ToolEvent::Text(bad_mistral.into())]);
         let bad_llama = "{\"name\": \"f\", \"parameters\": ";
         assert_eq!(all_splits(ToolFormat::Llama3, bad_llama), vec![ToolEvent::Text(bad_llama.into())]);
-        let bad_harmony = "<|start|>assistant<|channel|>commentary to=functions.f<|message|>{not json<|call|>";
-        assert_eq!(all_splits(ToolFormat::Harmony, bad_harmony), vec![ToolEvent::Text(bad_harmony.into())]);
+    }
+
+    #[test]
+    fn qwen_xml_calls_with_typed_and_multiline_values() {
+        let text = "I'll look.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n\
+                    <parameter=days>\n3\n</parameter>\n<parameter=note>\ntwo\nlines\n</parameter>\n</function>\n</tool_call>";
+        assert_eq!(
+            all_splits(ToolFormat::QwenXml, text),
+            vec![ToolEvent::Text("I'll look.\n".into()), call("get_weather", json!({"city": "New York", "days": 3, "note": "two\nlines"}))]
+        );
+        let broken = "<tool_call>\n<function=f>\n<parameter=x>\n1\n</function>\n</tool_call>";
+        assert_eq!(all_splits(ToolFormat::QwenXml, broken), vec![ToolEvent::Text(broken.into())]);
     }
 
     #[test]
@@ -393,19 +671,13 @@ mod tests {
     }
 
     #[test]
-    fn harmony_calls() {
-        let text = "<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Oslo\"}<|call|>";
-        let events = all_splits(ToolFormat::Harmony, text);
-        assert_eq!(events.last(), Some(&call("get_weather", json!({"city": "Oslo"}))));
-        assert_eq!(events[0], ToolEvent::Text("<|channel|>analysis<|message|>Need weather.<|end|>".into()));
-    }
-
-    #[test]
     fn formats_are_told_from_templates() {
         assert_eq!(ToolFormat::detect("{{- '<tool_call>' }}"), Some(ToolFormat::Hermes));
         assert_eq!(ToolFormat::detect("[TOOL_CALLS]"), Some(ToolFormat::Mistral));
+        assert_eq!(ToolFormat::detect("'<tool_call>\\n<function=' + name"), Some(ToolFormat::QwenXml));
         assert_eq!(ToolFormat::detect("<|python_tag|>"), Some(ToolFormat::Llama3));
-        assert_eq!(ToolFormat::detect("to=functions.{{ name }}<|call|>"), Some(ToolFormat::Harmony));
+        // gpt-oss's calls arrive in the Hermes form (see chat::harmony).
+        assert_eq!(ToolFormat::detect("to=functions.{{ name }}<|call|>"), Some(ToolFormat::Hermes));
         assert_eq!(ToolFormat::detect("{{ message.content }}"), None);
     }
 }

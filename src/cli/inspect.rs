@@ -6,21 +6,27 @@ use super::model_path;
 use anyhow::{anyhow, bail, Result};
 use hearth::chat::template::{content_spans, ChatTemplate};
 use hearth::chat::tokenizer::TextTokenizer;
+use hearth::chat::tools::ToolSpec;
 use hearth::chat::Message;
 use hearth::models::load::read_chat_parts;
 use std::path::Path;
 
-/// Messages from a JSON file: `[{"role": "user", "content": "…"}]` or `{"messages": […]}`.
-fn read_messages(path: &Path) -> Result<Vec<Message>> {
+/// Messages from a JSON file: `[{"role": "user", "content": "…"}]` or
+/// `{"messages": […], "tools": […]}` (tools as OpenAI writes them).
+fn read_messages(path: &Path) -> Result<(Vec<Message>, Option<Vec<ToolSpec>>)> {
     let text = hearth::files::read_small_text(path, 64 << 20)?.ok_or_else(|| anyhow!("{} does not exist", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let tools = match v["tools"].as_array() {
+        Some(list) => Some(list.iter().map(ToolSpec::from_value).collect::<Result<Vec<_>, String>>().map_err(|e| anyhow!("{}: {e}", path.display()))?),
+        None => None,
+    };
     let list = if v["messages"].is_array() { v["messages"].clone() } else { v };
     let msgs: Vec<Message> = serde_json::from_value(list)
         .map_err(|e| anyhow!("{}: expected a list of {{\"role\", \"content\"}} messages: {e}", path.display()))?;
     if msgs.is_empty() {
         bail!("{} holds no messages", path.display());
     }
-    Ok(msgs)
+    Ok((msgs, tools))
 }
 
 fn chat_parts(model: &Option<String>, template: Option<&Path>) -> Result<(TextTokenizer, ChatTemplate)> {
@@ -42,8 +48,9 @@ pub fn render(
     effort: Option<&str>,
     thinking: Option<&str>,
 ) -> Result<()> {
-    let msgs = read_messages(messages)?;
+    let (msgs, tools) = read_messages(messages)?;
     let (tok, mut tmpl) = chat_parts(model, template)?;
+    tmpl.options.tools = tools;
     tmpl.options.reasoning_effort = effort.map(str::parse).transpose()?;
     tmpl.options.enable_thinking = thinking.map(hearth::chat::template::parse_on_off).transpose()?;
     let (text, rendered) = tmpl.render_conversation(&msgs, tok.bos_token.as_deref(), tok.eos_token.as_deref())?;

@@ -294,7 +294,7 @@ pub fn start_engine(m: &ModelArgs) -> Result<(EngineHandle, ModelInfo)> {
     let engine = EngineHandle::spawn();
     let reasoning_effort = m.reasoning_effort.as_deref().map(str::parse).transpose()?;
     let enable_thinking = m.thinking.as_deref().map(hearth::chat::template::parse_on_off).transpose()?;
-    engine.send(hearth::engine::Command::SetTemplateOptions(TemplateOptions { reasoning_effort, enable_thinking }));
+    engine.send(hearth::engine::Command::SetTemplateOptions(TemplateOptions { reasoning_effort, enable_thinking, ..Default::default() }));
     engine.load(path, precision, m.context_length);
     loop {
         match engine.events.recv()? {

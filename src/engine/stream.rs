@@ -187,10 +187,10 @@ impl HarmonyStream {
                     out.push_str(&t);
                 }
                 HarmonyEvent::ToolCall { name, arguments } => {
-                    // The chat offers the model no tools; a call it makes anyway
-                    // is shown, not run.
+                    // In the one form every tool-call reader takes (Hermes);
+                    // arguments that are not a JSON object stay text there.
                     self.close_thinking(&mut out);
-                    out.push_str(&format!("\n\n(tool call `{name}`: `{arguments}`)\n"));
+                    out.push_str(&crate::chat::tools::hermes_text(&name, &arguments));
                 }
                 HarmonyEvent::Done => ended = true,
             }
@@ -369,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn a_harmony_tool_call_is_shown_not_hidden() {
+    fn a_harmony_tool_call_reaches_the_text_in_the_hermes_form() {
         let (tok, _) = harmony_tokenizer();
         let mut s = ReplyStream::new(true, vec![]);
         let mut text = String::new();
@@ -382,7 +382,12 @@ mod tests {
             let (t, _) = emitted(s.push(&tok, id));
             text.push_str(&t);
         }
-        assert!(text.contains("get_weather") && text.contains("Paris"), "{text}");
+        assert_eq!(text, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>");
+        let mut calls = crate::chat::tools::ToolStream::new(crate::chat::tools::ToolFormat::Hermes);
+        let mut events = calls.push(&text);
+        events.extend(calls.finish());
+        let args = serde_json::json!({"city": "Paris"});
+        assert_eq!(events, vec![crate::chat::tools::ToolEvent::Call(crate::chat::tools::ToolCall::new("get_weather", args))]);
     }
 
     #[test]

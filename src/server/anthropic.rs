@@ -138,7 +138,7 @@ impl MessagesRequest {
                 "assistant" => Role::Assistant,
                 other => return Err(ApiError::bad_request(format!("role '{other}' is not a Messages API role"))),
             };
-            msgs.push(Message { role, content: t.content.join()? });
+            msgs.push(Message::new(role, t.content.join()?));
         }
         if self.messages.is_empty() {
             return Err(ApiError::bad_request("messages is empty"));

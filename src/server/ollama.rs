@@ -226,7 +226,7 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
             "assistant" => Role::Assistant,
             other => return Err(ApiError::bad_request(format!("messages with role '{other}' are not supported yet")).into()),
         };
-        messages.push(Message { role, content: m.content.clone() });
+        messages.push(Message::new(role, m.content.clone()));
     }
     if messages.is_empty() {
         // Ollama loads the model and answers done for an empty chat.

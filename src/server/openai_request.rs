@@ -124,7 +124,7 @@ impl ChatRequest {
                         text
                     }
                 };
-                Ok(Message { role, content })
+                Ok(Message::new(role, content))
             })
             .collect()
     }

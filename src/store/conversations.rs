@@ -103,7 +103,7 @@ impl Conversation {
             if m.role == Role::Assistant && m.content.is_empty() {
                 continue;
             }
-            v.push(Message { role: m.role, content: m.content.clone() });
+            v.push(Message::new(m.role, m.content.clone()));
         }
         v
     }
@@ -140,6 +140,7 @@ impl Conversation {
                 Role::User => "You",
                 Role::Assistant => "Assistant",
                 Role::System => "System",
+                Role::Tool => "Tool",
             };
             s += &format!("**{who}:**\n\n{}\n\n", m.content);
         }

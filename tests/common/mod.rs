@@ -141,6 +141,9 @@ def raise_exception(m):
 env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
 env.globals["strftime_now"] = lambda f: datetime.datetime.now().strftime(f)
 env.globals["raise_exception"] = raise_exception
+def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+env.filters["tojson"] = tojson
 t = env.from_string(open(sys.argv[1]).read())
 sys.stdout.write(t.render(messages=json.loads(sys.argv[2]), add_generation_prompt=True, **json.loads(sys.argv[3])))
 "#;
@@ -159,12 +162,19 @@ sys.stdout.write(t.render(messages=json.loads(sys.argv[2]), add_generation_promp
 /// `hearth render` of `messages` (JSON) with `template` and extra flags:
 /// Ok(stdout) or Err(stderr).
 pub fn hearth_render(template: &std::path::Path, messages: &str, flags: &[&str]) -> Result<String, String> {
+    let mut with_template = vec!["--template", template.to_str().unwrap()];
+    with_template.extend_from_slice(flags);
+    hearth_render_smollm2(messages, &with_template)
+}
+
+/// `hearth render` of `messages` (JSON) on SmolLM2 (its own template unless
+/// `flags` name one): Ok(stdout) or Err(stderr).
+pub fn hearth_render_smollm2(messages: &str, flags: &[&str]) -> Result<String, String> {
     let t = tempfile::tempdir().unwrap();
     let file = t.path().join("m.json");
     std::fs::write(&file, messages).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["render", "--model", smollm2_gguf().to_str().unwrap(), "--template"])
-        .arg(template)
+        .args(["render", "--model", smollm2_gguf().to_str().unwrap()])
         .arg("--messages")
         .arg(&file)
         .args(flags)
