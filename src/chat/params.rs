@@ -178,6 +178,9 @@ pub enum OutputConstraint {
     JsonObject,
     /// JSON valid against this JSON Schema.
     JsonSchema(serde_json::Value),
+    /// One call of one of these tools, in the model's tool-call markup, its
+    /// arguments valid against the tool's schema (a forced `tool_choice`).
+    ToolCall(Vec<super::tools::ToolSpec>),
 }
 
 impl Default for GenerateParams {

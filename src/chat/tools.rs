@@ -207,8 +207,10 @@ pub fn call_grammar(markup: CallMarkup, tools: &[ToolSpec], marker: &dyn Fn(&str
     let lit = |t: &str| Value::from(t).to_string();
     let json = |schema: &Value| {
         let mut schema = if schema.is_object() { schema.clone() } else { empty_object_schema() };
-        // Compact JSON: with free whitespace a small model can spend its budget on newlines.
-        schema["x-guidance"] = serde_json::json!({"whitespace_flexible": false});
+        // Fixed whitespace, as json.dumps writes it (", " and ": ", which is how
+        // templates show calls): with free whitespace a small model can spend
+        // its budget on newlines.
+        schema["x-guidance"] = serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "});
         format!("%json {schema}")
     };
     let mut rules = Vec::new();
@@ -247,8 +249,10 @@ pub fn call_grammar(markup: CallMarkup, tools: &[ToolSpec], marker: &dyn Fn(&str
                     t.parameters["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
                 let mut params = String::new();
                 for (j, (key, schema)) in props.iter().enumerate() {
-                    let value = if schema["type"] == "string" { "/[^<]*/".to_string() } else { json(schema) };
-                    rules.push(format!("param_{i}_{j}: {} {value} {}", lit(&format!("<parameter={key}>\n")), lit("\n</parameter>\n")));
+                    // A string runs to the closing tag (its last newline is the
+                    // template's); other values are JSON and a newline.
+                    let value = if schema["type"] == "string" { "/[^<]*/".to_string() } else { format!("{} {}", json(schema), lit("\n")) };
+                    rules.push(format!("param_{i}_{j}: {} {value} {}", lit(&format!("<parameter={key}>\n")), lit("</parameter>\n")));
                     let opt = if required.contains(&key.as_str()) { "" } else { "?" };
                     params.push_str(&format!(" param_{i}_{j}{opt}"));
                 }

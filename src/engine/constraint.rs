@@ -11,6 +11,7 @@
 //! in the grammar can match them.
 
 use crate::chat::params::OutputConstraint;
+use crate::chat::tools::{call_grammar, CallMarkup};
 use crate::chat::tokenizer::TextTokenizer;
 use crate::error::{Error, Result};
 use llguidance::api::TopLevelGrammar;
@@ -52,24 +53,37 @@ impl GrammarVocab {
         Ok(GrammarVocab { factory, width })
     }
 
-    pub fn start(&self, c: &OutputConstraint) -> Result<Constraint> {
-        let mut schema = match c {
-            OutputConstraint::JsonObject => serde_json::json!({"type": "object"}),
-            OutputConstraint::JsonSchema(s) => s.clone(),
+    /// A reply's constraint. Tool calls are written in `markup`; `marker`
+    /// writes a piece of markup in llguidance's grammar (a control token by
+    /// id, or the text).
+    pub fn start(&self, c: &OutputConstraint, markup: CallMarkup, marker: &dyn Fn(&str) -> String) -> Result<Constraint> {
+        let (grammar, what) = match c {
+            OutputConstraint::JsonObject | OutputConstraint::JsonSchema(_) => {
+                let mut schema = match c {
+                    OutputConstraint::JsonSchema(s) => s.clone(),
+                    _ => serde_json::json!({"type": "object"}),
+                };
+                // Compact JSON (", " and ": " between items): with free whitespace a
+                // small model can spend its whole budget on newlines.
+                if let Some(o) = schema.as_object_mut() {
+                    o.entry("x-guidance").or_insert(serde_json::json!({"whitespace_flexible": false}));
+                }
+                (TopLevelGrammar::from_json_schema(schema), "the JSON schema")
+            }
+            OutputConstraint::ToolCall(tools) => {
+                if tools.is_empty() {
+                    return Err(Error::InvalidArgument("a forced tool call needs at least one tool".into()));
+                }
+                (TopLevelGrammar::from_lark(call_grammar(markup, tools, marker)), "the tools' schemas")
+            }
         };
-        // Compact JSON (", " and ": " between items): with free whitespace a
-        // small model can spend its whole budget on newlines.
-        if let Some(o) = schema.as_object_mut() {
-            o.entry("x-guidance").or_insert(serde_json::json!({"whitespace_flexible": false}));
-        }
-        let grammar = TopLevelGrammar::from_json_schema(schema);
         let parser = self
             .factory
             .create_parser(grammar)
-            .map_err(|e| Error::InvalidArgument(format!("the JSON schema cannot be used: {e}")))?;
+            .map_err(|e| Error::InvalidArgument(format!("{what} cannot be used: {e}")))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
-            return Err(Error::InvalidArgument(format!("the JSON schema cannot be used: {e}")));
+            return Err(Error::InvalidArgument(format!("{what} cannot be used: {e}")));
         }
         Ok(Constraint { matcher, width: self.width, mask_time: std::time::Duration::ZERO, steps: 0 })
     }
@@ -109,5 +123,82 @@ impl Constraint {
             return Ok(());
         }
         self.matcher.consume_token(id).map_err(|e| Error::InvalidArgument(format!("structured output: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::tokenizer::test_support::{byte_tokenizer, script};
+    use crate::chat::tools::ToolSpec;
+    use serde_json::json;
+
+    const SPECIALS: &[&str] = &["<|end|>", "<|channel|>", "<|constrain|>", "<|message|>", "<|call|>", "[TOOL_CALLS]", "[ARGS]"];
+
+    fn tools() -> Vec<ToolSpec> {
+        let weather = json!({"name": "get_weather", "parameters": {"type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}}, "required": ["city"]}});
+        let time = json!({"name": "local_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}});
+        vec![ToolSpec::from_value(&weather).unwrap(), ToolSpec::from_value(&time).unwrap()]
+    }
+
+    /// Feeds `parts` token by token; returns how many tokens the grammar took
+    /// before refusing one, and whether it was complete at the end.
+    fn accepts(markup: CallMarkup, parts: &[&str]) -> (usize, bool) {
+        let tok = byte_tokenizer(SPECIALS);
+        let eos = tok.special_id("<|end|>").unwrap();
+        let vocab = GrammarVocab::new(&tok, eos, tok.vocab_size()).unwrap();
+        let marker = |text: &str| match tok.special_id(text) {
+            Some(id) => format!("<[{id}]>"),
+            None => serde_json::Value::from(text).to_string(),
+        };
+        let mut c = vocab.start(&OutputConstraint::ToolCall(tools()), markup, &marker).unwrap();
+        let ids = script(&tok, parts);
+        for (n, &id) in ids.iter().enumerate() {
+            let allowed = c.matcher.compute_mask_or_eos().unwrap();
+            if !allowed.is_allowed(id) {
+                return (n, false);
+            }
+            c.commit(id).unwrap();
+        }
+        let done = c.matcher.compute_mask_or_eos().unwrap().is_allowed(eos);
+        (ids.len(), done)
+    }
+
+    fn whole(markup: CallMarkup, parts: &[&str]) {
+        let n = script(&byte_tokenizer(SPECIALS), parts).len();
+        assert_eq!(accepts(markup, parts), (n, true), "{markup:?}: {parts:?}");
+    }
+
+    #[test]
+    fn forced_calls_follow_each_models_markup() {
+        whole(CallMarkup::Hermes, &["<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call>"]);
+        whole(CallMarkup::Llama3, &["{\"name\": \"local_time\", \"parameters\": {\"tz\": \"CET\"}}"]);
+        whole(CallMarkup::MistralJson, &["[TOOL_CALLS]", "[{\"name\": \"local_time\", \"arguments\": {\"tz\": \"CET\"}}]"]);
+        whole(CallMarkup::MistralArgs, &["[TOOL_CALLS]", "get_weather", "[ARGS]", "{\"city\": \"Oslo\"}"]);
+        whole(
+            CallMarkup::Harmony,
+            &["<|channel|>", "commentary to=functions.get_weather ", "<|constrain|>", "json", "<|message|>", "{\"city\": \"Oslo\"}", "<|call|>"],
+        );
+        whole(CallMarkup::QwenXml, &["<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>"]);
+        // An optional parameter may be left out.
+        whole(CallMarkup::QwenXml, &["<tool_call>\n<function=get_weather>\n<parameter=city>\nLyon\n</parameter>\n</function>\n</tool_call>"]);
+    }
+
+    #[test]
+    fn forced_calls_refuse_unknown_tools_bad_arguments_and_text() {
+        let refused_at = |m, parts: &[&str]| accepts(m, parts).0;
+        let prefix = "<tool_call>\n{\"name\": \"".len();
+        // A tool that was not offered: refused at its first wrong letter.
+        assert_eq!(refused_at(CallMarkup::Hermes, &["<tool_call>\n{\"name\": \"delete_all\""]), prefix);
+        // A required argument missing, an integer out of range.
+        let missing = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"days\"";
+        assert!(refused_at(CallMarkup::Hermes, &[missing]) < missing.len());
+        let below = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"X\", \"days\": 0";
+        assert!(refused_at(CallMarkup::Hermes, &[below]) < below.len());
+        // Prose instead of the call.
+        assert_eq!(refused_at(CallMarkup::Hermes, &["Sure, "]), 0);
+        // Harmony's markup is control tokens: their text spelled out is not them.
+        assert_eq!(refused_at(CallMarkup::Harmony, &["<|channel|", ">"]), 0);
     }
 }

@@ -126,7 +126,12 @@ impl Session {
                     let width = self.loaded.model.info().vocab_size;
                     self.grammar = Some(GrammarVocab::new(tok, eos, width)?);
                 }
-                Some(self.grammar.as_ref().expect("built above").start(c)?)
+                let markup = self.loaded.template.call_markup;
+                let marker = |text: &str| match tok.special_id(text) {
+                    Some(id) => format!("<[{id}]>"),
+                    None => serde_json::Value::from(text).to_string(),
+                };
+                Some(self.grammar.as_ref().expect("built above").start(c, markup, &marker)?)
             }
             None => None,
         };

@@ -280,42 +280,10 @@ mod tests {
     /// A byte-level tokenizer with harmony's control tokens after the 256 bytes.
     fn harmony_tokenizer() -> (TextTokenizer, Vec<&'static str>) {
         let specials = vec!["<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>"];
-        let table = crate::chat::tokenizer::bytes_to_unicode();
-        let mut vocab = serde_json::Map::new();
-        for (i, c) in table.iter().enumerate() {
-            vocab.insert(c.to_string(), serde_json::json!(i));
-        }
-        let added: Vec<_> = specials
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                vocab.insert(s.to_string(), serde_json::json!(256 + i));
-                serde_json::json!({"id": 256 + i, "content": s, "special": true, "single_word": false,
-                                   "lstrip": false, "rstrip": false, "normalized": false})
-            })
-            .collect();
-        let json = serde_json::json!({
-            "version": "1.0", "added_tokens": added, "normalizer": null,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-            "post_processor": null,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []}
-        });
-        let tok = TextTokenizer::from_json(json, Default::default()).unwrap();
-        (tok, specials)
+        (crate::chat::tokenizer::test_support::byte_tokenizer(&specials), specials)
     }
 
-    /// Token ids for a scripted reply: control tokens by name, text byte by byte.
-    fn script(tok: &TextTokenizer, parts: &[&str]) -> Vec<u32> {
-        parts
-            .iter()
-            .flat_map(|p| match tok.special_id(p) {
-                Some(id) => vec![id],
-                None => p.bytes().map(|b| b as u32).collect(),
-            })
-            .collect()
-    }
+    use crate::chat::tokenizer::test_support::script;
 
     #[test]
     fn harmony_replies_become_folded_reasoning_then_the_answer() {

@@ -87,6 +87,9 @@ pub struct ModelInfo {
     /// the app offers a thinking on/off toggle per conversation.
     #[serde(default)]
     pub takes_thinking_toggle: bool,
+    /// How tool calls appear in the model's text (what the server parses).
+    #[serde(default)]
+    pub tool_format: crate::chat::tools::ToolFormat,
 }
 
 /// Everything read from disk, before the architecture is built.
@@ -360,6 +363,7 @@ pub fn load_with_progress(path: &Path, precision: Precision, on: OnProgress) -> 
         recommended: parts.recommended.clone(),
         takes_reasoning_effort: template.source.contains("reasoning_effort"),
         takes_thinking_toggle: template.source.contains("enable_thinking"),
+        tool_format: template.call_markup.reader(),
     };
     Ok(LoadedModel { model, tokenizer: parts.tokenizer, template, info })
 }
