@@ -502,3 +502,99 @@ print(json.dumps({"ok": ok, "bad": bad, "object": isinstance(obj, dict), "refuse
     assert_eq!(r["object"], true, "{r}");
     assert!(r["refused"].as_str().is_some_and(|e| e.contains("JSON schema")), "{r}");
 }
+
+#[test]
+fn tools_are_called_through_the_openai_anthropic_and_ollama_sdks() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &[]).unwrap();
+    let out = python(
+        s.port,
+        "unused",
+        r##"
+import jsonschema, anthropic, ollama
+base = str(client.base_url).rsplit("/v1", 1)[0]
+m = client.models.list().data[0].id
+weather = {"type": "object", "additionalProperties": False, "required": ["city", "unit"],
+           "properties": {"city": {"type": "string", "maxLength": 30}, "unit": {"enum": ["celsius", "fahrenheit"]}}}
+add = {"type": "object", "additionalProperties": False, "required": ["a", "b"],
+       "properties": {"a": {"type": "integer", "minimum": -100, "maximum": 100}, "b": {"type": "integer", "minimum": -100, "maximum": 100}}}
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city", "parameters": weather}},
+         {"type": "function", "function": {"name": "add", "description": "Add two integers", "parameters": add}}]
+schemas = {"get_weather": weather, "add": add}
+res = {}
+
+# OpenAI: a call forced by name, its arguments valid, then the answer from its result.
+msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+r = client.chat.completions.create(model=m, temperature=0, max_tokens=100, messages=msgs, tools=tools,
+    tool_choice={"type": "function", "function": {"name": "get_weather"}})
+call = r.choices[0].message.tool_calls[0]
+jsonschema.validate(json.loads(call.function.arguments), weather)
+res["forced"] = [r.choices[0].finish_reason, call.function.name, r.choices[0].message.content]
+msgs.append(r.choices[0].message.model_dump(exclude_none=True))
+msgs.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 18, "sky": "sunny"})})
+r = client.chat.completions.create(model=m, temperature=0, max_tokens=60, messages=msgs, tools=tools)
+res["answer"] = [r.choices[0].finish_reason, r.choices[0].message.content, r.choices[0].message.tool_calls]
+
+# "required" over both tools, seeded and sampled: every call is one of them with valid arguments; streamed.
+valid = 0
+for seed in range(6):
+    chunks = list(client.chat.completions.create(model=m, seed=seed, temperature=0.9, max_tokens=100, stream=True,
+        messages=[{"role": "user", "content": "Add 2 and 3, or tell me the weather in Oslo."}], tools=tools, tool_choice="required"))
+    calls = [tc for c in chunks if c.choices and c.choices[0].delta.tool_calls for tc in c.choices[0].delta.tool_calls]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls", chunks[-1]
+    assert len(calls) == 1 and calls[0].id and calls[0].index == 0, calls
+    jsonschema.validate(json.loads(calls[0].function.arguments), schemas[calls[0].function.name])
+    valid += 1
+res["required_valid"] = valid
+try:
+    client.chat.completions.create(model=m, max_tokens=4, messages=msgs[:1], tools=tools,
+        tool_choice={"type": "function", "function": {"name": "rm_rf"}})
+except openai.BadRequestError as e:
+    res["unknown_tool"] = e.body["message"]
+
+# Anthropic: a forced tool_use block, streamed as its event sequence, then the answer from a tool_result.
+a = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
+atools = [{"name": "get_weather", "description": "Current weather in a city", "input_schema": weather}]
+amsgs = [{"role": "user", "content": "What is the weather in Lyon?"}]
+with a.messages.stream(model=m, max_tokens=100, temperature=0, messages=amsgs, tools=atools,
+                       tool_choice={"type": "tool", "name": "get_weather"}) as st:
+    kinds = [e.type for e in st]
+    final = st.get_final_message()
+use = [b for b in final.content if b.type == "tool_use"][0]
+jsonschema.validate(use.input, weather)
+res["anthropic"] = [final.stop_reason, use.name, [k for k in kinds if k != "text" and not k.endswith("_json")]]
+amsgs.append({"role": "assistant", "content": [b.model_dump() for b in final.content]})
+amsgs.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "{\"temperature\": 12, \"sky\": \"rain\"}"}]})
+r = a.messages.create(model=m, max_tokens=60, temperature=0, messages=amsgs, tools=atools)
+res["anthropic_answer"] = [r.stop_reason, [b.type for b in r.content], r.content[0].text if r.content[0].type == "text" else None]
+
+# Ollama: the tools and an earlier call with its result, answered streaming.
+o = ollama.Client(host=base)
+omsgs = [{"role": "user", "content": "What is the weather in Rome?"},
+         {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Rome", "unit": "celsius"}}}]},
+         {"role": "tool", "content": "{\"temperature\": 25, \"sky\": \"clear\"}", "tool_name": "get_weather"}]
+parts = list(o.chat(model=m, messages=omsgs, tools=tools, stream=True, options={"temperature": 0, "num_predict": 60}))
+res["ollama"] = ["".join(p.message.content or "" for p in parts), parts[-1].done]
+print(json.dumps(res, default=str))
+"##,
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(r["forced"], serde_json::json!(["tool_calls", "get_weather", null]), "{r}");
+    // The answer uses the result (SmolLM2 says the weather is sunny).
+    let answer = &r["answer"];
+    assert_eq!(answer[0], "stop", "{r}");
+    assert!(answer[1].as_str().is_some_and(|a| a.to_lowercase().contains("sunny")), "{r}");
+    assert!(answer[2].is_null(), "{r}");
+    assert_eq!(r["required_valid"], 6, "{r}");
+    assert!(r["unknown_tool"].as_str().is_some_and(|e| e.contains("'rm_rf', which is not among the tools")), "{r}");
+    assert_eq!(r["anthropic"][0], "tool_use", "{r}");
+    assert_eq!(r["anthropic"][1], "get_weather", "{r}");
+    assert_eq!(
+        r["anthropic"][2],
+        serde_json::json!(["message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"]),
+        "{r}"
+    );
+    assert_eq!(r["anthropic_answer"][0], "end_turn", "{r}");
+    assert!(r["anthropic_answer"][2].as_str().is_some_and(|t| !t.trim().is_empty()), "{r}");
+    assert!(r["ollama"][0].as_str().is_some_and(|t| !t.trim().is_empty()) && r["ollama"][1] == true, "{r}");
+}

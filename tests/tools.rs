@@ -2,8 +2,8 @@
 //! assistant's tool call and the tool's result renders through `hearth render`
 //! byte for byte as transformers' jinja2 setup renders it, for templates that
 //! take tools (Qwen3.5's XML calls, gpt-oss's harmony namespace); a template
-//! that takes none (SmolLM2's) gets the tools described in the system message
-//! and the earlier call and result written as text.
+//! that takes none (SmolLM2's, Gemma's) gets the tools described in the
+//! system message and the earlier call and result written as text.
 
 mod common;
 
@@ -86,7 +86,20 @@ fn a_template_without_tools_gets_them_described_and_the_history_written_out() {
         text.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\",\"days\":2,\"extra\":{\"b\":1,\"a\":[true,null]}}}\n</tool_call><|im_end|>"),
         "{text}"
     );
-    assert!(text.contains("<|im_start|>user\n<tool_response>\n{\"temp\": 21, \"sky\": \"clear\"}\n</tool_response><|im_end|>"), "{text}");
+    // SmolLM2's ChatML template prints any role: the result stays a tool turn.
+    assert!(text.contains("<|im_start|>tool\n{\"temp\": 21, \"sky\": \"clear\"}<|im_end|>"), "{text}");
+    // A template that prints only system, user and assistant turns would drop
+    // it: there the result becomes a user turn in tags.
+    let dir = tempfile::tempdir().unwrap();
+    let three_roles = dir.path().join("t.jinja");
+    std::fs::write(
+        &three_roles,
+        "{% for m in messages %}{% if m.role == 'user' %}[U]{{ m.content }}{% elif m.role == 'assistant' %}[A]{{ m.content }}\
+         {% elif m.role == 'system' %}[S]{{ m.content }}{% endif %}{% endfor %}[A]",
+    )
+    .unwrap();
+    let text = common::hearth_render(&three_roles, CONVERSATION, &[]).unwrap();
+    assert!(text.contains("[U]<tool_response>\n{\"temp\": 21, \"sky\": \"clear\"}\n</tool_response>[A]21 °C and clear."), "{text}");
     // A tool call whose arguments are not JSON is refused, naming the call.
     let bad = CONVERSATION.replace(r#""{\"city\": \"Paris\", \"days\": 2, \"extra\": {\"b\": 1, \"a\": [true, null]}}""#, r#""{city: Paris""#);
     let err = common::hearth_render_smollm2(&bad, &[]).unwrap_err();

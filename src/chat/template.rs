@@ -161,7 +161,16 @@ impl ChatTemplate {
         let tools = self.options.tools.as_deref().unwrap_or_default();
         let has_tool_turns = messages.iter().any(|m| m.role == Role::Tool || !m.tool_calls.is_empty());
         if !self.takes_tools && (!tools.is_empty() || has_tool_turns) {
-            let inlined = inline_tools(messages, tools);
+            // Tool results as `tool` turns where the template prints them
+            // (each result's text is in the prompt), else as user turns.
+            let inlined = inline_tools(messages, tools, false);
+            if let Ok(text) = self.render(&inlined, true, bos_token, eos_token) {
+                let shown = |m: &Message| m.role != Role::Tool || text.contains(m.content.trim());
+                if inlined.iter().all(shown) {
+                    return Ok((text, inlined));
+                }
+            }
+            let inlined = inline_tools(messages, tools, true);
             return Ok((self.render(&inlined, true, bos_token, eos_token)?, inlined));
         }
         // Harmony templates get reasoning apart from the answer (`render`

@@ -276,10 +276,11 @@ pub fn call_grammar(markup: CallMarkup, tools: &[ToolSpec], marker: &dyn Fn(&str
 
 /// A conversation with tools for a template that takes none: the tools are
 /// described in the system message (Hermes form, which small models follow
-/// best), earlier calls are written into their assistant messages and tool
-/// results become user turns in `<tool_response>` tags, as Qwen's templates
-/// write them.
-pub fn inline_tools(messages: &[super::Message], tools: &[ToolSpec]) -> Vec<super::Message> {
+/// best) and earlier calls are written into their assistant messages. Tool
+/// results stay `tool` turns when `results_as_user` is false (ChatML
+/// templates print any role, and small models answer from such a turn), or
+/// become user turns in `<tool_response>` tags as Qwen's templates write them.
+pub fn inline_tools(messages: &[super::Message], tools: &[ToolSpec], results_as_user: bool) -> Vec<super::Message> {
     use super::{Message, Role};
     let mut out: Vec<Message> = Vec::new();
     if !tools.is_empty() {
@@ -300,6 +301,7 @@ pub fn inline_tools(messages: &[super::Message], tools: &[ToolSpec]) -> Vec<supe
     let skip = usize::from(!tools.is_empty() && messages.first().is_some_and(|m| m.role == Role::System));
     for m in &messages[skip..] {
         match m.role {
+            Role::Tool if !results_as_user => out.push(Message::new(Role::Tool, m.content.clone())),
             Role::Tool => {
                 let response = format!("<tool_response>\n{}\n</tool_response>", m.content);
                 match out.last_mut() {

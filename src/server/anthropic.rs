@@ -2,10 +2,13 @@
 //! assistant turns of text blocks, whole or streamed with the Messages event
 //! sequence (`message_start`, `content_block_start/delta/stop`,
 //! `message_delta`, `message_stop`). Reasoning comes as a `thinking` block
-//! before the text block. Tool use and images are a 400 until implemented.
+//! before the text block; tools (`tools`, `tool_choice`) as `tool_use`
+//! blocks, their results as `tool_result` blocks. Images are a 400.
 
 use super::bridge::Update;
-use super::openai::ReasoningSplit;
+use super::reply::{Part, ReplySplit};
+use super::tools::{ToolChoice, ToolRequest};
+use crate::chat::tools::{ToolCall, ToolSpec};
 use super::{ApiError, Job, Server};
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, SamplingParams};
 use crate::chat::template::TemplateOptions;
@@ -51,25 +54,58 @@ enum Text {
 }
 
 impl Text {
+    /// The text of a system prompt or a tool result.
     fn join(&self) -> Result<String, ApiError> {
-        match self {
-            Text::Plain(s) => Ok(s.clone()),
-            Text::Blocks(blocks) => {
-                let mut out = String::new();
-                for b in blocks {
-                    match (b["type"].as_str(), b["text"].as_str()) {
-                        (Some("text"), Some(t)) => out.push_str(t),
-                        // Earlier reasoning is not sent back to the model.
-                        (Some("thinking") | Some("redacted_thinking"), _) => {}
-                        (Some(other), _) => {
-                            return Err(ApiError::bad_request(format!("'{other}' content blocks are not supported by this server yet")))
-                        }
-                        _ => return Err(ApiError::bad_request("a content block without a type")),
-                    }
+        let msgs = self.messages(Role::User)?;
+        match msgs.as_slice() {
+            [] => Ok(String::new()),
+            [m] if m.role == Role::User => Ok(m.content.clone()),
+            _ => Err(ApiError::bad_request("only text blocks belong here")),
+        }
+    }
+
+    /// A turn's blocks as messages: its text (with an assistant's tool_use
+    /// blocks as its calls), and each tool_result as a tool message before
+    /// the text that follows them.
+    fn messages(&self, role: Role) -> Result<Vec<Message>, ApiError> {
+        let blocks = match self {
+            Text::Plain(s) => return Ok(vec![Message::new(role, s.clone())]),
+            Text::Blocks(blocks) => blocks,
+        };
+        let mut results = Vec::new();
+        let mut turn = Message::new(role, String::new());
+        for b in blocks {
+            match b["type"].as_str() {
+                Some("text") => turn.content.push_str(b["text"].as_str().ok_or_else(|| ApiError::bad_request("a text block without text"))?),
+                // Earlier reasoning is not sent back to the model.
+                Some("thinking") | Some("redacted_thinking") => {}
+                Some("tool_use") if role == Role::Assistant => {
+                    let call: ToolCall = serde_json::from_value(json!({"id": b["id"], "name": b["name"], "arguments": b["input"]}))
+                        .map_err(|e| ApiError::bad_request(format!("a tool_use block: {e}")))?;
+                    turn.tool_calls.push(call);
                 }
-                Ok(out)
+                Some("tool_result") if role == Role::User => {
+                    let id = b["tool_use_id"].as_str().filter(|i| !i.is_empty());
+                    let id = id.ok_or_else(|| ApiError::bad_request("a tool_result block needs its tool_use_id"))?;
+                    let content = match &b["content"] {
+                        Value::Null => String::new(),
+                        c => serde_json::from_value::<Text>(c.clone())
+                            .map_err(|_| ApiError::bad_request("tool_result content must be text or text blocks"))?
+                            .join()?,
+                    };
+                    let content = if b["is_error"] == true { format!("Error: {content}") } else { content };
+                    results.push(Message::tool(id, content));
+                }
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!("'{other}' content blocks are not supported in {role:?} turns")))
+                }
+                None => return Err(ApiError::bad_request("a content block without a type")),
             }
         }
+        if !turn.content.is_empty() || !turn.tool_calls.is_empty() || results.is_empty() {
+            results.push(turn);
+        }
+        Ok(results)
     }
 }
 
@@ -96,8 +132,20 @@ pub struct MessagesRequest {
     stop_sequences: Vec<String>,
     #[serde(default)]
     stream: bool,
+    #[serde(default)]
+    tools: Vec<AnthropicTool>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
     #[serde(flatten)]
     other: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicTool {
+    name: String,
+    #[serde(default)]
+    description: String,
+    input_schema: Value,
 }
 
 impl MessagesRequest {
@@ -111,6 +159,27 @@ impl MessagesRequest {
             Some(t) => return Err(ApiError::bad_request(format!("thinking.type must be enabled or disabled, not {t}"))),
         }
         Ok(o)
+    }
+
+    /// `tools` and `tool_choice` (`auto`, `any`, `tool` with a name, `none`).
+    fn tools(&self) -> Result<ToolRequest, ApiError> {
+        let specs = self
+            .tools
+            .iter()
+            .map(|t| ToolSpec::from_value(&json!({"name": t.name, "description": t.description, "parameters": t.input_schema})))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::bad_request)?;
+        let choice = match &self.tool_choice {
+            None | Some(Value::Null) => ToolChoice::Auto,
+            Some(c) => match (c["type"].as_str(), c["name"].as_str()) {
+                (Some("auto"), _) => ToolChoice::Auto,
+                (Some("any"), _) => ToolChoice::Required,
+                (Some("none"), _) => ToolChoice::None,
+                (Some("tool"), Some(name)) => ToolChoice::Function(name.to_string()),
+                _ => return Err(ApiError::bad_request("tool_choice.type must be auto, any, none, or tool with a name")),
+            },
+        };
+        ToolRequest::from_specs(specs, choice)
     }
 
     fn check(&self) -> Result<Vec<Message>, ApiError> {
@@ -138,7 +207,7 @@ impl MessagesRequest {
                 "assistant" => Role::Assistant,
                 other => return Err(ApiError::bad_request(format!("role '{other}' is not a Messages API role"))),
             };
-            msgs.push(Message::new(role, t.content.join()?));
+            msgs.extend(t.content.messages(role)?);
         }
         if self.messages.is_empty() {
             return Err(ApiError::bad_request("messages is empty"));
@@ -162,8 +231,11 @@ impl MessagesRequest {
     }
 }
 
-fn stop_reason(stats: &GenerationStats, stops: &[String]) -> (&'static str, Value) {
+fn stop_reason(stats: &GenerationStats, stops: &[String], called: bool) -> (&'static str, Value) {
     match stats.finish_reason {
+        _ if called && !matches!(stats.finish_reason, Some(FinishReason::MaxTokens) | Some(FinishReason::ContextFull)) => {
+            ("tool_use", Value::Null)
+        }
         Some(FinishReason::MaxTokens) | Some(FinishReason::ContextFull) => ("max_tokens", Value::Null),
         // Which string matched is not recorded; with one there is no doubt.
         Some(FinishReason::StopString) => ("stop_sequence", if stops.len() == 1 { json!(stops[0]) } else { Value::Null }),
@@ -176,37 +248,54 @@ pub async fn messages(State(server): State<Arc<Server>>, body: Bytes) -> Result<
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the request is not a Messages request: {e}")))?;
     let msgs = req.check()?;
     let kind = if req.stream { "messages stream" } else { "messages" };
-    let template = req.template_options()?;
-    let job = server.start(Some(&req.model), kind, |info| Ok((Prompt::ChatWith(msgs, template), req.params(&info.recommended)?))).await?;
-    let id = format!("msg_{:024}", server.next_id());
+    let mut template = req.template_options()?;
+    let tools = req.tools()?;
+    let job = server
+        .start(Some(&req.model), kind, |info| {
+            let mut params = req.params(&info.recommended)?;
+            tools.apply(&mut template, &mut params)?;
+            Ok((Prompt::ChatWith(msgs, template), params))
+        })
+        .await?;
+    let n = server.next_id();
+    let id = format!("msg_{n:024}");
+    let split = ReplySplit::new(tools.reader(job.info.tool_format), format!("toolu_{n:020}_"));
     let stops = req.stop_sequences.clone();
     if !req.stream {
-        return Ok(whole(job, id, stops).await);
+        return Ok(whole(job, id, stops, split).await);
     }
-    Ok(stream(job, id, stops))
+    Ok(stream(job, id, stops, split))
 }
 
-async fn whole(job: Job, id: String, stops: Vec<String>) -> Response {
+async fn whole(job: Job, id: String, stops: Vec<String>, mut split: ReplySplit) -> Response {
     let Job { mut rx, queued, cancel, model, .. } = job;
-    let mut split = ReasoningSplit::default();
-    let (mut text, mut thinking) = (String::new(), String::new());
+    let (mut text, mut thinking, mut calls) = (String::new(), String::new(), Vec::new());
+    let mut take = |parts: Vec<Part>| {
+        for p in parts {
+            match p {
+                Part::Reasoning(r) => thinking.push_str(&r),
+                Part::Content(c) => text.push_str(&c),
+                Part::Call(c) => calls.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments})),
+            }
+        }
+    };
     loop {
         match rx.recv().await {
             Some(Update::Started(_)) => {}
-            Some(Update::Text(t)) => {
-                let (r, c) = split.push(&t);
-                thinking.push_str(&r);
-                text.push_str(&c);
-            }
+            Some(Update::Text(t)) => take(split.push(&t)),
             Some(Update::Done(stats)) => {
                 cancel.disarm();
                 drop(queued);
+                take(split.finish());
                 let mut content = vec![];
                 if !thinking.is_empty() {
                     content.push(json!({"type": "thinking", "thinking": thinking, "signature": ""}));
                 }
-                content.push(json!({"type": "text", "text": text}));
-                let (reason, seq) = stop_reason(&stats, &stops);
+                if !text.is_empty() || calls.is_empty() {
+                    content.push(json!({"type": "text", "text": text}));
+                }
+                content.extend(calls);
+                let (reason, seq) = stop_reason(&stats, &stops, split.calls() > 0);
                 return Json(json!({"id": id, "type": "message", "role": "assistant", "model": model.id, "content": content,
                                    "stop_reason": reason, "stop_sequence": seq,
                                    "usage": {"input_tokens": stats.prompt_tokens, "output_tokens": stats.generated_tokens}}))
@@ -230,23 +319,72 @@ enum Block {
     Text,
 }
 
-fn stream(job: Job, id: String, stops: Vec<String>) -> Response {
-    let Job { rx, queued, cancel, model, .. } = job;
-    struct S {
-        rx: tokio::sync::mpsc::UnboundedReceiver<Update>,
-        _queued: Option<tokio::sync::OwnedMutexGuard<()>>,
-        cancel: Option<super::bridge::CancelOnDrop>,
-        split: ReasoningSplit,
-        open: Block,
-        index: usize,
-        pending: std::collections::VecDeque<SseEvent>,
-        finished: bool,
+/// A streamed reply: the engine's updates in, Messages events out. It owns
+/// the queue slot and the cancel guard: a client that disconnects drops it,
+/// which cancels the generation and frees the queue.
+struct Stream {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Update>,
+    _queued: Option<tokio::sync::OwnedMutexGuard<()>>,
+    cancel: Option<super::bridge::CancelOnDrop>,
+    split: ReplySplit,
+    open: Block,
+    /// The index of the open (or next) content block.
+    index: usize,
+    pending: std::collections::VecDeque<SseEvent>,
+    finished: bool,
+}
+
+impl Stream {
+    /// Switches the open block to `want`, closing the one before.
+    fn switch(&mut self, want: Block) {
+        if self.open == want {
+            return;
+        }
+        if self.open != Block::None {
+            self.pending.push_back(event("content_block_stop", json!({"type": "content_block_stop", "index": self.index})));
+            self.index += 1;
+        }
+        self.open = want;
+        let block = match want {
+            Block::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
+            Block::Text => json!({"type": "text", "text": ""}),
+            Block::None => return,
+        };
+        self.pending.push_back(event("content_block_start", json!({"type": "content_block_start", "index": self.index, "content_block": block})));
     }
-    let state = S {
+
+    /// Deltas into the open thinking or text block, and each tool call as a
+    /// whole tool_use block.
+    fn parts(&mut self, parts: Vec<Part>) {
+        for p in parts {
+            let (want, delta) = match p {
+                Part::Reasoning(r) => (Block::Thinking, json!({"type": "thinking_delta", "thinking": r})),
+                Part::Content(c) => (Block::Text, json!({"type": "text_delta", "text": c})),
+                Part::Call(c) => {
+                    self.switch(Block::None);
+                    let i = self.index;
+                    self.pending.push_back(event("content_block_start", json!({"type": "content_block_start", "index": i,
+                        "content_block": {"type": "tool_use", "id": c.id, "name": c.name, "input": {}}})));
+                    self.pending.push_back(event("content_block_delta", json!({"type": "content_block_delta", "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": c.arguments.to_string()}})));
+                    self.pending.push_back(event("content_block_stop", json!({"type": "content_block_stop", "index": i})));
+                    self.index += 1;
+                    continue;
+                }
+            };
+            self.switch(want);
+            self.pending.push_back(event("content_block_delta", json!({"type": "content_block_delta", "index": self.index, "delta": delta})));
+        }
+    }
+}
+
+fn stream(job: Job, id: String, stops: Vec<String>, split: ReplySplit) -> Response {
+    let Job { rx, queued, cancel, model, .. } = job;
+    let state = Stream {
         rx,
         _queued: Some(queued),
         cancel: Some(cancel),
-        split: ReasoningSplit::default(),
+        split,
         open: Block::None,
         index: 0,
         pending: Default::default(),
@@ -263,25 +401,6 @@ fn stream(job: Job, id: String, stops: Vec<String>) -> Response {
                 if st.finished {
                     return None;
                 }
-                // Switches the open block to `want`, closing the one before.
-                let switch = |st: &mut S, want: Block| {
-                    if st.open == want {
-                        return;
-                    }
-                    if st.open != Block::None {
-                        st.pending.push_back(event("content_block_stop", json!({"type": "content_block_stop", "index": st.index})));
-                        st.index += 1;
-                    }
-                    let block = match want {
-                        Block::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
-                        _ => json!({"type": "text", "text": ""}),
-                    };
-                    st.pending.push_back(event(
-                        "content_block_start",
-                        json!({"type": "content_block_start", "index": st.index, "content_block": block}),
-                    ));
-                    st.open = want;
-                };
                 match st.rx.recv().await {
                     Some(Update::Started(n)) => {
                         st.pending.push_back(event("message_start", json!({"type": "message_start", "message": {
@@ -289,28 +408,21 @@ fn stream(job: Job, id: String, stops: Vec<String>) -> Response {
                             "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": n, "output_tokens": 0}}})));
                     }
                     Some(Update::Text(t)) => {
-                        let (r, c) = st.split.push(&t);
-                        if !r.is_empty() {
-                            switch(&mut st, Block::Thinking);
-                            let i = st.index;
-                            st.pending.push_back(event("content_block_delta", json!({"type": "content_block_delta", "index": i,
-                                "delta": {"type": "thinking_delta", "thinking": r}})));
-                        }
-                        if !c.is_empty() {
-                            switch(&mut st, Block::Text);
-                            let i = st.index;
-                            st.pending.push_back(event("content_block_delta", json!({"type": "content_block_delta", "index": i,
-                                "delta": {"type": "text_delta", "text": c}})));
-                        }
+                        let parts = st.split.push(&t);
+                        st.parts(parts);
                     }
                     Some(Update::Done(stats)) => {
                         if let Some(c) = st.cancel.take() {
                             c.disarm();
                         }
-                        // A reply with no text still has its (empty) text block.
-                        switch(&mut st, Block::Text);
-                        st.pending.push_back(event("content_block_stop", json!({"type": "content_block_stop", "index": st.index})));
-                        let (reason, seq) = stop_reason(&stats, &stops);
+                        let parts = st.split.finish();
+                        st.parts(parts);
+                        // A reply with neither text nor calls still has its (empty) text block.
+                        if st.open == Block::None && st.index == 0 {
+                            st.switch(Block::Text);
+                        }
+                        st.switch(Block::None);
+                        let (reason, seq) = stop_reason(&stats, &stops, st.split.calls() > 0);
                         st.pending.push_back(event("message_delta", json!({"type": "message_delta",
                             "delta": {"stop_reason": reason, "stop_sequence": seq},
                             "usage": {"output_tokens": stats.generated_tokens}})));

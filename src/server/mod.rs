@@ -11,6 +11,8 @@ pub mod bridge;
 pub mod ollama;
 pub mod openai;
 mod openai_request;
+pub mod reply;
+pub mod tools;
 
 use crate::engine::protocol::{EngineError, ErrorKind};
 use crate::engine::EngineHandle;

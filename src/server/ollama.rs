@@ -5,7 +5,9 @@
 //! `thinking`, as Ollama sends it. Options Hearth does not implement are a 400.
 
 use super::bridge::Update;
-use super::openai::ReasoningSplit;
+use super::reply::{Part, ReplySplit};
+use super::tools::{ToolChoice, ToolRequest};
+use crate::chat::tools::ToolCall;
 use super::{rfc3339, ApiError, Job, Server, ServedModel};
 use crate::chat::params::{GenerateParams, GenerationStats, OutputConstraint, SamplingParams, DEFAULT_MAX_TOKENS};
 use crate::chat::template::TemplateOptions;
@@ -142,6 +144,12 @@ struct OllamaMessage {
     content: String,
     #[serde(default)]
     images: Option<Vec<Value>>,
+    /// An assistant's calls (`{"function": {"name", "arguments"}}`).
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
+    /// A tool message: the function whose result it is.
+    #[serde(default)]
+    tool_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +162,7 @@ pub struct ChatRequest {
     #[serde(default)]
     options: Map<String, Value>,
     #[serde(default)]
-    tools: Option<Vec<Value>>,
+    tools: Option<Value>,
     #[serde(default)]
     format: Option<Value>,
     /// Ollama's thinking switch: true/false, or an effort for gpt-oss.
@@ -204,16 +212,9 @@ fn format_constraint(format: &Option<Value>) -> Result<Option<OutputConstraint>,
     }
 }
 
-fn unsupported(tools: Option<&Vec<Value>>) -> Result<(), ApiError> {
-    if tools.is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::bad_request("'tools' is not supported by this server yet"));
-    }
-    Ok(())
-}
-
 pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Response, OllamaError> {
     let req: ChatRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad chat request: {e}")))?;
-    unsupported(req.tools.as_ref())?;
+    let tools = ToolRequest::new(req.tools.as_ref(), ToolChoice::Auto)?;
     let constraint = format_constraint(&req.format)?;
     let mut messages = Vec::new();
     for m in &req.messages {
@@ -224,9 +225,16 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
             "system" => Role::System,
             "user" => Role::User,
             "assistant" => Role::Assistant,
-            other => return Err(ApiError::bad_request(format!("messages with role '{other}' are not supported yet")).into()),
+            "tool" => Role::Tool,
+            other => return Err(ApiError::bad_request(format!("messages with role '{other}' are not supported")).into()),
         };
-        messages.push(Message::new(role, m.content.clone()));
+        let mut msg = Message::new(role, m.content.clone());
+        msg.tool_calls = m.tool_calls.clone().unwrap_or_default();
+        if role == Role::Tool {
+            // Ollama's results name the function, not a call id.
+            msg.tool_call_id = Some(m.tool_name.clone().unwrap_or_default());
+        }
+        messages.push(msg);
     }
     if messages.is_empty() {
         // Ollama loads the model and answers done for an empty chat.
@@ -238,18 +246,23 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
         .into_response());
     }
     let options = req.options.clone();
-    let template = think_options(&req.think)?;
+    let mut template = think_options(&req.think)?;
     let job = server
         .start(Some(&req.model), "ollama chat", |info| {
             let mut p = params(&options, &info.recommended)?;
             p.constraint = constraint;
+            tools.apply(&mut template, &mut p)?;
             Ok((Prompt::ChatWith(messages, template), p))
         })
         .await?;
-    Ok(respond(job, req.stream.unwrap_or(true), |content, thinking| {
+    let split = ReplySplit::new(tools.reader(job.info.tool_format), format!("call_{}_", server.next_id()));
+    Ok(respond(job, req.stream.unwrap_or(true), split, |content, thinking, calls| {
         let mut message = json!({"role": "assistant", "content": content});
         if !thinking.is_empty() {
             message["thinking"] = json!(thinking);
+        }
+        if !calls.is_empty() {
+            message["tool_calls"] = calls.iter().map(|c| json!({"function": {"name": c.name, "arguments": c.arguments}})).collect();
         }
         json!({"message": message})
     })
@@ -277,7 +290,8 @@ pub async fn generate(State(server): State<Arc<Server>>, body: Bytes) -> Result<
             Ok((prompt, p))
         })
         .await?;
-    Ok(respond(job, req.stream.unwrap_or(true), |content, thinking| {
+    let split = ReplySplit::new(None, String::new());
+    Ok(respond(job, req.stream.unwrap_or(true), split, |content, thinking, _| {
         let mut v = json!({"response": content});
         if !thinking.is_empty() {
             v["thinking"] = json!(thinking);
@@ -304,27 +318,37 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
-/// One object (`stream: false`) or NDJSON lines; `piece(content, thinking)`
-/// shapes the endpoint's fields.
-async fn respond(job: Job, stream: bool, piece: fn(&str, &str) -> Value) -> Response {
+/// A reply's parts gathered: (content, thinking, calls).
+fn gather(parts: Vec<Part>) -> (String, String, Vec<ToolCall>) {
+    let (mut content, mut thinking, mut calls) = (String::new(), String::new(), Vec::new());
+    for p in parts {
+        match p {
+            Part::Reasoning(r) => thinking.push_str(&r),
+            Part::Content(c) => content.push_str(&c),
+            Part::Call(c) => calls.push(c),
+        }
+    }
+    (content, thinking, calls)
+}
+
+/// One object (`stream: false`) or NDJSON lines; `piece(content, thinking,
+/// calls)` shapes the endpoint's fields.
+async fn respond(job: Job, stream: bool, mut split: ReplySplit, piece: fn(&str, &str, &[ToolCall]) -> Value) -> Response {
     let Job { mut rx, queued, cancel, model, load_s, started, .. } = job;
     let id = model.id;
     if !stream {
         {
-            let mut split = ReasoningSplit::default();
-            let (mut content, mut thinking) = (String::new(), String::new());
+            let mut parts = Vec::new();
             loop {
                 match rx.recv().await {
                     Some(Update::Started(_)) => continue,
-                    Some(Update::Text(t)) => {
-                        let (r, c) = split.push(&t);
-                        thinking.push_str(&r);
-                        content.push_str(&c);
-                    }
+                    Some(Update::Text(t)) => parts.extend(split.push(&t)),
                     Some(Update::Done(stats)) => {
                         cancel.disarm();
                         drop(queued);
-                        let head = merge(json!({"model": id}), piece(&content, &thinking));
+                        parts.extend(split.finish());
+                        let (content, thinking, calls) = gather(parts);
+                        let head = merge(json!({"model": id}), piece(&content, &thinking, &calls));
                         return Json(merge(done(&id, &stats, load_s, started.elapsed().as_secs_f64()), head)).into_response();
                     }
                     Some(Update::Failed(e)) => return OllamaError(ApiError::engine(e)).into_response(),
@@ -335,7 +359,7 @@ async fn respond(job: Job, stream: bool, piece: fn(&str, &str) -> Value) -> Resp
     }
     // The stream owns the queue slot and the cancel guard: a client that goes
     // away drops it, which stops the generation and frees the queue.
-    let state = (rx, Some(queued), Some(cancel), ReasoningSplit::default(), false);
+    let state = (rx, Some(queued), Some(cancel), split, false);
     let lines = futures::stream::unfold(state, move |(mut rx, queued, cancel, mut split, finished)| {
         let id = id.clone();
         async move {
@@ -346,17 +370,19 @@ async fn respond(job: Job, stream: bool, piece: fn(&str, &str) -> Value) -> Resp
                 let line = match rx.recv().await {
                     Some(Update::Started(_)) => continue,
                     Some(Update::Text(t)) => {
-                        let (r, c) = split.push(&t);
-                        if r.is_empty() && c.is_empty() {
+                        let (c, r, calls) = gather(split.push(&t));
+                        if r.is_empty() && c.is_empty() && calls.is_empty() {
                             continue;
                         }
-                        merge(json!({"model": id, "created_at": rfc3339(super::now_secs()), "done": false}), piece(&c, &r))
+                        merge(json!({"model": id, "created_at": rfc3339(super::now_secs()), "done": false}), piece(&c, &r, &calls))
                     }
                     Some(Update::Done(stats)) => {
                         if let Some(c) = cancel {
                             c.disarm();
                         }
-                        let last = merge(done(&id, &stats, load_s, started.elapsed().as_secs_f64()), piece("", ""));
+                        // What the split held back (a call at the very end) goes in the last line.
+                        let (c, r, calls) = gather(split.finish());
+                        let last = merge(done(&id, &stats, load_s, started.elapsed().as_secs_f64()), piece(&c, &r, &calls));
                         return Some((Ok::<_, std::convert::Infallible>(Bytes::from(last.to_string() + "\n")), (rx, None, None, split, true)));
                     }
                     Some(Update::Failed(e)) => {

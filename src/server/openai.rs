@@ -2,12 +2,15 @@
 //! and `POST /v1/completions`, plain and streamed (SSE `data:` chunks ending
 //! in `[DONE]`, usage in a last chunk when `stream_options.include_usage`).
 //! Reasoning (`<think>…</think>`, or gpt-oss's analysis channel) goes in
-//! `reasoning_content`, as LM Studio and DeepSeek send it, never in `content`.
+//! `reasoning_content`, as LM Studio and DeepSeek send it, never in `content`;
+//! tool calls in `tool_calls` (one chunk per call when streaming).
 //! Fields Hearth does not implement yet are a 400 that names them.
 
 use super::bridge::{CancelOnDrop, Update};
 use super::{ApiError, Server};
 use super::openai_request::ChatRequest;
+use super::reply::{Part, ReplySplit};
+use crate::chat::tools::ToolCall;
 use crate::chat::params::{FinishReason, GenerationStats};
 use crate::engine::Prompt;
 use axum::extract::State;
@@ -44,11 +47,19 @@ pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::bod
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the request is not a chat completion: {e}")))?;
     req.check()?;
     let messages = req.messages()?;
-    let options = req.template_options()?;
+    let mut options = req.template_options()?;
+    let tools = req.tools()?;
     let kind = if req.stream { "chat.completions stream" } else { "chat.completions" };
-    let job =
-        server.start(req.model.as_deref(), kind, |info| Ok((Prompt::ChatWith(messages, options), req.params(&info.recommended)?))).await?;
-    let reply = Reply { shape: Shape::Chat, id: format!("chatcmpl-{}", server.next_id()), created: super::now_secs() };
+    let job = server
+        .start(req.model.as_deref(), kind, |info| {
+            let mut params = req.params(&info.recommended)?;
+            tools.apply(&mut options, &mut params)?;
+            Ok((Prompt::ChatWith(messages, options), params))
+        })
+        .await?;
+    let n = server.next_id();
+    let split = ReplySplit::new(tools.reader(job.info.tool_format), format!("call_{n}_"));
+    let reply = Reply { shape: Shape::Chat(split), id: format!("chatcmpl-{n}"), created: super::now_secs() };
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok(if req.stream { reply.stream(job, include_usage) } else { reply.whole(job).await })
 }
@@ -63,6 +74,9 @@ pub async fn completions(State(server): State<Arc<Server>>, body: axum::body::By
         Some(Value::String(_)) | None => return Err(ApiError::bad_request("prompt is empty")),
         Some(_) => return Err(ApiError::bad_request("prompt must be one string (lists of prompts and token ids are not supported)")),
     };
+    if v.get("tools").is_some_and(|t| !t.is_null()) {
+        return Err(ApiError::bad_request("tools are for /v1/chat/completions"));
+    }
     // The rest reads like a chat request with no messages.
     v["messages"] = json!([{"role": "user", "content": "-"}]);
     let req: ChatRequest = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("the request is not a completion: {e}")))?;
@@ -74,81 +88,129 @@ pub async fn completions(State(server): State<Arc<Server>>, body: axum::body::By
     Ok(if req.stream { reply.stream(job, include_usage) } else { reply.whole(job).await })
 }
 
-#[derive(Clone, Copy, PartialEq)]
 enum Shape {
-    /// `chat.completion`: a message, deltas with content / reasoning_content.
-    Chat,
-    /// `text_completion`: text.
+    /// `chat.completion`: a message, deltas with content, reasoning_content
+    /// and tool_calls, read from the text by the split.
+    Chat(ReplySplit),
+    /// `text_completion`: the text as is.
     Text,
 }
 
-/// What every chunk of one reply carries.
-#[derive(Clone)]
+/// One reply: its shape and what every chunk carries.
 struct Reply {
     shape: Shape,
     id: String,
     created: u64,
 }
 
+/// A tool call as OpenAI sends it: arguments as JSON text.
+fn call_json(c: &ToolCall) -> Value {
+    json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments.to_string()}})
+}
+
 impl Reply {
-    fn chunk(&self, model: &str, content: &str, reasoning: &str, finish: Option<&str>, first: bool) -> Value {
-        match self.shape {
-            Shape::Chat => {
-                let mut delta = json!({});
-                if first {
-                    delta["role"] = json!("assistant");
-                }
-                if first || !content.is_empty() {
-                    delta["content"] = json!(content);
-                }
-                if !reasoning.is_empty() {
-                    delta["reasoning_content"] = json!(reasoning);
-                }
-                json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model,
-                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-            }
-            Shape::Text => json!({"id": self.id, "object": "text_completion", "created": self.created, "model": model,
-                                  "choices": [{"index": 0, "text": content, "logprobs": null, "finish_reason": finish}]}),
+    fn is_chat(&self) -> bool {
+        matches!(self.shape, Shape::Chat(_))
+    }
+
+    fn chunk(&self, model: &str, delta: Value, finish: Option<&str>) -> Value {
+        if self.is_chat() {
+            json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        } else {
+            json!({"id": self.id, "object": "text_completion", "created": self.created, "model": model,
+                   "choices": [{"index": 0, "text": delta["content"].as_str().unwrap_or(""), "logprobs": null, "finish_reason": finish}]})
         }
     }
 
-    async fn whole(self, job: super::Job) -> Response {
+    /// The parts of this piece of text (all content for a plain completion).
+    fn parts(&mut self, text: &str) -> Vec<Part> {
+        match &mut self.shape {
+            Shape::Chat(split) => split.push(text),
+            Shape::Text => vec![Part::Content(text.to_string())],
+        }
+    }
+
+    fn finish_parts(&mut self) -> Vec<Part> {
+        match &mut self.shape {
+            Shape::Chat(split) => split.finish(),
+            Shape::Text => vec![],
+        }
+    }
+
+    /// "tool_calls" when the reply called tools (and was not cut short).
+    fn finish_reason(&self, stats: &GenerationStats) -> &'static str {
+        match (&self.shape, finish_reason(stats)) {
+            (Shape::Chat(split), "stop") if split.calls() > 0 => "tool_calls",
+            (_, r) => r,
+        }
+    }
+
+    async fn whole(mut self, job: super::Job) -> Response {
         let super::Job { mut rx, queued, cancel, model, .. } = job;
-        // A plain completion is the model's text as is; only chat splits reasoning out.
-        let mut split = (self.shape == Shape::Chat).then(ReasoningSplit::default);
-        let (mut content, mut reasoning) = (String::new(), String::new());
+        let (mut content, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
         loop {
-            match rx.recv().await {
-                Some(Update::Started(_)) => {}
-                Some(Update::Text(t)) => match split.as_mut() {
-                    Some(sp) => {
-                        let (r, c) = sp.push(&t);
-                        reasoning.push_str(&r);
-                        content.push_str(&c);
-                    }
-                    None => content.push_str(&t),
-                },
+            let parts = match rx.recv().await {
+                Some(Update::Started(_)) => continue,
+                Some(Update::Text(t)) => self.parts(&t),
                 Some(Update::Done(stats)) => {
                     drop(queued);
                     cancel.disarm();
-                    let choice = match self.shape {
-                        Shape::Chat => {
-                            let mut message = json!({"role": "assistant", "content": content});
-                            if !reasoning.is_empty() {
-                                message["reasoning_content"] = json!(reasoning);
-                            }
-                            json!({"index": 0, "message": message, "finish_reason": finish_reason(&stats)})
+                    for p in self.finish_parts() {
+                        match p {
+                            Part::Reasoning(r) => reasoning.push_str(&r),
+                            Part::Content(c) => content.push_str(&c),
+                            Part::Call(c) => calls.push(call_json(&c)),
                         }
-                        Shape::Text => json!({"index": 0, "text": content, "logprobs": null, "finish_reason": finish_reason(&stats)}),
+                    }
+                    let reason = self.finish_reason(&stats);
+                    let choice = if self.is_chat() {
+                        let mut message = json!({"role": "assistant", "content": content});
+                        if !reasoning.is_empty() {
+                            message["reasoning_content"] = json!(reasoning);
+                        }
+                        if !calls.is_empty() {
+                            if content.is_empty() {
+                                message["content"] = Value::Null;
+                            }
+                            message["tool_calls"] = json!(calls);
+                        }
+                        json!({"index": 0, "message": message, "finish_reason": reason})
+                    } else {
+                        json!({"index": 0, "text": content, "logprobs": null, "finish_reason": reason})
                     };
-                    let object = if self.shape == Shape::Chat { "chat.completion" } else { "text_completion" };
+                    let object = if self.is_chat() { "chat.completion" } else { "text_completion" };
                     return Json(json!({"id": self.id, "object": object, "created": self.created, "model": model.id,
                                        "choices": [choice], "usage": usage(&stats)}))
                     .into_response();
                 }
                 Some(Update::Failed(e)) => return ApiError::engine(e).into_response(),
                 None => return ApiError::internal("the engine stopped").into_response(),
+            };
+            for p in parts {
+                match p {
+                    Part::Reasoning(r) => reasoning.push_str(&r),
+                    Part::Content(c) => content.push_str(&c),
+                    Part::Call(c) => calls.push(call_json(&c)),
+                }
             }
+        }
+    }
+
+    /// A chunk for each part: content, reasoning_content, or one tool call.
+    fn part_chunks(&self, model: &str, parts: Vec<Part>, calls: &mut usize, out: &mut std::collections::VecDeque<Value>) {
+        for p in parts {
+            let delta = match p {
+                Part::Content(c) => json!({"content": c}),
+                Part::Reasoning(r) => json!({"reasoning_content": r}),
+                Part::Call(c) => {
+                    let mut call = call_json(&c);
+                    call["index"] = json!(*calls);
+                    *calls += 1;
+                    json!({"tool_calls": [call]})
+                }
+            };
+            out.push_back(self.chunk(model, delta, None));
         }
     }
 
@@ -158,22 +220,22 @@ impl Reply {
     fn stream(self, job: super::Job, include_usage: bool) -> Response {
         let super::Job { rx, queued, cancel, model, .. } = job;
         struct S {
+            reply: Reply,
             rx: tokio::sync::mpsc::UnboundedReceiver<Update>,
             _queued: Option<tokio::sync::OwnedMutexGuard<()>>,
             cancel: Option<CancelOnDrop>,
-            split: Option<ReasoningSplit>,
             pending: std::collections::VecDeque<Value>,
+            calls: usize,
             finished: bool,
         }
-        let mut pending = std::collections::VecDeque::new();
-        if self.shape == Shape::Chat {
-            pending.push_back(self.chunk(&model.id, "", "", None, true));
-        }
-        let split = (self.shape == Shape::Chat).then(ReasoningSplit::default);
-        let state = S { rx, _queued: Some(queued), cancel: Some(cancel), split, pending, finished: false };
         let model_id = model.id;
+        let mut pending = std::collections::VecDeque::new();
+        if self.is_chat() {
+            pending.push_back(self.chunk(&model_id, json!({"role": "assistant", "content": ""}), None));
+        }
+        let state = S { reply: self, rx, _queued: Some(queued), cancel: Some(cancel), pending, calls: 0, finished: false };
         let events = futures::stream::unfold(state, move |mut st| {
-            let (reply, model_id) = (self.clone(), model_id.clone());
+            let model_id = model_id.clone();
             async move {
                 loop {
                     if let Some(v) = st.pending.pop_front() {
@@ -185,21 +247,20 @@ impl Reply {
                     match st.rx.recv().await {
                         Some(Update::Started(_)) => {}
                         Some(Update::Text(t)) => {
-                            let (r, c) = match st.split.as_mut() {
-                                Some(sp) => sp.push(&t),
-                                None => (String::new(), t),
-                            };
-                            if !r.is_empty() || !c.is_empty() {
-                                st.pending.push_back(reply.chunk(&model_id, &c, &r, None, false));
-                            }
+                            let parts = st.reply.parts(&t);
+                            st.reply.part_chunks(&model_id, parts, &mut st.calls, &mut st.pending);
                         }
                         Some(Update::Done(stats)) => {
                             if let Some(g) = st.cancel.take() {
                                 g.disarm();
                             }
-                            st.pending.push_back(reply.chunk(&model_id, "", "", Some(finish_reason(&stats)), false));
+                            let parts = st.reply.finish_parts();
+                            st.reply.part_chunks(&model_id, parts, &mut st.calls, &mut st.pending);
+                            let reason = st.reply.finish_reason(&stats);
+                            let delta = if st.reply.is_chat() { json!({}) } else { json!({"content": ""}) };
+                            st.pending.push_back(st.reply.chunk(&model_id, delta, Some(reason)));
                             if include_usage {
-                                let mut u = reply.chunk(&model_id, "", "", None, false);
+                                let mut u = st.reply.chunk(&model_id, json!({}), None);
                                 u["choices"] = json!([]);
                                 u["usage"] = usage(&stats);
                                 st.pending.push_back(u);
@@ -227,84 +288,5 @@ fn sse(v: &Value) -> SseEvent {
     match v {
         Value::String(s) => SseEvent::default().data(s.clone()),
         v => SseEvent::default().data(v.to_string()),
-    }
-}
-
-/// Splits streamed text into reasoning (inside `<think>…</think>` at the start
-/// of the reply) and content, however the tags are cut across pieces.
-#[derive(Default)]
-pub struct ReasoningSplit {
-    held: String,
-    state: SplitState,
-}
-
-#[derive(Default, PartialEq)]
-enum SplitState {
-    #[default]
-    Start,
-    Thinking,
-    Answer,
-}
-
-impl ReasoningSplit {
-    /// Returns (reasoning, content) released by this piece.
-    pub fn push(&mut self, text: &str) -> (String, String) {
-        self.held.push_str(text);
-        let (mut r, mut c) = (String::new(), String::new());
-        loop {
-            match self.state {
-                SplitState::Start => {
-                    let t = self.held.trim_start();
-                    if t.starts_with("<think>") {
-                        let at = self.held.find("<think>").expect("just seen") + "<think>".len();
-                        self.held.drain(..at);
-                        self.state = SplitState::Thinking;
-                    } else if t.is_empty() || "<think>".starts_with(t) {
-                        return (r, c); // could still become the tag
-                    } else {
-                        self.state = SplitState::Answer;
-                    }
-                }
-                SplitState::Thinking => match self.held.find("</think>") {
-                    Some(end) => {
-                        r.push_str(&self.held[..end]);
-                        self.held.drain(..end + "</think>".len());
-                        self.state = SplitState::Answer;
-                    }
-                    None => {
-                        // Keep a tail that may be the start of the closing tag.
-                        let keep = (1.."</think>".len()).rev().find(|&n| self.held.ends_with(&"</think>"[..n])).unwrap_or(0);
-                        let cut = self.held.len() - keep;
-                        r.push_str(&self.held[..cut]);
-                        self.held.drain(..cut);
-                        return (r, c);
-                    }
-                },
-                SplitState::Answer => {
-                    c.push_str(&self.held);
-                    self.held.clear();
-                    return (r, c);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasoning_is_split_from_the_answer_across_any_cuts() {
-        let text = "<think>Two and two.</think>It is 4.";
-        for cut in 1..text.len() {
-            let mut s = ReasoningSplit::default();
-            let (r1, c1) = s.push(&text[..cut]);
-            let (r2, c2) = s.push(&text[cut..]);
-            assert_eq!(r1 + &r2, "Two and two.", "cut at {cut}");
-            assert_eq!(c1 + &c2, "It is 4.", "cut at {cut}");
-        }
-        let mut s = ReasoningSplit::default();
-        assert_eq!(s.push("Plain answer"), (String::new(), "Plain answer".into()));
     }
 }

@@ -1,9 +1,11 @@
 //! What an OpenAI chat or completion request asks for, read and checked:
 //! the messages, sampling, stop strings, template variables (thinking,
-//! reasoning effort) and `response_format` as an output constraint. Fields
-//! Hearth does not implement yet are a 400 that names them.
+//! reasoning effort), `response_format` as an output constraint and the
+//! tools offered. Fields Hearth does not implement yet are a 400 that names them.
 
+use super::tools::ToolRequest;
 use super::ApiError;
+use crate::chat::tools::ToolCall;
 use crate::chat::params::{GenerateParams, OutputConstraint, SamplingParams, DEFAULT_MAX_TOKENS};
 use crate::chat::template::TemplateOptions;
 use crate::chat::{Message, Role};
@@ -46,6 +48,10 @@ pub struct ChatRequest {
     /// `text`, `json_object` or `json_schema` (structured output).
     #[serde(default)]
     response_format: Option<Value>,
+    #[serde(default)]
+    tools: Option<Value>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -68,6 +74,12 @@ struct ChatMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    /// An assistant's calls (arguments as JSON text, as OpenAI sends them).
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
+    /// A tool message: the call it answers.
+    #[serde(default)]
+    tool_call_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -108,8 +120,12 @@ impl ChatRequest {
                     "system" | "developer" => Role::System,
                     "user" => Role::User,
                     "assistant" => Role::Assistant,
-                    other => return Err(ApiError::bad_request(format!("messages with role '{other}' are not supported yet"))),
+                    "tool" => Role::Tool,
+                    other => return Err(ApiError::bad_request(format!("messages with role '{other}' are not supported"))),
                 };
+                if role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
+                    return Err(ApiError::bad_request("a tool message needs the tool_call_id it answers"));
+                }
                 let content = match &m.content {
                     None => String::new(),
                     Some(Content::Text(t)) => t.clone(),
@@ -124,9 +140,17 @@ impl ChatRequest {
                         text
                     }
                 };
-                Ok(Message::new(role, content))
+                let mut msg = Message::new(role, content);
+                msg.tool_calls = m.tool_calls.clone().unwrap_or_default();
+                msg.tool_call_id = m.tool_call_id.clone().filter(|_| role == Role::Tool);
+                Ok(msg)
             })
             .collect()
+    }
+
+    /// `tools` and `tool_choice`.
+    pub(super) fn tools(&self) -> Result<ToolRequest, ApiError> {
+        ToolRequest::new(self.tools.as_ref(), ToolRequest::openai_choice(self.tool_choice.as_ref())?)
     }
 
     /// `response_format` as an output constraint.
