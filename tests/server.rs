@@ -118,7 +118,7 @@ fn unknown_models_and_unsupported_fields_are_typed_errors() {
         r#"
 msgs = [{"role": "user", "content": "Hi"}]
 for kw in [dict(model="no-such-model"), dict(model="SmolLM2-135M-Instruct.Q4_1", n=2),
-           dict(model="SmolLM2-135M-Instruct.Q4_1", logprobs=True),
+           dict(model="SmolLM2-135M-Instruct.Q4_1", logit_bias={"1": 5}),
            dict(model="SmolLM2-135M-Instruct.Q4_1", temperature=-1),
            dict(model="../../../etc/passwd")]:
     try:
@@ -134,7 +134,7 @@ for kw in [dict(model="no-such-model"), dict(model="SmolLM2-135M-Instruct.Q4_1",
     assert_eq!(lines[1]["status"], 400);
     assert!(lines[1]["message"].as_str().unwrap().contains("n > 1"));
     assert_eq!(lines[2]["status"], 400);
-    assert!(lines[2]["message"].as_str().unwrap().contains("logprobs"));
+    assert!(lines[2]["message"].as_str().unwrap().contains("logit_bias"));
     assert_eq!(lines[3]["status"], 400);
     assert!(lines[3]["message"].as_str().unwrap().contains("temperature"));
     assert_eq!(lines[4]["status"], 404, "a path is never a model name: {out}");
@@ -597,4 +597,61 @@ print(json.dumps(res, default=str))
     assert_eq!(r["anthropic_answer"][0], "end_turn", "{r}");
     assert!(r["anthropic_answer"][2].as_str().is_some_and(|t| !t.trim().is_empty()), "{r}");
     assert!(r["ollama"][0].as_str().is_some_and(|t| !t.trim().is_empty()) && r["ollama"][1] == true, "{r}");
+}
+
+#[test]
+fn log_probabilities_and_penalties_through_the_openai_sdk() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &[]).unwrap();
+    let out = python(
+        s.port,
+        "unused",
+        r##"
+import math
+m = client.models.list().data[0].id
+q = [{"role": "user", "content": "What is the capital of France?"}]
+r = client.chat.completions.create(model=m, temperature=0, max_tokens=16, messages=q, logprobs=True, top_logprobs=3)
+c = r.choices[0]
+lp = c.logprobs.content
+res = {"content": c.message.content, "joined": "".join(t.token for t in lp),
+       # Greedy: each token is its own best alternative, alternatives in order, probabilities under 1.
+       "greedy_best": all(t.top_logprobs[0].token == t.token and abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6 for t in lp),
+       "ordered": all(t.top_logprobs[i].logprob >= t.top_logprobs[i + 1].logprob for t in lp for i in range(2)),
+       "mass": max(sum(math.exp(x.logprob) for x in t.top_logprobs) for t in lp),
+       "bytes": all(bytes(t.bytes).decode("utf-8", "replace") == t.token for t in lp if t.bytes)}
+chunks = list(client.chat.completions.create(model=m, temperature=0, max_tokens=16, messages=q, logprobs=True, top_logprobs=3, stream=True))
+streamed = [t for ch in chunks if ch.choices and ch.choices[0].logprobs for t in ch.choices[0].logprobs.content]
+res["stream_same"] = [(t.token, round(t.logprob, 5)) for t in streamed] == [(t.token, round(t.logprob, 5)) for t in lp]
+t = client.completions.create(model=m, prompt="The capital of France is", max_tokens=4, temperature=0, logprobs=2)
+res["completion"] = [t.choices[0].logprobs.tokens[0], list(t.choices[0].logprobs.top_logprobs[0].keys()), t.choices[0].logprobs.text_offset]
+rep = [{"role": "user", "content": "List fruits: apple, apple, apple,"}]
+plain = client.chat.completions.create(model=m, temperature=0, max_tokens=40, messages=rep).choices[0].message.content
+pen = client.chat.completions.create(model=m, temperature=0, max_tokens=40, messages=rep, frequency_penalty=1.5).choices[0].message.content
+pres = client.chat.completions.create(model=m, temperature=0, max_tokens=40, messages=rep, presence_penalty=2.0).choices[0].message.content
+res["apples"] = [plain.lower().count("apple"), pen.lower().count("apple"), pres.lower().count("apple")]
+try:
+    client.chat.completions.create(model=m, max_tokens=4, messages=q, presence_penalty=3)
+except openai.BadRequestError as e:
+    res["range"] = e.body["message"]
+try:
+    client.chat.completions.create(model=m, max_tokens=4, messages=q, logprobs=True, top_logprobs=21)
+except openai.BadRequestError as e:
+    res["top_range"] = e.body["message"]
+print(json.dumps(res))
+"##,
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    assert!(r["content"].as_str().unwrap().contains("Paris"), "{r}");
+    assert_eq!(r["joined"], r["content"], "the tokens spell the reply: {r}");
+    for k in ["greedy_best", "ordered", "bytes", "stream_same"] {
+        assert_eq!(r[k], true, "{k}: {r}");
+    }
+    assert!(r["mass"].as_f64().unwrap() <= 1.0 + 1e-4, "{r}");
+    assert_eq!(r["completion"][0], " Paris", "{r}");
+    assert_eq!(r["completion"][2][0], 0, "{r}");
+    // SmolLM2 repeats "apple" to the end of its budget; the penalties stop that.
+    let apples: Vec<u64> = r["apples"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(apples[0] >= 10 && apples[1] * 3 < apples[0] && apples[2] * 3 < apples[0], "{r}");
+    assert!(r["range"].as_str().is_some_and(|e| e.contains("between -2 and 2")), "{r}");
+    assert!(r["top_range"].as_str().is_some_and(|e| e.contains("out of range")), "{r}");
 }

@@ -21,8 +21,13 @@ pub struct SamplingParams {
     pub min_p: f32,
     /// 1.0 = off.
     pub repetition_penalty: f32,
-    /// How many recent tokens the repetition penalty looks at.
+    /// How many recent tokens the penalties look at.
     pub repetition_context: usize,
+    /// Subtracted from the logit of every token seen in that window (OpenAI's
+    /// `presence_penalty`); 0 = off.
+    pub presence_penalty: f32,
+    /// Subtracted once per occurrence in that window (`frequency_penalty`); 0 = off.
+    pub frequency_penalty: f32,
     pub seed: Option<u64>,
 }
 
@@ -38,6 +43,8 @@ impl Default for SamplingParams {
             // one say so in generation_config.json (`RecommendedSampling`).
             repetition_penalty: 1.0,
             repetition_context: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: None,
         }
     }
@@ -133,8 +140,15 @@ impl SamplingParams {
             min_p: 0.0,
             repetition_penalty: 1.0,
             repetition_context: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: None,
         }
+    }
+
+    /// Whether any penalty needs the recent tokens.
+    pub fn penalizes(&self) -> bool {
+        self.repetition_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -150,6 +164,9 @@ impl SamplingParams {
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty <= 10.0) {
             return bad("repetition penalty must be in (0, 10]");
+        }
+        if !((-2.0..=2.0).contains(&self.presence_penalty) && (-2.0..=2.0).contains(&self.frequency_penalty)) {
+            return bad("presence and frequency penalties must be between -2 and 2");
         }
         if self.repetition_context > 1 << 20 {
             return bad("repetition context must be at most 1048576 tokens");
@@ -169,6 +186,29 @@ pub struct GenerateParams {
     /// Only output that matches this (structured output): every token is
     /// chosen among those the grammar allows (`engine::constraint`).
     pub constraint: Option<OutputConstraint>,
+    /// Report each token's log-probability and this many most likely
+    /// alternatives (at most `MAX_TOP_LOGPROBS`); None = no log-probabilities.
+    pub logprobs: Option<usize>,
+}
+
+/// The most alternatives per token a caller may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// A generated token's log-probability (after penalties, before temperature:
+/// the model's own distribution) and the most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: Scored,
+    pub top: Vec<Scored>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    pub id: u32,
+    /// The token's text ("" for a control token) and its exact bytes.
+    pub text: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
 }
 
 /// What a reply must be, token by token.
@@ -185,7 +225,14 @@ pub enum OutputConstraint {
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        GenerateParams { sampling: SamplingParams::default(), max_tokens: DEFAULT_MAX_TOKENS, stop: vec![], ignore_eos: false, constraint: None }
+        GenerateParams {
+            sampling: SamplingParams::default(),
+            max_tokens: DEFAULT_MAX_TOKENS,
+            stop: vec![],
+            ignore_eos: false,
+            constraint: None,
+            logprobs: None,
+        }
     }
 }
 

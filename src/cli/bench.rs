@@ -52,6 +52,7 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
         stop: vec![],
         ignore_eos: true,
         constraint: None,
+        logprobs: None,
     };
     let cancel = std::sync::atomic::AtomicBool::new(false);
     for &n in prompt_lens {

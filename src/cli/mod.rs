@@ -268,6 +268,7 @@ impl SampleArgs {
             stop,
             ignore_eos: false,
             constraint: None,
+            logprobs: None,
         }
     }
 }
@@ -325,7 +326,7 @@ pub fn stream_reply(engine: &EngineHandle, id: u64, stats: bool) -> Result<Strin
     let mut reply = String::new();
     loop {
         match engine.events.recv()? {
-            Event::Token { id: i, text } if i == id => {
+            Event::Token { id: i, text, .. } if i == id => {
                 reply.push_str(&text);
                 write!(out, "{text}")?;
                 out.flush()?;

@@ -1,6 +1,6 @@
 //! Messages between the UI (or CLI) and the inference thread.
 
-use crate::chat::params::{GenerateParams, GenerationStats};
+use crate::chat::params::{GenerateParams, GenerationStats, TokenLogprob};
 use crate::chat::template::TemplateOptions;
 use crate::chat::Message;
 use crate::error::Error;
@@ -47,7 +47,9 @@ pub enum Event {
     /// The prompt is rendered and tokenized; generation starts (APIs that
     /// report input tokens up front, as Anthropic's does, wait for this).
     PromptReady { id: RequestId, tokens: usize },
-    Token { id: RequestId, text: String },
+    /// A piece of the reply, with the log-probabilities of its tokens when
+    /// the request asked for them.
+    Token { id: RequestId, text: String, logprobs: Vec<TokenLogprob> },
     Finished { id: RequestId, stats: GenerationStats },
     Error { id: Option<RequestId>, error: EngineError },
     Memory(MemoryStats),

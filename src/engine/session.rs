@@ -6,7 +6,9 @@ use super::constraint::GrammarVocab;
 use super::sampling::Sampler;
 use super::step::{self, LoopEnd, PromptCache};
 use super::stream::{ReplyStream, StopCheck};
-use crate::chat::params::{FinishReason, GenerateParams, GenerationStats};
+use super::sampling::Scores;
+use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, Scored, TokenLogprob};
+use crate::chat::tokenizer::TextTokenizer;
 use crate::chat::template::content_spans;
 use crate::chat::{Message, Role};
 use crate::error::{Error, Result};
@@ -94,6 +96,18 @@ impl Session {
         cancel: &AtomicBool,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<GenerationStats> {
+        self.generate_scored(prompt, params, cancel, &mut |text, _| on_text(text))
+    }
+
+    /// `generate`, with each piece of text the log-probabilities of the tokens
+    /// read since the last piece (when `params.logprobs` asks for them).
+    pub fn generate_scored(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        cancel: &AtomicBool,
+        on_text: &mut dyn FnMut(&str, Vec<TokenLogprob>),
+    ) -> Result<GenerationStats> {
         if prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }
@@ -103,7 +117,7 @@ impl Session {
         if params.max_tokens == 0 {
             return Err(Error::InvalidArgument("max tokens must be at least 1".into()));
         }
-        let mut sampler = Sampler::new(params.sampling.clone(), prompt)?;
+        let mut sampler = Sampler::new(params.sampling.clone(), prompt)?.with_logprobs(params.logprobs);
         let t0 = Instant::now();
         let model = &*self.loaded.model;
         let (logits, reused) = step::prefill(model, &mut self.cache, prompt)?;
@@ -135,7 +149,23 @@ impl Session {
             }
             None => None,
         };
-        let mut on_token = |id: u32| {
+        // Scores of tokens whose text is not out yet.
+        let mut scored: Vec<TokenLogprob> = Vec::new();
+        let mut scored_error = None;
+        let mut on_token = |id: u32, scores: Option<&Scores>| {
+            if let Some(sc) = scores {
+                match sc.read() {
+                    Ok((logprob, top)) => scored.push(TokenLogprob {
+                        token: describe(tok, id, logprob),
+                        top: top.into_iter().map(|(i, l)| describe(tok, i, l)).collect(),
+                    }),
+                    Err(e) => {
+                        scored_error = Some(e);
+                        return false;
+                    }
+                }
+            }
+            let mut on_text = |s: &str| on_text(s, std::mem::take(&mut scored));
             if t_first.is_none() {
                 t_first = Some(Instant::now());
                 stats.ttft_s = t0.elapsed().as_secs_f64();
@@ -147,6 +177,10 @@ impl Session {
                 return false;
             }
             if !params.ignore_eos && tok.eos_ids.contains(&id) {
+                // The end is not part of the reply's text, nor of its scores.
+                if scores.is_some() {
+                    scored.pop();
+                }
                 reason = Some(FinishReason::Eos);
                 return false;
             }
@@ -186,6 +220,9 @@ impl Session {
             )?,
             None => step::decode(model, &mut self.cache, self.context_length, &logits, &mut sampler, params.max_tokens, &mut on_token)?,
         };
+        if let Some(e) = scored_error {
+            return Err(e);
+        }
         if let Some(c) = &constraint {
             stats.mask_ms_per_token = Some(c.mask_time.as_secs_f64() * 1e3 / c.steps.max(1) as f64);
         }
@@ -197,8 +234,8 @@ impl Session {
         // harmony reply still gets its open reasoning block closed.
         if !matches!(reason, FinishReason::StopString | FinishReason::Cancelled) || text.is_harmony() {
             let s = text.finish();
-            if !s.is_empty() {
-                on_text(&s);
+            if !s.is_empty() || !scored.is_empty() {
+                on_text(&s, std::mem::take(&mut scored));
             }
         }
         step::settle(&mut self.cache)?;
@@ -216,4 +253,11 @@ impl Session {
         stats.finish_reason = Some(reason);
         Ok(stats)
     }
+}
+
+/// A token as log-probabilities report it: its text (a control token's
+/// name) and bytes.
+fn describe(tok: &TextTokenizer, id: u32, logprob: f32) -> Scored {
+    let text = tok.special_text(id).unwrap_or_else(|| tok.decode(&[id]));
+    Scored { id, text, bytes: tok.bytes_of(id).to_vec(), logprob }
 }

@@ -3,7 +3,7 @@
 //! step n+1 on the device (`async_eval`) before token n is read on the host.
 //! It knows nothing of text: the caller decides after each token whether to go on.
 
-use super::sampling::Sampler;
+use super::sampling::{Sampler, Scores};
 use crate::error::{Error, Result};
 use crate::models::cache::{Cache, StateCache};
 use crate::models::layers::token_array;
@@ -159,6 +159,21 @@ pub fn prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32
     Ok((logits, reuse))
 }
 
+/// What the token loops hand over per token: its id and, if the sampler
+/// computes them, its scores.
+pub type OnToken<'a> = dyn FnMut(u32, Option<&Scores>) -> bool + 'a;
+
+/// Samples from `logits` and queues the result on the device.
+fn sample_queued(sampler: &mut Sampler, logits: &Array) -> Result<(Array, Option<Scores>)> {
+    let (y, scores) = sampler.sample_scored(logits)?;
+    let mut arrays = vec![&y];
+    if let Some(s) = &scores {
+        arrays.extend(s.arrays());
+    }
+    async_eval(arrays)?;
+    Ok((y, scores))
+}
+
 /// Samples from `logits`, then decodes up to `max_tokens` tokens in all, calling
 /// `on_token` with each id as soon as it is read; `on_token` returns false to stop.
 /// The cache ends up holding every token that was fed back to the model.
@@ -169,10 +184,9 @@ pub fn decode(
     logits: &Array,
     sampler: &mut Sampler,
     max_tokens: usize,
-    on_token: &mut dyn FnMut(u32) -> bool,
+    on_token: &mut OnToken,
 ) -> Result<LoopEnd> {
-    let mut y = sampler.sample(logits)?;
-    async_eval([&y])?;
+    let (mut y, mut scores) = sample_queued(sampler, logits)?;
     let mut n = 0;
     loop {
         let room = cache.tokens.len() + 1 < context_length;
@@ -181,9 +195,7 @@ pub fn decode(
         // on step n+1 while the host handles token n.
         let next = if more {
             let l = model.forward(&y.reshape(&[1, 1])?, &mut cache.layers, false)?;
-            let nx = sampler.sample(&l)?;
-            async_eval([&nx])?;
-            Some(nx)
+            Some(sample_queued(sampler, &l)?)
         } else {
             None
         };
@@ -192,11 +204,11 @@ pub fn decode(
         if next.is_some() {
             cache.tokens.push(id);
         }
-        if !on_token(id) {
+        if !on_token(id, scores.as_ref()) {
             return Ok(LoopEnd::Stopped);
         }
         match next {
-            Some(nx) => y = nx,
+            Some(nx) => (y, scores) = nx,
             None => return Ok(if room { LoopEnd::MaxTokens } else { LoopEnd::ContextFull }),
         }
     }
@@ -215,13 +227,13 @@ pub fn decode_constrained(
     sampler: &mut Sampler,
     constraint: &mut super::constraint::Constraint,
     max_tokens: usize,
-    on_token: &mut dyn FnMut(u32) -> bool,
+    on_token: &mut OnToken,
 ) -> Result<LoopEnd> {
     let mut logits = logits.clone();
     let mut n = 0;
     loop {
         let mask = constraint.mask()?;
-        let y = sampler.sample(&logits.add(&mask)?)?;
+        let (y, scores) = sampler.sample_scored(&logits.add(&mask)?)?;
         let id = y.try_item_exact::<i32>().map_err(|e| Error::Mlx(e.to_string()))? as u32;
         constraint.commit(id)?;
         n += 1;
@@ -233,7 +245,7 @@ pub fn decode_constrained(
             async_eval([&logits])?;
             cache.tokens.push(id);
         }
-        if !on_token(id) {
+        if !on_token(id, scores.as_ref()) {
             return Ok(LoopEnd::Stopped);
         }
         if !more {

@@ -212,8 +212,8 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
                     }
                     send(Event::PromptReady { id, tokens: tokens.len() });
                     let mut n = 0usize;
-                    let mut stats = s.generate(&tokens, &params, &cancel, &mut |text| {
-                        send(Event::Token { id, text: text.to_string() });
+                    let mut stats = s.generate_scored(&tokens, &params, &cancel, &mut |text, logprobs| {
+                        send(Event::Token { id, text: text.to_string(), logprobs });
                         n += 1;
                         if n % 32 == 0 {
                             send(Event::Memory(MemoryStats::now()));

@@ -227,7 +227,7 @@ impl MessagesRequest {
             s.top_k = k;
         }
         s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: None })
+        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: None, logprobs: None })
     }
 }
 
@@ -282,7 +282,7 @@ async fn whole(job: Job, id: String, stops: Vec<String>, mut split: ReplySplit) 
     loop {
         match rx.recv().await {
             Some(Update::Started(_)) => {}
-            Some(Update::Text(t)) => take(split.push(&t)),
+            Some(Update::Text(t, _)) => take(split.push(&t)),
             Some(Update::Done(stats)) => {
                 cancel.disarm();
                 drop(queued);
@@ -407,7 +407,7 @@ fn stream(job: Job, id: String, stops: Vec<String>, split: ReplySplit) -> Respon
                             "id": id, "type": "message", "role": "assistant", "model": model_id, "content": [],
                             "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": n, "output_tokens": 0}}})));
                     }
-                    Some(Update::Text(t)) => {
+                    Some(Update::Text(t, _)) => {
                         let parts = st.split.push(&t);
                         st.parts(parts);
                     }

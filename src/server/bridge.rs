@@ -4,7 +4,7 @@
 //! queue lock), each with its own cancel flag, so a client that goes away
 //! stops its generation within one token.
 
-use crate::chat::params::{GenerateParams, GenerationStats};
+use crate::chat::params::{GenerateParams, GenerationStats, TokenLogprob};
 use crate::engine::protocol::{EngineError, ErrorKind};
 use crate::engine::{Command, EngineHandle, Event, Prompt};
 use crate::models::load::{ModelInfo, Precision};
@@ -29,7 +29,8 @@ pub enum ModelStatus {
 pub enum Update {
     /// The prompt's length in tokens, before the first text.
     Started(usize),
-    Text(String),
+    /// A piece of text and its tokens' log-probabilities (if asked for).
+    Text(String, Vec<TokenLogprob>),
     Done(GenerationStats),
     Failed(EngineError),
 }
@@ -137,7 +138,7 @@ fn dispatch(events: crossbeam_channel::Receiver<Event>, routes: Routes, status: 
         };
         match ev {
             Event::PromptReady { id, tokens } => route(id, Update::Started(tokens), false),
-            Event::Token { id, text } => route(id, Update::Text(text), false),
+            Event::Token { id, text, logprobs } => route(id, Update::Text(text, logprobs), false),
             Event::Finished { id, stats } => route(id, Update::Done(stats), true),
             Event::Error { id: Some(id), error } => route(id, Update::Failed(error), true),
             Event::LoadProgress { .. } => {

@@ -119,6 +119,8 @@ fn params(options: &Map<String, Value>, recommended: &crate::chat::params::Recom
             "top_k" => s.top_k = num(k, v)?.max(0.0) as usize,
             "repeat_penalty" => s.repetition_penalty = num(k, v)? as f32,
             "repeat_last_n" => s.repetition_context = num(k, v)?.max(0.0) as usize,
+            "presence_penalty" => s.presence_penalty = num(k, v)? as f32,
+            "frequency_penalty" => s.frequency_penalty = num(k, v)? as f32,
             "seed" => s.seed = Some(num(k, v)? as u64),
             "num_predict" => {
                 let n = num(k, v)?;
@@ -134,7 +136,7 @@ fn params(options: &Map<String, Value>, recommended: &crate::chat::params::Recom
         }
     }
     s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(GenerateParams { sampling: s, max_tokens: max, stop, ignore_eos: false, constraint: None })
+    Ok(GenerateParams { sampling: s, max_tokens: max, stop, ignore_eos: false, constraint: None, logprobs: None })
 }
 
 #[derive(Deserialize)]
@@ -342,7 +344,7 @@ async fn respond(job: Job, stream: bool, mut split: ReplySplit, piece: fn(&str, 
             loop {
                 match rx.recv().await {
                     Some(Update::Started(_)) => continue,
-                    Some(Update::Text(t)) => parts.extend(split.push(&t)),
+                    Some(Update::Text(t, _)) => parts.extend(split.push(&t)),
                     Some(Update::Done(stats)) => {
                         cancel.disarm();
                         drop(queued);
@@ -369,7 +371,7 @@ async fn respond(job: Job, stream: bool, mut split: ReplySplit, piece: fn(&str, 
             loop {
                 let line = match rx.recv().await {
                     Some(Update::Started(_)) => continue,
-                    Some(Update::Text(t)) => {
+                    Some(Update::Text(t, _)) => {
                         let (c, r, calls) = gather(split.push(&t));
                         if r.is_empty() && c.is_empty() && calls.is_empty() {
                             continue;

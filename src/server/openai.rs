@@ -10,6 +10,7 @@ use super::bridge::{CancelOnDrop, Update};
 use super::{ApiError, Server};
 use super::openai_request::ChatRequest;
 use super::reply::{Part, ReplySplit};
+use crate::chat::params::TokenLogprob;
 use crate::chat::tools::ToolCall;
 use crate::chat::params::{FinishReason, GenerationStats};
 use crate::engine::Prompt;
@@ -59,7 +60,7 @@ pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::bod
         .await?;
     let n = server.next_id();
     let split = ReplySplit::new(tools.reader(job.info.tool_format), format!("call_{n}_"));
-    let reply = Reply { shape: Shape::Chat(split), id: format!("chatcmpl-{n}"), created: super::now_secs() };
+    let reply = Reply::new(Shape::Chat(split), format!("chatcmpl-{n}"));
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok(if req.stream { reply.stream(job, include_usage) } else { reply.whole(job).await })
 }
@@ -83,7 +84,7 @@ pub async fn completions(State(server): State<Arc<Server>>, body: axum::body::By
     req.check()?;
     let kind = if req.stream { "completions stream" } else { "completions" };
     let job = server.start(req.model.as_deref(), kind, |info| Ok((Prompt::Raw(prompt), req.params(&info.recommended)?))).await?;
-    let reply = Reply { shape: Shape::Text, id: format!("cmpl-{}", server.next_id()), created: super::now_secs() };
+    let reply = Reply::new(Shape::Text, format!("cmpl-{}", server.next_id()));
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok(if req.stream { reply.stream(job, include_usage) } else { reply.whole(job).await })
 }
@@ -96,11 +97,23 @@ enum Shape {
     Text,
 }
 
-/// One reply: its shape and what every chunk carries.
+/// One reply: its shape, what every chunk carries, and log-probabilities
+/// not yet sent.
 struct Reply {
     shape: Shape,
     id: String,
     created: u64,
+    scores: Vec<TokenLogprob>,
+    /// Bytes of completion text so far (the legacy format's text offsets).
+    offset: usize,
+}
+
+/// One token's entry in chat's `logprobs.content`.
+fn chat_logprob(t: &TokenLogprob) -> Value {
+    let entry = |s: &crate::chat::params::Scored| json!({"token": s.text, "logprob": s.logprob, "bytes": s.bytes});
+    let mut v = entry(&t.token);
+    v["top_logprobs"] = t.top.iter().map(entry).collect();
+    v
 }
 
 /// A tool call as OpenAI sends it: arguments as JSON text.
@@ -109,17 +122,46 @@ fn call_json(c: &ToolCall) -> Value {
 }
 
 impl Reply {
+    fn new(shape: Shape, id: String) -> Self {
+        Reply { shape, id, created: super::now_secs(), scores: Vec::new(), offset: 0 }
+    }
+
+    /// The log-probabilities held, in the shape's format (None if there are none).
+    fn take_logprobs(&mut self) -> Option<Value> {
+        if self.scores.is_empty() {
+            return None;
+        }
+        let scores = std::mem::take(&mut self.scores);
+        if self.is_chat() {
+            return Some(json!({"content": scores.iter().map(chat_logprob).collect::<Vec<_>>(), "refusal": null}));
+        }
+        // Completions: parallel lists, the alternatives as {token: logprob}.
+        let mut offsets = Vec::new();
+        for t in &scores {
+            offsets.push(self.offset);
+            self.offset += t.token.text.len();
+        }
+        Some(json!({
+            "tokens": scores.iter().map(|t| t.token.text.clone()).collect::<Vec<_>>(),
+            "token_logprobs": scores.iter().map(|t| t.token.logprob).collect::<Vec<_>>(),
+            "top_logprobs": scores.iter().map(|t| t.top.iter().map(|s| (s.text.clone(), json!(s.logprob))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
+            "text_offset": offsets,
+        }))
+    }
+
     fn is_chat(&self) -> bool {
         matches!(self.shape, Shape::Chat(_))
     }
 
-    fn chunk(&self, model: &str, delta: Value, finish: Option<&str>) -> Value {
+    /// A streamed chunk; it carries the log-probabilities held so far.
+    fn chunk(&mut self, model: &str, delta: Value, finish: Option<&str>) -> Value {
+        let logprobs = self.take_logprobs().unwrap_or(Value::Null);
         if self.is_chat() {
             json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                   "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]})
         } else {
             json!({"id": self.id, "object": "text_completion", "created": self.created, "model": model,
-                   "choices": [{"index": 0, "text": delta["content"].as_str().unwrap_or(""), "logprobs": null, "finish_reason": finish}]})
+                   "choices": [{"index": 0, "text": delta["content"].as_str().unwrap_or(""), "logprobs": logprobs, "finish_reason": finish}]})
         }
     }
 
@@ -152,7 +194,10 @@ impl Reply {
         loop {
             let parts = match rx.recv().await {
                 Some(Update::Started(_)) => continue,
-                Some(Update::Text(t)) => self.parts(&t),
+                Some(Update::Text(t, scores)) => {
+                    self.scores.extend(scores);
+                    self.parts(&t)
+                }
                 Some(Update::Done(stats)) => {
                     drop(queued);
                     cancel.disarm();
@@ -164,6 +209,7 @@ impl Reply {
                         }
                     }
                     let reason = self.finish_reason(&stats);
+                    let logprobs = self.take_logprobs().unwrap_or(Value::Null);
                     let choice = if self.is_chat() {
                         let mut message = json!({"role": "assistant", "content": content});
                         if !reasoning.is_empty() {
@@ -175,9 +221,9 @@ impl Reply {
                             }
                             message["tool_calls"] = json!(calls);
                         }
-                        json!({"index": 0, "message": message, "finish_reason": reason})
+                        json!({"index": 0, "message": message, "logprobs": logprobs, "finish_reason": reason})
                     } else {
-                        json!({"index": 0, "text": content, "logprobs": null, "finish_reason": reason})
+                        json!({"index": 0, "text": content, "logprobs": logprobs, "finish_reason": reason})
                     };
                     let object = if self.is_chat() { "chat.completion" } else { "text_completion" };
                     return Json(json!({"id": self.id, "object": object, "created": self.created, "model": model.id,
@@ -198,7 +244,7 @@ impl Reply {
     }
 
     /// A chunk for each part: content, reasoning_content, or one tool call.
-    fn part_chunks(&self, model: &str, parts: Vec<Part>, calls: &mut usize, out: &mut std::collections::VecDeque<Value>) {
+    fn part_chunks(&mut self, model: &str, parts: Vec<Part>, calls: &mut usize, out: &mut std::collections::VecDeque<Value>) {
         for p in parts {
             let delta = match p {
                 Part::Content(c) => json!({"content": c}),
@@ -217,7 +263,7 @@ impl Reply {
     /// SSE chunks, the last with the finish reason, then usage (if asked) and
     /// `[DONE]`. The stream owns the queue slot and the cancel guard: a client
     /// that disconnects drops it, which cancels the generation and frees the queue.
-    fn stream(self, job: super::Job, include_usage: bool) -> Response {
+    fn stream(mut self, job: super::Job, include_usage: bool) -> Response {
         let super::Job { rx, queued, cancel, model, .. } = job;
         struct S {
             reply: Reply,
@@ -246,7 +292,10 @@ impl Reply {
                     }
                     match st.rx.recv().await {
                         Some(Update::Started(_)) => {}
-                        Some(Update::Text(t)) => {
+                        Some(Update::Text(t, scores)) => {
+                            // Scores go out with the next chunk (text held back
+                            // by the split sends them a little later).
+                            st.reply.scores.extend(scores);
                             let parts = st.reply.parts(&t);
                             st.reply.part_chunks(&model_id, parts, &mut st.calls, &mut st.pending);
                         }

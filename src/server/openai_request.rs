@@ -6,7 +6,7 @@
 use super::tools::ToolRequest;
 use super::ApiError;
 use crate::chat::tools::ToolCall;
-use crate::chat::params::{GenerateParams, OutputConstraint, SamplingParams, DEFAULT_MAX_TOKENS};
+use crate::chat::params::{GenerateParams, OutputConstraint, SamplingParams, DEFAULT_MAX_TOKENS, MAX_TOP_LOGPROBS};
 use crate::chat::template::TemplateOptions;
 use crate::chat::{Message, Role};
 use serde::Deserialize;
@@ -48,6 +48,15 @@ pub struct ChatRequest {
     /// `text`, `json_object` or `json_schema` (structured output).
     #[serde(default)]
     response_format: Option<Value>,
+    #[serde(default)]
+    presence_penalty: Option<f32>,
+    #[serde(default)]
+    frequency_penalty: Option<f32>,
+    #[serde(default)]
+    /// true (chat: `top_logprobs` alternatives) or a count (completions).
+    logprobs: Option<Value>,
+    #[serde(default)]
+    top_logprobs: Option<u64>,
     #[serde(default)]
     tools: Option<Value>,
     #[serde(default)]
@@ -148,6 +157,27 @@ impl ChatRequest {
             .collect()
     }
 
+    /// Chat's `logprobs: true` with `top_logprobs` alternatives, or a
+    /// completion's `logprobs: N` (0 to 20 alternatives per token).
+    pub(super) fn logprobs(&self) -> Result<Option<usize>, ApiError> {
+        let range = |n: u64| {
+            if n as usize <= MAX_TOP_LOGPROBS {
+                Ok(Some(n as usize))
+            } else {
+                Err(ApiError::bad_request(format!("{n} log-probability alternatives is out of range (0 to {MAX_TOP_LOGPROBS})")))
+            }
+        };
+        match (&self.logprobs, self.top_logprobs) {
+            (Some(Value::Bool(true)), top) => range(top.unwrap_or(0)),
+            (Some(Value::Number(n)), None) => range(n.as_u64().ok_or_else(|| ApiError::bad_request("logprobs must be true, false or a count"))?),
+            (Some(Value::Bool(false)) | None | Some(Value::Null), Some(n)) if n > 0 => {
+                Err(ApiError::bad_request("top_logprobs needs logprobs: true"))
+            }
+            (Some(Value::Bool(false)) | None | Some(Value::Null), _) => Ok(None),
+            _ => Err(ApiError::bad_request("logprobs must be true, false or a count")),
+        }
+    }
+
     /// `tools` and `tool_choice`.
     pub(super) fn tools(&self) -> Result<ToolRequest, ApiError> {
         ToolRequest::new(self.tools.as_ref(), ToolRequest::openai_choice(self.tool_choice.as_ref())?)
@@ -199,6 +229,12 @@ impl ChatRequest {
             sampling.top_p = p;
         }
         sampling.seed = self.seed.or(sampling.seed);
+        if let Some(p) = self.presence_penalty {
+            sampling.presence_penalty = p;
+        }
+        if let Some(f) = self.frequency_penalty {
+            sampling.frequency_penalty = f;
+        }
         sampling.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
         let max = self.max_completion_tokens.or(self.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS as u64);
         if max == 0 || max > 1 << 20 {
@@ -210,7 +246,7 @@ impl ChatRequest {
             Some(Stop::Many(v)) if v.len() <= 16 => v.clone(),
             Some(Stop::Many(_)) => return Err(ApiError::bad_request("at most 16 stop strings")),
         };
-        Ok(GenerateParams { sampling, max_tokens: max as usize, stop, ignore_eos: false, constraint: self.constraint()? })
+        Ok(GenerateParams { sampling, max_tokens: max as usize, stop, ignore_eos: false, constraint: self.constraint()?, logprobs: self.logprobs()? })
     }
 }
 

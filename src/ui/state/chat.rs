@@ -175,6 +175,7 @@ impl AppState {
             stop: vec![],
             ignore_eos: false,
             constraint: None,
+            logprobs: None,
         }
     }
 

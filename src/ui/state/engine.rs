@@ -89,7 +89,7 @@ impl AppState {
             )),
             // The live stats show the prompt's length once the reply is done.
             Event::PromptReady { .. } => {}
-            Event::Token { id, text } => self.on_token(id, &text),
+            Event::Token { id, text, .. } => self.on_token(id, &text),
             Event::Finished { id, stats } => {
                 if let Some(s) = self.chat.streaming.take_if(|s| s.request == id) {
                     let live = &mut self.engine.live;
