@@ -1,7 +1,7 @@
 //! Reading files Hearth did not write itself and so cannot trust: regular
 //! files only (never a FIFO, a device or a directory), never more than a cap,
 //! so a hostile or broken file is a clear error instead of a hang or a
-//! runaway allocation.
+//! runaway allocation. And writing secrets only the user can read.
 
 use crate::error::{io_err, Error, Result};
 use std::io::Read;
@@ -47,6 +47,32 @@ pub fn read_small_text(path: &Path, cap: u64) -> Result<Option<String>> {
             .map(Some)
             .map_err(|_| Error::CorruptModel { path: path.to_path_buf(), reason: "is not UTF-8 text".into() }),
     }
+}
+
+/// Writes a secret (a token, an API key: one word) readable only by the
+/// user, mode 0600 from the first byte (temp file + rename).
+pub fn write_secret(path: &Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let token = token.trim();
+    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a token is one word without spaces"));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -282,8 +282,8 @@ with c.messages.stream(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=48, temper
     final = st.get_final_message()
 print(json.dumps({{"helper": streamed, "final": final.content[-1].text, "stop": final.stop_reason}}))
 try:
-    c.messages.create(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=8, messages=q,
-                      tools=[{{"name": "f", "input_schema": {{"type": "object"}}}}])
+    c.messages.create(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=8, messages=[{{"role": "user", "content": [
+        {{"type": "image", "source": {{"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}}}]}}])
     print(json.dumps({{"status": 200}}))
 except anthropic.BadRequestError as e:
     print(json.dumps({{"status": e.status_code, "message": e.body["error"]["message"]}}))
@@ -312,7 +312,7 @@ except anthropic.AuthenticationError as e:
     assert_eq!(l[2]["final"], l[2]["helper"]);
     assert_eq!(l[2]["stop"], "end_turn");
     assert_eq!(l[3]["status"], 400);
-    assert!(l[3]["message"].as_str().unwrap().contains("tools"), "{text}");
+    assert!(l[3]["message"].as_str().unwrap().contains("'image' content blocks are not supported in user turns"), "{text}");
     assert_eq!(l[4]["status"], 401);
 }
 

@@ -397,3 +397,80 @@ fn thinking_toggle_is_kept_per_conversation_and_reaches_the_template() {
     h.step();
     assert!(h.query_by_label("Thinking: off").is_some(), "the choice came back with the conversation");
 }
+
+/// A whole HTTP/1.1 exchange with the app's server, from another thread.
+fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> std::thread::JoinHandle<String> {
+    use std::io::{Read, Write};
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        addr.port(),
+        body.len()
+    );
+    std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+}
+
+#[test]
+fn the_local_server_switch_serves_other_apps_beside_the_chat() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let mut state = AppState::with_hub(dir.path(), hub_config(dir.path(), "http://127.0.0.1:9"));
+    // Any free port (the setting's default 8768 may be taken on a test machine).
+    state.settings.server.port = 0;
+    let mut h = harness_with(state, [1100.0, 720.0]);
+    wait_ready(&mut h);
+    assert!(h.state().state.server.running.is_none(), "off until the user turns it on");
+    h.get_by_label("Server").click();
+    h.step();
+    h.get_by_label("Serve").click();
+    step_until(&mut h, 10, "the server to start", |a| a.state.server.running.is_some());
+    let addr = h.state().state.server.running.as_ref().unwrap().addr;
+    assert!(addr.ip().is_loopback() && addr.port() > 1024, "{addr}");
+    assert!(h.query_by_label_contains(&format!("Listening on http://{addr}")).is_some());
+    assert!(h.state().state.settings.server.enabled, "the choice is kept");
+
+    // A client's request and the chat's own message, at the same time, on the one engine.
+    let body = r#"{"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0, "max_tokens": 24}"#;
+    let client = http(addr, "POST", "/v1/chat/completions", body);
+    h.get_by_label("Chat").click();
+    h.step();
+    ask(&mut h, "What is the capital of France?");
+    step_until(&mut h, 180, "the chat's reply and the client's", |a| !a.state.is_generating() && client.is_finished());
+    let reply = client.join().unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let json: serde_json::Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert!(json["choices"][0]["message"]["content"].as_str().unwrap().contains("Paris"), "{json}");
+    let chat = h.state().state.current_conversation().unwrap().messages[1].content.clone();
+    assert!(chat.contains("Paris") && !chat.contains("chat.completion"), "the chat got its own answer only: {chat}");
+
+    // The panel shows the request in its log, and none in flight.
+    h.get_by_label("Server").click();
+    h.step();
+    assert!(h.query_by_label_contains("chat.completions: SmolLM2-135M-Instruct.Q4_1").is_some(), "the log shows the request");
+    assert!(h.query_by_label("Requests in flight: 0").is_some());
+
+    // Other devices only with a key: without one the server stays off and says why.
+    h.get_by_label("Allow other devices on the network (they must send the API key)").click();
+    h.step();
+    h.step();
+    assert!(h.state().state.server.running.is_none());
+    assert!(h.query_by_label_contains("Generate an API key").is_some());
+
+    // Off: nothing listens any more.
+    h.get_by_label("Allow other devices on the network (they must send the API key)").click();
+    h.step();
+    h.step();
+    assert!(h.state().state.server.running.is_some(), "back on loopback: {:?}", h.state().state.server.error);
+    let addr = h.state().state.server.running.as_ref().unwrap().addr;
+    h.get_by_label("Serve").click();
+    h.step();
+    assert!(h.state().state.server.running.is_none() && !h.state().state.settings.server.enabled);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(std::net::TcpStream::connect(addr).is_err(), "still listening on {addr}");
+}

@@ -4,9 +4,12 @@
 pub mod harmony;
 pub mod params;
 pub mod template;
+pub mod tool_prompt;
 pub mod tools;
 mod template_compat;
 pub mod tokenizer;
+#[cfg(test)]
+pub(crate) mod test_vocab;
 
 use serde::{Deserialize, Serialize};
 

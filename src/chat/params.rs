@@ -220,7 +220,7 @@ pub enum OutputConstraint {
     JsonSchema(serde_json::Value),
     /// One call of one of these tools, in the model's tool-call markup, its
     /// arguments valid against the tool's schema (a forced `tool_choice`).
-    ToolCall(Vec<super::tools::ToolSpec>),
+    ToolCall(Vec<super::tool_prompt::ToolSpec>),
 }
 
 impl Default for GenerateParams {

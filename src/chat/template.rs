@@ -2,7 +2,7 @@
 //! Python-compatible string/dict methods templates rely on (`.strip()`,
 //! `.startswith()`, `.items()`…), `raise_exception` and `strftime_now`.
 
-use super::tools::{inline_tools, CallMarkup, ToolSpec};
+use super::tool_prompt::{inline_tools, CallMarkup, ToolSpec};
 use super::{Message, Role};
 use crate::error::{Error, Result};
 use super::template_compat::{cap_assignments, hearth_cap, python_line_continuations, raise_exception, strftime_now, tojson};

@@ -6,7 +6,7 @@ use super::model_path;
 use anyhow::{anyhow, bail, Result};
 use hearth::chat::template::{content_spans, ChatTemplate};
 use hearth::chat::tokenizer::TextTokenizer;
-use hearth::chat::tools::ToolSpec;
+use hearth::chat::tool_prompt::ToolSpec;
 use hearth::chat::Message;
 use hearth::models::load::read_chat_parts;
 use std::path::Path;

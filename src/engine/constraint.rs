@@ -11,7 +11,7 @@
 //! in the grammar can match them.
 
 use crate::chat::params::OutputConstraint;
-use crate::chat::tools::{call_grammar, CallMarkup};
+use crate::chat::tool_prompt::{call_grammar, CallMarkup};
 use crate::chat::tokenizer::TextTokenizer;
 use crate::error::{Error, Result};
 use llguidance::api::TopLevelGrammar;
@@ -129,8 +129,8 @@ impl Constraint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::tokenizer::test_support::{byte_tokenizer, script};
-    use crate::chat::tools::ToolSpec;
+    use crate::chat::test_vocab::{byte_tokenizer, script};
+    use crate::chat::tool_prompt::ToolSpec;
     use serde_json::json;
 
     const SPECIALS: &[&str] = &["<|end|>", "<|channel|>", "<|constrain|>", "<|message|>", "<|call|>", "[TOOL_CALLS]", "[ARGS]"];

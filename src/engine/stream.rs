@@ -280,10 +280,10 @@ mod tests {
     /// A byte-level tokenizer with harmony's control tokens after the 256 bytes.
     fn harmony_tokenizer() -> (TextTokenizer, Vec<&'static str>) {
         let specials = vec!["<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>"];
-        (crate::chat::tokenizer::test_support::byte_tokenizer(&specials), specials)
+        (crate::chat::test_vocab::byte_tokenizer(&specials), specials)
     }
 
-    use crate::chat::tokenizer::test_support::script;
+    use crate::chat::test_vocab::script;
 
     #[test]
     fn harmony_replies_become_folded_reasoning_then_the_answer() {

@@ -15,11 +15,16 @@ use std::thread::JoinHandle;
 /// instead of polling.
 pub type Waker = Arc<Mutex<Option<Box<dyn Fn() + Send>>>>;
 
+/// More readers of the engine's events besides `EngineHandle::events` (the
+/// app's local server beside its chat): each gets every event.
+type Subscribers = Arc<Mutex<Vec<Sender<Event>>>>;
+
 /// The UI's (or CLI's) end of the engine.
 pub struct EngineHandle {
     waker: Waker,
     commands: Sender<Command>,
     pub events: Receiver<Event>,
+    subscribers: Subscribers,
     next_id: AtomicU64,
     current_cancel: Mutex<Option<Arc<AtomicBool>>>,
     thread: Option<JoinHandle<()>>,
@@ -30,19 +35,25 @@ impl EngineHandle {
         let (ctx, crx) = unbounded::<Command>();
         let (etx, erx) = unbounded::<Event>();
         let waker: Waker = Arc::new(Mutex::new(None));
+        let subscribers: Subscribers = Arc::default();
+        let subs = subscribers.clone();
         let w = waker.clone();
         let thread = std::thread::Builder::new()
             .name("hearth-engine".into())
             .spawn(move || {
                 let events = etx.clone();
                 let w2 = w.clone();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(crx, etx, w2)));
+                let subs2 = subs.clone();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(crx, etx, w2, subs2)));
                 if let Err(p) = r {
                     let msg = p
                         .downcast_ref::<String>()
                         .cloned()
                         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "unknown panic".into());
+                    for s in subs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                        let _ = s.send(Event::Crashed(msg.clone()));
+                    }
                     let _ = events.send(Event::Crashed(msg));
                     wake(&w);
                 }
@@ -52,10 +63,18 @@ impl EngineHandle {
             waker,
             commands: ctx,
             events: erx,
+            subscribers,
             next_id: AtomicU64::new(1),
             current_cancel: Mutex::new(None),
             thread: Some(thread),
         }
+    }
+
+    /// Another reader of every event from now on (until it is dropped).
+    pub fn subscribe(&self) -> Receiver<Event> {
+        let (tx, rx) = unbounded();
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        rx
     }
 
     /// Installs the function the engine calls after sending events.
@@ -119,11 +138,15 @@ fn wake(w: &Waker) {
     }
 }
 
-fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker) {
+fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscribers: Subscribers) {
     let mut session: Option<Session> = None;
     // Kept across loads: the template variables the user chose.
     let mut template_options = TemplateOptions::default();
     let send = |e: Event| {
+        let mut subs = subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        // A reader that went away is forgotten.
+        subs.retain(|s| s.send(e.clone()).is_ok());
+        drop(subs);
         let _ = events.send(e);
         wake(&waker);
     };

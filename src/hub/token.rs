@@ -1,7 +1,6 @@
 //! The optional Hugging Face token for gated models: one file only the user can
 //! read (0600), never logged, shown masked.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub fn token_file() -> PathBuf {
@@ -25,26 +24,7 @@ pub fn save(token: &str) -> std::io::Result<()> {
 }
 
 pub fn save_to(path: &Path, token: &str) -> std::io::Result<()> {
-    let token = token.trim();
-    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a token is one word without spaces"));
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp)?;
-    f.write_all(token.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::files::write_secret(path, token)
 }
 
 pub fn clear() -> std::io::Result<()> {

@@ -8,7 +8,8 @@
 use super::bridge::Update;
 use super::reply::{Part, ReplySplit};
 use super::tools::{ToolChoice, ToolRequest};
-use crate::chat::tools::{ToolCall, ToolSpec};
+use crate::chat::tool_prompt::ToolSpec;
+use crate::chat::tools::ToolCall;
 use super::{ApiError, Job, Server};
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, SamplingParams};
 use crate::chat::template::TemplateOptions;
@@ -97,7 +98,8 @@ impl Text {
                     results.push(Message::tool(id, content));
                 }
                 Some(other) => {
-                    return Err(ApiError::bad_request(format!("'{other}' content blocks are not supported in {role:?} turns")))
+                    let turn = if role == Role::Assistant { "assistant" } else { "user" };
+                    return Err(ApiError::bad_request(format!("'{other}' content blocks are not supported in {turn} turns")));
                 }
                 None => return Err(ApiError::bad_request("a content block without a type")),
             }
@@ -324,7 +326,7 @@ enum Block {
 /// which cancels the generation and frees the queue.
 struct Stream {
     rx: tokio::sync::mpsc::UnboundedReceiver<Update>,
-    _queued: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _queued: Option<super::Slot>,
     cancel: Option<super::bridge::CancelOnDrop>,
     split: ReplySplit,
     open: Block,

@@ -38,7 +38,8 @@ pub enum Update {
 type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Update>>>>;
 
 pub struct Bridge {
-    engine: EngineHandle,
+    /// Shared with the app's chat when the app runs the server.
+    engine: Arc<EngineHandle>,
     routes: Routes,
     status: watch::Receiver<ModelStatus>,
     /// Held for the whole of a request: loads and generations never interleave.
@@ -47,11 +48,18 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(engine: EngineHandle, context_length: Option<usize>) -> Arc<Self> {
+    /// `events`: every event of `engine` (its own receiver when the server is
+    /// alone, a subscription beside the app's chat).
+    /// `initial`: what the engine holds now (a model the app's chat loaded).
+    pub fn new(
+        engine: Arc<EngineHandle>,
+        events: crossbeam_channel::Receiver<Event>,
+        initial: ModelStatus,
+        context_length: Option<usize>,
+    ) -> Arc<Self> {
         let routes: Routes = Arc::default();
-        let (tx, rx) = watch::channel(ModelStatus::Empty);
-        let events = engine.events.clone();
-        let r = routes.clone();
+        let (tx, rx) = watch::channel(initial);
+        let r = Arc::downgrade(&routes);
         std::thread::Builder::new()
             .name("hearth-server-events".into())
             .spawn(move || dispatch(events, r, tx))
@@ -125,8 +133,16 @@ impl Drop for CancelOnDrop {
     }
 }
 
-fn dispatch(events: crossbeam_channel::Receiver<Event>, routes: Routes, status: watch::Sender<ModelStatus>) {
-    while let Ok(ev) = events.recv() {
+/// Routes events until the engine stops or the bridge is dropped (checked at
+/// least every second).
+fn dispatch(events: crossbeam_channel::Receiver<Event>, routes: std::sync::Weak<Mutex<HashMap<u64, mpsc::UnboundedSender<Update>>>>, status: watch::Sender<ModelStatus>) {
+    loop {
+        let ev = match events.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(ev) => ev,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) if routes.strong_count() > 0 => continue,
+            Err(_) => return,
+        };
+        let Some(routes) = routes.upgrade() else { return };
         let route = |id: u64, u: Update, last: bool| {
             let mut r = routes.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(tx) = r.get(&id) {

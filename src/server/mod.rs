@@ -8,6 +8,7 @@
 
 pub mod anthropic;
 pub mod bridge;
+pub mod key;
 pub mod ollama;
 pub mod openai;
 mod openai_request;
@@ -67,7 +68,7 @@ pub struct ServedModel {
 /// (held until dropped) and its cancel guard (dropping it cancels).
 pub struct Job {
     pub rx: tokio::sync::mpsc::UnboundedReceiver<bridge::Update>,
-    pub queued: tokio::sync::OwnedMutexGuard<()>,
+    pub queued: Slot,
     pub cancel: bridge::CancelOnDrop,
     pub model: ServedModel,
     pub info: Box<crate::models::load::ModelInfo>,
@@ -83,6 +84,30 @@ pub struct Server {
     log: Mutex<Vec<String>>,
     /// When the last request ended (or started), for the idle unload.
     last_active: Mutex<std::time::Instant>,
+    /// Requests admitted and not yet finished (`Slot`s alive, or waiting for one).
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A request's turn on the engine: the queue lock, and its place in the
+/// in-flight count; both end when the reply does (or the client leaves).
+pub struct Slot {
+    _queue: tokio::sync::OwnedMutexGuard<()>,
+    _counted: Counted,
+}
+
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Counted {
+    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Counted(n.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -107,15 +132,23 @@ pub(crate) fn rfc3339(secs: u64) -> String {
 }
 
 impl Server {
-    pub fn new(config: ServerConfig, engine: EngineHandle) -> Arc<Self> {
-        let bridge = Bridge::new(engine, config.context_length);
+    /// A server on `engine`, reading its `events`; `initial` is what the
+    /// engine holds now.
+    pub fn new(config: ServerConfig, engine: Arc<EngineHandle>, events: crossbeam_channel::Receiver<crate::engine::Event>, initial: bridge::ModelStatus) -> Arc<Self> {
+        let bridge = Bridge::new(engine, events, initial, config.context_length);
         Arc::new(Server {
             bridge,
             config,
             next: AtomicU64::new(1),
             log: Mutex::new(Vec::new()),
             last_active: Mutex::new(std::time::Instant::now()),
+            requests: Arc::default(),
         })
+    }
+
+    /// Requests waiting for the engine or being answered.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -169,7 +202,8 @@ impl Server {
         let model = self.find_model(model)?;
         let started = std::time::Instant::now();
         self.touch();
-        let queued = self.bridge.queue.clone().lock_owned().await;
+        let counted = Counted::new(&self.requests);
+        let queued = Slot { _queue: self.bridge.queue.clone().lock_owned().await, _counted: counted };
         let t = std::time::Instant::now();
         let info = self.bridge.ensure_loaded(&model.path).await.map_err(ApiError::model_failed)?;
         let load_s = t.elapsed().as_secs_f64();
@@ -302,31 +336,97 @@ pub fn router(server: Arc<Server>) -> Router {
         .with_state(server)
 }
 
-/// Binds (refusing a non-loopback address without a key) and serves until the
-/// process ends; `on_ready` gets the address actually bound (port 0 picks one).
-pub fn run(config: ServerConfig, engine: EngineHandle, on_ready: impl FnOnce(SocketAddr)) -> crate::Result<()> {
+/// Refuses a non-loopback address without a key (`key_from` says where one
+/// is set), then binds.
+fn bind(config: &ServerConfig, key_from: &str) -> crate::Result<std::net::TcpListener> {
     if !config.host.is_loopback() && config.api_key.as_deref().is_none_or(str::is_empty) {
         return Err(crate::Error::InvalidArgument(format!(
-            "serving on {} opens Hearth to other machines: set an API key (HEARTH_API_KEY) first",
+            "serving on {} opens Hearth to other machines: set an API key ({key_from}) first",
             config.host
         )));
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| crate::Error::InvalidArgument(format!("cannot listen on {addr}: {e}")))?;
+    listener.set_nonblocking(true).map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+    Ok(listener)
+}
+
+fn runtime() -> crate::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| crate::Error::InvalidArgument(format!("cannot start the server: {e}")))?;
-    rt.block_on(async move {
-        let addr = SocketAddr::new(config.host, config.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| crate::Error::InvalidArgument(format!("cannot listen on {addr}: {e}")))?;
-        let bound = listener.local_addr().map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+        .map_err(|e| crate::Error::InvalidArgument(format!("cannot start the server: {e}")))
+}
+
+/// Serves on the engine alone until the process ends (`hearth serve`);
+/// `on_ready` gets the address actually bound (port 0 picks one).
+pub fn run(config: ServerConfig, engine: EngineHandle, on_ready: impl FnOnce(SocketAddr)) -> crate::Result<()> {
+    let std_listener = bind(&config, "HEARTH_API_KEY")?;
+    let bound = std_listener.local_addr().map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
         let idle = config.idle_unload;
-        let server = Server::new(config, engine);
+        let events = engine.events.clone();
+        let server = Server::new(config, Arc::new(engine), events, bridge::ModelStatus::Empty);
         if let Some(idle) = idle {
             tokio::spawn(server.clone().idle_unloader(idle));
         }
         on_ready(bound);
         axum::serve(listener, router(server)).await.map_err(|e| crate::Error::InvalidArgument(format!("server stopped: {e}")))
     })
+}
+
+/// The app's server, on the chat's engine, in a thread of its own until
+/// stopped (or dropped).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub server: Arc<Server>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops listening and cuts the requests in progress (their generations
+    /// are cancelled); returns once the port is free again.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts serving beside the app's chat: binds at once (so a port in use is
+/// an error here), then answers requests on `engine` in a background thread.
+/// Streams in progress when it stops are cut.
+pub fn spawn(config: ServerConfig, engine: Arc<EngineHandle>, initial: bridge::ModelStatus) -> crate::Result<Running> {
+    let std_listener = bind(&config, "the Server panel")?;
+    let addr = std_listener.local_addr().map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+    let rt = runtime()?;
+    let events = engine.subscribe();
+    let server = Server::new(config, engine, events, initial);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let s = server.clone();
+    let thread = std::thread::Builder::new()
+        .name("hearth-server".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
+                let serve = axum::serve(listener, router(s));
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+            })
+        })
+        .map_err(|e| crate::Error::InvalidArgument(format!("cannot start the server: {e}")))?;
+    Ok(Running { addr, server, stop: Some(stop), thread: Some(thread) })
 }

@@ -268,7 +268,7 @@ impl Reply {
         struct S {
             reply: Reply,
             rx: tokio::sync::mpsc::UnboundedReceiver<Update>,
-            _queued: Option<tokio::sync::OwnedMutexGuard<()>>,
+            _queued: Option<super::Slot>,
             cancel: Option<CancelOnDrop>,
             pending: std::collections::VecDeque<Value>,
             calls: usize,

@@ -7,7 +7,8 @@
 use super::ApiError;
 use crate::chat::params::{GenerateParams, OutputConstraint};
 use crate::chat::template::TemplateOptions;
-use crate::chat::tools::{ToolFormat, ToolSpec};
+use crate::chat::tool_prompt::ToolSpec;
+use crate::chat::tools::ToolFormat;
 use serde_json::Value;
 
 /// The most tools one request may offer (each is described in the prompt).

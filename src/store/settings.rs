@@ -34,6 +34,24 @@ pub struct Settings {
     pub models_dir: Option<PathBuf>,
     pub last_model: Option<PathBuf>,
     pub show_frame_time: bool,
+    /// The local API server the app runs beside the chat.
+    pub server: ServerSettings,
+}
+
+/// The app's local server: off unless the user turns it on; other machines
+/// reach it only when `lan` is on, and then only with the API key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    pub enabled: bool,
+    pub port: u16,
+    pub lan: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings { enabled: false, port: 8768, lan: false }
+    }
 }
 
 impl Default for Settings {
@@ -57,6 +75,7 @@ impl Default for Settings {
             models_dir: None,
             last_model: None,
             show_frame_time: false,
+            server: ServerSettings::default(),
         }
     }
 }

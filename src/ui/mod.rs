@@ -5,6 +5,7 @@ pub mod frame_bench;
 pub mod hub;
 pub mod markdown;
 pub mod models;
+pub mod server;
 pub mod settings;
 pub mod sidebar;
 pub mod state;
@@ -20,6 +21,7 @@ pub struct HearthApp {
     sidebar: sidebar::Sidebar,
     models: models::ModelsPanel,
     settings: settings::SettingsPanel,
+    server: server::ServerPanel,
     applied: Option<(Theme, f32)>,
     /// Sent once the model is ready (used by the screenshot script).
     demo_prompt: Option<String>,
@@ -36,6 +38,7 @@ impl HearthApp {
             sidebar: Default::default(),
             models: Default::default(),
             settings: Default::default(),
+            server: Default::default(),
             applied: None,
             demo_prompt: None,
             frame_ms: Default::default(),
@@ -116,6 +119,7 @@ impl HearthApp {
                 let v = &mut self.state.view;
                 ui.selectable_value(v, View::Chat, "Chat");
                 ui.selectable_value(v, View::Models, "Models");
+                ui.selectable_value(v, View::Server, "Server").on_hover_text("The local API server other apps talk to");
                 ui.selectable_value(v, View::Settings, "Settings").on_hover_text("Settings (Ctrl/Cmd+,)");
             });
             self.notices(ui);
@@ -127,6 +131,7 @@ impl HearthApp {
         egui::CentralPanel::default().show(ui, |ui| match self.state.view {
             View::Chat => self.chat.ui(ui, &mut self.state),
             View::Models => self.models.ui(ui, &mut self.state),
+            View::Server => self.server.ui(ui, &mut self.state),
             View::Settings => self.settings.ui(ui, &mut self.state),
         });
 
@@ -202,6 +207,7 @@ pub fn run(demo_prompt: Option<String>) -> anyhow::Result<()> {
         Box::new(move |_cc| {
             let mut state = AppState::new(&data_dir);
             state.autoload();
+            state.start_server_if_enabled();
             if state.chat.current.is_none() {
                 state.new_conversation();
             }

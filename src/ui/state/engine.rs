@@ -29,14 +29,15 @@ pub struct LiveStats {
 }
 
 pub struct EngineState {
-    pub handle: EngineHandle,
+    /// Shared with the local server when it runs.
+    pub handle: std::sync::Arc<EngineHandle>,
     pub model: ModelState,
     pub live: LiveStats,
 }
 
 impl EngineState {
     pub fn spawn() -> Self {
-        EngineState { handle: EngineHandle::spawn(), model: ModelState::None, live: LiveStats::default() }
+        EngineState { handle: std::sync::Arc::new(EngineHandle::spawn()), model: ModelState::None, live: LiveStats::default() }
     }
 }
 
@@ -59,11 +60,16 @@ impl AppState {
     }
 
     pub fn restart_engine(&mut self) {
-        self.engine.handle = EngineHandle::spawn();
+        let serving = self.server.running.is_some();
+        self.stop_server();
+        self.engine.handle = std::sync::Arc::new(EngineHandle::spawn());
         self.chat.streaming = None;
         match self.settings.last_model.clone() {
             Some(p) => self.load_model(p),
             None => self.engine.model = ModelState::None,
+        }
+        if serving {
+            self.start_server();
         }
     }
 
@@ -122,7 +128,9 @@ impl AppState {
                         }
                         self.persist(&s.conversation);
                     }
-                    None => self.error(error.message),
+                    // A local-server client's error is its own (the server answers it).
+                    None if id.is_none() => self.error(error.message),
+                    None => {}
                 }
             }
             Event::Memory(m) => self.engine.live.memory = m,

@@ -8,11 +8,13 @@ mod chat;
 mod downloads;
 mod engine;
 mod jobs;
+mod server;
 
 pub use chat::{ChatState, Streaming};
 pub use downloads::{Download, DownloadStatus, DownloadsState, HubSearch};
 pub use engine::{EngineState, LiveStats, ModelState};
 pub use jobs::{Background, Jobs};
+pub use server::ServerState;
 
 use crate::hub::manager::{HubConfig, HubHandle};
 use crate::hub::HubError;
@@ -26,6 +28,7 @@ use std::path::{Path, PathBuf};
 pub enum View {
     Chat,
     Models,
+    Server,
     Settings,
 }
 
@@ -59,6 +62,7 @@ pub struct AppState {
     pub downloads: DownloadsState,
     pub installed: Vec<InstalledModel>,
     pub jobs: Jobs,
+    pub server: ServerState,
 }
 
 impl AppState {
@@ -95,6 +99,7 @@ impl AppState {
                 search: HubSearch::default(),
             },
             jobs: Jobs::default(),
+            server: ServerState::default(),
         };
         s.installed = installed::installed_with_cache(&s.settings.models_dir(), &s.downloads.hub.cache_dir);
         if let Some(n) = notice {

@@ -1,0 +1,108 @@
+//! The Local server panel: turn the API server on or off, its port, whether
+//! other devices may reach it (only with the API key), the key itself
+//! (masked, copyable, regenerated on demand), the address clients use, the
+//! requests in flight and the server's log.
+
+use super::state::AppState;
+use egui::{RichText, Ui};
+
+#[derive(Default)]
+pub struct ServerPanel {
+    /// The saved key, masked; read from disk when the panel first shows.
+    key_shown: Option<Option<String>>,
+}
+
+impl ServerPanel {
+    pub fn ui(&mut self, ui: &mut Ui, state: &mut AppState) {
+        let key = self.key_shown.get_or_insert_with(|| crate::server::key::load()).clone();
+        ui.heading("Local server");
+        ui.label("An OpenAI-, Anthropic- and Ollama-compatible API for other apps (editors, agents, scripts), answered by the model loaded here.");
+        ui.add_space(6.0);
+        let mut on = state.settings.server.enabled;
+        if ui.checkbox(&mut on, "Serve").on_hover_text("Start or stop the server").changed() {
+            state.set_server_enabled(on);
+        }
+        let mut restart = false;
+        egui::Grid::new("server-settings").num_columns(2).show(ui, |ui| {
+            ui.label("Port");
+            // Ports below 1024 need administrator rights; 0 (settings file
+            // only) takes any free port.
+            let r = ui.add(egui::DragValue::new(&mut state.settings.server.port).range(1024..=65535).clamp_existing_to_range(false));
+            restart |= r.lost_focus() || r.drag_stopped();
+            ui.end_row();
+            ui.label("Network");
+            restart |= ui
+                .checkbox(&mut state.settings.server.lan, "Allow other devices on the network (they must send the API key)")
+                .changed();
+            ui.end_row();
+            ui.label("API key");
+            ui.horizontal(|ui| {
+                match &key {
+                    Some(k) => ui.monospace(crate::hub::token::mask(k)),
+                    None => ui.label("none"),
+                };
+                if ui.button("Generate new key").clicked() {
+                    match crate::server::key::generate() {
+                        Ok(k) => {
+                            ui.ctx().copy_text(k.clone());
+                            self.key_shown = Some(Some(k));
+                            state.info("A new API key was generated and copied to the clipboard.");
+                            restart = true;
+                        }
+                        Err(e) => state.error(format!("Could not save the API key: {e}")),
+                    }
+                }
+                if let Some(k) = &key {
+                    if ui.button("Copy").clicked() {
+                        ui.ctx().copy_text(k.clone());
+                    }
+                }
+            });
+            ui.end_row();
+        });
+        if restart {
+            state.save_settings();
+            if state.settings.server.enabled {
+                state.start_server();
+            }
+        }
+        ui.separator();
+        if let Some(e) = &state.server.error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        let Some(running) = &state.server.running else {
+            ui.label("Stopped.");
+            return;
+        };
+        let base = format!("http://{}", running.addr);
+        ui.label(RichText::new(format!("Listening on {base}")).strong());
+        egui::Grid::new("server-endpoints").num_columns(2).show(ui, |ui| {
+            ui.label("OpenAI");
+            ui.monospace(format!("{base}/v1"));
+            ui.end_row();
+            ui.label("Anthropic");
+            ui.monospace(format!("{base}/v1/messages"));
+            ui.end_row();
+            ui.label("Ollama");
+            ui.monospace(&base);
+            ui.end_row();
+        });
+        let in_flight = running.server.requests_in_flight();
+        ui.label(format!("Requests in flight: {in_flight}"));
+        if in_flight > 0 {
+            // The count changes without an engine event when a request ends.
+            ui.ctx().request_repaint_after(std::time::Duration::from_millis(250));
+        }
+        ui.add_space(4.0);
+        ui.label(RichText::new("Log").strong());
+        let log = running.server.recent_log();
+        egui::ScrollArea::vertical().max_height(240.0).stick_to_bottom(true).show(ui, |ui| {
+            if log.is_empty() {
+                ui.label("No requests yet.");
+            }
+            for line in log.iter().rev().take(100).rev() {
+                ui.monospace(line);
+            }
+        });
+    }
+}
