@@ -25,6 +25,8 @@ OLLAMA_PY_VERSION=0.6.1
 ANTHROPIC_PY_VERSION=0.75.0
 # Validates the server's structured output in the tests.
 JSONSCHEMA_PY_VERSION=4.23.0
+# The official MCP Python SDK: the MCP server the app's tests connect to.
+MCP_PY_VERSION=2.3.0
 # Chat templates as llama.cpp ships them, from PyPI's llama-cpp-python source
 # archive: gpt-oss (harmony), Qwen3.5 and SmolLM3 (thinking on/off); the template
 # tests render them against Python's jinja2. name=file:sha256
@@ -187,6 +189,10 @@ if [ ! -f "$DEPS/.api-clients-$CLIENTS" ]; then
   "$PY" -m pip install -q "openai==$OPENAI_PY_VERSION" "ollama==$OLLAMA_PY_VERSION" "anthropic==$ANTHROPIC_PY_VERSION" \
     "jsonschema==$JSONSCHEMA_PY_VERSION"
   touch "$DEPS/.api-clients-$CLIENTS"
+fi
+if [ ! -f "$DEPS/.mcp-py-$MCP_PY_VERSION" ]; then
+  "$PY" -m pip install -q "mcp==$MCP_PY_VERSION"
+  touch "$DEPS/.mcp-py-$MCP_PY_VERSION"
 fi
 # Chat templates: a few files out of the llama-cpp-python source archive
 # (~75 MB, downloaded once; only the templates are kept, each checked).

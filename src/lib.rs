@@ -11,6 +11,7 @@ pub mod files;
 pub mod formats;
 pub mod hub;
 pub mod library;
+pub mod mcp;
 pub mod models;
 pub mod paths;
 pub mod server;

@@ -46,15 +46,17 @@ fn rooms_used(text: &str) -> BTreeSet<String> {
 
 /// Which rooms each room must not import.
 const FORBIDDEN: &[(&str, &[&str])] = &[
-    ("sys", &["formats", "chat", "models", "engine", "library", "hub", "store", "server", "ui"]),
-    ("formats", &["chat", "models", "engine", "library", "hub", "store", "server", "ui"]),
-    ("chat", &["models", "engine", "library", "hub", "store", "server", "ui"]),
-    ("models", &["engine", "library", "hub", "store", "server", "ui"]),
-    ("engine", &["library", "hub", "store", "server", "ui"]),
-    ("library", &["engine", "hub", "store", "server", "ui"]),
-    ("store", &["engine", "models", "library", "hub", "server", "ui"]),
-    ("hub", &["engine", "server", "ui"]),
-    ("server", &["ui", "hub"]),
+    ("sys", &["formats", "chat", "models", "engine", "library", "hub", "store", "server", "mcp", "ui"]),
+    ("formats", &["chat", "models", "engine", "library", "hub", "store", "server", "mcp", "ui"]),
+    ("chat", &["models", "engine", "library", "hub", "store", "server", "mcp", "ui"]),
+    ("models", &["engine", "library", "hub", "store", "server", "mcp", "ui"]),
+    ("engine", &["library", "hub", "store", "server", "mcp", "ui"]),
+    ("library", &["engine", "hub", "store", "server", "mcp", "ui"]),
+    ("store", &["engine", "models", "library", "hub", "server", "mcp", "ui"]),
+    ("hub", &["engine", "server", "mcp", "ui"]),
+    ("server", &["ui", "hub", "mcp"]),
+    // MCP clients know tools (chat), nothing of the engine or the app.
+    ("mcp", &["models", "engine", "library", "hub", "store", "server", "ui"]),
 ];
 
 #[test]

@@ -474,3 +474,76 @@ fn the_local_server_switch_serves_other_apps_beside_the_chat() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(std::net::TcpStream::connect(addr).is_err(), "still listening on {addr}");
 }
+
+#[test]
+fn mcp_tools_run_only_with_the_users_approval() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let calls = dir.path().join("calls.txt");
+    let server = common::root().join("tests/reference/mcp_weather_server.py");
+    let config = serde_json::json!({"mcpServers": {"weather": {"command": common::python(), "args": [server, calls]}}});
+    std::fs::write(dir.path().join("mcp.json"), config.to_string()).unwrap();
+    let mut state = AppState::with_hub(dir.path(), hub_config(dir.path(), "http://127.0.0.1:9"));
+    state.load_mcp_config();
+    let mut h = harness_with(state, [1100.0, 720.0]);
+    wait_ready(&mut h);
+    step_until(&mut h, 60, "the MCP server's tools", |a| !a.state.mcp.tools.is_empty());
+    assert_eq!(h.state().state.mcp.tools[0].spec.name, "get_weather");
+    h.get_by_label("Settings").click();
+    h.step();
+    assert!(h.query_by_label("weather: connected, 1 tool(s)").is_some());
+    h.get_by_label("Chat").click();
+    h.step();
+
+    // "Use a tool": SmolLM2's answer is a call, which waits for the user.
+    h.get_by_label("Use a tool").click();
+    h.step();
+    ask(&mut h, "What is the weather in Paris?");
+    step_until(&mut h, 120, "the call to wait for approval", |a| !a.state.mcp.pending.is_empty());
+    let call = h.state().state.mcp.pending[0].call.clone();
+    assert_eq!(call.name, "get_weather");
+    assert!(call.arguments["city"].is_string(), "{call:?}");
+    assert!(h.query_by_label("Run the tool get_weather of MCP server weather?").is_some());
+    assert!(!calls.exists(), "nothing ran before the click");
+
+    // Deny: the model hears so and goes on; the tool never ran.
+    h.get_by_label("Deny").click();
+    step_until(&mut h, 120, "the reply after the refusal", |a| !a.state.is_generating() && a.state.mcp.pending.is_empty());
+    let msgs = h.state().state.current_conversation().unwrap().messages.clone();
+    assert_eq!(msgs[1].tool_calls.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[2].content, hearth::ui::state::DENIED);
+    assert_eq!(msgs[2].tool_call_id.as_deref(), Some(msgs[1].tool_calls[0].id.as_str()));
+    assert!(!msgs[3].content.is_empty() && msgs[3].tool_calls.is_empty(), "the model answered: {msgs:?}");
+    assert!(!calls.exists());
+
+    // Allow once: the tool runs, its result is shown folded, and the model answers from it.
+    ask(&mut h, "What is the weather in Oslo?");
+    step_until(&mut h, 120, "the second call", |a| !a.state.mcp.pending.is_empty());
+    h.get_by_label("Allow once").click();
+    step_until(&mut h, 120, "the tool's result and the answer", |a| {
+        !a.state.is_generating() && a.state.mcp.running.is_empty() && a.state.mcp.pending.is_empty()
+            && a.state.current_conversation().unwrap().messages.len() == 8
+    });
+    let msgs = h.state().state.current_conversation().unwrap().messages.clone();
+    let city = msgs[5].tool_calls[0].arguments["city"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), format!("{city}\n"), "it ran once");
+    assert_eq!(msgs[6].content, format!("The weather in {city}: sunny, 21 degrees Celsius."));
+    // The refusal and the result, each folded under its call's name.
+    assert_eq!(h.query_all_by_label("Result of get_weather").count(), 2, "the result is shown folded");
+    assert!(!msgs[7].content.is_empty() && msgs[7].tool_calls.is_empty(), "{msgs:?}");
+
+    // Always in this chat: asked once more, then never again here.
+    ask(&mut h, "What is the weather in Rome?");
+    step_until(&mut h, 120, "the third call", |a| !a.state.mcp.pending.is_empty());
+    h.get_by_label("Always in this chat").click();
+    step_until(&mut h, 120, "the answer", |a| {
+        !a.state.is_generating() && a.state.mcp.running.is_empty() && a.state.current_conversation().unwrap().messages.len() == 12
+    });
+    ask(&mut h, "What is the weather in Lyon?");
+    step_until(&mut h, 120, "a call that runs without asking", |a| {
+        !a.state.is_generating() && a.state.mcp.running.is_empty() && a.state.current_conversation().unwrap().messages.len() == 16
+    });
+    assert!(h.state().state.mcp.pending.is_empty());
+    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 3);
+    assert_eq!(h.state().state.current_conversation().unwrap().allowed_tools, vec!["get_weather".to_string()]);
+}

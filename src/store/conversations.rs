@@ -1,6 +1,7 @@
 //! Conversations: one JSON file each under the data dir.
 
 use super::write_atomic;
+use crate::chat::tools::ToolCall;
 use crate::chat::{Message, Role};
 use crate::chat::params::GenerationStats;
 use crate::error::{io_err, Error, Result};
@@ -19,6 +20,12 @@ pub struct ChatMessage {
     /// Seconds spent inside <think>…</think>, measured while streaming.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thought_secs: Option<f32>,
+    /// The tools an assistant reply called (read out of its text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 /// The per-reply numbers kept with a message.
@@ -43,7 +50,7 @@ impl From<&GenerationStats> for GenerationStatsLite {
 
 impl ChatMessage {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage { role, content: content.into(), stats: None, error: None, thought_secs: None }
+        ChatMessage { role, content: content.into(), stats: None, error: None, thought_secs: None, tool_calls: vec![], tool_call_id: None }
     }
 }
 
@@ -60,6 +67,12 @@ pub struct Conversation {
     /// None leaves the template's default (on for Qwen3 and SmolLM3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking: Option<bool>,
+    /// Tools the user allowed to run without asking again in this chat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_tools: Vec<String>,
+    /// The next reply to a question must call a tool ("Use a tool").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tool: bool,
 }
 
 pub fn now_secs() -> u64 {
@@ -90,6 +103,8 @@ impl Conversation {
             system_prompt: system_prompt.to_string(),
             messages: vec![],
             thinking: None,
+            allowed_tools: vec![],
+            require_tool: false,
         }
     }
 
@@ -100,10 +115,13 @@ impl Conversation {
             v.push(Message::system(self.system_prompt.clone()));
         }
         for m in &self.messages {
-            if m.role == Role::Assistant && m.content.is_empty() {
+            if m.role == Role::Assistant && m.content.is_empty() && m.tool_calls.is_empty() {
                 continue;
             }
-            v.push(Message::new(m.role, m.content.clone()));
+            let mut msg = Message::new(m.role, m.content.clone());
+            msg.tool_calls = m.tool_calls.clone();
+            msg.tool_call_id = m.tool_call_id.clone();
+            v.push(msg);
         }
         v
     }

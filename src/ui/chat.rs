@@ -1,7 +1,7 @@
 //! The chat panel: message bubbles, streaming reply, input box and per-message actions.
 
 use super::markdown;
-use super::state::{AppState, ModelState, View};
+use super::state::{AppState, Decision, ModelState, View};
 use crate::chat::Role;
 use egui::{Key, RichText, Ui};
 
@@ -29,6 +29,7 @@ const GUESS: f32 = 80.0;
 enum Action {
     Regenerate(usize),
     Resend(usize, String),
+    Decide(String, Decision),
 }
 
 impl ChatPanel {
@@ -78,7 +79,11 @@ impl ChatPanel {
                         ui.add_space(height);
                     } else {
                         let before = ui.cursor().top();
-                        if let Some(a) = self.message(ui, i, m, live, can_send) {
+                        // A tool result is titled with the function it answers.
+                        let called = m.tool_call_id.as_ref().and_then(|id| {
+                            conv.messages[..i].iter().rev().flat_map(|p| &p.tool_calls).find(|c| &c.id == id).map(|c| c.name.as_str())
+                        });
+                        if let Some(a) = self.message(ui, i, m, live, can_send, called) {
                             action = Some(a);
                         }
                         self.heights.of[i] = Some(ui.cursor().top() - before);
@@ -86,10 +91,17 @@ impl ChatPanel {
                     }
                     ui.add_space(8.0);
                 }
+                // Calls the model made that wait for the user: nothing runs without a click.
+                for p in state.mcp.pending.iter().filter(|p| p.conversation == conv.id) {
+                    if let Some(a) = approval(ui, p, &state.mcp.tools) {
+                        action = Some(a);
+                    }
+                }
             });
             match action {
                 Some(Action::Regenerate(i)) => state.regenerate(i),
                 Some(Action::Resend(i, t)) => state.edit_and_resend(i, t),
+                Some(Action::Decide(id, d)) => state.decide(&id, d),
                 None => {}
             }
         });
@@ -102,9 +114,18 @@ impl ChatPanel {
         m: &crate::store::conversations::ChatMessage,
         live: bool,
         can_send: bool,
+        called: Option<&str>,
     ) -> Option<Action> {
         let mut action = None;
         let user = m.role == Role::User;
+        if m.role == Role::Tool {
+            // A tool's result, folded: the model reads it, the user may.
+            let title = format!("Result of {}", called.unwrap_or("a tool"));
+            egui::CollapsingHeader::new(title).id_salt(("tool", i)).default_open(false).show(ui, |ui| {
+                ui.label(RichText::new(&m.content).monospace());
+            });
+            return None;
+        }
         let fill = if user { ui.visuals().faint_bg_color } else { ui.visuals().panel_fill };
         let layout = if user { egui::Layout::right_to_left(egui::Align::Min) } else { egui::Layout::left_to_right(egui::Align::Min) };
         ui.with_layout(layout, |ui| {
@@ -150,6 +171,9 @@ impl ChatPanel {
                             });
                         } else {
                             markdown::show(ui, answer, i);
+                        }
+                        for c in &m.tool_calls {
+                            ui.label(RichText::new(format!("Called {} {}", c.name, c.arguments)).monospace().small());
                         }
                         if let Some(e) = &m.error {
                             ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
@@ -209,6 +233,17 @@ impl ChatPanel {
                 }
             }
         }
+        // With MCP tools connected: "Use a tool" makes the next answer a call.
+        if !state.mcp.tools.is_empty() {
+            let mut on = state.current_conversation().is_some_and(|c| c.require_tool);
+            let resp = ui.toggle_value(&mut on, "Use a tool").on_hover_text(format!(
+                "Answer with a call to one of the {} tools of the connected MCP servers (this chat only)",
+                state.mcp.tools.len()
+            ));
+            if resp.clicked() {
+                state.set_require_tool(on);
+            }
+        }
         ui.horizontal(|ui| {
             let hint = match &state.engine.model {
                 ModelState::Ready(_) => "Message Hearth… (Enter to send, Shift+Enter for a new line)",
@@ -263,4 +298,31 @@ fn empty_state(ui: &mut Ui, state: &mut AppState) {
             state.view = View::Models;
         }
     });
+}
+
+/// The card for a call waiting for the user's decision.
+fn approval(ui: &mut Ui, p: &super::state::PendingCall, tools: &[crate::mcp::McpTool]) -> Option<Action> {
+    let mut action = None;
+    let server = tools.iter().find(|t| t.spec.name == p.call.name).map(|t| t.server.as_str()).unwrap_or("?");
+    egui::Frame::new()
+        .stroke(ui.visuals().selection.stroke)
+        .corner_radius(10.0)
+        .inner_margin(10.0)
+        .show(ui, |ui| {
+            ui.label(RichText::new(format!("Run the tool {} of MCP server {server}?", p.call.name)).strong());
+            ui.label(RichText::new(p.call.arguments.to_string()).monospace().small());
+            ui.horizontal(|ui| {
+                let id = p.call.id.clone();
+                if ui.button("Allow once").clicked() {
+                    action = Some(Action::Decide(id.clone(), Decision::AllowOnce));
+                }
+                if ui.button("Always in this chat").clicked() {
+                    action = Some(Action::Decide(id.clone(), Decision::AlwaysInThisChat));
+                }
+                if ui.button("Deny").clicked() {
+                    action = Some(Action::Decide(id, Decision::Deny));
+                }
+            });
+        });
+    action
 }

@@ -101,6 +101,8 @@ impl HearthApp {
             self.state.engine.handle.set_waker(move || c.request_repaint());
             let c = ctx.clone();
             self.state.downloads.hub.set_waker(move || c.request_repaint());
+            let c = ctx.clone();
+            self.state.mcp.handle.set_waker(move || c.request_repaint());
             self.waker_set = true;
         }
         self.state.poll();
@@ -208,6 +210,7 @@ pub fn run(demo_prompt: Option<String>) -> anyhow::Result<()> {
             let mut state = AppState::new(&data_dir);
             state.autoload();
             state.start_server_if_enabled();
+            state.load_mcp_config();
             if state.chat.current.is_none() {
                 state.new_conversation();
             }

@@ -19,6 +19,8 @@ impl SettingsPanel {
         let mut token_change: Option<Option<String>> = None;
         let shown = self.token_shown.get_or_insert_with(|| crate::hub::token::load().map(|t| crate::hub::token::mask(&t))).clone();
         let token_input = &mut self.token_input;
+        let mut save_mcp = false;
+        let mcp = &mut state.mcp;
         let s = &mut state.settings;
         egui::ScrollArea::vertical().show(ui, |ui| {
             ui.heading("Settings");
@@ -123,6 +125,20 @@ impl SettingsPanel {
             });
             ui.label(RichText::new("Stored in a file only you can read; sent only to Hugging Face with downloads you start.").weak());
             ui.separator();
+            ui.label(RichText::new("MCP servers").strong());
+            ui.label("Tools the chat's model may use, configured as in Claude Desktop or LM Studio: {\"mcpServers\": {\"name\": {\"command\": …, \"args\": […], \"env\": {…}}}} or {\"url\": …}. Every call asks you first.");
+            ui.add(egui::TextEdit::multiline(&mut mcp.config_text).code_editor().desired_rows(5).desired_width(f32::INFINITY))
+                .on_hover_text("MCP configuration");
+            if ui.button("Save and connect").clicked() {
+                save_mcp = true;
+            }
+            for (name, status) in &mcp.servers {
+                match status {
+                    Ok(n) => ui.label(format!("{name}: connected, {n} tool(s)")),
+                    Err(e) => ui.label(format!("{name}: {e}")),
+                };
+            }
+            ui.separator();
             if ui.button("Reset to defaults").clicked() {
                 let keep = (s.models_dir.clone(), s.last_model.clone());
                 *s = Settings::default();
@@ -131,6 +147,9 @@ impl SettingsPanel {
         });
         if pick_models_dir {
             state.pick_models_dir();
+        }
+        if save_mcp {
+            state.save_mcp_config();
         }
         if let Some(t) = token_change {
             state.set_token(t);

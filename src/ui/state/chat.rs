@@ -184,6 +184,19 @@ impl AppState {
         self.current_conversation().and_then(|c| c.thinking)
     }
 
+    /// "Use a tool" for the current conversation: its next answers to a
+    /// question are tool calls.
+    pub fn set_require_tool(&mut self, on: bool) {
+        if self.current_conversation().is_none() {
+            self.new_conversation();
+        }
+        let Some(id) = self.chat.current.clone() else { return };
+        if let Some(c) = self.chat.conversation_mut(&id) {
+            c.require_tool = on;
+        }
+        self.persist(&id);
+    }
+
     /// Turns thinking on or off for the current conversation (kept with it;
     /// each reply sends it with its request).
     pub fn set_thinking(&mut self, on: bool) {
@@ -194,15 +207,26 @@ impl AppState {
         self.persist(&id);
     }
 
-    fn start_reply(&mut self, id: &str) {
-        let params = self.params();
+    pub(super) fn start_reply(&mut self, id: &str) {
+        let mut params = self.params();
+        let tools: Vec<_> = self.mcp.tools.iter().map(|t| t.spec.clone()).collect();
         let Some(c) = self.chat.conversation_mut(id) else { return };
+        // "Use a tool": the answer to a question must be a call (not the
+        // answer after a tool's result, or it would call for ever).
+        if c.require_tool && !tools.is_empty() && c.messages.last().is_some_and(|m| m.role == Role::User) {
+            params.constraint = Some(crate::chat::params::OutputConstraint::ToolCall(tools.clone()));
+        }
         c.messages.push(ChatMessage::new(Role::Assistant, ""));
         c.updated = now_secs();
         let prompt = c.prompt_messages();
         // This conversation's thinking choice goes with its request; the
-        // engine keeps the settings' template variables for the rest.
-        let options = TemplateOptions { enable_thinking: c.thinking, ..TemplateOptions::default() };
+        // engine keeps the settings' template variables for the rest. MCP
+        // tools are offered with every reply while servers are connected.
+        let options = TemplateOptions {
+            enable_thinking: c.thinking,
+            tools: (!tools.is_empty()).then_some(tools),
+            ..TemplateOptions::default()
+        };
         let request = self.engine.handle.generate(Prompt::ChatWith(prompt, options), params);
         self.chat.streaming = Some(Streaming {
             request,

@@ -115,6 +115,9 @@ impl AppState {
                         c.updated = crate::store::conversations::now_secs();
                     }
                     self.persist(&s.conversation);
+                    if !self.mcp.tools.is_empty() {
+                        self.read_tool_calls(&s.conversation, id);
+                    }
                 }
             }
             Event::Error { id, error } => {

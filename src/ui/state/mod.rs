@@ -9,12 +9,14 @@ mod downloads;
 mod engine;
 mod jobs;
 mod server;
+mod tools;
 
 pub use chat::{ChatState, Streaming};
 pub use downloads::{Download, DownloadStatus, DownloadsState, HubSearch};
 pub use engine::{EngineState, LiveStats, ModelState};
 pub use jobs::{Background, Jobs};
 pub use server::ServerState;
+pub use tools::{Decision, McpState, PendingCall, DENIED};
 
 use crate::hub::manager::{HubConfig, HubHandle};
 use crate::hub::HubError;
@@ -63,6 +65,7 @@ pub struct AppState {
     pub installed: Vec<InstalledModel>,
     pub jobs: Jobs,
     pub server: ServerState,
+    pub mcp: McpState,
 }
 
 impl AppState {
@@ -100,6 +103,7 @@ impl AppState {
             },
             jobs: Jobs::default(),
             server: ServerState::default(),
+            mcp: McpState::new(data_dir.join("mcp.json")),
         };
         s.installed = installed::installed_with_cache(&s.settings.models_dir(), &s.downloads.hub.cache_dir);
         if let Some(n) = notice {
@@ -148,6 +152,9 @@ impl AppState {
         }
         while let Ok(ev) = self.engine.handle.events.try_recv() {
             self.on_event(ev);
+        }
+        while let Ok(ev) = self.mcp.handle.events.try_recv() {
+            self.on_mcp_event(ev);
         }
         for bg in self.jobs.drain() {
             self.on_background(bg);
