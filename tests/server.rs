@@ -52,6 +52,14 @@ fn serve_model(model: &std::path::Path, extra_env: &[(&str, &str)], args: &[&str
     Ok(Serve { child, port, _home: home })
 }
 
+/// `hearth serve` on SmolLM2, a Python snippet run against it with the
+/// official SDK, and the JSON object the snippet prints last.
+fn sdk_json(body: &str) -> serde_json::Value {
+    let s = serve(&[], &[]).unwrap();
+    let out = python(s.port, "unused", body);
+    serde_json::from_str(out.trim().lines().last().unwrap()).unwrap()
+}
+
 /// Runs a Python snippet with `client` (the official SDK) pointed at the server.
 fn python(port: u16, key: &str, body: &str) -> String {
     let script = format!(
@@ -446,10 +454,7 @@ print(json.dumps(res))
 #[test]
 fn structured_output_follows_the_json_schema_every_time() {
     let _g = common::mlx_lock();
-    let s = serve(&[], &[]).unwrap();
-    let out = python(
-        s.port,
-        "unused",
+    let r = sdk_json(
         r##"
 import jsonschema
 schema = {"type": "object", "additionalProperties": False,
@@ -497,7 +502,6 @@ print(json.dumps({"ok": ok, "bad": bad, "object": isinstance(obj, dict), "refuse
                   "ollama": reply}))
 "##,
     );
-    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
     assert_eq!(r["ok"], 20, "{r}");
     assert_eq!(r["object"], true, "{r}");
     assert!(r["refused"].as_str().is_some_and(|e| e.contains("JSON schema")), "{r}");
@@ -506,10 +510,7 @@ print(json.dumps({"ok": ok, "bad": bad, "object": isinstance(obj, dict), "refuse
 #[test]
 fn tools_are_called_through_the_openai_anthropic_and_ollama_sdks() {
     let _g = common::mlx_lock();
-    let s = serve(&[], &[]).unwrap();
-    let out = python(
-        s.port,
-        "unused",
+    let r = sdk_json(
         r##"
 import jsonschema, anthropic, ollama
 base = str(client.base_url).rsplit("/v1", 1)[0]
@@ -578,7 +579,6 @@ res["ollama"] = ["".join(p.message.content or "" for p in parts), parts[-1].done
 print(json.dumps(res, default=str))
 "##,
     );
-    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
     assert_eq!(r["forced"], serde_json::json!(["tool_calls", "get_weather", null]), "{r}");
     // The answer uses the result (SmolLM2 says the weather is sunny).
     let answer = &r["answer"];
@@ -602,10 +602,7 @@ print(json.dumps(res, default=str))
 #[test]
 fn log_probabilities_and_penalties_through_the_openai_sdk() {
     let _g = common::mlx_lock();
-    let s = serve(&[], &[]).unwrap();
-    let out = python(
-        s.port,
-        "unused",
+    let r = sdk_json(
         r##"
 import math
 m = client.models.list().data[0].id
@@ -640,7 +637,6 @@ except openai.BadRequestError as e:
 print(json.dumps(res))
 "##,
     );
-    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
     assert!(r["content"].as_str().unwrap().contains("Paris"), "{r}");
     assert_eq!(r["joined"], r["content"], "the tokens spell the reply: {r}");
     for k in ["greedy_best", "ordered", "bytes", "stream_same"] {
@@ -654,4 +650,42 @@ print(json.dumps(res))
     assert!(apples[0] >= 10 && apples[1] * 3 < apples[0] && apples[2] * 3 < apples[0], "{r}");
     assert!(r["range"].as_str().is_some_and(|e| e.contains("between -2 and 2")), "{r}");
     assert!(r["top_range"].as_str().is_some_and(|e| e.contains("out of range")), "{r}");
+}
+
+#[test]
+fn two_clients_at_once_are_served_in_turn_with_their_own_tokens() {
+    let _g = common::mlx_lock();
+    let r = sdk_json(
+        r##"
+import threading
+m = client.models.list().data[0].id
+asks = {"a": "What is the capital of France?", "b": "Name three colors."}
+def run(key, out):
+    chunks = []
+    for c in client.chat.completions.create(model=m, temperature=0, max_tokens=40, stream=True,
+            messages=[{"role": "user", "content": asks[key]}]):
+        if c.choices and c.choices[0].delta.content:
+            chunks.append((time.time(), c.choices[0].delta.content))
+    out[key] = chunks
+alone = {}
+for k in asks:
+    run(k, alone)
+together = {}
+threads = [threading.Thread(target=run, args=(k, together)) for k in asks]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+text = lambda d, k: "".join(p for _, p in d[k])
+first, second = sorted(asks, key=lambda k: together[k][0][0])
+print(json.dumps({"same": all(text(together, k) == text(alone, k) for k in asks),
+                  "in_turn": together[first][-1][0] <= together[second][0][0],
+                  "texts": [text(together, k) for k in asks]}))
+"##,
+    );
+    // Greedy replies equal to each client's alone: no token of one went to the other.
+    assert_eq!(r["same"], true, "{r}");
+    // One generation at a time: the second client's text starts after the first's ends.
+    assert_eq!(r["in_turn"], true, "{r}");
+    assert!(r["texts"][0].as_str().unwrap().contains("Paris"), "{r}");
 }

@@ -4,7 +4,8 @@
 # side by side on them. usage: run.sh PRESET[,PRESET...] [PROMPTS] [GEN] [REPS] [ROUNDS]
 # The pseudo-preset `moe-kernels` runs scripts/gpu/moe_decode_kernel.py instead
 # (MLX's gather_qmm decode path against custom CUDA kernels, per layer), and
-# `unit-tests` the carried library test binary's GPU checks (.devcarry/b/hearth-tests.xz,
+# `server-overhead` scripts/bench_server.sh (decode through the local server
+# against in process), `unit-tests` the carried library test binary's GPU checks (.devcarry/b/hearth-tests.xz,
 # from `cargo test --release --lib --no-run`: the fused MoE and gated delta kernels
 # against the ops paths). KERNEL_OFF=1 adds a Hearth run with the fused MoE decode
 # kernels turned off (HEARTH_MOE_KERNEL=0), DELTA_OFF=1 one with the gated delta
@@ -39,6 +40,13 @@ for p in "${PRESETS[@]}"; do
     for f in fused cuda_kernel; do
       /tmp/hearth-tests "$f" --nocapture 2>&1 | tee -a "${OUT:-/tmp}/unit-tests.txt" || true
     done
+    continue
+  fi
+  if [ "$p" = server-overhead ]; then
+    # Decode through `hearth serve` against in process, on the Llama-3.2-1B shape.
+    M=/tmp/models/llama-3.2-1b
+    [ -f "$M/config.json" ] || /tmp/hearth synth llama-3.2-1b "$M" --bits 4 --group-size 64 --dtype bf16
+    bash "$ROOT/scripts/bench_server.sh" "$M" "${3:-256}" "${5:-3}" 2>&1 | tee "${OUT:-/tmp}/server-overhead.txt"
     continue
   fi
   if [ "$p" = moe-kernels ]; then

@@ -48,6 +48,10 @@ pub struct ChatRequest {
     /// `text`, `json_object` or `json_schema` (structured output).
     #[serde(default)]
     response_format: Option<Value>,
+    /// vLLM's extension: keep going past end-of-sequence (benchmarks that
+    /// need exact lengths).
+    #[serde(default)]
+    ignore_eos: bool,
     #[serde(default)]
     presence_penalty: Option<f32>,
     #[serde(default)]
@@ -246,7 +250,7 @@ impl ChatRequest {
             Some(Stop::Many(v)) if v.len() <= 16 => v.clone(),
             Some(Stop::Many(_)) => return Err(ApiError::bad_request("at most 16 stop strings")),
         };
-        Ok(GenerateParams { sampling, max_tokens: max as usize, stop, ignore_eos: false, constraint: self.constraint()?, logprobs: self.logprobs()? })
+        Ok(GenerateParams { sampling, max_tokens: max as usize, stop, ignore_eos: self.ignore_eos, constraint: self.constraint()?, logprobs: self.logprobs()? })
     }
 }
 
