@@ -1,12 +1,19 @@
-"""A small MCP server (the official Python SDK, stdio) for the app's MCP tests:
-one tool that reports the weather it was asked for and counts its calls in a
-file, so a test can tell whether it ran."""
+"""A small MCP server (the official Python SDK) for the app's MCP tests: one
+tool that reports the weather it was asked for and counts its calls in a file,
+so a test can tell whether it ran. Over stdio, or streamable HTTP on
+127.0.0.1 with `--http PORT`."""
 import sys
 from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
 
-calls = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+args = sys.argv[1:]
+http_port = None
+if "--http" in args:
+    i = args.index("--http")
+    http_port = int(args[i + 1])
+    del args[i : i + 2]
+calls = Path(args[0]) if args else None
 server = MCPServer("weather")
 
 
@@ -20,4 +27,7 @@ def get_weather(city: str) -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    if http_port is None:
+        server.run()
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=http_port)
