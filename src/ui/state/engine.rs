@@ -119,6 +119,7 @@ impl AppState {
                         self.read_tool_calls(&s.conversation, id);
                     }
                 }
+                self.resume_after_tools();
             }
             Event::Error { id, error } => {
                 let stream = id.and_then(|id| self.chat.streaming.take_if(|s| s.request == id));
@@ -135,6 +136,7 @@ impl AppState {
                     None if id.is_none() => self.error(error.message),
                     None => {}
                 }
+                self.resume_after_tools();
             }
             Event::Memory(m) => self.engine.live.memory = m,
             Event::Crashed(msg) => {

@@ -27,6 +27,9 @@ pub struct McpState {
     pub pending: Vec<PendingCall>,
     /// Calls running: call id → conversation.
     pub running: HashMap<String, String>,
+    /// Conversations whose calls are all answered but whose reply had to wait
+    /// (the engine was busy with another); continued when it is free.
+    pub waiting: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +55,7 @@ impl McpState {
             tools: vec![],
             pending: vec![],
             running: HashMap::new(),
+            waiting: vec![],
         }
     }
 }
@@ -192,8 +196,22 @@ impl AppState {
         let answered = c.messages[at + 1..].iter().filter(|m| m.role == Role::Tool).count();
         let complete = answered >= c.messages[at].tool_calls.len();
         self.persist(conversation);
-        if complete && self.can_send() {
-            self.start_reply(conversation);
+        if complete {
+            if self.can_send() {
+                self.start_reply(conversation);
+            } else if !self.mcp.waiting.iter().any(|w| w == conversation) {
+                self.mcp.waiting.push(conversation.to_string());
+            }
         }
+    }
+
+    /// Continues a conversation whose tool results came while the engine
+    /// was busy (called when a reply ends).
+    pub(super) fn resume_after_tools(&mut self) {
+        if self.mcp.waiting.is_empty() || !self.can_send() {
+            return;
+        }
+        let id = self.mcp.waiting.remove(0);
+        self.start_reply(&id);
     }
 }
