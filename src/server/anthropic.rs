@@ -6,7 +6,7 @@
 //! blocks, their results as `tool_result` blocks. Images are a 400.
 
 use super::bridge::Update;
-use super::reply::{Part, ReplySplit};
+use super::reply::{gather, Part, ReplySplit};
 use super::tools::{ToolChoice, ToolRequest};
 use crate::chat::tool_prompt::ToolSpec;
 use crate::chat::tools::ToolCall;
@@ -271,24 +271,16 @@ pub async fn messages(State(server): State<Arc<Server>>, body: Bytes) -> Result<
 
 async fn whole(job: Job, id: String, stops: Vec<String>, mut split: ReplySplit) -> Response {
     let Job { mut rx, queued, cancel, model, .. } = job;
-    let (mut text, mut thinking, mut calls) = (String::new(), String::new(), Vec::new());
-    let mut take = |parts: Vec<Part>| {
-        for p in parts {
-            match p {
-                Part::Reasoning(r) => thinking.push_str(&r),
-                Part::Content(c) => text.push_str(&c),
-                Part::Call(c) => calls.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments})),
-            }
-        }
-    };
+    let mut parts = Vec::new();
     loop {
         match rx.recv().await {
             Some(Update::Started(_)) => {}
-            Some(Update::Text(t, _)) => take(split.push(&t)),
+            Some(Update::Text(t, _)) => parts.extend(split.push(&t)),
             Some(Update::Done(stats)) => {
                 cancel.disarm();
                 drop(queued);
-                take(split.finish());
+                parts.extend(split.finish());
+                let (text, thinking, calls) = gather(parts);
                 let mut content = vec![];
                 if !thinking.is_empty() {
                     content.push(json!({"type": "thinking", "thinking": thinking, "signature": ""}));
@@ -296,7 +288,7 @@ async fn whole(job: Job, id: String, stops: Vec<String>, mut split: ReplySplit) 
                 if !text.is_empty() || calls.is_empty() {
                     content.push(json!({"type": "text", "text": text}));
                 }
-                content.extend(calls);
+                content.extend(calls.iter().map(|c| json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments})));
                 let (reason, seq) = stop_reason(&stats, &stops, split.calls() > 0);
                 return Json(json!({"id": id, "type": "message", "role": "assistant", "model": model.id, "content": content,
                                    "stop_reason": reason, "stop_sequence": seq,

@@ -5,7 +5,7 @@
 //! `thinking`, as Ollama sends it. Options Hearth does not implement are a 400.
 
 use super::bridge::Update;
-use super::reply::{Part, ReplySplit};
+use super::reply::{gather, ReplySplit};
 use super::tools::{ToolChoice, ToolRequest};
 use crate::chat::tools::ToolCall;
 use super::{rfc3339, ApiError, Job, Server, ServedModel};
@@ -318,19 +318,6 @@ fn merge(mut a: Value, b: Value) -> Value {
         a.extend(b);
     }
     a
-}
-
-/// A reply's parts gathered: (content, thinking, calls).
-fn gather(parts: Vec<Part>) -> (String, String, Vec<ToolCall>) {
-    let (mut content, mut thinking, mut calls) = (String::new(), String::new(), Vec::new());
-    for p in parts {
-        match p {
-            Part::Reasoning(r) => thinking.push_str(&r),
-            Part::Content(c) => content.push_str(&c),
-            Part::Call(c) => calls.push(c),
-        }
-    }
-    (content, thinking, calls)
 }
 
 /// One object (`stream: false`) or NDJSON lines; `piece(content, thinking,

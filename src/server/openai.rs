@@ -9,7 +9,7 @@
 use super::bridge::{CancelOnDrop, Update};
 use super::{ApiError, Server};
 use super::openai_request::ChatRequest;
-use super::reply::{Part, ReplySplit};
+use super::reply::{gather, Part, ReplySplit};
 use crate::chat::params::TokenLogprob;
 use crate::chat::tools::ToolCall;
 use crate::chat::params::{FinishReason, GenerationStats};
@@ -190,24 +190,19 @@ impl Reply {
 
     async fn whole(mut self, job: super::Job) -> Response {
         let super::Job { mut rx, queued, cancel, model, .. } = job;
-        let (mut content, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
+        let mut parts = Vec::new();
         loop {
-            let parts = match rx.recv().await {
-                Some(Update::Started(_)) => continue,
+            match rx.recv().await {
+                Some(Update::Started(_)) => {}
                 Some(Update::Text(t, scores)) => {
                     self.scores.extend(scores);
-                    self.parts(&t)
+                    parts.extend(self.parts(&t));
                 }
                 Some(Update::Done(stats)) => {
                     drop(queued);
                     cancel.disarm();
-                    for p in self.finish_parts() {
-                        match p {
-                            Part::Reasoning(r) => reasoning.push_str(&r),
-                            Part::Content(c) => content.push_str(&c),
-                            Part::Call(c) => calls.push(call_json(&c)),
-                        }
-                    }
+                    parts.extend(self.finish_parts());
+                    let (content, reasoning, calls) = gather(parts);
                     let reason = self.finish_reason(&stats);
                     let logprobs = self.take_logprobs().unwrap_or(Value::Null);
                     let choice = if self.is_chat() {
@@ -219,7 +214,7 @@ impl Reply {
                             if content.is_empty() {
                                 message["content"] = Value::Null;
                             }
-                            message["tool_calls"] = json!(calls);
+                            message["tool_calls"] = calls.iter().map(call_json).collect();
                         }
                         json!({"index": 0, "message": message, "logprobs": logprobs, "finish_reason": reason})
                     } else {
@@ -232,13 +227,6 @@ impl Reply {
                 }
                 Some(Update::Failed(e)) => return ApiError::engine(e).into_response(),
                 None => return ApiError::internal("the engine stopped").into_response(),
-            };
-            for p in parts {
-                match p {
-                    Part::Reasoning(r) => reasoning.push_str(&r),
-                    Part::Content(c) => content.push_str(&c),
-                    Part::Call(c) => calls.push(call_json(&c)),
-                }
             }
         }
     }

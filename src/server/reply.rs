@@ -13,6 +13,19 @@ pub enum Part {
     Call(ToolCall),
 }
 
+/// A whole reply's parts gathered: (content, reasoning, calls).
+pub fn gather(parts: Vec<Part>) -> (String, String, Vec<ToolCall>) {
+    let (mut content, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
+    for p in parts {
+        match p {
+            Part::Reasoning(r) => reasoning.push_str(&r),
+            Part::Content(c) => content.push_str(&c),
+            Part::Call(c) => calls.push(c),
+        }
+    }
+    (content, reasoning, calls)
+}
+
 /// Splits a streamed reply into parts, however the markup is cut across pieces.
 pub struct ReplySplit {
     reasoning: ReasoningSplit,
