@@ -3,7 +3,8 @@
 # writes synthetic 4-bit models at real shapes, and runs Hearth and Python mlx-lm
 # side by side on them. usage: run.sh PRESET[,PRESET...] [PROMPTS] [GEN] [REPS] [ROUNDS]
 # The pseudo-preset `moe-kernels` runs scripts/gpu/moe_decode_kernel.py instead
-# (MLX's gather_qmm decode path against custom CUDA kernels, per layer), and
+# (MLX's gather_qmm decode path against custom CUDA kernels, per layer), `moe-costs`
+# scripts/gpu/moe_costs.py (a Qwen3-MoE layer's parts priced with MLX ops), and
 # `server-overhead` scripts/bench_server.sh (decode through the local server
 # against in process), `unit-tests` the carried library test binary's GPU checks (.devcarry/b/hearth-tests.xz,
 # from `cargo test --release --lib --no-run`: the fused MoE and gated delta kernels
@@ -37,7 +38,7 @@ IFS=, read -ra PRESETS <<< "$1"
 for p in "${PRESETS[@]}"; do
   if [ "$p" = unit-tests ]; then
     xz -dc "$ROOT/.devcarry/b/hearth-tests.xz" > /tmp/hearth-tests && chmod +x /tmp/hearth-tests
-    for f in fused cuda_kernel; do
+    for f in fused cuda_kernel cuda_prefill compiled_activations; do
       /tmp/hearth-tests "$f" --nocapture 2>&1 | tee -a "${OUT:-/tmp}/unit-tests.txt" || true
     done
     continue
@@ -47,6 +48,10 @@ for p in "${PRESETS[@]}"; do
     M=/tmp/models/llama-3.2-1b
     [ -f "$M/config.json" ] || /tmp/hearth synth llama-3.2-1b "$M" --bits 4 --group-size 64 --dtype bf16
     bash "$ROOT/scripts/bench_server.sh" "$M" "${3:-256}" "${5:-3}" 2>&1 | tee "${OUT:-/tmp}/server-overhead.txt"
+    continue
+  fi
+  if [ "$p" = moe-costs ]; then
+    python3 "$ROOT/scripts/gpu/moe_costs.py" 2>&1 | tee "${OUT:-/tmp}/moe-costs.txt" || true
     continue
   fi
   if [ "$p" = moe-kernels ]; then

@@ -8,6 +8,7 @@ use super::rope::Rope;
 use super::{Linear, RmsNorm, Weights};
 use crate::error::Result;
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::Array;
 
 /// What differs between the families that use this attention.
@@ -56,10 +57,15 @@ pub struct QkNorm {
     pub plus_one: bool,
 }
 
+/// The q, k and v projections: stacked into one matmul where their kinds
+/// match (`Linear::stack_rows`), else apart.
+enum Qkv {
+    Stacked(Linear),
+    Apart { q_proj: Linear, k_proj: Linear, v_proj: Linear },
+}
+
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    qkv: Qkv,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -87,10 +93,20 @@ impl Attention {
                 })
                 .transpose()
         };
+        let parts = [
+            Linear::load(w, &format!("{p}.q_proj"), nh * hd, h, s.qkv_bias)?,
+            Linear::load(w, &format!("{p}.k_proj"), nkv * hd, h, s.qkv_bias)?,
+            Linear::load(w, &format!("{p}.v_proj"), nkv * hd, h, s.qkv_bias)?,
+        ];
+        let qkv = match Linear::stack_rows(&parts)? {
+            Some(l) => Qkv::Stacked(l),
+            None => {
+                let [q_proj, k_proj, v_proj] = parts;
+                Qkv::Apart { q_proj, k_proj, v_proj }
+            }
+        };
         Ok(Attention {
-            q_proj: Linear::load(w, &format!("{p}.q_proj"), nh * hd, h, s.qkv_bias)?,
-            k_proj: Linear::load(w, &format!("{p}.k_proj"), nkv * hd, h, s.qkv_bias)?,
-            v_proj: Linear::load(w, &format!("{p}.v_proj"), nkv * hd, h, s.qkv_bias)?,
+            qkv,
             o_proj: Linear::load(w, &format!("{p}.o_proj"), h, nh * hd, s.o_bias)?,
             q_norm: norm(w, "q_norm")?,
             k_norm: norm(w, "k_norm")?,
@@ -115,9 +131,17 @@ impl Attention {
             };
             Ok(a.transpose_axes(&[0, 2, 1, 3])?)
         };
-        let q = heads(self.q_proj.forward(x)?, self.n_heads, self.q_norm.as_ref())?;
-        let k = heads(self.k_proj.forward(x)?, self.n_kv, self.k_norm.as_ref())?;
-        let v = heads(self.v_proj.forward(x)?, self.n_kv, None)?;
+        let (q, k, v) = match &self.qkv {
+            Qkv::Stacked(l) => {
+                let y = l.forward(x)?;
+                let (nq, nk) = (self.n_heads * self.head_dim, self.n_kv * self.head_dim);
+                (y.index((.., .., ..nq)), y.index((.., .., nq..nq + nk)), y.index((.., .., nq + nk..)))
+            }
+            Qkv::Apart { q_proj, k_proj, v_proj } => (q_proj.forward(x)?, k_proj.forward(x)?, v_proj.forward(x)?),
+        };
+        let q = heads(q, self.n_heads, self.q_norm.as_ref())?;
+        let k = heads(k, self.n_kv, self.k_norm.as_ref())?;
+        let v = heads(v, self.n_kv, None)?;
         let offset = cache.offset();
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;

@@ -92,6 +92,9 @@ struct MlpBlock {
 impl MlpBlock {
     fn forward(&self, x: &Array) -> Result<Array> {
         let g = self.router.forward(x)?;
+        if let Some(y) = self.experts.decode_routed(x, &g, self.top_k, super::moe_cuda::Routing::TopKSoftmax)? {
+            return Ok(y);
+        }
         let kth = self.num_experts - self.top_k;
         let inds = ops::argpartition_axis(&g, kth, -1)?.index((.., .., kth..));
         // Softmax over the chosen experts' logits only (not over all experts).

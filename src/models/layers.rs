@@ -24,6 +24,59 @@ pub enum Linear {
 }
 
 impl Linear {
+    /// Several layers over the same input as one (their output rows stacked):
+    /// attention's q, k and v projections as one matmul, one launch instead of
+    /// three per layer and token. None when they differ in kind, quantization
+    /// or bias, or there are fewer than two.
+    pub fn stack_rows(parts: &[Linear]) -> Result<Option<Linear>> {
+        if parts.len() < 2 {
+            return Ok(None);
+        }
+        let cat = |xs: Vec<&Array>| -> Result<Array> {
+            let a = ops::concatenate(&xs, 0)?;
+            // Evaluated now so the parts' memory goes and no graph is kept.
+            a.eval()?;
+            Ok(a)
+        };
+        let biases: Option<Vec<&Array>> = parts.iter().map(|l| l.bias()).collect();
+        if biases.is_none() && parts.iter().any(|l| l.bias().is_some()) {
+            return Ok(None);
+        }
+        let bias = biases.map(cat).transpose()?;
+        match &parts[0] {
+            Linear::Dense { .. } => {
+                let ws: Option<Vec<&Array>> = parts.iter().map(|l| if let Linear::Dense { weight, .. } = l { Some(weight) } else { None }).collect();
+                match ws {
+                    Some(ws) => Ok(Some(Linear::Dense { weight: cat(ws)?, bias })),
+                    None => Ok(None),
+                }
+            }
+            Linear::Quantized { spec, biases: b0, .. } => {
+                let mut ws = Vec::new();
+                let mut ss = Vec::new();
+                let mut bs = Vec::new();
+                for l in parts {
+                    match l {
+                        Linear::Quantized { weight, scales, biases, spec: s, .. } if s == spec && biases.is_some() == b0.is_some() => {
+                            ws.push(weight);
+                            ss.push(scales);
+                            bs.extend(biases.as_ref());
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                let biases = if bs.is_empty() { None } else { Some(cat(bs)?) };
+                Ok(Some(Linear::Quantized { weight: cat(ws)?, scales: cat(ss)?, biases, bias, spec: *spec }))
+            }
+        }
+    }
+
+    fn bias(&self) -> Option<&Array> {
+        match self {
+            Linear::Dense { bias, .. } | Linear::Quantized { bias, .. } => bias.as_ref(),
+        }
+    }
+
     /// Takes `{prefix}.weight` (+ quantization triplet, + optional bias) from `w`,
     /// checking the logical shape [out, in].
     pub fn load(w: &mut Weights, prefix: &str, out_f: i32, in_f: i32, bias: bool) -> Result<Self> {
@@ -238,4 +291,35 @@ pub fn output_logits(h: Array, norm: &RmsNorm, lm_head: Option<&Linear>, embed: 
         None => embed.as_linear(&h)?,
     };
     Ok(if all_logits { logits } else { logits.reshape(&[1, -1])? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx_rs::{random, Dtype};
+
+    /// The compiled activations must give what their ops give uncompiled, on
+    /// every call: the first call traces, later ones run the fused kernel.
+    #[test]
+    fn compiled_activations_match_their_ops_on_every_call() {
+        let eager_oai = |g: &Array, u: &Array| -> Array {
+            let c = |v: f32| mlx_rs::array!(v).as_dtype(g.dtype()).unwrap();
+            let g = ops::minimum(g, c(SWIGLU_OAI_LIMIT)).unwrap();
+            let u = ops::clip(u, (c(-SWIGLU_OAI_LIMIT), c(SWIGLU_OAI_LIMIT))).unwrap();
+            let glu = g.multiply(ops::sigmoid(g.multiply(c(SWIGLU_OAI_ALPHA)).unwrap()).unwrap()).unwrap();
+            u.add(c(1.0)).unwrap().multiply(glu).unwrap()
+        };
+        let eager_silu = |g: &Array, u: &Array| g.multiply(ops::sigmoid(g).unwrap()).unwrap().multiply(u).unwrap();
+        for call in 0..3u64 {
+            let g = random::normal::<f32>(&[80, 1, 128][..], 0.0, 4.0, &random::key(10 + call).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+            let u = random::normal::<f32>(&[80, 1, 128][..], 0.0, 4.0, &random::key(20 + call).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+            for (name, got, want) in [("swiglu_oai", swiglu_oai(&g, &u).unwrap(), eager_oai(&g, &u)), ("swiglu", swiglu(&g, &u).unwrap(), eager_silu(&g, &u))] {
+                let (got, want) = (got.as_dtype(Dtype::Float32).unwrap(), want.as_dtype(Dtype::Float32).unwrap());
+                let scale = want.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                let diff = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                eprintln!("{name}, call {call}: max |diff| {diff:e} for outputs up to {scale}");
+                assert!(diff <= 0.01 * scale, "{name} call {call}: compiled differs from its ops by {diff} (outputs up to {scale})");
+            }
+        }
+    }
 }

@@ -52,9 +52,15 @@ impl SwitchLinear {
     }
 
     /// `x` [..., 1, in] against the experts in `indices` [..., k] -> [..., k, 1, out].
-    pub fn forward(&self, x: &Array, indices: &Array, sorted: bool) -> Result<Array> {
+    /// `dequantized`: quantized experts are expanded to the model's float type
+    /// first and multiplied by `gather_mm` (see `DEQUANTIZE_FROM`).
+    pub fn forward(&self, x: &Array, indices: &Array, sorted: bool, dequantized: bool) -> Result<Array> {
         let y = match &self.kind {
             SwitchKind::Dense { weight } => ops::gather_mm(x, weight.swap_axes(-1, -2)?, None, indices, sorted)?,
+            SwitchKind::Quantized { weight, scales, biases, spec } if dequantized => {
+                let w = quant::dequantize(weight, scales, biases.as_ref(), *spec)?.as_dtype(x.dtype())?;
+                ops::gather_mm(x, w.swap_axes(-1, -2)?, None, indices, sorted)?
+            }
             SwitchKind::Quantized { weight, scales, biases, spec } => {
                 quant::gather_qmm(x, weight, scales, biases.as_ref(), indices, *spec, sorted)?
             }
@@ -89,6 +95,17 @@ pub enum Glu {
 /// Sorting tokens by expert pays off from this many (token, expert) pairs on.
 const SORT_FROM: i32 = 64;
 
+/// From this many (token, expert) pairs on, CUDA runs a long prefill's expert
+/// matmuls on dequantized experts (one projection of all experts expanded at a
+/// time, ~400 MB for Qwen3-30B-A3B, freed after its `gather_mm`; `experts`
+/// evaluates each before the next is expanded): MLX 0.32's
+/// CUDA `gather_qmm` over sorted rows took 31.4 ms per Qwen3-30B-A3B layer for
+/// 2048 tokens, dequantizing and `gather_mm` 4.0 ms; at 128 tokens (1024 pairs)
+/// `gather_qmm` was still faster, 2.4 against 3.4 ms
+/// (`scripts/gpu/moe_costs.py`, `docs/bench/h100-moe-costs.txt`). Metal's
+/// `gather_qmm` and CPUs keep the quantized path.
+const DEQUANTIZE_FROM: i32 = 4096;
+
 impl SwitchGlu {
     /// `{p}.{gate,up,down}_proj`, with per-expert biases when `bias`.
     pub fn load(w: &mut Weights, p: &str, experts: i32, hidden: i32, inter: i32, bias: bool, activation: Glu) -> Result<Self> {
@@ -113,21 +130,27 @@ impl SwitchGlu {
             let inv = ops::argsort(&order)?;
             let rows = x.reshape(&[b * l, 1, d])?.take_axis(order.floor_divide(Array::from_int(k))?, 0)?;
             let idx = flat.take_axis(&order, 0)?;
-            let y = self.experts(&rows, &idx, true)?;
+            let y = if flat.size() as i32 >= DEQUANTIZE_FROM && moe_cuda::enabled() {
+                self.experts(&rows, &idx, true, true)?
+            } else {
+                self.experts(&rows, &idx, true, false)?
+            };
             y.take_axis(&inv, 0)?.reshape(&[b, l, k, 1, d])?
         } else {
-            self.experts(&x, indices, false)?
+            self.experts(&x, indices, false, false)?
         };
         Ok(out.squeeze_axes(&[-2])?)
     }
 
-    /// The fused CUDA decode path (`moe_cuda`) for one token when it applies
-    /// (4-bit affine experts on a CUDA device): `x` [1, 1, D], `inds` and
-    /// `scores` [1, 1, k] -> the weighted sum [1, 1, D]; None otherwise.
-    pub fn fused_decode(&self, x: &Array, inds: &Array, scores: &Array) -> Result<Option<Array>> {
+    /// The 4-bit affine parts of the three projections and their group size,
+    /// when the CUDA kernels can take them (same group, biases on all or none).
+    fn q4_parts(&self, dtype: Dtype) -> Option<(Q4<'_>, Q4<'_>, Q4<'_>, i32)> {
         // The kernels know SiLU and gpt-oss's activation only.
-        if !moe_cuda::enabled() || self.activation == Glu::GeluTanh || x.ndim() != 3 || x.shape()[0] * x.shape()[1] != 1 {
-            return Ok(None);
+        if !moe_cuda::enabled() || self.activation == Glu::GeluTanh {
+            return None;
+        }
+        if !matches!(dtype, Dtype::Bfloat16 | Dtype::Float16 | Dtype::Float32) {
+            return None;
         }
         fn q4(l: &SwitchLinear) -> Option<(Q4<'_>, i32)> {
             match &l.kind {
@@ -139,16 +162,45 @@ impl SwitchGlu {
                 _ => None,
             }
         }
-        let (Some((gate, g1)), Some((up, g2)), Some((down, g3))) = (q4(&self.gate_proj), q4(&self.up_proj), q4(&self.down_proj)) else {
-            return Ok(None);
-        };
-        let dtype = x.dtype();
+        let ((gate, g1), (up, g2), (down, g3)) = (q4(&self.gate_proj)?, q4(&self.up_proj)?, q4(&self.down_proj)?);
         let same_bias = gate.bias.is_some() == up.bias.is_some() && up.bias.is_some() == down.bias.is_some();
-        let (d, k, inter) = (x.shape()[2], inds.shape()[2], gate.weight.shape()[1]);
-        if g1 != g2 || g2 != g3 || !same_bias || gate.scales.dtype() != dtype || !moe_cuda::fits(d, inter, k, g1) {
+        (g1 == g2 && g2 == g3 && same_bias && gate.scales.dtype() == dtype).then_some((gate, up, down, g1))
+    }
+
+    /// Whether one token `x` takes the fused CUDA decode kernels with `k`
+    /// experts (then the router's kernel may choose them too).
+    pub fn decodes_fused(&self, x: &Array, k: i32) -> bool {
+        if x.ndim() != 3 || x.shape()[0] * x.shape()[1] != 1 {
+            return false;
+        }
+        match self.q4_parts(x.dtype()) {
+            Some((gate, _, _, group)) => moe_cuda::fits(x.shape()[2], gate.weight.shape()[1], k, group),
+            None => false,
+        }
+    }
+
+    /// One token through the router's CUDA kernel and the fused decode
+    /// kernels; None where they do not apply.
+    pub fn decode_routed(&self, x: &Array, logits: &Array, k: i32, routing: moe_cuda::Routing) -> Result<Option<Array>> {
+        let experts = logits.shape().last().copied().unwrap_or(0);
+        if !self.decodes_fused(x, k) || !moe_cuda::routes(experts, k) || logits.dtype() != x.dtype() {
             return Ok(None);
         }
-        if !matches!(dtype, Dtype::Bfloat16 | Dtype::Float16 | Dtype::Float32) {
+        let (inds, scores) = moe_cuda::route(&logits.reshape(&[experts])?, k, routing)?;
+        self.fused_decode(x, &inds.reshape(&[1, 1, k])?, &scores.reshape(&[1, 1, k])?)
+    }
+
+    /// The fused CUDA decode path (`moe_cuda`) for one token when it applies
+    /// (4-bit affine experts on a CUDA device): `x` [1, 1, D], `inds` and
+    /// `scores` [1, 1, k] -> the weighted sum [1, 1, D]; None otherwise.
+    pub fn fused_decode(&self, x: &Array, inds: &Array, scores: &Array) -> Result<Option<Array>> {
+        if x.ndim() != 3 || x.shape()[0] * x.shape()[1] != 1 {
+            return Ok(None);
+        }
+        let dtype = x.dtype();
+        let Some((gate, up, down, g1)) = self.q4_parts(dtype) else { return Ok(None) };
+        let (d, k, inter) = (x.shape()[2], inds.shape()[2], gate.weight.shape()[1]);
+        if !moe_cuda::fits(d, inter, k, g1) {
             return Ok(None);
         }
         let y = moe_cuda::decode(
@@ -164,15 +216,25 @@ impl SwitchGlu {
         Ok(Some(y.reshape(&[1, 1, d])?))
     }
 
-    fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
-        let up = self.up_proj.forward(x, idx, sorted)?;
-        let gate = self.gate_proj.forward(x, idx, sorted)?;
+    fn experts(&self, x: &Array, idx: &Array, sorted: bool, dequantized: bool) -> Result<Array> {
+        // Dequantized experts are evaluated one projection at a time: MLX
+        // would otherwise expand the weights of many layers of one prompt
+        // chunk before their matmuls run (the weights depend on nothing), and
+        // a 2048-token prompt peaked 12 GB higher for Qwen3-30B-A3B.
+        let settle = |a: Array| -> Result<Array> {
+            if dequantized {
+                a.eval()?;
+            }
+            Ok(a)
+        };
+        let up = settle(self.up_proj.forward(x, idx, sorted, dequantized)?)?;
+        let gate = settle(self.gate_proj.forward(x, idx, sorted, dequantized)?)?;
         let act = match self.activation {
             Glu::Silu => swiglu(&gate, &up)?,
             Glu::OaiClamped => swiglu_oai(&gate, &up)?,
             Glu::GeluTanh => gelu_tanh_mul(&gate, &up)?,
         };
-        self.down_proj.forward(&act, idx, sorted)
+        settle(self.down_proj.forward(&act, idx, sorted, dequantized)?)
     }
 }
 
@@ -201,7 +263,12 @@ impl SparseMoe {
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let gates = ops::softmax_axis(self.gate.forward(x)?, -1, true)?;
+        let logits = self.gate.forward(x)?;
+        let routing = moe_cuda::Routing::SoftmaxTopK { norm: self.norm_topk_prob };
+        if let Some(y) = self.switch_mlp.decode_routed(x, &logits, self.top_k, routing)? {
+            return Ok(y);
+        }
+        let gates = ops::softmax_axis(logits, -1, true)?;
         let kth = self.experts - self.top_k;
         let inds = ops::argpartition_axis(&gates, kth, -1)?.index((.., .., kth..));
         let mut scores = take_along_axis(&gates, &inds, -1)?;
@@ -265,6 +332,87 @@ mod tests {
         }
         let mut w = Weights::new(t, QuantConfig { group_size: Some(64), bits: Some(4), ..Default::default() });
         SwitchGlu::load(&mut w, "m", e, d, i, bias, act).unwrap()
+    }
+
+    /// A long prompt's rows sorted by expert: on CUDA, dequantized experts
+    /// through `gather_mm` must agree with `gather_qmm` (to bf16 rounding),
+    /// with and without expert biases.
+    #[test]
+    fn cuda_prefill_dequantized_experts_match_gather_qmm() {
+        if !moe_cuda::enabled() {
+            return; // CPUs' gather_mm takes float32 only; they keep gather_qmm.
+        }
+        // Both orders: a model's layers are built and dropped one after another.
+        for (bias, act) in [(false, Glu::Silu), (true, Glu::OaiClamped), (false, Glu::Silu), (true, Glu::OaiClamped)] {
+            let (e, d, i, k, t) = (8, 256, 128, 2, 40);
+            let glu = experts(e, d, i, bias, act);
+            // Every expert but 7 gets rows (an empty segment included).
+            let flat: Vec<u32> = (0..t * k).map(|j| ((j * 5 + j / 3) % 7) as u32).collect();
+            let mut order: Vec<usize> = (0..flat.len()).collect();
+            order.sort_by_key(|&j| flat[j]);
+            let idx = Array::from_slice(&order.iter().map(|&j| flat[j]).collect::<Vec<_>>(), &[t * k]);
+            let take = Array::from_slice(&order.iter().map(|&j| (j as i32) / k).collect::<Vec<_>>(), &[t * k]);
+            for trial in 0..4 {
+                let x = random::normal::<f32>(&[t, 1, d][..], 0.0, 1.0, &random::key(3 + trial).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+                let rows = x.take_axis(&take, 0).unwrap();
+                // Dequantized first, in one graph with the reference.
+                let got = glu.experts(&rows, &idx, true, true).unwrap().as_dtype(Dtype::Float32).unwrap();
+                let want = glu.experts(&rows, &idx, true, false).unwrap().as_dtype(Dtype::Float32).unwrap();
+                assert_eq!(got.shape(), want.shape());
+                let scale = want.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                let diff = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                eprintln!("dequantized gather_mm ({act:?}, bias {bias}, trial {trial}): max |diff| {diff:e} for outputs up to {scale}");
+                assert!(diff <= 0.02 * scale.max(1e-3), "dequantized gather_mm differs by {diff} (outputs up to {scale})");
+            }
+        }
+    }
+
+    /// On CUDA the router kernel must choose the experts MLX's ops choose, with
+    /// the same weights (to bf16 rounding), for Qwen3-MoE's and gpt-oss's
+    /// routing; elsewhere the routed decode stays off.
+    #[test]
+    fn fused_cuda_router_matches_the_ops_router_or_stays_off() {
+        use moe_cuda::Routing;
+        let (e, k) = (128, 8);
+        let glu = experts(8, 256, 128, false, Glu::Silu);
+        let x = Array::zeros::<f32>(&[1, 1, 256]).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+        for (n, routing) in [Routing::SoftmaxTopK { norm: true }, Routing::SoftmaxTopK { norm: false }, Routing::TopKSoftmax].into_iter().enumerate() {
+            let logits = random::normal::<f32>(&[1, 1, e][..], 0.0, 2.0, &random::key(40 + n as u64).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+            if !moe_cuda::enabled() {
+                assert!(glu.decode_routed(&x, &logits, 2, routing).unwrap().is_none(), "the CUDA router ran without CUDA");
+                continue;
+            }
+            let (inds, scores) = moe_cuda::route(&logits.reshape(&[e]).unwrap(), k, routing).unwrap();
+            let kth = e - k;
+            let (want_i, want_s) = match routing {
+                Routing::SoftmaxTopK { norm } => {
+                    let g = ops::softmax_axis(&logits, -1, true).unwrap();
+                    let i = ops::argpartition_axis(&g, kth, -1).unwrap().index((.., .., kth..));
+                    let mut s = take_along_axis(&g, &i, -1).unwrap();
+                    if norm {
+                        s = s.divide(s.sum_axis(-1, true).unwrap()).unwrap();
+                    }
+                    (i, s)
+                }
+                Routing::TopKSoftmax => {
+                    let i = ops::argpartition_axis(&logits, kth, -1).unwrap().index((.., .., kth..));
+                    (i.clone(), ops::softmax_axis(take_along_axis(&logits, &i, -1).unwrap(), -1, true).unwrap())
+                }
+            };
+            let pairs = |i: &Array, s: &Array| {
+                let i = i.as_dtype(Dtype::Int32).unwrap().flatten(None, None).unwrap();
+                let s = s.as_dtype(Dtype::Float32).unwrap().flatten(None, None).unwrap();
+                let mut v: Vec<(i32, f32)> = i.as_slice::<i32>().iter().copied().zip(s.as_slice::<f32>().iter().copied()).collect();
+                v.sort_by_key(|p| p.0);
+                v
+            };
+            let (got, want) = (pairs(&inds, &scores), pairs(&want_i, &want_s));
+            eprintln!("router kernel ({routing:?}): {got:?}");
+            assert_eq!(got.iter().map(|p| p.0).collect::<Vec<_>>(), want.iter().map(|p| p.0).collect::<Vec<_>>(), "{routing:?} chose other experts");
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g.1 - w.1).abs() <= 1e-2 * w.1.abs().max(1e-3), "{routing:?}: expert {} weighted {} against {}", g.0, g.1, w.1);
+            }
+        }
     }
 
     /// On a CUDA device the fused decode kernels must agree with the

@@ -138,11 +138,134 @@ const DOWN: &str = r#"
   }
 "#;
 
+// The router's choice for one token, in one warp: MODE 0 (Qwen3-MoE) takes a
+// softmax over all E logits (in float, rounded to T as MLX's precise softmax
+// returns it), the K largest probabilities, renormalised when NORM; MODE 1
+// (gpt-oss) takes the K largest logits and a softmax over those K. Ties go to
+// the lower expert. Replaces softmax, argpartition, take_along_axis, sum and
+// divide: six launches per layer and token.
+const ROUTE: &str = r#"
+  constexpr int PER = (E + 31) / 32;
+  int lane = threadIdx.x & 31;
+  float v[PER];
+  float m = -INFINITY;
+  #pragma unroll
+  for (int i = 0; i < PER; ++i) {
+    int e = lane + 32 * i;
+    v[i] = e < E ? static_cast<float>(logits[e]) : -INFINITY;
+    m = fmaxf(m, v[i]);
+  }
+  if (MODE == 0) {
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
+    float sum = 0.f;
+    #pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      v[i] = (lane + 32 * i) < E ? expf(v[i] - m) : 0.f;
+      sum += v[i];
+    }
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
+    #pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      v[i] = (lane + 32 * i) < E ? static_cast<float>(static_cast<T>(v[i] / sum)) : -INFINITY;
+    }
+  }
+  float vals[K];
+  int ids[K];
+  #pragma unroll
+  for (int kk = 0; kk < K; ++kk) {
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    #pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      int e = lane + 32 * i;
+      if (e < E && (v[i] > best || (v[i] == best && e < bi))) { best = v[i]; bi = e; }
+    }
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      float ob = __shfl_xor_sync(0xffffffff, best, o);
+      int oi = __shfl_xor_sync(0xffffffff, bi, o);
+      if (ob > best || (ob == best && oi < bi)) { best = ob; bi = oi; }
+    }
+    vals[kk] = best;
+    ids[kk] = bi;
+    #pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      if (lane + 32 * i == bi) v[i] = -INFINITY;
+    }
+  }
+  if (lane == 0) {
+    if (MODE == 0) {
+      float total = 0.f;
+      for (int kk = 0; kk < K; ++kk) total += vals[kk];
+      float t = static_cast<float>(static_cast<T>(total));
+      for (int kk = 0; kk < K; ++kk) {
+        inds[kk] = static_cast<uint32_t>(ids[kk]);
+        scores[kk] = NORM ? static_cast<T>(vals[kk] / t) : static_cast<T>(vals[kk]);
+      }
+    } else {
+      float mx = vals[0];
+      for (int kk = 1; kk < K; ++kk) mx = fmaxf(mx, vals[kk]);
+      float total = 0.f;
+      for (int kk = 0; kk < K; ++kk) total += expf(vals[kk] - mx);
+      for (int kk = 0; kk < K; ++kk) {
+        inds[kk] = static_cast<uint32_t>(ids[kk]);
+        scores[kk] = static_cast<T>(expf(vals[kk] - mx) / total);
+      }
+    }
+  }
+"#;
+
 /// Largest static shared memory a block may use (48 KiB) in floats.
 const SHARED_FLOATS: i32 = 48 * 1024 / 4;
 
 thread_local! {
     static KERNELS: Option<(Kernel, Kernel)> = build().ok();
+    static ROUTER: Option<Kernel> = Kernel::new("hearth_moe_route", &["logits"], &["inds", "scores"], ROUTE, "").ok();
+}
+
+/// How the router turns logits into experts and weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// Softmax over all experts, top-k, optionally renormalised (Qwen3-MoE).
+    SoftmaxTopK { norm: bool },
+    /// Top-k logits, softmax over those (gpt-oss).
+    TopKSoftmax,
+}
+
+/// Whether `route` handles this many experts and choices.
+pub fn routes(experts: i32, k: i32) -> bool {
+    (1..=1024).contains(&experts) && (1..=32.min(experts)).contains(&k)
+}
+
+/// The router's choice for one token: `logits` [E] (the model's float type)
+/// -> the `k` chosen experts [k] uint32 and their weights [k].
+pub fn route(logits: &Array, k: i32, routing: Routing) -> Result<(Array, Array)> {
+    let dtype = logits.dtype();
+    let experts = logits.size() as i32;
+    let (mode, norm) = match routing {
+        Routing::SoftmaxTopK { norm } => (0, norm),
+        Routing::TopKSoftmax => (1, false),
+    };
+    ROUTER.with(|r| {
+        let r = r.as_ref().ok_or_else(|| Error::Mlx("the MoE router kernel could not be built".into()))?;
+        let mut out = r
+            .apply(&Launch {
+                inputs: &[logits],
+                ints: &[("E", experts), ("K", k), ("MODE", mode)],
+                bools: &[("NORM", norm)],
+                types: &[("T", dtype)],
+                outputs: &[(&[k], mlx_rs::Dtype::Uint32), (&[k], dtype)],
+                grid: (32, 1, 1),
+                block: (32, 1, 1),
+            })?
+            .into_iter();
+        match (out.next(), out.next()) {
+            (Some(i), Some(s)) => Ok((i, s)),
+            _ => Err(Error::Mlx("the MoE router kernel gave no output".into())),
+        }
+    })
 }
 
 fn build() -> Result<(Kernel, Kernel)> {

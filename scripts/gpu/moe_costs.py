@@ -1,0 +1,179 @@
+"""Where a Qwen3-30B-A3B layer spends its time on the GPU, MLX ops only.
+
+Prefill (N tokens, 128 experts, 8 per token, 4-bit affine g64 bf16): the MoE
+block as mlx-lm runs it (tokens sorted by expert, `gather_qmm` with
+sorted_indices) against experts dequantized per projection and `gather_mm`, and
+against Hearth's sorted-rows kernels (src/models/moe_cuda.rs, read from there).
+Decode (one token, 48 layers chained in one evaluation): the whole layer, and the
+layer without its router ops / with q, k, v as one matmul, to price each part.
+usage: python3 moe_costs.py   (on the GPU machine, MLX CUDA build)"""
+import pathlib
+import re
+import time
+
+import mlx.core as mx
+
+# Hearth's sorted-rows kernels, read from their Rust source (one copy).
+_SRC = (pathlib.Path(__file__).resolve().parents[2] / "src/models/moe_cuda.rs").read_text()
+
+
+def _raw(name):
+    return re.search(rf'const {name}: &str = r#"(.*?)"#;', _SRC, re.S).group(1)
+
+
+sorted_gate_up = mx.fast.cuda_kernel(
+    name="hearth_moe_sorted_gate_up_q4", input_names=["x", "seg", "w_gate", "s_gate", "b_gate", "w_up", "s_up", "b_up", "bias_gate", "bias_up"],
+    output_names=["act"], source=_raw("SORTED_GATE_UP"), header=_raw("HEADER"))
+sorted_down = mx.fast.cuda_kernel(
+    name="hearth_moe_sorted_down_q4", input_names=["act", "seg", "w_down", "s_down", "b_down", "bias_down"],
+    output_names=["y"], source=_raw("SORTED_DOWN"), header=_raw("HEADER"))
+
+E, K, D, I, G = 128, 8, 2048, 768, 64
+HQ, HKV, HD = 32, 4, 128
+
+
+def q(shape, key):
+    w = (mx.random.normal(shape, key=key) * 0.02).astype(mx.bfloat16)
+    return mx.quantize(w, group_size=G, bits=4)
+
+
+def timeit(f, reps=5):
+    mx.eval(f())
+    mx.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        mx.eval(f())
+    mx.synchronize()
+    return (time.perf_counter() - t) / reps
+
+
+def experts():
+    k = mx.random.split(mx.random.key(0), 3)
+    return q((E, I, D), k[0]), q((E, I, D), k[1]), q((E, D, I), k[2])
+
+
+def prefill(n):
+    ex = experts()
+    x = mx.random.normal((n, D)).astype(mx.bfloat16)
+    logits = mx.random.normal((n, E))
+    inds = mx.argpartition(-logits, K - 1, axis=-1)[:, :K].astype(mx.uint32)
+    mx.eval(x, inds, *[a for t in ex for a in t])
+
+    def sorted_rows():
+        flat = inds.flatten()
+        order = mx.argsort(flat)
+        return x[order // K].reshape(-1, 1, D), flat[order], order
+
+    def gather_qmm_path():
+        rows, idx, order = sorted_rows()
+        (gw, gs, gb), (uw, us, ub), (dw, ds, db) = ex
+        g = mx.gather_qmm(rows, gw, gs, gb, rhs_indices=idx, transpose=True, group_size=G, bits=4, sorted_indices=True)
+        u = mx.gather_qmm(rows, uw, us, ub, rhs_indices=idx, transpose=True, group_size=G, bits=4, sorted_indices=True)
+        a = g * mx.sigmoid(g) * u
+        return mx.gather_qmm(a, dw, ds, db, rhs_indices=idx, transpose=True, group_size=G, bits=4, sorted_indices=True)
+
+    def dequant_path():
+        rows, idx, order = sorted_rows()
+        deq = [mx.dequantize(w, s, b, group_size=G, bits=4) for (w, s, b) in ex]
+        g = mx.gather_mm(rows, deq[0].swapaxes(-1, -2), rhs_indices=idx, sorted_indices=True)
+        u = mx.gather_mm(rows, deq[1].swapaxes(-1, -2), rhs_indices=idx, sorted_indices=True)
+        a = g * mx.sigmoid(g) * u
+        return mx.gather_mm(a, deq[2].swapaxes(-1, -2), rhs_indices=idx, sorted_indices=True)
+
+    def kernel_path():
+        rows, idx, order = sorted_rows()
+        (gw, gs, gb), (uw, us, ub), (dw, ds, db) = ex
+        p = rows.shape[0]
+        seg = (idx.reshape(-1, 1) < mx.arange(E + 1, dtype=mx.uint32).reshape(1, -1)).sum(axis=0).astype(mx.int32)
+        none = mx.zeros((1,), dtype=mx.bfloat16)
+        act = sorted_gate_up(
+            inputs=[rows.reshape(p, D), seg, gw, gs, gb, uw, us, ub, none, none],
+            template=[("T", mx.bfloat16), ("IN", D), ("OUT", I), ("GS", G), ("ACT", 0), ("BIAS", False)],
+            grid=(32 * I, E, 1), threadgroup=(256, 1, 1), output_shapes=[(p, I)], output_dtypes=[mx.bfloat16])[0]
+        return sorted_down(
+            inputs=[act, seg, dw, ds, db, none],
+            template=[("T", mx.bfloat16), ("IN", I), ("OUT", D), ("GS", G), ("BIAS", False)],
+            grid=(32 * D, E, 1), threadgroup=(256, 1, 1), output_shapes=[(p, D)], output_dtypes=[mx.bfloat16])[0]
+
+    ref = gather_qmm_path().reshape(-1, D).astype(mx.float32)
+    for name, f in [("gather_qmm sorted (mlx-lm)", gather_qmm_path), ("dequantize + gather_mm", dequant_path),
+                    ("Hearth sorted-rows kernels", kernel_path)]:
+        try:
+            y = f().reshape(-1, D).astype(mx.float32)
+            diff = mx.abs(y - ref).max().item()
+            t = timeit(f, 3)
+            print(f"prefill N={n:5d} {name:30s} {t * 1e3:8.2f} ms/layer  x48 = {t * 48:6.3f} s   max|diff| {diff:.3g}", flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"prefill N={n} {name}: failed: {e}", flush=True)
+    print(f"  peak {mx.get_peak_memory() / 2**20:.0f} MB", flush=True)
+
+
+def decode(ctx=128, layers=48):
+    keys = mx.random.split(mx.random.key(1), 8)
+    L = []
+    for i in range(layers):
+        k = mx.random.split(keys[i % 8], 6)
+        L.append(dict(
+            q=q((HQ * HD, D), k[0]), k=q((HKV * HD, D), k[1]), v=q((HKV * HD, D), k[2]),
+            qkv=q(((HQ + 2 * HKV) * HD, D), k[3]), o=q((D, HQ * HD), k[4]), gate=q((E, D), k[5]),
+            kc=mx.random.normal((1, HKV, ctx, HD)).astype(mx.bfloat16), vc=mx.random.normal((1, HKV, ctx, HD)).astype(mx.bfloat16)))
+    ex = experts()
+    n1 = mx.ones((D,), dtype=mx.bfloat16)
+    n2 = mx.ones((HD,), dtype=mx.bfloat16)
+    x0 = mx.random.normal((1, 1, D)).astype(mx.bfloat16)
+    fixed = mx.array([[[3, 17, 40, 77, 90, 101, 120, 5]]], dtype=mx.uint32)
+    fixed_s = mx.full((1, 1, K), 0.125, dtype=mx.bfloat16)
+    mx.eval(L, ex, x0)
+
+    def qm(x, t):
+        return mx.quantized_matmul(x, *t, transpose=True, group_size=G, bits=4)
+
+    def step(router=True, fused_qkv=False, moe=True):
+        h = x0
+        (gw, gs, gb), (uw, us, ub), (dw, ds, db) = ex
+        for l in L:
+            x = mx.fast.rms_norm(h, n1, 1e-6)
+            if fused_qkv:
+                qkv = qm(x, l["qkv"])
+                qq, kk, vv = mx.split(qkv, [HQ * HD, (HQ + HKV) * HD], axis=-1)
+            else:
+                qq, kk, vv = qm(x, l["q"]), qm(x, l["k"]), qm(x, l["v"])
+            qq = mx.fast.rms_norm(qq.reshape(1, 1, HQ, HD), n2, 1e-6).transpose(0, 2, 1, 3)
+            kk = mx.fast.rms_norm(kk.reshape(1, 1, HKV, HD), n2, 1e-6).transpose(0, 2, 1, 3)
+            vv = vv.reshape(1, 1, HKV, HD).transpose(0, 2, 1, 3)
+            qq = mx.fast.rope(qq, HD, traditional=False, base=1e6, scale=1.0, offset=ctx)
+            kk = mx.fast.rope(kk, HD, traditional=False, base=1e6, scale=1.0, offset=ctx)
+            kc = mx.concatenate([l["kc"], kk], axis=2)
+            vc = mx.concatenate([l["vc"], vv], axis=2)
+            o = mx.fast.scaled_dot_product_attention(qq, kc, vc, scale=HD ** -0.5)
+            h = h + qm(o.transpose(0, 2, 1, 3).reshape(1, 1, -1), l["o"])
+            x = mx.fast.rms_norm(h, n1, 1e-6)
+            if router:
+                gates = mx.softmax(qm(x, l["gate"]), axis=-1, precise=True)
+                inds = mx.argpartition(gates, kth=E - K, axis=-1)[..., E - K:]
+                sc = mx.take_along_axis(gates, inds, axis=-1)
+                sc = sc / sc.sum(axis=-1, keepdims=True)
+            else:
+                inds, sc = fixed, fixed_s
+            if moe:
+                xe = x.reshape(1, 1, 1, 1, -1)
+                g = mx.gather_qmm(xe, gw, gs, gb, rhs_indices=inds, transpose=True, group_size=G, bits=4)
+                u = mx.gather_qmm(xe, uw, us, ub, rhs_indices=inds, transpose=True, group_size=G, bits=4)
+                y = mx.gather_qmm(g * mx.sigmoid(g) * u, dw, ds, db, rhs_indices=inds, transpose=True, group_size=G, bits=4)
+                h = h + (y.squeeze(-2) * sc[..., None]).sum(axis=-2)
+            else:
+                h = h + x * sc.sum()
+        return h
+
+    for name, kw in [("whole layer (ops)", {}), ("q,k,v as one matmul", {"fused_qkv": True}),
+                     ("no router ops", {"router": False}), ("no MoE matmuls", {"moe": False}),
+                     ("attention only", {"router": False, "moe": False})]:
+        t = timeit(lambda: step(**kw), 20)
+        print(f"decode {name:28s} {t * 1e3:7.3f} ms/token  {t / layers * 1e6:6.1f} us/layer", flush=True)
+
+
+if __name__ == "__main__":
+    print(mx.default_device(), flush=True)
+    decode()
+    for n in (16, 128, 512, 2048):
+        prefill(n)
