@@ -130,11 +130,8 @@ impl SwitchGlu {
             let inv = ops::argsort(&order)?;
             let rows = x.reshape(&[b * l, 1, d])?.take_axis(order.floor_divide(Array::from_int(k))?, 0)?;
             let idx = flat.take_axis(&order, 0)?;
-            let y = if flat.size() as i32 >= DEQUANTIZE_FROM && moe_cuda::enabled() {
-                self.experts(&rows, &idx, true, true)?
-            } else {
-                self.experts(&rows, &idx, true, false)?
-            };
+            let dequantized = flat.size() as i32 >= DEQUANTIZE_FROM && moe_cuda::enabled();
+            let y = self.experts(&rows, &idx, true, dequantized)?;
             y.take_axis(&inv, 0)?.reshape(&[b, l, k, 1, d])?
         } else {
             self.experts(&x, indices, false, false)?
@@ -167,53 +164,51 @@ impl SwitchGlu {
         (g1 == g2 && g2 == g3 && same_bias && gate.scales.dtype() == dtype).then_some((gate, up, down, g1))
     }
 
-    /// Whether one token `x` takes the fused CUDA decode kernels with `k`
-    /// experts (then the router's kernel may choose them too).
-    pub fn decodes_fused(&self, x: &Array, k: i32) -> bool {
+    /// The experts' parts when one token `x` takes the fused CUDA decode
+    /// kernels with `k` experts; None otherwise.
+    fn fused_parts(&self, x: &Array, k: i32) -> Option<(Q4<'_>, Q4<'_>, Q4<'_>, i32)> {
         if x.ndim() != 3 || x.shape()[0] * x.shape()[1] != 1 {
-            return false;
+            return None;
         }
-        match self.q4_parts(x.dtype()) {
-            Some((gate, _, _, group)) => moe_cuda::fits(x.shape()[2], gate.weight.shape()[1], k, group),
-            None => false,
-        }
+        let parts = self.q4_parts(x.dtype())?;
+        moe_cuda::fits(x.shape()[2], parts.0.weight.shape()[1], k, parts.3).then_some(parts)
     }
 
     /// One token through the router's CUDA kernel and the fused decode
     /// kernels; None where they do not apply.
     pub fn decode_routed(&self, x: &Array, logits: &Array, k: i32, routing: moe_cuda::Routing) -> Result<Option<Array>> {
         let experts = logits.shape().last().copied().unwrap_or(0);
-        if !self.decodes_fused(x, k) || !moe_cuda::routes(experts, k) || logits.dtype() != x.dtype() {
+        if !moe_cuda::routes(experts, k) || logits.dtype() != x.dtype() {
             return Ok(None);
         }
+        let Some(parts) = self.fused_parts(x, k) else { return Ok(None) };
         let (inds, scores) = moe_cuda::route(&logits.reshape(&[experts])?, k, routing)?;
-        self.fused_decode(x, &inds.reshape(&[1, 1, k])?, &scores.reshape(&[1, 1, k])?)
+        self.run_fused(x, &inds, &scores, parts).map(Some)
     }
 
     /// The fused CUDA decode path (`moe_cuda`) for one token when it applies
     /// (4-bit affine experts on a CUDA device): `x` [1, 1, D], `inds` and
     /// `scores` [1, 1, k] -> the weighted sum [1, 1, D]; None otherwise.
     pub fn fused_decode(&self, x: &Array, inds: &Array, scores: &Array) -> Result<Option<Array>> {
-        if x.ndim() != 3 || x.shape()[0] * x.shape()[1] != 1 {
-            return Ok(None);
-        }
+        let Some(parts) = self.fused_parts(x, inds.shape()[2]) else { return Ok(None) };
+        self.run_fused(x, &inds.reshape(&[-1])?, &scores.reshape(&[-1])?, parts).map(Some)
+    }
+
+    /// `x` [1, 1, D] through the decode kernels with `inds` and `scores` [k].
+    fn run_fused(&self, x: &Array, inds: &Array, scores: &Array, (gate, up, down, group): (Q4<'_>, Q4<'_>, Q4<'_>, i32)) -> Result<Array> {
         let dtype = x.dtype();
-        let Some((gate, up, down, g1)) = self.q4_parts(dtype) else { return Ok(None) };
-        let (d, k, inter) = (x.shape()[2], inds.shape()[2], gate.weight.shape()[1]);
-        if !moe_cuda::fits(d, inter, k, g1) {
-            return Ok(None);
-        }
+        let d = x.shape()[2];
         let y = moe_cuda::decode(
             &x.reshape(&[d])?,
-            &inds.reshape(&[k])?.as_dtype(Dtype::Uint32)?,
-            &scores.reshape(&[k])?.as_dtype(dtype)?,
+            &inds.as_dtype(Dtype::Uint32)?,
+            &scores.as_dtype(dtype)?,
             gate,
             up,
             down,
-            g1,
+            group,
             self.activation == Glu::OaiClamped,
         )?;
-        Ok(Some(y.reshape(&[1, 1, d])?))
+        Ok(y.reshape(&[1, 1, d])?)
     }
 
     fn experts(&self, x: &Array, idx: &Array, sorted: bool, dequantized: bool) -> Result<Array> {
@@ -334,6 +329,12 @@ mod tests {
         SwitchGlu::load(&mut w, "m", e, d, i, bias, act).unwrap()
     }
 
+    /// The largest |got - want| and the largest |want| (float32 arrays).
+    fn max_diff(got: &Array, want: &Array) -> (f32, f32) {
+        let max = |a: Array| a.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+        (max(got.subtract(want).unwrap()), max(want.clone()))
+    }
+
     /// A long prompt's rows sorted by expert: on CUDA, dequantized experts
     /// through `gather_mm` must agree with `gather_qmm` (to bf16 rounding),
     /// with and without expert biases.
@@ -355,12 +356,11 @@ mod tests {
             for trial in 0..4 {
                 let x = random::normal::<f32>(&[t, 1, d][..], 0.0, 1.0, &random::key(3 + trial).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
                 let rows = x.take_axis(&take, 0).unwrap();
-                // Dequantized first, in one graph with the reference.
+                // Dequantized first (evaluated projection by projection), then the reference.
                 let got = glu.experts(&rows, &idx, true, true).unwrap().as_dtype(Dtype::Float32).unwrap();
                 let want = glu.experts(&rows, &idx, true, false).unwrap().as_dtype(Dtype::Float32).unwrap();
                 assert_eq!(got.shape(), want.shape());
-                let scale = want.abs().unwrap().max(None).unwrap().item_exact::<f32>();
-                let diff = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                let (diff, scale) = max_diff(&got, &want);
                 eprintln!("dequantized gather_mm ({act:?}, bias {bias}, trial {trial}): max |diff| {diff:e} for outputs up to {scale}");
                 assert!(diff <= 0.02 * scale.max(1e-3), "dequantized gather_mm differs by {diff} (outputs up to {scale})");
             }
@@ -434,8 +434,7 @@ mod tests {
             let fused = fused.expect("4-bit affine experts on CUDA take the fused path").as_dtype(Dtype::Float32).unwrap();
             let want = glu.forward(&x, &inds).unwrap().multiply(scores.expand_dims(-1).unwrap()).unwrap().sum_axis(-2, false).unwrap();
             let want = want.as_dtype(Dtype::Float32).unwrap();
-            let diff = fused.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
-            let scale = want.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+            let (diff, scale) = max_diff(&fused, &want);
             eprintln!("fused CUDA decode ({act:?}, bias {bias}): max |diff| {diff:e} for outputs up to {scale}");
             assert!(diff <= 0.02 * scale.max(1e-3), "fused decode differs by {diff} (outputs up to {scale})");
         }
