@@ -3,7 +3,7 @@
 Prefill (N tokens, 128 experts, 8 per token, 4-bit affine g64 bf16): the MoE
 block as mlx-lm runs it (tokens sorted by expert, `gather_qmm` with
 sorted_indices) against experts dequantized per projection and `gather_mm`, and
-against Hearth's sorted-rows kernels (src/models/moe_cuda.rs, read from there).
+against Hearth's grouped tensor-core kernel (src/models/moe_cuda.rs, read from there).
 Decode (one token, 48 layers chained in one evaluation): the whole layer, and the
 layer without its router ops / with q, k, v as one matmul, to price each part.
 usage: python3 moe_costs.py   (on the GPU machine, MLX CUDA build)"""
@@ -13,7 +13,7 @@ import time
 
 import mlx.core as mx
 
-# Hearth's sorted-rows kernels, read from their Rust source (one copy).
+# Hearth's grouped kernel, read from its Rust source (one copy).
 _SRC = (pathlib.Path(__file__).resolve().parents[2] / "src/models/moe_cuda.rs").read_text()
 
 
@@ -21,12 +21,19 @@ def _raw(name):
     return re.search(rf'const {name}: &str = r#"(.*?)"#;', _SRC, re.S).group(1)
 
 
-sorted_gate_up = mx.fast.cuda_kernel(
-    name="hearth_moe_sorted_gate_up_q4", input_names=["x", "seg", "w_gate", "s_gate", "b_gate", "w_up", "s_up", "b_up", "bias_gate", "bias_up"],
-    output_names=["act"], source=_raw("SORTED_GATE_UP"), header=_raw("HEADER"))
-sorted_down = mx.fast.cuda_kernel(
-    name="hearth_moe_sorted_down_q4", input_names=["act", "seg", "w_down", "s_down", "b_down", "bias_down"],
-    output_names=["y"], source=_raw("SORTED_DOWN"), header=_raw("HEADER"))
+grouped = mx.fast.cuda_kernel(
+    name="hearth_moe_grouped_q4", input_names=["x", "idx", "w", "s", "b", "bias"], output_names=["y"],
+    source=_raw("GROUPED"), header=_raw("MMA_HEADER"))
+
+
+def grouped_q4(x, idx, t, out):
+    """Hearth's grouped kernel: sorted rows x [P, IN] times one projection of experts -> [P, out]."""
+    w, s, b = t
+    return grouped(
+        inputs=[x, idx, w, s, b, mx.zeros((1,), dtype=x.dtype)],
+        template=[("T", x.dtype), ("IN", x.shape[1]), ("OUT", out), ("GS", G), ("BIAS", False), ("F16", x.dtype == mx.float16)],
+        grid=(out // 64 * 128, E, 1), threadgroup=(128, 1, 1), output_shapes=[(x.shape[0], out)], output_dtypes=[x.dtype])[0]
+
 
 E, K, D, I, G = 128, 8, 2048, 768, 64
 HQ, HKV, HD = 32, 4, 128
@@ -82,27 +89,21 @@ def prefill(n):
 
     def kernel_path():
         rows, idx, order = sorted_rows()
-        (gw, gs, gb), (uw, us, ub), (dw, ds, db) = ex
-        p = rows.shape[0]
-        seg = (idx.reshape(-1, 1) < mx.arange(E + 1, dtype=mx.uint32).reshape(1, -1)).sum(axis=0).astype(mx.int32)
-        none = mx.zeros((1,), dtype=mx.bfloat16)
-        act = sorted_gate_up(
-            inputs=[rows.reshape(p, D), seg, gw, gs, gb, uw, us, ub, none, none],
-            template=[("T", mx.bfloat16), ("IN", D), ("OUT", I), ("GS", G), ("ACT", 0), ("BIAS", False)],
-            grid=(32 * I, E, 1), threadgroup=(256, 1, 1), output_shapes=[(p, I)], output_dtypes=[mx.bfloat16])[0]
-        return sorted_down(
-            inputs=[act, seg, dw, ds, db, none],
-            template=[("T", mx.bfloat16), ("IN", I), ("OUT", D), ("GS", G), ("BIAS", False)],
-            grid=(32 * D, E, 1), threadgroup=(256, 1, 1), output_shapes=[(p, D)], output_dtypes=[mx.bfloat16])[0]
+        rows = rows.reshape(-1, D)
+        g = grouped_q4(rows, idx, ex[0], I)
+        u = grouped_q4(rows, idx, ex[1], I)
+        return grouped_q4(g * mx.sigmoid(g) * u, idx, ex[2], D)
 
     ref = gather_qmm_path().reshape(-1, D).astype(mx.float32)
+    scale = mx.abs(ref).max().item()
     for name, f in [("gather_qmm sorted (mlx-lm)", gather_qmm_path), ("dequantize + gather_mm", dequant_path),
-                    ("Hearth sorted-rows kernels", kernel_path)]:
+                    ("Hearth grouped MMA kernel", kernel_path)]:
         try:
             y = f().reshape(-1, D).astype(mx.float32)
             diff = mx.abs(y - ref).max().item()
             t = timeit(f, 3)
-            print(f"prefill N={n:5d} {name:30s} {t * 1e3:8.2f} ms/layer  x48 = {t * 48:6.3f} s   max|diff| {diff:.3g}", flush=True)
+            print(f"prefill N={n:5d} {name:30s} {t * 1e3:8.2f} ms/layer  x48 = {t * 48:6.3f} s   "
+                  f"max|diff| {diff:.3g} of {scale:.3g}", flush=True)
         except Exception as e:  # noqa: BLE001
             print(f"prefill N={n} {name}: failed: {e}", flush=True)
     print(f"  peak {mx.get_peak_memory() / 2**20:.0f} MB", flush=True)
@@ -173,7 +174,9 @@ def decode(ctx=128, layers=48):
 
 
 if __name__ == "__main__":
+    import sys
     print(mx.default_device(), flush=True)
-    decode()
-    for n in (16, 128, 512, 2048):
+    if "--prefill-only" not in sys.argv:
+        decode()
+    for n in (16, 32, 64, 128, 512, 2048):
         prefill(n)

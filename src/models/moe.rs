@@ -51,6 +51,17 @@ impl SwitchLinear {
         Ok(SwitchLinear { kind, bias })
     }
 
+    /// The 4-bit affine parts and group size, when the CUDA kernels can take
+    /// this projection.
+    fn q4(&self) -> Option<(Q4<'_>, i32)> {
+        match &self.kind {
+            SwitchKind::Quantized { weight, scales, biases: Some(biases), spec } if spec.mode == QuantMode::Affine && spec.bits == 4 => {
+                Some((Q4 { weight, scales, biases, bias: self.bias.as_ref() }, spec.group_size))
+            }
+            _ => None,
+        }
+    }
+
     /// `x` [..., 1, in] against the experts in `indices` [..., k] -> [..., k, 1, out].
     /// `dequantized`: quantized experts are expanded to the model's float type
     /// first and multiplied by `gather_mm` (see `DEQUANTIZE_FROM`).
@@ -95,8 +106,17 @@ pub enum Glu {
 /// Sorting tokens by expert pays off from this many (token, expert) pairs on.
 const SORT_FROM: i32 = 64;
 
+/// From this many (token, expert) pairs on, CUDA runs 4-bit affine experts
+/// through `moe_cuda::grouped` (tensor cores, each weight tile dequantized once
+/// for all its rows): per Qwen3-30B-A3B layer on the H100, 0.64 ms at 128
+/// tokens against `gather_qmm`'s 2.16, 2.59 ms at 2048 against 4.23 for
+/// dequantized experts and `gather_mm`; below this `gather_qmm` wins (16
+/// tokens: 0.44 ms against 0.52) (`scripts/gpu/moe_costs.py`,
+/// `docs/bench/h100-moe-grouped.txt`).
+const GROUPED_FROM: i32 = 256;
+
 /// From this many (token, expert) pairs on, CUDA runs a long prefill's expert
-/// matmuls on dequantized experts (one projection of all experts expanded at a
+/// matmuls for experts `grouped` does not take on dequantized experts (one projection of all experts expanded at a
 /// time, ~400 MB for Qwen3-30B-A3B, freed after its `gather_mm`; `experts`
 /// evaluates each before the next is expanded): MLX 0.32's
 /// CUDA `gather_qmm` over sorted rows took 31.4 ms per Qwen3-30B-A3B layer for
@@ -130,8 +150,11 @@ impl SwitchGlu {
             let inv = ops::argsort(&order)?;
             let rows = x.reshape(&[b * l, 1, d])?.take_axis(order.floor_divide(Array::from_int(k))?, 0)?;
             let idx = flat.take_axis(&order, 0)?;
-            let dequantized = flat.size() as i32 >= DEQUANTIZE_FROM && moe_cuda::enabled();
-            let y = self.experts(&rows, &idx, true, dequantized)?;
+            let pairs = flat.size() as i32;
+            let y = match self.grouped_parts(x.dtype(), pairs) {
+                Some(parts) => self.grouped_experts(&rows, &idx, parts)?,
+                None => self.experts(&rows, &idx, true, pairs >= DEQUANTIZE_FROM && moe_cuda::enabled())?,
+            };
             y.take_axis(&inv, 0)?.reshape(&[b, l, k, 1, d])?
         } else {
             self.experts(&x, indices, false, false)?
@@ -149,19 +172,49 @@ impl SwitchGlu {
         if !matches!(dtype, Dtype::Bfloat16 | Dtype::Float16 | Dtype::Float32) {
             return None;
         }
-        fn q4(l: &SwitchLinear) -> Option<(Q4<'_>, i32)> {
-            match &l.kind {
-                SwitchKind::Quantized { weight, scales, biases: Some(biases), spec }
-                    if spec.mode == QuantMode::Affine && spec.bits == 4 =>
-                {
-                    Some((Q4 { weight, scales, biases, bias: l.bias.as_ref() }, spec.group_size))
-                }
-                _ => None,
-            }
-        }
-        let ((gate, g1), (up, g2), (down, g3)) = (q4(&self.gate_proj)?, q4(&self.up_proj)?, q4(&self.down_proj)?);
+        let ((gate, g1), (up, g2), (down, g3)) = (self.gate_proj.q4()?, self.up_proj.q4()?, self.down_proj.q4()?);
         let same_bias = gate.bias.is_some() == up.bias.is_some() && up.bias.is_some() == down.bias.is_some();
         (g1 == g2 && g2 == g3 && same_bias && gate.scales.dtype() == dtype).then_some((gate, up, down, g1))
+    }
+
+    /// The three projections' 4-bit parts when `pairs` sorted rows of `dtype`
+    /// take the grouped CUDA kernel; None otherwise.
+    #[allow(clippy::type_complexity)]
+    fn grouped_parts(&self, dtype: Dtype, pairs: i32) -> Option<[(Q4<'_>, i32); 3]> {
+        if !moe_cuda::enabled() || pairs < GROUPED_FROM {
+            return None;
+        }
+        let parts = [self.gate_proj.q4()?, self.up_proj.q4()?, self.down_proj.q4()?];
+        let fits = |(q, g): &(Q4<'_>, i32)| moe_cuda::grouped_fits(q.weight.shape()[2] * 8, q.weight.shape()[1], *g, dtype);
+        parts.iter().all(fits).then_some(parts)
+    }
+
+    /// Sorted rows `x` [P, 1, D] with their experts `idx` [P] through the
+    /// grouped kernel -> [P, 1, D].
+    fn grouped_experts(&self, x: &Array, idx: &Array, [gate, up, down]: [(Q4<'_>, i32); 3]) -> Result<Array> {
+        let (p, d) = (x.shape()[0], x.shape()[2]);
+        let x = x.reshape(&[p, d])?;
+        let idx = idx.as_dtype(Dtype::Uint32)?;
+        let g = moe_cuda::grouped(&x, &idx, &gate.0, gate.1)?;
+        let u = moe_cuda::grouped(&x, &idx, &up.0, up.1)?;
+        let act = self.activate(&g, &u)?;
+        let y = moe_cuda::grouped(&act, &idx, &down.0, down.1)?;
+        if p >= DEQUANTIZE_FROM {
+            // A long prompt's layer is evaluated before the next is built:
+            // otherwise MLX encodes the whole chunk's layers ahead of the GPU,
+            // each holding its buffers, and a 2048-token prompt of
+            // Qwen3-30B-A3B peaked 7 GB higher (25.6 GB against 18.5).
+            y.eval()?;
+        }
+        Ok(y.reshape(&[p, 1, d])?)
+    }
+
+    fn activate(&self, gate: &Array, up: &Array) -> Result<Array> {
+        match self.activation {
+            Glu::Silu => swiglu(gate, up),
+            Glu::OaiClamped => swiglu_oai(gate, up),
+            Glu::GeluTanh => gelu_tanh_mul(gate, up),
+        }
     }
 
     /// The experts' parts when one token `x` takes the fused CUDA decode
@@ -224,11 +277,7 @@ impl SwitchGlu {
         };
         let up = settle(self.up_proj.forward(x, idx, sorted, dequantized)?)?;
         let gate = settle(self.gate_proj.forward(x, idx, sorted, dequantized)?)?;
-        let act = match self.activation {
-            Glu::Silu => swiglu(&gate, &up)?,
-            Glu::OaiClamped => swiglu_oai(&gate, &up)?,
-            Glu::GeluTanh => gelu_tanh_mul(&gate, &up)?,
-        };
+        let act = self.activate(&gate, &up)?;
         settle(self.down_proj.forward(&act, idx, sorted, dequantized)?)
     }
 }
@@ -335,34 +384,41 @@ mod tests {
         (max(got.subtract(want).unwrap()), max(want.clone()))
     }
 
-    /// A long prompt's rows sorted by expert: on CUDA, dequantized experts
-    /// through `gather_mm` must agree with `gather_qmm` (to bf16 rounding),
-    /// with and without expert biases.
+    /// A prompt's rows sorted by expert: on CUDA, the grouped tensor-core
+    /// kernel and dequantized experts through `gather_mm` must both agree with
+    /// `gather_qmm` (to bf16 rounding), with and without expert biases, for
+    /// experts with fewer rows than one 64-row pass and with several passes.
     #[test]
-    fn cuda_prefill_dequantized_experts_match_gather_qmm() {
+    fn cuda_prefill_grouped_and_dequantized_experts_match_gather_qmm() {
         if !moe_cuda::enabled() {
             return; // CPUs' gather_mm takes float32 only; they keep gather_qmm.
         }
         // Both orders: a model's layers are built and dropped one after another.
         for (bias, act) in [(false, Glu::Silu), (true, Glu::OaiClamped), (false, Glu::Silu), (true, Glu::OaiClamped)] {
-            let (e, d, i, k, t) = (8, 256, 128, 2, 40);
+            let (e, d, i, k) = (8, 256, 128, 2);
             let glu = experts(e, d, i, bias, act);
-            // Every expert but 7 gets rows (an empty segment included).
-            let flat: Vec<u32> = (0..t * k).map(|j| ((j * 5 + j / 3) % 7) as u32).collect();
-            let mut order: Vec<usize> = (0..flat.len()).collect();
-            order.sort_by_key(|&j| flat[j]);
-            let idx = Array::from_slice(&order.iter().map(|&j| flat[j]).collect::<Vec<_>>(), &[t * k]);
-            let take = Array::from_slice(&order.iter().map(|&j| (j as i32) / k).collect::<Vec<_>>(), &[t * k]);
-            for trial in 0..4 {
-                let x = random::normal::<f32>(&[t, 1, d][..], 0.0, 1.0, &random::key(3 + trial).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
-                let rows = x.take_axis(&take, 0).unwrap();
-                // Dequantized first (evaluated projection by projection), then the reference.
-                let got = glu.experts(&rows, &idx, true, true).unwrap().as_dtype(Dtype::Float32).unwrap();
-                let want = glu.experts(&rows, &idx, true, false).unwrap().as_dtype(Dtype::Float32).unwrap();
-                assert_eq!(got.shape(), want.shape());
-                let (diff, scale) = max_diff(&got, &want);
-                eprintln!("dequantized gather_mm ({act:?}, bias {bias}, trial {trial}): max |diff| {diff:e} for outputs up to {scale}");
-                assert!(diff <= 0.02 * scale.max(1e-3), "dequantized gather_mm differs by {diff} (outputs up to {scale})");
+            for t in [40, 300] {
+                // Every expert but 7 gets rows (an empty segment included).
+                let flat: Vec<u32> = (0..t * k).map(|j| ((j * 5 + j / 3) % 7) as u32).collect();
+                let mut order: Vec<usize> = (0..flat.len()).collect();
+                order.sort_by_key(|&j| flat[j]);
+                let idx = Array::from_slice(&order.iter().map(|&j| flat[j]).collect::<Vec<_>>(), &[t * k]);
+                let take = Array::from_slice(&order.iter().map(|&j| (j as i32) / k).collect::<Vec<_>>(), &[t * k]);
+                for trial in 0..2 {
+                    let x = random::normal::<f32>(&[t, 1, d][..], 0.0, 1.0, &random::key(3 + trial).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+                    let rows = x.take_axis(&take, 0).unwrap();
+                    let parts = glu.grouped_parts(Dtype::Bfloat16, GROUPED_FROM).expect("4-bit affine experts take the grouped kernel on CUDA");
+                    let grouped = glu.grouped_experts(&rows, &idx, parts).unwrap().as_dtype(Dtype::Float32).unwrap();
+                    // Dequantized first (evaluated projection by projection), then the reference.
+                    let dequantized = glu.experts(&rows, &idx, true, true).unwrap().as_dtype(Dtype::Float32).unwrap();
+                    let want = glu.experts(&rows, &idx, true, false).unwrap().as_dtype(Dtype::Float32).unwrap();
+                    for (name, got) in [("grouped kernel", grouped), ("dequantized gather_mm", dequantized)] {
+                        assert_eq!(got.shape(), want.shape());
+                        let (diff, scale) = max_diff(&got, &want);
+                        eprintln!("{name} ({act:?}, bias {bias}, {t} tokens, trial {trial}): max |diff| {diff:e} for outputs up to {scale}");
+                        assert!(diff <= 0.02 * scale.max(1e-3), "{name} differs by {diff} (outputs up to {scale})");
+                    }
+                }
             }
         }
     }
