@@ -110,9 +110,9 @@ const SORT_FROM: i32 = 64;
 /// through `moe_cuda::grouped` (tensor cores, each weight tile dequantized once
 /// for all its rows): per Qwen3-30B-A3B layer on the H100, 0.64 ms at 128
 /// tokens against `gather_qmm`'s 2.16, 2.59 ms at 2048 against 4.23 for
-/// dequantized experts and `gather_mm`; below this `gather_qmm` wins (16
-/// tokens: 0.44 ms against 0.52) (`scripts/gpu/moe_costs.py`,
-/// `docs/bench/h100-moe-grouped.txt`).
+/// dequantized experts and `gather_mm`; at 16 tokens (128 pairs) the two runs
+/// disagreed (0.52 against 0.44 ms, then 0.46 against 0.70), so fewer pairs
+/// keep `gather_qmm` (`scripts/gpu/moe_costs.py`, `docs/bench/h100-moe-grouped.txt`).
 const GROUPED_FROM: i32 = 256;
 
 /// From this many (token, expert) pairs on, CUDA runs a long prefill's expert
