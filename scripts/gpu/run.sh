@@ -4,7 +4,8 @@
 # side by side on them. usage: run.sh PRESET[,PRESET...] [PROMPTS] [GEN] [REPS] [ROUNDS]
 # The pseudo-preset `moe-kernels` runs scripts/gpu/moe_decode_kernel.py instead
 # (MLX's gather_qmm decode path against custom CUDA kernels, per layer), `moe-costs`
-# scripts/gpu/moe_costs.py (a Qwen3-MoE layer's parts priced with MLX ops), and
+# scripts/gpu/moe_costs.py (a Qwen3-MoE layer's parts priced with MLX ops), `sdpa-costs`
+# scripts/gpu/sdpa_costs.py (gpt-oss's decode attention with sinks and window masks), and
 # `server-overhead` scripts/bench_server.sh (decode through the local server
 # against in process), `unit-tests` the carried library test binary's GPU checks (.devcarry/b/hearth-tests.xz,
 # from `cargo test --release --lib --no-run`: the fused MoE and gated delta kernels
@@ -52,6 +53,10 @@ for p in "${PRESETS[@]}"; do
   fi
   if [ "$p" = moe-costs ]; then
     python3 "$ROOT/scripts/gpu/moe_costs.py" 2>&1 | tee "${OUT:-/tmp}/moe-costs.txt" || true
+    continue
+  fi
+  if [ "$p" = sdpa-costs ]; then
+    python3 "$ROOT/scripts/gpu/sdpa_costs.py" 2>&1 | tee "${OUT:-/tmp}/sdpa-costs.txt" || true
     continue
   fi
   if [ "$p" = moe-kernels ]; then

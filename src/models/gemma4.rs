@@ -23,7 +23,6 @@ use super::moe::{Glu, SwitchGlu};
 use super::rope::Rope;
 use super::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
 use crate::error::{Error, Result};
-use mlx_rs::fast::scaled_dot_product_attention;
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 use serde::Deserialize;
@@ -297,7 +296,7 @@ impl Attn {
             _ => return Err(cfg_err("a KV-shared Gemma 4 layer ran without the keys it shares")),
         };
         let q = self.rope.apply(&q.transpose_axes(&[0, 2, 1, 3])?, offset)?;
-        let o = scaled_dot_product_attention(&q, &k, &v, 1.0, mask.as_sdpa(), None)?;
+        let o = mask.attend(&q, &k, &v, 1.0, None)?;
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
         Ok((self.o_proj.forward(&o)?, (k, v, offset)))
     }

@@ -28,7 +28,6 @@ use super::moe::{stack_experts, SparseMoe};
 use super::rope::{Rope, RopeScaling};
 use super::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
 use crate::error::{Error, Result};
-use mlx_rs::fast::scaled_dot_product_attention;
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array, Dtype};
 use serde::Deserialize;
@@ -452,7 +451,7 @@ impl GatedAttention {
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
         let (k, v) = cache.update_and_fetch(&k, &v)?;
-        let o = scaled_dot_product_attention(&q, &k, &v, self.scale, mask.as_sdpa(), None)?;
+        let o = mask.attend(&q, &k, &v, self.scale, None)?;
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
         self.o_proj.forward(&o.multiply(ops::sigmoid(&gate)?)?)
     }
