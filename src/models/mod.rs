@@ -23,6 +23,7 @@ pub mod llama;
 pub mod load;
 pub mod moe;
 mod moe_cuda;
+mod moe_grouped_cuda;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;

@@ -3,9 +3,14 @@
 //! MLX's `gather_mm` / `gather_qmm`, tokens sorted by expert when there are
 //! many of them (prefill) so each expert's rows are read once, and a top-k
 //! router over softmax scores.
+//!
+//! Longer than 450 lines: the GPU checks of the CUDA paths (`moe_cuda`,
+//! `moe_grouped_cuda`) against `gather_qmm` sit beside the layer, as unit
+//! tests on tiny synthetic weights.
 
 use super::layers::{gelu_tanh_mul, swiglu, swiglu_oai};
 use super::moe_cuda::{self, Q4};
+use super::moe_grouped_cuda;
 use super::quant::{self, QuantMode, QuantSpec};
 use super::{cfg_err, Linear, Weights};
 use crate::error::{Error, Result};
@@ -185,7 +190,7 @@ impl SwitchGlu {
             return None;
         }
         let parts = [self.gate_proj.q4()?, self.up_proj.q4()?, self.down_proj.q4()?];
-        let fits = |(q, g): &(Q4<'_>, i32)| moe_cuda::grouped_fits(q.weight.shape()[2] * 8, q.weight.shape()[1], *g, dtype);
+        let fits = |(q, g): &(Q4<'_>, i32)| moe_grouped_cuda::grouped_fits(q.weight.shape()[2] * 8, q.weight.shape()[1], *g, dtype);
         parts.iter().all(fits).then_some(parts)
     }
 
@@ -195,10 +200,10 @@ impl SwitchGlu {
         let (p, d) = (x.shape()[0], x.shape()[2]);
         let x = x.reshape(&[p, d])?;
         let idx = idx.as_dtype(Dtype::Uint32)?;
-        let g = moe_cuda::grouped(&x, &idx, &gate.0, gate.1)?;
-        let u = moe_cuda::grouped(&x, &idx, &up.0, up.1)?;
+        let g = moe_grouped_cuda::grouped(&x, &idx, &gate.0, gate.1)?;
+        let u = moe_grouped_cuda::grouped(&x, &idx, &up.0, up.1)?;
         let act = self.activate(&g, &u)?;
-        let y = moe_cuda::grouped(&act, &idx, &down.0, down.1)?;
+        let y = moe_grouped_cuda::grouped(&act, &idx, &down.0, down.1)?;
         if p >= DEQUANTIZE_FROM {
             // A long prompt's layer is evaluated before the next is built:
             // otherwise MLX encodes the whole chunk's layers ahead of the GPU,
