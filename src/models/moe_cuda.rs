@@ -4,10 +4,10 @@
 //! separate launches well under the memory bandwidth; for a prompt's rows
 //! sorted by expert it stays far from the tensor cores. Here, for decode:
 //!
-//! 1. `gate_up`: one warp per (chosen expert, row) computes the gate
-//!    and up rows of 4-bit affine weights against the token, adds the expert
+//! 1. `gate_up`: one warp per (chosen expert, 4 rows) computes the gate and
+//!    up rows of 4-bit affine weights against the token, adds the expert
 //!    biases, and applies the activation (SiLU or gpt-oss's clamped SwiGLU);
-//! 2. `down`: one warp per output row runs the down rows of all chosen
+//! 2. `down`: one warp per 2 output rows runs the down rows of all chosen
 //!    experts (their chunks spread over the lanes), adds biases, and sums them
 //!    weighted by the router scores;
 //! 3. `route`: the router's softmax and top-k in one warp.
@@ -17,7 +17,10 @@
 //!
 //! The decode kernels stage inputs in shared memory transposed (value v of
 //! 32-chunk j at `v * CHUNKS + j`) so the lanes of a warp read consecutive
-//! words. All run only on CUDA with 4-bit affine experts (group a multiple of
+//! words, and each lane holds a chunk in registers for all of its warp's rows:
+//! with one row per warp (the first version) Nsight Compute timed them at
+//! 21 us per Qwen3-30B-A3B layer each, 340-670 GB/s
+//! (`docs/bench/h100-ncu-qwen3-30b-a3b-decode.txt`). All run only on CUDA with 4-bit affine experts (group a multiple of
 //! 32); everything else keeps the `gather_qmm` path, which Metal and CPUs run.
 //! `HEARTH_MOE_KERNEL=0` turns them off (for A/B runs).
 
@@ -26,18 +29,72 @@ use crate::error::{Error, Result};
 use mlx_rs::Array;
 
 const HEADER: &str = r#"
+// The 32 staged values of chunk j, into registers (reused by every row).
 template <int CHUNKS>
-__device__ inline float dot_q4(uint4 p, const float* xt, int j) {
+__device__ inline void load_chunk(float* xv, const float* xt, int j) {
+  #pragma unroll
+  for (int v = 0; v < 32; ++v) xv[v] = xt[v * CHUNKS + j];
+}
+__device__ inline float dot_q4(uint4 p, const float* xv) {
   float acc = 0.f;
   unsigned int words[4] = {p.x, p.y, p.z, p.w};
   #pragma unroll
   for (int w = 0; w < 4; ++w) {
     #pragma unroll
     for (int n = 0; n < 8; ++n) {
-      acc += static_cast<float>((words[w] >> (4 * n)) & 0xF) * xt[(w * 8 + n) * CHUNKS + j];
+      acc += static_cast<float>((words[w] >> (4 * n)) & 0xF) * xv[w * 8 + n];
     }
   }
   return acc;
+}
+// Stages n values of T (n a multiple of 32) into `dst` transposed per
+// 32-chunk, and each chunk's sum into `sums`: 16-byte loads, a thread's first
+// 8 issued before any is used (a value-at-a-time loop waited out one load
+// latency per value: Nsight Compute timed the decode kernels at ~21 us each),
+// the chunk sums reduced over the lanes that hold one chunk.
+template <typename T, int CHUNKS>
+__device__ inline void stage(const T* src, int n, float* dst, float* sums) {
+  constexpr int PER = 16 / sizeof(T);
+  constexpr int PARTS = 32 / PER;
+  const int vecs = n / PER;
+  constexpr int MAXV = 8;
+  uint4 buf[MAXV];
+  #pragma unroll
+  for (int m = 0; m < MAXV; ++m) {
+    const int i = threadIdx.x + m * blockDim.x;
+    if (i < vecs) buf[m] = reinterpret_cast<const uint4*>(src)[i];
+  }
+  for (int m = 0; m * (int)blockDim.x < vecs; ++m) {
+    const int i = threadIdx.x + m * blockDim.x;
+    const bool ok = i < vecs;
+    // Lanes of one chunk are consecutive and all in range together (vecs is
+    // a multiple of PARTS).
+    const unsigned mask = __ballot_sync(0xffffffff, ok);
+    if (ok) {
+      uint4 u;
+      if (m < MAXV) {
+        #pragma unroll
+        for (int q = 0; q < MAXV; ++q) if (q == m) u = buf[q];
+      } else {
+        u = reinterpret_cast<const uint4*>(src)[i];
+      }
+      const T* h = reinterpret_cast<const T*>(&u);
+      float acc = 0.f;
+      #pragma unroll
+      for (int e = 0; e < PER; ++e) {
+        const int c = i * PER + e;
+        const int seg = c / (32 * CHUNKS);
+        const int cc = c % (32 * CHUNKS);
+        const float f = static_cast<float>(h[e]);
+        dst[seg * 32 * CHUNKS + (cc % 32) * CHUNKS + cc / 32] = f;
+        acc += f;
+      }
+      #pragma unroll
+      for (int o = 1; o < PARTS; o <<= 1) acc += __shfl_xor_sync(mask, acc, o);
+      if (i % PARTS == 0) sums[i / PARTS] = acc;
+    }
+  }
+  __syncthreads();
 }
 __device__ inline float warp_sum(float v) {
   #pragma unroll
@@ -46,100 +103,110 @@ __device__ inline float warp_sum(float v) {
 }
 "#;
 
+// Each warp runs R consecutive rows (OUT % R == 0): the token's chunk is read
+// from shared memory once into registers for all R gate and up rows, and the
+// 2R weight loads of a chunk are in flight together.
 const GATE_UP: &str = r#"
   constexpr int CH = IN / 32;
   __shared__ float xt[IN];
   __shared__ float xsum[CH];
-  for (int i = threadIdx.x; i < IN; i += blockDim.x) {
-    xt[(i % 32) * CH + i / 32] = static_cast<float>(x[i]);
-  }
-  __syncthreads();
-  for (int j = threadIdx.x; j < CH; j += blockDim.x) {
-    float t = 0.f;
-    for (int v = 0; v < 32; ++v) t += xt[v * CH + j];
-    xsum[j] = t;
-  }
-  __syncthreads();
+  stage<T, CH>(x, IN, xt, xsum);
   int lane = threadIdx.x & 31;
-  int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  int row0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
   int kk = blockIdx.y;
-  if (row >= OUT) return;
-  size_t r = (size_t)idx[kk] * OUT + row;
-  const uint4* wg = reinterpret_cast<const uint4*>(w_gate) + r * CH;
-  const uint4* wu = reinterpret_cast<const uint4*>(w_up) + r * CH;
-  const T* sg = s_gate + r * (IN / GS);
-  const T* bg = b_gate + r * (IN / GS);
-  const T* su = s_up + r * (IN / GS);
-  const T* bu = b_up + r * (IN / GS);
-  float ag = 0.f, au = 0.f;
-  #pragma unroll 4
+  if (row0 >= OUT) return;
+  const size_t r0 = (size_t)idx[kk] * OUT + row0;
+  const uint4* wg = reinterpret_cast<const uint4*>(w_gate) + r0 * CH;
+  const uint4* wu = reinterpret_cast<const uint4*>(w_up) + r0 * CH;
+  const T* sg = s_gate + r0 * (IN / GS);
+  const T* bg = b_gate + r0 * (IN / GS);
+  const T* su = s_up + r0 * (IN / GS);
+  const T* bu = b_up + r0 * (IN / GS);
+  float ag[R], au[R];
+  #pragma unroll
+  for (int r = 0; r < R; ++r) { ag[r] = 0.f; au[r] = 0.f; }
+  float xv[32];
   for (int j = lane; j < CH; j += 32) {
-    uint4 pg = wg[j];
-    uint4 pu = wu[j];
-    int grp = (j * 32) / GS;
-    ag += static_cast<float>(sg[grp]) * dot_q4<CH>(pg, xt, j) + static_cast<float>(bg[grp]) * xsum[j];
-    au += static_cast<float>(su[grp]) * dot_q4<CH>(pu, xt, j) + static_cast<float>(bu[grp]) * xsum[j];
+    uint4 pg[R], pu[R];
+    #pragma unroll
+    for (int r = 0; r < R; ++r) { pg[r] = wg[r * CH + j]; pu[r] = wu[r * CH + j]; }
+    load_chunk<CH>(xv, xt, j);
+    const int grp = (j * 32) / GS;
+    const float xs = xsum[j];
+    #pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int g = r * (IN / GS) + grp;
+      ag[r] += static_cast<float>(sg[g]) * dot_q4(pg[r], xv) + static_cast<float>(bg[g]) * xs;
+      au[r] += static_cast<float>(su[g]) * dot_q4(pu[r], xv) + static_cast<float>(bu[g]) * xs;
+    }
   }
-  ag = warp_sum(ag);
-  au = warp_sum(au);
-  if (lane == 0) {
-    if (BIAS) {
-      ag += static_cast<float>(bias_gate[r]);
-      au += static_cast<float>(bias_up[r]);
+  #pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float gsum = warp_sum(ag[r]);
+    float usum = warp_sum(au[r]);
+    if (lane == 0) {
+      const size_t rr = r0 + r;
+      if (BIAS) {
+        gsum += static_cast<float>(bias_gate[rr]);
+        usum += static_cast<float>(bias_up[rr]);
+      }
+      // Rounded to the model's type where MLX's path holds it in that type.
+      float g = static_cast<float>(static_cast<T>(gsum));
+      float u = static_cast<float>(static_cast<T>(usum));
+      float a;
+      if (ACT == 1) {
+        g = fminf(g, 7.0f);
+        u = fminf(fmaxf(u, -7.0f), 7.0f);
+        a = (u + 1.0f) * (g / (1.0f + __expf(-1.702f * g)));
+      } else {
+        a = static_cast<float>(static_cast<T>(g / (1.0f + __expf(-g)))) * u;
+      }
+      act[kk * OUT + row0 + r] = static_cast<T>(a);
     }
-    // Rounded to the model's type where MLX's path holds it in that type.
-    float g = static_cast<float>(static_cast<T>(ag));
-    float u = static_cast<float>(static_cast<T>(au));
-    float a;
-    if (ACT == 1) {
-      g = fminf(g, 7.0f);
-      u = fminf(fmaxf(u, -7.0f), 7.0f);
-      a = (u + 1.0f) * (g / (1.0f + __expf(-1.702f * g)));
-    } else {
-      a = static_cast<float>(static_cast<T>(g / (1.0f + __expf(-g)))) * u;
-    }
-    act[kk * OUT + row] = static_cast<T>(a);
   }
 "#;
 
+// Each warp runs R consecutive output rows (OUT % R == 0) over all chosen
+// experts; a chunk of one expert's activations is read into registers once
+// for the R rows.
 const DOWN: &str = r#"
   constexpr int CH = IN / 32;
   __shared__ float at[K * IN];
   __shared__ float asum[K * CH];
-  for (int i = threadIdx.x; i < K * IN; i += blockDim.x) {
-    int kk = i / IN, c = i % IN;
-    at[kk * IN + (c % 32) * CH + c / 32] = static_cast<float>(act[i]);
-  }
-  __syncthreads();
-  for (int t = threadIdx.x; t < K * CH; t += blockDim.x) {
-    int kk = t / CH, j = t % CH;
-    float s = 0.f;
-    for (int v = 0; v < 32; ++v) s += at[kk * IN + v * CH + j];
-    asum[t] = s;
-  }
-  __syncthreads();
+  stage<T, CH>(act, K * IN, at, asum);
   int lane = threadIdx.x & 31;
-  int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-  if (row >= OUT) return;
-  float total = 0.f;
-  #pragma unroll 4
+  int row0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R;
+  if (row0 >= OUT) return;
+  float total[R];
+  #pragma unroll
+  for (int r = 0; r < R; ++r) total[r] = 0.f;
+  float xv[32];
   for (int t = lane; t < K * CH; t += 32) {
-    int kk = t / CH, j = t % CH;
-    size_t r = (size_t)idx[kk] * OUT + row;
-    uint4 p = reinterpret_cast<const uint4*>(w_down)[r * CH + j];
-    int grp = (j * 32) / GS;
-    size_t s = r * (IN / GS) + grp;
-    float d = static_cast<float>(s_down[s]) * dot_q4<CH>(p, at + kk * IN, j) + static_cast<float>(b_down[s]) * asum[t];
-    total += d * static_cast<float>(scores[kk]);
-  }
-  total = warp_sum(total);
-  if (lane == 0) {
-    if (BIAS) {
-      for (int kk = 0; kk < K; ++kk) {
-        total += static_cast<float>(bias_down[(size_t)idx[kk] * OUT + row]) * static_cast<float>(scores[kk]);
-      }
+    const int kk = t / CH, j = t % CH;
+    const size_t rb = (size_t)idx[kk] * OUT + row0;
+    uint4 p[R];
+    #pragma unroll
+    for (int r = 0; r < R; ++r) p[r] = reinterpret_cast<const uint4*>(w_down)[(rb + r) * CH + j];
+    load_chunk<CH>(xv, at + kk * IN, j);
+    const int grp = (j * 32) / GS;
+    const float sc = static_cast<float>(scores[kk]);
+    #pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const size_t s = (rb + r) * (IN / GS) + grp;
+      total[r] += (static_cast<float>(s_down[s]) * dot_q4(p[r], xv) + static_cast<float>(b_down[s]) * asum[t]) * sc;
     }
-    y[row] = static_cast<T>(total);
+  }
+  #pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float sum = warp_sum(total[r]);
+    if (lane == 0) {
+      if (BIAS) {
+        for (int kk = 0; kk < K; ++kk) {
+          sum += static_cast<float>(bias_down[(size_t)idx[kk] * OUT + row0 + r]) * static_cast<float>(scores[kk]);
+        }
+      }
+      y[row0 + r] = static_cast<T>(sum);
+    }
   }
 "#;
 
@@ -221,6 +288,11 @@ const ROUTE: &str = r#"
     }
   }
 "#;
+
+/// Rows per warp in `gate_up` and `down`: enough loads in flight per warp,
+/// and still more blocks than the H100's 132 SMs for Qwen3-30B-A3B's shapes.
+const GATE_UP_ROWS: i32 = 4;
+const DOWN_ROWS: i32 = 2;
 
 /// Largest static shared memory a block may use (48 KiB) in floats.
 const SHARED_FLOATS: i32 = 48 * 1024 / 4;
@@ -305,7 +377,13 @@ pub struct Q4<'a> {
 /// or all chosen experts' activations, as floats).
 pub fn fits(hidden: i32, inter: i32, k: i32, group: i32) -> bool {
     let staged = |n: i32| n + n / 32;
-    hidden % 32 == 0 && inter % 32 == 0 && group % 32 == 0 && staged(hidden) <= SHARED_FLOATS && staged(k * inter) <= SHARED_FLOATS
+    hidden % 32 == 0
+        && inter % 32 == 0
+        && inter % GATE_UP_ROWS == 0
+        && hidden % DOWN_ROWS == 0
+        && group % 32 == 0
+        && staged(hidden) <= SHARED_FLOATS
+        && staged(k * inter) <= SHARED_FLOATS
 }
 
 /// The experts' output for one token, weighted by `scores` and summed: `x` [D]
@@ -315,26 +393,27 @@ pub fn decode(x: &Array, idx: &Array, scores: &Array, gate: Q4, up: Q4, down: Q4
     let dtype = x.dtype();
     let k = idx.shape()[0];
     let (hidden, inter) = (x.shape()[0], gate.weight.shape()[1]);
-    let dummy = Array::from_slice(&[0f32], &[1]).as_dtype(dtype)?;
+    // Without expert biases the kernels never read the bias input; `x` stands
+    // in for it (a fresh placeholder array cost a conversion launch per layer).
     let bias = gate.bias.is_some();
     KERNELS.with(|ks| {
         let (gu, dn) = ks.as_ref().ok_or_else(|| Error::Mlx("the MoE decode kernels could not be built".into()))?;
         let act = gu.apply(&Launch {
-            inputs: &[x, idx, gate.weight, gate.scales, gate.biases, up.weight, up.scales, up.biases, gate.bias.unwrap_or(&dummy), up.bias.unwrap_or(&dummy)],
-            ints: &[("IN", hidden), ("OUT", inter), ("GS", group), ("ACT", oai as i32)],
+            inputs: &[x, idx, gate.weight, gate.scales, gate.biases, up.weight, up.scales, up.biases, gate.bias.unwrap_or(x), up.bias.unwrap_or(x)],
+            ints: &[("IN", hidden), ("OUT", inter), ("GS", group), ("ACT", oai as i32), ("R", GATE_UP_ROWS)],
             bools: &[("BIAS", bias)],
             types: &[("T", dtype)],
             outputs: &[(&[k, inter], dtype)],
-            grid: (32 * inter, k, 1),
+            grid: (32 * inter / GATE_UP_ROWS, k, 1),
             block: (256, 1, 1),
         })?;
         let y = dn.apply(&Launch {
-            inputs: &[&act[0], idx, scores, down.weight, down.scales, down.biases, down.bias.unwrap_or(&dummy)],
-            ints: &[("IN", inter), ("OUT", hidden), ("GS", group), ("K", k)],
+            inputs: &[&act[0], idx, scores, down.weight, down.scales, down.biases, down.bias.unwrap_or(x)],
+            ints: &[("IN", inter), ("OUT", hidden), ("GS", group), ("K", k), ("R", DOWN_ROWS)],
             bools: &[("BIAS", bias)],
             types: &[("T", dtype)],
             outputs: &[(&[hidden], dtype)],
-            grid: (32 * hidden, 1, 1),
+            grid: (32 * hidden / DOWN_ROWS, 1, 1),
             block: (256, 1, 1),
         })?;
         y.into_iter().next().ok_or_else(|| Error::Mlx("the MoE down kernel gave no output".into()))

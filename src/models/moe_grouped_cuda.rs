@@ -160,11 +160,12 @@ pub fn grouped(x: &Array, idx: &Array, q: &Q4, group: i32) -> Result<Array> {
     let dtype = x.dtype();
     let (rows, in_f) = (x.shape()[0], x.shape()[1]);
     let (experts, out_f) = (q.weight.shape()[0], q.weight.shape()[1]);
-    let dummy = Array::from_slice(&[0f32], &[1]).as_dtype(dtype)?;
+    // Without expert biases the kernels never read the bias input; `x` stands
+    // in for it (a fresh placeholder array cost a conversion launch per layer).
     GROUPED_KERNEL.with(|k| {
         let k = k.as_ref().ok_or_else(|| Error::Mlx("the MoE grouped kernel could not be built".into()))?;
         let y = k.apply(&Launch {
-            inputs: &[x, idx, q.weight, q.scales, q.biases, q.bias.unwrap_or(&dummy)],
+            inputs: &[x, idx, q.weight, q.scales, q.biases, q.bias.unwrap_or(x)],
             ints: &[("IN", in_f), ("OUT", out_f), ("GS", group)],
             bools: &[("BIAS", q.bias.is_some()), ("F16", dtype == mlx_rs::Dtype::Float16)],
             types: &[("T", dtype)],
