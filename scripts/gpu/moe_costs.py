@@ -9,9 +9,9 @@ layer without its router ops / with q, k, v as one matmul, to price each part.
 usage: python3 moe_costs.py   (on the GPU machine, MLX CUDA build)"""
 import pathlib
 import re
-import time
 
 import mlx.core as mx
+from timing import timeit
 
 # Hearth's grouped kernel, read from its Rust source (one copy).
 _SRC = (pathlib.Path(__file__).resolve().parents[2] / "src/models/moe_grouped_cuda.rs").read_text()
@@ -43,15 +43,6 @@ def q(shape, key):
     w = (mx.random.normal(shape, key=key) * 0.02).astype(mx.bfloat16)
     return mx.quantize(w, group_size=G, bits=4)
 
-
-def timeit(f, reps=5):
-    mx.eval(f())
-    mx.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        mx.eval(f())
-    mx.synchronize()
-    return (time.perf_counter() - t) / reps
 
 
 def experts():

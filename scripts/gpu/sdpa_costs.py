@@ -4,21 +4,11 @@
 sliding-window mask array, with both (gpt-oss's sliding layers), and RoPE
 from a base against from a frequency table (YaRN). MLX ops only.
 usage: python3 sdpa_costs.py   (on the GPU machine, MLX CUDA build)"""
-import time
-
 import mlx.core as mx
+from timing import timeit
 
 HQ, HKV, HD, CTX, LAYERS, WINDOW = 64, 8, 64, 256, 24, 128
 
-
-def timeit(f, reps=30):
-    mx.eval(f())
-    mx.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        mx.eval(f())
-    mx.synchronize()
-    return (time.perf_counter() - t) / reps
 
 
 def main():
@@ -48,7 +38,7 @@ def main():
              ("rope base", lambda: rope(base=150000.0)), ("rope freqs (YaRN)", lambda: rope(base=None, freqs=freqs))]
     for name, f in cases:
         try:
-            t = timeit(f)
+            t = timeit(f, 30)
             print(f"{name:28s} {t * 1e3:7.3f} ms for {LAYERS} layers  {t / LAYERS * 1e6:6.1f} us/layer", flush=True)
         except Exception as e:  # noqa: BLE001
             print(f"{name}: failed: {e}", flush=True)
