@@ -112,7 +112,7 @@ pub enum Glu {
 const SORT_FROM: i32 = 64;
 
 /// From this many (token, expert) pairs on, CUDA runs 4-bit affine experts
-/// through `moe_cuda::grouped` (tensor cores, each weight tile dequantized once
+/// through `moe_grouped_cuda::grouped` (tensor cores, each weight tile dequantized once
 /// for all its rows): per Qwen3-30B-A3B layer on the H100, 0.64 ms at 128
 /// tokens against `gather_qmm`'s 2.16, 2.59 ms at 2048 against 4.23 for
 /// dequantized experts and `gather_mm`; at 16 tokens (128 pairs) the two runs
@@ -121,7 +121,8 @@ const SORT_FROM: i32 = 64;
 const GROUPED_FROM: i32 = 256;
 
 /// From this many (token, expert) pairs on, CUDA runs a long prefill's expert
-/// matmuls for experts `grouped` does not take on dequantized experts (one projection of all experts expanded at a
+/// matmuls, for experts `grouped` does not take (other quantizations), on
+/// dequantized experts (one projection of all experts expanded at a
 /// time, ~400 MB for Qwen3-30B-A3B, freed after its `gather_mm`; `experts`
 /// evaluates each before the next is expanded): MLX 0.32's
 /// CUDA `gather_qmm` over sorted rows took 31.4 ms per Qwen3-30B-A3B layer for
@@ -179,7 +180,8 @@ impl SwitchGlu {
         }
         let ((gate, g1), (up, g2), (down, g3)) = (self.gate_proj.q4()?, self.up_proj.q4()?, self.down_proj.q4()?);
         let same_bias = gate.bias.is_some() == up.bias.is_some() && up.bias.is_some() == down.bias.is_some();
-        (g1 == g2 && g2 == g3 && same_bias && gate.scales.dtype() == dtype).then_some((gate, up, down, g1))
+        let same_type = [&gate, &up, &down].iter().all(|q| q.dtypes_are(dtype));
+        (g1 == g2 && g2 == g3 && same_bias && same_type).then_some((gate, up, down, g1))
     }
 
     /// The three projections' 4-bit parts when `pairs` sorted rows of `dtype`
@@ -190,7 +192,10 @@ impl SwitchGlu {
             return None;
         }
         let parts = [self.gate_proj.q4()?, self.up_proj.q4()?, self.down_proj.q4()?];
-        let fits = |(q, g): &(Q4<'_>, i32)| moe_grouped_cuda::grouped_fits(q.weight.shape()[2] * 8, q.weight.shape()[1], *g, dtype);
+        // The kernel reads scales, biases and expert biases as the rows' type.
+        let fits = |(q, g): &(Q4<'_>, i32)| {
+            q.dtypes_are(dtype) && moe_grouped_cuda::grouped_fits(q.weight.shape()[2] * 8, q.weight.shape()[1], *g, dtype)
+        };
         parts.iter().all(fits).then_some(parts)
     }
 

@@ -373,6 +373,14 @@ pub struct Q4<'a> {
     pub bias: Option<&'a Array>,
 }
 
+impl Q4<'_> {
+    /// Whether scales, biases and the expert bias are all of `dtype` (the
+    /// kernels read them as the activations' type).
+    pub fn dtypes_are(&self, dtype: mlx_rs::Dtype) -> bool {
+        self.scales.dtype() == dtype && self.biases.dtype() == dtype && self.bias.is_none_or(|b| b.dtype() == dtype)
+    }
+}
+
 /// Whether `gate_up`/`down` handle these sizes (shared memory holds the token,
 /// or all chosen experts' activations, as floats).
 pub fn fits(hidden: i32, inter: i32, k: i32, group: i32) -> bool {
