@@ -44,7 +44,6 @@ def q(shape, key):
     return mx.quantize(w, group_size=G, bits=4)
 
 
-
 def experts():
     k = mx.random.split(mx.random.key(0), 3)
     return q((E, I, D), k[0]), q((E, I, D), k[1]), q((E, D, I), k[2])

@@ -10,7 +10,6 @@ from timing import timeit
 HQ, HKV, HD, CTX, LAYERS, WINDOW = 64, 8, 64, 256, 24, 128
 
 
-
 def main():
     print(mx.default_device(), flush=True)
     k = mx.random.normal((1, HKV, CTX, HD)).astype(mx.bfloat16)

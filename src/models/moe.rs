@@ -129,7 +129,8 @@ const GROUPED_FROM: i32 = 256;
 /// 2048 tokens, dequantizing and `gather_mm` 4.0 ms; at 128 tokens (1024 pairs)
 /// `gather_qmm` was still faster, 2.4 against 3.4 ms
 /// (`scripts/gpu/moe_costs.py`, `docs/bench/h100-moe-costs.txt`). Metal's
-/// `gather_qmm` and CPUs keep the quantized path.
+/// `gather_qmm` and CPUs keep the quantized path. The grouped path uses the
+/// same bound to evaluate each layer before the next (`grouped_experts`).
 const DEQUANTIZE_FROM: i32 = 4096;
 
 impl SwitchGlu {

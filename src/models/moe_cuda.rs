@@ -20,8 +20,9 @@
 //! words, and each lane holds a chunk in registers for all of its warp's rows:
 //! with one row per warp (the first version) Nsight Compute timed them at
 //! 21 us per Qwen3-30B-A3B layer each, 340-670 GB/s
-//! (`docs/bench/h100-ncu-qwen3-30b-a3b-decode.txt`). All run only on CUDA with 4-bit affine experts (group a multiple of
-//! 32); everything else keeps the `gather_qmm` path, which Metal and CPUs run.
+//! (`docs/bench/h100-ncu-qwen3-30b-a3b-decode.txt`). All run only on CUDA
+//! with 4-bit affine experts (group a multiple of 32); everything else keeps
+//! the `gather_qmm` path, which Metal and CPUs run.
 //! `HEARTH_MOE_KERNEL=0` turns them off (for A/B runs).
 
 use super::cuda_kernel::{Kernel, Launch};
@@ -427,4 +428,3 @@ pub fn decode(x: &Array, idx: &Array, scores: &Array, gate: Q4, up: Q4, down: Q4
         y.into_iter().next().ok_or_else(|| Error::Mlx("the MoE down kernel gave no output".into()))
     })
 }
-
