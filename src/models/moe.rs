@@ -402,7 +402,11 @@ mod tests {
     #[test]
     fn cuda_prefill_grouped_and_dequantized_experts_match_gather_qmm() {
         if !moe_cuda::enabled() {
-            return; // CPUs' gather_mm takes float32 only; they keep gather_qmm.
+            // CPUs' gather_mm takes float32 only; they keep gather_qmm, and
+            // the grouped kernel stays off even for experts it could take.
+            let glu = experts(8, 256, 128, false, Glu::Silu);
+            assert!(glu.grouped_parts(Dtype::Bfloat16, GROUPED_FROM).is_none(), "the grouped CUDA kernel ran without CUDA");
+            return;
         }
         // Both orders: a model's layers are built and dropped one after another.
         for (bias, act) in [(false, Glu::Silu), (true, Glu::OaiClamped), (false, Glu::Silu), (true, Glu::OaiClamped)] {
