@@ -11,7 +11,9 @@
 # from `cargo test --release --lib --no-run`: the fused MoE and gated delta kernels
 # against the ops paths). KERNEL_OFF=1 adds a Hearth run with the fused MoE decode
 # kernels turned off (HEARTH_MOE_KERNEL=0), DELTA_OFF=1 one with the gated delta
-# kernel off (HEARTH_DELTA_KERNEL=0), for A/B.
+# kernel off (HEARTH_DELTA_KERNEL=0), FUSION_OFF=1 one with the fused decode kernels for
+# attention's heads and residual norms off (HEARTH_DECODE_FUSION=0), for A/B. SYNTH_ONLY=1 only sets up and writes
+# the models (kept under /tmp/models) for the commands that follow.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 S=/tmp/stage; SITE=/tmp/site
@@ -65,11 +67,17 @@ for p in "${PRESETS[@]}"; do
   fi
   M=/tmp/models/$p
   [ -f "$M/config.json" ] || /tmp/hearth synth "$p" "$M" --bits 4 --group-size 64 --dtype bf16
+  # SYNTH_ONLY=1: set up and write the model, for commands that follow.
+  [ "${SYNTH_ONLY:-0}" = 1 ] && continue
   echo "== $p"
   bash "$ROOT/scripts/bench_compare.sh" "$M" "${2:-128,2048}" "${3:-256}" "${4:-3}" "${5:-2}" 2>&1 | tee "${OUT:-/tmp}/bench-$p.txt"
   if [ "${KERNEL_OFF:-0}" = 1 ]; then
     echo "# hearth with HEARTH_MOE_KERNEL=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"
     HEARTH_MOE_KERNEL=0 /tmp/hearth bench --model "$M" --prompt-tokens "${2:-128,2048}" --gen-tokens "${3:-256}" --reps "${4:-3}" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
+  fi
+  if [ "${FUSION_OFF:-0}" = 1 ]; then
+    echo "# hearth with HEARTH_DECODE_FUSION=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"
+    HEARTH_DECODE_FUSION=0 /tmp/hearth bench --model "$M" --prompt-tokens "${2:-128,2048}" --gen-tokens "${3:-256}" --reps "${4:-3}" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
   fi
   if [ "${DELTA_OFF:-0}" = 1 ]; then
     echo "# hearth with HEARTH_DELTA_KERNEL=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"

@@ -3,6 +3,7 @@
 
 use super::{model_path, ModelArgs};
 use anyhow::{bail, Context, Result};
+use hearth::engine::step::host_clock;
 use hearth::engine::{GenerateParams, SamplingParams, Session};
 use hearth::models::load::{self, Precision};
 
@@ -58,15 +59,22 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
     for &n in prompt_lens {
         let prompt = bench_prompt(&session, n)?;
         let (mut pre, mut dec, mut ttft) = (vec![], vec![], vec![]);
+        let mut host = [vec![], vec![], vec![]];
         for r in 0..reps + 1 {
             session.reset_cache();
+            host_clock::take();
             let st = session.generate(&prompt, &params, &cancel, &mut |_| {})?;
+            let (ms, _) = host_clock::take();
             if r > 0 {
                 pre.push(st.prefill_tps);
                 dec.push(st.decode_tps);
                 ttft.push(st.ttft_s);
+                for (h, v) in host.iter_mut().zip(ms) {
+                    h.push(v);
+                }
             }
         }
+        let [build, queue, wait] = host.map(|mut v| (median(&mut v) * 1000.0).round() / 1000.0);
         let spread = |v: &[f64]| {
             let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
             let hi = v.iter().cloned().fold(0.0, f64::max);
@@ -86,6 +94,9 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
             "ttft_s": median(&mut ttft.clone()),
             "ttft_s_range": spread(&ttft),
             "load_s": load_s,
+            // Host time per decode step (ms): graph build, kernel encoding
+            // (async_eval), and the wait for the device (near 0: host-bound).
+            "host_ms": {"build": build, "queue": queue, "wait": wait},
             "peak_memory_mb": mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / 1e6,
         });
         println!("{line}");

@@ -163,6 +163,35 @@ pub fn prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32
 /// computes them, its scores.
 pub type OnToken<'a> = dyn FnMut(u32, Option<&Scores>) -> bool + 'a;
 
+/// Where the host's time goes in `decode`, summed over all decode steps
+/// since the last `take`: building step n+1's graph (`model.forward` and
+/// sampling), handing it to the device (`async_eval`: on GPUs MLX encodes
+/// every kernel launch here), and waiting for token n. Read by `hearth bench`:
+/// a wait near zero means the host, not the device, sets the pace.
+pub mod host_clock {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    pub(super) static BUILD: AtomicU64 = AtomicU64::new(0);
+    pub(super) static QUEUE: AtomicU64 = AtomicU64::new(0);
+    pub(super) static WAIT: AtomicU64 = AtomicU64::new(0);
+    static STEPS: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn add(part: &AtomicU64, since: std::time::Instant) {
+        part.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn step() {
+        STEPS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Milliseconds per step (build, queue, wait) since the last call, and
+    /// the number of steps; zeroes the counters.
+    pub fn take() -> ([f64; 3], u64) {
+        let steps = STEPS.swap(0, Ordering::Relaxed);
+        let per = |a: &AtomicU64| a.swap(0, Ordering::Relaxed) as f64 / 1e6 / steps.max(1) as f64;
+        ([per(&BUILD), per(&QUEUE), per(&WAIT)], steps)
+    }
+}
+
 /// Samples from `logits` and queues the result on the device.
 fn sample_queued(sampler: &mut Sampler, logits: &Array) -> Result<(Array, Option<Scores>)> {
     let (y, scores) = sampler.sample_scored(logits)?;
@@ -170,7 +199,9 @@ fn sample_queued(sampler: &mut Sampler, logits: &Array) -> Result<(Array, Option
     if let Some(s) = &scores {
         arrays.extend(s.arrays());
     }
+    let t = std::time::Instant::now();
     async_eval(arrays)?;
+    host_clock::add(&host_clock::QUEUE, t);
     Ok((y, scores))
 }
 
@@ -194,12 +225,17 @@ pub fn decode(
         // Queue the next step before reading this token: the device works
         // on step n+1 while the host handles token n.
         let next = if more {
+            let t = std::time::Instant::now();
             let l = model.forward(&y.reshape(&[1, 1])?, &mut cache.layers, false)?;
+            host_clock::add(&host_clock::BUILD, t);
+            host_clock::step();
             Some(sample_queued(sampler, &l)?)
         } else {
             None
         };
+        let t = std::time::Instant::now();
         let id = y.try_item_exact::<i32>().map_err(|e| Error::Mlx(e.to_string()))? as u32;
+        host_clock::add(&host_clock::WAIT, t);
         n += 1;
         if next.is_some() {
             cache.tokens.push(id);

@@ -131,28 +131,61 @@ impl Attention {
             };
             Ok(a.transpose_axes(&[0, 2, 1, 3])?)
         };
-        let (q, k, v) = match &self.qkv {
-            Qkv::Stacked(l) => {
-                let y = l.forward(x)?;
-                let (nq, nk) = (self.n_heads * self.head_dim, self.n_kv * self.head_dim);
-                (y.index((.., .., ..nq)), y.index((.., .., nq..nq + nk)), y.index((.., .., nq + nk..)))
-            }
-            Qkv::Apart { q_proj, k_proj, v_proj } => (q_proj.forward(x)?, k_proj.forward(x)?, v_proj.forward(x)?),
-        };
-        let q = heads(q, self.n_heads, self.q_norm.as_ref())?;
-        let k = heads(k, self.n_kv, self.k_norm.as_ref())?;
-        let v = heads(v, self.n_kv, None)?;
         let offset = cache.offset();
+        let (q, k, v) = match &self.qkv {
+            Qkv::Stacked(proj) => {
+                let y = proj.forward(x)?;
+                match self.fused_heads(&y, b * l, rope, offset)? {
+                    Some([q, k, v]) => (q, k, v),
+                    None => {
+                        let (nq, nk) = (self.n_heads * self.head_dim, self.n_kv * self.head_dim);
+                        let (q, k, v) = (y.index((.., .., ..nq)), y.index((.., .., nq..nq + nk)), y.index((.., .., nq + nk..)));
+                        self.rotate(heads(q, self.n_heads, self.q_norm.as_ref())?, heads(k, self.n_kv, self.k_norm.as_ref())?, heads(v, self.n_kv, None)?, rope, offset, l)?
+                    }
+                }
+            }
+            Qkv::Apart { q_proj, k_proj, v_proj } => {
+                let (q, k, v) = (q_proj.forward(x)?, k_proj.forward(x)?, v_proj.forward(x)?);
+                self.rotate(heads(q, self.n_heads, self.q_norm.as_ref())?, heads(k, self.n_kv, self.k_norm.as_ref())?, heads(v, self.n_kv, None)?, rope, offset, l)?
+            }
+        };
+        let (k, v) = cache.update_and_fetch(&k, &v)?;
+        let o = mask.attend(&q, &k, &v, self.scale, self.sinks.as_ref())?;
+        let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
+        self.o_proj.forward(&o)
+    }
+
+    /// RoPE on q and k ([B, n, L, D]) at `offset`, and the long-context query
+    /// scale where the family has one.
+    fn rotate(&self, q: Array, k: Array, v: Array, rope: &Rope, offset: i32, l: i32) -> Result<(Array, Array, Array)> {
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
         let q = match &self.position_scale {
             Some(ps) => q.multiply(ps.factors(offset, l, q.dtype())?)?,
             None => q,
         };
-        let (k, v) = cache.update_and_fetch(&k, &v)?;
-        let o = mask.attend(&q, &k, &v, self.scale, self.sinks.as_ref())?;
-        let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
-        self.o_proj.forward(&o)
+        Ok((q, k, v))
+    }
+
+    /// One token's q, k, v from the stacked projection in one CUDA kernel
+    /// (`decode_cuda::qkv_heads`: the head norms and RoPE fused), where it
+    /// applies: `rows` (batch x length) is 1, the RoPE rotates whole heads,
+    /// both head norms or neither, no long-context query scale.
+    fn fused_heads(&self, y: &Array, rows: i32, rope: &Rope, offset: i32) -> Result<Option<[Array; 3]>> {
+        if rows != 1 || self.position_scale.is_some() || !super::decode_cuda::enabled() {
+            return Ok(None);
+        }
+        let Some((inv, input_scale, dims)) = rope.inv_freq() else { return Ok(None) };
+        let norms = match (&self.q_norm, &self.k_norm) {
+            (Some(q), Some(k)) if q.eps == k.eps => Some(super::decode_cuda::HeadNorms { q: &q.weight, k: &k.weight, eps: q.eps }),
+            (None, None) => None,
+            _ => return Ok(None),
+        };
+        if *dims != self.head_dim {
+            return Ok(None);
+        }
+        let heads = super::decode_cuda::Heads { q: self.n_heads, kv: self.n_kv, dim: self.head_dim };
+        super::decode_cuda::qkv_heads(y, heads, norms, (inv, *input_scale), offset)
     }
 }
 

@@ -224,11 +224,17 @@ impl LanguageModel for Model {
         // One mask per kind of layer, built once per pass.
         let l = tokens.shape()[1];
         let masks = LayerMasks::build(l, self.layers.iter().map(|x| x.sliding).zip(cache.iter_mut()))?;
+        // Each residual add is fused with the norm after it (`after_residual`);
+        // the last layer's feed-forward output is added after the loop.
+        let mut pending: Option<Array> = None;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let mask = masks.get(layer.sliding)?;
-            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &self.rope, mask)?;
-            h = h.add(a)?;
-            let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
+            let x = layer.input_layernorm.after_residual(&mut h, pending.take())?;
+            let a = layer.self_attn.forward(&x, c.as_kv()?, &self.rope, mask)?;
+            let x = layer.post_attention_layernorm.after_residual(&mut h, Some(a))?;
+            pending = Some(layer.mlp.forward(&x)?);
+        }
+        if let Some(m) = pending {
             h = h.add(m)?;
         }
         output_logits(h, &self.norm, Some(&self.lm_head), &self.embed_tokens, all_logits)

@@ -226,11 +226,17 @@ impl LanguageModel for Model {
         let mut h = self.embed_tokens.forward(tokens)?;
         let Some(first) = cache.first_mut() else { return Err(cfg_err("the model has no layers")) };
         let mask = attention_mask(tokens.shape()[1], first.as_kv()?)?;
+        // Each residual add is fused with the norm after it (`after_residual`);
+        // the last layer's feed-forward output is added after the loop.
+        let mut pending: Option<Array> = None;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let rope = if layer.nope { &self.no_rope } else { &self.rope };
-            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, rope, &mask)?;
-            h = h.add(a)?;
-            let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
+            let x = layer.input_layernorm.after_residual(&mut h, pending.take())?;
+            let a = layer.self_attn.forward(&x, c.as_kv()?, rope, &mask)?;
+            let x = layer.post_attention_layernorm.after_residual(&mut h, Some(a))?;
+            pending = Some(layer.mlp.forward(&x)?);
+        }
+        if let Some(m) = pending {
             h = h.add(m)?;
         }
         output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)

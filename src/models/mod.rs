@@ -13,6 +13,7 @@ mod cuda_kernel;
 pub mod fit;
 pub mod gated_delta;
 mod delta_cuda;
+mod decode_cuda;
 pub mod gemma3;
 pub mod gemma4;
 pub mod gpt_oss;

@@ -125,14 +125,19 @@ impl LanguageModel for Model {
         let mut h = self.embed_tokens.forward(tokens)?;
         let Some(first) = cache.first_mut() else { return Err(cfg_err("the model has no layers")) };
         let mask = attention_mask(tokens.shape()[1], first.as_kv()?)?;
+        // Each residual add is fused with the norm after it (`after_residual`);
+        // the last layer's feed-forward output is added after the loop.
+        let mut pending: Option<Array> = None;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &self.rope, &mask)?;
-            h = h.add(a)?;
-            let x = layer.post_attention_layernorm.forward(&h)?;
-            let m = match &layer.mlp {
+            let x = layer.input_layernorm.after_residual(&mut h, pending.take())?;
+            let a = layer.self_attn.forward(&x, c.as_kv()?, &self.rope, &mask)?;
+            let x = layer.post_attention_layernorm.after_residual(&mut h, Some(a))?;
+            pending = Some(match &layer.mlp {
                 Ffn::Dense(mlp) => mlp.forward(&x)?,
                 Ffn::Sparse(moe) => moe.forward(&x)?,
-            };
+            });
+        }
+        if let Some(m) = pending {
             h = h.add(m)?;
         }
         output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)

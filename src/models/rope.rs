@@ -39,12 +39,14 @@ pub struct Rope {
     freqs: Option<Array>,
     /// Multiplies q and k before rotation (Phi-3's LongRoPE "mscale").
     input_scale: Option<Array>,
+    /// The rotation per position of each pair, for fused kernels (`inv_freq`).
+    inv: std::cell::OnceCell<(Array, f32, i32)>,
 }
 
 impl Rope {
     pub fn new(dims: i32, base: f32, scaling: Option<&RopeScaling>) -> Result<Self> {
         let Some(s) = scaling else {
-            return Ok(Rope { dims, base: Some(base), scale: 1.0, freqs: None, input_scale: None });
+            return Ok(Rope { dims, base: Some(base), scale: 1.0, freqs: None, input_scale: None, inv: Default::default() });
         };
         match s.rope_type.as_deref() {
             Some("llama3") => {
@@ -69,7 +71,7 @@ impl Rope {
                     })
                     .collect();
                 let n = freqs.len() as i32;
-                Ok(Rope { dims, base: None, scale: 1.0, freqs: Some(Array::from_slice(&freqs, &[n])), input_scale: None })
+                Ok(Rope { dims, base: None, scale: 1.0, freqs: Some(Array::from_slice(&freqs, &[n])), input_scale: None, inv: Default::default() })
             }
             Some("linear") => Ok(Rope {
                 dims,
@@ -77,9 +79,10 @@ impl Rope {
                 scale: 1.0 / s.factor.unwrap_or(1.0),
                 freqs: None,
                 input_scale: None,
+                inv: Default::default(),
             }),
             Some("yarn") => Self::yarn(dims, base, s),
-            Some("default") | None => Ok(Rope { dims, base: Some(base), scale: 1.0, freqs: None, input_scale: None }),
+            Some("default") | None => Ok(Rope { dims, base: Some(base), scale: 1.0, freqs: None, input_scale: None, inv: Default::default() }),
             Some(other) => Err(cfg_err(format!("unsupported rope_scaling type '{other}'"))),
         }
     }
@@ -117,6 +120,7 @@ impl Rope {
             scale: 1.0,
             freqs: Some(Array::from_slice(&freqs, &[dims / 2])),
             input_scale: (mscale != 1.0).then(|| mlx_rs::array!(mscale)),
+            inv: Default::default(),
         })
     }
 
@@ -133,6 +137,7 @@ impl Rope {
             scale: 1.0,
             freqs: Some(Array::from_slice(&freqs, &[dims / 2])),
             input_scale: (mscale != 1.0).then(|| mlx_rs::array!(mscale)),
+            inv: Default::default(),
         })
     }
 
@@ -146,12 +151,35 @@ impl Rope {
         let freqs: Vec<f32> = (0..dims / 2)
             .map(|i| if 2 * i < rotated { factor * base.powf(2.0 * i as f32 / dims as f32) } else { f32::INFINITY })
             .collect();
-        Ok(Rope { dims, base: None, scale: 1.0, freqs: Some(Array::from_slice(&freqs, &[dims / 2])), input_scale: None })
+        Ok(Rope { dims, base: None, scale: 1.0, freqs: Some(Array::from_slice(&freqs, &[dims / 2])), input_scale: None, inv: Default::default() })
     }
 
     /// No rotation at all (SmolLM3's NoPE layers).
     pub fn identity() -> Self {
-        Rope { dims: 0, base: None, scale: 1.0, freqs: None, input_scale: None }
+        Rope { dims: 0, base: None, scale: 1.0, freqs: None, input_scale: None, inv: Default::default() }
+    }
+
+    /// The angle per position of each rotated pair ([dims / 2] float32), as
+    /// MLX's rope computes it (`scale / freqs[i]`, or `scale * base^(-2i/dims)`),
+    /// and the factor the input is multiplied by first (1 for most), for
+    /// kernels that rotate inside a larger fused step. None for a RoPE that
+    /// rotates nothing.
+    pub fn inv_freq(&self) -> Option<&(Array, f32, i32)> {
+        if self.dims == 0 {
+            return None;
+        }
+        Some(self.inv.get_or_init(|| {
+            let half = self.dims / 2;
+            let v: Vec<f32> = match (&self.freqs, self.base) {
+                (Some(f), _) => f.as_slice::<f32>().iter().map(|f| self.scale / f).collect(),
+                (None, Some(base)) => (0..half)
+                    .map(|i| (self.scale as f64 * (base as f64).powf(-2.0 * i as f64 / self.dims as f64)) as f32)
+                    .collect(),
+                (None, None) => vec![0.0; half as usize],
+            };
+            let input_scale = self.input_scale.as_ref().map_or(1.0, |s| s.as_slice::<f32>().first().copied().unwrap_or(1.0));
+            (Array::from_slice(&v, &[half]), input_scale, self.dims)
+        }))
     }
 
     pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
