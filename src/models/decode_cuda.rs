@@ -36,8 +36,17 @@ const QKV_HEADS: &str = r#"
   const int i = threadIdx.x;
   const bool is_q = head < H;
   const bool is_k = !is_q && head < H + HKV;
+  // Every global read first, so they share one memory round trip.
   float a = static_cast<float>(y[head * D + i]);
   float b = static_cast<float>(y[head * D + i + HALF]);
+  const float f = inv_freq[i];
+  const float at = static_cast<float>(pos[0]);
+  float wa = 0.f, wb = 0.f;
+  if (NORM && (is_q || is_k)) {
+    const T* wt = is_q ? q_w : k_w;
+    wa = static_cast<float>(wt[i]);
+    wb = static_cast<float>(wt[i + HALF]);
+  }
   if (is_q || is_k) {
     if (NORM) {
       __shared__ float part[HALF / 32];
@@ -50,9 +59,8 @@ const QKV_HEADS: &str = r#"
       #pragma unroll
       for (int w = 0; w < HALF / 32; ++w) tot += part[w];
       const float r = rsqrtf(tot / D + __int_as_float(EPS));
-      const T* wt = is_q ? q_w : k_w;
-      a = static_cast<float>(static_cast<T>(static_cast<float>(static_cast<T>(a * r)) * static_cast<float>(wt[i])));
-      b = static_cast<float>(static_cast<T>(static_cast<float>(static_cast<T>(b * r)) * static_cast<float>(wt[i + HALF])));
+      a = static_cast<float>(static_cast<T>(static_cast<float>(static_cast<T>(a * r)) * wa));
+      b = static_cast<float>(static_cast<T>(static_cast<float>(static_cast<T>(b * r)) * wb));
     }
     if (SCALED) {
       // RoPEs that scale their input (YaRN's temperature, LongRoPE's mscale)
@@ -61,9 +69,8 @@ const QKV_HEADS: &str = r#"
       a = static_cast<float>(static_cast<T>(a * sc));
       b = static_cast<float>(static_cast<T>(b * sc));
     }
-    const float theta = static_cast<float>(pos[0]) * inv_freq[i];
     float s, c;
-    sincosf(theta, &s, &c);
+    sincosf(at * f, &s, &c);
     const float ra = a * c - b * s;
     const float rb = a * s + b * c;
     a = ra;
@@ -80,16 +87,28 @@ const ADD_RMS_NORM: &str = r#"
   constexpr int PER = (N + 255) / 256;
   const size_t row = blockIdx.x;
   const int t = threadIdx.x;
-  float hv[PER];
+  // All loads before any store: the outputs could alias the inputs as far
+  // as the compiler knows, so an interleaved loop waited out one memory
+  // round trip per element (9 us per launch).
+  float xv[PER], dv[PER], wv[PER];
+  #pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int c = t + j * 256;
+    if (c < N) {
+      xv[j] = static_cast<float>(x[row * N + c]);
+      dv[j] = static_cast<float>(d[row * N + c]);
+      wv[j] = static_cast<float>(w[c]);
+    }
+  }
   float ss = 0.f;
   #pragma unroll
   for (int j = 0; j < PER; ++j) {
     const int c = t + j * 256;
     if (c < N) {
-      const T s = static_cast<T>(static_cast<float>(x[row * N + c]) + static_cast<float>(d[row * N + c]));
+      const T s = static_cast<T>(xv[j] + dv[j]);
       h[row * N + c] = s;
-      hv[j] = static_cast<float>(s);
-      ss += hv[j] * hv[j];
+      xv[j] = static_cast<float>(s);
+      ss += xv[j] * xv[j];
     }
   }
   __shared__ float part[8];
@@ -99,13 +118,13 @@ const ADD_RMS_NORM: &str = r#"
   __syncthreads();
   float tot = 0.f;
   #pragma unroll
-  for (int w = 0; w < 8; ++w) tot += part[w];
+  for (int p = 0; p < 8; ++p) tot += part[p];
   const float r = rsqrtf(tot / N + __int_as_float(EPS));
   #pragma unroll
   for (int j = 0; j < PER; ++j) {
     const int c = t + j * 256;
     if (c < N) {
-      out[row * N + c] = static_cast<T>(static_cast<float>(static_cast<T>(hv[j] * r)) * static_cast<float>(w[c]));
+      out[row * N + c] = static_cast<T>(static_cast<float>(static_cast<T>(xv[j] * r)) * wv[j]);
     }
   }
 "#;

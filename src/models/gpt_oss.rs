@@ -91,6 +91,9 @@ struct MlpBlock {
 
 impl MlpBlock {
     fn forward(&self, x: &Array) -> Result<Array> {
+        if let Some(y) = self.experts.decode_gated(x, &self.router, self.top_k, super::moe_cuda::Routing::TopKSoftmax)? {
+            return Ok(y);
+        }
         let g = self.router.forward(x)?;
         if let Some(y) = self.experts.decode_routed(x, &g, self.top_k, super::moe_cuda::Routing::TopKSoftmax)? {
             return Ok(y);

@@ -250,6 +250,24 @@ impl SwitchGlu {
         self.run_fused(x, &inds, &scores, parts).map(Some)
     }
 
+    /// One token through the router's matmul and choice in one CUDA launch
+    /// (`moe_cuda::route_q4`, for a 4-bit affine router `gate`) and the fused
+    /// decode kernels; None where they do not apply.
+    pub fn decode_gated(&self, x: &Array, gate: &Linear, k: i32, routing: moe_cuda::Routing) -> Result<Option<Array>> {
+        let Linear::Quantized { weight, scales, biases: Some(biases), bias, spec } = gate else { return Ok(None) };
+        let Some(parts) = self.fused_parts(x, k) else { return Ok(None) };
+        let (dtype, hidden) = (x.dtype(), x.shape()[2]);
+        let router = Q4 { weight, scales, biases, bias: bias.as_ref() };
+        let fits = weight.ndim() == 2
+            && weight.shape()[1] * 8 == hidden
+            && moe_cuda::routes_q4(hidden, spec.group_size, weight.shape()[0], k);
+        if spec.mode != QuantMode::Affine || spec.bits != 4 || !fits || !router.dtypes_are(dtype) {
+            return Ok(None);
+        }
+        let (inds, scores) = moe_cuda::route_q4(&x.reshape(&[hidden])?, router, spec.group_size, k, routing)?;
+        self.run_fused(x, &inds, &scores, parts).map(Some)
+    }
+
     /// The fused CUDA decode path (`moe_cuda`) for one token when it applies
     /// (4-bit affine experts on a CUDA device): `x` [1, 1, D], `inds` and
     /// `scores` [1, 1, k] -> the weighted sum [1, 1, D]; None otherwise.
@@ -318,8 +336,11 @@ impl SparseMoe {
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let logits = self.gate.forward(x)?;
         let routing = moe_cuda::Routing::SoftmaxTopK { norm: self.norm_topk_prob };
+        if let Some(y) = self.switch_mlp.decode_gated(x, &self.gate, self.top_k, routing)? {
+            return Ok(y);
+        }
+        let logits = self.gate.forward(x)?;
         if let Some(y) = self.switch_mlp.decode_routed(x, &logits, self.top_k, routing)? {
             return Ok(y);
         }
@@ -508,6 +529,41 @@ mod tests {
             let (diff, scale) = max_diff(&fused, &want);
             eprintln!("fused CUDA decode ({act:?}, bias {bias}): max |diff| {diff:e} for outputs up to {scale}");
             assert!(diff <= 0.02 * scale.max(1e-3), "fused decode differs by {diff} (outputs up to {scale})");
+        }
+    }
+
+    /// The router's matmul fused into the routing kernel picks the experts the
+    /// matmul + `route` path picks, with the same weights, and the block's
+    /// output matches; with and without a router bias (gpt-oss has one).
+    #[test]
+    fn fused_cuda_q4_router_matches_matmul_then_route_or_stays_off() {
+        use moe_cuda::Routing;
+        let (e, d, k) = (128, 256, 8);
+        let glu = experts(e, d, 128, false, Glu::Silu);
+        for (n, (routing, with_bias)) in [(Routing::SoftmaxTopK { norm: true }, false), (Routing::TopKSoftmax, true)].into_iter().enumerate() {
+            let seed = 60 + 10 * n as u64;
+            let w = random::normal::<f32>(&[e, d][..], 0.0, 0.5, &random::key(seed).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+            let (q, s, b) = quant::quantize(&w, QuantSpec::affine(64, 4)).unwrap();
+            let bias = with_bias.then(|| random::normal::<f32>(&[e][..], 0.0, 0.5, &random::key(seed + 1).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap());
+            let gate = Linear::Quantized { weight: q, scales: s, biases: b, bias, spec: QuantSpec::affine(64, 4) };
+            let x = random::normal::<f32>(&[1, 1, d][..], 0.0, 1.0, &random::key(seed + 2).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+            let fused = glu.decode_gated(&x, &gate, k, routing).unwrap();
+            if !moe_cuda::enabled() {
+                assert!(fused.is_none(), "the fused CUDA router ran without CUDA");
+                continue;
+            }
+            let fused = fused.expect("the fused router applies to a 4-bit router");
+            let logits = gate.forward(&x).unwrap();
+            let want = glu.decode_routed(&x, &logits, k, routing).unwrap().expect("the routed path applies");
+            let Linear::Quantized { weight, scales, biases: Some(biases), bias, .. } = &gate else { unreachable!() };
+            let q4 = Q4 { weight, scales, biases, bias: bias.as_ref() };
+            let (i1, s1) = moe_cuda::route_q4(&x.reshape(&[d]).unwrap(), q4, 64, k, routing).unwrap();
+            let (i2, s2) = moe_cuda::route(&logits.reshape(&[e]).unwrap(), k, routing).unwrap();
+            assert_eq!(i1.as_slice::<u32>(), i2.as_slice::<u32>(), "the fused router chose other experts (case {n})");
+            let ds = s1.as_dtype(Dtype::Float32).unwrap().subtract(s2.as_dtype(Dtype::Float32).unwrap()).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+            let dy = fused.as_dtype(Dtype::Float32).unwrap().subtract(want.as_dtype(Dtype::Float32).unwrap()).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+            println!("fused q4 router case {n}: experts equal, scores max |diff| {ds}, output max |diff| {dy}");
+            assert!(ds <= 0.01 && dy <= 0.02, "fused router: scores differ by {ds}, output by {dy} (case {n})");
         }
     }
 }

@@ -10,7 +10,9 @@
 //! 2. `down`: one warp per 2 output rows runs the down rows of all chosen
 //!    experts (their chunks spread over the lanes), adds biases, and sums them
 //!    weighted by the router scores;
-//! 3. `route`: the router's softmax and top-k in one warp.
+//! 3. `route`: the router's softmax and top-k in one warp; `route_q4` the
+//!    same after computing the router's logits from its 4-bit weights in the
+//!    same launch.
 //!
 //! Prefill's kernel (rows sorted by expert, on tensor cores) is in
 //! `moe_grouped_cuda`.
@@ -24,6 +26,9 @@
 //! with 4-bit affine experts (group a multiple of 32); everything else keeps
 //! the `gather_qmm` path, which Metal and CPUs run.
 //! `HEARTH_MOE_KERNEL=0` turns them off (for A/B runs).
+//!
+//! Longer than 450 lines: the decode kernels and the routers share one
+//! header of staging and 4-bit dot-product helpers, and their launch code.
 
 use super::cuda_kernel::{Kernel, Launch};
 use crate::error::{Error, Result};
@@ -290,6 +295,62 @@ const ROUTE: &str = r#"
   }
 "#;
 
+// The router's logits for one token from its 4-bit affine weights ([E, IN/8]
+// packed), all warps of the block taking rows in turn, rounded to T as MLX's
+// quantized matmul returns them (then the bias added, as a separate add would);
+// the first warp then runs ROUTE on them from shared memory. One launch
+// instead of the router's matmul and `route`.
+const ROUTER_LOGITS: &str = r#"
+  constexpr int CH = IN / 32;
+  constexpr int WARPS = 16;
+  constexpr int RPW = (E + WARPS - 1) / WARPS;
+  __shared__ float xt[IN];
+  __shared__ float xsum[CH];
+  __shared__ T logits[E];
+  stage<T, CH>(x, IN, xt, xsum);
+  {
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    float acc[RPW];
+    #pragma unroll
+    for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
+    float xv[32];
+    for (int j = lane; j < CH; j += 32) {
+      // All of this warp's rows' chunk j in flight at once (one row at a
+      // time waited out a memory round trip per row: 17.6 us per launch).
+      uint4 p[RPW];
+      float sc[RPW], bi[RPW];
+      const int grp = (j * 32) / GS;
+      #pragma unroll
+      for (int r = 0; r < RPW; ++r) {
+        const int e = warp + r * WARPS;
+        if (e < E) {
+          p[r] = reinterpret_cast<const uint4*>(w)[(size_t)e * CH + j];
+          sc[r] = static_cast<float>(s[e * (IN / GS) + grp]);
+          bi[r] = static_cast<float>(b[e * (IN / GS) + grp]);
+        }
+      }
+      load_chunk<CH>(xv, xt, j);
+      #pragma unroll
+      for (int r = 0; r < RPW; ++r) {
+        if (warp + r * WARPS < E) acc[r] += sc[r] * dot_q4(p[r], xv) + bi[r] * xsum[j];
+      }
+    }
+    #pragma unroll
+    for (int r = 0; r < RPW; ++r) {
+      const int e = warp + r * WARPS;
+      const float v = warp_sum(acc[r]);
+      if (lane == 0 && e < E) {
+        T q = static_cast<T>(v);
+        if (BIAS) q = static_cast<T>(static_cast<float>(q) + static_cast<float>(bias[e]));
+        logits[e] = q;
+      }
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x >= 32) return;
+"#;
+
 /// Rows per warp in `gate_up` and `down`: enough loads in flight per warp,
 /// and still more blocks than the H100's 132 SMs for Qwen3-30B-A3B's shapes.
 const GATE_UP_ROWS: i32 = 4;
@@ -301,6 +362,14 @@ const SHARED_FLOATS: i32 = 48 * 1024 / 4;
 thread_local! {
     static KERNELS: Option<(Kernel, Kernel)> = build().ok();
     static ROUTER: Option<Kernel> = Kernel::new("hearth_moe_route", &["logits"], &["inds", "scores"], ROUTE, "").ok();
+    static GATED_ROUTER: Option<Kernel> = Kernel::new(
+        "hearth_moe_route_q4",
+        &["x", "w", "s", "b", "bias"],
+        &["inds", "scores"],
+        &format!("{ROUTER_LOGITS}{ROUTE}"),
+        HEADER,
+    )
+    .ok();
 }
 
 /// How the router turns logits into experts and weights.
@@ -337,6 +406,52 @@ pub fn route(logits: &Array, k: i32, routing: Routing) -> Result<(Array, Array)>
                 outputs: &[(&[k], mlx_rs::Dtype::Uint32), (&[k], dtype)],
                 grid: (32, 1, 1),
                 block: (32, 1, 1),
+            })?
+            .into_iter();
+        match (out.next(), out.next()) {
+            (Some(i), Some(s)) => Ok((i, s)),
+            _ => Err(Error::Mlx("the MoE router kernel gave no output".into())),
+        }
+    })
+}
+
+/// Warps of `route_q4`'s block; each takes up to `ROUTER_ROWS` experts.
+const ROUTER_WARPS: i32 = 16;
+const ROUTER_ROWS: i32 = 8;
+
+/// Whether `route_q4` takes this router: `hidden` inputs staged in shared
+/// memory next to the experts' logits, groups of whole 32-value chunks, at
+/// most 128 experts (each warp's rows held in registers together).
+pub fn routes_q4(hidden: i32, group: i32, experts: i32, k: i32) -> bool {
+    routes(experts, k)
+        && experts <= ROUTER_WARPS * ROUTER_ROWS
+        && hidden % 32 == 0
+        && group % 32 == 0
+        && hidden + hidden / 32 + experts <= SHARED_FLOATS
+}
+
+/// The router's matmul and choice for one token in one launch: `x` [D],
+/// the router's 4-bit affine weights `gate` ([E, D/8] packed, scales and
+/// biases [E, D/group], bias [E] if any) -> the `k` chosen experts [k] uint32
+/// and their weights [k]. The caller checks `routes_q4` and the dtypes.
+pub fn route_q4(x: &Array, gate: Q4, group: i32, k: i32, routing: Routing) -> Result<(Array, Array)> {
+    let dtype = x.dtype();
+    let (hidden, experts) = (x.shape()[0], gate.weight.shape()[0]);
+    let (mode, norm) = match routing {
+        Routing::SoftmaxTopK { norm } => (0, norm),
+        Routing::TopKSoftmax => (1, false),
+    };
+    GATED_ROUTER.with(|r| {
+        let r = r.as_ref().ok_or_else(|| Error::Mlx("the MoE router kernel could not be built".into()))?;
+        let mut out = r
+            .apply(&Launch {
+                inputs: &[x, gate.weight, gate.scales, gate.biases, gate.bias.unwrap_or(x)],
+                ints: &[("IN", hidden), ("GS", group), ("E", experts), ("K", k), ("MODE", mode)],
+                bools: &[("NORM", norm), ("BIAS", gate.bias.is_some())],
+                types: &[("T", dtype)],
+                outputs: &[(&[k], mlx_rs::Dtype::Uint32), (&[k], dtype)],
+                grid: (32 * ROUTER_WARPS, 1, 1),
+                block: (32 * ROUTER_WARPS, 1, 1),
             })?
             .into_iter();
         match (out.next(), out.next()) {
