@@ -27,6 +27,22 @@ use super::cuda_kernel::{Kernel, Launch};
 use crate::error::{Error, Result};
 use mlx_rs::{Array, Dtype};
 
+// The sum of `v` over a block of WARPS warps, for every thread (`part`
+// holds one partial per warp).
+const HEADER: &str = r#"
+template <int WARPS>
+__device__ inline float block_sum(float v, float* part) {
+  #pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float tot = 0.f;
+  #pragma unroll
+  for (int w = 0; w < WARPS; ++w) tot += part[w];
+  return tot;
+}
+"#;
+
 // One block per head (q heads, then k, then v), D/2 threads: thread i holds
 // the pair (i, i + D/2) that RoPE rotates together (MLX's non-traditional
 // layout). The sum of squares for the norm is reduced over the block.
@@ -50,14 +66,7 @@ const QKV_HEADS: &str = r#"
   if (is_q || is_k) {
     if (NORM) {
       __shared__ float part[HALF / 32];
-      float ss = a * a + b * b;
-      #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
-      if ((i & 31) == 0) part[i >> 5] = ss;
-      __syncthreads();
-      float tot = 0.f;
-      #pragma unroll
-      for (int w = 0; w < HALF / 32; ++w) tot += part[w];
+      const float tot = block_sum<HALF / 32>(a * a + b * b, part);
       const float r = rsqrtf(tot / D + __int_as_float(EPS));
       a = static_cast<float>(static_cast<T>(static_cast<float>(static_cast<T>(a * r)) * wa));
       b = static_cast<float>(static_cast<T>(static_cast<float>(static_cast<T>(b * r)) * wb));
@@ -112,13 +121,7 @@ const ADD_RMS_NORM: &str = r#"
     }
   }
   __shared__ float part[8];
-  #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
-  if ((t & 31) == 0) part[t >> 5] = ss;
-  __syncthreads();
-  float tot = 0.f;
-  #pragma unroll
-  for (int p = 0; p < 8; ++p) tot += part[p];
+  const float tot = block_sum<8>(ss, part);
   const float r = rsqrtf(tot / N + __int_as_float(EPS));
   #pragma unroll
   for (int j = 0; j < PER; ++j) {
@@ -130,8 +133,8 @@ const ADD_RMS_NORM: &str = r#"
 "#;
 
 thread_local! {
-    static QKV: Option<Kernel> = Kernel::new("hearth_qkv_heads", &["y", "q_w", "k_w", "inv_freq", "pos"], &["q", "k", "v"], QKV_HEADS, "").ok();
-    static ADD_NORM: Option<Kernel> = Kernel::new("hearth_add_rms_norm", &["x", "d", "w"], &["h", "out"], ADD_RMS_NORM, "").ok();
+    static QKV: Option<Kernel> = Kernel::new("hearth_qkv_heads", &["y", "q_w", "k_w", "inv_freq", "pos"], &["q", "k", "v"], QKV_HEADS, HEADER).ok();
+    static ADD_NORM: Option<Kernel> = Kernel::new("hearth_add_rms_norm", &["x", "d", "w"], &["h", "out"], ADD_RMS_NORM, HEADER).ok();
 }
 
 /// The position as a one-value array, made once per decode step: every layer

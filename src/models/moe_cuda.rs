@@ -381,6 +381,25 @@ pub enum Routing {
     TopKSoftmax,
 }
 
+impl Routing {
+    /// The kernels' MODE and NORM values.
+    fn args(self) -> (i32, bool) {
+        match self {
+            Routing::SoftmaxTopK { norm } => (0, norm),
+            Routing::TopKSoftmax => (1, false),
+        }
+    }
+}
+
+/// The chosen experts and their weights from a router kernel's outputs.
+fn choice(out: Vec<Array>) -> Result<(Array, Array)> {
+    let mut out = out.into_iter();
+    match (out.next(), out.next()) {
+        (Some(i), Some(s)) => Ok((i, s)),
+        _ => Err(Error::Mlx("the MoE router kernel gave no output".into())),
+    }
+}
+
 /// Whether `route` handles this many experts and choices.
 pub fn routes(experts: i32, k: i32) -> bool {
     (1..=1024).contains(&experts) && (1..=32.min(experts)).contains(&k)
@@ -391,13 +410,10 @@ pub fn routes(experts: i32, k: i32) -> bool {
 pub fn route(logits: &Array, k: i32, routing: Routing) -> Result<(Array, Array)> {
     let dtype = logits.dtype();
     let experts = logits.size() as i32;
-    let (mode, norm) = match routing {
-        Routing::SoftmaxTopK { norm } => (0, norm),
-        Routing::TopKSoftmax => (1, false),
-    };
+    let (mode, norm) = routing.args();
     ROUTER.with(|r| {
         let r = r.as_ref().ok_or_else(|| Error::Mlx("the MoE router kernel could not be built".into()))?;
-        let mut out = r
+        let out = r
             .apply(&Launch {
                 inputs: &[logits],
                 ints: &[("E", experts), ("K", k), ("MODE", mode)],
@@ -406,12 +422,8 @@ pub fn route(logits: &Array, k: i32, routing: Routing) -> Result<(Array, Array)>
                 outputs: &[(&[k], mlx_rs::Dtype::Uint32), (&[k], dtype)],
                 grid: (32, 1, 1),
                 block: (32, 1, 1),
-            })?
-            .into_iter();
-        match (out.next(), out.next()) {
-            (Some(i), Some(s)) => Ok((i, s)),
-            _ => Err(Error::Mlx("the MoE router kernel gave no output".into())),
-        }
+            })?;
+        choice(out)
     })
 }
 
@@ -437,13 +449,10 @@ pub fn routes_q4(hidden: i32, group: i32, experts: i32, k: i32) -> bool {
 pub fn route_q4(x: &Array, gate: Q4, group: i32, k: i32, routing: Routing) -> Result<(Array, Array)> {
     let dtype = x.dtype();
     let (hidden, experts) = (x.shape()[0], gate.weight.shape()[0]);
-    let (mode, norm) = match routing {
-        Routing::SoftmaxTopK { norm } => (0, norm),
-        Routing::TopKSoftmax => (1, false),
-    };
+    let (mode, norm) = routing.args();
     GATED_ROUTER.with(|r| {
         let r = r.as_ref().ok_or_else(|| Error::Mlx("the MoE router kernel could not be built".into()))?;
-        let mut out = r
+        let out = r
             .apply(&Launch {
                 inputs: &[x, gate.weight, gate.scales, gate.biases, gate.bias.unwrap_or(x)],
                 ints: &[("IN", hidden), ("GS", group), ("E", experts), ("K", k), ("MODE", mode)],
@@ -452,12 +461,8 @@ pub fn route_q4(x: &Array, gate: Q4, group: i32, k: i32, routing: Routing) -> Re
                 outputs: &[(&[k], mlx_rs::Dtype::Uint32), (&[k], dtype)],
                 grid: (32 * ROUTER_WARPS, 1, 1),
                 block: (32 * ROUTER_WARPS, 1, 1),
-            })?
-            .into_iter();
-        match (out.next(), out.next()) {
-            (Some(i), Some(s)) => Ok((i, s)),
-            _ => Err(Error::Mlx("the MoE router kernel gave no output".into())),
-        }
+            })?;
+        choice(out)
     })
 }
 
