@@ -38,6 +38,13 @@ export HEARTH=/tmp/hearth PYTHON=python3
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
 python3 -c 'import mlx.core as mx; print("mlx", mx.__version__, mx.default_device())'
 IFS=, read -ra PRESETS <<< "$1"
+PROMPTS=${2:-128,2048}; GEN=${3:-256}; REPS=${4:-3}
+# Hearth once more on model $M with one of its CUDA kernels switched off (the
+# env switch $1 set to 0), appended to the preset's bench file for A/B.
+off_run() {
+  echo "# hearth with $1=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"
+  env "$1=0" /tmp/hearth bench --model "$M" --prompt-tokens "$PROMPTS" --gen-tokens "$GEN" --reps "$REPS" "${@:2}" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
+}
 for p in "${PRESETS[@]}"; do
   if [ "$p" = unit-tests ]; then
     xz -dc "$ROOT/.devcarry/b/hearth-tests.xz" > /tmp/hearth-tests && chmod +x /tmp/hearth-tests
@@ -70,19 +77,10 @@ for p in "${PRESETS[@]}"; do
   # SYNTH_ONLY=1: set up and write the model, for commands that follow.
   [ "${SYNTH_ONLY:-0}" = 1 ] && continue
   echo "== $p"
-  bash "$ROOT/scripts/bench_compare.sh" "$M" "${2:-128,2048}" "${3:-256}" "${4:-3}" "${5:-2}" 2>&1 | tee "${OUT:-/tmp}/bench-$p.txt"
-  if [ "${KERNEL_OFF:-0}" = 1 ]; then
-    echo "# hearth with HEARTH_MOE_KERNEL=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"
-    HEARTH_MOE_KERNEL=0 /tmp/hearth bench --model "$M" --prompt-tokens "${2:-128,2048}" --gen-tokens "${3:-256}" --reps "${4:-3}" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
-  fi
-  if [ "${FUSION_OFF:-0}" = 1 ]; then
-    echo "# hearth with HEARTH_DECODE_FUSION=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"
-    HEARTH_DECODE_FUSION=0 /tmp/hearth bench --model "$M" --prompt-tokens "${2:-128,2048}" --gen-tokens "${3:-256}" --reps "${4:-3}" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
-  fi
-  if [ "${DELTA_OFF:-0}" = 1 ]; then
-    echo "# hearth with HEARTH_DELTA_KERNEL=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"
-    HEARTH_DELTA_KERNEL=0 /tmp/hearth bench --model "$M" --prompt-tokens "${2:-128,2048}" --gen-tokens "${3:-256}" --reps "${4:-3}" --multi-turn 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
-  fi
+  bash "$ROOT/scripts/bench_compare.sh" "$M" "$PROMPTS" "$GEN" "$REPS" "${5:-2}" 2>&1 | tee "${OUT:-/tmp}/bench-$p.txt"
+  if [ "${KERNEL_OFF:-0}" = 1 ]; then off_run HEARTH_MOE_KERNEL; fi
+  if [ "${FUSION_OFF:-0}" = 1 ]; then off_run HEARTH_DECODE_FUSION; fi
+  if [ "${DELTA_OFF:-0}" = 1 ]; then off_run HEARTH_DELTA_KERNEL --multi-turn; fi
   # Disk holds one large synthetic model at a time.
   [ "${KEEP_MODELS:-0}" = 1 ] || rm -rf "$M"
 done

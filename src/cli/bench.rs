@@ -64,7 +64,7 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
             session.reset_cache();
             host_clock::take();
             let st = session.generate(&prompt, &params, &cancel, &mut |_| {})?;
-            let (ms, _) = host_clock::take();
+            let ms = host_clock::take();
             if r > 0 {
                 pre.push(st.prefill_tps);
                 dec.push(st.decode_tps);

@@ -183,12 +183,12 @@ pub mod host_clock {
         STEPS.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Milliseconds per step (build, queue, wait) since the last call, and
-    /// the number of steps; zeroes the counters.
-    pub fn take() -> ([f64; 3], u64) {
+    /// Milliseconds per step (build, queue, wait) since the last call;
+    /// zeroes the counters.
+    pub fn take() -> [f64; 3] {
         let steps = STEPS.swap(0, Ordering::Relaxed);
         let per = |a: &AtomicU64| a.swap(0, Ordering::Relaxed) as f64 / 1e6 / steps.max(1) as f64;
-        ([per(&BUILD), per(&QUEUE), per(&WAIT)], steps)
+        [per(&BUILD), per(&QUEUE), per(&WAIT)]
     }
 }
 

@@ -132,6 +132,11 @@ impl Attention {
             Ok(a.transpose_axes(&[0, 2, 1, 3])?)
         };
         let offset = cache.offset();
+        // The ops path: heads apart (and normed), then rotated.
+        let split = |q: Array, k: Array, v: Array| -> Result<(Array, Array, Array)> {
+            let (q, k) = self.rotate(heads(q, self.n_heads, self.q_norm.as_ref())?, heads(k, self.n_kv, self.k_norm.as_ref())?, rope, offset, l)?;
+            Ok((q, k, heads(v, self.n_kv, None)?))
+        };
         let (q, k, v) = match &self.qkv {
             Qkv::Stacked(proj) => {
                 let y = proj.forward(x)?;
@@ -139,15 +144,11 @@ impl Attention {
                     Some([q, k, v]) => (q, k, v),
                     None => {
                         let (nq, nk) = (self.n_heads * self.head_dim, self.n_kv * self.head_dim);
-                        let (q, k, v) = (y.index((.., .., ..nq)), y.index((.., .., nq..nq + nk)), y.index((.., .., nq + nk..)));
-                        self.rotate(heads(q, self.n_heads, self.q_norm.as_ref())?, heads(k, self.n_kv, self.k_norm.as_ref())?, heads(v, self.n_kv, None)?, rope, offset, l)?
+                        split(y.index((.., .., ..nq)), y.index((.., .., nq..nq + nk)), y.index((.., .., nq + nk..)))?
                     }
                 }
             }
-            Qkv::Apart { q_proj, k_proj, v_proj } => {
-                let (q, k, v) = (q_proj.forward(x)?, k_proj.forward(x)?, v_proj.forward(x)?);
-                self.rotate(heads(q, self.n_heads, self.q_norm.as_ref())?, heads(k, self.n_kv, self.k_norm.as_ref())?, heads(v, self.n_kv, None)?, rope, offset, l)?
-            }
+            Qkv::Apart { q_proj, k_proj, v_proj } => split(q_proj.forward(x)?, k_proj.forward(x)?, v_proj.forward(x)?)?,
         };
         let (k, v) = cache.update_and_fetch(&k, &v)?;
         let o = mask.attend(&q, &k, &v, self.scale, self.sinks.as_ref())?;
@@ -157,14 +158,14 @@ impl Attention {
 
     /// RoPE on q and k ([B, n, L, D]) at `offset`, and the long-context query
     /// scale where the family has one.
-    fn rotate(&self, q: Array, k: Array, v: Array, rope: &Rope, offset: i32, l: i32) -> Result<(Array, Array, Array)> {
+    fn rotate(&self, q: Array, k: Array, rope: &Rope, offset: i32, l: i32) -> Result<(Array, Array)> {
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
         let q = match &self.position_scale {
             Some(ps) => q.multiply(ps.factors(offset, l, q.dtype())?)?,
             None => q,
         };
-        Ok((q, k, v))
+        Ok((q, k))
     }
 
     /// One token's q, k, v from the stacked projection in one CUDA kernel
@@ -175,17 +176,14 @@ impl Attention {
         if rows != 1 || self.position_scale.is_some() || !super::decode_cuda::enabled() {
             return Ok(None);
         }
-        let Some((inv, input_scale, dims)) = rope.inv_freq() else { return Ok(None) };
+        let Some(rotation) = rope.rotation(self.head_dim) else { return Ok(None) };
         let norms = match (&self.q_norm, &self.k_norm) {
             (Some(q), Some(k)) if q.eps == k.eps => Some(super::decode_cuda::HeadNorms { q: &q.weight, k: &k.weight, eps: q.eps }),
             (None, None) => None,
             _ => return Ok(None),
         };
-        if *dims != self.head_dim {
-            return Ok(None);
-        }
         let heads = super::decode_cuda::Heads { q: self.n_heads, kv: self.n_kv, dim: self.head_dim };
-        super::decode_cuda::qkv_heads(y, heads, norms, (inv, *input_scale), offset)
+        super::decode_cuda::qkv_heads(y, heads, norms, rotation, offset)
     }
 }
 

@@ -90,10 +90,10 @@ const QKV_HEADS: &str = r#"
   dst[i + HALF] = static_cast<T>(b);
 "#;
 
-// One block of 256 threads per row of N: the sum rounded to T (as MLX's add
+// One block of THREADS threads per row of N: the sum rounded to T (as MLX's add
 // returns it), then RMSNorm of that sum.
 const ADD_RMS_NORM: &str = r#"
-  constexpr int PER = (N + 255) / 256;
+  constexpr int PER = (N + THREADS - 1) / THREADS;
   const size_t row = blockIdx.x;
   const int t = threadIdx.x;
   // All loads before any store: the outputs could alias the inputs as far
@@ -102,7 +102,7 @@ const ADD_RMS_NORM: &str = r#"
   float xv[PER], dv[PER], wv[PER];
   #pragma unroll
   for (int j = 0; j < PER; ++j) {
-    const int c = t + j * 256;
+    const int c = t + j * THREADS;
     if (c < N) {
       xv[j] = static_cast<float>(x[row * N + c]);
       dv[j] = static_cast<float>(d[row * N + c]);
@@ -112,7 +112,7 @@ const ADD_RMS_NORM: &str = r#"
   float ss = 0.f;
   #pragma unroll
   for (int j = 0; j < PER; ++j) {
-    const int c = t + j * 256;
+    const int c = t + j * THREADS;
     if (c < N) {
       const T s = static_cast<T>(xv[j] + dv[j]);
       h[row * N + c] = s;
@@ -120,17 +120,20 @@ const ADD_RMS_NORM: &str = r#"
       ss += xv[j] * xv[j];
     }
   }
-  __shared__ float part[8];
-  const float tot = block_sum<8>(ss, part);
+  __shared__ float part[THREADS / 32];
+  const float tot = block_sum<THREADS / 32>(ss, part);
   const float r = rsqrtf(tot / N + __int_as_float(EPS));
   #pragma unroll
   for (int j = 0; j < PER; ++j) {
-    const int c = t + j * 256;
+    const int c = t + j * THREADS;
     if (c < N) {
       out[row * N + c] = static_cast<T>(static_cast<float>(static_cast<T>(xv[j] * r)) * wv[j]);
     }
   }
 "#;
+
+/// Threads of `add_rms_norm`'s one block (each holds up to 32 values of the row).
+const ADD_NORM_THREADS: i32 = 256;
 
 thread_local! {
     static QKV: Option<Kernel> = Kernel::new("hearth_qkv_heads", &["y", "q_w", "k_w", "inv_freq", "pos"], &["q", "k", "v"], QKV_HEADS, HEADER).ok();
@@ -184,7 +187,7 @@ pub struct Heads {
 
 /// Whether `qkv_heads` takes heads of `dim` values: pairs spread over whole
 /// warps, at most 1024 threads.
-pub fn takes(dim: i32) -> bool {
+fn takes(dim: i32) -> bool {
     dim % 64 == 0 && (64..=2048).contains(&dim)
 }
 
@@ -244,7 +247,7 @@ pub fn add_rms_norm(x: &Array, d: &Array, w: &Array, eps: f32) -> Result<Option<
         || x.shape() != d.shape()
         || x.size() as i32 != n
         || w.size() as i32 != n
-        || !(1..=256 * 32).contains(&n)
+        || !(1..=ADD_NORM_THREADS * 32).contains(&n)
     {
         return Ok(None);
     }
@@ -253,12 +256,12 @@ pub fn add_rms_norm(x: &Array, d: &Array, w: &Array, eps: f32) -> Result<Option<
         let shape = x.shape().to_vec();
         let out = kernel.apply(&Launch {
             inputs: &[x, d, w],
-            ints: &[("N", n), ("EPS", eps.to_bits() as i32)],
+            ints: &[("N", n), ("EPS", eps.to_bits() as i32), ("THREADS", ADD_NORM_THREADS)],
             bools: &[],
             types: &[("T", dtype)],
             outputs: &[(&shape, dtype), (&shape, dtype)],
-            grid: (256, 1, 1),
-            block: (256, 1, 1),
+            grid: (ADD_NORM_THREADS, 1, 1),
+            block: (ADD_NORM_THREADS, 1, 1),
         })?;
         let mut it = out.into_iter();
         match (it.next(), it.next()) {
@@ -316,11 +319,11 @@ mod tests {
             let (qw, kw) = (normal(&[dim], 20 + case as u64), normal(&[dim], 30 + case as u64));
             let norms = with_norms.then_some(HeadNorms { q: &qw, k: &kw, eps: 1e-6 });
             let rope = Rope::new(dim, 1_000_000.0, scaling).unwrap();
-            let (inv, input_scale, dims) = rope.inv_freq().unwrap();
-            assert_eq!(*dims, dim);
-            assert_eq!(*input_scale > 1.3, case == 3, "only the YaRN case scales its input");
+            assert!(rope.rotation(2 * dim).is_none(), "a RoPE of {dim} dims offered to rotate heads of {}", 2 * dim);
+            let (inv, input_scale) = rope.rotation(dim).expect("a RoPE over whole heads");
+            assert_eq!(input_scale > 1.3, case == 3, "only the YaRN case scales its input");
             let norms2 = with_norms.then_some(HeadNorms { q: &qw, k: &kw, eps: 1e-6 });
-            let got = qkv_heads(&y, h, norms2, (inv, *input_scale), offset).unwrap();
+            let got = qkv_heads(&y, h, norms2, (inv, input_scale), offset).unwrap();
             if !enabled() {
                 assert!(got.is_none(), "the fused q/k/v kernel ran without CUDA");
                 continue;

@@ -181,32 +181,24 @@ impl RmsNorm {
         Ok(mlx_rs::fast::rms_norm(x, Some(&self.weight), self.eps)?)
     }
 
-    /// The residual `h + d` and its norm: one fused kernel for a decode
-    /// step's row on CUDA (`decode_cuda::add_rms_norm`), else an add and
-    /// the norm.
-    pub fn add_forward(&self, h: &Array, d: &Array) -> Result<(Array, Array)> {
-        if let Some(both) = super::decode_cuda::add_rms_norm(h, d, &self.weight, self.eps)? {
-            return Ok(both);
-        }
-        let s = h.add(d)?;
-        let n = self.forward(&s)?;
-        Ok((s, n))
-    }
-
     /// A pre-norm layer's norm of the residual `h`, after adding `pending`
-    /// (the previous sublayer's output, if not added yet) to it in place.
+    /// (the previous sublayer's output, if not added yet) to it in place:
+    /// for a decode step's row on CUDA the add and the norm are one kernel
+    /// (`decode_cuda::add_rms_norm`).
     pub fn after_residual(&self, h: &mut Array, pending: Option<Array>) -> Result<Array> {
-        match pending {
-            Some(d) => {
-                let (s, n) = self.add_forward(h, &d)?;
-                *h = s;
-                Ok(n)
+        let Some(d) = pending else { return self.forward(h) };
+        let (s, n) = match super::decode_cuda::add_rms_norm(h, &d, &self.weight, self.eps)? {
+            Some(both) => both,
+            None => {
+                let s = h.add(&d)?;
+                let n = self.forward(&s)?;
+                (s, n)
             }
-            None => self.forward(h),
-        }
+        };
+        *h = s;
+        Ok(n)
     }
 }
-
 
 type Fused = Box<dyn for<'a> FnMut((&'a Array, &'a Array)) -> std::result::Result<Array, mlx_rs::error::Exception>>;
 type FusedSlot = std::thread::LocalKey<std::cell::RefCell<Option<Fused>>>;

@@ -302,7 +302,6 @@ const ROUTE: &str = r#"
 // instead of the router's matmul and `route`.
 const ROUTER_LOGITS: &str = r#"
   constexpr int CH = IN / 32;
-  constexpr int WARPS = 16;
   constexpr int RPW = (E + WARPS - 1) / WARPS;
   __shared__ float xt[IN];
   __shared__ float xsum[CH];
@@ -455,7 +454,7 @@ pub fn route_q4(x: &Array, gate: Q4, group: i32, k: i32, routing: Routing) -> Re
         let out = r
             .apply(&Launch {
                 inputs: &[x, gate.weight, gate.scales, gate.biases, gate.bias.unwrap_or(x)],
-                ints: &[("IN", hidden), ("GS", group), ("E", experts), ("K", k), ("MODE", mode)],
+                ints: &[("IN", hidden), ("GS", group), ("E", experts), ("K", k), ("MODE", mode), ("WARPS", ROUTER_WARPS)],
                 bools: &[("NORM", norm), ("BIAS", gate.bias.is_some())],
                 types: &[("T", dtype)],
                 outputs: &[(&[k], mlx_rs::Dtype::Uint32), (&[k], dtype)],

@@ -39,8 +39,9 @@ pub struct Rope {
     freqs: Option<Array>,
     /// Multiplies q and k before rotation (Phi-3's LongRoPE "mscale").
     input_scale: Option<Array>,
-    /// The rotation per position of each pair, for fused kernels (`inv_freq`).
-    inv: std::cell::OnceCell<(Array, f32, i32)>,
+    /// The rotation per position of each pair and the input scale as a
+    /// number, for fused kernels (`rotation`), made on first use.
+    inv: std::cell::OnceCell<(Array, f32)>,
 }
 
 impl Rope {
@@ -159,16 +160,16 @@ impl Rope {
         Rope { dims: 0, base: None, scale: 1.0, freqs: None, input_scale: None, inv: Default::default() }
     }
 
-    /// The angle per position of each rotated pair ([dims / 2] float32), as
-    /// MLX's rope computes it (`scale / freqs[i]`, or `scale * base^(-2i/dims)`),
-    /// and the factor the input is multiplied by first (1 for most), for
-    /// kernels that rotate inside a larger fused step. None for a RoPE that
-    /// rotates nothing.
-    pub fn inv_freq(&self) -> Option<&(Array, f32, i32)> {
-        if self.dims == 0 {
+    /// For kernels that rotate inside a larger fused step: the angle per
+    /// position of each rotated pair ([dims / 2] float32), as MLX's rope
+    /// computes it (`scale / freqs[i]`, or `scale * base^(-2i/dims)`), and
+    /// the factor the input is multiplied by first (1 for most). None unless
+    /// this RoPE rotates whole heads of `head_dim`.
+    pub fn rotation(&self, head_dim: i32) -> Option<(&Array, f32)> {
+        if self.dims == 0 || self.dims != head_dim {
             return None;
         }
-        Some(self.inv.get_or_init(|| {
+        let (inv, input_scale) = self.inv.get_or_init(|| {
             let half = self.dims / 2;
             let v: Vec<f32> = match (&self.freqs, self.base) {
                 (Some(f), _) => f.as_slice::<f32>().iter().map(|f| self.scale / f).collect(),
@@ -178,8 +179,9 @@ impl Rope {
                 (None, None) => vec![0.0; half as usize],
             };
             let input_scale = self.input_scale.as_ref().map_or(1.0, |s| s.as_slice::<f32>().first().copied().unwrap_or(1.0));
-            (Array::from_slice(&v, &[half]), input_scale, self.dims)
-        }))
+            (Array::from_slice(&v, &[half]), input_scale)
+        });
+        Some((inv, *input_scale))
     }
 
     pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
