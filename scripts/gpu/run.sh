@@ -4,7 +4,8 @@
 # side by side on them. usage: run.sh PRESET[,PRESET...] [PROMPTS] [GEN] [REPS] [ROUNDS]
 # The pseudo-preset `moe-kernels` runs scripts/gpu/moe_decode_kernel.py instead
 # (MLX's gather_qmm decode path against custom CUDA kernels, per layer), `moe-costs`
-# scripts/gpu/moe_costs.py (a Qwen3-MoE layer's parts priced with MLX ops), `sdpa-costs`
+# scripts/gpu/moe_costs.py (a Qwen3-MoE layer's parts priced with MLX ops), `op-costs`
+# scripts/gpu/op_costs.py (the host's encoding cost per op, by kind), `sdpa-costs`
 # scripts/gpu/sdpa_costs.py (gpt-oss's decode attention with sinks and window masks), and
 # `server-overhead` scripts/bench_server.sh (decode through the local server
 # against in process), `unit-tests` the carried library test binary's GPU checks (.devcarry/b/hearth-tests.xz,
@@ -48,7 +49,7 @@ off_run() {
 for p in "${PRESETS[@]}"; do
   if [ "$p" = unit-tests ]; then
     xz -dc "$ROOT/.devcarry/b/hearth-tests.xz" > /tmp/hearth-tests && chmod +x /tmp/hearth-tests
-    for f in fused cuda_kernel cuda_prefill compiled_activations; do
+    for f in fused cuda_kernel cuda_prefill cuda_decode compiled_activations; do
       /tmp/hearth-tests "$f" --nocapture 2>&1 | tee -a "${OUT:-/tmp}/unit-tests.txt" || true
     done
     continue
@@ -62,6 +63,10 @@ for p in "${PRESETS[@]}"; do
   fi
   if [ "$p" = moe-costs ]; then
     python3 "$ROOT/scripts/gpu/moe_costs.py" 2>&1 | tee "${OUT:-/tmp}/moe-costs.txt" || true
+    continue
+  fi
+  if [ "$p" = op-costs ]; then
+    python3 "$ROOT/scripts/gpu/op_costs.py" 2>&1 | tee -a "${OUT:-/tmp}/op-costs.txt" || true
     continue
   fi
   if [ "$p" = sdpa-costs ]; then

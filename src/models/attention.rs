@@ -75,6 +75,8 @@ pub struct Attention {
     scale: f32,
     sinks: Option<Array>,
     position_scale: Option<PositionScale>,
+    /// The decode attention kernel's counters (`attention_cuda`; CUDA only).
+    counter: Option<Array>,
 }
 
 impl Attention {
@@ -116,6 +118,7 @@ impl Attention {
             scale: s.scale,
             sinks: if s.sinks { Some(w.take_shaped(&format!("{p}.sinks"), &[nh])?) } else { None },
             position_scale: s.position_scale,
+            counter: super::attention_cuda::counter(nkv),
         })
     }
 
@@ -151,6 +154,18 @@ impl Attention {
             Qkv::Apart { q_proj, k_proj, v_proj } => split(q_proj.forward(x)?, k_proj.forward(x)?, v_proj.forward(x)?)?,
         };
         let (k, v) = cache.update_and_fetch(&k, &v)?;
+        if let (1, Some(counter)) = (b * l, &self.counter) {
+            // One token on CUDA: one kernel straight to the projection's input.
+            if let Some((k, v)) = mask.decode_keys(&k, &v) {
+                return match super::attention_cuda::attend(&q, &k, &v, self.sinks.as_ref(), counter, self.scale)? {
+                    Some(o) => self.o_proj.forward(&o),
+                    None => {
+                        let o = Mask::None.attend(&q, &k, &v, self.scale, self.sinks.as_ref())?;
+                        self.o_proj.forward(&o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?)
+                    }
+                };
+            }
+        }
         let o = mask.attend(&q, &k, &v, self.scale, self.sinks.as_ref())?;
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
         self.o_proj.forward(&o)
@@ -212,14 +227,22 @@ impl Mask {
         }
     }
 
+    /// The keys and values one decode query sees under this mask (the last
+    /// `n` for `Recent(n)`, views into the cache); None for the masks of
+    /// several queries.
+    pub fn decode_keys(&self, k: &Array, v: &Array) -> Option<(Array, Array)> {
+        let keys = k.shape()[2];
+        match self {
+            Mask::Recent(n) if keys > *n => Some((k.index((.., .., keys - n.., ..)), v.index((.., .., keys - n.., ..)))),
+            Mask::None | Mask::Recent(_) => Some((k.clone(), v.clone())),
+            Mask::Causal | Mask::Array(_) => None,
+        }
+    }
+
     /// Scaled dot-product attention of `q` over `k`, `v` ([B, heads, S, D])
     /// under this mask, with optional learned sinks per head.
     pub fn attend(&self, q: &Array, k: &Array, v: &Array, scale: f32, sinks: Option<&Array>) -> Result<Array> {
-        let keys = k.shape()[2];
-        let (k, v) = match self {
-            Mask::Recent(n) if keys > *n => (k.index((.., .., keys - n.., ..)), v.index((.., .., keys - n.., ..))),
-            _ => (k.clone(), v.clone()),
-        };
+        let (k, v) = self.decode_keys(k, v).unwrap_or_else(|| (k.clone(), v.clone()));
         Ok(fast::scaled_dot_product_attention(q, &k, &v, scale, self.as_sdpa(), sinks)?)
     }
 }

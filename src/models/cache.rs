@@ -18,7 +18,7 @@
 //! which MLX performs in place when the buffer has no other reader.
 
 use crate::error::Result;
-use mlx_rs::ops::indexing::{IndexOp, TryIndexMutOp};
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 
 const STEP: i32 = 256;
@@ -134,8 +134,8 @@ impl KvCache {
         }
         let keys = self.keys.as_mut().expect("allocated above");
         let values = self.values.as_mut().expect("allocated above");
-        keys.try_index_mut((.., .., prev..need, ..), k)?;
-        values.try_index_mut((.., .., prev..need, ..), v)?;
+        *keys = write_at(keys, k, prev)?;
+        *values = write_at(values, v, prev)?;
         self.offset = need + self.start;
         Ok((
             keys.index((.., .., ..need, ..)),
@@ -265,6 +265,24 @@ impl Cache {
             Cache::State(c) => c.arrays(),
         }
     }
+}
+
+/// `buf` with `update` ([B, H, n, D]) written at position `at` of axis 2:
+/// one `slice_update` (in place when `buf` has no other reader). Called
+/// through mlx-c because mlx-rs's indexed assignment adds two reshapes of the
+/// update per write, four graph ops per layer and token that the host
+/// encodes one by one on CUDA.
+fn write_at(buf: &Array, update: &Array, at: i32) -> Result<Array> {
+    let shape = update.shape();
+    if shape.len() != 4 {
+        return Err(crate::error::Error::Mlx(format!("a KV cache update of shape {shape:?}; [B, heads, n, dim] expected")));
+    }
+    let start = [0, 0, at, 0];
+    let stop = [shape[0], shape[1], at + shape[2], shape[3]];
+    let strides = [1, 1, 1, 1];
+    super::quant::call("slice_update", |res, s| unsafe {
+        mlx_sys::mlx_slice_update(res, buf.as_ptr(), update.as_ptr(), start.as_ptr(), 4, stop.as_ptr(), 4, strides.as_ptr(), 4, s)
+    })
 }
 
 #[cfg(test)]

@@ -68,12 +68,23 @@ fn mlx_dtype(d: Dtype) -> mlx_sys::mlx_dtype {
 impl Kernel {
     /// Inputs are made row-contiguous by MLX before the kernel sees them.
     pub fn new(name: &str, inputs: &[&str], outputs: &[&str], source: &str, header: &str) -> Result<Self> {
+        Self::build(name, inputs, outputs, source, header, true)
+    }
+
+    /// Inputs are passed as they lie (views included, no copy); the source
+    /// reads their layout from `{input}_strides` (and `{input}_shape`), which
+    /// MLX passes as kernel arguments where the source names them.
+    pub fn strided(name: &str, inputs: &[&str], outputs: &[&str], source: &str, header: &str) -> Result<Self> {
+        Self::build(name, inputs, outputs, source, header, false)
+    }
+
+    fn build(name: &str, inputs: &[&str], outputs: &[&str], source: &str, header: &str, contiguous: bool) -> Result<Self> {
         let (ins, _keep_in) = strings(inputs)?;
         let (outs, _keep_out) = strings(outputs)?;
         let c = |s: &str| CString::new(s).map_err(|e| Error::Mlx(e.to_string()));
         let (cname, src, hdr) = (c(name)?, c(source)?, c(header)?);
         let k = unsafe {
-            let k = mlx_sys::mlx_fast_cuda_kernel_new(cname.as_ptr(), ins, outs, src.as_ptr(), hdr.as_ptr(), true, 0);
+            let k = mlx_sys::mlx_fast_cuda_kernel_new(cname.as_ptr(), ins, outs, src.as_ptr(), hdr.as_ptr(), contiguous, 0);
             mlx_sys::mlx_vector_string_free(ins);
             mlx_sys::mlx_vector_string_free(outs);
             k

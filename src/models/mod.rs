@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod cache;
 pub mod convert;
+mod attention_cuda;
 mod cuda_kernel;
 pub mod fit;
 pub mod gated_delta;

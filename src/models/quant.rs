@@ -98,7 +98,7 @@ pub(crate) fn ensure_error_handler() {
 }
 
 /// Runs one mlx-c operation that writes an array.
-fn call(op: &str, f: impl FnOnce(*mut mlx_sys::mlx_array, mlx_sys::mlx_stream) -> i32) -> Result<Array> {
+pub(crate) fn call(op: &str, f: impl FnOnce(*mut mlx_sys::mlx_array, mlx_sys::mlx_stream) -> i32) -> Result<Array> {
     ensure_error_handler();
     let stream = Stream::thread_local_or_default();
     unsafe {
