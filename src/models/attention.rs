@@ -123,6 +123,17 @@ impl Attention {
     }
 
     pub fn forward(&self, x: &Array, cache: &mut KvCache, rope: &Rope, mask: &Mask) -> Result<Array> {
+        let (y, bias) = self.forward_parts(x, cache, rope, mask)?;
+        Ok(match bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        })
+    }
+
+    /// `forward` with the output projection's bias (gpt-oss) handed back
+    /// instead of added, for the residual kernel to add
+    /// (`RmsNorm::after_biased_residual`).
+    pub fn forward_parts(&self, x: &Array, cache: &mut KvCache, rope: &Rope, mask: &Mask) -> Result<(Array, Option<&Array>)> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
         // [B, L, n*D] -> [B, n, L, D]; the per-head norm (Qwen3) runs before the
         // transpose, on contiguous rows, which is what the fused rms_norm wants.
@@ -142,10 +153,14 @@ impl Attention {
         };
         let (q, k, v) = match &self.qkv {
             Qkv::Stacked(proj) => {
-                let y = proj.forward(x)?;
-                match self.fused_heads(&y, b * l, rope, offset)? {
+                let (y, bias) = proj.forward_parts(x)?;
+                match self.fused_heads(&y, bias, b * l, rope, offset)? {
                     Some([q, k, v]) => (q, k, v),
                     None => {
+                        let y = match bias {
+                            Some(bias) => y.add(bias)?,
+                            None => y,
+                        };
                         let (nq, nk) = (self.n_heads * self.head_dim, self.n_kv * self.head_dim);
                         split(y.index((.., .., ..nq)), y.index((.., .., nq..nq + nk)), y.index((.., .., nq + nk..)))?
                     }
@@ -158,17 +173,17 @@ impl Attention {
             // One token on CUDA: one kernel straight to the projection's input.
             if let Some((k, v)) = mask.decode_keys(&k, &v) {
                 return match super::attention_cuda::attend(&q, &k, &v, self.sinks.as_ref(), counter, self.scale)? {
-                    Some(o) => self.o_proj.forward(&o),
+                    Some(o) => self.o_proj.forward_parts(&o),
                     None => {
                         let o = Mask::None.attend(&q, &k, &v, self.scale, self.sinks.as_ref())?;
-                        self.o_proj.forward(&o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?)
+                        self.o_proj.forward_parts(&o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?)
                     }
                 };
             }
         }
         let o = mask.attend(&q, &k, &v, self.scale, self.sinks.as_ref())?;
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
-        self.o_proj.forward(&o)
+        self.o_proj.forward_parts(&o)
     }
 
     /// RoPE on q and k ([B, n, L, D]) at `offset`, and the long-context query
@@ -187,7 +202,7 @@ impl Attention {
     /// (`decode_cuda::qkv_heads`: the head norms and RoPE fused), where it
     /// applies: `rows` (batch x length) is 1, the RoPE rotates whole heads,
     /// both head norms or neither, no long-context query scale.
-    fn fused_heads(&self, y: &Array, rows: i32, rope: &Rope, offset: i32) -> Result<Option<[Array; 3]>> {
+    fn fused_heads(&self, y: &Array, bias: Option<&Array>, rows: i32, rope: &Rope, offset: i32) -> Result<Option<[Array; 3]>> {
         if rows != 1 || self.position_scale.is_some() || !super::decode_cuda::enabled() {
             return Ok(None);
         }
@@ -198,7 +213,7 @@ impl Attention {
             _ => return Ok(None),
         };
         let heads = super::decode_cuda::Heads { q: self.n_heads, kv: self.n_kv, dim: self.head_dim };
-        super::decode_cuda::qkv_heads(y, heads, norms, rotation, offset)
+        super::decode_cuda::qkv_heads(y, bias, heads, norms, rotation, offset)
     }
 }
 

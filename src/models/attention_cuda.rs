@@ -28,6 +28,7 @@ const SOURCE: &str = r#"
   constexpr int HG = THREADS / D;   // head groups when summing values
   constexpr int GPT = G / HG;       // heads per thread when summing values
   constexpr float LOG2E = 1.44269504089f;
+  const float NEG_INF = __int_as_float(0xff800000);
   const int n = k_shape[2];
   const int splits = gridDim.x / HKV;
   const int kvh = blockIdx.x / splits;
@@ -49,7 +50,7 @@ const SOURCE: &str = r#"
     qs[g][d] = static_cast<float>(q[(kvh * G + g) * q_strides[1] + d * q_strides[3]]) * ql;
   }
   if (t < G) {
-    run_max[t] = -inf;
+    run_max[t] = NEG_INF;
     run_sum[t] = 0.f;
   }
   const int d = t % D;
@@ -87,7 +88,7 @@ const SOURCE: &str = r#"
     // Online softmax, one warp per head: the tile's weights replace its
     // scores, earlier sums are rescaled to the new maximum.
     for (int g = warp; g < G; g += THREADS / 32) {
-      float m = -inf;
+      float m = NEG_INF;
       for (int j = lane; j < cnt; j += 32) m = fmaxf(m, sc[g][j]);
       #pragma unroll
       for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
@@ -142,9 +143,9 @@ const SOURCE: &str = r#"
   #pragma unroll
   for (int j = 0; j < GPT; ++j) {
     const int g = hg * GPT + j;
-    float m = -inf;
+    float m = NEG_INF;
     for (int r = 0; r < splits; ++r) m = fmaxf(m, __ldcg(pk + r * G * (D + 2) + G * D + g));
-    float sink = -inf;
+    float sink = NEG_INF;
     if (SINKS) {
       sink = static_cast<float>(sinks[kvh * G + g]) * LOG2E;
       m = fmaxf(m, sink);

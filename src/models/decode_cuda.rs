@@ -55,6 +55,11 @@ const QKV_HEADS: &str = r#"
   // Every global read first, so they share one memory round trip.
   float a = static_cast<float>(y[head * D + i]);
   float b = static_cast<float>(y[head * D + i + HALF]);
+  float ba = 0.f, bb = 0.f;
+  if (QKV_BIAS) {
+    ba = static_cast<float>(bias[head * D + i]);
+    bb = static_cast<float>(bias[head * D + i + HALF]);
+  }
   const float f = inv_freq[i];
   const float at = static_cast<float>(pos[0]);
   float wa = 0.f, wb = 0.f;
@@ -62,6 +67,11 @@ const QKV_HEADS: &str = r#"
     const T* wt = is_q ? q_w : k_w;
     wa = static_cast<float>(wt[i]);
     wb = static_cast<float>(wt[i + HALF]);
+  }
+  if (QKV_BIAS) {
+    // The projection's bias, added in T as MLX's add rounds it.
+    a = static_cast<float>(static_cast<T>(a + ba));
+    b = static_cast<float>(static_cast<T>(b + bb));
   }
   if (is_q || is_k) {
     if (NORM) {
@@ -91,7 +101,7 @@ const QKV_HEADS: &str = r#"
 "#;
 
 // One block of THREADS threads per row of N: the sum rounded to T (as MLX's add
-// returns it), then RMSNorm of that sum.
+// returns it; with BIAS, d + bias first), then RMSNorm of that sum.
 const ADD_RMS_NORM: &str = r#"
   constexpr int PER = (N + THREADS - 1) / THREADS;
   const size_t row = blockIdx.x;
@@ -99,7 +109,7 @@ const ADD_RMS_NORM: &str = r#"
   // All loads before any store: the outputs could alias the inputs as far
   // as the compiler knows, so an interleaved loop waited out one memory
   // round trip per element (9 us per launch).
-  float xv[PER], dv[PER], wv[PER];
+  float xv[PER], dv[PER], wv[PER], bv[PER];
   #pragma unroll
   for (int j = 0; j < PER; ++j) {
     const int c = t + j * THREADS;
@@ -107,6 +117,7 @@ const ADD_RMS_NORM: &str = r#"
       xv[j] = static_cast<float>(x[row * N + c]);
       dv[j] = static_cast<float>(d[row * N + c]);
       wv[j] = static_cast<float>(w[c]);
+      bv[j] = BIAS ? static_cast<float>(bias[c]) : 0.f;
     }
   }
   float ss = 0.f;
@@ -114,7 +125,9 @@ const ADD_RMS_NORM: &str = r#"
   for (int j = 0; j < PER; ++j) {
     const int c = t + j * THREADS;
     if (c < N) {
-      const T s = static_cast<T>(xv[j] + dv[j]);
+      // The branch's bias (gpt-oss's output projection) first, in T.
+      const float dj = BIAS ? static_cast<float>(static_cast<T>(dv[j] + bv[j])) : dv[j];
+      const T s = static_cast<T>(xv[j] + dj);
       h[row * N + c] = s;
       xv[j] = static_cast<float>(s);
       ss += xv[j] * xv[j];
@@ -136,8 +149,8 @@ const ADD_RMS_NORM: &str = r#"
 const ADD_NORM_THREADS: i32 = 256;
 
 thread_local! {
-    static QKV: Option<Kernel> = Kernel::new("hearth_qkv_heads", &["y", "q_w", "k_w", "inv_freq", "pos"], &["q", "k", "v"], QKV_HEADS, HEADER).ok();
-    static ADD_NORM: Option<Kernel> = Kernel::new("hearth_add_rms_norm", &["x", "d", "w"], &["h", "out"], ADD_RMS_NORM, HEADER).ok();
+    static QKV: Option<Kernel> = Kernel::new("hearth_qkv_heads", &["y", "bias", "q_w", "k_w", "inv_freq", "pos"], &["q", "k", "v"], QKV_HEADS, HEADER).ok();
+    static ADD_NORM: Option<Kernel> = Kernel::new("hearth_add_rms_norm", &["x", "d", "bias", "w"], &["h", "out"], ADD_RMS_NORM, HEADER).ok();
 }
 
 /// The position as a one-value array, made once per decode step: every layer
@@ -191,13 +204,14 @@ fn takes(dim: i32) -> bool {
     dim % 64 == 0 && (64..=2048).contains(&dim)
 }
 
-/// One token's stacked q/k/v projection `y` ([1, 1, (q + 2 kv) * dim]) ->
+/// One token's stacked q/k/v projection `y` ([1, 1, (q + 2 kv) * dim]), plus
+/// its `bias` where it has one (Qwen2, gpt-oss) ->
 /// q [1, q, 1, dim], k and v [1, kv, 1, dim], q and k normed per head (when
 /// `norms`), multiplied by the RoPE's input scale and rotated by `inv_freq`
 /// ([dim / 2] float32, the rotation per position of each pair) at position
 /// `offset`. None where the kernel does not apply (not CUDA, turned off,
 /// other types or shapes).
-pub fn qkv_heads(y: &Array, heads: Heads, norms: Option<HeadNorms>, rope: (&Array, f32), offset: i32) -> Result<Option<[Array; 3]>> {
+pub fn qkv_heads(y: &Array, bias: Option<&Array>, heads: Heads, norms: Option<HeadNorms>, rope: (&Array, f32), offset: i32) -> Result<Option<[Array; 3]>> {
     let (inv_freq, input_scale) = rope;
     let dtype = y.dtype();
     let Heads { q: nq, kv: nkv, dim } = heads;
@@ -207,6 +221,7 @@ pub fn qkv_heads(y: &Array, heads: Heads, norms: Option<HeadNorms>, rope: (&Arra
         || y.size() as i64 != ((nq + 2 * nkv) * dim) as i64
         || inv_freq.size() as i32 != dim / 2
         || inv_freq.dtype() != Dtype::Float32
+        || bias.is_some_and(|b| b.dtype() != dtype || b.size() != y.size())
         || norms.as_ref().is_some_and(|n| n.q.dtype() != dtype || n.k.dtype() != dtype || n.q.size() as i32 != dim || n.k.size() as i32 != dim)
     {
         return Ok(None);
@@ -219,9 +234,9 @@ pub fn qkv_heads(y: &Array, heads: Heads, norms: Option<HeadNorms>, rope: (&Arra
     QKV.with(|kernel| {
         let kernel = kernel.as_ref().ok_or_else(|| Error::Mlx("the fused q/k/v kernel could not be built".into()))?;
         let out = kernel.apply(&Launch {
-            inputs: &[y, qw, kw, inv_freq, &pos],
+            inputs: &[y, bias.unwrap_or(y), qw, kw, inv_freq, &pos],
             ints: &[("H", nq), ("HKV", nkv), ("D", dim), ("EPS", eps.to_bits() as i32), ("SCALE", input_scale.to_bits() as i32)],
-            bools: &[("NORM", norms.is_some()), ("SCALED", input_scale != 1.0)],
+            bools: &[("NORM", norms.is_some()), ("SCALED", input_scale != 1.0), ("QKV_BIAS", bias.is_some())],
             types: &[("T", dtype)],
             outputs: &[(&[1, nq, 1, dim], dtype), (&[1, nkv, 1, dim], dtype), (&[1, nkv, 1, dim], dtype)],
             grid: ((nq + 2 * nkv) * dim / 2, 1, 1),
@@ -235,9 +250,10 @@ pub fn qkv_heads(y: &Array, heads: Heads, norms: Option<HeadNorms>, rope: (&Arra
     })
 }
 
-/// `x + d` and the RMSNorm of it (weight `w`, epsilon `eps`) over the last
-/// axis, for one row; None where the kernel does not apply.
-pub fn add_rms_norm(x: &Array, d: &Array, w: &Array, eps: f32) -> Result<Option<(Array, Array)>> {
+/// `x + d` (`d + bias` first, where given) and the RMSNorm of it (weight
+/// `w`, epsilon `eps`) over the last axis, for one row; None where the
+/// kernel does not apply.
+pub fn add_rms_norm(x: &Array, d: &Array, bias: Option<&Array>, w: &Array, eps: f32) -> Result<Option<(Array, Array)>> {
     let dtype = x.dtype();
     let n = *x.shape().last().unwrap_or(&0);
     if !enabled()
@@ -248,6 +264,7 @@ pub fn add_rms_norm(x: &Array, d: &Array, w: &Array, eps: f32) -> Result<Option<
         || x.size() as i32 != n
         || w.size() as i32 != n
         || !(1..=ADD_NORM_THREADS * 32).contains(&n)
+        || bias.is_some_and(|b| b.dtype() != dtype || b.size() as i32 != n)
     {
         return Ok(None);
     }
@@ -255,9 +272,9 @@ pub fn add_rms_norm(x: &Array, d: &Array, w: &Array, eps: f32) -> Result<Option<
         let kernel = kernel.as_ref().ok_or_else(|| Error::Mlx("the fused add + RMSNorm kernel could not be built".into()))?;
         let shape = x.shape().to_vec();
         let out = kernel.apply(&Launch {
-            inputs: &[x, d, w],
+            inputs: &[x, d, bias.unwrap_or(x), w],
             ints: &[("N", n), ("EPS", eps.to_bits() as i32), ("THREADS", ADD_NORM_THREADS)],
-            bools: &[],
+            bools: &[("BIAS", bias.is_some())],
             types: &[("T", dtype)],
             outputs: &[(&shape, dtype), (&shape, dtype)],
             grid: (ADD_NORM_THREADS, 1, 1),
@@ -323,7 +340,13 @@ mod tests {
             let (inv, input_scale) = rope.rotation(dim).expect("a RoPE over whole heads");
             assert_eq!(input_scale > 1.3, case == 3, "only the YaRN case scales its input");
             let norms2 = with_norms.then_some(HeadNorms { q: &qw, k: &kw, eps: 1e-6 });
-            let got = qkv_heads(&y, h, norms2, (inv, input_scale), offset).unwrap();
+            // The YaRN case (gpt-oss's) also carries the projection's bias.
+            let bias = (case == 3).then(|| normal(&[(h.q + 2 * h.kv) * dim], 40 + case as u64));
+            let got = qkv_heads(&y, bias.as_ref(), h, norms2, (inv, input_scale), offset).unwrap();
+            let y = match &bias {
+                Some(b) => y.add(b).unwrap(),
+                None => y,
+            };
             if !enabled() {
                 assert!(got.is_none(), "the fused q/k/v kernel ran without CUDA");
                 continue;
@@ -344,7 +367,7 @@ mod tests {
     fn cuda_kernel_add_rms_norm_matches_the_ops_path_or_stays_off() {
         for (n, seed) in [(2048, 1), (2880, 2), (96, 3)] {
             let (x, d, w) = (normal(&[1, 1, n], seed), normal(&[1, 1, n], seed + 10), normal(&[n], seed + 20));
-            let got = add_rms_norm(&x, &d, &w, 1e-5).unwrap();
+            let got = add_rms_norm(&x, &d, None, &w, 1e-5).unwrap();
             if !enabled() {
                 assert!(got.is_none(), "the fused add + RMSNorm kernel ran without CUDA");
                 continue;
@@ -359,6 +382,16 @@ mod tests {
         }
         // Two rows are left to the ops path.
         let x = normal(&[1, 2, 64], 9);
-        assert!(add_rms_norm(&x, &x, &normal(&[64], 8), 1e-5).unwrap().is_none(), "two rows took the one-row kernel");
+        assert!(add_rms_norm(&x, &x, None, &normal(&[64], 8), 1e-5).unwrap().is_none(), "two rows took the one-row kernel");
+        // With the branch's bias (gpt-oss's output projection): as d + bias added first.
+        let (x, d, b, w) = (normal(&[1, 1, 2880], 4), normal(&[1, 1, 2880], 5), normal(&[2880], 6), normal(&[2880], 7));
+        if let Some((h, out)) = add_rms_norm(&x, &d, Some(&b), &w, 1e-5).unwrap() {
+            let want_h = x.add(d.add(&b).unwrap()).unwrap();
+            let want = mlx_rs::fast::rms_norm(&want_h, Some(&w), 1e-5).unwrap();
+            let (dh, dn) = (max_diff(&h, &want_h), max_diff(&out, &want));
+            println!("add_rms_norm with bias: sum max |diff| {dh}, norm max |diff| {dn}");
+            assert_eq!(dh, 0.0, "the biased sum must round as MLX's adds do");
+            assert!(dn <= 0.04, "the norm differs from MLX's by {dn}");
+        }
     }
 }

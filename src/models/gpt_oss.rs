@@ -94,10 +94,15 @@ impl MlpBlock {
         if let Some(y) = self.experts.decode_gated(x, &self.router, self.top_k, super::moe_cuda::Routing::TopKSoftmax)? {
             return Ok(y);
         }
-        let g = self.router.forward(x)?;
-        if let Some(y) = self.experts.decode_routed(x, &g, self.top_k, super::moe_cuda::Routing::TopKSoftmax)? {
+        // The router's bias goes into the router kernel where that runs.
+        let (g, bias) = self.router.forward_parts(x)?;
+        if let Some(y) = self.experts.decode_routed(x, &g, bias, self.top_k, super::moe_cuda::Routing::TopKSoftmax)? {
             return Ok(y);
         }
+        let g = match bias {
+            Some(b) => g.add(b)?,
+            None => g,
+        };
         let kth = self.num_experts - self.top_k;
         let inds = ops::argpartition_axis(&g, kth, -1)?.index((.., .., kth..));
         // Softmax over the chosen experts' logits only (not over all experts).
@@ -233,8 +238,9 @@ impl LanguageModel for Model {
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let mask = masks.get(layer.sliding)?;
             let x = layer.input_layernorm.after_residual(&mut h, pending.take())?;
-            let a = layer.self_attn.forward(&x, c.as_kv()?, &self.rope, mask)?;
-            let x = layer.post_attention_layernorm.after_residual(&mut h, Some(a))?;
+            // The output projection's bias joins the residual kernel.
+            let (a, bias) = layer.self_attn.forward_parts(&x, c.as_kv()?, &self.rope, mask)?;
+            let x = layer.post_attention_layernorm.after_biased_residual(&mut h, &a, bias)?;
             pending = Some(layer.mlp.forward(&x)?);
         }
         if let Some(m) = pending {

@@ -109,6 +109,16 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
+        let (y, bias) = self.forward_parts(x)?;
+        Ok(match bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        })
+    }
+
+    /// The product without the bias, and the bias: for fused kernels that
+    /// add it themselves (one add and one broadcast fewer per call).
+    pub fn forward_parts(&self, x: &Array) -> Result<(Array, Option<&Array>)> {
         let (y, bias) = match self {
             Linear::Dense { weight, bias } => (x.matmul(weight.t())?, bias),
             Linear::Quantized {
@@ -119,10 +129,7 @@ impl Linear {
                 spec,
             } => (quant::quantized_matmul(x, weight, scales, biases.as_ref(), *spec)?, bias),
         };
-        Ok(match bias {
-            Some(b) => y.add(b)?,
-            None => y,
-        })
+        Ok((y, bias.as_ref()))
     }
 
     /// Rows of the (dequantized) weight, for embedding lookups of tied heads.
@@ -186,10 +193,22 @@ impl RmsNorm {
     /// for a decode step's row on CUDA the add and the norm are one kernel
     /// (`decode_cuda::add_rms_norm`).
     pub fn after_residual(&self, h: &mut Array, pending: Option<Array>) -> Result<Array> {
-        let Some(d) = pending else { return self.forward(h) };
-        let (s, n) = match super::decode_cuda::add_rms_norm(h, &d, &self.weight, self.eps)? {
+        match pending {
+            Some(d) => self.after_biased_residual(h, &d, None),
+            None => self.forward(h),
+        }
+    }
+
+    /// `after_residual` for a branch whose last projection's `bias` is still
+    /// to be added (`Linear::forward_parts`): the kernel adds it too.
+    pub fn after_biased_residual(&self, h: &mut Array, d: &Array, bias: Option<&Array>) -> Result<Array> {
+        let (s, n) = match super::decode_cuda::add_rms_norm(h, d, bias, &self.weight, self.eps)? {
             Some(both) => both,
             None => {
+                let d = match bias {
+                    Some(b) => d.add(b)?,
+                    None => d.clone(),
+                };
                 let s = h.add(&d)?;
                 let n = self.forward(&s)?;
                 (s, n)

@@ -238,15 +238,16 @@ impl SwitchGlu {
         moe_cuda::fits(x.shape()[2], parts.0.weight.shape()[1], k, parts.3).then_some(parts)
     }
 
-    /// One token through the router's CUDA kernel and the fused decode
-    /// kernels; None where they do not apply.
-    pub fn decode_routed(&self, x: &Array, logits: &Array, k: i32, routing: moe_cuda::Routing) -> Result<Option<Array>> {
+    /// One token through the router's CUDA kernel (which adds the router's
+    /// `bias` to `logits` where given) and the fused decode kernels; None
+    /// where they do not apply.
+    pub fn decode_routed(&self, x: &Array, logits: &Array, bias: Option<&Array>, k: i32, routing: moe_cuda::Routing) -> Result<Option<Array>> {
         let experts = logits.shape().last().copied().unwrap_or(0);
-        if !moe_cuda::routes(experts, k) || logits.dtype() != x.dtype() {
+        if !moe_cuda::routes(experts, k) || logits.dtype() != x.dtype() || bias.is_some_and(|b| b.dtype() != x.dtype() || b.size() as i32 != experts) {
             return Ok(None);
         }
         let Some(parts) = self.fused_parts(x, k) else { return Ok(None) };
-        let (inds, scores) = moe_cuda::route(&logits.reshape(&[experts])?, k, routing)?;
+        let (inds, scores) = moe_cuda::route(logits, bias, k, routing)?;
         self.run_fused(x, &inds, &scores, parts).map(Some)
     }
 
@@ -264,7 +265,7 @@ impl SwitchGlu {
         if spec.mode != QuantMode::Affine || spec.bits != 4 || !fits || !router.dtypes_are(dtype) {
             return Ok(None);
         }
-        let (inds, scores) = moe_cuda::route_q4(&x.reshape(&[hidden])?, router, spec.group_size, k, routing)?;
+        let (inds, scores) = moe_cuda::route_q4(x, router, spec.group_size, k, routing)?;
         self.run_fused(x, &inds, &scores, parts).map(Some)
     }
 
@@ -279,18 +280,7 @@ impl SwitchGlu {
     /// `x` [1, 1, D] through the decode kernels with `inds` and `scores` [k].
     fn run_fused(&self, x: &Array, inds: &Array, scores: &Array, (gate, up, down, group): (Q4<'_>, Q4<'_>, Q4<'_>, i32)) -> Result<Array> {
         let dtype = x.dtype();
-        let d = x.shape()[2];
-        let y = moe_cuda::decode(
-            &x.reshape(&[d])?,
-            &inds.as_dtype(Dtype::Uint32)?,
-            &scores.as_dtype(dtype)?,
-            gate,
-            up,
-            down,
-            group,
-            self.activation == Glu::OaiClamped,
-        )?;
-        Ok(y.reshape(&[1, 1, d])?)
+        moe_cuda::decode(x, &inds.as_dtype(Dtype::Uint32)?, &scores.as_dtype(dtype)?, gate, up, down, group, self.activation == Glu::OaiClamped)
     }
 
     fn experts(&self, x: &Array, idx: &Array, sorted: bool, dequantized: bool) -> Result<Array> {
@@ -341,7 +331,7 @@ impl SparseMoe {
             return Ok(y);
         }
         let logits = self.gate.forward(x)?;
-        if let Some(y) = self.switch_mlp.decode_routed(x, &logits, self.top_k, routing)? {
+        if let Some(y) = self.switch_mlp.decode_routed(x, &logits, None, self.top_k, routing)? {
             return Ok(y);
         }
         let gates = ops::softmax_axis(logits, -1, true)?;
@@ -471,10 +461,10 @@ mod tests {
         for (n, routing) in [Routing::SoftmaxTopK { norm: true }, Routing::SoftmaxTopK { norm: false }, Routing::TopKSoftmax].into_iter().enumerate() {
             let logits = random::normal::<f32>(&[1, 1, e][..], 0.0, 2.0, &random::key(40 + n as u64).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
             if !moe_cuda::enabled() {
-                assert!(glu.decode_routed(&x, &logits, 2, routing).unwrap().is_none(), "the CUDA router ran without CUDA");
+                assert!(glu.decode_routed(&x, &logits, None, 2, routing).unwrap().is_none(), "the CUDA router ran without CUDA");
                 continue;
             }
-            let (inds, scores) = moe_cuda::route(&logits.reshape(&[e]).unwrap(), k, routing).unwrap();
+            let (inds, scores) = moe_cuda::route(&logits.reshape(&[e]).unwrap(), None, k, routing).unwrap();
             let kth = e - k;
             let (want_i, want_s) = match routing {
                 Routing::SoftmaxTopK { norm } => {
@@ -500,6 +490,11 @@ mod tests {
             };
             let (got, want) = (pairs(&inds, &scores), pairs(&want_i, &want_s));
             eprintln!("router kernel ({routing:?}): {got:?}");
+            // With the router's bias added in the kernel: exactly as if added before it.
+            let bias = random::normal::<f32>(&[e][..], 0.0, 1.0, &random::key(60 + n as u64).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+            let (bi, bs) = moe_cuda::route(&logits, Some(&bias), k, routing).unwrap();
+            let (ai, as_) = moe_cuda::route(&logits.add(&bias).unwrap(), None, k, routing).unwrap();
+            assert_eq!(pairs(&bi, &bs), pairs(&ai, &as_), "{routing:?}: the bias in the kernel routes otherwise than added before it");
             assert_eq!(got.iter().map(|p| p.0).collect::<Vec<_>>(), want.iter().map(|p| p.0).collect::<Vec<_>>(), "{routing:?} chose other experts");
             for (g, w) in got.iter().zip(&want) {
                 assert!((g.1 - w.1).abs() <= 1e-2 * w.1.abs().max(1e-3), "{routing:?}: expert {} weighted {} against {}", g.0, g.1, w.1);
@@ -554,11 +549,11 @@ mod tests {
             }
             let fused = fused.expect("the fused router applies to a 4-bit router");
             let logits = gate.forward(&x).unwrap();
-            let want = glu.decode_routed(&x, &logits, k, routing).unwrap().expect("the routed path applies");
+            let want = glu.decode_routed(&x, &logits, None, k, routing).unwrap().expect("the routed path applies");
             let Linear::Quantized { weight, scales, biases: Some(biases), bias, .. } = &gate else { unreachable!() };
             let q4 = Q4 { weight, scales, biases, bias: bias.as_ref() };
             let (i1, s1) = moe_cuda::route_q4(&x.reshape(&[d]).unwrap(), q4, 64, k, routing).unwrap();
-            let (i2, s2) = moe_cuda::route(&logits.reshape(&[e]).unwrap(), k, routing).unwrap();
+            let (i2, s2) = moe_cuda::route(&logits.reshape(&[e]).unwrap(), None, k, routing).unwrap();
             assert_eq!(i1.as_slice::<u32>(), i2.as_slice::<u32>(), "the fused router chose other experts (case {n})");
             let ds = s1.as_dtype(Dtype::Float32).unwrap().subtract(s2.as_dtype(Dtype::Float32).unwrap()).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
             let dy = fused.as_dtype(Dtype::Float32).unwrap().subtract(want.as_dtype(Dtype::Float32).unwrap()).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();

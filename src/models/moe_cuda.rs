@@ -230,7 +230,7 @@ const ROUTE: &str = r#"
   #pragma unroll
   for (int i = 0; i < PER; ++i) {
     int e = lane + 32 * i;
-    v[i] = e < E ? static_cast<float>(logits[e]) : -INFINITY;
+    v[i] = e < E ? LOGIT(e) : -INFINITY;
     m = fmaxf(m, v[i]);
   }
   if (MODE == 0) {
@@ -358,14 +358,24 @@ const DOWN_ROWS: i32 = 2;
 /// Largest static shared memory a block may use (48 KiB) in floats.
 const SHARED_FLOATS: i32 = 48 * 1024 / 4;
 
+// How ROUTE reads logit `e`: from the router matmul's output plus its bias
+// (gpt-oss's 8-bit router; the sum rounded to T as MLX's add returns it, one
+// op and a broadcast fewer per layer), or from `route_q4`'s shared logits.
+const ROUTE_BIASED: &str = r#"
+#define LOGIT(e) (BIAS ? static_cast<float>(static_cast<T>(static_cast<float>(logits[e]) + static_cast<float>(bias[e]))) : static_cast<float>(logits[e]))
+"#;
+const ROUTE_SHARED: &str = r#"
+#define LOGIT(e) static_cast<float>(logits[e])
+"#;
+
 thread_local! {
     static KERNELS: Option<(Kernel, Kernel)> = build().ok();
-    static ROUTER: Option<Kernel> = Kernel::new("hearth_moe_route", &["logits"], &["inds", "scores"], ROUTE, "").ok();
+    static ROUTER: Option<Kernel> = Kernel::new("hearth_moe_route", &["logits", "bias"], &["inds", "scores"], &format!("{ROUTE_BIASED}{ROUTE}"), "").ok();
     static GATED_ROUTER: Option<Kernel> = Kernel::new(
         "hearth_moe_route_q4",
         &["x", "w", "s", "b", "bias"],
         &["inds", "scores"],
-        &format!("{ROUTER_LOGITS}{ROUTE}"),
+        &format!("{ROUTER_LOGITS}{ROUTE_SHARED}{ROUTE}"),
         HEADER,
     )
     .ok();
@@ -404,9 +414,10 @@ pub fn routes(experts: i32, k: i32) -> bool {
     (1..=1024).contains(&experts) && (1..=32.min(experts)).contains(&k)
 }
 
-/// The router's choice for one token: `logits` [E] (the model's float type)
-/// -> the `k` chosen experts [k] uint32 and their weights [k].
-pub fn route(logits: &Array, k: i32, routing: Routing) -> Result<(Array, Array)> {
+/// The router's choice for one token: `logits` [E] (the model's float type;
+/// any shape of E values), plus the router's `bias` [E] where it has one ->
+/// the `k` chosen experts [k] uint32 and their weights [k].
+pub fn route(logits: &Array, bias: Option<&Array>, k: i32, routing: Routing) -> Result<(Array, Array)> {
     let dtype = logits.dtype();
     let experts = logits.size() as i32;
     let (mode, norm) = routing.args();
@@ -414,9 +425,9 @@ pub fn route(logits: &Array, k: i32, routing: Routing) -> Result<(Array, Array)>
         let r = r.as_ref().ok_or_else(|| Error::Mlx("the MoE router kernel could not be built".into()))?;
         let out = r
             .apply(&Launch {
-                inputs: &[logits],
+                inputs: &[logits, bias.unwrap_or(logits)],
                 ints: &[("E", experts), ("K", k), ("MODE", mode)],
-                bools: &[("NORM", norm)],
+                bools: &[("NORM", norm), ("BIAS", bias.is_some())],
                 types: &[("T", dtype)],
                 outputs: &[(&[k], mlx_rs::Dtype::Uint32), (&[k], dtype)],
                 grid: (32, 1, 1),
@@ -441,13 +452,14 @@ pub fn routes_q4(hidden: i32, group: i32, experts: i32, k: i32) -> bool {
         && hidden + hidden / 32 + experts <= SHARED_FLOATS
 }
 
-/// The router's matmul and choice for one token in one launch: `x` [D],
+/// The router's matmul and choice for one token in one launch: `x` [D] (or
+/// [1, 1, D]: the kernel reads it flat, and a reshape is one more graph op),
 /// the router's 4-bit affine weights `gate` ([E, D/8] packed, scales and
 /// biases [E, D/group], bias [E] if any) -> the `k` chosen experts [k] uint32
 /// and their weights [k]. The caller checks `routes_q4` and the dtypes.
 pub fn route_q4(x: &Array, gate: Q4, group: i32, k: i32, routing: Routing) -> Result<(Array, Array)> {
     let dtype = x.dtype();
-    let (hidden, experts) = (x.shape()[0], gate.weight.shape()[0]);
+    let (hidden, experts) = (x.shape().last().copied().unwrap_or(0), gate.weight.shape()[0]);
     let (mode, norm) = routing.args();
     GATED_ROUTER.with(|r| {
         let r = r.as_ref().ok_or_else(|| Error::Mlx("the MoE router kernel could not be built".into()))?;
@@ -515,12 +527,14 @@ pub fn fits(hidden: i32, inter: i32, k: i32, group: i32) -> bool {
 }
 
 /// The experts' output for one token, weighted by `scores` and summed: `x` [D]
-/// (the model's float type), `idx` [k] uint32, `scores` [k] -> [D].
+/// or [1, 1, D] (the model's float type), `idx` [k] uint32, `scores` [k] ->
+/// the shape of `x` (no reshapes around the kernels: each is a graph op).
 #[allow(clippy::too_many_arguments)]
 pub fn decode(x: &Array, idx: &Array, scores: &Array, gate: Q4, up: Q4, down: Q4, group: i32, oai: bool) -> Result<Array> {
     let dtype = x.dtype();
     let k = idx.shape()[0];
-    let (hidden, inter) = (x.shape()[0], gate.weight.shape()[1]);
+    let (hidden, inter) = (x.shape().last().copied().unwrap_or(0), gate.weight.shape()[1]);
+    let shape = x.shape().to_vec();
     // Without expert biases the kernels never read the bias input; `x` stands
     // in for it (a fresh placeholder array cost a conversion launch per layer).
     let bias = gate.bias.is_some();
@@ -540,7 +554,7 @@ pub fn decode(x: &Array, idx: &Array, scores: &Array, gate: Q4, up: Q4, down: Q4
             ints: &[("IN", inter), ("OUT", hidden), ("GS", group), ("K", k), ("R", DOWN_ROWS)],
             bools: &[("BIAS", bias)],
             types: &[("T", dtype)],
-            outputs: &[(&[hidden], dtype)],
+            outputs: &[(&shape, dtype)],
             grid: (32 * hidden / DOWN_ROWS, 1, 1),
             block: (256, 1, 1),
         })?;
