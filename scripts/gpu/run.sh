@@ -85,6 +85,11 @@ for p in "${PRESETS[@]}"; do
   bash "$ROOT/scripts/bench_compare.sh" "$M" "$PROMPTS" "$GEN" "$REPS" "${5:-2}" 2>&1 | tee "${OUT:-/tmp}/bench-$p.txt"
   if [ "${KERNEL_OFF:-0}" = 1 ]; then off_run HEARTH_MOE_KERNEL; fi
   if [ "${FUSION_OFF:-0}" = 1 ]; then off_run HEARTH_DECODE_FUSION; fi
+  # ALSO_BIN=path: another Hearth binary (an earlier build) on the same model, for A/B.
+  if [ -n "${ALSO_BIN:-}" ]; then
+    echo "# $ALSO_BIN" | tee -a "${OUT:-/tmp}/bench-$p.txt"
+    "$ALSO_BIN" bench --model "$M" --prompt-tokens "$PROMPTS" --gen-tokens "$GEN" --reps "$REPS" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
+  fi
   if [ "${DELTA_OFF:-0}" = 1 ]; then off_run HEARTH_DELTA_KERNEL --multi-turn; fi
   # Disk holds one large synthetic model at a time.
   [ "${KEEP_MODELS:-0}" = 1 ] || rm -rf "$M"
