@@ -4,6 +4,7 @@
 //! shares it.
 
 use super::cache::KvCache;
+use super::layers::with_bias;
 use super::rope::Rope;
 use super::{Linear, RmsNorm, Weights};
 use crate::error::Result;
@@ -124,10 +125,7 @@ impl Attention {
 
     pub fn forward(&self, x: &Array, cache: &mut KvCache, rope: &Rope, mask: &Mask) -> Result<Array> {
         let (y, bias) = self.forward_parts(x, cache, rope, mask)?;
-        Ok(match bias {
-            Some(b) => y.add(b)?,
-            None => y,
-        })
+        with_bias(y, bias)
     }
 
     /// `forward` with the output projection's bias (gpt-oss) handed back
@@ -157,10 +155,7 @@ impl Attention {
                 match self.fused_heads(&y, bias, b * l, rope, offset)? {
                     Some([q, k, v]) => (q, k, v),
                     None => {
-                        let y = match bias {
-                            Some(bias) => y.add(bias)?,
-                            None => y,
-                        };
+                        let y = with_bias(y, bias)?;
                         let (nq, nk) = (self.n_heads * self.head_dim, self.n_kv * self.head_dim);
                         split(y.index((.., .., ..nq)), y.index((.., .., nq..nq + nk)), y.index((.., .., nq + nk..)))?
                     }

@@ -189,7 +189,7 @@ pub fn counter(kv_heads: i32) -> Option<Array> {
 /// per KV head (the value pass spreads the group over the block's threads).
 fn takes(dim: i32, group: i32) -> bool {
     let threads = dim.max(128);
-    matches!(dim, 64 | 128 | 256) && group >= 1 && group <= 16 && group % (threads / dim) == 0
+    matches!(dim, 64 | 128 | 256) && (1..=16).contains(&group) && group % (threads / dim) == 0
 }
 
 /// One query row `q` ([1, heads, 1, dim], any strides) over `k`, `v`

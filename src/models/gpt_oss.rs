@@ -99,10 +99,7 @@ impl MlpBlock {
         if let Some(y) = self.experts.decode_routed(x, &g, bias, self.top_k, super::moe_cuda::Routing::TopKSoftmax)? {
             return Ok(y);
         }
-        let g = match bias {
-            Some(b) => g.add(b)?,
-            None => g,
-        };
+        let g = super::layers::with_bias(g, bias)?;
         let kth = self.num_experts - self.top_k;
         let inds = ops::argpartition_axis(&g, kth, -1)?.index((.., .., kth..));
         // Softmax over the chosen experts' logits only (not over all experts).

@@ -23,6 +23,14 @@ pub enum Linear {
     },
 }
 
+/// `y + bias` where there is a bias (the second half of `Linear::forward_parts`).
+pub fn with_bias(y: Array, bias: Option<&Array>) -> Result<Array> {
+    Ok(match bias {
+        Some(b) => y.add(b)?,
+        None => y,
+    })
+}
+
 impl Linear {
     /// Several layers over the same input as one (their output rows stacked):
     /// attention's q, k and v projections as one matmul, one launch instead of
@@ -110,10 +118,7 @@ impl Linear {
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
         let (y, bias) = self.forward_parts(x)?;
-        Ok(match bias {
-            Some(b) => y.add(b)?,
-            None => y,
-        })
+        with_bias(y, bias)
     }
 
     /// The product without the bias, and the bias: for fused kernels that
@@ -205,11 +210,7 @@ impl RmsNorm {
         let (s, n) = match super::decode_cuda::add_rms_norm(h, d, bias, &self.weight, self.eps)? {
             Some(both) => both,
             None => {
-                let d = match bias {
-                    Some(b) => d.add(b)?,
-                    None => d.clone(),
-                };
-                let s = h.add(&d)?;
+                let s = h.add(with_bias(d.clone(), bias)?)?;
                 let n = self.forward(&s)?;
                 (s, n)
             }
