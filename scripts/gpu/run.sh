@@ -43,8 +43,14 @@ PROMPTS=${2:-128,2048}; GEN=${3:-256}; REPS=${4:-3}
 # Hearth once more on model $M with one of its CUDA kernels switched off (the
 # env switch $1 set to 0), appended to the preset's bench file for A/B.
 off_run() {
-  echo "# hearth with $1=0" | tee -a "${OUT:-/tmp}/bench-$p.txt"
-  env "$1=0" /tmp/hearth bench --model "$M" --prompt-tokens "$PROMPTS" --gen-tokens "$GEN" --reps "$REPS" "${@:2}" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
+  extra_run "hearth with $1=0" "env $1=0 /tmp/hearth" "${@:2}"
+}
+# One more `bench` on model $M, appended to the preset's bench file under the
+# label $1: $2 is the command before `bench` (split on spaces), the rest are
+# extra bench arguments.
+extra_run() {
+  echo "# $1" | tee -a "${OUT:-/tmp}/bench-$p.txt"
+  $2 bench --model "$M" --prompt-tokens "$PROMPTS" --gen-tokens "$GEN" --reps "$REPS" "${@:3}" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
 }
 for p in "${PRESETS[@]}"; do
   if [ "$p" = unit-tests ]; then
@@ -86,10 +92,7 @@ for p in "${PRESETS[@]}"; do
   if [ "${KERNEL_OFF:-0}" = 1 ]; then off_run HEARTH_MOE_KERNEL; fi
   if [ "${FUSION_OFF:-0}" = 1 ]; then off_run HEARTH_DECODE_FUSION; fi
   # ALSO_BIN=path: another Hearth binary (an earlier build) on the same model, for A/B.
-  if [ -n "${ALSO_BIN:-}" ]; then
-    echo "# $ALSO_BIN" | tee -a "${OUT:-/tmp}/bench-$p.txt"
-    "$ALSO_BIN" bench --model "$M" --prompt-tokens "$PROMPTS" --gen-tokens "$GEN" --reps "$REPS" 2>&1 | tee -a "${OUT:-/tmp}/bench-$p.txt"
-  fi
+  if [ -n "${ALSO_BIN:-}" ]; then extra_run "$ALSO_BIN" "$ALSO_BIN"; fi
   if [ "${DELTA_OFF:-0}" = 1 ]; then off_run HEARTH_DELTA_KERNEL --multi-turn; fi
   # Disk holds one large synthetic model at a time.
   [ "${KEEP_MODELS:-0}" = 1 ] || rm -rf "$M"

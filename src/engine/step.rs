@@ -183,33 +183,33 @@ pub mod host_clock {
         STEPS.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// With `HEARTH_GRAPH_DOT=file` set, writes one decode step's graph (every
-    /// op MLX will encode for it) to `file` in Graphviz form, for counting
-    /// the ops a layer costs (`scripts/gpu/graph_ops.py`).
-    pub(super) fn dump_graph(logits: &mlx_rs::Array) {
-        let Some(path) = std::env::var_os("HEARTH_GRAPH_DOT") else { return };
-        let Ok(c) = std::ffi::CString::new(path.to_string_lossy().as_bytes()) else { return };
-        unsafe {
-            let f = libc::fopen(c.as_ptr(), c"w".as_ptr());
-            if f.is_null() {
-                return;
-            }
-            let outs = mlx_sys::mlx_vector_array_new();
-            mlx_sys::mlx_vector_array_append_value(outs, logits.as_ptr());
-            let namer = mlx_sys::mlx_node_namer_new();
-            mlx_sys::mlx_export_to_dot(f as *mut mlx_sys::FILE, namer, outs);
-            mlx_sys::mlx_node_namer_free(namer);
-            mlx_sys::mlx_vector_array_free(outs);
-            libc::fclose(f);
-        }
-    }
-
     /// Milliseconds per step (build, queue, wait) since the last call;
     /// zeroes the counters.
     pub fn take() -> [f64; 3] {
         let steps = STEPS.swap(0, Ordering::Relaxed);
         let per = |a: &AtomicU64| a.swap(0, Ordering::Relaxed) as f64 / 1e6 / steps.max(1) as f64;
         [per(&BUILD), per(&QUEUE), per(&WAIT)]
+    }
+}
+
+/// With `HEARTH_GRAPH_DOT=file` set, writes one decode step's graph (every
+/// op MLX will encode for it) to `file` in Graphviz form, for counting
+/// the ops a layer costs (`scripts/gpu/graph_ops.py`).
+fn dump_graph(logits: &mlx_rs::Array) {
+    let Some(path) = std::env::var_os("HEARTH_GRAPH_DOT") else { return };
+    let Ok(c) = std::ffi::CString::new(path.to_string_lossy().as_bytes()) else { return };
+    unsafe {
+        let f = libc::fopen(c.as_ptr(), c"w".as_ptr());
+        if f.is_null() {
+            return;
+        }
+        let outs = mlx_sys::mlx_vector_array_new();
+        mlx_sys::mlx_vector_array_append_value(outs, logits.as_ptr());
+        let namer = mlx_sys::mlx_node_namer_new();
+        mlx_sys::mlx_export_to_dot(f as *mut mlx_sys::FILE, namer, outs);
+        mlx_sys::mlx_node_namer_free(namer);
+        mlx_sys::mlx_vector_array_free(outs);
+        libc::fclose(f);
     }
 }
 
@@ -250,7 +250,7 @@ pub fn decode(
             let l = model.forward(&y.reshape(&[1, 1])?, &mut cache.layers, false)?;
             host_clock::add(&host_clock::BUILD, t);
             if n == 2 {
-                host_clock::dump_graph(&l);
+                dump_graph(&l);
             }
             host_clock::step();
             Some(sample_queued(sampler, &l)?)

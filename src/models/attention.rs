@@ -165,15 +165,12 @@ impl Attention {
         };
         let (k, v) = cache.update_and_fetch(&k, &v)?;
         if let (1, Some(counter)) = (b * l, &self.counter) {
-            // One token on CUDA: one kernel straight to the projection's input.
+            // One token on CUDA: one kernel straight to the projection's input
+            // (shapes it does not take fall through to MLX's SDPA below).
             if let Some((k, v)) = mask.decode_keys(&k, &v) {
-                return match super::attention_cuda::attend(&q, &k, &v, self.sinks.as_ref(), counter, self.scale)? {
-                    Some(o) => self.o_proj.forward_parts(&o),
-                    None => {
-                        let o = Mask::None.attend(&q, &k, &v, self.scale, self.sinks.as_ref())?;
-                        self.o_proj.forward_parts(&o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?)
-                    }
-                };
+                if let Some(o) = super::attention_cuda::attend(&q, &k, &v, self.sinks.as_ref(), counter, self.scale)? {
+                    return self.o_proj.forward_parts(&o);
+                }
             }
         }
         let o = mask.attend(&q, &k, &v, self.scale, self.sinks.as_ref())?;

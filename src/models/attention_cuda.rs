@@ -185,11 +185,15 @@ pub fn counter(kv_heads: i32) -> Option<Array> {
     Some(c)
 }
 
+/// Threads of a block (and keys of a tile) for heads of `dim` values.
+fn threads(dim: i32) -> i32 {
+    dim.max(128)
+}
+
 /// Whether the kernel takes heads of `dim` values with `group` query heads
 /// per KV head (the value pass spreads the group over the block's threads).
 fn takes(dim: i32, group: i32) -> bool {
-    let threads = dim.max(128);
-    matches!(dim, 64 | 128 | 256) && (1..=16).contains(&group) && group % (threads / dim) == 0
+    matches!(dim, 64 | 128 | 256) && (1..=16).contains(&group) && group % (threads(dim) / dim) == 0
 }
 
 /// One query row `q` ([1, heads, 1, dim], any strides) over `k`, `v`
@@ -220,7 +224,7 @@ pub fn attend(q: &Array, k: &Array, v: &Array, sinks: Option<&Array>, counter: &
         return Ok(None);
     }
     let group = heads / kv_heads;
-    let threads = dim.max(128);
+    let threads = threads(dim);
     let splits = ((n + MIN_KEYS_PER_SPLIT - 1) / MIN_KEYS_PER_SPLIT).clamp(1, (MAX_BLOCKS / kv_heads).max(1));
     let blocks = kv_heads * splits;
     KERNEL.with(|kernel| {

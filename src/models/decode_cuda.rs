@@ -343,10 +343,7 @@ mod tests {
             // The YaRN case (gpt-oss's) also carries the projection's bias.
             let bias = (case == 3).then(|| normal(&[(h.q + 2 * h.kv) * dim], 40 + case as u64));
             let got = qkv_heads(&y, bias.as_ref(), h, norms2, (inv, input_scale), offset).unwrap();
-            let y = match &bias {
-                Some(b) => y.add(b).unwrap(),
-                None => y,
-            };
+            let y = crate::models::layers::with_bias(y, bias.as_ref()).unwrap();
             if !enabled() {
                 assert!(got.is_none(), "the fused q/k/v kernel ran without CUDA");
                 continue;
