@@ -9,6 +9,8 @@
 # "-"); notarizing: HEARTH_NOTARY_PROFILE (a notarytool keychain profile).
 # Credentials come from the environment only, never from the repository.
 set -euo pipefail
+# A failing step names itself: under pipefail some fail without a message.
+trap 'echo "bundle/build.sh: line $LINENO failed (exit $?)" >&2' ERR
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DRY=0; TARBALL=0; OUT="$ROOT/target/bundle"
@@ -21,7 +23,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+VERSION=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)
 EXE=$(/usr/bin/env python3 -c 'import plistlib;print(plistlib.load(open("Info.plist","rb"))["CFBundleExecutable"])')
 mkdir -p "$OUT"
 
@@ -51,7 +53,9 @@ if [ "$TARBALL" = 1 ]; then
   done
   # When the BLAS is OpenBLAS, its own dependencies travel too.
   for dep in libgfortran.so.5 libquadmath.so.0 libopenblas.so.0; do
-    p=$(ldconfig -p | awk -v d="$dep" '$1==d {print $NF; exit}')
+    # awk reads all of ldconfig's output: exiting at the first match would
+    # leave ldconfig to die of SIGPIPE, which pipefail turns into a silent exit.
+    p=$(ldconfig -p | awk -v d="$dep" '$1==d && !found {print $NF; found=1}')
     [ -n "$p" ] && cp -L "$p" "$STAGE/lib/mlx_cpu.libs/" || true
   done
   cp .deps/models/SmolLM2-135M-Instruct.Q4_1.gguf "$STAGE/share/models/"

@@ -3,6 +3,7 @@
 # answers with the default model: from the command line, and in the real window
 # under Xvfb (the reply is read back from the saved conversation).
 set -euo pipefail
+trap 'echo "check_tarball.sh: line $LINENO failed (exit $?)" >&2' ERR
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK=$(mktemp -d)
 trap 'kill ${APP:-} ${XVFB:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
