@@ -193,19 +193,28 @@ fn rebinding_hosts_oversized_bodies_and_missing_keys_are_refused() {
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
     let r = raw(s.port, "GET /v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 200") && !r.to_lowercase().contains("access-control-allow-origin"), "{r}");
-    // 9 MB of body (the cap is 8 MB): refused with 413, not read into memory.
+    // 9 MB of body (the cap is 8 MB): refused with 413 in each API's error
+    // shape, read to the end (not into memory) so the client gets the answer
+    // rather than a reset connection while it still sends.
     let t0 = Instant::now();
     let out = Command::new(common::python())
         .args(["-c", &format!(
-            "import urllib.request, urllib.error\n\
-             req = urllib.request.Request('http://127.0.0.1:{}/v1/chat/completions', data=b'a' * (9 << 20), headers={{'Content-Type': 'application/json'}})\n\
-             try:\n    urllib.request.urlopen(req); print(200)\n\
-             except urllib.error.HTTPError as e:\n    print(e.code)",
+            "import json, urllib.request, urllib.error\n\
+             for path in ['/v1/chat/completions', '/v1/messages', '/api/chat']:\n\
+             \x20   req = urllib.request.Request('http://127.0.0.1:{}' + path, data=b'a' * (9 << 20), headers={{'Content-Type': 'application/json'}})\n\
+             \x20   try:\n        urllib.request.urlopen(req); print(200)\n\
+             \x20   except urllib.error.HTTPError as e:\n        print(e.code, json.dumps(json.loads(e.read())))",
             s.port
         )])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "413", "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(lines.iter().all(|l| l.starts_with("413 ") && l.contains("limit is 8388608")), "{text}");
+    assert!(lines[0].contains(r#""type": "invalid_request_error""#), "OpenAI's shape: {text}");
+    assert!(lines[1].contains(r#""type": "error""#) && lines[1].contains("request_too_large"), "Anthropic's shape: {text}");
+    assert!(lines[2].starts_with(r#"413 {"error": "the request body"#), "Ollama's shape: {text}");
     assert!(t0.elapsed() < Duration::from_secs(10));
     drop(s);
 

@@ -7,6 +7,7 @@
 //! machines requires an API key (Bearer or x-api-key).
 
 pub mod anthropic;
+mod body_limit;
 pub mod bridge;
 pub mod key;
 pub mod ollama;
@@ -295,7 +296,8 @@ impl IntoResponse for ApiError {
 }
 
 /// Host-header check (a web page that rebinds its name to 127.0.0.1 still
-/// sends its own name) and the API key.
+/// sends its own name), the API key, and the body's declared size
+/// (`body_limit`; a body without one is capped by `DefaultBodyLimit`).
 async fn guard(State(server): State<Arc<Server>>, req: Request, next: Next) -> Response {
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     let name = match host.rsplit_once(':') {
@@ -315,6 +317,9 @@ async fn guard(State(server): State<Arc<Server>>, req: Request, next: Next) -> R
             return ApiError { status: StatusCode::UNAUTHORIZED, kind: "authentication_error", message: "a valid API key is required".into() }
                 .into_response();
         }
+    }
+    if let Some(length) = body_limit::oversized(&req) {
+        return body_limit::refuse(req, length).await;
     }
     next.run(req).await
 }
