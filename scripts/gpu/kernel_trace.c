@@ -15,7 +15,6 @@
 #include <string.h>
 
 static FILE *out;
-static int api;
 // Callback ids seen, to name them once at exit (ids are small integers).
 static unsigned char seen_driver[4096], seen_runtime[4096];
 
@@ -72,7 +71,7 @@ int InitializeInjection(void) {
   out = fopen(path ? path : "/tmp/kernel_trace.txt", "w");
   if (!out) return 0;
   setvbuf(out, NULL, _IOFBF, 1 << 20);
-  api = getenv("KTRACE_API") && strcmp(getenv("KTRACE_API"), "1") == 0;
+  const int api = getenv("KTRACE_API") && strcmp(getenv("KTRACE_API"), "1") == 0;
   CUptiResult r = cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
   if (r == CUPTI_SUCCESS) r = cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
   if (r == CUPTI_SUCCESS && api) r = cuptiActivityEnable(CUPTI_ACTIVITY_KIND_DRIVER);

@@ -21,13 +21,14 @@ gcc -O2 -shared -fPIC -o /tmp/kernel_trace.so "$ROOT/scripts/gpu/kernel_trace.c"
   cp "$ROOT/.devcarry/b/kernel_trace.so" /tmp/ && xz -dc "$ROOT/.devcarry/b/libcupti.so.13.xz" > /tmp/libcupti.so.13
   export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/tmp
 }
+# Raw traces stay in /tmp as ktrace-*.txt (large); summaries go to $OUT.
 O=${OUT:-/tmp}
 trace() {  # label, command...
   local label=$1; shift
-  KTRACE_OUT=/tmp/trace-$label.txt KTRACE_API=${API:-0} CUDA_INJECTION64_PATH=/tmp/kernel_trace.so "$@" \
+  KTRACE_OUT=/tmp/ktrace-$label.txt KTRACE_API=${API:-0} CUDA_INJECTION64_PATH=/tmp/kernel_trace.so "$@" \
     > "$O/run-$label.txt" 2>&1 || { echo "$label failed"; tail -5 "$O/run-$label.txt"; }
   grep -iE "tok/s|decode" "$O/run-$label.txt" | tail -3 || true
-  python3 "$ROOT/scripts/gpu/kernel_trace.py" "/tmp/trace-$label.txt" 30 | tee "$O/trace-$label${API:+-api}.txt" || true
+  python3 "$ROOT/scripts/gpu/kernel_trace.py" "/tmp/ktrace-$label.txt" 30 | tee "$O/trace-$label${API:+-api}.txt" || true
 }
 trace hearth /tmp/hearth bench --model "$M" --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --reps 1
 trace mlx-lm python3 "$ROOT/tests/reference/mlx_lm_bench.py" "$M" "$PROMPT" "$GEN" 1
