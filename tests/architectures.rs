@@ -23,6 +23,8 @@ fn compare(name: &str, cfg: Value, bits: i32) {
     let prompt: Vec<u32> = vec![1, 17, 42, 99, 3, 200, 128, 7, 64, 250, 5, 33, 77, 180, 2, 9, 111, 222, 13, 48, 96, 160, 240, 31];
 
     common::assert_logits_match(name, &dir, &prompt);
+    let loaded = hearth::models::load::load(&dir, hearth::models::load::Precision::Native).unwrap();
+    common::assert_tiny_batch(name, &mut hearth::engine::Session::new(loaded, Some(512)));
 }
 
 #[test]

@@ -198,3 +198,94 @@ fn a_json_schema_constrains_every_token() {
     let (_, free) = run(&[Message::user("What is the capital of France?")], &greedy(40));
     eprintln!("unconstrained: {:.1} tok/s", free.decode_tps);
 }
+
+/// Eight prompts of different lengths for the batching tests.
+fn batch_prompts(s: &hearth::engine::Session, max_tokens: usize) -> Vec<Vec<u32>> {
+    [
+        "Write a paragraph about the sea.",
+        "Describe a forest at night in a few sentences, with the sounds and the smells.",
+        "Tell me about mountains.",
+        "Explain how bread is baked, step by step, for someone who has never baked anything before in their life.",
+        "Write about rain.",
+        "What do cats like to do all day long when nobody is at home?",
+        "Describe a busy city street in the morning.",
+        "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+    ]
+    .iter()
+    .map(|q| s.prompt_for_messages(&[Message::user(*q)], max_tokens).unwrap().0)
+    .collect()
+}
+
+/// Continuous batching on the real model: 2, 4 and 8 sequences of different
+/// prompt lengths, joining at different steps (one cancelled midway in the
+/// larger batches), each get exactly the greedy tokens they get alone.
+#[test]
+fn batched_sequences_get_the_tokens_they_get_alone() {
+    let mut s = common::session();
+    let prompts = batch_prompts(&s, 24);
+    let p = greedy(24);
+    let w = common::assert_batched_matches_alone(&mut s, &prompts[..2], &p, &[0, 1], None);
+    assert_eq!(w, 2);
+    let w = common::assert_batched_matches_alone(&mut s, &prompts[..4], &p, &[0, 0, 3, 6], Some((1, 10)));
+    assert_eq!(w, 4);
+    let w = common::assert_batched_matches_alone(&mut s, &prompts, &p, &[0, 0, 0, 1, 1, 2, 2, 3], Some((5, 14)));
+    assert_eq!(w, 8);
+}
+
+/// A structured-output request batches beside free-text ones and gets the
+/// tokens it gets alone; a request that cannot run (a prompt longer than the
+/// context, a schema the grammar refuses) fails alone, with a clear error,
+/// and the batch goes on.
+#[test]
+fn structured_and_failing_requests_in_a_batch() {
+    use hearth::engine::batch::{Batch, Out, Sequence};
+    use std::sync::Arc;
+    let mut s = common::session();
+    let prompts = batch_prompts(&s, 40);
+    let schema = serde_json::json!({"type": "object", "additionalProperties": false, "required": ["capital"],
+        "properties": {"capital": {"type": "string", "maxLength": 16}}});
+    let mut constrained = greedy(40);
+    constrained.constraint = Some(hearth::chat::params::OutputConstraint::JsonSchema(schema));
+    let (question, _) = s.prompt_for_messages(&[Message::user("What is the capital of France?")], 40).unwrap();
+    s.reset_cache();
+    s.generate(&question, &constrained, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let alone = s.last_tokens.clone();
+    s.reset_cache();
+    s.generate(&prompts[0], &greedy(40), &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let free_alone = s.last_tokens.clone();
+    s.reset_cache();
+
+    let flag = || Arc::new(AtomicBool::new(false));
+    let mut batch = Batch::default();
+    batch.push(Sequence::new(&mut s, 1, prompts[0].clone(), greedy(40), flag()).unwrap());
+    batch.push(Sequence::new(&mut s, 2, question.clone(), constrained.clone(), flag()).unwrap());
+    let too_long: Vec<u32> = prompts.iter().flatten().copied().cycle().take(s.context_length + 5).collect();
+    let err = Sequence::new(&mut s, 3, too_long, greedy(40), flag()).err().expect("a prompt past the context is refused");
+    assert!(err.to_string().contains("too long") || err.to_string().contains("context"), "{err}");
+    let mut bad = greedy(40);
+    bad.constraint = Some(hearth::chat::params::OutputConstraint::JsonSchema(serde_json::json!({"type": "no-such-type"})));
+    let err = Sequence::new(&mut s, 4, question.clone(), bad, flag()).err().expect("a bad schema is refused");
+    assert!(!err.to_string().is_empty());
+    let mut done = std::collections::HashMap::new();
+    let mut text = String::new();
+    for _ in 0..10_000 {
+        for o in batch.step(&mut s) {
+            match o {
+                Out::Done { id, tokens, stats } => {
+                    assert_eq!(stats.batch_rows, 2, "request {id} ran beside the other");
+                    done.insert(id, tokens);
+                }
+                Out::Text { id: 2, text: t, .. } => text.push_str(&t),
+                Out::Text { .. } => {}
+                Out::Failed { id, error } => panic!("request {id} failed: {error}"),
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(done[&2], alone, "the constrained reply batched differs from alone");
+    assert_eq!(done[&1], free_alone, "the free reply batched differs from alone");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(v["capital"].is_string(), "{text}");
+}

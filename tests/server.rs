@@ -698,3 +698,38 @@ print(json.dumps({"same": all(text(together, k) == text(alone, k) for k in asks)
     assert_eq!(r["in_turn"], true, "{r}");
     assert!(r["texts"][0].as_str().unwrap().contains("Paris"), "{r}");
 }
+
+/// Eight clients of the official SDK at once are served at once: the engine
+/// decodes them in one batch (the replies' `timings.batch_rows`), and each
+/// gets the greedy reply it gets alone.
+#[test]
+fn eight_concurrent_clients_are_batched_and_each_gets_its_own_reply() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &[]).unwrap();
+    let out = python(
+        s.port,
+        "unused",
+        r#"
+import threading
+topics = ["the sea", "a forest at night", "mountains", "baking bread", "rain", "cats", "a city street", "a lighthouse"]
+def ask(topic):
+    r = client.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", temperature=0, max_tokens=48,
+        messages=[{"role": "user", "content": f"Write a long paragraph about {topic}."}])
+    return r.choices[0].message.content, r.model_extra["timings"]["batch_rows"]
+alone = [ask(t)[0] for t in topics]
+together = [None] * len(topics)
+start = threading.Barrier(len(topics))
+def client_thread(i):
+    start.wait()
+    together[i] = ask(topics[i])
+threads = [threading.Thread(target=client_thread, args=(i,)) for i in range(len(topics))]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps({"alone": alone, "together": [t[0] for t in together], "rows": [t[1] for t in together]}))
+"#,
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(v["alone"], v["together"], "a batched reply differs from the same request alone: {out}");
+    let widest = v["rows"].as_array().unwrap().iter().filter_map(|r| r.as_u64()).max().unwrap();
+    assert_eq!(widest, 8, "the eight requests were not decoded together: {out}");
+}

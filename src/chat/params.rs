@@ -299,6 +299,10 @@ pub struct GenerationStats {
     /// Structured output: host time spent computing token masks, per token.
     #[serde(default)]
     pub mask_ms_per_token: Option<f64>,
+    /// The most sequences decoded in one forward pass beside this one
+    /// (itself included): 1 when it ran alone.
+    #[serde(default)]
+    pub batch_rows: usize,
 }
 
 

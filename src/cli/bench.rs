@@ -38,7 +38,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usize, multi_turn: bool) -> Result<()> {
+pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usize, multi_turn: bool, streams: &[usize]) -> Result<()> {
     let path = model_path(&m.model)?;
     let precision: Precision = m.precision.parse()?;
     let t = std::time::Instant::now();
@@ -47,6 +47,7 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
     let info = loaded.info.clone();
     let max_p = prompt_lens.iter().max().copied().unwrap_or(128);
     let mut session = Session::new(loaded, Some(m.context_length.unwrap_or(2 * max_p + gen_tokens + 256)));
+    let batches = streams.iter().any(|&n| n > 0);
     let params = GenerateParams {
         sampling: SamplingParams::greedy(),
         max_tokens: gen_tokens,
@@ -101,6 +102,27 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
         });
         println!("{line}");
     }
+    if batches {
+        let n = prompt_lens.iter().copied().min().unwrap_or(128);
+        for &rows in streams.iter().filter(|&&r| r > 0) {
+            let mut agg = Vec::new();
+            for r in 0..reps + 1 {
+                let tps = batch_decode(&mut session, n, rows, &params)?;
+                if r > 0 {
+                    agg.push(tps);
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({
+                    "engine": "hearth", "case": "streams", "model": info.name, "compute": info.compute,
+                    "streams": rows, "prompt_tokens": n, "gen_tokens": gen_tokens, "reps": reps,
+                    "aggregate_decode_tps": median(&mut agg.clone()),
+                    "aggregate_decode_tps_range": [agg.iter().cloned().fold(f64::INFINITY, f64::min), agg.iter().cloned().fold(0.0, f64::max)],
+                })
+            );
+        }
+    }
     if multi_turn {
         // Turn 1: a prompt and its reply. Turn 2: the same conversation plus a short
         // follow-up; only the follow-up should be prefilled. Compared with the same
@@ -136,4 +158,32 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
         );
     }
     Ok(())
+}
+
+/// `rows` sequences of `n`-token prompts (each its own) decoded together,
+/// all joining at once: the aggregate decode rate, the sum of the rows'
+/// decode rates (each row's tokens after its first over its decode time;
+/// the rows overlap but for the steps that prefill the later ones).
+fn batch_decode(session: &mut Session, n: usize, rows: usize, params: &GenerateParams) -> Result<f64> {
+    use hearth::engine::batch::{Batch, Out, Sequence};
+    let base = bench_prompt(session, n + rows)?;
+    session.reset_cache();
+    let mut batch = Batch::default();
+    for r in 0..rows {
+        // A different prompt per row (shifted), so no row shares another's cache.
+        let prompt = base[r..r + n].to_vec();
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        batch.push(Sequence::new(session, r as u64, prompt, params.clone(), flag)?);
+    }
+    let mut total = 0.0;
+    while !batch.is_empty() {
+        for o in batch.step(session) {
+            match o {
+                Out::Done { stats, .. } => total += stats.decode_tps,
+                Out::Failed { error, .. } => bail!("a benchmark sequence failed: {error}"),
+                Out::Text { .. } => {}
+            }
+        }
+    }
+    Ok(total)
 }

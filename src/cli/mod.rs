@@ -72,6 +72,10 @@ pub enum Cmd {
         /// Also time a second chat turn that reuses the prompt cache.
         #[arg(long)]
         multi_turn: bool,
+        /// Also decode this many sequences at once (comma-separated; e.g.
+        /// 1,4,8) and report the aggregate tokens per second of each batch.
+        #[arg(long, value_delimiter = ',')]
+        streams: Vec<usize>,
     },
     /// Convert a GGUF or Hugging Face checkpoint to an MLX (mlx-community) directory.
     Convert {
@@ -366,8 +370,8 @@ pub fn run() -> Result<()> {
         }
         Some(Cmd::Chat { m, s, system }) => chat::chat(m, system, s),
         Some(Cmd::Generate { m, s, raw, stats, stop, prompt }) => chat::generate(m, s, raw, stats, stop, prompt),
-        Some(Cmd::Bench { m, prompt_tokens, gen_tokens, reps, multi_turn }) => {
-            bench::bench(&m, &prompt_tokens, gen_tokens, reps, multi_turn)
+        Some(Cmd::Bench { m, prompt_tokens, gen_tokens, reps, multi_turn, streams }) => {
+            bench::bench(&m, &prompt_tokens, gen_tokens, reps, multi_turn, &streams)
         }
         Some(Cmd::Convert { src, dst, dtype, q_bits, q_group_size }) => convert::convert(&src, &dst, &dtype, q_bits, q_group_size),
         Some(Cmd::Synth { preset, dst, bits, group_size, mode, dtype }) => {

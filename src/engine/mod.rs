@@ -1,10 +1,13 @@
 //! The inference engine: one thread owns the model and all MLX state; commands
 //! in, events out (`protocol`, `worker`). A `Session` keeps the loaded model and
-//! its prompt cache; the token loop (`step`), streaming text (`stream`) and
-//! sampling on the device (`sampling`) are separate, as in mlx-lm.
+//! its prefix cache; the batch (`batch`) steps every sequence being served in
+//! one loop (continuous batching), over the prefill (`step`), streaming text
+//! (`stream`) and sampling on the device (`sampling`), as in mlx-lm.
 
+pub mod batch;
 pub mod protocol;
 pub mod sampling;
+pub mod sequence;
 pub mod session;
 pub mod constraint;
 pub mod step;

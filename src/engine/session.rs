@@ -1,27 +1,30 @@
-//! A loaded model and its prompt cache, kept across requests: renders
-//! conversations with the context policy, and runs one generation by joining
-//! the token loop (`step`) with streaming text (`stream`) and timing it.
+//! A loaded model and its prefix cache, kept across requests: renders
+//! conversations with the context policy, hands each sequence the cache that
+//! shares most of its prompt, and runs a single generation as a batch of one.
 
+use super::batch::{Batch, Out, Sequence};
 use super::constraint::GrammarVocab;
-use super::sampling::Sampler;
-use super::step::{self, LoopEnd, PromptCache};
-use super::stream::{ReplyStream, StopCheck};
-use super::sampling::Scores;
-use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, Scored, TokenLogprob};
-use crate::chat::tokenizer::TextTokenizer;
+use super::step::{self, PromptCache};
+use crate::chat::params::{GenerateParams, GenerationStats, TokenLogprob};
 use crate::chat::template::content_spans;
 use crate::chat::{Message, Role};
 use crate::error::{Error, Result};
 use crate::models::load::LoadedModel;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::Arc;
 
 /// The smallest context a session runs with (a chat template alone takes more).
 pub const MIN_CONTEXT: usize = 16;
 
+/// How many finished sequences' caches the prefix cache keeps (a chat's
+/// follow-up, or an agent's next request, resumes from the longest shared
+/// prefix among them).
+pub const PREFIX_CACHES: usize = 4;
+
 pub struct Session {
     pub loaded: LoadedModel,
-    cache: PromptCache,
+    /// The prefix cache: finished sequences' caches, oldest first.
+    caches: Vec<PromptCache>,
     pub context_length: usize,
     /// Token ids produced by the last `generate` call.
     pub last_tokens: Vec<u32>,
@@ -33,17 +36,16 @@ impl Session {
     pub fn new(loaded: LoadedModel, context_length: Option<usize>) -> Self {
         let model_ctx = loaded.info.context_length.max(1);
         let context_length = context_length.unwrap_or(8192).clamp(MIN_CONTEXT, model_ctx.max(MIN_CONTEXT));
-        let cache = PromptCache::new(loaded.model.as_ref());
-        Session { loaded, cache, context_length, last_tokens: Vec::new(), grammar: None }
+        Session { loaded, caches: Vec::new(), context_length, last_tokens: Vec::new(), grammar: None }
     }
 
     pub fn set_context_length(&mut self, n: usize) {
         self.context_length = n.clamp(MIN_CONTEXT, self.loaded.info.context_length.max(MIN_CONTEXT));
     }
 
-    /// Forgets the prompt cache (e.g. when switching conversations).
+    /// Forgets the prefix cache (e.g. when switching conversations).
     pub fn reset_cache(&mut self) {
-        self.cache = PromptCache::new(self.loaded.model.as_ref());
+        self.caches.clear();
     }
 
     fn render(&self, messages: &[Message]) -> Result<Vec<u32>> {
@@ -100,7 +102,8 @@ impl Session {
     }
 
     /// `generate`, with each piece of text the log-probabilities of the tokens
-    /// read since the last piece (when `params.logprobs` asks for them).
+    /// read since the last piece (when `params.logprobs` asks for them). A
+    /// batch of one sequence (`batch`), stepped until it ends.
     pub fn generate_scored(
         &mut self,
         prompt: &[u32],
@@ -108,156 +111,71 @@ impl Session {
         cancel: &AtomicBool,
         on_text: &mut dyn FnMut(&str, Vec<TokenLogprob>),
     ) -> Result<GenerationStats> {
-        if prompt.is_empty() {
-            return Err(Error::EmptyPrompt);
-        }
-        if prompt.len() >= self.context_length {
-            return Err(Error::PromptTooLong { tokens: prompt.len(), context: self.context_length });
-        }
-        if params.max_tokens == 0 {
-            return Err(Error::InvalidArgument("max tokens must be at least 1".into()));
-        }
-        let mut sampler = Sampler::new(params.sampling.clone(), prompt)?.with_logprobs(params.logprobs);
-        let t0 = Instant::now();
-        let model = &*self.loaded.model;
-        let (logits, reused) = step::prefill(model, &mut self.cache, prompt)?;
-        let mut stats = GenerationStats {
-            prompt_tokens: prompt.len(),
-            reused_tokens: reused,
-            prefilled_tokens: prompt.len() - reused,
-            ..Default::default()
-        };
-        let tok = &self.loaded.tokenizer;
-        let mut text = ReplyStream::new(self.loaded.template.harmony, params.stop.clone());
-        let mut t_first = None;
-        let mut reason = None;
-        let last_tokens = &mut self.last_tokens;
-        last_tokens.clear();
-        let mut constraint = match &params.constraint {
-            Some(c) => {
-                if self.grammar.is_none() {
-                    let eos = tok.eos_ids.first().copied().ok_or_else(|| Error::InvalidArgument("structured output needs an end-of-sequence token".into()))?;
-                    let width = self.loaded.model.info().vocab_size;
-                    self.grammar = Some(GrammarVocab::new(tok, eos, width)?);
-                }
-                let markup = self.loaded.template.call_markup;
-                let marker = |text: &str| match tok.special_id(text) {
-                    Some(id) => format!("<[{id}]>"),
-                    None => serde_json::Value::from(text).to_string(),
-                };
-                Some(self.grammar.as_ref().expect("built above").start(c, markup, &marker)?)
-            }
-            None => None,
-        };
-        // Scores of tokens whose text is not out yet.
-        let mut scored: Vec<TokenLogprob> = Vec::new();
-        let mut scored_error = None;
-        let mut on_token = |id: u32, scores: Option<&Scores>| {
-            if let Some(sc) = scores {
-                match sc.read() {
-                    Ok((logprob, top)) => scored.push(TokenLogprob {
-                        token: describe(tok, id, logprob),
-                        top: top.into_iter().map(|(i, l)| describe(tok, i, l)).collect(),
-                    }),
-                    Err(e) => {
-                        scored_error = Some(e);
-                        return false;
-                    }
-                }
-            }
-            let mut on_text = |s: &str| on_text(s, std::mem::take(&mut scored));
-            if t_first.is_none() {
-                t_first = Some(Instant::now());
-                stats.ttft_s = t0.elapsed().as_secs_f64();
-            }
-            stats.generated_tokens += 1;
-            last_tokens.push(id);
+        // The caller's flag is borrowed; the sequence watches its own, set from it.
+        let flag = Arc::new(AtomicBool::new(cancel.load(Ordering::Relaxed)));
+        let mut batch = Batch::default();
+        batch.push(Sequence::new(self, 0, prompt.to_vec(), params.clone(), flag.clone())?);
+        loop {
             if cancel.load(Ordering::Relaxed) {
-                reason = Some(FinishReason::Cancelled);
-                return false;
+                flag.store(true, Ordering::Relaxed);
             }
-            if !params.ignore_eos && tok.eos_ids.contains(&id) {
-                // The end is not part of the reply's text, nor of its scores.
-                if scores.is_some() {
-                    scored.pop();
-                }
-                reason = Some(FinishReason::Eos);
-                return false;
-            }
-            match text.push(tok, id) {
-                StopCheck::Emit(s) => {
-                    if !s.is_empty() {
-                        on_text(&s);
+            for o in batch.step(self) {
+                match o {
+                    Out::Text { text, logprobs, .. } => on_text(&text, logprobs),
+                    Out::Done { stats, tokens, .. } => {
+                        self.last_tokens = tokens;
+                        return Ok(stats);
                     }
-                    true
-                }
-                StopCheck::Stop(s) => {
-                    if !s.is_empty() {
-                        on_text(&s);
-                    }
-                    reason = Some(FinishReason::StopString);
-                    false
-                }
-                StopCheck::End(s) => {
-                    if !s.is_empty() {
-                        on_text(&s);
-                    }
-                    reason = Some(FinishReason::Eos);
-                    false
+                    Out::Failed { error, .. } => return Err(error),
                 }
             }
+            if batch.is_empty() {
+                return Err(Error::Mlx("the generation ended without a result".into()));
+            }
+        }
+    }
+
+    /// The prompt cache that shares the longest prefix with `prompt`, taken
+    /// out of the prefix cache (a fresh one if none shares any): each
+    /// sequence in a batch owns its cache while it runs.
+    pub(super) fn take_cache(&mut self, prompt: &[u32]) -> PromptCache {
+        let best = self
+            .caches
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, step::common_prefix(&c.tokens, prompt)))
+            .filter(|&(_, n)| n > 0)
+            .max_by_key(|&(_, n)| n);
+        match best {
+            Some((i, _)) => self.caches.remove(i),
+            None => PromptCache::new(self.loaded.model.as_ref()),
+        }
+    }
+
+    /// Hands a finished sequence's cache back to the prefix cache, which
+    /// keeps the `PREFIX_CACHES` most recently used.
+    pub(super) fn return_cache(&mut self, cache: PromptCache) {
+        self.caches.push(cache);
+        if self.caches.len() > PREFIX_CACHES {
+            self.caches.remove(0);
+        }
+    }
+
+    /// A structured-output constraint for one sequence (the grammar's
+    /// vocabulary is built on first use and shared).
+    pub(super) fn start_constraint(&mut self, c: &crate::chat::params::OutputConstraint) -> Result<super::constraint::Constraint> {
+        let tok = &self.loaded.tokenizer;
+        if self.grammar.is_none() {
+            let eos = tok.eos_ids.first().copied().ok_or_else(|| Error::InvalidArgument("structured output needs an end-of-sequence token".into()))?;
+            let width = self.loaded.model.info().vocab_size;
+            self.grammar = Some(GrammarVocab::new(tok, eos, width)?);
+        }
+        let markup = self.loaded.template.call_markup;
+        let marker = |text: &str| match tok.special_id(text) {
+            Some(id) => format!("<[{id}]>"),
+            None => serde_json::Value::from(text).to_string(),
         };
-        let end = match constraint.as_mut() {
-            Some(c) => step::decode_constrained(
-                model,
-                &mut self.cache,
-                self.context_length,
-                &logits,
-                &mut sampler,
-                c,
-                params.max_tokens,
-                &mut on_token,
-            )?,
-            None => step::decode(model, &mut self.cache, self.context_length, &logits, &mut sampler, params.max_tokens, &mut on_token)?,
-        };
-        if let Some(e) = scored_error {
-            return Err(e);
-        }
-        if let Some(c) = &constraint {
-            stats.mask_ms_per_token = Some(c.mask_time.as_secs_f64() * 1e3 / c.steps.max(1) as f64);
-        }
-        let reason = reason.unwrap_or(match end {
-            LoopEnd::ContextFull => FinishReason::ContextFull,
-            LoopEnd::MaxTokens | LoopEnd::Stopped => FinishReason::MaxTokens,
-        });
-        // After a stop string or a cancel, held-back text stays unsaid; a
-        // harmony reply still gets its open reasoning block closed.
-        if !matches!(reason, FinishReason::StopString | FinishReason::Cancelled) || text.is_harmony() {
-            let s = text.finish();
-            if !s.is_empty() || !scored.is_empty() {
-                on_text(&s, std::mem::take(&mut scored));
-            }
-        }
-        step::settle(&mut self.cache)?;
-        let end = Instant::now();
-        stats.total_s = (end - t0).as_secs_f64();
-        stats.prefill_tps = stats.prefilled_tokens as f64 / stats.ttft_s.max(1e-9);
-        if let Some(tf) = t_first {
-            let d = (end - tf).as_secs_f64();
-            if stats.generated_tokens > 1 && d > 0.0 {
-                stats.decode_tps = (stats.generated_tokens - 1) as f64 / d;
-            }
-        }
-        stats.peak_memory_bytes = mlx_rs::memory::peak_memory().unwrap_or(0) as u64;
-        stats.active_memory_bytes = mlx_rs::memory::active_memory().unwrap_or(0) as u64;
-        stats.finish_reason = Some(reason);
-        Ok(stats)
+        self.grammar.as_ref().expect("built above").start(c, markup, &marker)
     }
 }
 
-/// A token as log-probabilities report it: its text (a control token's
-/// name) and bytes.
-fn describe(tok: &TextTokenizer, id: u32, logprob: f32) -> Scored {
-    let text = tok.special_text(id).unwrap_or_else(|| tok.decode(&[id]));
-    Scored { id, text, bytes: tok.bytes_of(id).to_vec(), logprob }
-}

@@ -1,14 +1,12 @@
-//! The token loop (mlx-lm's `generate_step`): reuse the cached prefix of the
-//! prompt, prefill the rest in chunks, then sample token after token, queueing
-//! step n+1 on the device (`async_eval`) before token n is read on the host.
-//! It knows nothing of text: the caller decides after each token whether to go on.
+//! A sequence's prompt cache and its prefill (mlx-lm's `generate_step`, first
+//! half): reuse the cached prefix of the prompt, run the rest in chunks. The
+//! token loop itself is the batch's (`batch`), which steps every sequence.
 
-use super::sampling::{Sampler, Scores};
 use crate::error::{Error, Result};
 use crate::models::cache::{Cache, StateCache};
 use crate::models::layers::token_array;
 use crate::models::{prefill_chunk, LanguageModel};
-use mlx_rs::transforms::{async_eval, eval};
+use mlx_rs::transforms::eval;
 use mlx_rs::Array;
 
 /// The model's caches and the tokens they hold, kept between requests.
@@ -38,7 +36,7 @@ impl PromptCache {
         PromptCache { layers: model.new_cache(), tokens: Vec::new(), snapshots: Vec::new() }
     }
 
-    fn is_hybrid(&self) -> bool {
+    pub fn is_hybrid(&self) -> bool {
         self.layers.iter().any(Cache::is_state)
     }
 
@@ -106,80 +104,85 @@ impl PromptCache {
     }
 }
 
-/// Why the token loop ended on its own (the caller may also stop it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoopEnd {
-    /// The caller said stop.
-    Stopped,
-    MaxTokens,
-    ContextFull,
-}
-
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// Runs the part of `prompt` the cache does not hold yet; returns the logits of
-/// the last position and how many prompt tokens were reused. On a model error
-/// the cache is emptied, since it may hold half a chunk.
-pub fn prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32]) -> Result<(Array, usize)> {
-    // Reuse the cached prefix; at least one token must run to get logits.
+/// The part of `prompt` the cache does not hold yet, as the pieces to run:
+/// the cache is first made to hold the longest prefix it can reach (cut
+/// back, or resumed from a snapshot), and that length is returned with the
+/// pieces. At least one token runs, to get logits. Chunks bound memory on
+/// long prompts; hybrid models stop one token short of the end, to snapshot
+/// their state there (a regenerated reply resumes from it).
+pub fn plan_prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32]) -> (usize, Vec<std::ops::Range<usize>>) {
     let reuse = common_prefix(&cache.tokens, prompt).min(prompt.len().saturating_sub(1));
     // A sliding-window cache may have dropped part of the prefix, a state
     // cannot go back at all: resume from what can be reached.
     let reuse = cache.rewind(model, reuse);
-    let rest = &prompt[reuse..];
-    // Hybrid models stop one token short to snapshot the state there.
-    let split = if cache.is_hybrid() && rest.len() > 1 { rest.len() - 1 } else { rest.len() };
-    let mut pieces: Vec<&[u32]> = rest[..split].chunks(prefill_chunk()).collect();
-    if split < rest.len() {
-        pieces.push(&rest[split..]);
+    let end = prompt.len();
+    let split = if cache.is_hybrid() && end - reuse > 1 { end - 1 } else { end };
+    let chunk = prefill_chunk();
+    let mut pieces: Vec<std::ops::Range<usize>> = (reuse..split).step_by(chunk).map(|s| s..(s + chunk).min(split)).collect();
+    if split < end {
+        pieces.push(split..end);
     }
-    let n = pieces.len();
-    let mut logits = None;
-    for (i, chunk) in pieces.into_iter().enumerate() {
-        let out = match model.forward(&token_array(chunk), &mut cache.layers, false) {
-            Ok(o) => o,
-            Err(e) => {
-                *cache = PromptCache::new(model);
-                return Err(e);
-            }
-        };
-        cache.tokens.extend_from_slice(chunk);
-        if i + 1 < n {
-            eval(cache.layers.iter().flat_map(|c| c.arrays()))?;
-            if cache.tokens.len() + 1 == prompt.len() {
-                cache.snapshot();
-            }
-        } else {
-            logits = Some(out);
-        }
-    }
-    let logits = logits.ok_or(Error::EmptyPrompt)?;
-    Ok((logits, reuse))
+    (reuse, pieces)
 }
 
-/// What the token loops hand over per token: its id and, if the sampler
-/// computes them, its scores.
-pub type OnToken<'a> = dyn FnMut(u32, Option<&Scores>) -> bool + 'a;
+/// Runs one piece of a prefill (`plan_prefill`); returns its last position's
+/// logits when `last`, else evaluates the cache (so the chunk's buffers are
+/// freed before the next) and snapshots a hybrid state one token short of
+/// the prompt's end. On a model error the cache is emptied, since it may
+/// hold half a chunk.
+pub fn prefill_piece(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32], piece: std::ops::Range<usize>, last: bool) -> Result<Option<Array>> {
+    let chunk = &prompt[piece];
+    let out = match model.forward(&token_array(chunk), &mut cache.layers, false) {
+        Ok(o) => o,
+        Err(e) => {
+            *cache = PromptCache::new(model);
+            return Err(e);
+        }
+    };
+    cache.tokens.extend_from_slice(chunk);
+    if last {
+        return Ok(Some(out));
+    }
+    eval(cache.layers.iter().flat_map(|c| c.arrays()))?;
+    if cache.tokens.len() + 1 == prompt.len() {
+        cache.snapshot();
+    }
+    Ok(None)
+}
 
-/// Where the host's time goes in `decode`, summed over all decode steps
+/// Runs the part of `prompt` the cache does not hold yet; returns the logits of
+/// the last position and how many prompt tokens were reused.
+pub fn prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32]) -> Result<(Array, usize)> {
+    let (reuse, pieces) = plan_prefill(model, cache, prompt);
+    let n = pieces.len();
+    let mut logits = None;
+    for (i, piece) in pieces.into_iter().enumerate() {
+        logits = prefill_piece(model, cache, prompt, piece, i + 1 == n)?;
+    }
+    Ok((logits.ok_or(Error::EmptyPrompt)?, reuse))
+}
+
+/// Where the host's time goes in a decode step (`batch`), summed over all decode steps
 /// since the last `take`: building step n+1's graph (`model.forward` and
 /// sampling), handing it to the device (`async_eval`: on GPUs MLX encodes
 /// every kernel launch here), and waiting for token n. Read by `hearth bench`:
 /// a wait near zero means the host, not the device, sets the pace.
 pub mod host_clock {
     use std::sync::atomic::{AtomicU64, Ordering};
-    pub(super) static BUILD: AtomicU64 = AtomicU64::new(0);
-    pub(super) static QUEUE: AtomicU64 = AtomicU64::new(0);
-    pub(super) static WAIT: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static BUILD: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static QUEUE: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static WAIT: AtomicU64 = AtomicU64::new(0);
     static STEPS: AtomicU64 = AtomicU64::new(0);
 
-    pub(super) fn add(part: &AtomicU64, since: std::time::Instant) {
+    pub(crate) fn add(part: &AtomicU64, since: std::time::Instant) {
         part.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
-    pub(super) fn step() {
+    pub(crate) fn step() {
         STEPS.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -195,7 +198,7 @@ pub mod host_clock {
 /// With `HEARTH_GRAPH_DOT=file` set, writes one decode step's graph (every
 /// op MLX will encode for it) to `file` in Graphviz form, for counting
 /// the ops a layer costs (`scripts/gpu/graph_ops.py`).
-fn dump_graph(logits: &mlx_rs::Array) {
+pub(crate) fn dump_graph(logits: &mlx_rs::Array) {
     let Some(path) = std::env::var_os("HEARTH_GRAPH_DOT") else { return };
     let Ok(c) = std::ffi::CString::new(path.to_string_lossy().as_bytes()) else { return };
     unsafe {
@@ -210,107 +213,6 @@ fn dump_graph(logits: &mlx_rs::Array) {
         mlx_sys::mlx_node_namer_free(namer);
         mlx_sys::mlx_vector_array_free(outs);
         libc::fclose(f);
-    }
-}
-
-/// Samples from `logits` and queues the result on the device.
-fn sample_queued(sampler: &mut Sampler, logits: &Array) -> Result<(Array, Option<Scores>)> {
-    let (y, scores) = sampler.sample_scored(logits)?;
-    let mut arrays = vec![&y];
-    if let Some(s) = &scores {
-        arrays.extend(s.arrays());
-    }
-    let t = std::time::Instant::now();
-    async_eval(arrays)?;
-    host_clock::add(&host_clock::QUEUE, t);
-    Ok((y, scores))
-}
-
-/// Samples from `logits`, then decodes up to `max_tokens` tokens in all, calling
-/// `on_token` with each id as soon as it is read; `on_token` returns false to stop.
-/// The cache ends up holding every token that was fed back to the model.
-pub fn decode(
-    model: &dyn LanguageModel,
-    cache: &mut PromptCache,
-    context_length: usize,
-    logits: &Array,
-    sampler: &mut Sampler,
-    max_tokens: usize,
-    on_token: &mut OnToken,
-) -> Result<LoopEnd> {
-    let (mut y, mut scores) = sample_queued(sampler, logits)?;
-    let mut n = 0;
-    loop {
-        let room = cache.tokens.len() + 1 < context_length;
-        let more = n + 1 < max_tokens && room;
-        // Queue the next step before reading this token: the device works
-        // on step n+1 while the host handles token n.
-        let next = if more {
-            let t = std::time::Instant::now();
-            let l = model.forward(&y.reshape(&[1, 1])?, &mut cache.layers, false)?;
-            host_clock::add(&host_clock::BUILD, t);
-            if n == 2 {
-                dump_graph(&l);
-            }
-            host_clock::step();
-            Some(sample_queued(sampler, &l)?)
-        } else {
-            None
-        };
-        let t = std::time::Instant::now();
-        let id = y.try_item_exact::<i32>().map_err(|e| Error::Mlx(e.to_string()))? as u32;
-        host_clock::add(&host_clock::WAIT, t);
-        n += 1;
-        if next.is_some() {
-            cache.tokens.push(id);
-        }
-        if !on_token(id, scores.as_ref()) {
-            return Ok(LoopEnd::Stopped);
-        }
-        match next {
-            Some(nx) => (y, scores) = nx,
-            None => return Ok(if room { LoopEnd::MaxTokens } else { LoopEnd::ContextFull }),
-        }
-    }
-}
-
-/// `decode` for structured output: each token is sampled among those the
-/// constraint allows. The mask for token n+1 needs token n, so there is no
-/// queueing ahead; instead the host computes the mask while the device runs
-/// the forward pass of token n.
-#[allow(clippy::too_many_arguments)]
-pub fn decode_constrained(
-    model: &dyn LanguageModel,
-    cache: &mut PromptCache,
-    context_length: usize,
-    logits: &Array,
-    sampler: &mut Sampler,
-    constraint: &mut super::constraint::Constraint,
-    max_tokens: usize,
-    on_token: &mut OnToken,
-) -> Result<LoopEnd> {
-    let mut logits = logits.clone();
-    let mut n = 0;
-    loop {
-        let mask = constraint.mask()?;
-        let (y, scores) = sampler.sample_scored(&logits.add(&mask)?)?;
-        let id = y.try_item_exact::<i32>().map_err(|e| Error::Mlx(e.to_string()))? as u32;
-        constraint.commit(id)?;
-        n += 1;
-        let room = cache.tokens.len() + 1 < context_length;
-        let more = n < max_tokens && room;
-        if more {
-            // Queue the next forward pass; the mask is computed meanwhile.
-            logits = model.forward(&y.reshape(&[1, 1])?, &mut cache.layers, false)?;
-            async_eval([&logits])?;
-            cache.tokens.push(id);
-        }
-        if !on_token(id, scores.as_ref()) {
-            return Ok(LoopEnd::Stopped);
-        }
-        if !more {
-            return Ok(if room { LoopEnd::MaxTokens } else { LoopEnd::ContextFull });
-        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! The inference thread: owns the model and all MLX state; talks only through channels.
+//! The inference thread: owns the model and all MLX state; talks only through
+//! channels, and serves every admitted request in one batch (`batch`).
 
+use super::batch::{Batch, Out, Sequence};
 use super::protocol::{Command, EngineError, Event, MemoryStats, Prompt, RequestId};
 use super::session::Session;
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats};
@@ -8,6 +10,7 @@ use crate::error::Error;
 use crate::models::load::{self, Precision};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -92,7 +95,7 @@ impl EngineHandle {
     }
 
     /// Starts a generation; returns its id. Cancels nothing already running:
-    /// requests queue in order.
+    /// it joins the batch beside them (or waits for room, in order).
     pub fn generate(&self, prompt: Prompt, params: GenerateParams) -> RequestId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -138,6 +141,16 @@ fn wake(w: &Waker) {
     }
 }
 
+/// The most sequences the engine serves at once (`HEARTH_MAX_BATCH`
+/// overrides it, 1 to 64); later requests wait in arrival order.
+pub fn max_batch() -> usize {
+    std::env::var("HEARTH_MAX_BATCH").ok().and_then(|v| v.parse().ok()).filter(|n| (1..=64).contains(n)).unwrap_or(8)
+}
+
+/// The engine's loop: commands are taken in arrival order between steps of
+/// the batch. Generations join the batch while it has room; a load or an
+/// unload waits until the batch is empty (the sequences before it finish on
+/// the model they started on); settings apply to the requests after them.
 fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscribers: Subscribers) {
     let mut session: Option<Session> = None;
     // Kept across loads: the template variables the user chose.
@@ -150,106 +163,161 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         let _ = events.send(e);
         wake(&waker);
     };
-    while let Ok(cmd) = commands.recv() {
-        match cmd {
-            Command::Shutdown => break,
-            Command::Load { path, precision, context_length } => {
-                session = None; // free the old model before loading the next
-                send(Event::LoadProgress { fraction: 0.0, message: format!("Reading {}", path.display()) });
-                // Forward progress as it moves by a percent or more, not per tensor.
-                let mut last = 0.0f32;
-                let mut on_progress = |f: f32, what: &str| {
-                    if f - last >= 0.01 {
-                        last = f;
-                        send(Event::LoadProgress { fraction: f, message: what.to_string() });
-                    }
-                };
-                match load::load_with_progress(&path, precision, &mut on_progress) {
-                    Ok(mut loaded) => {
-                        send(Event::LoadProgress { fraction: 1.0, message: "Ready".into() });
-                        loaded.template.options = template_options.clone();
-                        let info = loaded.info.clone();
-                        session = Some(Session::new(loaded, context_length));
-                        send(Event::Loaded(info));
-                        send(Event::Memory(MemoryStats::now()));
-                    }
-                    Err(e) => send(Event::LoadFailed(EngineError::from(&e))),
+    let limit = max_batch();
+    let mut batch = Batch::default();
+    let mut waiting: VecDeque<Command> = VecDeque::new();
+    let mut steps = 0usize;
+    loop {
+        if batch.is_empty() && waiting.is_empty() {
+            match commands.recv() {
+                Ok(c) => waiting.push_back(c),
+                Err(_) => break,
+            }
+        }
+        waiting.extend(commands.try_iter());
+        if waiting.iter().any(|c| matches!(c, Command::Shutdown)) {
+            batch.cancel_all();
+            break;
+        }
+        while let Some(cmd) = waiting.pop_front() {
+            match cmd {
+                Command::Generate { .. } if batch.len() >= limit => {
+                    waiting.push_front(cmd);
+                    break;
+                }
+                Command::Load { .. } | Command::Unload if !batch.is_empty() => {
+                    waiting.push_front(cmd);
+                    break;
+                }
+                Command::Generate { id, prompt, params, cancel } => admit(&mut session, &mut batch, id, prompt, params, cancel, &send),
+                cmd => control(cmd, &mut session, &mut template_options, &send),
+            }
+        }
+        let Some(s) = session.as_mut() else { continue };
+        if batch.is_empty() {
+            continue;
+        }
+        for o in batch.step(s) {
+            match o {
+                Out::Text { id, text, logprobs } => send(Event::Token { id, text, logprobs }),
+                Out::Done { id, stats, .. } => {
+                    send(Event::Finished { id, stats });
+                    send(Event::Memory(MemoryStats::now()));
+                }
+                Out::Failed { id, error } => {
+                    send(Event::Error { id: Some(id), error: EngineError::from(&error) });
+                    send(Event::Memory(MemoryStats::now()));
                 }
             }
-            Command::Unload => {
-                session = None;
-                let _ = mlx_rs::memory::clear_cache();
-                send(Event::Unloaded);
-                send(Event::Memory(MemoryStats::now()));
+        }
+        steps += 1;
+        if steps % 32 == 0 {
+            send(Event::Memory(MemoryStats::now()));
+        }
+    }
+}
+
+/// Renders a request's prompt and adds it to the batch; a request that
+/// cannot run (no model, a template error, a prompt too long, bad
+/// parameters) gets its error at once and the batch goes on without it.
+fn admit(
+    session: &mut Option<Session>,
+    batch: &mut Batch,
+    id: RequestId,
+    prompt: Prompt,
+    params: GenerateParams,
+    cancel: Arc<AtomicBool>,
+    send: &dyn Fn(Event),
+) {
+    let Some(s) = session.as_mut() else {
+        send(Event::Error { id: Some(id), error: EngineError::from(&Error::NoModel) });
+        return;
+    };
+    if cancel.load(Ordering::Relaxed) {
+        send(Event::Finished { id, stats: GenerationStats { finish_reason: Some(FinishReason::Cancelled), ..Default::default() } });
+        return;
+    }
+    let result = (|| {
+        let (tokens, dropped) = match &prompt {
+            Prompt::Chat(msgs) => s.prompt_for_messages(msgs, params.max_tokens)?,
+            Prompt::ChatWith(msgs, options) => {
+                let saved = s.loaded.template.options.clone();
+                s.loaded.template.options = saved.with(options);
+                let rendered = s.prompt_for_messages(msgs, params.max_tokens);
+                s.loaded.template.options = saved;
+                rendered?
             }
-            Command::SetContextLength(n) => {
-                if let Some(s) = session.as_mut() {
-                    s.set_context_length(n);
+            Prompt::Raw(text) => {
+                if text.is_empty() {
+                    return Err(Error::EmptyPrompt);
                 }
+                (s.loaded.tokenizer.encode_prompt(text)?, 0)
             }
-            Command::SetTemplateOptions(o) => {
-                if let Some(s) = session.as_mut() {
-                    s.loaded.template.options = o.clone();
-                }
-                template_options = o;
+        };
+        let n = tokens.len();
+        let mut seq = Sequence::new(s, id, tokens, params, cancel)?;
+        seq.trimmed_messages = dropped;
+        Ok((seq, n, dropped))
+    })();
+    match result {
+        Ok((seq, n, dropped)) => {
+            if dropped > 0 {
+                send(Event::ContextTrimmed { id, dropped_messages: dropped });
             }
-            Command::ResetCache => {
-                if let Some(s) = session.as_mut() {
-                    s.reset_cache();
+            send(Event::PromptReady { id, tokens: n });
+            batch.push(seq);
+        }
+        Err(e) => send(Event::Error { id: Some(id), error: EngineError::from(&e) }),
+    }
+}
+
+/// The commands other than generations.
+fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut TemplateOptions, send: &dyn Fn(Event)) {
+    match cmd {
+        Command::Shutdown | Command::Generate { .. } => {}
+        Command::Load { path, precision, context_length } => {
+            *session = None; // free the old model before loading the next
+            send(Event::LoadProgress { fraction: 0.0, message: format!("Reading {}", path.display()) });
+            // Forward progress as it moves by a percent or more, not per tensor.
+            let mut last = 0.0f32;
+            let mut on_progress = |f: f32, what: &str| {
+                if f - last >= 0.01 {
+                    last = f;
+                    send(Event::LoadProgress { fraction: f, message: what.to_string() });
                 }
+            };
+            match load::load_with_progress(&path, precision, &mut on_progress) {
+                Ok(mut loaded) => {
+                    send(Event::LoadProgress { fraction: 1.0, message: "Ready".into() });
+                    loaded.template.options = template_options.clone();
+                    let info = loaded.info.clone();
+                    *session = Some(Session::new(loaded, context_length));
+                    send(Event::Loaded(info));
+                    send(Event::Memory(MemoryStats::now()));
+                }
+                Err(e) => send(Event::LoadFailed(EngineError::from(&e))),
             }
-            Command::Generate { id, prompt, params, cancel } => {
-                let Some(s) = session.as_mut() else {
-                    send(Event::Error { id: Some(id), error: EngineError::from(&Error::NoModel) });
-                    continue;
-                };
-                if cancel.load(Ordering::Relaxed) {
-                    send(Event::Finished {
-                        id,
-                        stats: GenerationStats {
-                            finish_reason: Some(FinishReason::Cancelled),
-                            ..Default::default()
-                        },
-                    });
-                    continue;
-                }
-                let result = (|| {
-                    let (tokens, dropped) = match &prompt {
-                        Prompt::Chat(msgs) => s.prompt_for_messages(msgs, params.max_tokens)?,
-                        Prompt::ChatWith(msgs, options) => {
-                            let saved = s.loaded.template.options.clone();
-                            s.loaded.template.options = saved.with(options);
-                            let rendered = s.prompt_for_messages(msgs, params.max_tokens);
-                            s.loaded.template.options = saved;
-                            rendered?
-                        }
-                        Prompt::Raw(text) => {
-                            if text.is_empty() {
-                                return Err(Error::EmptyPrompt);
-                            }
-                            (s.loaded.tokenizer.encode_prompt(text)?, 0)
-                        }
-                    };
-                    if dropped > 0 {
-                        send(Event::ContextTrimmed { id, dropped_messages: dropped });
-                    }
-                    send(Event::PromptReady { id, tokens: tokens.len() });
-                    let mut n = 0usize;
-                    let mut stats = s.generate_scored(&tokens, &params, &cancel, &mut |text, logprobs| {
-                        send(Event::Token { id, text: text.to_string(), logprobs });
-                        n += 1;
-                        if n % 32 == 0 {
-                            send(Event::Memory(MemoryStats::now()));
-                        }
-                    })?;
-                    stats.trimmed_messages = dropped;
-                    Ok(stats)
-                })();
-                match result {
-                    Ok(stats) => send(Event::Finished { id, stats }),
-                    Err(e) => send(Event::Error { id: Some(id), error: EngineError::from(&e) }),
-                }
-                send(Event::Memory(MemoryStats::now()));
+        }
+        Command::Unload => {
+            *session = None;
+            let _ = mlx_rs::memory::clear_cache();
+            send(Event::Unloaded);
+            send(Event::Memory(MemoryStats::now()));
+        }
+        Command::SetContextLength(n) => {
+            if let Some(s) = session.as_mut() {
+                s.set_context_length(n);
+            }
+        }
+        Command::SetTemplateOptions(o) => {
+            if let Some(s) = session.as_mut() {
+                s.loaded.template.options = o.clone();
+            }
+            *template_options = o;
+        }
+        Command::ResetCache => {
+            if let Some(s) = session.as_mut() {
+                s.reset_cache();
             }
         }
     }

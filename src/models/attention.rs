@@ -132,7 +132,27 @@ impl Attention {
     /// instead of added, for the residual kernel to add
     /// (`RmsNorm::after_biased_residual`).
     pub fn forward_parts(&self, x: &Array, cache: &mut KvCache, rope: &Rope, mask: &Mask) -> Result<(Array, Option<&Array>)> {
+        self.forward_rows_parts(x, &mut [cache], rope, &[mask])
+    }
+
+    /// Attention for a batch of sequences: `x` is [B, L, hidden], row `b`
+    /// writes `caches[b]` and attends under `masks[b]`. The projections run
+    /// once for all rows (one matmul reads the weights for every sequence,
+    /// which is what batching buys on a bandwidth-bound decode); RoPE, the
+    /// cache write and the attention itself run per row, since each row sits
+    /// at its own position with its own keys. A row therefore computes
+    /// exactly what it computes alone.
+    pub fn forward_rows(&self, x: &Array, caches: &mut [&mut KvCache], rope: &Rope, masks: &[&Mask]) -> Result<Array> {
+        let (y, bias) = self.forward_rows_parts(x, caches, rope, masks)?;
+        with_bias(y, bias)
+    }
+
+    /// `forward_rows` with the output projection's bias handed back (`forward_parts`).
+    pub fn forward_rows_parts(&self, x: &Array, caches: &mut [&mut KvCache], rope: &Rope, masks: &[&Mask]) -> Result<(Array, Option<&Array>)> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
+        if caches.len() != b as usize || masks.len() != b as usize {
+            return Err(super::cfg_err(format!("{b} rows with {} caches and {} masks", caches.len(), masks.len())));
+        }
         // [B, L, n*D] -> [B, n, L, D]; the per-head norm (Qwen3) runs before the
         // transpose, on contiguous rows, which is what the fused rms_norm wants.
         let heads = |a: Array, n: i32, norm: Option<&RmsNorm>| -> Result<Array> {
@@ -143,17 +163,16 @@ impl Attention {
             };
             Ok(a.transpose_axes(&[0, 2, 1, 3])?)
         };
-        let offset = cache.offset();
-        // The ops path: heads apart (and normed), then rotated.
-        let split = |q: Array, k: Array, v: Array| -> Result<(Array, Array, Array)> {
-            let (q, k) = self.rotate(heads(q, self.n_heads, self.q_norm.as_ref())?, heads(k, self.n_kv, self.k_norm.as_ref())?, rope, offset, l)?;
-            Ok((q, k, heads(v, self.n_kv, None)?))
+        // The ops path: heads apart (and normed) for all rows; rotated per row below.
+        let split = |q: Array, k: Array, v: Array| -> Result<(Array, Array, Array, bool)> {
+            Ok((heads(q, self.n_heads, self.q_norm.as_ref())?, heads(k, self.n_kv, self.k_norm.as_ref())?, heads(v, self.n_kv, None)?, false))
         };
-        let (q, k, v) = match &self.qkv {
+        // `rotated`: the fused kernel already applied RoPE (one row, one token).
+        let (q, k, v, rotated) = match &self.qkv {
             Qkv::Stacked(proj) => {
                 let (y, bias) = proj.forward_parts(x)?;
-                match self.fused_heads(&y, bias, b * l, rope, offset)? {
-                    Some([q, k, v]) => (q, k, v),
+                match self.fused_heads(&y, bias, b * l, rope, caches[0].offset())? {
+                    Some([q, k, v]) => (q, k, v, true),
                     None => {
                         let y = with_bias(y, bias)?;
                         let (nq, nk) = (self.n_heads * self.head_dim, self.n_kv * self.head_dim);
@@ -163,19 +182,33 @@ impl Attention {
             }
             Qkv::Apart { q_proj, k_proj, v_proj } => split(q_proj.forward(x)?, k_proj.forward(x)?, v_proj.forward(x)?)?,
         };
-        let (k, v) = cache.update_and_fetch(&k, &v)?;
-        if let (1, Some(counter)) = (b * l, &self.counter) {
+        let mut outs = Vec::with_capacity(b as usize);
+        for (r, (cache, mask)) in caches.iter_mut().zip(masks).enumerate() {
+            let r = r as i32;
+            let row = |a: &Array| if b == 1 { a.clone() } else { a.index(r..r + 1) };
+            let (q, k, v) = (row(&q), row(&k), row(&v));
+            let (q, k) = if rotated { (q, k) } else { self.rotate(q, k, rope, cache.offset(), l)? };
+            let (k, v) = cache.update_and_fetch(&k, &v)?;
+            outs.push(self.attend_row(&q, &k, &v, mask, l)?);
+        }
+        let o = if outs.len() == 1 { outs.pop().expect("one row") } else { mlx_rs::ops::concatenate(&outs, 0)? };
+        self.o_proj.forward_parts(&o)
+    }
+
+    /// One row's attention of `q` ([1, heads, L, D]) over its cached `k`, `v`,
+    /// as [1, L, heads * D] for the output projection.
+    fn attend_row(&self, q: &Array, k: &Array, v: &Array, mask: &Mask, l: i32) -> Result<Array> {
+        if let (1, Some(counter)) = (l, &self.counter) {
             // One token on CUDA: one kernel straight to the projection's input
             // (shapes it does not take fall through to MLX's SDPA below).
-            if let Some((k, v)) = mask.decode_keys(&k, &v) {
-                if let Some(o) = super::attention_cuda::attend(&q, &k, &v, self.sinks.as_ref(), counter, self.scale)? {
-                    return self.o_proj.forward_parts(&o);
+            if let Some((k, v)) = mask.decode_keys(k, v) {
+                if let Some(o) = super::attention_cuda::attend(q, &k, &v, self.sinks.as_ref(), counter, self.scale)? {
+                    return Ok(o);
                 }
             }
         }
-        let o = mask.attend(&q, &k, &v, self.scale, self.sinks.as_ref())?;
-        let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
-        self.o_proj.forward_parts(&o)
+        let o = mask.attend(q, k, v, self.scale, self.sinks.as_ref())?;
+        Ok(o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[1, l, -1])?)
     }
 
     /// RoPE on q and k ([B, n, L, D]) at `offset`, and the long-context query
@@ -275,6 +308,24 @@ impl LayerMasks {
     pub fn get(&self, sliding: bool) -> Result<&Mask> {
         self.0[sliding as usize].as_ref().ok_or_else(|| super::cfg_err("no mask for a layer kind"))
     }
+
+    /// `build` for each row of a batch (`LanguageModel::forward_rows`):
+    /// `sliding[i]` is layer i's kind; each row must hold one cache per layer.
+    pub fn build_rows(l: i32, sliding: &[bool], rows: &mut [&mut [super::cache::Cache]]) -> Result<Vec<Self>> {
+        rows.iter_mut()
+            .map(|r| {
+                if r.len() != sliding.len() {
+                    return Err(super::cfg_err(format!("{} caches for {} layers", r.len(), sliding.len())));
+                }
+                Self::build(l, sliding.iter().copied().zip(r.iter_mut()))
+            })
+            .collect()
+    }
+
+    /// Every row's mask for a layer of this kind.
+    pub fn of_rows(rows: &[Self], sliding: bool) -> Result<Vec<&Mask>> {
+        rows.iter().map(|m| m.get(sliding)).collect()
+    }
 }
 
 /// The one mask of a hybrid model's attention layers (its other layers keep a
@@ -288,6 +339,27 @@ pub fn hybrid_mask(l: i32, caches: &mut [super::cache::Cache], layers: usize) ->
         Some(c) => attention_mask(l, c.as_kv()?),
         None => Ok(Mask::None),
     }
+}
+
+/// Layer `i`'s KV cache of every row of a batch (`LanguageModel::forward_rows`).
+pub fn layer_kv<'a>(rows: &'a mut [&mut [super::cache::Cache]], i: usize) -> Result<Vec<&'a mut KvCache>> {
+    rows.iter_mut()
+        .map(|r| r.get_mut(i).ok_or_else(|| super::cfg_err(format!("no cache for layer {i}")))?.as_kv())
+        .collect()
+}
+
+/// One mask per row for a model whose attention layers all hold the same
+/// positions, from each row's first cache, after checking each row has a
+/// cache for each of the model's `layers`.
+pub fn row_masks(l: i32, rows: &mut [&mut [super::cache::Cache]], layers: usize) -> Result<Vec<Mask>> {
+    rows.iter_mut()
+        .map(|r| {
+            if r.len() != layers {
+                return Err(super::cfg_err(format!("{} caches for {} layers", r.len(), layers)));
+            }
+            attention_mask(l, r[0].as_kv()?)
+        })
+        .collect()
 }
 
 /// The mask for `l` new tokens written into `cache` (and every cache of the same

@@ -3,7 +3,7 @@
 //! RMSNorm with a +1 offset (folded into the weights at load), q/k norms,
 //! embeddings scaled by sqrt(hidden), a GELU-tanh MLP and four norms per block.
 
-use super::attention::{Attention, AttentionSpec, QkNorm, LayerMasks};
+use super::attention::{layer_kv, Attention, AttentionSpec, QkNorm, LayerMasks};
 use super::cache::Cache;
 use super::layers::{gelu_tanh_mul, last_position};
 use super::rope::{Rope, RopeScaling};
@@ -186,17 +186,19 @@ impl Model {
     }
 }
 
-impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+impl Model {
+    /// The decoder over a batch: `rows[b]` holds row b's caches (`forward_rows`).
+    fn run(&self, tokens: &Array, rows: &mut [&mut [Cache]], all_logits: bool) -> Result<Array> {
         let e = self.embed_tokens.forward(tokens)?;
         let mut h = e.multiply(self.embed_scale.as_dtype(e.dtype())?)?;
-        // One mask per kind of layer, built once: all sliding layers hold the
-        // same positions, and so do all global ones.
+        // One mask per kind of layer and row, built once: all sliding layers
+        // of a row hold the same positions, and so do all global ones.
         let l = tokens.shape()[1];
-        let masks = LayerMasks::build(l, self.layers.iter().map(|x| x.window.is_some()).zip(cache.iter_mut()))?;
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let mask = masks.get(layer.window.is_some())?;
-            let r = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &layer.rope, mask)?;
+        let sliding: Vec<bool> = self.layers.iter().map(|x| x.window.is_some()).collect();
+        let masks = LayerMasks::build_rows(l, &sliding, rows)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mask = LayerMasks::of_rows(&masks, layer.window.is_some())?;
+            let r = layer.self_attn.forward_rows(&layer.input_layernorm.forward(&h)?, &mut layer_kv(rows, i)?, &layer.rope, &mask)?;
             h = h.add(layer.post_attention_layernorm.forward(&r)?)?;
             let x = layer.pre_feedforward_layernorm.forward(&h)?;
             let m = layer.down_proj.forward(&gelu_tanh_mul(&layer.gate_proj.forward(&x)?, &layer.up_proj.forward(&x)?)?)?;
@@ -213,8 +215,22 @@ impl LanguageModel for Model {
         if all_logits {
             Ok(logits)
         } else {
-            Ok(logits.reshape(&[1, -1])?)
+            Ok(logits.reshape(&[logits.shape()[0], -1])?)
         }
+    }
+}
+
+impl LanguageModel for Model {
+    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+        self.run(tokens, &mut [cache], all_logits)
+    }
+
+    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
+        self.run(tokens, rows, false)
+    }
+
+    fn batched(&self) -> bool {
+        true
     }
 
     fn new_cache(&self) -> Vec<Cache> {

@@ -4,7 +4,7 @@
 //! biased router (top-k of the raw logits, softmax over those k) and
 //! clamped-SwiGLU experts with biases, MXFP4-quantized as released.
 
-use super::attention::{Attention, AttentionSpec, LayerMasks};
+use super::attention::{layer_kv, Attention, AttentionSpec, LayerMasks};
 use super::cache::Cache;
 use super::layers::output_logits;
 use super::moe::{Glu, SwitchGlu};
@@ -223,20 +223,22 @@ fn sanitize(w: &mut Weights, layers: i32) -> Result<()> {
     Ok(())
 }
 
-impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+impl Model {
+    /// The decoder over a batch: `rows[b]` holds row b's caches (`forward_rows`).
+    fn run(&self, tokens: &Array, rows: &mut [&mut [Cache]], all_logits: bool) -> Result<Array> {
         let mut h = self.embed_tokens.forward(tokens)?;
-        // One mask per kind of layer, built once per pass.
+        // One mask per kind of layer and row, built once per pass.
         let l = tokens.shape()[1];
-        let masks = LayerMasks::build(l, self.layers.iter().map(|x| x.sliding).zip(cache.iter_mut()))?;
+        let sliding: Vec<bool> = self.layers.iter().map(|x| x.sliding).collect();
+        let masks = LayerMasks::build_rows(l, &sliding, rows)?;
         // Each residual add is fused with the norm after it (`after_residual`);
         // the last layer's feed-forward output is added after the loop.
         let mut pending: Option<Array> = None;
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let mask = masks.get(layer.sliding)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mask = LayerMasks::of_rows(&masks, layer.sliding)?;
             let x = layer.input_layernorm.after_residual(&mut h, pending.take())?;
             // The output projection's bias joins the residual kernel.
-            let (a, bias) = layer.self_attn.forward_parts(&x, c.as_kv()?, &self.rope, mask)?;
+            let (a, bias) = layer.self_attn.forward_rows_parts(&x, &mut layer_kv(rows, i)?, &self.rope, &mask)?;
             let x = layer.post_attention_layernorm.after_biased_residual(&mut h, &a, bias)?;
             pending = Some(layer.mlp.forward(&x)?);
         }
@@ -244,6 +246,20 @@ impl LanguageModel for Model {
             h = h.add(m)?;
         }
         output_logits(h, &self.norm, Some(&self.lm_head), &self.embed_tokens, all_logits)
+    }
+}
+
+impl LanguageModel for Model {
+    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+        self.run(tokens, &mut [cache], all_logits)
+    }
+
+    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
+        self.run(tokens, rows, false)
+    }
+
+    fn batched(&self) -> bool {
+        true
     }
 
     fn new_cache(&self) -> Vec<Cache> {

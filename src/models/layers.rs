@@ -296,7 +296,7 @@ pub fn gelu_tanh_mul(gate: &Array, up: &Array) -> Result<Array> {
     )
 }
 
-/// Keeps only the last position of a [1, L, D] hidden state.
+/// Keeps only the last position of a [B, L, D] hidden state.
 pub fn last_position(h: &Array) -> Result<Array> {
     use mlx_rs::ops::indexing::IndexOp;
     let l = h.shape()[1];
@@ -320,7 +320,7 @@ pub fn dtype_name(d: Dtype) -> &'static str {
 
 
 /// The output of a decoder: the last position only (unless `all_logits`), the
-/// final norm, then the head (or the tied embedding): [1, vocab] or [1, L, vocab].
+/// final norm, then the head (or the tied embedding): [B, vocab] or [B, L, vocab].
 pub fn output_logits(h: Array, norm: &RmsNorm, lm_head: Option<&Linear>, embed: &Embedding, all_logits: bool) -> Result<Array> {
     let h = if all_logits { h } else { last_position(&h)? };
     let h = norm.forward(&h)?;
@@ -328,7 +328,7 @@ pub fn output_logits(h: Array, norm: &RmsNorm, lm_head: Option<&Linear>, embed: 
         Some(head) => head.forward(&h)?,
         None => embed.as_linear(&h)?,
     };
-    Ok(if all_logits { logits } else { logits.reshape(&[1, -1])? })
+    Ok(if all_logits { logits } else { logits.reshape(&[logits.shape()[0], -1])? })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! SmolLM3 drops RoPE on every `no_rope_layer_interval`-th layer ("NoPE"
 //! layers, listed in `no_rope_layers`: 1 = rotate, 0 = not).
 
-use super::attention::{attention_mask, Attention, AttentionSpec, QkNorm};
+use super::attention::{layer_kv, row_masks, Attention, AttentionSpec, Mask, QkNorm};
 use super::cache::Cache;
 use super::layers::{output_logits, swiglu};
 use super::rope::{Rope, RopeScaling};
@@ -221,18 +221,21 @@ impl Model {
     }
 }
 
-impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+impl Model {
+    /// The decoder over a batch: `rows[b]` holds row b's caches (`forward_rows`).
+    fn run(&self, tokens: &Array, rows: &mut [&mut [Cache]], all_logits: bool) -> Result<Array> {
         let mut h = self.embed_tokens.forward(tokens)?;
-        let Some(first) = cache.first_mut() else { return Err(cfg_err("the model has no layers")) };
-        let mask = attention_mask(tokens.shape()[1], first.as_kv()?)?;
+        let l = tokens.shape()[1];
+        let masks = row_masks(l, rows, self.layers.len())?;
+        let masks: Vec<&Mask> = masks.iter().collect();
         // Each residual add is fused with the norm after it (`after_residual`);
         // the last layer's feed-forward output is added after the loop.
         let mut pending: Option<Array> = None;
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+        for (i, layer) in self.layers.iter().enumerate() {
             let rope = if layer.nope { &self.no_rope } else { &self.rope };
             let x = layer.input_layernorm.after_residual(&mut h, pending.take())?;
-            let a = layer.self_attn.forward(&x, c.as_kv()?, rope, &mask)?;
+            let mut kvs = layer_kv(rows, i)?;
+            let a = layer.self_attn.forward_rows(&x, &mut kvs, rope, &masks)?;
             let x = layer.post_attention_layernorm.after_residual(&mut h, Some(a))?;
             pending = Some(layer.mlp.forward(&x)?);
         }
@@ -240,6 +243,20 @@ impl LanguageModel for Model {
             h = h.add(m)?;
         }
         output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)
+    }
+}
+
+impl LanguageModel for Model {
+    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+        self.run(tokens, &mut [cache], all_logits)
+    }
+
+    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
+        self.run(tokens, rows, false)
+    }
+
+    fn batched(&self) -> bool {
+        true
     }
 
     fn new_cache(&self) -> Vec<Cache> {

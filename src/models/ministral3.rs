@@ -6,7 +6,7 @@
 //! `language_model.` (MLX) or `model.language_model.` (Hugging Face); the
 //! vision tower and projector are skipped.
 
-use super::attention::{Attention, AttentionSpec, LayerMasks, PositionScale};
+use super::attention::{layer_kv, Attention, AttentionSpec, LayerMasks, PositionScale};
 use super::cache::Cache;
 use super::layers::output_logits;
 use super::llama::Mlp;
@@ -193,23 +193,37 @@ impl Model {
     }
 }
 
-impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
-        if cache.len() != self.layers.len() {
-            return Err(cfg_err(format!("{} caches for {} layers", cache.len(), self.layers.len())));
-        }
+impl Model {
+    /// The decoder over a batch: `rows[b]` holds row b's caches (`forward_rows`).
+    fn run(&self, tokens: &Array, rows: &mut [&mut [Cache]], all_logits: bool) -> Result<Array> {
         let mut h = self.embed_tokens.forward(tokens)?;
-        // One mask per kind of layer, built once per pass.
+        // One mask per kind of layer and row, built once per pass (each row
+        // must hold a cache per layer).
         let l = tokens.shape()[1];
-        let masks = LayerMasks::build(l, self.layers.iter().map(|x| x.sliding).zip(cache.iter_mut()))?;
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            let mask = masks.get(layer.sliding)?;
-            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h)?, c.as_kv()?, &self.rope, mask)?;
+        let sliding: Vec<bool> = self.layers.iter().map(|x| x.sliding).collect();
+        let masks = LayerMasks::build_rows(l, &sliding, rows)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mask = LayerMasks::of_rows(&masks, layer.sliding)?;
+            let a = layer.self_attn.forward_rows(&layer.input_layernorm.forward(&h)?, &mut layer_kv(rows, i)?, &self.rope, &mask)?;
             h = h.add(a)?;
             let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
             h = h.add(m)?;
         }
         output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)
+    }
+}
+
+impl LanguageModel for Model {
+    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+        self.run(tokens, &mut [cache], all_logits)
+    }
+
+    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
+        self.run(tokens, rows, false)
+    }
+
+    fn batched(&self) -> bool {
+        true
     }
 
     fn new_cache(&self) -> Vec<Cache> {

@@ -62,6 +62,32 @@ pub trait LanguageModel: Send {
     /// then [1, L, vocab]. Computing the output head for one row instead of L is
     /// what makes long prefills cheap.
     fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array>;
+    /// Runs several sequences at once: `tokens` is [B, L] (int32), `rows[b]`
+    /// the caches of row b (each from `new_cache`), appended to. Returns each
+    /// row's logits at its last position, [B, vocab]. Every row keeps its own
+    /// caches, so sequences join and leave a batch between calls (continuous
+    /// batching) and a row computes what it computes alone.
+    ///
+    /// Families that batch (`batched`) run their projections, MLPs and head
+    /// once for all rows; the others run here one row after another, which
+    /// serves the same requests, only without sharing the weight reads.
+    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
+        use mlx_rs::ops::indexing::IndexOp;
+        let b = tokens.shape()[0];
+        if rows.len() != b as usize {
+            return Err(cfg_err(format!("{b} rows of tokens for {} caches", rows.len())));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (r, caches) in rows.iter_mut().enumerate() {
+            let r = r as i32;
+            out.push(self.forward(&tokens.index(r..r + 1), caches, false)?);
+        }
+        Ok(if out.len() == 1 { out.pop().expect("one row") } else { mlx_rs::ops::concatenate(&out, 0)? })
+    }
+    /// Whether `forward_rows` shares one pass between its rows.
+    fn batched(&self) -> bool {
+        false
+    }
     /// One fresh cache per layer, of the kind the layer needs.
     fn new_cache(&self) -> Vec<Cache>;
     fn info(&self) -> ArchInfo;

@@ -2,7 +2,7 @@
 //! attention (q/k norms) with a sparse mixture-of-experts block on every
 //! `decoder_sparse_step`-th layer and a dense MLP on `mlp_only_layers`.
 
-use super::attention::{attention_mask, Attention};
+use super::attention::{layer_kv, row_masks, Attention, Mask};
 use super::cache::Cache;
 use super::layers::output_logits;
 use super::llama::{attention_spec, Mlp, Variant};
@@ -120,17 +120,18 @@ impl Model {
     }
 }
 
-impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+impl Model {
+    /// The decoder over a batch: `rows[b]` holds row b's caches (`forward_rows`).
+    fn run(&self, tokens: &Array, rows: &mut [&mut [Cache]], all_logits: bool) -> Result<Array> {
         let mut h = self.embed_tokens.forward(tokens)?;
-        let Some(first) = cache.first_mut() else { return Err(cfg_err("the model has no layers")) };
-        let mask = attention_mask(tokens.shape()[1], first.as_kv()?)?;
+        let masks = row_masks(tokens.shape()[1], rows, self.layers.len())?;
+        let masks: Vec<&Mask> = masks.iter().collect();
         // Each residual add is fused with the norm after it (`after_residual`);
         // the last layer's feed-forward output is added after the loop.
         let mut pending: Option<Array> = None;
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+        for (i, layer) in self.layers.iter().enumerate() {
             let x = layer.input_layernorm.after_residual(&mut h, pending.take())?;
-            let a = layer.self_attn.forward(&x, c.as_kv()?, &self.rope, &mask)?;
+            let a = layer.self_attn.forward_rows(&x, &mut layer_kv(rows, i)?, &self.rope, &masks)?;
             let x = layer.post_attention_layernorm.after_residual(&mut h, Some(a))?;
             pending = Some(match &layer.mlp {
                 Ffn::Dense(mlp) => mlp.forward(&x)?,
@@ -141,6 +142,20 @@ impl LanguageModel for Model {
             h = h.add(m)?;
         }
         output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)
+    }
+}
+
+impl LanguageModel for Model {
+    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+        self.run(tokens, &mut [cache], all_logits)
+    }
+
+    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
+        self.run(tokens, rows, false)
+    }
+
+    fn batched(&self) -> bool {
+        true
     }
 
     fn new_cache(&self) -> Vec<Cache> {

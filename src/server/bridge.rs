@@ -1,8 +1,10 @@
 //! The server's end of the engine thread: one dispatcher thread reads the
 //! engine's events and routes each request's to the task serving it; model
-//! loads are awaited through a watch channel. Requests run one at a time (a
-//! queue lock), each with its own cancel flag, so a client that goes away
-//! stops its generation within one token.
+//! loads are awaited through a watch channel. Requests on the loaded model
+//! run at once, batched by the engine; a request for another model waits
+//! until they end (a read-write gate: generations read, loads write). Each
+//! has its own cancel flag, so a client that goes away stops its generation
+//! within one step.
 
 use crate::chat::params::{GenerateParams, GenerationStats, TokenLogprob};
 use crate::engine::protocol::{EngineError, ErrorKind};
@@ -42,8 +44,11 @@ pub struct Bridge {
     engine: Arc<EngineHandle>,
     routes: Routes,
     status: watch::Receiver<ModelStatus>,
-    /// Held for the whole of a request: loads and generations never interleave.
-    pub queue: Arc<tokio::sync::Mutex<()>>,
+    /// Held for the whole of a request: shared by generations on the loaded
+    /// model, exclusive for a load, so a model is never swapped under a
+    /// running request. Tokio's lock is fair: a waiting load holds back
+    /// the requests that come after it.
+    pub gate: Arc<tokio::sync::RwLock<()>>,
     context_length: Option<usize>,
 }
 
@@ -64,7 +69,7 @@ impl Bridge {
             .name("hearth-server-events".into())
             .spawn(move || dispatch(events, r, tx))
             .expect("spawning the server's event thread");
-        Arc::new(Bridge { engine, routes, status: rx, queue: Arc::default(), context_length })
+        Arc::new(Bridge { engine, routes, status: rx, gate: Arc::default(), context_length })
     }
 
     pub fn status(&self) -> ModelStatus {
@@ -72,13 +77,10 @@ impl Bridge {
     }
 
     /// Loads `path` unless it is the model already loaded; waits for the
-    /// result. Callers hold `queue`, so the load answered is this one.
+    /// result. Callers hold `gate` for writing, so the load answered is this one.
     pub async fn ensure_loaded(&self, path: &Path) -> Result<Box<ModelInfo>, String> {
-        let same = |a: &Path| a.canonicalize().ok() == path.canonicalize().ok();
-        if let ModelStatus::Loaded(info) = self.status() {
-            if same(&info.path) {
-                return Ok(info);
-            }
+        if let Some(info) = self.loaded(path) {
+            return Ok(info);
         }
         let mut rx = self.status.clone();
         rx.mark_unchanged();
@@ -94,6 +96,28 @@ impl Bridge {
                 ModelStatus::Empty | ModelStatus::Loading => {}
             }
         }
+    }
+
+    /// The loaded model's details if it is `path`.
+    pub fn loaded(&self, path: &Path) -> Option<Box<ModelInfo>> {
+        match self.status() {
+            ModelStatus::Loaded(info) if info.path.canonicalize().ok() == path.canonicalize().ok() => Some(info),
+            _ => None,
+        }
+    }
+
+    /// Waits for a request's turn: shared when `path` is loaded, else
+    /// exclusive while it loads (then shared). Returns the guard and the
+    /// model's details or the load's error.
+    pub async fn enter(&self, path: &Path) -> (tokio::sync::OwnedRwLockReadGuard<()>, Result<Box<ModelInfo>, String>) {
+        let shared = self.gate.clone().read_owned().await;
+        if let Some(info) = self.loaded(path) {
+            return (shared, Ok(info));
+        }
+        drop(shared);
+        let only = self.gate.clone().write_owned().await;
+        let r = self.ensure_loaded(path).await;
+        (only.downgrade(), r)
     }
 
     pub fn unload(&self) {

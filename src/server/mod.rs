@@ -89,10 +89,11 @@ pub struct Server {
     requests: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// A request's turn on the engine: the queue lock, and its place in the
-/// in-flight count; both end when the reply does (or the client leaves).
+/// A request's turn on the engine: its share of the model gate (no load
+/// while it runs), and its place in the in-flight count; both end when the
+/// reply does (or the client leaves).
 pub struct Slot {
-    _queue: tokio::sync::OwnedMutexGuard<()>,
+    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
     _counted: Counted,
 }
 
@@ -204,9 +205,10 @@ impl Server {
         let started = std::time::Instant::now();
         self.touch();
         let counted = Counted::new(&self.requests);
-        let queued = Slot { _queue: self.bridge.queue.clone().lock_owned().await, _counted: counted };
         let t = std::time::Instant::now();
-        let info = self.bridge.ensure_loaded(&model.path).await.map_err(ApiError::model_failed)?;
+        let (gate, info) = self.bridge.enter(&model.path).await;
+        let queued = Slot { _gate: gate, _counted: counted };
+        let info = info.map_err(ApiError::model_failed)?;
         let load_s = t.elapsed().as_secs_f64();
         let (prompt, params) = build(&info)?;
         let (rx, cancel) = self.bridge.submit(prompt, params);
@@ -223,7 +225,7 @@ impl Server {
     async fn idle_unloader(self: Arc<Self>, idle: std::time::Duration) {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            let Ok(_queued) = self.bridge.queue.clone().try_lock_owned() else {
+            let Ok(_queued) = self.bridge.gate.clone().try_write_owned() else {
                 self.touch(); // busy: the idle time starts when it ends
                 continue;
             };

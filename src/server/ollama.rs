@@ -241,8 +241,8 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
     if messages.is_empty() {
         // Ollama loads the model and answers done for an empty chat.
         let m = server.find_model(Some(&req.model))?;
-        let _queued = server.bridge.queue.clone().lock_owned().await;
-        server.bridge.ensure_loaded(&m.path).await.map_err(ApiError::model_failed)?;
+        let (_gate, loaded) = server.bridge.enter(&m.path).await;
+        loaded.map_err(ApiError::model_failed)?;
         return Ok(Json(json!({"model": m.id, "created_at": rfc3339(super::now_secs()),
                                "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true}))
         .into_response());

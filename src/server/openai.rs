@@ -38,6 +38,13 @@ pub(super) fn finish_reason(stats: &GenerationStats) -> &'static str {
     }
 }
 
+/// The engine's timings, beside OpenAI's fields, as llama-server reports
+/// them (`timings`), with how many sequences shared the decode steps.
+fn timings(stats: &GenerationStats) -> Value {
+    json!({"prompt_n": stats.prefilled_tokens, "cache_n": stats.reused_tokens, "predicted_n": stats.generated_tokens,
+           "prompt_per_second": stats.prefill_tps, "predicted_per_second": stats.decode_tps, "batch_rows": stats.batch_rows})
+}
+
 fn usage(stats: &GenerationStats) -> Value {
     json!({"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.generated_tokens,
            "total_tokens": stats.prompt_tokens + stats.generated_tokens})
@@ -222,7 +229,7 @@ impl Reply {
                     };
                     let object = if self.is_chat() { "chat.completion" } else { "text_completion" };
                     return Json(json!({"id": self.id, "object": object, "created": self.created, "model": model.id,
-                                       "choices": [choice], "usage": usage(&stats)}))
+                                       "choices": [choice], "usage": usage(&stats), "timings": timings(&stats)}))
                     .into_response();
                 }
                 Some(Update::Failed(e)) => return ApiError::engine(e).into_response(),

@@ -122,6 +122,19 @@ pub fn assert_greedy_matches_mlx_lm_across_two_turns(name: &str, dir: &std::path
     let st = s.generate(&second, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
     assert!(st.reused_tokens >= first.len() + 31, "{name}: reused {}", st.reused_tokens);
     assert_eq!(s.last_tokens, mlx_lm_greedy(dir, 32, &second), "{name}: turn 2 (cache reused)");
+    assert_tiny_batch(name, &mut s);
+}
+
+/// `assert_batched_matches_alone` on a tiny model: four prompts of 20, 7,
+/// 33 and 12 tokens (past an 8-token sliding window), joining at steps 0,
+/// 0, 2 and 5, the last cancelled at step 9; 16 tokens each, end tokens
+/// ignored.
+pub fn assert_tiny_batch(name: &str, s: &mut Session) {
+    let mut p = greedy_params(16);
+    p.ignore_eos = true;
+    let prompts = [tiny_prompt(20), tiny_prompt(7), tiny_prompt(33), tiny_prompt(12)];
+    let widest = assert_batched_matches_alone(s, &prompts, &p, &[0, 0, 2, 5], Some((3, 9)));
+    assert_eq!(widest, 4, "{name}: the four sequences never decoded in one step");
 }
 
 /// A chat template fetched by scripts/setup.sh (`.deps/templates/NAME.jinja`).
@@ -186,4 +199,75 @@ pub fn hearth_render_smollm2(messages: &str, flags: &[&str]) -> Result<String, S
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// Greedy parameters for `max_tokens` tokens.
+pub fn greedy_params(max_tokens: usize) -> hearth::engine::GenerateParams {
+    hearth::engine::GenerateParams {
+        sampling: hearth::engine::SamplingParams::greedy(),
+        max_tokens,
+        stop: vec![],
+        ignore_eos: false,
+        constraint: None,
+        logprobs: None,
+    }
+}
+
+/// Continuous batching changes nothing a sequence sees: each of `prompts`
+/// decoded alone with `params` (greedy), then all in one batch where prompt i joins at
+/// step `joins[i]` and, if `cancel` is (i, step), prompt i is cancelled at
+/// that step. Every sequence gets exactly its tokens alone (the cancelled
+/// one a prefix of them), and they were decoded together (the stats'
+/// `batch_rows`). Returns how many rows the largest step held.
+pub fn assert_batched_matches_alone(s: &mut Session, prompts: &[Vec<u32>], params: &hearth::engine::GenerateParams, joins: &[usize], cancel: Option<(usize, usize)>) -> usize {
+    use hearth::engine::batch::{Batch, Out, Sequence};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    assert_eq!(prompts.len(), joins.len());
+    let alone: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            s.reset_cache();
+            s.generate(p, params, &AtomicBool::new(false), &mut |_| {}).unwrap();
+            s.last_tokens.clone()
+        })
+        .collect();
+    s.reset_cache();
+    let flags: Vec<Arc<AtomicBool>> = prompts.iter().map(|_| Arc::new(AtomicBool::new(false))).collect();
+    let mut got: Vec<Option<(Vec<u32>, hearth::engine::GenerationStats)>> = vec![None; prompts.len()];
+    let mut batch = Batch::default();
+    let mut step = 0usize;
+    while got.iter().any(|g| g.is_none()) {
+        for (i, p) in prompts.iter().enumerate() {
+            if joins[i] == step {
+                batch.push(Sequence::new(s, i as u64, p.clone(), params.clone(), flags[i].clone()).unwrap());
+            }
+        }
+        if let Some((i, at)) = cancel {
+            if at == step {
+                flags[i].store(true, Ordering::Relaxed);
+            }
+        }
+        for o in batch.step(s) {
+            match o {
+                Out::Done { id, stats, tokens } => got[id as usize] = Some((tokens, stats)),
+                Out::Failed { id, error } => panic!("sequence {id} failed: {error}"),
+                Out::Text { .. } => {}
+            }
+        }
+        step += 1;
+        assert!(step < 100_000, "the batch never finished");
+    }
+    let mut widest = 0;
+    for (i, g) in got.into_iter().enumerate() {
+        let (tokens, stats) = g.unwrap();
+        widest = widest.max(stats.batch_rows);
+        if cancel.is_some_and(|(c, _)| c == i) {
+            assert!(alone[i].starts_with(&tokens), "cancelled sequence {i}: {tokens:?} is not a prefix of {:?}", alone[i]);
+            assert!(tokens.len() < alone[i].len(), "sequence {i} was not cancelled midway");
+        } else {
+            assert_eq!(tokens, alone[i], "sequence {i} (prompt of {} tokens) batched differs from alone", prompts[i].len());
+        }
+    }
+    widest
 }

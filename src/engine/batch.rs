@@ -1,0 +1,273 @@
+//! Continuous batching (mlx-lm's `BatchGenerator`, llama-server's slots): the
+//! sequences the engine serves at once, stepped together by one loop.
+//!
+//! Each request becomes a `Sequence` with everything of its own: prompt
+//! cache, sampler, structured-output constraint, detokenizer and stop
+//! strings, statistics and cancel flag. A step runs one prefill chunk of the
+//! oldest sequence still reading its prompt, then one decode step for every
+//! sequence past it, in one forward pass over all their rows
+//! (`LanguageModel::forward_rows`). Sequences join and leave between steps;
+//! one that fails (a bad schema, a context overflow) fails alone.
+//!
+//! A decode step keeps the device ahead of the host, as mlx-lm's
+//! `generate_step`: it queues step n+1 (`async_eval`) before it reads token n.
+//! A constrained row cannot: its next mask needs its last token. It still
+//! shares the batch's forward pass, and its mask is computed on the host
+//! while the device runs that pass.
+
+use super::protocol::RequestId;
+use super::sampling::Scores;
+use super::sequence::{read_id, Phase};
+use super::session::Session;
+use super::step::{self, host_clock};
+use crate::chat::params::FinishReason;
+use crate::error::{Error, Result};
+use crate::models::cache::Cache;
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::transforms::async_eval;
+use mlx_rs::Array;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+pub use super::sequence::{Out, Sequence};
+
+/// The sequences being served, in arrival order.
+#[derive(Default)]
+pub struct Batch {
+    seqs: Vec<Sequence>,
+    /// Decode steps since the batch was last empty (graph dump, memory events).
+    steps: usize,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    pub fn push(&mut self, s: Sequence) {
+        self.seqs.push(s);
+    }
+
+    /// Cancels every sequence (they end at the next step).
+    pub fn cancel_all(&self) {
+        for s in &self.seqs {
+            s.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs one step: one prefill chunk, then one decode step for every
+    /// sequence past its prompt. What happened comes back as `Out`s.
+    pub fn step(&mut self, session: &mut Session) -> Vec<Out> {
+        let mut out = Vec::new();
+        // Cancelled before their first token: they end now, at no cost.
+        let mut i = 0;
+        while i < self.seqs.len() {
+            if !self.seqs[i].decoding() && self.seqs[i].cancel.load(Ordering::Relaxed) {
+                let mut s = self.seqs.remove(i);
+                s.reason = Some(FinishReason::Cancelled);
+                s.finish(session, &mut out);
+            } else {
+                i += 1;
+            }
+        }
+        self.prefill(session, &mut out);
+        if let Err((ids, error)) = self.decode(session, &mut out) {
+            // A failed batched pass leaves its rows' caches half written:
+            // those rows fail, with the same error.
+            let msg = error.to_string();
+            let mut failed = Vec::new();
+            self.seqs.retain_mut(|s| {
+                let hit = ids.contains(&s.id);
+                if hit {
+                    failed.push(s.id);
+                }
+                !hit
+            });
+            for id in failed {
+                out.push(Out::Failed { id, error: Error::Mlx(msg.clone()) });
+            }
+        }
+        if self.seqs.is_empty() {
+            self.steps = 0;
+        }
+        out
+    }
+
+    /// One piece of the oldest sequence still reading its prompt; at its last
+    /// piece the first token is sampled and the sequence joins the decode rows.
+    fn prefill(&mut self, session: &mut Session, out: &mut Vec<Out>) {
+        let Some(i) = self.seqs.iter().position(|s| !s.decoding()) else { return };
+        let model = &*session.loaded.model;
+        let tok = &session.loaded.tokenizer;
+        let s = &mut self.seqs[i];
+        let result = (|| {
+            let Phase::Prefill(pieces) = &mut s.phase else { return Ok(true) };
+            let piece = pieces.pop_front().ok_or(Error::EmptyPrompt)?;
+            let last = pieces.is_empty();
+            match step::prefill_piece(model, &mut s.cache, &s.prompt, piece, last)? {
+                Some(logits) => {
+                    let go_on = s.sample(&logits, tok, out)?;
+                    if let Phase::Decode { token, scores, read: false } = &s.phase {
+                        let mut arrays = vec![token];
+                        arrays.extend(scores.iter().flat_map(|sc| sc.arrays()));
+                        async_eval(arrays)?;
+                    }
+                    Ok(go_on)
+                }
+                None => Ok(true),
+            }
+        })();
+        match result {
+            Ok(true) => {}
+            Ok(false) => {
+                let s = self.seqs.remove(i);
+                s.finish(session, out);
+            }
+            Err(error) => {
+                let s = self.seqs.remove(i);
+                out.push(Out::Failed { id: s.id, error });
+            }
+        }
+    }
+
+    /// One decode step for every decoding sequence. On an error in the
+    /// shared pass, the ids of the rows it covered.
+    fn decode(&mut self, session: &mut Session, out: &mut Vec<Out>) -> std::result::Result<(), (Vec<RequestId>, Error)> {
+        let ctx = session.context_length;
+        let model = &*session.loaded.model;
+        // The rows fed back this step: every decoding sequence that may take another token.
+        let fed: Vec<bool> = self.seqs.iter().map(|s| s.decoding() && s.more(ctx)).collect();
+        let fed_ids: Vec<RequestId> = self.seqs.iter().zip(&fed).filter(|(_, f)| **f).map(|(s, _)| s.id).collect();
+        let rows = fed_ids.len();
+        if !self.seqs.iter().any(|s| s.decoding()) {
+            return Ok(());
+        }
+        let fail = |e: Error| (fed_ids.clone(), e);
+        // Build and queue step n+1 for the fed rows.
+        let mut logits_rows: Vec<Option<Array>> = vec![None; self.seqs.len()];
+        if rows > 0 {
+            let t = Instant::now();
+            let inputs: Vec<Array> = self
+                .seqs
+                .iter()
+                .zip(&fed)
+                .filter(|(_, f)| **f)
+                .map(|(s, _)| match &s.phase {
+                    Phase::Decode { token, .. } => token.reshape(&[1, 1]),
+                    Phase::Prefill(_) => unreachable!("only decoding rows are fed"),
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| fail(e.into()))?;
+            let tokens = if rows == 1 { inputs[0].clone() } else { mlx_rs::ops::concatenate(&inputs, 0).map_err(|e| fail(e.into()))? };
+            let mut caches: Vec<&mut [Cache]> =
+                self.seqs.iter_mut().zip(&fed).filter(|(_, f)| **f).map(|(s, _)| &mut s.cache.layers[..]).collect();
+            let logits = model.forward_rows(&tokens, &mut caches).map_err(fail)?;
+            let mut j = 0;
+            for (slot, f) in logits_rows.iter_mut().zip(&fed) {
+                if *f {
+                    *slot = Some(if rows == 1 { logits.clone() } else { logits.index(j as i32..j as i32 + 1) });
+                    j += 1;
+                }
+            }
+            host_clock::add(&host_clock::BUILD, t);
+            if self.steps == 2 {
+                step::dump_graph(&logits);
+            }
+            host_clock::step();
+            self.steps += 1;
+            // Free rows sample now and are queued with the pass; constrained
+            // rows sample after it, once their masks are computed.
+            let mut queue: Vec<Array> = Vec::new();
+            let mut next: Vec<Option<(Array, Option<Scores>)>> = Vec::with_capacity(self.seqs.len());
+            for (s, l) in self.seqs.iter_mut().zip(&logits_rows) {
+                match (l, &s.constraint) {
+                    (Some(l), None) => {
+                        let (y, sc) = s.sampler.sample_scored(l).map_err(fail)?;
+                        queue.push(y.clone());
+                        queue.extend(sc.iter().flat_map(|x| x.arrays()).cloned());
+                        next.push(Some((y, sc)));
+                    }
+                    (Some(l), Some(_)) => {
+                        queue.push(l.clone());
+                        next.push(None);
+                    }
+                    (None, _) => next.push(None),
+                }
+            }
+            let t = Instant::now();
+            async_eval(queue.iter()).map_err(|e| fail(e.into()))?;
+            host_clock::add(&host_clock::QUEUE, t);
+            self.read_step(session, &fed, logits_rows, next, out);
+        } else {
+            self.read_step(session, &fed, logits_rows, Vec::new(), out);
+        }
+        if rows > 0 {
+            for s in &mut self.seqs {
+                s.stats.batch_rows = s.stats.batch_rows.max(rows);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads each decoding row's token (the one fed this step, or the last
+    /// of a row that stops here) and moves the row on or out.
+    fn read_step(
+        &mut self,
+        session: &mut Session,
+        fed: &[bool],
+        logits_rows: Vec<Option<Array>>,
+        mut next: Vec<Option<(Array, Option<Scores>)>>,
+        out: &mut Vec<Out>,
+    ) {
+        next.resize_with(self.seqs.len(), || None);
+        let tok = &session.loaded.tokenizer;
+        let mut keep = Vec::with_capacity(self.seqs.len());
+        let seqs = std::mem::take(&mut self.seqs);
+        let mut ended = Vec::new();
+        for (((mut s, f), l), nx) in seqs.into_iter().zip(fed).zip(logits_rows).zip(next) {
+            let result: Result<bool> = (|| {
+                let phase = std::mem::replace(&mut s.phase, Phase::Prefill(VecDeque::new()));
+                let Phase::Decode { token, scores, read } = phase else {
+                    s.phase = phase;
+                    return Ok(true);
+                };
+                if read {
+                    // Constrained: the token fed was read last step; its
+                    // successor is sampled from this step's logits now.
+                    let Some(l) = l else { return Ok(false) };
+                    s.cache.tokens.push(read_id(&token)?);
+                    return s.sample(&l, tok, out);
+                }
+                let t = Instant::now();
+                let id = read_id(&token)?;
+                host_clock::add(&host_clock::WAIT, t);
+                if *f {
+                    s.cache.tokens.push(id);
+                }
+                let go_on = s.accept(id, scores.as_ref(), tok, out)?;
+                match nx {
+                    Some((token, scores)) if go_on => {
+                        s.taken += 1;
+                        s.phase = Phase::Decode { token, scores, read: false };
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            })();
+            match result {
+                Ok(true) => keep.push(s),
+                Ok(false) => ended.push(s),
+                Err(error) => out.push(Out::Failed { id: s.id, error }),
+            }
+        }
+        self.seqs = keep;
+        for s in ended {
+            s.finish(session, out);
+        }
+    }
+}
