@@ -661,10 +661,15 @@ print(json.dumps(res))
     assert!(r["top_range"].as_str().is_some_and(|e| e.contains("out of range")), "{r}");
 }
 
+/// With room for one sequence (`HEARTH_MAX_BATCH=1`), a second client
+/// waits for the first: requests beyond the batch queue in order.
 #[test]
 fn two_clients_at_once_are_served_in_turn_with_their_own_tokens() {
     let _g = common::mlx_lock();
-    let r = sdk_json(
+    let s = serve(&[("HEARTH_MAX_BATCH", "1")], &[]).unwrap();
+    let out = python(
+        s.port,
+        "unused",
         r##"
 import threading
 m = client.models.list().data[0].id
@@ -692,9 +697,10 @@ print(json.dumps({"same": all(text(together, k) == text(alone, k) for k in asks)
                   "texts": [text(together, k) for k in asks]}))
 "##,
     );
+    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
     // Greedy replies equal to each client's alone: no token of one went to the other.
     assert_eq!(r["same"], true, "{r}");
-    // One generation at a time: the second client's text starts after the first's ends.
+    // One sequence at a time: the second client's text starts after the first's ends.
     assert_eq!(r["in_turn"], true, "{r}");
     assert!(r["texts"][0].as_str().unwrap().contains("Paris"), "{r}");
 }
