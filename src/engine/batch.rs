@@ -22,7 +22,7 @@ use super::session::Session;
 use super::step::{self, host_clock};
 use crate::chat::params::FinishReason;
 use crate::error::{Error, Result};
-use crate::models::cache::Cache;
+use crate::models::cache::{Cache, KvCache};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::transforms::async_eval;
 use mlx_rs::Array;
@@ -38,6 +38,55 @@ pub struct Batch {
     seqs: Vec<Sequence>,
     /// Decode steps since the batch was last empty (graph dump, memory events).
     steps: usize,
+    /// The decoding rows' caches merged into one per layer, for models that
+    /// take them (`LanguageModel::merges_caches`): kept while the same rows
+    /// decode, split back into the sequences when one joins or leaves.
+    merged: Option<Merged>,
+}
+
+struct Merged {
+    /// The rows, in order.
+    ids: Vec<RequestId>,
+    layers: Vec<Cache>,
+}
+
+/// Merges the caches of the rows `fed` marks (each layer's `KvCache::merge`).
+/// Checked first, so a cache that cannot merge leaves every row as it was.
+fn merge_rows(seqs: &mut [Sequence], fed: &[bool]) -> Result<Merged> {
+    let rows: Vec<&mut Sequence> = seqs.iter_mut().zip(fed).filter(|(_, f)| **f).map(|(s, _)| s).collect();
+    let layers = rows.first().map_or(0, |s| s.cache.layers.len());
+    let mergeable = |c: &Cache| matches!(c, Cache::Kv(kv) if kv.window().is_none() && kv.rows() == 1 && kv.offset() > 0);
+    if rows.iter().any(|s| s.cache.layers.len() != layers || !s.cache.layers.iter().all(mergeable)) {
+        return Err(Error::Config("these caches cannot be merged".into()));
+    }
+    let ids = rows.iter().map(|s| s.id).collect();
+    let mut rows = rows;
+    let mut merged = Vec::with_capacity(layers);
+    for i in 0..layers {
+        let parts = rows
+            .iter_mut()
+            .map(|s| match std::mem::replace(&mut s.cache.layers[i], Cache::kv()) {
+                Cache::Kv(kv) => kv,
+                Cache::State(_) => unreachable!("checked above"),
+            })
+            .collect();
+        merged.push(Cache::Kv(KvCache::merge(parts)?));
+    }
+    Ok(Merged { ids, layers: merged })
+}
+
+/// Splits merged caches back into their sequences (rows that left without
+/// a sequence, having failed, are dropped).
+fn unmerge<'a>(m: Merged, seqs: impl Iterator<Item = &'a mut Sequence>) {
+    let mut seqs: Vec<&mut Sequence> = seqs.collect();
+    for (i, layer) in m.layers.into_iter().enumerate() {
+        let Cache::Kv(kv) = layer else { continue };
+        for (id, part) in m.ids.iter().zip(kv.split()) {
+            if let Some(s) = seqs.iter_mut().find(|s| s.id == *id) {
+                s.cache.layers[i] = Cache::Kv(part);
+            }
+        }
+    }
 }
 
 impl Batch {
@@ -79,6 +128,7 @@ impl Batch {
         if let Err((ids, error)) = self.decode(session, &mut out) {
             // A failed batched pass leaves its rows' caches half written:
             // those rows fail, with the same error.
+            self.merged = None;
             let msg = error.to_string();
             let mut failed = Vec::new();
             self.seqs.retain_mut(|s| {
@@ -164,8 +214,19 @@ impl Batch {
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|e| fail(e.into()))?;
             let tokens = if rows == 1 { inputs[0].clone() } else { mlx_rs::ops::concatenate(&inputs, 0).map_err(|e| fail(e.into()))? };
-            let mut caches: Vec<&mut [Cache]> =
-                self.seqs.iter_mut().zip(&fed).filter(|(_, f)| **f).map(|(s, _)| &mut s.cache.layers[..]).collect();
+            // Merged caches while the same rows decode; rebuilt when one joins or leaves.
+            let merge = model.merges_caches() && rows > 1;
+            if self.merged.as_ref().is_some_and(|m| !merge || m.ids != fed_ids) {
+                let m = self.merged.take().expect("checked");
+                unmerge(m, self.seqs.iter_mut());
+            }
+            if merge && self.merged.is_none() {
+                self.merged = Some(merge_rows(&mut self.seqs, &fed).map_err(fail)?);
+            }
+            let mut caches: Vec<&mut [Cache]> = match &mut self.merged {
+                Some(m) => vec![&mut m.layers[..]],
+                None => self.seqs.iter_mut().zip(&fed).filter(|(_, f)| **f).map(|(s, _)| &mut s.cache.layers[..]).collect(),
+            };
             let logits = model.forward_rows(&tokens, &mut caches).map_err(fail)?;
             let mut j = 0;
             for (slot, f) in logits_rows.iter_mut().zip(&fed) {
@@ -263,6 +324,14 @@ impl Batch {
                 Ok(true) => keep.push(s),
                 Ok(false) => ended.push(s),
                 Err(error) => out.push(Out::Failed { id: s.id, error }),
+            }
+        }
+        // A row that ends takes its cache with it: split the merged ones first.
+        if let Some(m) = self.merged.take() {
+            if ended.iter().any(|s| m.ids.contains(&s.id)) {
+                unmerge(m, keep.iter_mut().chain(ended.iter_mut()));
+            } else {
+                self.merged = Some(m);
             }
         }
         self.seqs = keep;

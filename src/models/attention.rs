@@ -135,13 +135,13 @@ impl Attention {
         self.forward_rows_parts(x, &mut [cache], rope, &[mask])
     }
 
-    /// Attention for a batch of sequences: `x` is [B, L, hidden], row `b`
-    /// writes `caches[b]` and attends under `masks[b]`. The projections run
-    /// once for all rows (one matmul reads the weights for every sequence,
-    /// which is what batching buys on a bandwidth-bound decode); RoPE, the
-    /// cache write and the attention itself run per row, since each row sits
-    /// at its own position with its own keys. A row therefore computes
-    /// exactly what it computes alone.
+    /// Attention for a batch of sequences: `x` is [B, L, hidden]; `caches`
+    /// are groups of rows in order, each with its mask: one sequence's cache
+    /// (one row), or a merged cache of several (`KvCache::merge`: its rows
+    /// at their own positions, left-padded keys masked out). The projections
+    /// run once for all rows (one matmul reads the weights for every
+    /// sequence, which is what batching buys on a bandwidth-bound decode);
+    /// RoPE, the cache write and the attention run once per group.
     pub fn forward_rows(&self, x: &Array, caches: &mut [&mut KvCache], rope: &Rope, masks: &[&Mask]) -> Result<Array> {
         let (y, bias) = self.forward_rows_parts(x, caches, rope, masks)?;
         with_bias(y, bias)
@@ -150,8 +150,9 @@ impl Attention {
     /// `forward_rows` with the output projection's bias handed back (`forward_parts`).
     pub fn forward_rows_parts(&self, x: &Array, caches: &mut [&mut KvCache], rope: &Rope, masks: &[&Mask]) -> Result<(Array, Option<&Array>)> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
-        if caches.len() != b as usize || masks.len() != b as usize {
-            return Err(super::cfg_err(format!("{b} rows with {} caches and {} masks", caches.len(), masks.len())));
+        let rows: usize = caches.iter().map(|c| c.rows()).sum();
+        if rows != b as usize || masks.len() != caches.len() {
+            return Err(super::cfg_err(format!("{b} rows with caches for {rows} and {} masks for {} caches", masks.len(), caches.len())));
         }
         // [B, L, n*D] -> [B, n, L, D]; the per-head norm (Qwen3) runs before the
         // transpose, on contiguous rows, which is what the fused rms_norm wants.
@@ -182,23 +183,33 @@ impl Attention {
             }
             Qkv::Apart { q_proj, k_proj, v_proj } => split(q_proj.forward(x)?, k_proj.forward(x)?, v_proj.forward(x)?)?,
         };
-        let mut outs = Vec::with_capacity(b as usize);
-        for (r, (cache, mask)) in caches.iter_mut().zip(masks).enumerate() {
-            let r = r as i32;
-            let row = |a: &Array| if b == 1 { a.clone() } else { a.index(r..r + 1) };
-            let (q, k, v) = (row(&q), row(&k), row(&v));
-            let (q, k) = if rotated { (q, k) } else { self.rotate(q, k, rope, cache.offset(), l)? };
+        let mut outs = Vec::with_capacity(caches.len());
+        let mut r = 0i32;
+        let whole = caches.len() == 1;
+        for (cache, mask) in caches.iter_mut().zip(masks) {
+            let n = cache.rows() as i32;
+            let rows = |a: &Array| if whole { a.clone() } else { a.index(r..r + n) };
+            let (q, k, v) = (rows(&q), rows(&k), rows(&v));
+            r += n;
+            let (q, k) = match (rotated, cache.positions()) {
+                (true, _) => (q, k),
+                (false, None) => self.rotate(q, k, rope, cache.offset(), l)?,
+                (false, Some(_)) if self.position_scale.is_some() => {
+                    return Err(super::cfg_err("a merged cache with long-context query scaling"));
+                }
+                (false, Some(pos)) => (rope.apply_rows(&q, &pos)?, rope.apply_rows(&k, &pos)?),
+            };
             let (k, v) = cache.update_and_fetch(&k, &v)?;
-            outs.push(self.attend_row(&q, &k, &v, mask, l)?);
+            outs.push(self.attend_rows(&q, &k, &v, mask, n, l)?);
         }
         let o = if outs.len() == 1 { outs.pop().expect("one row") } else { mlx_rs::ops::concatenate(&outs, 0)? };
         self.o_proj.forward_parts(&o)
     }
 
-    /// One row's attention of `q` ([1, heads, L, D]) over its cached `k`, `v`,
-    /// as [1, L, heads * D] for the output projection.
-    fn attend_row(&self, q: &Array, k: &Array, v: &Array, mask: &Mask, l: i32) -> Result<Array> {
-        if let (1, Some(counter)) = (l, &self.counter) {
+    /// A group's attention of `q` ([n, heads, L, D]) over its cached `k`,
+    /// `v`, as [n, L, heads * D] for the output projection.
+    fn attend_rows(&self, q: &Array, k: &Array, v: &Array, mask: &Mask, n: i32, l: i32) -> Result<Array> {
+        if let (1, 1, Some(counter)) = (n, l, &self.counter) {
             // One token on CUDA: one kernel straight to the projection's input
             // (shapes it does not take fall through to MLX's SDPA below).
             if let Some((k, v)) = mask.decode_keys(k, v) {
@@ -208,7 +219,7 @@ impl Attention {
             }
         }
         let o = mask.attend(q, k, v, self.scale, self.sinks.as_ref())?;
-        Ok(o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[1, l, -1])?)
+        Ok(o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[n, l, -1])?)
     }
 
     /// RoPE on q and k ([B, n, L, D]) at `offset`, and the long-context query
@@ -348,9 +359,9 @@ pub fn layer_kv<'a>(rows: &'a mut [&mut [super::cache::Cache]], i: usize) -> Res
         .collect()
 }
 
-/// One mask per row for a model whose attention layers all hold the same
-/// positions, from each row's first cache, after checking each row has a
-/// cache for each of the model's `layers`.
+/// One mask per group of rows (a sequence's caches, or merged ones) for a
+/// model whose attention layers all hold the same positions, from each
+/// group's first cache, after checking each has a cache per layer.
 pub fn row_masks(l: i32, rows: &mut [&mut [super::cache::Cache]], layers: usize) -> Result<Vec<Mask>> {
     rows.iter_mut()
         .map(|r| {
@@ -366,6 +377,16 @@ pub fn row_masks(l: i32, rows: &mut [&mut [super::cache::Cache]], layers: usize)
 /// kind in the model: layers of one kind hold the same positions). A windowed
 /// cache is trimmed first, so the mask matches the keys the layers will fetch.
 pub fn attention_mask(l: i32, cache: &mut KvCache) -> Result<Mask> {
+    if let Some(pads) = cache.pads() {
+        // A merged cache: row r sees keys from its padding on, causally:
+        // [rows, 1, l, keys], broadcast over the heads.
+        let (offset, keys) = (cache.offset(), cache.offset() + l);
+        let n = pads.len() as i32;
+        let pad = Array::from_slice(pads, &[n, 1, 1, 1]);
+        let kpos = mlx_rs::ops::arange::<_, i32>(0, keys, None)?.reshape(&[1, 1, 1, keys])?;
+        let qpos = mlx_rs::ops::arange::<_, i32>(offset, keys, None)?.reshape(&[1, 1, l, 1])?;
+        return Ok(Mask::Array(kpos.ge(&pad)?.logical_and(&kpos.le(&qpos)?)?));
+    }
     cache.trim_window()?;
     let (start, offset) = (cache.start(), cache.offset());
     let end = offset + l;
@@ -402,6 +423,26 @@ mod tests {
         let (k, v) = kv(5);
         c.update_and_fetch(&k, &v).unwrap();
         assert!(matches!(attention_mask(1, &mut c).unwrap(), Mask::None));
+    }
+
+    /// A merged cache's mask hides each row's left padding and keeps the
+    /// new queries causal.
+    #[test]
+    fn merged_cache_mask_hides_the_padding() {
+        let mut a = KvCache::new();
+        let (k, v) = kv(2);
+        a.update_and_fetch(&k, &v).unwrap();
+        let mut b = KvCache::new();
+        let (k, v) = kv(4);
+        b.update_and_fetch(&k, &v).unwrap();
+        let mut m = KvCache::merge(vec![a, b]).unwrap();
+        let Mask::Array(mask) = attention_mask(2, &mut m).unwrap() else { panic!("a merged cache needs an explicit mask") };
+        assert_eq!(mask.shape(), &[2, 1, 2, 6]);
+        let v: Vec<bool> = mask.as_slice::<bool>().to_vec();
+        // Row 0 (padded by 2): its first new query sees keys 2..=4, not 0, 1 or 5.
+        assert_eq!(&v[0..6], &[false, false, true, true, true, false]);
+        // Row 1 (no padding): its second new query sees everything.
+        assert_eq!(&v[18..24], &[true; 6]);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct KvCache {
     window: Option<i32>,
     /// Absolute position of the buffer's first entry (0 unless windowed).
     start: i32,
+    /// A merged cache of several sequences (`merge`): row r's keys start at
+    /// `pads[r]` (left padding) and all end at `offset`, so one write and
+    /// one attention serve every row. None for one sequence's cache.
+    pads: Option<Vec<i32>>,
 }
 
 impl KvCache {
@@ -146,6 +150,79 @@ impl KvCache {
     /// Arrays to evaluate so the cache holds concrete data.
     pub fn arrays(&self) -> Vec<&Array> {
         self.keys.iter().chain(self.values.iter()).collect()
+    }
+
+    /// How many sequences the cache holds (1 unless merged).
+    pub fn rows(&self) -> usize {
+        self.pads.as_ref().map_or(1, |p| p.len())
+    }
+
+    /// The left padding of each row of a merged cache.
+    pub fn pads(&self) -> Option<&[i32]> {
+        self.pads.as_deref()
+    }
+
+    /// Each row's position for the next token, [rows] int32, for RoPE of a
+    /// merged cache (None for one sequence's: its offset is the position).
+    pub fn positions(&self) -> Option<Array> {
+        let pads = self.pads.as_ref()?;
+        let pos: Vec<i32> = pads.iter().map(|p| self.offset - p).collect();
+        Some(Array::from_slice(&pos, &[pos.len() as i32]))
+    }
+
+    /// One cache for several sequences' caches (mlx-lm's `BatchKVCache`):
+    /// each row's keys and values, left-padded with zeros to the longest,
+    /// stacked along the batch axis. Windowed and merged caches are refused.
+    pub fn merge(rows: Vec<KvCache>) -> Result<KvCache> {
+        let idx = rows.iter().map(|c| c.offset).max().unwrap_or(0);
+        if rows.is_empty() || idx == 0 || rows.iter().any(|c| c.window.is_some() || c.pads.is_some() || c.offset == 0) {
+            return Err(crate::error::Error::Config("only filled, unwindowed single-sequence caches merge".into()));
+        }
+        let (mut ks, mut vs, mut pads) = (Vec::new(), Vec::new(), Vec::new());
+        for c in &rows {
+            let (Some(k), Some(v)) = (&c.keys, &c.values) else {
+                return Err(crate::error::Error::Config("a cache with positions but no buffer".into()));
+            };
+            let pad = idx - c.offset;
+            let left = |a: &Array| -> Result<Array> {
+                let a = a.index((.., .., ..c.offset, ..));
+                if pad == 0 {
+                    return Ok(a);
+                }
+                let sh = a.shape();
+                let z = ops::zeros_dtype(&[sh[0], sh[1], pad, sh[3]], a.dtype())?;
+                Ok(ops::concatenate(&[z, a], 2)?)
+            };
+            ks.push(left(k)?);
+            vs.push(left(v)?);
+            pads.push(pad);
+        }
+        Ok(KvCache {
+            keys: Some(ops::concatenate(&ks, 0)?),
+            values: Some(ops::concatenate(&vs, 0)?),
+            offset: idx,
+            window: None,
+            start: 0,
+            pads: Some(pads),
+        })
+    }
+
+    /// The sequences' own caches back out of a merged cache (views of its
+    /// rows without their padding), in row order.
+    pub fn split(self) -> Vec<KvCache> {
+        let (Some(k), Some(v), Some(pads)) = (self.keys, self.values, self.pads) else { return Vec::new() };
+        pads.iter()
+            .enumerate()
+            .map(|(r, &pad)| {
+                let r = r as i32;
+                KvCache {
+                    keys: Some(k.index((r..r + 1, .., pad..self.offset, ..))),
+                    values: Some(v.index((r..r + 1, .., pad..self.offset, ..))),
+                    offset: self.offset - pad,
+                    ..KvCache::default()
+                }
+            })
+            .collect()
     }
 
 }
@@ -322,6 +399,31 @@ mod tests {
         assert!(c.start() > 0);
         assert!(!c.can_truncate(1), "the start of the prompt was dropped");
         assert!(c.can_truncate(c.offset()));
+    }
+
+    /// Two sequences' caches (3 and 5 positions) merge into one, left-padded
+    /// to 5; a write lands at each row's next position; splitting gives each
+    /// row exactly its own keys back.
+    #[test]
+    fn merged_caches_pad_left_and_split_back_exactly() {
+        let mut a = KvCache::new();
+        let mut b = KvCache::new();
+        let (k, v) = kv(3, 1.0);
+        a.update_and_fetch(&k, &v).unwrap();
+        let (k, v) = kv(5, 2.0);
+        b.update_and_fetch(&k, &v).unwrap();
+        let mut m = KvCache::merge(vec![a, b]).unwrap();
+        assert_eq!((m.rows(), m.offset(), m.pads()), (2, 5, Some(&[2, 0][..])));
+        assert_eq!(m.positions().unwrap().as_slice::<i32>(), &[3, 5]);
+        let k = ops::full::<f32>(&[2, 1, 1, 2], mlx_rs::array!(9.0f32)).unwrap();
+        let (ks, _) = m.update_and_fetch(&k, &k).unwrap();
+        assert_eq!(ks.shape(), &[2, 1, 6, 2]);
+        let parts = m.split();
+        let got: Vec<Vec<f32>> = parts.iter().map(|c| c.keys.as_ref().unwrap().as_slice::<f32>().to_vec()).collect();
+        assert_eq!(got[0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 9.0, 9.0]);
+        assert_eq!(got[1], [2.0; 10].iter().copied().chain([9.0, 9.0]).collect::<Vec<_>>());
+        assert_eq!((parts[0].offset(), parts[1].offset(), parts[0].rows()), (4, 6, 1));
+        assert!(KvCache::merge(vec![KvCache::windowed(4)]).is_err(), "windowed caches do not merge");
     }
 
     #[test]

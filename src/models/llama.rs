@@ -259,6 +259,10 @@ impl LanguageModel for Model {
         true
     }
 
+    fn merges_caches(&self) -> bool {
+        true
+    }
+
     fn new_cache(&self) -> Vec<Cache> {
         (0..self.layers.len()).map(|_| Cache::kv()).collect()
     }

@@ -88,6 +88,13 @@ pub trait LanguageModel: Send {
     fn batched(&self) -> bool {
         false
     }
+    /// Whether `forward_rows` also takes merged caches (every layer's
+    /// `KvCache::merge` of several rows' caches as one entry of `rows`), so
+    /// attention runs once for all rows: true where every layer keeps a
+    /// full KV cache and attention needs nothing per row but its position.
+    fn merges_caches(&self) -> bool {
+        false
+    }
     /// One fresh cache per layer, of the kind the layer needs.
     fn new_cache(&self) -> Vec<Cache>;
     fn info(&self) -> ArchInfo;

@@ -198,5 +198,22 @@ impl Rope {
         };
         Ok(fast::rope(x, self.dims, false, self.base, self.scale, offset, self.freqs.as_ref())?)
     }
+
+    /// `apply` for several sequences at their own positions: `x` is
+    /// [B, heads, L, D] and `positions` [B] (int32) each row's first position.
+    pub fn apply_rows(&self, x: &Array, positions: &Array) -> Result<Array> {
+        if self.dims == 0 {
+            return Ok(x.clone());
+        }
+        let scaled;
+        let x = match &self.input_scale {
+            Some(s) => {
+                scaled = x.multiply(s.as_dtype(x.dtype())?)?;
+                &scaled
+            }
+            None => x,
+        };
+        Ok(fast::rope_dynamic(x, self.dims, false, self.base, self.scale, positions, self.freqs.as_ref())?)
+    }
 }
 
