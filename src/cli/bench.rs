@@ -105,11 +105,12 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
     if batches {
         let n = prompt_lens.iter().copied().min().unwrap_or(128);
         for &rows in streams.iter().filter(|&&r| r > 0) {
-            let mut agg = Vec::new();
+            let (mut agg, mut wall) = (Vec::new(), Vec::new());
             for r in 0..reps + 1 {
-                let tps = batch_decode(&mut session, n, rows, &params)?;
+                let (tps, wall_tps) = batch_decode(&mut session, n, rows, &params)?;
                 if r > 0 {
                     agg.push(tps);
+                    wall.push(wall_tps);
                 }
             }
             println!(
@@ -119,6 +120,8 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
                     "streams": rows, "prompt_tokens": n, "gen_tokens": gen_tokens, "reps": reps,
                     "aggregate_decode_tps": median(&mut agg.clone()),
                     "aggregate_decode_tps_range": [agg.iter().cloned().fold(f64::INFINITY, f64::min), agg.iter().cloned().fold(0.0, f64::max)],
+                    "wall_tps": median(&mut wall),
+                    "peak_memory_mb": mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / 1e6,
                 })
             );
         }
@@ -163,8 +166,9 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
 /// `rows` sequences of `n`-token prompts (each its own) decoded together,
 /// all joining at once: the aggregate decode rate, the sum of the rows'
 /// decode rates (each row's tokens after its first over its decode time;
-/// the rows overlap but for the steps that prefill the later ones).
-fn batch_decode(session: &mut Session, n: usize, rows: usize, params: &GenerateParams) -> Result<f64> {
+/// the rows overlap but for the steps that prefill the later ones), and
+/// every token generated over the whole batch's wall time, prefills included.
+fn batch_decode(session: &mut Session, n: usize, rows: usize, params: &GenerateParams) -> Result<(f64, f64)> {
     use hearth::engine::batch::{Batch, Out, Sequence};
     let base = bench_prompt(session, n + rows)?;
     session.reset_cache();
@@ -175,15 +179,19 @@ fn batch_decode(session: &mut Session, n: usize, rows: usize, params: &GenerateP
         let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         batch.push(Sequence::new(session, r as u64, prompt, params.clone(), flag)?);
     }
-    let mut total = 0.0;
+    let (mut total, mut tokens) = (0.0, 0usize);
+    let t0 = std::time::Instant::now();
     while !batch.is_empty() {
         for o in batch.step(session) {
             match o {
-                Out::Done { stats, .. } => total += stats.decode_tps,
+                Out::Done { stats, .. } => {
+                    total += stats.decode_tps;
+                    tokens += stats.generated_tokens;
+                }
                 Out::Failed { error, .. } => bail!("a benchmark sequence failed: {error}"),
                 Out::Text { .. } => {}
             }
         }
     }
-    Ok(total)
+    Ok((total, tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9)))
 }
