@@ -14,7 +14,9 @@
 # kernels turned off (HEARTH_MOE_KERNEL=0), DELTA_OFF=1 one with the gated delta
 # kernel off (HEARTH_DELTA_KERNEL=0), FUSION_OFF=1 one with the fused decode kernels for
 # attention's heads and residual norms off (HEARTH_DECODE_FUSION=0), for A/B. SYNTH_ONLY=1 only sets up and writes
-# the models (kept under /tmp/models) for the commands that follow.
+# the models (kept under /tmp/models) for the commands that follow. STREAMS=1,8 adds a
+# continuous-batching comparison with mlx-lm (scripts/bench_batch.sh); SINGLE=0 skips
+# the single-stream one.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 S=/tmp/stage; SITE=/tmp/site
@@ -88,7 +90,15 @@ for p in "${PRESETS[@]}"; do
   # SYNTH_ONLY=1: set up and write the model, for commands that follow.
   [ "${SYNTH_ONLY:-0}" = 1 ] && continue
   echo "== $p"
-  bash "$ROOT/scripts/bench_compare.sh" "$M" "$PROMPTS" "$GEN" "$REPS" "${5:-2}" 2>&1 | tee "${OUT:-/tmp}/bench-$p.txt"
+  # SINGLE=0 skips the single-stream comparison (for STREAMS runs alone).
+  if [ "${SINGLE:-1}" = 1 ]; then
+    bash "$ROOT/scripts/bench_compare.sh" "$M" "$PROMPTS" "$GEN" "$REPS" "${5:-2}" 2>&1 | tee "${OUT:-/tmp}/bench-$p.txt"
+  fi
+  # STREAMS=1,8: continuous batching against mlx-lm's BatchGenerator (scripts/bench_batch.sh),
+  # at the first prompt length and GEN tokens.
+  if [ -n "${STREAMS:-}" ]; then
+    bash "$ROOT/scripts/bench_batch.sh" "$M" "${PROMPTS%%,*}" "$GEN" "$STREAMS" "$REPS" 2>&1 | tee "${OUT:-/tmp}/batch-$p.txt"
+  fi
   if [ "${KERNEL_OFF:-0}" = 1 ]; then off_run HEARTH_MOE_KERNEL; fi
   if [ "${FUSION_OFF:-0}" = 1 ]; then off_run HEARTH_DECODE_FUSION; fi
   # ALSO_BIN=path: another Hearth binary (an earlier build) on the same model, for A/B.
