@@ -11,6 +11,7 @@ import sys
 import time
 
 import mlx.core as mx
+import mlx_compat  # noqa: F401  (before mlx_lm: see mlx_compat.py)
 from mlx_lm import load
 from mlx_lm.generate import BatchGenerator
 
