@@ -289,3 +289,54 @@ fn structured_and_failing_requests_in_a_batch() {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert!(v["capital"].is_string(), "{text}");
 }
+
+/// Through the engine thread: API requests beyond the batch's room wait in
+/// order, a chat request goes ahead of them and joins even a full batch (so
+/// a burst of API requests never starves the chat), and a request that
+/// fails (an empty prompt) fails alone while the others finish.
+#[test]
+fn the_chat_joins_ahead_of_queued_api_requests_and_failures_stay_alone() {
+    let _g = common::mlx_lock();
+    let engine = hearth::engine::EngineHandle::spawn_with(2);
+    engine.load(common::smollm2_gguf(), hearth::models::load::Precision::Auto, Some(2048));
+    loop {
+        match engine.events.recv_timeout(Duration::from_secs(60)).unwrap() {
+            Event::Loaded(_) => break,
+            Event::LoadFailed(e) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    let long = |topic: &str| Prompt::Chat(vec![Message::user(format!("Write a long story about {topic}."))]);
+    let mut p = greedy(40);
+    p.ignore_eos = true;
+    let api: Vec<u64> = ["a dragon", "a ship", "a forest", "a city"].iter().map(|t| engine.submit(long(t), p.clone()).0).collect();
+    let (bad, _) = engine.submit(Prompt::Raw(String::new()), p.clone());
+    let mut ready = Vec::new();
+    // The chat arrives once two API requests fill the batch.
+    while ready.len() < 2 {
+        if let Event::PromptReady { id, .. } = engine.events.recv_timeout(Duration::from_secs(60)).unwrap() {
+            ready.push(id);
+        }
+    }
+    let chat = engine.generate(long("a cat"), greedy(8));
+    let mut finished = std::collections::HashSet::new();
+    let mut failed = Vec::new();
+    while finished.len() + failed.len() < 6 {
+        match engine.events.recv_timeout(Duration::from_secs(120)).unwrap() {
+            Event::PromptReady { id, .. } => ready.push(id),
+            Event::Finished { id, stats } => {
+                assert_eq!(stats.finish_reason, Some(FinishReason::MaxTokens), "request {id}");
+                finished.insert(id);
+            }
+            Event::Error { id: Some(id), error } => failed.push((id, error.message)),
+            Event::Crashed(e) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, bad, "only the empty prompt fails: {failed:?}");
+    assert!(api.iter().chain([&chat]).all(|id| finished.contains(id)), "every other request finished");
+    // The first two API requests fill the batch; the chat joins it at once,
+    // ahead of the two queued ones, which follow in order.
+    assert_eq!(ready, [api[0], api[1], chat, api[2], api[3]], "admission order");
+}

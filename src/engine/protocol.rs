@@ -25,7 +25,10 @@ pub enum Prompt {
 
 pub enum Command {
     Load { path: PathBuf, precision: Precision, context_length: Option<usize> },
-    Generate { id: RequestId, prompt: Prompt, params: GenerateParams, cancel: Arc<AtomicBool> },
+    /// `interactive`: a person waits on it (the app's chat, the terminal):
+    /// it joins the batch ahead of queued API requests, and even when the
+    /// batch is full, so a burst of API requests never starves the chat.
+    Generate { id: RequestId, prompt: Prompt, params: GenerateParams, cancel: Arc<AtomicBool>, interactive: bool },
     /// Sets the context length used by later requests.
     SetContextLength(usize),
     /// Template variables (reasoning effort) for later requests, this model and the next.

@@ -35,6 +35,12 @@ pub struct EngineHandle {
 
 impl EngineHandle {
     pub fn spawn() -> Self {
+        Self::spawn_with(max_batch())
+    }
+
+    /// `spawn` with room for `limit` sequences at once (interactive requests
+    /// get one more).
+    pub fn spawn_with(limit: usize) -> Self {
         let (ctx, crx) = unbounded::<Command>();
         let (etx, erx) = unbounded::<Event>();
         let waker: Waker = Arc::new(Mutex::new(None));
@@ -47,7 +53,7 @@ impl EngineHandle {
                 let events = etx.clone();
                 let w2 = w.clone();
                 let subs2 = subs.clone();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(crx, etx, w2, subs2)));
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(crx, etx, w2, subs2, limit.max(1))));
                 if let Err(p) = r {
                     let msg = p
                         .downcast_ref::<String>()
@@ -100,7 +106,7 @@ impl EngineHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
         *self.current_cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
-        self.send(Command::Generate { id, prompt, params, cancel });
+        self.send(Command::Generate { id, prompt, params, cancel, interactive: true });
         id
     }
 
@@ -109,7 +115,7 @@ impl EngineHandle {
     pub fn submit(&self, prompt: Prompt, params: GenerateParams) -> (RequestId, Arc<AtomicBool>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
-        self.send(Command::Generate { id, prompt, params, cancel: cancel.clone() });
+        self.send(Command::Generate { id, prompt, params, cancel: cancel.clone(), interactive: false });
         (id, cancel)
     }
 
@@ -142,7 +148,8 @@ fn wake(w: &Waker) {
 }
 
 /// The most sequences the engine serves at once (`HEARTH_MAX_BATCH`
-/// overrides it, 1 to 64); later requests wait in arrival order.
+/// overrides it, 1 to 64); later requests wait in arrival order, but for
+/// interactive ones (`Command::Generate`).
 pub fn max_batch() -> usize {
     std::env::var("HEARTH_MAX_BATCH").ok().and_then(|v| v.parse().ok()).filter(|n| (1..=64).contains(n)).unwrap_or(8)
 }
@@ -151,7 +158,7 @@ pub fn max_batch() -> usize {
 /// the batch. Generations join the batch while it has room; a load or an
 /// unload waits until the batch is empty (the sequences before it finish on
 /// the model they started on); settings apply to the requests after them.
-fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscribers: Subscribers) {
+fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscribers: Subscribers, limit: usize) {
     let mut session: Option<Session> = None;
     // Kept across loads: the template variables the user chose.
     let mut template_options = TemplateOptions::default();
@@ -163,7 +170,6 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         let _ = events.send(e);
         wake(&waker);
     };
-    let limit = max_batch();
     let mut batch = Batch::default();
     let mut waiting: VecDeque<Command> = VecDeque::new();
     let mut steps = 0usize;
@@ -179,6 +185,15 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
             batch.cancel_all();
             break;
         }
+        // An interactive request goes ahead of the generations queued before
+        // it (never of a load: it must run on the model loaded before it),
+        // and may take one row past the limit.
+        let chat = waiting.iter().take_while(|c| matches!(c, Command::Generate { .. })).position(|c| matches!(c, Command::Generate { interactive: true, .. }));
+        if let Some(i) = chat.filter(|_| batch.len() <= limit) {
+            if let Some(Command::Generate { id, prompt, params, cancel, .. }) = waiting.remove(i) {
+                admit(&mut session, &mut batch, id, prompt, params, cancel, &send);
+            }
+        }
         while let Some(cmd) = waiting.pop_front() {
             match cmd {
                 Command::Generate { .. } if batch.len() >= limit => {
@@ -189,7 +204,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
                     waiting.push_front(cmd);
                     break;
                 }
-                Command::Generate { id, prompt, params, cancel } => admit(&mut session, &mut batch, id, prompt, params, cancel, &send),
+                Command::Generate { id, prompt, params, cancel, .. } => admit(&mut session, &mut batch, id, prompt, params, cancel, &send),
                 cmd => control(cmd, &mut session, &mut template_options, &send),
             }
         }
