@@ -102,3 +102,37 @@ fn long_files_say_why() {
     }
     assert!(bad.is_empty(), "files over 450 lines without a reason in their first comment:\n{}", bad.join("\n"));
 }
+
+/// Architecture files (those that implement `LanguageModel`) reach fused
+/// kernels only through `models::kernels` or the shared parts, never a CUDA
+/// module by name: one dispatch point per op, with its fallback beside it.
+#[test]
+fn architecture_files_never_import_a_kernel_module() {
+    let dir = src_root().join("models");
+    let mut files = vec![];
+    sources(&dir, &mut files);
+    let mut archs = 0;
+    let mut bad = vec![];
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        if !text.contains("impl LanguageModel for") {
+            continue;
+        }
+        archs += 1;
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("_cuda") || code.contains("cuda_kernel") {
+                bad.push(format!("{}:{}: {}", f.strip_prefix(&dir).unwrap().display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(archs >= 8, "found only {archs} architecture files");
+    assert!(bad.is_empty(), "architecture files naming a kernel module (use models::kernels):\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_kernel_check_sees_a_kernel_import() {
+    let line = "        let y = super::moe_cuda::route(x)?; // comment";
+    assert!(line.split("//").next().unwrap().contains("_cuda"));
+    assert!(!"// a comment about attention_cuda".split("//").next().unwrap().contains("_cuda"));
+}

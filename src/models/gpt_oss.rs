@@ -11,7 +11,6 @@ use super::moe::{Glu, SwitchGlu};
 use super::rope::Rope;
 use super::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
 use crate::error::{Error, Result};
-use mlx_rs::ops::indexing::{take_along_axis, IndexOp};
 use mlx_rs::{ops, Array, Dtype};
 use serde::Deserialize;
 
@@ -91,24 +90,7 @@ struct MlpBlock {
 
 impl MlpBlock {
     fn forward(&self, x: &Array) -> Result<Array> {
-        if let Some(y) = self.experts.decode_gated(x, &self.router, self.top_k, super::moe_cuda::Routing::TopKSoftmax)? {
-            return Ok(y);
-        }
-        // The router's bias goes into the router kernel where that runs.
-        let (g, bias) = self.router.forward_parts(x)?;
-        if let Some(y) = self.experts.decode_routed(x, &g, bias, self.top_k, super::moe_cuda::Routing::TopKSoftmax)? {
-            return Ok(y);
-        }
-        let g = super::layers::with_bias(g, bias)?;
-        let kth = self.num_experts - self.top_k;
-        let inds = ops::argpartition_axis(&g, kth, -1)?.index((.., .., kth..));
-        // Softmax over the chosen experts' logits only (not over all experts).
-        let weights = ops::softmax_axis(take_along_axis(&g, &inds, -1)?, -1, true)?;
-        if let Some(y) = self.experts.fused_decode(x, &inds, &weights)? {
-            return Ok(y);
-        }
-        let y = self.experts.forward(x, &inds)?;
-        Ok(y.multiply(weights.expand_dims(-1)?)?.sum_axis(-2, false)?)
+        self.experts.top_k_then_softmax(x, &self.router, self.top_k, self.num_experts)
     }
 }
 

@@ -269,6 +269,31 @@ impl SwitchGlu {
         self.run_fused(x, &inds, &scores, parts).map(Some)
     }
 
+    /// gpt-oss's routing and experts: the router's top `k` of `experts`
+    /// logits, a softmax over the chosen ones only, the weighted sum of their
+    /// outputs. The fused decode paths first (router and experts in CUDA
+    /// kernels, where they apply), then the MLX ops.
+    pub fn top_k_then_softmax(&self, x: &Array, router: &Linear, k: i32, experts: i32) -> Result<Array> {
+        if let Some(y) = self.decode_gated(x, router, k, moe_cuda::Routing::TopKSoftmax)? {
+            return Ok(y);
+        }
+        // The router's bias goes into the router kernel where that runs.
+        let (g, bias) = router.forward_parts(x)?;
+        if let Some(y) = self.decode_routed(x, &g, bias, k, moe_cuda::Routing::TopKSoftmax)? {
+            return Ok(y);
+        }
+        let g = super::layers::with_bias(g, bias)?;
+        let kth = experts - k;
+        let inds = ops::argpartition_axis(&g, kth, -1)?.index((.., .., kth..));
+        // Softmax over the chosen experts' logits only (not over all experts).
+        let weights = ops::softmax_axis(take_along_axis(&g, &inds, -1)?, -1, true)?;
+        if let Some(y) = self.fused_decode(x, &inds, &weights)? {
+            return Ok(y);
+        }
+        let y = self.forward(x, &inds)?;
+        Ok(y.multiply(weights.expand_dims(-1)?)?.sum_axis(-2, false)?)
+    }
+
     /// The fused CUDA decode path (`moe_cuda`) for one token when it applies
     /// (4-bit affine experts on a CUDA device): `x` [1, 1, D], `inds` and
     /// `scores` [1, 1, k] -> the weighted sum [1, 1, D]; None otherwise.

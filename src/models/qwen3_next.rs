@@ -347,7 +347,7 @@ impl GatedDeltaNet {
         }
         // On CUDA: conv, norms, gates and recurrence in one kernel.
         let zero_state;
-        let fused = super::delta_cuda::run_fused(&super::delta_cuda::FusedInputs {
+        let fused = super::kernels::gated_delta(&super::kernels::GatedDeltaInputs {
             mixed: &mixed,
             conv_in: &conv_state,
             conv_w: &self.conv1d,
