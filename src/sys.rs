@@ -65,15 +65,11 @@ fn read_total_memory() -> u64 {
 pub fn process_rss() -> u64 {
     #[cfg(target_os = "macos")]
     {
-        let mut info: libc::proc_taskinfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
+        let mut buf = [0u8; PROC_TASKINFO_SIZE];
         let n = unsafe {
-            libc::proc_pidinfo(libc::getpid(), libc::PROC_PIDTASKINFO, 0, (&mut info as *mut libc::proc_taskinfo).cast(), size)
+            libc::proc_pidinfo(libc::getpid(), libc::PROC_PIDTASKINFO, 0, buf.as_mut_ptr().cast(), PROC_TASKINFO_SIZE as libc::c_int)
         };
-        if n == size {
-            return info.pti_resident_size;
-        }
-        0
+        usize::try_from(n).ok().and_then(|n| resident_size_from_taskinfo(buf.get(..n)?)).unwrap_or(0)
     }
     #[cfg(not(target_os = "macos"))]
     {
@@ -84,6 +80,24 @@ pub fn process_rss() -> u64 {
             .map(|pages| pages * page)
             .unwrap_or(0)
     }
+}
+
+/// Size of Darwin's `struct proc_taskinfo` (<sys/proc_info.h>): six u64
+/// (virtual size, resident size, user and system times, of all and of live
+/// threads) then twelve i32 counters.
+const PROC_TASKINFO_SIZE: usize = 96;
+#[cfg(target_os = "macos")]
+const _: () = assert!(std::mem::size_of::<libc::proc_taskinfo>() == PROC_TASKINFO_SIZE);
+
+/// The resident size out of the bytes `proc_pidinfo(PROC_PIDTASKINFO)` wrote:
+/// `pti_resident_size`, the second u64 (native byte order). None unless the
+/// kernel filled the whole struct. Plain bytes, so the Linux tests run it.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+fn resident_size_from_taskinfo(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() != PROC_TASKINFO_SIZE {
+        return None;
+    }
+    Some(u64::from_ne_bytes(bytes[8..16].try_into().ok()?))
 }
 
 /// Free bytes on the filesystem holding `dir`.
@@ -117,5 +131,17 @@ mod tests {
         let free = free_space(&std::env::temp_dir()).expect("statvfs works on the temp dir");
         assert!(free > 0);
         assert_eq!(device() == Device::Gpu, gpu_available());
+    }
+
+    #[test]
+    fn taskinfo_bytes_give_the_resident_size() {
+        let mut b = [0u8; PROC_TASKINFO_SIZE];
+        b[..8].copy_from_slice(&(40u64 << 30).to_ne_bytes()); // pti_virtual_size
+        b[8..16].copy_from_slice(&123_456_789u64.to_ne_bytes()); // pti_resident_size
+        b[16..24].copy_from_slice(&7u64.to_ne_bytes()); // pti_total_user
+        assert_eq!(resident_size_from_taskinfo(&b), Some(123_456_789));
+        // A short answer (an older or failed call) is no answer.
+        assert_eq!(resident_size_from_taskinfo(&b[..48]), None);
+        assert_eq!(resident_size_from_taskinfo(&[]), None);
     }
 }
