@@ -27,12 +27,15 @@ rust-web-src=$RUST_DEB_VERSION:9de8597c464d0a9283672973ed7e50092b49a92b958614290
 libstd-rust-web-dev=$RUST_DEB_VERSION:e38dbeaaad673fc63fb47c5140cf34da271ac71c3ecafc828b762c2fb01fe77a
 libstd-rust-web-1.96=$RUST_DEB_VERSION:3755f30434ae29574c91b0beb86632bee401607b0ac35c3e52810f9a53fae0d1
 rust-web-clippy=$RUST_DEB_VERSION:816cbbb667eea30baa9ac848de6d97cf08b3dceb507a4283968f88aea864ae4b
-libllvm22=$LLVM_DEB_VERSION:729ec3e943d320515c2bbdc96acfffd7ce34861e62bd5c42726bf586d644dfe2"
+libllvm22=$LLVM_DEB_VERSION:729ec3e943d320515c2bbdc96acfffd7ce34861e62bd5c42726bf586d644dfe2
+libclang1-22=$LLVM_DEB_VERSION:8141fd0209fac0b928bdbcc46ce5ccc48ff0bd6fa318631605331fede5ba83f5
+libclang-common-22-dev=$LLVM_DEB_VERSION:833d7559bfbe169d7927dfe151cae48bf352da5202e36034a206688ae33f9031"
+# libclang 22 for bindgen: Debian 12's clang 14 rejects aarch64's __bf16 (mlx-c's bfloat16_t).
 MLX_SYS_VERSION=0.7.0
 TARGET=aarch64-apple-darwin
 
 BASE="$ROOT/.deps/macos-check"
-TC="$BASE/toolchain-1.96.0"
+TC="$BASE/toolchain-1.96.0-clang22"
 mkdir -p "$BASE/debs"
 
 # ---------------------------------------------------------------- toolchain
@@ -63,6 +66,7 @@ fi
 export RUSTC="$TC/usr/bin/rustc"
 export LD_LIBRARY_PATH="$TC/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export RUSTC_BOOTSTRAP=1
+export LIBCLANG_PATH="$TC/usr/lib/llvm-22/lib"
 "$RUSTC" --version >&2
 
 # ---------------------------------------------------------------- mlx-sys, check route
@@ -78,11 +82,27 @@ cmp -s build/mlx-sys-macos-check/build.rs "$SYS/build.rs" || cp build/mlx-sys-ma
 mkdir -p "$SYS/hearth-macos-include"
 cp -r build/mlx-sys-macos-check/include/. "$SYS/hearth-macos-include/"
 
+# ---------------------------------------------------------------- C libraries
+# A check links nothing, so the C libraries of the dependencies are not compiled
+# (there is no Apple SDK here): cargo's `links` overrides skip their build scripts
+# and give what they would tell rustc and dependents. aws-lc-sys picks its
+# pregenerated "universal" bindings, as its build script does for this target by
+# default; onig_sys uses its pregenerated ffi.rs. blake3 has no `links` key: its
+# build script compiles NEON C on aarch64 unless the "pure" feature is on, so the
+# check sets that feature's variable for build scripts (its Rust fallback is checked).
+LINKS=(
+  --config "target.$TARGET.aws_lc_0_47_0.rustc-cfg=[\"universal\"]"
+  --config "target.$TARGET.aws_lc_0_47_0.include=\"$BASE/none\""
+  --config "target.$TARGET.aws_lc_0_47_0.libcrypto=\"aws_lc_0_47_0_crypto\""
+  --config "target.$TARGET.onig.rustc-link-lib=[]"
+)
+export CARGO_FEATURE_PURE=1
+
 # ---------------------------------------------------------------- clippy
 export CARGO_TARGET_DIR="$BASE/target"
 CLIPPY_DIR="$TC/usr/bin"
 log "cargo clippy --target $TARGET -Zbuild-std --all-targets -- -D warnings"
 PATH="$CLIPPY_DIR:$PATH" cargo clippy --locked -Zbuild-std --target "$TARGET" --all-targets \
-  --config "patch.crates-io.mlx-sys.path=\"$SYS\"" \
+  --config "patch.crates-io.mlx-sys.path=\"$SYS\"" "${LINKS[@]}" \
   -- -D warnings
 log "macOS check passed in $(( $(date +%s) - START )) s"
