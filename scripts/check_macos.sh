@@ -18,6 +18,10 @@ cd "$ROOT"
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 log() { printf '\033[1m[check_macos]\033[0m %s\n' "$*" >&2; }
 START=$(date +%s)
+if [ "$(uname -s)" = Darwin ]; then
+  log "on a Mac the real build is the check (cargo test compiles the macOS code); skipped"
+  exit 0
+fi
 
 RUST_DEB_VERSION=1.96.0+dfsg1-1~deb12u2
 LLVM_DEB_VERSION=1:22.1.8-1~deb12u1
@@ -102,7 +106,7 @@ export CARGO_FEATURE_PURE=1
 export CARGO_TARGET_DIR="$BASE/target"
 CLIPPY_DIR="$TC/usr/bin"
 log "cargo clippy --target $TARGET -Zbuild-std --all-targets -- -D warnings"
-PATH="$CLIPPY_DIR:$PATH" cargo clippy --locked -Zbuild-std --target "$TARGET" --all-targets \
+PATH="$CLIPPY_DIR:$PATH" cargo clippy --locked --keep-going -Zbuild-std --target "$TARGET" --all-targets \
   --config "patch.crates-io.mlx-sys.path=\"$SYS\"" "${LINKS[@]}" \
   -- -D warnings
 log "macOS check passed in $(( $(date +%s) - START )) s"

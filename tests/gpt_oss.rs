@@ -159,7 +159,7 @@ fn a_gpt_oss_gguf_gives_the_mlx_folder_logits_dense_and_mxfp4() {
 
 #[test]
 fn broken_gpt_oss_configs_and_tensors_are_typed_errors() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let cases: Vec<(&str, Breakage)> = vec![
         ("num_experts_per_tok", Box::new(|d| common::edit_config(d, |c| c["num_experts_per_tok"] = json!(9)))),
         // The config says 6 experts, the tensors hold 8.
         ("model.layers.0.mlp.router", Box::new(|d| common::edit_config(d, |c| c["num_local_experts"] = json!(6)))),
@@ -190,3 +190,6 @@ fn broken_gpt_oss_configs_and_tensors_are_typed_errors() {
         assert!(e.contains(want), "{want}: {e}");
     }
 }
+
+/// A way to break a copied model folder.
+type Breakage = Box<dyn Fn(&Path)>;

@@ -285,7 +285,7 @@ fn tiny_llama_with(edit: impl Fn(&mut serde_json::Value)) -> tempfile::TempDir {
 #[test]
 fn hostile_configs_are_typed_errors_in_every_command() {
     let home = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let cases: Vec<(&str, ConfigEdit)> = vec![
         ("num_attention_heads", Box::new(|v| v["num_attention_heads"] = 0.into())),
         ("num_key_value_heads", Box::new(|v| v["num_key_value_heads"] = 0.into())),
         ("num_attention_heads", Box::new(|v| v["num_attention_heads"] = (1u64 << 31).into())),
@@ -477,3 +477,6 @@ fn tokenize_shows_control_token_text_as_text_unless_asked() {
     assert!(!run(false).contains("<special"), "{}", run(false));
     assert_eq!(run(true).matches("<special").count(), 1, "{}", run(true));
 }
+
+/// A change to a model's config.json.
+type ConfigEdit = Box<dyn Fn(&mut serde_json::Value)>;

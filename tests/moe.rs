@@ -101,7 +101,7 @@ fn per_expert_checkpoints_are_stacked_at_load() {
 
 #[test]
 fn broken_moe_configs_and_tensors_are_typed_errors() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let cases: Vec<(&str, Breakage)> = vec![
         ("num_experts_per_tok", Box::new(|d| common::edit_config(d, |c| c["num_experts_per_tok"] = json!(9)))),
         // The config says 6 experts, the tensors hold 8.
         ("model.layers.0.mlp.gate.weight", Box::new(|d| common::edit_config(d, |c| c["num_experts"] = json!(6)))),
@@ -150,3 +150,6 @@ fn a_qwen3_moe_gguf_gives_the_mlx_folder_logits() {
     let diff = logits(&gguf).subtract(logits(&dir)).unwrap().abs().unwrap().max(None).unwrap().try_item_exact::<f32>().unwrap();
     assert!(diff < 1e-5, "GGUF and MLX folder differ by {diff}");
 }
+
+/// A way to break a copied model folder.
+type Breakage = Box<dyn Fn(&Path)>;

@@ -67,6 +67,8 @@ pub fn tokenize(model: &Option<String>, text: &str, special: bool) -> Result<()>
     let (tok, _) = chat_parts(model, None)?;
     // Without --special the text is read as a message would be: control-token
     // strings stay text.
+    // One guarded range (the whole text), not the numbers in it.
+    #[allow(clippy::single_range_in_vec_init)]
     let whole = if special { vec![] } else { vec![0..text.len()] };
     let ids = tok.encode_prompt_guarded(text, &whole)?;
     print_tokens(&tok, &ids);

@@ -231,7 +231,7 @@ impl Batch {
             let mut j = 0;
             for (slot, f) in logits_rows.iter_mut().zip(&fed) {
                 if *f {
-                    *slot = Some(if rows == 1 { logits.clone() } else { logits.index(j as i32..j as i32 + 1) });
+                    *slot = Some(if rows == 1 { logits.clone() } else { logits.index(j..j + 1) });
                     j += 1;
                 }
             }

@@ -23,6 +23,9 @@ pub enum Prompt {
     Raw(String),
 }
 
+// A command crosses the channel once per request, so the size of its
+// largest variant (Generate) costs nothing worth a Box at every call site.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     Load { path: PathBuf, precision: Precision, context_length: Option<usize> },
     /// `interactive`: a person waits on it (the app's chat, the terminal):

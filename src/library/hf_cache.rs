@@ -27,7 +27,7 @@ pub fn cached_models(cache_dir: &Path) -> Vec<CachedModel> {
             out.push(CachedModel { id, snapshot: snap });
         }
     }
-    out.sort_by(|a, b| a.id.to_lowercase().cmp(&b.id.to_lowercase()));
+    out.sort_by_key(|m| m.id.to_lowercase());
     out
 }
 

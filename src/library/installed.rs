@@ -50,7 +50,7 @@ pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
                 .collect()
         })
         .unwrap_or_default();
-    out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    out.sort_by_key(|m| m.name.to_lowercase());
     out
 }
 

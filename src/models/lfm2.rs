@@ -214,6 +214,9 @@ struct FeedForward {
     w3: Linear,
 }
 
+// One per layer, built once at load: the size gap between the variants costs
+// nothing, and a Box would add an indirection to every forward.
+#[allow(clippy::large_enum_variant)]
 enum Operator {
     Conv(ShortConv),
     Attention(Attention),

@@ -295,10 +295,10 @@ impl ModelParts {
             Precision::Float32 => {
                 self.weights.dequantize_all(Dtype::Float32, on)?;
                 self.weights.cast_floats(Dtype::Float32)?;
-                self.config.as_object_mut().map(|o| {
+                if let Some(o) = self.config.as_object_mut() {
                     o.remove("quantization");
                     o.remove("quantization_config");
-                });
+                }
                 Ok("float32".into())
             }
             _ => {

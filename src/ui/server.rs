@@ -14,7 +14,7 @@ pub struct ServerPanel {
 
 impl ServerPanel {
     pub fn ui(&mut self, ui: &mut Ui, state: &mut AppState) {
-        let key = self.key_shown.get_or_insert_with(|| crate::server::key::load()).clone();
+        let key = self.key_shown.get_or_insert_with(crate::server::key::load).clone();
         ui.heading("Local server");
         ui.label("An OpenAI-, Anthropic- and Ollama-compatible API for other apps (editors, agents, scripts), answered by the model loaded here.");
         ui.add_space(6.0);
