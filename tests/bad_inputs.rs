@@ -115,7 +115,7 @@ fn broken_chat_template_is_a_template_error() {
 #[test]
 fn empty_and_too_long_prompts_are_rejected() {
     let mut s = common::session();
-    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 8, stop: vec![], ignore_eos: false, constraint: None, logprobs: None };
+    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 8, stop: vec![], ignore_eos: false, constraint: None, logprobs: None, ..Default::default() };
     let cancel = AtomicBool::new(false);
     assert!(matches!(s.prompt_for_messages(&[Message::user("   ")], 8), Err(Error::EmptyPrompt)));
     assert!(matches!(s.prompt_for_messages(&[], 8), Err(Error::EmptyPrompt)));
@@ -141,7 +141,7 @@ fn bad_sampling_values_are_rejected() {
         SamplingParams { top_p: 0.0, ..SamplingParams::default() },
         SamplingParams { min_p: 1.5, ..SamplingParams::default() },
     ] {
-        let p = GenerateParams { sampling: bad, max_tokens: 4, stop: vec![], ignore_eos: false, constraint: None, logprobs: None };
+        let p = GenerateParams { sampling: bad, max_tokens: 4, stop: vec![], ignore_eos: false, constraint: None, logprobs: None, ..Default::default() };
         assert!(matches!(
             s.generate(&ids, &p, &AtomicBool::new(false), &mut |_| {}),
             Err(Error::InvalidArgument(_))

@@ -15,7 +15,7 @@ fn hearth_ids(dir: &Path, prompt: &[u32], n: usize) -> Vec<u32> {
     // Native: the same quantized matmuls mlx-lm runs.
     let loaded = load::load(dir, Precision::Native).unwrap();
     let mut s = Session::new(loaded, Some(1024));
-    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: n, stop: vec![], ignore_eos: true, constraint: None, logprobs: None };
+    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: n, stop: vec![], ignore_eos: true, constraint: None, logprobs: None, ..Default::default() };
     s.generate(prompt, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
     s.last_tokens.clone()
 }

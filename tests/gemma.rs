@@ -29,7 +29,7 @@ fn session() -> MutexGuard<'static, Session> {
 }
 
 fn greedy(n: usize) -> GenerateParams {
-    GenerateParams { sampling: SamplingParams::greedy(), max_tokens: n, stop: vec!["\n".into()], ignore_eos: false, constraint: None, logprobs: None }
+    GenerateParams { sampling: SamplingParams::greedy(), max_tokens: n, stop: vec!["\n".into()], ignore_eos: false, constraint: None, logprobs: None, ..Default::default() }
 }
 
 #[test]

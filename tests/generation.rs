@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 fn greedy(max_tokens: usize) -> GenerateParams {
-    GenerateParams { sampling: SamplingParams::greedy(), max_tokens, stop: vec![], ignore_eos: false, constraint: None, logprobs: None }
+    GenerateParams { sampling: SamplingParams::greedy(), max_tokens, stop: vec![], ignore_eos: false, constraint: None, logprobs: None, ..Default::default() }
 }
 
 fn run(messages: &[Message], params: &GenerateParams) -> (String, hearth::engine::GenerationStats) {

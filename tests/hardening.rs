@@ -188,6 +188,7 @@ fn a_read_only_gguf_loads() {
         ignore_eos: false,
         constraint: None,
         logprobs: None,
+        ..Default::default()
     };
     let mut text = String::new();
     s.generate(&ids, &p2, &std::sync::atomic::AtomicBool::new(false), &mut |t| text.push_str(t)).unwrap();

@@ -105,7 +105,7 @@ fn full_download_lands_in_hf_cache_layout_then_loads_and_answers() {
     let loaded = load::load(&snap, Precision::Auto).unwrap();
     let mut s = Session::new(loaded, Some(1024));
     let (ids, _) = s.prompt_for_messages(&[Message::user("What is the capital of France?")], 40).unwrap();
-    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 40, stop: vec![], ignore_eos: false, constraint: None, logprobs: None };
+    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 40, stop: vec![], ignore_eos: false, constraint: None, logprobs: None, ..Default::default() };
     let mut text = String::new();
     s.generate(&ids, &p, &AtomicBool::new(false), &mut |t| text.push_str(t)).unwrap();
     assert!(text.contains("Paris"), "{text:?}");
@@ -328,7 +328,7 @@ fn the_memory_estimate_brackets_measured_peak_memory() {
     let long = "The quick brown fox jumps over the lazy dog. ".repeat(180);
     let (ids, _) = s.prompt_for_messages(&[Message::user(&long)], 64).unwrap();
     assert!(ids.len() > 1500, "{}", ids.len());
-    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 64, stop: vec![], ignore_eos: true, constraint: None, logprobs: None };
+    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 64, stop: vec![], ignore_eos: true, constraint: None, logprobs: None, ..Default::default() };
     s.generate(&ids, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
     let measured = mlx_rs::memory::peak_memory().unwrap() as u64;
     let need = fit::estimate(&shape, ctx, fit::Device::Cpu, hearth::sys::total_memory());

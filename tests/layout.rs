@@ -105,7 +105,7 @@ fn long_files_say_why() {
 
 /// Architecture files (those that implement `LanguageModel`) reach fused
 /// kernels only through `models::kernels` or the shared parts, never a CUDA
-/// module by name: one dispatch point per op, with its fallback beside it.
+/// or Metal kernel module by name: one dispatch point per op, with its fallback beside it.
 #[test]
 fn architecture_files_never_import_a_kernel_module() {
     let dir = src_root().join("models");
@@ -121,7 +121,7 @@ fn architecture_files_never_import_a_kernel_module() {
         archs += 1;
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
-            if code.contains("_cuda") || code.contains("cuda_kernel") {
+            if ["_cuda", "cuda_kernel", "_metal", "metal_kernel"].iter().any(|k| code.contains(k)) {
                 bad.push(format!("{}:{}: {}", f.strip_prefix(&dir).unwrap().display(), n + 1, line.trim()));
             }
         }

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 fn hearth_ids(path: &std::path::Path, prompt: &[u32], n: usize) -> Vec<u32> {
     let loaded = load::load(path, Precision::Float32).unwrap();
     let mut s = Session::new(loaded, Some(1024));
-    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: n, stop: vec![], ignore_eos: true, constraint: None, logprobs: None };
+    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: n, stop: vec![], ignore_eos: true, constraint: None, logprobs: None, ..Default::default() };
     s.generate(prompt, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
     s.last_tokens.clone()
 }

@@ -241,8 +241,32 @@ fn markdown_renders_code_blocks_tables_and_links_without_fetching() {
     h.get_by_role_and_label(Role::Link, "docs").click();
     h.step();
     assert!(opened(&h), "a click opens the link");
-    let (think, answer) = hearth::ui::markdown::split_thinking("<think>hmm</think>\nAnswer");
-    assert_eq!((think, answer), (Some("hmm"), "Answer"));
+}
+
+/// A reply saved with its reasoning inline (before replies had parts) opens
+/// with the reasoning in a collapsed "Thought for" header and only the
+/// answer as the message; no tag is shown.
+#[test]
+fn a_saved_reply_with_inline_reasoning_shows_it_collapsed_apart_from_the_answer() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let convs = dir.path().join("conversations");
+    std::fs::create_dir_all(&convs).unwrap();
+    let mut c = hearth::store::conversations::Conversation::new("");
+    c.title = "Old save".into();
+    c.messages.push(hearth::store::conversations::ChatMessage::new(hearth::chat::Role::User, "What is 2+2?"));
+    let mut reply = hearth::store::conversations::ChatMessage::new(hearth::chat::Role::Assistant, "<think>Add two and two.</think>\n\nIt is four.");
+    reply.thought_secs = Some(3.0);
+    c.messages.push(reply);
+    std::fs::write(convs.join(format!("{}.json", c.id)), hearth::store::conversations::serialize(&c)).unwrap();
+    let mut h = harness(dir.path());
+    h.step();
+    let m = &h.state().state.current_conversation().unwrap().messages[1];
+    assert_eq!((m.reasoning.as_str(), m.content.as_str()), ("Add two and two.", "It is four."));
+    assert!(h.query_by_label_contains("Thought for 3 s").is_some(), "the reasoning's header");
+    assert!(h.query_by_label_contains("It is four.").is_some(), "the answer");
+    assert!(h.query_by_label_contains("Add two and two.").is_none(), "the reasoning starts collapsed");
+    assert!(h.query_by_label_contains("think>").is_none(), "no tag is shown");
 }
 
 #[test]
@@ -378,6 +402,11 @@ fn thinking_toggle_is_kept_per_conversation_and_reaches_the_template() {
         ask(&mut h, "Hi");
         step_until(&mut h, 120, "the reply", |a| !a.state.is_generating());
         let with_thinking = prompt_tokens(&h);
+        // The prompt opened the reasoning block ("<think>\n"), so the engine
+        // reads the reply as reasoning from its first token (random weights
+        // never write the closing tag): nothing of it is the answer.
+        let reply = h.state().state.current_conversation().unwrap().messages[1].clone();
+        assert!(!reply.reasoning.is_empty() && reply.content.is_empty(), "{reply:?}");
         h.get_by_label("Thinking: on").click();
         h.step();
         h.step();
@@ -388,6 +417,9 @@ fn thinking_toggle_is_kept_per_conversation_and_reaches_the_template() {
         h.state_mut().state.regenerate(1);
         step_until(&mut h, 120, "the regenerated reply", |a| !a.state.is_generating());
         assert_eq!(prompt_tokens(&h), with_thinking + "\n</think>\n\n".len());
+        // With the block closed in the prompt, the reply is the answer.
+        let reply = h.state().state.current_conversation().unwrap().messages[1].clone();
+        assert!(reply.reasoning.is_empty() && !reply.content.is_empty(), "{reply:?}");
         h.state().state.flush();
     }
     // Reopened: the chat still has thinking off.

@@ -3,6 +3,7 @@
 
 pub mod harmony;
 pub mod params;
+pub mod reply;
 pub mod template;
 pub mod tool_prompt;
 pub mod tools;
@@ -27,6 +28,10 @@ pub enum Role {
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// An assistant message's reasoning, apart from its answer (templates
+    /// get it as `reasoning_content`, harmony's as `thinking`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reasoning: String,
     /// The tools an assistant message called (after its content).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<tools::ToolCall>,
@@ -37,7 +42,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Message { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+        Message { role, content: content.into(), reasoning: String::new(), tool_calls: Vec::new(), tool_call_id: None }
     }
     pub fn system(c: impl Into<String>) -> Self {
         Message::new(Role::System, c)
@@ -52,16 +57,4 @@ impl Message {
     pub fn tool(id: impl Into<String>, c: impl Into<String>) -> Self {
         Message { tool_call_id: Some(id.into()), ..Message::new(Role::Tool, c) }
     }
-}
-
-/// An assistant reply stored as `<think>reasoning</think>answer` split into its
-/// reasoning and its answer; a reply without a closed reasoning block is all answer.
-pub fn split_reasoning(content: &str) -> (Option<&str>, &str) {
-    let trimmed = content.trim_start();
-    if let Some(rest) = trimmed.strip_prefix("<think>") {
-        if let Some(end) = rest.find("</think>") {
-            return (Some(&rest[..end]), &rest[end + "</think>".len()..]);
-        }
-    }
-    (None, content)
 }

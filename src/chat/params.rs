@@ -189,6 +189,9 @@ pub struct GenerateParams {
     /// Report each token's log-probability and this many most likely
     /// alternatives (at most `MAX_TOP_LOGPROBS`); None = no log-probabilities.
     pub logprobs: Option<usize>,
+    /// Tool calls read from the reply get ids of this prefix and a count
+    /// (each API its own shape); empty: `call_{request}_`.
+    pub call_id_prefix: String,
 }
 
 /// The most alternatives per token a caller may ask for (OpenAI's limit).
@@ -232,6 +235,7 @@ impl Default for GenerateParams {
             ignore_eos: false,
             constraint: None,
             logprobs: None,
+            call_id_prefix: String::new(),
         }
     }
 }

@@ -179,7 +179,7 @@ impl ChatTemplate {
             if !self.harmony {
                 return messages.to_vec();
             }
-            messages.iter().map(|m| Message { content: super::split_reasoning(&m.content).1.to_string(), ..m.clone() }).collect()
+            messages.iter().map(|m| Message { content: super::reply::split_reasoning(&m.content).1.to_string(), reasoning: String::new(), ..m.clone() }).collect()
         };
         match self.render(messages, true, bos_token, eos_token) {
             Ok(t) => Ok((t, as_rendered())),
@@ -249,10 +249,22 @@ impl ChatTemplate {
     /// (harmony) earlier reasoning in `thinking`.
     fn message_value(&self, m: &Message, names: &std::collections::HashMap<&str, &str>) -> serde_json::Value {
         let mut v = serde_json::json!({"role": m.role, "content": m.content});
-        if let (Some(thinking), answer) = super::split_reasoning(&m.content) {
-            if self.harmony && m.role == Role::Assistant {
-                v["content"] = answer.into();
-                v["thinking"] = thinking.into();
+        if m.role == Role::Assistant {
+            // Reasoning kept apart (the engine's replies), or inline in
+            // `<think>` (assistant turns as API clients send them).
+            let (thinking, answer) = match super::reply::split_reasoning(&m.content) {
+                _ if !m.reasoning.is_empty() => (Some(m.reasoning.as_str()), m.content.as_str()),
+                split => split,
+            };
+            if let Some(thinking) = thinking {
+                if self.harmony {
+                    v["content"] = answer.into();
+                    v["thinking"] = thinking.into();
+                } else if !m.reasoning.is_empty() {
+                    // Qwen3-style templates read it here and drop it from
+                    // earlier turns themselves.
+                    v["reasoning_content"] = thinking.into();
+                }
             }
         }
         if !m.tool_calls.is_empty() {

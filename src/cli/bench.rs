@@ -55,6 +55,7 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
         ignore_eos: true,
         constraint: None,
         logprobs: None,
+        call_id_prefix: String::new(),
     };
     let cancel = std::sync::atomic::AtomicBool::new(false);
     for &n in prompt_lens {

@@ -273,6 +273,7 @@ impl SampleArgs {
             ignore_eos: false,
             constraint: None,
             logprobs: None,
+            call_id_prefix: String::new(),
         }
     }
 }

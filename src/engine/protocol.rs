@@ -53,9 +53,11 @@ pub enum Event {
     /// The prompt is rendered and tokenized; generation starts (APIs that
     /// report input tokens up front, as Anthropic's does, wait for this).
     PromptReady { id: RequestId, tokens: usize },
-    /// A piece of the reply, with the log-probabilities of its tokens when
+    /// A piece of the reply: the text as the model wrote it, the same read
+    /// into typed parts once (reasoning, content, tool calls: what the app
+    /// and the APIs render), and the log-probabilities of its tokens when
     /// the request asked for them.
-    Token { id: RequestId, text: String, logprobs: Vec<TokenLogprob> },
+    Token { id: RequestId, text: String, parts: Vec<crate::chat::reply::Part>, logprobs: Vec<TokenLogprob> },
     Finished { id: RequestId, stats: GenerationStats },
     Error { id: Option<RequestId>, error: EngineError },
     Memory(MemoryStats),

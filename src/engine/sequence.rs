@@ -10,6 +10,7 @@ use super::session::Session;
 use super::step::{self, PromptCache};
 use super::stream::{ReplyStream, StopCheck};
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, Scored, TokenLogprob};
+use crate::chat::reply::{Part, ReplyReader};
 use crate::chat::tokenizer::TextTokenizer;
 use crate::error::{Error, Result};
 use mlx_rs::Array;
@@ -22,8 +23,11 @@ use std::time::Instant;
 /// What a step tells the caller about one sequence.
 #[derive(Debug)]
 pub enum Out {
-    /// A piece of the reply, with its tokens' log-probabilities if asked for.
-    Text { id: RequestId, text: String, logprobs: Vec<TokenLogprob> },
+    /// A piece of the reply: its text as the model wrote it, the same read
+    /// into typed parts (reasoning, content, tool calls; parts may lag the
+    /// text while markup is cut across tokens), and its tokens'
+    /// log-probabilities if asked for.
+    Text { id: RequestId, text: String, parts: Vec<Part>, logprobs: Vec<TokenLogprob> },
     /// The sequence ended; it has left the batch.
     Done { id: RequestId, stats: GenerationStats, tokens: Vec<u32> },
     /// The sequence failed; it has left the batch, the others go on.
@@ -47,6 +51,8 @@ pub struct Sequence {
     pub(super) sampler: Sampler,
     pub(super) constraint: Option<Constraint>,
     text: ReplyStream,
+    /// Reads the text into parts (`read_replies`; all content by default).
+    reader: ReplyReader,
     pub(super) stats: GenerationStats,
     pub(super) phase: Phase,
     /// Tokens sampled so far (read or still on the device).
@@ -101,6 +107,7 @@ impl Sequence {
         Ok(Sequence {
             id,
             text: ReplyStream::new(session.loaded.template.harmony, params.stop.clone()),
+            reader: ReplyReader::plain(),
             prompt,
             params,
             cancel,
@@ -117,6 +124,11 @@ impl Sequence {
             first_token: None,
             trimmed_messages: 0,
         })
+    }
+
+    /// How the reply is read into parts (a chat reply: reasoning and tool calls).
+    pub fn read_replies(&mut self, reader: ReplyReader) {
+        self.reader = reader;
     }
 
     pub(super) fn decoding(&self) -> bool {
@@ -189,7 +201,8 @@ impl Sequence {
             StopCheck::End(s) => (s, Some(FinishReason::Eos)),
         };
         if !piece.is_empty() {
-            out.push(Out::Text { id: self.id, text: piece, logprobs: std::mem::take(&mut self.scored) });
+            let parts = self.reader.push(&piece);
+            out.push(Out::Text { id: self.id, text: piece, parts, logprobs: std::mem::take(&mut self.scored) });
         }
         self.reason = reason;
         Ok(reason.is_none())
@@ -201,11 +214,16 @@ impl Sequence {
         let reason = self.reason.unwrap_or(if self.room(session.context_length) { FinishReason::MaxTokens } else { FinishReason::ContextFull });
         // After a stop string or a cancel, held-back text stays unsaid; a
         // harmony reply still gets its open reasoning block closed.
-        if !matches!(reason, FinishReason::StopString | FinishReason::Cancelled) || self.text.is_harmony() {
-            let s = self.text.finish();
-            if !s.is_empty() || !self.scored.is_empty() {
-                out.push(Out::Text { id: self.id, text: s, logprobs: std::mem::take(&mut self.scored) });
-            }
+        let s = if !matches!(reason, FinishReason::StopString | FinishReason::Cancelled) || self.text.is_harmony() {
+            self.text.finish()
+        } else {
+            String::new()
+        };
+        // The reader's held-back markup (a tag cut short, a call at the very end).
+        let mut parts = self.reader.push(&s);
+        parts.extend(self.reader.finish());
+        if !s.is_empty() || !self.scored.is_empty() || !parts.is_empty() {
+            out.push(Out::Text { id: self.id, text: s, parts, logprobs: std::mem::take(&mut self.scored) });
         }
         if let Err(error) = step::settle(&mut self.cache) {
             out.push(Out::Failed { id: self.id, error });

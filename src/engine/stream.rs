@@ -309,7 +309,7 @@ mod tests {
         }
         assert!(ended, "<|return|> ends the reply");
         assert_eq!(text, "<think>Sum 1..4 = 10.</think>The answer is 10 — ok.");
-        assert_eq!(crate::chat::split_reasoning(&text), (Some("Sum 1..4 = 10."), "The answer is 10 — ok."));
+        assert_eq!(crate::chat::reply::split_reasoning(&text), (Some("Sum 1..4 = 10."), "The answer is 10 — ok."));
     }
 
     #[test]

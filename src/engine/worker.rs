@@ -6,6 +6,7 @@ use super::protocol::{Command, EngineError, Event, MemoryStats, Prompt, RequestI
 use super::session::Session;
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats};
 use crate::chat::template::TemplateOptions;
+use crate::chat::reply::{prompt_opens_reasoning, ReplyReader};
 use crate::error::Error;
 use crate::models::load::{self, Precision};
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -214,7 +215,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         }
         for o in batch.step(s) {
             match o {
-                Out::Text { id, text, logprobs } => send(Event::Token { id, text, logprobs }),
+                Out::Text { id, text, parts, logprobs } => send(Event::Token { id, text, parts, logprobs }),
                 Out::Done { id, stats, .. } => {
                     send(Event::Finished { id, stats });
                     send(Event::Memory(MemoryStats::now()));
@@ -253,24 +254,42 @@ fn admit(
         return;
     }
     let result = (|| {
-        let (tokens, dropped) = match &prompt {
-            Prompt::Chat(msgs) => s.prompt_for_messages(msgs, params.max_tokens)?,
+        // A chat prompt's reply is read for reasoning, and for tool calls
+        // when the request offered tools; a raw prompt's is all content.
+        let (tokens, dropped, tools_offered) = match &prompt {
+            Prompt::Chat(msgs) => {
+                let (t, d) = s.prompt_for_messages(msgs, params.max_tokens)?;
+                (t, d, Some(s.loaded.template.options.tools.as_ref().is_some_and(|t| !t.is_empty())))
+            }
             Prompt::ChatWith(msgs, options) => {
                 let saved = s.loaded.template.options.clone();
                 s.loaded.template.options = saved.with(options);
+                let offered = s.loaded.template.options.tools.as_ref().is_some_and(|t| !t.is_empty());
                 let rendered = s.prompt_for_messages(msgs, params.max_tokens);
                 s.loaded.template.options = saved;
-                rendered?
+                let (t, d) = rendered?;
+                (t, d, Some(offered))
             }
             Prompt::Raw(text) => {
                 if text.is_empty() {
                     return Err(Error::EmptyPrompt);
                 }
-                (s.loaded.tokenizer.encode_prompt(text)?, 0)
+                (s.loaded.tokenizer.encode_prompt(text)?, 0, None)
             }
         };
         let n = tokens.len();
+        let reader = tools_offered.map(|offered| {
+            // The generation prompt may have opened the reasoning block itself (Qwen3.5).
+            // 16 tokens hold the tag even for a byte-level tokenizer.
+            let tail = s.loaded.tokenizer.decode(&tokens[n.saturating_sub(16)..]);
+            let format = offered.then(|| s.loaded.template.call_markup.reader());
+            let prefix = if params.call_id_prefix.is_empty() { format!("call_{id}_") } else { params.call_id_prefix.clone() };
+            ReplyReader::chat(prompt_opens_reasoning(&tail), format, prefix)
+        });
         let mut seq = Sequence::new(s, id, tokens, params, cancel)?;
+        if let Some(r) = reader {
+            seq.read_replies(r);
+        }
         seq.trimmed_messages = dropped;
         Ok((seq, n, dropped))
     })();

@@ -55,7 +55,7 @@ fn strings(names: &[&str]) -> Result<(mlx_sys::mlx_vector_string, Vec<CString>)>
     }
 }
 
-fn mlx_dtype(d: Dtype) -> mlx_sys::mlx_dtype {
+pub(super) fn mlx_dtype(d: Dtype) -> mlx_sys::mlx_dtype {
     match d {
         Dtype::Bfloat16 => mlx_sys::mlx_dtype__MLX_BFLOAT16,
         Dtype::Float16 => mlx_sys::mlx_dtype__MLX_FLOAT16,

@@ -60,6 +60,9 @@ pub fn update(q: &Array, k: &Array, v: &Array, g_log: &Array, beta: &Array, stat
     if let Some(out) = super::delta_cuda::run(q, k, v, g_log, beta, &state)? {
         return Ok(out);
     }
+    if let Some(out) = super::delta_metal::run(q, k, v, g_log, beta, &state)? {
+        return Ok(out);
+    }
     if t >= CHUNK_FROM {
         chunked(q, k, v, g_log, beta, &state)
     } else {

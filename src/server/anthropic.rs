@@ -6,7 +6,7 @@
 //! blocks, their results as `tool_result` blocks. Images are a 400.
 
 use super::bridge::Update;
-use super::reply::{gather, Part, ReplySplit};
+use crate::chat::reply::{gather, Part};
 use super::tools::{ToolChoice, ToolRequest};
 use crate::chat::tool_prompt::ToolSpec;
 use crate::chat::tools::ToolCall;
@@ -229,7 +229,7 @@ impl MessagesRequest {
             s.top_k = k;
         }
         s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: None, logprobs: None })
+        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: None, logprobs: None, call_id_prefix: String::new() })
     }
 }
 
@@ -252,34 +252,33 @@ pub async fn messages(State(server): State<Arc<Server>>, body: Bytes) -> Result<
     let kind = if req.stream { "messages stream" } else { "messages" };
     let mut template = req.template_options()?;
     let tools = req.tools()?;
+    let n = server.next_id();
     let job = server
         .start(Some(&req.model), kind, |info| {
             let mut params = req.params(&info.recommended)?;
             tools.apply(&mut template, &mut params)?;
+            params.call_id_prefix = format!("toolu_{n:020}_");
             Ok((Prompt::ChatWith(msgs, template), params))
         })
         .await?;
-    let n = server.next_id();
     let id = format!("msg_{n:024}");
-    let split = ReplySplit::new(tools.reader(job.info.tool_format), format!("toolu_{n:020}_"));
     let stops = req.stop_sequences.clone();
     if !req.stream {
-        return Ok(whole(job, id, stops, split).await);
+        return Ok(whole(job, id, stops).await);
     }
-    Ok(stream(job, id, stops, split))
+    Ok(stream(job, id, stops))
 }
 
-async fn whole(job: Job, id: String, stops: Vec<String>, mut split: ReplySplit) -> Response {
+async fn whole(job: Job, id: String, stops: Vec<String>) -> Response {
     let Job { mut rx, queued, cancel, model, .. } = job;
     let mut parts = Vec::new();
     loop {
         match rx.recv().await {
             Some(Update::Started(_)) => {}
-            Some(Update::Text(t, _)) => parts.extend(split.push(&t)),
+            Some(Update::Reply(p, _)) => parts.extend(p),
             Some(Update::Done(stats)) => {
                 cancel.disarm();
                 drop(queued);
-                parts.extend(split.finish());
                 let (text, thinking, calls) = gather(parts);
                 let mut content = vec![];
                 if !thinking.is_empty() {
@@ -289,7 +288,7 @@ async fn whole(job: Job, id: String, stops: Vec<String>, mut split: ReplySplit) 
                     content.push(json!({"type": "text", "text": text}));
                 }
                 content.extend(calls.iter().map(|c| json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments})));
-                let (reason, seq) = stop_reason(&stats, &stops, split.calls() > 0);
+                let (reason, seq) = stop_reason(&stats, &stops, !calls.is_empty());
                 return Json(json!({"id": id, "type": "message", "role": "assistant", "model": model.id, "content": content,
                                    "stop_reason": reason, "stop_sequence": seq,
                                    "usage": {"input_tokens": stats.prompt_tokens, "output_tokens": stats.generated_tokens}}))
@@ -320,7 +319,8 @@ struct Stream {
     rx: tokio::sync::mpsc::UnboundedReceiver<Update>,
     _queued: Option<super::Slot>,
     cancel: Option<super::bridge::CancelOnDrop>,
-    split: ReplySplit,
+    /// Tool calls so far.
+    calls: usize,
     open: Block,
     /// The index of the open (or next) content block.
     index: usize,
@@ -355,6 +355,7 @@ impl Stream {
                 Part::Reasoning(r) => (Block::Thinking, json!({"type": "thinking_delta", "thinking": r})),
                 Part::Content(c) => (Block::Text, json!({"type": "text_delta", "text": c})),
                 Part::Call(c) => {
+                    self.calls += 1;
                     self.switch(Block::None);
                     let i = self.index;
                     self.pending.push_back(event("content_block_start", json!({"type": "content_block_start", "index": i,
@@ -372,13 +373,13 @@ impl Stream {
     }
 }
 
-fn stream(job: Job, id: String, stops: Vec<String>, split: ReplySplit) -> Response {
+fn stream(job: Job, id: String, stops: Vec<String>) -> Response {
     let Job { rx, queued, cancel, model, .. } = job;
     let state = Stream {
         rx,
         _queued: Some(queued),
         cancel: Some(cancel),
-        split,
+        calls: 0,
         open: Block::None,
         index: 0,
         pending: Default::default(),
@@ -401,22 +402,17 @@ fn stream(job: Job, id: String, stops: Vec<String>, split: ReplySplit) -> Respon
                             "id": id, "type": "message", "role": "assistant", "model": model_id, "content": [],
                             "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": n, "output_tokens": 0}}})));
                     }
-                    Some(Update::Text(t, _)) => {
-                        let parts = st.split.push(&t);
-                        st.parts(parts);
-                    }
+                    Some(Update::Reply(parts, _)) => st.parts(parts),
                     Some(Update::Done(stats)) => {
                         if let Some(c) = st.cancel.take() {
                             c.disarm();
                         }
-                        let parts = st.split.finish();
-                        st.parts(parts);
                         // A reply with neither text nor calls still has its (empty) text block.
                         if st.open == Block::None && st.index == 0 {
                             st.switch(Block::Text);
                         }
                         st.switch(Block::None);
-                        let (reason, seq) = stop_reason(&stats, &stops, st.split.calls() > 0);
+                        let (reason, seq) = stop_reason(&stats, &stops, st.calls > 0);
                         st.pending.push_back(event("message_delta", json!({"type": "message_delta",
                             "delta": {"stop_reason": reason, "stop_sequence": seq},
                             "usage": {"output_tokens": stats.generated_tokens}})));

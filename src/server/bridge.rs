@@ -7,6 +7,7 @@
 //! within one step.
 
 use crate::chat::params::{GenerateParams, GenerationStats, TokenLogprob};
+use crate::chat::reply::Part;
 use crate::engine::protocol::{EngineError, ErrorKind};
 use crate::engine::{Command, EngineHandle, Event, Prompt};
 use crate::models::load::{ModelInfo, Precision};
@@ -31,8 +32,9 @@ pub enum ModelStatus {
 pub enum Update {
     /// The prompt's length in tokens, before the first text.
     Started(usize),
-    /// A piece of text and its tokens' log-probabilities (if asked for).
-    Text(String, Vec<TokenLogprob>),
+    /// A piece of the reply as typed parts, and its tokens' log-probabilities
+    /// (if asked for).
+    Reply(Vec<Part>, Vec<TokenLogprob>),
     Done(GenerationStats),
     Failed(EngineError),
 }
@@ -178,7 +180,7 @@ fn dispatch(events: crossbeam_channel::Receiver<Event>, routes: std::sync::Weak<
         };
         match ev {
             Event::PromptReady { id, tokens } => route(id, Update::Started(tokens), false),
-            Event::Token { id, text, logprobs } => route(id, Update::Text(text, logprobs), false),
+            Event::Token { id, parts, logprobs, .. } => route(id, Update::Reply(parts, logprobs), false),
             Event::Finished { id, stats } => route(id, Update::Done(stats), true),
             Event::Error { id: Some(id), error } => route(id, Update::Failed(error), true),
             Event::LoadProgress { .. } => {

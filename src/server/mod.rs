@@ -13,7 +13,6 @@ pub mod key;
 pub mod ollama;
 pub mod openai;
 mod openai_request;
-pub mod reply;
 pub mod tools;
 
 use crate::engine::protocol::{EngineError, ErrorKind};

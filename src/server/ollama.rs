@@ -5,7 +5,7 @@
 //! `thinking`, as Ollama sends it. Options Hearth does not implement are a 400.
 
 use super::bridge::Update;
-use super::reply::{gather, ReplySplit};
+use crate::chat::reply::gather;
 use super::tools::{ToolChoice, ToolRequest};
 use crate::chat::tools::ToolCall;
 use super::{rfc3339, ApiError, Job, Server, ServedModel};
@@ -136,7 +136,7 @@ fn params(options: &Map<String, Value>, recommended: &crate::chat::params::Recom
         }
     }
     s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(GenerateParams { sampling: s, max_tokens: max, stop, ignore_eos: false, constraint: None, logprobs: None })
+    Ok(GenerateParams { sampling: s, max_tokens: max, stop, ignore_eos: false, constraint: None, logprobs: None, call_id_prefix: String::new() })
 }
 
 #[derive(Deserialize)]
@@ -249,16 +249,17 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
     }
     let options = req.options.clone();
     let mut template = think_options(&req.think)?;
+    let n = server.next_id();
     let job = server
         .start(Some(&req.model), "ollama chat", |info| {
             let mut p = params(&options, &info.recommended)?;
             p.constraint = constraint;
             tools.apply(&mut template, &mut p)?;
+            p.call_id_prefix = format!("call_{n}_");
             Ok((Prompt::ChatWith(messages, template), p))
         })
         .await?;
-    let split = ReplySplit::new(tools.reader(job.info.tool_format), format!("call_{}_", server.next_id()));
-    Ok(respond(job, req.stream.unwrap_or(true), split, |content, thinking, calls| {
+    Ok(respond(job, req.stream.unwrap_or(true), |content, thinking, calls| {
         let mut message = json!({"role": "assistant", "content": content});
         if !thinking.is_empty() {
             message["thinking"] = json!(thinking);
@@ -292,8 +293,7 @@ pub async fn generate(State(server): State<Arc<Server>>, body: Bytes) -> Result<
             Ok((prompt, p))
         })
         .await?;
-    let split = ReplySplit::new(None, String::new());
-    Ok(respond(job, req.stream.unwrap_or(true), split, |content, thinking, _| {
+    Ok(respond(job, req.stream.unwrap_or(true), |content, thinking, _| {
         let mut v = json!({"response": content});
         if !thinking.is_empty() {
             v["thinking"] = json!(thinking);
@@ -322,7 +322,7 @@ fn merge(mut a: Value, b: Value) -> Value {
 
 /// One object (`stream: false`) or NDJSON lines; `piece(content, thinking,
 /// calls)` shapes the endpoint's fields.
-async fn respond(job: Job, stream: bool, mut split: ReplySplit, piece: fn(&str, &str, &[ToolCall]) -> Value) -> Response {
+async fn respond(job: Job, stream: bool, piece: fn(&str, &str, &[ToolCall]) -> Value) -> Response {
     let Job { mut rx, queued, cancel, model, load_s, started, .. } = job;
     let id = model.id;
     if !stream {
@@ -331,11 +331,10 @@ async fn respond(job: Job, stream: bool, mut split: ReplySplit, piece: fn(&str, 
             loop {
                 match rx.recv().await {
                     Some(Update::Started(_)) => continue,
-                    Some(Update::Text(t, _)) => parts.extend(split.push(&t)),
+                    Some(Update::Reply(p, _)) => parts.extend(p),
                     Some(Update::Done(stats)) => {
                         cancel.disarm();
                         drop(queued);
-                        parts.extend(split.finish());
                         let (content, thinking, calls) = gather(parts);
                         let head = merge(json!({"model": id}), piece(&content, &thinking, &calls));
                         return Json(merge(done(&id, &stats, load_s, started.elapsed().as_secs_f64()), head)).into_response();
@@ -348,8 +347,8 @@ async fn respond(job: Job, stream: bool, mut split: ReplySplit, piece: fn(&str, 
     }
     // The stream owns the queue slot and the cancel guard: a client that goes
     // away drops it, which stops the generation and frees the queue.
-    let state = (rx, Some(queued), Some(cancel), split, false);
-    let lines = futures::stream::unfold(state, move |(mut rx, queued, cancel, mut split, finished)| {
+    let state = (rx, Some(queued), Some(cancel), false);
+    let lines = futures::stream::unfold(state, move |(mut rx, queued, cancel, finished)| {
         let id = id.clone();
         async move {
             if finished {
@@ -358,8 +357,8 @@ async fn respond(job: Job, stream: bool, mut split: ReplySplit, piece: fn(&str, 
             loop {
                 let line = match rx.recv().await {
                     Some(Update::Started(_)) => continue,
-                    Some(Update::Text(t, _)) => {
-                        let (c, r, calls) = gather(split.push(&t));
+                    Some(Update::Reply(parts, _)) => {
+                        let (c, r, calls) = gather(parts);
                         if r.is_empty() && c.is_empty() && calls.is_empty() {
                             continue;
                         }
@@ -369,18 +368,17 @@ async fn respond(job: Job, stream: bool, mut split: ReplySplit, piece: fn(&str, 
                         if let Some(c) = cancel {
                             c.disarm();
                         }
-                        // What the split held back (a call at the very end) goes in the last line.
-                        let (c, r, calls) = gather(split.finish());
-                        let last = merge(done(&id, &stats, load_s, started.elapsed().as_secs_f64()), piece(&c, &r, &calls));
-                        return Some((Ok::<_, std::convert::Infallible>(Bytes::from(last.to_string() + "\n")), (rx, None, None, split, true)));
+                        // The last line has the endpoint's (empty) fields too, as Ollama's does.
+                        let last = merge(done(&id, &stats, load_s, started.elapsed().as_secs_f64()), piece("", "", &[]));
+                        return Some((Ok::<_, std::convert::Infallible>(Bytes::from(last.to_string() + "\n")), (rx, None, None, true)));
                     }
                     Some(Update::Failed(e)) => {
                         let err = json!({"error": e.message});
-                        return Some((Ok(Bytes::from(err.to_string() + "\n")), (rx, None, None, split, true)));
+                        return Some((Ok(Bytes::from(err.to_string() + "\n")), (rx, None, None, true)));
                     }
                     None => return None,
                 };
-                return Some((Ok(Bytes::from(line.to_string() + "\n")), (rx, queued, cancel, split, false)));
+                return Some((Ok(Bytes::from(line.to_string() + "\n")), (rx, queued, cancel, false)));
             }
         }
     });

@@ -9,7 +9,7 @@
 use super::bridge::{CancelOnDrop, Update};
 use super::{ApiError, Server};
 use super::openai_request::ChatRequest;
-use super::reply::{gather, Part, ReplySplit};
+use crate::chat::reply::{gather, Part};
 use crate::chat::params::TokenLogprob;
 use crate::chat::tools::ToolCall;
 use crate::chat::params::{FinishReason, GenerationStats};
@@ -58,16 +58,16 @@ pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::bod
     let mut options = req.template_options()?;
     let tools = req.tools()?;
     let kind = if req.stream { "chat.completions stream" } else { "chat.completions" };
+    let n = server.next_id();
     let job = server
         .start(req.model.as_deref(), kind, |info| {
             let mut params = req.params(&info.recommended)?;
             tools.apply(&mut options, &mut params)?;
+            params.call_id_prefix = format!("call_{n}_");
             Ok((Prompt::ChatWith(messages, options), params))
         })
         .await?;
-    let n = server.next_id();
-    let split = ReplySplit::new(tools.reader(job.info.tool_format), format!("call_{n}_"));
-    let reply = Reply::new(Shape::Chat(split), format!("chatcmpl-{n}"));
+    let reply = Reply::new(Shape::Chat, format!("chatcmpl-{n}"));
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok(if req.stream { reply.stream(job, include_usage) } else { reply.whole(job).await })
 }
@@ -98,8 +98,8 @@ pub async fn completions(State(server): State<Arc<Server>>, body: axum::body::By
 
 enum Shape {
     /// `chat.completion`: a message, deltas with content, reasoning_content
-    /// and tool_calls, read from the text by the split.
-    Chat(ReplySplit),
+    /// and tool_calls (the engine's parts).
+    Chat,
     /// `text_completion`: the text as is.
     Text,
 }
@@ -113,6 +113,8 @@ struct Reply {
     scores: Vec<TokenLogprob>,
     /// Bytes of completion text so far (the legacy format's text offsets).
     offset: usize,
+    /// Tool calls so far.
+    calls: usize,
 }
 
 /// One token's entry in chat's `logprobs.content`.
@@ -130,7 +132,7 @@ fn call_json(c: &ToolCall) -> Value {
 
 impl Reply {
     fn new(shape: Shape, id: String) -> Self {
-        Reply { shape, id, created: super::now_secs(), scores: Vec::new(), offset: 0 }
+        Reply { shape, id, created: super::now_secs(), scores: Vec::new(), offset: 0, calls: 0 }
     }
 
     /// The log-probabilities held, in the shape's format (None if there are none).
@@ -157,7 +159,7 @@ impl Reply {
     }
 
     fn is_chat(&self) -> bool {
-        matches!(self.shape, Shape::Chat(_))
+        matches!(self.shape, Shape::Chat)
     }
 
     /// A streamed chunk; it carries the log-probabilities held so far.
@@ -172,25 +174,15 @@ impl Reply {
         }
     }
 
-    /// The parts of this piece of text (all content for a plain completion).
-    fn parts(&mut self, text: &str) -> Vec<Part> {
-        match &mut self.shape {
-            Shape::Chat(split) => split.push(text),
-            Shape::Text => vec![Part::Content(text.to_string())],
-        }
-    }
-
-    fn finish_parts(&mut self) -> Vec<Part> {
-        match &mut self.shape {
-            Shape::Chat(split) => split.finish(),
-            Shape::Text => vec![],
-        }
+    /// Counts the calls among a piece's parts (the finish reason says whether any came).
+    fn count_calls(&mut self, parts: &[Part]) {
+        self.calls += parts.iter().filter(|p| matches!(p, Part::Call(_))).count();
     }
 
     /// "tool_calls" when the reply called tools (and was not cut short).
     fn finish_reason(&self, stats: &GenerationStats) -> &'static str {
         match (&self.shape, finish_reason(stats)) {
-            (Shape::Chat(split), "stop") if split.calls() > 0 => "tool_calls",
+            (Shape::Chat, "stop") if self.calls > 0 => "tool_calls",
             (_, r) => r,
         }
     }
@@ -201,14 +193,14 @@ impl Reply {
         loop {
             match rx.recv().await {
                 Some(Update::Started(_)) => {}
-                Some(Update::Text(t, scores)) => {
+                Some(Update::Reply(p, scores)) => {
                     self.scores.extend(scores);
-                    parts.extend(self.parts(&t));
+                    self.count_calls(&p);
+                    parts.extend(p);
                 }
                 Some(Update::Done(stats)) => {
                     drop(queued);
                     cancel.disarm();
-                    parts.extend(self.finish_parts());
                     let (content, reasoning, calls) = gather(parts);
                     let reason = self.finish_reason(&stats);
                     let logprobs = self.take_logprobs().unwrap_or(Value::Null);
@@ -287,19 +279,17 @@ impl Reply {
                     }
                     match st.rx.recv().await {
                         Some(Update::Started(_)) => {}
-                        Some(Update::Text(t, scores)) => {
-                            // Scores go out with the next chunk (text held back
-                            // by the split sends them a little later).
+                        Some(Update::Reply(parts, scores)) => {
+                            // Scores go out with the next chunk (text the engine's
+                            // reader holds back sends them a little later).
                             st.reply.scores.extend(scores);
-                            let parts = st.reply.parts(&t);
+                            st.reply.count_calls(&parts);
                             st.reply.part_chunks(&model_id, parts, &mut st.calls, &mut st.pending);
                         }
                         Some(Update::Done(stats)) => {
                             if let Some(g) = st.cancel.take() {
                                 g.disarm();
                             }
-                            let parts = st.reply.finish_parts();
-                            st.reply.part_chunks(&model_id, parts, &mut st.calls, &mut st.pending);
                             let reason = st.reply.finish_reason(&stats);
                             let delta = if st.reply.is_chat() { json!({}) } else { json!({"content": ""}) };
                             st.pending.push_back(st.reply.chunk(&model_id, delta, Some(reason)));

@@ -8,7 +8,6 @@ use super::ApiError;
 use crate::chat::params::{GenerateParams, OutputConstraint};
 use crate::chat::template::TemplateOptions;
 use crate::chat::tool_prompt::ToolSpec;
-use crate::chat::tools::ToolFormat;
 use serde_json::Value;
 
 /// The most tools one request may offer (each is described in the prompt).
@@ -80,11 +79,6 @@ impl ToolRequest {
         }
     }
 
-    /// Whether the reply is read for calls (and in which format).
-    pub fn reader(&self, format: ToolFormat) -> Option<ToolFormat> {
-        (!self.tools.is_empty() && self.choice != ToolChoice::None).then_some(format)
-    }
-
     /// The tools go to the template; a forced choice becomes the reply's
     /// constraint (which a JSON `response_format` would contradict).
     pub fn apply(&self, options: &mut TemplateOptions, params: &mut GenerateParams) -> Result<(), ApiError> {
@@ -135,10 +129,11 @@ mod tests {
         assert!(e(Some(&bad_name), ToolChoice::Auto).contains("must be 1 to 64 letters"));
         assert!(ToolRequest::openai_choice(Some(&json!("sometimes"))).is_err());
 
-        // "none": nothing offered, nothing read.
+        // "none": nothing offered, so the engine reads no calls (it reads them
+        // only when the template options carry tools).
         let none = ToolRequest::new(Some(&weather()), ToolChoice::None).unwrap();
         let mut o = TemplateOptions::default();
         none.apply(&mut o, &mut GenerateParams::default()).unwrap();
-        assert!(o.tools.is_none() && none.reader(ToolFormat::Hermes).is_none());
+        assert!(o.tools.is_none());
     }
 }

@@ -11,16 +11,20 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChatMessage {
     pub role: Role,
+    /// The answer (an assistant's reply without its reasoning).
     pub content: String,
+    /// An assistant reply's reasoning, as the engine's parts gave it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reasoning: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<GenerationStatsLite>,
     /// An engine error shown inline instead of (or after) the reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Seconds spent inside <think>…</think>, measured while streaming.
+    /// Seconds spent reasoning, measured while streaming.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thought_secs: Option<f32>,
-    /// The tools an assistant reply called (read out of its text).
+    /// The tools an assistant reply called (the engine's parts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// A tool message: the call it answers.
@@ -50,7 +54,16 @@ impl From<&GenerationStats> for GenerationStatsLite {
 
 impl ChatMessage {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage { role, content: content.into(), stats: None, error: None, thought_secs: None, tool_calls: vec![], tool_call_id: None }
+        ChatMessage {
+            role,
+            content: content.into(),
+            reasoning: String::new(),
+            stats: None,
+            error: None,
+            thought_secs: None,
+            tool_calls: vec![],
+            tool_call_id: None,
+        }
     }
 }
 
@@ -119,6 +132,7 @@ impl Conversation {
                 continue;
             }
             let mut msg = Message::new(m.role, m.content.clone());
+            msg.reasoning = m.reasoning.clone();
             msg.tool_calls = m.tool_calls.clone();
             msg.tool_call_id = m.tool_call_id.clone();
             v.push(msg);
@@ -266,5 +280,57 @@ fn load_one(p: &Path) -> Result<Conversation> {
         )));
     }
     let bytes = crate::files::read_small(p, MAX_CONVERSATION_BYTES)?.unwrap_or_default();
-    serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("not a valid conversation: {e}")))
+    let mut c: Conversation = serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("not a valid conversation: {e}")))?;
+    migrate_inline_reasoning(&mut c);
+    Ok(c)
+}
+
+/// Replies saved before they had parts kept their reasoning inline
+/// (`<think>…</think>answer`, a block cut off unclosed, or only the closing
+/// tag where the prompt had opened the block); it moves to the reasoning field.
+fn migrate_inline_reasoning(c: &mut Conversation) {
+    for m in c.messages.iter_mut().filter(|m| m.role == Role::Assistant && m.reasoning.is_empty()) {
+        let text = m.content.trim_start();
+        let (r, answer) = if let (Some(r), answer) = crate::chat::reply::split_reasoning(&m.content) {
+            (r.to_string(), answer.to_string())
+        } else if let Some(r) = text.strip_prefix("<think>") {
+            (r.to_string(), String::new())
+        } else if let Some((r, answer)) = text.split_once("</think>").filter(|_| !text.contains("<think>")) {
+            (r.to_string(), answer.trim_start().to_string())
+        } else {
+            continue;
+        };
+        m.reasoning = r;
+        m.content = answer;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_reasoning_of_old_saves_moves_to_its_field() {
+        let mut c = Conversation::new("");
+        for text in ["<think>hmm</think>\n\nFour.", "<think>cut off", "opened by the prompt</think>\nYes.", "Plain.", "Says </think> and <think> in text."] {
+            c.messages.push(ChatMessage::new(Role::Assistant, text));
+        }
+        c.messages.push(ChatMessage::new(Role::User, "<think>mine</think>"));
+        migrate_inline_reasoning(&mut c);
+        let got: Vec<(&str, &str)> = c.messages.iter().map(|m| (m.reasoning.as_str(), m.content.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("hmm", "Four."),
+                ("cut off", ""),
+                ("opened by the prompt", "Yes."),
+                ("", "Plain."),
+                ("", "Says </think> and <think> in text."),
+                ("", "<think>mine</think>"),
+            ]
+        );
+        // The prompt gets the reasoning apart from the answer.
+        let prompt = c.prompt_messages();
+        assert_eq!((prompt[0].reasoning.as_str(), prompt[0].content.as_str()), ("hmm", "Four."));
+    }
 }

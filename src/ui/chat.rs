@@ -154,8 +154,9 @@ impl ChatPanel {
                             }
                             return;
                         }
-                        let (thinking, answer) = markdown::split_thinking(&m.content);
-                        if let Some(t) = thinking {
+                        let answer = m.content.as_str();
+                        if !m.reasoning.is_empty() {
+                            let t = m.reasoning.as_str();
                             let title = match m.thought_secs {
                                 Some(s) => format!("Thought for {s:.0} s"),
                                 None => "Thinking…".to_string(),

@@ -19,18 +19,6 @@ enum Inline {
     Break,
 }
 
-/// Splits out `<think>…</think>` (reasoning models) from the visible answer.
-pub fn split_thinking(text: &str) -> (Option<&str>, &str) {
-    if let Some(start) = text.find("<think>") {
-        let inner = &text[start + 7..];
-        return match inner.find("</think>") {
-            Some(end) => (Some(&inner[..end]), inner[end + 8..].trim_start()),
-            None => (Some(inner), ""),
-        };
-    }
-    (None, text)
-}
-
 pub fn show(ui: &mut Ui, text: &str, id_salt: usize) {
     let mut opts = Options::empty();
     opts.insert(Options::ENABLE_TABLES);

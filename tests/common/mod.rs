@@ -110,7 +110,7 @@ pub fn assert_greedy_matches_mlx_lm_across_two_turns(name: &str, dir: &std::path
     use hearth::engine::{GenerateParams, SamplingParams};
     use std::sync::atomic::AtomicBool;
     let mut s = Session::new(load::load(dir, Precision::Native).unwrap(), Some(512));
-    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 32, stop: vec![], ignore_eos: true, constraint: None, logprobs: None };
+    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 32, stop: vec![], ignore_eos: true, constraint: None, logprobs: None, ..Default::default() };
     let first = tiny_prompt(20);
     let st = s.generate(&first, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
     assert_eq!(st.reused_tokens, 0);
@@ -210,6 +210,7 @@ pub fn greedy_params(max_tokens: usize) -> hearth::engine::GenerateParams {
         ignore_eos: false,
         constraint: None,
         logprobs: None,
+        ..Default::default()
     }
 }
 

@@ -176,6 +176,7 @@ impl AppState {
             ignore_eos: false,
             constraint: None,
             logprobs: None,
+            call_id_prefix: String::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use super::{AppState, NoticeAction};
 use crate::chat::template::TemplateOptions;
+use crate::chat::reply::Part;
 use crate::chat::Role;
 use crate::engine::protocol::MemoryStats;
 use crate::engine::{Command, EngineHandle, Event};
@@ -95,7 +96,7 @@ impl AppState {
             )),
             // The live stats show the prompt's length once the reply is done.
             Event::PromptReady { .. } => {}
-            Event::Token { id, text, .. } => self.on_token(id, &text),
+            Event::Token { id, parts, .. } => self.on_token(id, parts),
             Event::Finished { id, stats } => {
                 if let Some(s) = self.chat.streaming.take_if(|s| s.request == id) {
                     let live = &mut self.engine.live;
@@ -107,17 +108,13 @@ impl AppState {
                         if let Some(m) = c.messages.last_mut() {
                             m.stats = Some(GenerationStatsLite::from(&stats));
                             if let (Some(t0), None) = (s.think_started, m.thought_secs) {
-                                if m.content.contains("<think>") {
-                                    m.thought_secs = Some(t0.elapsed().as_secs_f32());
-                                }
+                                m.thought_secs = Some(t0.elapsed().as_secs_f32());
                             }
                         }
                         c.updated = crate::store::conversations::now_secs();
                     }
                     self.persist(&s.conversation);
-                    if !self.mcp.tools.is_empty() {
-                        self.read_tool_calls(&s.conversation, id);
-                    }
+                    self.dispatch_tool_calls(&s.conversation);
                 }
                 self.resume_after_tools();
             }
@@ -150,7 +147,7 @@ impl AppState {
         }
     }
 
-    fn on_token(&mut self, id: u64, text: &str) {
+    fn on_token(&mut self, id: u64, parts: Vec<Part>) {
         let Some(s) = self.chat.streaming.as_mut().filter(|s| s.request == id) else { return };
         let now = Instant::now();
         let live = &mut self.engine.live;
@@ -167,17 +164,21 @@ impl AppState {
         live.generated = s.pieces;
         let conv = s.conversation.clone();
         let think_started = &mut s.think_started;
-        if let Some(c) = self.chat.conversations.iter_mut().find(|c| c.id == conv) {
-            if let Some(m) = c.messages.last_mut() {
-                m.content.push_str(text);
-                if think_started.is_none() && m.content.contains("<think>") {
-                    *think_started = Some(now);
+        let Some(m) = self.chat.conversations.iter_mut().find(|c| c.id == conv).and_then(|c| c.messages.last_mut()) else { return };
+        for p in parts {
+            match p {
+                Part::Reasoning(r) => {
+                    think_started.get_or_insert(first);
+                    m.reasoning.push_str(&r);
                 }
-                if m.thought_secs.is_none() && m.content.contains("</think>") {
-                    if let Some(t0) = think_started {
-                        m.thought_secs = Some(t0.elapsed().as_secs_f32());
+                Part::Content(c) => {
+                    // The answer began: the reasoning (if any) is over.
+                    if let (Some(t0), None) = (*think_started, m.thought_secs) {
+                        m.thought_secs = Some((now - t0).as_secs_f32());
                     }
+                    m.content.push_str(&c);
                 }
+                Part::Call(call) => m.tool_calls.push(call),
             }
         }
     }

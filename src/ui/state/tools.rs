@@ -1,11 +1,11 @@
 //! MCP tools in the chat: the configured servers (`mcp.json` in the data
 //! folder, Claude Desktop's shape), their tools offered with each reply, the
-//! calls read out of a finished reply, and the user's decision on each:
+//! calls the engine read out of a finished reply, and the user's decision on each:
 //! nothing runs without a click (Allow once, Always in this chat, Deny). A
 //! result (or the refusal) goes back as a tool message and the model goes on.
 
-use super::{AppState, ModelState};
-use crate::chat::tools::{ToolCall, ToolEvent, ToolStream};
+use super::AppState;
+use crate::chat::tools::ToolCall;
 use crate::chat::Role;
 use crate::mcp::{parse_config, McpEvent, McpHandle, McpTool};
 use crate::store::conversations::ChatMessage;
@@ -118,33 +118,16 @@ impl AppState {
         }
     }
 
-    /// After a reply that was offered tools: its calls become the message's
-    /// tool calls (its text keeps the rest), and each waits for the user,
-    /// runs (allowed in this chat), or is answered at once (a tool that does
-    /// not exist).
-    pub(super) fn read_tool_calls(&mut self, conversation: &str, request: u64) {
-        let ModelState::Ready(info) = &self.engine.model else { return };
-        let format = info.tool_format;
+    /// After a reply: the calls the engine read out of it (it reads them
+    /// when tools were offered) each wait for the user, run (allowed in this
+    /// chat), or are answered at once (a tool that does not exist).
+    pub(super) fn dispatch_tool_calls(&mut self, conversation: &str) {
         let Some(c) = self.chat.conversation_mut(conversation) else { return };
-        let Some(m) = c.messages.last_mut().filter(|m| m.role == Role::Assistant) else { return };
-        let mut reader = ToolStream::new(format);
-        let mut events = reader.push(&m.content);
-        events.extend(reader.finish());
-        let (mut text, mut calls) = (String::new(), vec![]);
-        for e in events {
-            match e {
-                ToolEvent::Text(t) => text.push_str(&t),
-                ToolEvent::Call(mut call) => {
-                    call.id = format!("call_{request}_{}", calls.len());
-                    calls.push(call);
-                }
-            }
-        }
-        if calls.is_empty() {
-            return;
-        }
-        m.content = text.trim_end().to_string();
-        m.tool_calls = calls.clone();
+        let Some(m) = c.messages.last_mut().filter(|m| m.role == Role::Assistant && !m.tool_calls.is_empty()) else { return };
+        // Text around the calls' markup (a newline before it) is not the answer.
+        let trimmed = m.content.trim_end().len();
+        m.content.truncate(trimmed);
+        let calls = m.tool_calls.clone();
         let allowed = c.allowed_tools.clone();
         self.persist(conversation);
         for call in calls {
