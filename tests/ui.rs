@@ -27,6 +27,13 @@ fn data_dir() -> tempfile::TempDir {
 }
 
 /// Hub settings that keep a test away from the user's Hugging Face cache and the network.
+/// Writes a conversation into the data folder as the app saves it.
+fn save_conversation(dir: &Path, c: &hearth::store::conversations::Conversation) {
+    let convs = dir.join("conversations");
+    std::fs::create_dir_all(&convs).unwrap();
+    std::fs::write(convs.join(format!("{}.json", c.id)), hearth::store::conversations::serialize(c)).unwrap();
+}
+
 fn hub_config(dir: &Path, endpoint: &str) -> HubConfig {
     HubConfig {
         endpoint: Some(endpoint.to_string()),
@@ -185,7 +192,7 @@ fn a_corrupt_conversation_file_does_not_hide_the_others() {
         c.id = format!("c{i}");
         c.title = title.to_string();
         c.messages.push(hearth::store::conversations::ChatMessage::new(hearth::chat::Role::User, "hello"));
-        std::fs::write(convs.join(format!("c{i}.json")), hearth::store::conversations::serialize(&c)).unwrap();
+        save_conversation(dir.path(), &c);
     }
     std::fs::write(convs.join("broken.json"), b"{\"id\": \"x\", \"title\": ").unwrap();
     let mut h = harness(dir.path());
@@ -250,15 +257,13 @@ fn markdown_renders_code_blocks_tables_and_links_without_fetching() {
 fn a_saved_reply_with_inline_reasoning_shows_it_collapsed_apart_from_the_answer() {
     let _g = common::mlx_lock();
     let dir = data_dir();
-    let convs = dir.path().join("conversations");
-    std::fs::create_dir_all(&convs).unwrap();
     let mut c = hearth::store::conversations::Conversation::new("");
     c.title = "Old save".into();
     c.messages.push(hearth::store::conversations::ChatMessage::new(hearth::chat::Role::User, "What is 2+2?"));
     let mut reply = hearth::store::conversations::ChatMessage::new(hearth::chat::Role::Assistant, "<think>Add two and two.</think>\n\nIt is four.");
     reply.thought_secs = Some(3.0);
     c.messages.push(reply);
-    std::fs::write(convs.join(format!("{}.json", c.id)), hearth::store::conversations::serialize(&c)).unwrap();
+    save_conversation(dir.path(), &c);
     let mut h = harness(dir.path());
     h.step();
     let m = &h.state().state.current_conversation().unwrap().messages[1];
@@ -348,8 +353,6 @@ fn model_manager_shows_catalogue_search_and_live_download_progress() {
 fn a_long_conversation_lays_out_only_what_is_visible() {
     let _g = common::mlx_lock();
     let dir = data_dir();
-    let convs = dir.path().join("conversations");
-    std::fs::create_dir_all(&convs).unwrap();
     let mut c = hearth::store::conversations::Conversation::new("");
     c.title = "Very long".into();
     for i in 0..3000 {
@@ -357,7 +360,7 @@ fn a_long_conversation_lays_out_only_what_is_visible() {
         let text = format!("Message {i}: {}", "a fairly ordinary sentence with **markdown** and `code`. ".repeat(4));
         c.messages.push(hearth::store::conversations::ChatMessage::new(role, text));
     }
-    std::fs::write(convs.join(format!("{}.json", c.id)), hearth::store::conversations::serialize(&c)).unwrap();
+    save_conversation(dir.path(), &c);
     let mut h = harness(dir.path());
     assert_eq!(h.state().state.current_conversation().unwrap().messages.len(), 3000);
     for _ in 0..5 {

@@ -93,11 +93,6 @@ impl ReplyReader {
         out
     }
 
-    /// How many tool calls were read so far.
-    pub fn calls(&self) -> usize {
-        self.calls
-    }
-
     fn content(&mut self, c: String, out: &mut Vec<Part>) {
         match self.tools.as_mut() {
             Some(t) => {

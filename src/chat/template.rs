@@ -41,6 +41,11 @@ pub struct TemplateOptions {
 }
 
 impl TemplateOptions {
+    /// Whether these options offer the model any tools (its reply is then read for calls).
+    pub fn offers_tools(&self) -> bool {
+        self.tools.as_ref().is_some_and(|t| !t.is_empty())
+    }
+
     /// These options with `over`'s set fields taking precedence.
     pub fn with(&self, over: &TemplateOptions) -> TemplateOptions {
         TemplateOptions {

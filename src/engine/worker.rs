@@ -259,12 +259,12 @@ fn admit(
         let (tokens, dropped, tools_offered) = match &prompt {
             Prompt::Chat(msgs) => {
                 let (t, d) = s.prompt_for_messages(msgs, params.max_tokens)?;
-                (t, d, Some(s.loaded.template.options.tools.as_ref().is_some_and(|t| !t.is_empty())))
+                (t, d, Some(s.loaded.template.options.offers_tools()))
             }
             Prompt::ChatWith(msgs, options) => {
                 let saved = s.loaded.template.options.clone();
                 s.loaded.template.options = saved.with(options);
-                let offered = s.loaded.template.options.tools.as_ref().is_some_and(|t| !t.is_empty());
+                let offered = s.loaded.template.options.offers_tools();
                 let rendered = s.prompt_for_messages(msgs, params.max_tokens);
                 s.loaded.template.options = saved;
                 let (t, d) = rendered?;

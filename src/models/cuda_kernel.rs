@@ -43,7 +43,7 @@ pub struct Launch<'a> {
     pub block: (i32, i32, i32),
 }
 
-fn strings(names: &[&str]) -> Result<(mlx_sys::mlx_vector_string, Vec<CString>)> {
+pub(super) fn strings(names: &[&str]) -> Result<(mlx_sys::mlx_vector_string, Vec<CString>)> {
     let owned: Vec<CString> =
         names.iter().map(|n| CString::new(*n)).collect::<std::result::Result<_, _>>().map_err(|e| Error::Mlx(e.to_string()))?;
     unsafe {
@@ -94,14 +94,7 @@ impl Kernel {
 
     pub fn apply(&self, l: &Launch) -> Result<Vec<Array>> {
         super::quant::ensure_error_handler();
-        let names: Vec<CString> = l
-            .ints
-            .iter()
-            .map(|(n, _)| *n)
-            .chain(l.bools.iter().map(|(n, _)| *n))
-            .chain(l.types.iter().map(|(n, _)| *n))
-            .map(|n| CString::new(n).map_err(|e| Error::Mlx(e.to_string())))
-            .collect::<Result<_>>()?;
+        let names = l.template_names()?;
         unsafe {
             let cfg = mlx_sys::mlx_fast_cuda_kernel_config_new();
             for (shape, dtype) in l.outputs {
@@ -122,29 +115,55 @@ impl Kernel {
                 mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_dtype(cfg, names[i].as_ptr(), mlx_dtype(*d));
                 i += 1;
             }
-            let ins = mlx_sys::mlx_vector_array_new();
-            for a in l.inputs {
-                mlx_sys::mlx_vector_array_append_value(ins, a.as_ptr());
-            }
+            let ins = l.input_vector();
             let mut outs = mlx_sys::mlx_vector_array_new();
             let status = mlx_sys::mlx_fast_cuda_kernel_apply(&mut outs, self.0, ins, cfg, Stream::thread_local_or_default().as_ptr());
             mlx_sys::mlx_vector_array_free(ins);
             mlx_sys::mlx_fast_cuda_kernel_config_free(cfg);
-            let n = if status == 0 { mlx_sys::mlx_vector_array_size(outs) } else { 0 };
-            let mut got = Vec::with_capacity(n);
-            for j in 0..n {
-                let mut out = mlx_sys::mlx_array_new();
-                if mlx_sys::mlx_vector_array_get(&mut out, outs, j) != 0 {
-                    mlx_sys::mlx_array_free(out);
-                    break;
-                }
-                got.push(Array::from_ptr(out));
-            }
-            mlx_sys::mlx_vector_array_free(outs);
-            if got.len() != l.outputs.len() {
-                return Err(Error::Mlx("a custom CUDA kernel failed to run".into()));
-            }
-            Ok(got)
+            l.take_outputs(status, outs, "CUDA")
         }
+    }
+}
+
+/// What the CUDA and the Metal wrappers (`metal_kernel`) share around one launch.
+impl Launch<'_> {
+    /// The template values' names, in the order the config gets them (ints, bools, types).
+    pub(super) fn template_names(&self) -> Result<Vec<CString>> {
+        self.ints
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(self.bools.iter().map(|(n, _)| *n))
+            .chain(self.types.iter().map(|(n, _)| *n))
+            .map(|n| CString::new(n).map_err(|e| Error::Mlx(e.to_string())))
+            .collect()
+    }
+
+    /// The inputs as an mlx-c vector (the caller frees it).
+    pub(super) unsafe fn input_vector(&self) -> mlx_sys::mlx_vector_array {
+        let ins = mlx_sys::mlx_vector_array_new();
+        for a in self.inputs {
+            mlx_sys::mlx_vector_array_append_value(ins, a.as_ptr());
+        }
+        ins
+    }
+
+    /// The outputs of an apply call with this `status` (0: it ran), `outs`
+    /// freed; an error unless every output came back.
+    pub(super) unsafe fn take_outputs(&self, status: i32, outs: mlx_sys::mlx_vector_array, backend: &str) -> Result<Vec<Array>> {
+        let n = if status == 0 { mlx_sys::mlx_vector_array_size(outs) } else { 0 };
+        let mut got = Vec::with_capacity(n);
+        for j in 0..n {
+            let mut out = mlx_sys::mlx_array_new();
+            if mlx_sys::mlx_vector_array_get(&mut out, outs, j) != 0 {
+                mlx_sys::mlx_array_free(out);
+                break;
+            }
+            got.push(Array::from_ptr(out));
+        }
+        mlx_sys::mlx_vector_array_free(outs);
+        if got.len() != self.outputs.len() {
+            return Err(Error::Mlx(format!("a custom {backend} kernel failed to run")));
+        }
+        Ok(got)
     }
 }

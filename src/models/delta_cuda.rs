@@ -254,9 +254,30 @@ pub fn enabled() -> bool {
 /// The recurrence on CUDA, or None where the kernel does not apply (no CUDA,
 /// turned off, a key head size that is not a multiple of 32).
 pub fn run(q: &Array, k: &Array, v: &Array, g_log: &Array, beta: &Array, state: &Array) -> Result<Option<(Array, Array)>> {
-    let (b, _t, hk, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    if !enabled() {
+        return Ok(None);
+    }
+    launch_recurrence(q, k, v, g_log, beta, state, |l| {
+        KERNEL.with(|kernel| kernel.as_ref().ok_or_else(|| Error::Mlx("the gated delta kernel could not be built".into()))?.apply(l))
+    })
+}
+
+/// The recurrence kernel's launch, the same on CUDA and Metal (`delta_metal`):
+/// inputs cast as the kernel reads them, its template values, outputs and
+/// grid, handed to `apply`; None where the shapes do not fit (key heads a
+/// multiple of 32 wide and at most 1024, value heads grouped evenly).
+pub(super) fn launch_recurrence(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    g_log: &Array,
+    beta: &Array,
+    state: &Array,
+    apply: impl FnOnce(&Launch) -> Result<Vec<Array>>,
+) -> Result<Option<(Array, Array)>> {
+    let (b, t, hk, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (hv, dv) = (v.shape()[2], v.shape()[3]);
-    if !enabled() || dk % 32 != 0 || dk > 1024 || hv % hk != 0 {
+    if dk % 32 != 0 || dk > 1024 || hv % hk != 0 {
         return Ok(None);
     }
     let dtype = q.dtype();
@@ -264,23 +285,20 @@ pub fn run(q: &Array, k: &Array, v: &Array, g_log: &Array, beta: &Array, state: 
     let beta = beta.as_dtype(Dtype::Float32)?;
     let (k, v) = (k.as_dtype(dtype)?, v.as_dtype(dtype)?);
     let state = state.as_dtype(Dtype::Float32)?;
-    let y_shape = [b, q.shape()[1], hv, dv];
+    let y_shape = [b, t, hv, dv];
     let s_shape = [b, hv, dv, dk];
-    KERNEL.with(|kernel| {
-        let kernel = kernel.as_ref().ok_or_else(|| Error::Mlx("the gated delta kernel could not be built".into()))?;
-        let mut out = kernel.apply(&Launch {
-            inputs: &[q, &k, &v, &g, &beta, &state],
-            ints: &[("Dk", dk), ("Dv", dv), ("Hk", hk), ("Hv", hv)],
-            bools: &[],
-            types: &[("InT", dtype)],
-            outputs: &[(&y_shape, dtype), (&s_shape, Dtype::Float32)],
-            grid: (32, dv, b * hv),
-            block: (32, 4, 1),
-        })?;
-        let s = out.pop().ok_or_else(|| Error::Mlx("the gated delta kernel gave no state".into()))?;
-        let y = out.pop().ok_or_else(|| Error::Mlx("the gated delta kernel gave no output".into()))?;
-        Ok(Some((y, s)))
-    })
+    let mut out = apply(&Launch {
+        inputs: &[q, &k, &v, &g, &beta, &state],
+        ints: &[("Dk", dk), ("Dv", dv), ("Hk", hk), ("Hv", hv)],
+        bools: &[],
+        types: &[("InT", dtype)],
+        outputs: &[(&y_shape, dtype), (&s_shape, Dtype::Float32)],
+        grid: (32, dv, b * hv),
+        block: (32, 4, 1),
+    })?;
+    let s = out.pop().ok_or_else(|| Error::Mlx("the gated delta kernel gave no state".into()))?;
+    let y = out.pop().ok_or_else(|| Error::Mlx("the gated delta kernel gave no output".into()))?;
+    Ok(Some((y, s)))
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@
 //! macOS check) but has not run on a Mac; `tests` below compare it with the
 //! ops recurrence wherever it is on.
 
-use super::cuda_kernel::Launch;
+use super::delta_cuda::launch_recurrence;
 use super::metal_kernel::{metal_kernels_on, Kernel};
 use crate::error::{Error, Result};
-use mlx_rs::{ops, Array, Dtype};
+use mlx_rs::Array;
 
 /// q, k [B, T, Hk, Dk]; v [B, T, Hv, Dv]; g (decay, not its log), beta
 /// [B, T, Hv] float32; state_in [B, Hv, Dv, Dk] float32. Grid (32, Dv, B*Hv)
@@ -65,35 +65,14 @@ thread_local! {
 }
 
 /// The recurrence on Metal when the Metal kernels are on and the shapes fit
-/// (key heads a multiple of 32 wide, value heads grouped evenly); None
+/// (`delta_cuda::launch_recurrence`, the same launch as CUDA's); None
 /// otherwise, and the caller runs its MLX ops.
 pub fn run(q: &Array, k: &Array, v: &Array, g_log: &Array, beta: &Array, state: &Array) -> Result<Option<(Array, Array)>> {
-    let (b, t, hk, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (hv, dv) = (v.shape()[2], v.shape()[3]);
-    if !metal_kernels_on() || dk % 32 != 0 || dk > 1024 || hv % hk != 0 {
+    if !metal_kernels_on() {
         return Ok(None);
     }
-    let dtype = q.dtype();
-    let g = ops::exp(g_log.as_dtype(Dtype::Float32)?)?;
-    let beta = beta.as_dtype(Dtype::Float32)?;
-    let (k, v) = (k.as_dtype(dtype)?, v.as_dtype(dtype)?);
-    let state = state.as_dtype(Dtype::Float32)?;
-    let y_shape = [b, t, hv, dv];
-    let s_shape = [b, hv, dv, dk];
-    KERNEL.with(|kernel| {
-        let kernel = kernel.as_ref().ok_or_else(|| Error::Mlx("the Metal gated delta kernel could not be built".into()))?;
-        let mut out = kernel.apply(&Launch {
-            inputs: &[q, &k, &v, &g, &beta, &state],
-            ints: &[("Dk", dk), ("Dv", dv), ("Hk", hk), ("Hv", hv)],
-            bools: &[],
-            types: &[("InT", dtype)],
-            outputs: &[(&y_shape, dtype), (&s_shape, Dtype::Float32)],
-            grid: (32, dv, b * hv),
-            block: (32, 4, 1),
-        })?;
-        let s = out.pop().ok_or_else(|| Error::Mlx("the Metal gated delta kernel gave no state".into()))?;
-        let y = out.pop().ok_or_else(|| Error::Mlx("the Metal gated delta kernel gave no output".into()))?;
-        Ok(Some((y, s)))
+    launch_recurrence(q, k, v, g_log, beta, state, |l| {
+        KERNEL.with(|kernel| kernel.as_ref().ok_or_else(|| Error::Mlx("the Metal gated delta kernel could not be built".into()))?.apply(l))
     })
 }
 

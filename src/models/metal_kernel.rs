@@ -5,7 +5,7 @@
 //! off by default (`HEARTH_METAL_KERNELS=1` turns them on) until a run on a
 //! Mac shows it matches the MLX ops it replaces and wins (docs/MAC.md).
 
-use super::cuda_kernel::Launch;
+use super::cuda_kernel::{mlx_dtype, strings, Launch};
 use crate::error::{Error, Result};
 use mlx_rs::{Array, Stream};
 use std::ffi::CString;
@@ -40,17 +40,6 @@ fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|e| Error::Mlx(e.to_string()))
 }
 
-fn strings(names: &[&str]) -> Result<(mlx_sys::mlx_vector_string, Vec<CString>)> {
-    let owned: Vec<CString> = names.iter().map(|n| cstring(n)).collect::<Result<_>>()?;
-    unsafe {
-        let v = mlx_sys::mlx_vector_string_new();
-        for c in &owned {
-            mlx_sys::mlx_vector_string_append_value(v, c.as_ptr());
-        }
-        Ok((v, owned))
-    }
-}
-
 impl Kernel {
     /// Inputs are made row-contiguous by MLX before the kernel sees them.
     pub fn new(name: &str, inputs: &[&str], outputs: &[&str], source: &str, header: &str) -> Result<Self> {
@@ -68,18 +57,11 @@ impl Kernel {
 
     pub fn apply(&self, l: &Launch) -> Result<Vec<Array>> {
         super::quant::ensure_error_handler();
-        let names: Vec<CString> = l
-            .ints
-            .iter()
-            .map(|(n, _)| *n)
-            .chain(l.bools.iter().map(|(n, _)| *n))
-            .chain(l.types.iter().map(|(n, _)| *n))
-            .map(cstring)
-            .collect::<Result<_>>()?;
+        let names = l.template_names()?;
         unsafe {
             let cfg = mlx_sys::mlx_fast_metal_kernel_config_new();
             for (shape, dtype) in l.outputs {
-                mlx_sys::mlx_fast_metal_kernel_config_add_output_arg(cfg, shape.as_ptr(), shape.len(), super::cuda_kernel::mlx_dtype(*dtype));
+                mlx_sys::mlx_fast_metal_kernel_config_add_output_arg(cfg, shape.as_ptr(), shape.len(), mlx_dtype(*dtype));
             }
             mlx_sys::mlx_fast_metal_kernel_config_set_grid(cfg, l.grid.0, l.grid.1, l.grid.2);
             mlx_sys::mlx_fast_metal_kernel_config_set_thread_group(cfg, l.block.0, l.block.1, l.block.2);
@@ -93,32 +75,15 @@ impl Kernel {
                 i += 1;
             }
             for (_, d) in l.types {
-                mlx_sys::mlx_fast_metal_kernel_config_add_template_arg_dtype(cfg, names[i].as_ptr(), super::cuda_kernel::mlx_dtype(*d));
+                mlx_sys::mlx_fast_metal_kernel_config_add_template_arg_dtype(cfg, names[i].as_ptr(), mlx_dtype(*d));
                 i += 1;
             }
-            let ins = mlx_sys::mlx_vector_array_new();
-            for a in l.inputs {
-                mlx_sys::mlx_vector_array_append_value(ins, a.as_ptr());
-            }
+            let ins = l.input_vector();
             let mut outs = mlx_sys::mlx_vector_array_new();
             let status = mlx_sys::mlx_fast_metal_kernel_apply(&mut outs, self.0, ins, cfg, Stream::thread_local_or_default().as_ptr());
             mlx_sys::mlx_vector_array_free(ins);
             mlx_sys::mlx_fast_metal_kernel_config_free(cfg);
-            let n = if status == 0 { mlx_sys::mlx_vector_array_size(outs) } else { 0 };
-            let mut got = Vec::with_capacity(n);
-            for j in 0..n {
-                let mut out = mlx_sys::mlx_array_new();
-                if mlx_sys::mlx_vector_array_get(&mut out, outs, j) != 0 {
-                    mlx_sys::mlx_array_free(out);
-                    break;
-                }
-                got.push(Array::from_ptr(out));
-            }
-            mlx_sys::mlx_vector_array_free(outs);
-            if got.len() != l.outputs.len() {
-                return Err(Error::Mlx("a custom Metal kernel failed to run".into()));
-            }
-            Ok(got)
+            l.take_outputs(status, outs, "Metal")
         }
     }
 }

@@ -174,7 +174,8 @@ impl Reply {
         }
     }
 
-    /// Counts the calls among a piece's parts (the finish reason says whether any came).
+    /// Counts the calls among a whole reply's parts (the finish reason says
+    /// whether any came; streamed, `part_chunks` counts them as it indexes them).
     fn count_calls(&mut self, parts: &[Part]) {
         self.calls += parts.iter().filter(|p| matches!(p, Part::Call(_))).count();
     }
@@ -231,15 +232,15 @@ impl Reply {
     }
 
     /// A chunk for each part: content, reasoning_content, or one tool call.
-    fn part_chunks(&mut self, model: &str, parts: Vec<Part>, calls: &mut usize, out: &mut std::collections::VecDeque<Value>) {
+    fn part_chunks(&mut self, model: &str, parts: Vec<Part>, out: &mut std::collections::VecDeque<Value>) {
         for p in parts {
             let delta = match p {
                 Part::Content(c) => json!({"content": c}),
                 Part::Reasoning(r) => json!({"reasoning_content": r}),
                 Part::Call(c) => {
                     let mut call = call_json(&c);
-                    call["index"] = json!(*calls);
-                    *calls += 1;
+                    call["index"] = json!(self.calls);
+                    self.calls += 1;
                     json!({"tool_calls": [call]})
                 }
             };
@@ -258,7 +259,6 @@ impl Reply {
             _queued: Option<super::Slot>,
             cancel: Option<CancelOnDrop>,
             pending: std::collections::VecDeque<Value>,
-            calls: usize,
             finished: bool,
         }
         let model_id = model.id;
@@ -266,7 +266,7 @@ impl Reply {
         if self.is_chat() {
             pending.push_back(self.chunk(&model_id, json!({"role": "assistant", "content": ""}), None));
         }
-        let state = S { reply: self, rx, _queued: Some(queued), cancel: Some(cancel), pending, calls: 0, finished: false };
+        let state = S { reply: self, rx, _queued: Some(queued), cancel: Some(cancel), pending, finished: false };
         let events = futures::stream::unfold(state, move |mut st| {
             let model_id = model_id.clone();
             async move {
@@ -283,8 +283,7 @@ impl Reply {
                             // Scores go out with the next chunk (text the engine's
                             // reader holds back sends them a little later).
                             st.reply.scores.extend(scores);
-                            st.reply.count_calls(&parts);
-                            st.reply.part_chunks(&model_id, parts, &mut st.calls, &mut st.pending);
+                            st.reply.part_chunks(&model_id, parts, &mut st.pending);
                         }
                         Some(Update::Done(stats)) => {
                             if let Some(g) = st.cancel.take() {

@@ -289,19 +289,17 @@ fn load_one(p: &Path) -> Result<Conversation> {
 /// (`<think>…</think>answer`, a block cut off unclosed, or only the closing
 /// tag where the prompt had opened the block); it moves to the reasoning field.
 fn migrate_inline_reasoning(c: &mut Conversation) {
+    use crate::chat::reply::{gather, ReplyReader};
     for m in c.messages.iter_mut().filter(|m| m.role == Role::Assistant && m.reasoning.is_empty()) {
-        let text = m.content.trim_start();
-        let (r, answer) = if let (Some(r), answer) = crate::chat::reply::split_reasoning(&m.content) {
-            (r.to_string(), answer.to_string())
-        } else if let Some(r) = text.strip_prefix("<think>") {
-            (r.to_string(), String::new())
-        } else if let Some((r, answer)) = text.split_once("</think>").filter(|_| !text.contains("<think>")) {
-            (r.to_string(), answer.trim_start().to_string())
-        } else {
-            continue;
-        };
-        m.reasoning = r;
-        m.content = answer;
+        // The engine's own reader, as if the reply streamed again (opened by
+        // the prompt when only the closing tag is there).
+        let opened = m.content.contains("</think>") && !m.content.contains("<think>");
+        let mut reader = ReplyReader::chat(opened, None, String::new());
+        let mut parts = reader.push(&m.content);
+        parts.extend(reader.finish());
+        let (content, reasoning, _) = gather(parts);
+        m.reasoning = reasoning;
+        m.content = content;
     }
 }
 
