@@ -4,7 +4,7 @@
 
 mod common;
 
-use hearth::models::synth;
+use hearth::synth;
 use serde_json::{json, Value};
 
 fn tiny(model_type: &str, tied: bool) -> Value {

@@ -22,7 +22,7 @@ fn converted_dir() -> tempfile::TempDir {
     let _g = common::mlx_lock();
     let t = tempfile::tempdir().unwrap();
     let dst = t.path().join("smollm2");
-    hearth::models::convert::convert(&common::smollm2_gguf(), &dst, Precision::Float32).unwrap();
+    hearth::models::load::convert::convert(&common::smollm2_gguf(), &dst, Precision::Float32).unwrap();
     t
 }
 

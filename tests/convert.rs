@@ -4,7 +4,7 @@
 
 mod common;
 
-use hearth::models::convert::{convert_with, Quantize};
+use hearth::models::load::convert::{convert_with, Quantize};
 use hearth::engine::{GenerateParams, SamplingParams, Session};
 use hearth::models::load::{self, Precision};
 use std::path::Path;

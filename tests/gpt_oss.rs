@@ -7,7 +7,8 @@
 mod common;
 
 use hearth::models::load::{self, Precision};
-use hearth::models::{synth, QuantMode, QuantSpec};
+use hearth::models::{QuantMode, QuantSpec};
+use hearth::synth;
 use mlx_rs::Dtype;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -38,7 +39,7 @@ fn logits(dir: &Path, ids: &[u32]) -> mlx_rs::Array {
     let m = load::load(dir, Precision::Native).unwrap();
     assert_eq!(m.info.architecture, "gpt_oss");
     let mut c = m.model.new_cache();
-    m.model.forward(&hearth::models::layers::token_array(ids), &mut c, true).unwrap().as_dtype(Dtype::Float32).unwrap()
+    m.model.forward(&hearth::models::nn::layers::token_array(ids), &mut c, true).unwrap().as_dtype(Dtype::Float32).unwrap()
 }
 
 fn max_diff(a: &mlx_rs::Array, b: &mlx_rs::Array) -> f32 {
@@ -69,7 +70,7 @@ fn gpt_oss_mxfp4_logits_match_mlx_lm_and_the_cpu_dequantized_path() {
     assert_eq!(cfg["quantization"]["mode"], "mxfp4");
     common::assert_logits_match("gpt_oss mxfp4", &dir, &prompt(40));
     // `auto` on a CPU dequantizes MXFP4 to f32 at load: the same logits.
-    let ids = hearth::models::layers::token_array(&prompt(40));
+    let ids = hearth::models::nn::layers::token_array(&prompt(40));
     let run = |precision| {
         let m = load::load(&dir, precision).unwrap();
         let mut c = m.model.new_cache();

@@ -275,7 +275,7 @@ fn tiny_llama_with(edit: impl Fn(&mut serde_json::Value)) -> tempfile::TempDir {
         "tie_word_embeddings": true, "rms_norm_eps": 1e-5
     });
     let _g = common::mlx_lock();
-    hearth::models::synth::write_config(cfg, t.path(), 0, 64, mlx_rs::Dtype::Float32).unwrap();
+    hearth::synth::write_config(cfg, t.path(), 0, 64, mlx_rs::Dtype::Float32).unwrap();
     let p = t.path().join("config.json");
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     edit(&mut v);
@@ -423,7 +423,7 @@ fn a_scalar_where_a_quantized_matrix_belongs_and_an_empty_vocabulary_are_errors(
     let home = tempfile::tempdir().unwrap();
     {
         let _g = common::mlx_lock();
-        hearth::models::synth::write_config(cfg, t.path(), 4, 64, mlx_rs::Dtype::Float32).unwrap();
+        hearth::synth::write_config(cfg, t.path(), 4, 64, mlx_rs::Dtype::Float32).unwrap();
         let file = t.path().join("model.safetensors");
         let mut tensors = mlx_rs::Array::load_safetensors(&file).unwrap();
         tensors.insert("model.layers.0.mlp.down_proj.weight".into(), mlx_rs::Array::from_int(7));

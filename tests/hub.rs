@@ -26,7 +26,7 @@ fn model_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let t = tempfile::tempdir().unwrap();
         let _g = common::mlx_lock();
-        hearth::models::convert::convert(&common::smollm2_gguf(), t.path(), Precision::Native).unwrap();
+        hearth::models::load::convert::convert(&common::smollm2_gguf(), t.path(), Precision::Native).unwrap();
         t
     })
     .path()
@@ -291,7 +291,7 @@ fn a_paused_download_resumes_after_the_app_restarts() {
         }
         matches!(e, HubEvent::Paused { .. })
     });
-    assert!(events.iter().any(|e| matches!(e, HubEvent::Planned { verdict: hearth::models::fit::Verdict::Fits, .. })));
+    assert!(events.iter().any(|e| matches!(e, HubEvent::Planned { verdict: hearth::models::load::fit::Verdict::Fits, .. })));
     drop(h); // the app quits
     srv.clear_log();
     srv.throttle(None);
@@ -314,7 +314,7 @@ fn a_paused_download_resumes_after_the_app_restarts() {
 
 #[test]
 fn the_memory_estimate_brackets_measured_peak_memory() {
-    use hearth::models::fit::{self, Shape};
+    use hearth::models::load::fit::{self, Shape};
     let dir = model_dir(); // before the lock: building it takes the lock too
     let _g = common::mlx_lock();
     let loaded = load::load(&common::smollm2_gguf(), Precision::Auto).unwrap();

@@ -8,7 +8,8 @@
 mod common;
 
 use hearth::models::load::{self, Precision};
-use hearth::models::{synth, QuantSpec};
+use hearth::models::QuantSpec;
+use hearth::synth;
 use mlx_rs::Dtype;
 use serde_json::{json, Value};
 use std::path::Path;

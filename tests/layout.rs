@@ -46,17 +46,20 @@ fn rooms_used(text: &str) -> BTreeSet<String> {
 
 /// Which rooms each room must not import.
 const FORBIDDEN: &[(&str, &[&str])] = &[
-    ("sys", &["formats", "chat", "models", "engine", "library", "hub", "store", "server", "mcp", "ui"]),
-    ("formats", &["chat", "models", "engine", "library", "hub", "store", "server", "mcp", "ui"]),
-    ("chat", &["models", "engine", "library", "hub", "store", "server", "mcp", "ui"]),
-    ("models", &["engine", "library", "hub", "store", "server", "mcp", "ui"]),
-    ("engine", &["library", "hub", "store", "server", "mcp", "ui"]),
-    ("library", &["engine", "hub", "store", "server", "mcp", "ui"]),
-    ("store", &["engine", "models", "library", "hub", "server", "mcp", "ui"]),
-    ("hub", &["engine", "server", "mcp", "ui"]),
-    ("server", &["ui", "hub", "mcp"]),
+    ("sys", &["formats", "chat", "models", "synth", "engine", "library", "hub", "store", "server", "mcp", "ui"]),
+    ("formats", &["chat", "models", "synth", "engine", "library", "hub", "store", "server", "mcp", "ui"]),
+    ("chat", &["models", "synth", "engine", "library", "hub", "store", "server", "mcp", "ui"]),
+    ("models", &["synth", "engine", "library", "hub", "store", "server", "mcp", "ui"]),
+    ("engine", &["synth", "library", "hub", "store", "server", "mcp", "ui"]),
+    ("library", &["synth", "engine", "hub", "store", "server", "mcp", "ui"]),
+    ("store", &["synth", "engine", "models", "library", "hub", "server", "mcp", "ui"]),
+    ("hub", &["synth", "engine", "server", "mcp", "ui"]),
+    ("server", &["synth", "ui", "hub", "mcp"]),
+    // Random-weight models for tests and benchmarks: the CLI's `hearth synth`
+    // and the tests use them; nothing in the app does.
+    ("synth", &["engine", "library", "hub", "store", "server", "mcp", "ui"]),
     // MCP clients know tools (chat), nothing of the engine or the app.
-    ("mcp", &["models", "engine", "library", "hub", "store", "server", "ui"]),
+    ("mcp", &["models", "synth", "engine", "library", "hub", "store", "server", "ui"]),
 ];
 
 #[test]
@@ -103,9 +106,151 @@ fn long_files_say_why() {
     assert!(bad.is_empty(), "files over 450 lines without a reason in their first comment:\n{}", bad.join("\n"));
 }
 
-/// Architecture files (those that implement `LanguageModel`) reach fused
-/// kernels only through `models::kernels` or the shared parts, never a CUDA
-/// or Metal kernel module by name: one dispatch point per op, with its fallback beside it.
+/// The rooms inside `models/` and what each must not reach (production code;
+/// a kernel's tests beside it may compare it with the layer's MLX ops).
+/// `arch` builds on `nn`, `cache` and `kernels`' dispatch entries; `nn` on
+/// `kernels` and `cache`; `load` reads weights and builds through `registry`;
+/// `cache` and `kernels` stand on MLX alone (`mlx_c`).
+const MODELS_FORBIDDEN: &[(&str, &[&str])] = &[
+    (
+        "arch",
+        &["registry", "load", "kernels::cuda", "kernels::metal"],
+    ),
+    (
+        "nn",
+        &[
+            "arch",
+            "registry",
+            "load::convert",
+            "load::fit",
+            "load::load",
+        ],
+    ),
+    ("cache", &["arch", "nn", "kernels", "load", "registry"]),
+    ("kernels", &["arch", "nn", "cache", "load", "registry"]),
+    ("load", &["arch"]),
+    (
+        "mlx_c",
+        &["arch", "nn", "cache", "kernels", "load", "registry"],
+    ),
+];
+
+/// The `models::` paths a text names (`models::nn::layers`, `models::kernels::cuda`),
+/// from `crate::models::` paths (how rooms name each other here), groups
+/// included; `load`'s own
+/// items (not a sub-module) read as `load::load`.
+fn models_paths_used(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let path = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect()
+    };
+    for (i, _) in text.match_indices("crate::models::") {
+        let rest = &text[i + "crate::models::".len()..];
+        let mut heads = vec![path(rest)];
+        if let Some(group) = rest.strip_prefix('{') {
+            heads = group[..group.find('}').unwrap_or(group.len())]
+                .split(',')
+                .map(|p| path(p.trim()))
+                .collect();
+        } else if let Some(g) = rest
+            .find("::{")
+            .filter(|&g| g == heads[0].trim_end_matches(':').len())
+        {
+            let base = &rest[..g];
+            let group = &rest[g + 3..];
+            heads = group[..group.find('}').unwrap_or(group.len())]
+                .split(',')
+                .map(|p| format!("{base}::{}", path(p.trim())))
+                .collect();
+        }
+        for h in heads {
+            let h = h.trim_end_matches(':').to_string();
+            let parts: Vec<&str> = h.split("::").collect();
+            match parts.as_slice() {
+                ["load", sub, ..] if !["weights", "convert", "fit"].contains(sub) => {
+                    out.insert("load::load".into())
+                }
+                ["load"] => out.insert("load::load".into()),
+                [a, b, ..] => out.insert(format!("{a}::{b}")),
+                [a] if !a.is_empty() => out.insert(a.to_string()),
+                _ => false,
+            };
+        }
+    }
+    out
+}
+
+fn production_code(text: &str) -> &str {
+    &text[..text.find("#[cfg(test)]").unwrap_or(text.len())]
+}
+
+#[test]
+fn rooms_inside_models_depend_one_way() {
+    let dir = src_root().join("models");
+    let mut files = vec![];
+    sources(&dir, &mut files);
+    let mut bad = vec![];
+    for f in &files {
+        let rel = f.strip_prefix(&dir).unwrap();
+        let room = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        let Some((_, forbidden)) = MODELS_FORBIDDEN.iter().find(|(r, _)| *r == room) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(
+            !production_code(&text).contains("super::super"),
+            "{}: name the room (crate::models::...)",
+            rel.display()
+        );
+        for used in models_paths_used(production_code(&text)) {
+            if forbidden.iter().any(|x| {
+                used == *x
+                    || used.starts_with(&format!("{x}::"))
+                    || used.split("::").next() == Some(x)
+            }) {
+                bad.push(format!("models/{} uses models::{used}", rel.display()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "dependencies inside models/ that run the wrong way:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_models_checker_reads_paths_groups_and_loads_own_items() {
+    let r = models_paths_used(
+        "use crate::models::nn::{attention::Mask, rope};\nuse crate::models::{cache::Cache, Weights};\nfn f() { crate::models::load::load_from(p); crate::models::load::weights::x(); crate::models::kernels::cuda::moe::go(); }",
+    );
+    assert_eq!(
+        r.into_iter().collect::<Vec<_>>(),
+        [
+            "Weights",
+            "cache::Cache",
+            "kernels::cuda",
+            "load::load",
+            "load::weights",
+            "nn::attention",
+            "nn::rope"
+        ]
+    );
+}
+
+/// Architecture files (those that implement `LanguageModel`, all in
+/// `models/arch/`) reach fused kernels only through `models::kernels`'
+/// dispatch entries or the shared parts, never a CUDA or Metal kernel module
+/// by name: one dispatch point per op, with its fallback beside it.
 #[test]
 fn architecture_files_never_import_a_kernel_module() {
     let dir = src_root().join("models");
@@ -118,21 +263,50 @@ fn architecture_files_never_import_a_kernel_module() {
         if !text.contains("impl LanguageModel for") {
             continue;
         }
+        let rel = f.strip_prefix(&dir).unwrap();
+        if !rel.starts_with("arch") {
+            bad.push(format!(
+                "{}: an architecture outside models/arch/",
+                rel.display()
+            ));
+        }
         archs += 1;
         for (n, line) in text.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
-            if ["_cuda", "cuda_kernel", "_metal", "metal_kernel"].iter().any(|k| code.contains(k)) {
-                bad.push(format!("{}:{}: {}", f.strip_prefix(&dir).unwrap().display(), n + 1, line.trim()));
+            if names_a_kernel_module(line) {
+                bad.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
             }
         }
     }
     assert!(archs >= 8, "found only {archs} architecture files");
-    assert!(bad.is_empty(), "architecture files naming a kernel module (use models::kernels):\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "architecture files naming a kernel module (use models::kernels):\n{}",
+        bad.join("\n")
+    );
+}
+
+fn names_a_kernel_module(line: &str) -> bool {
+    let code = line.split("//").next().unwrap_or("");
+    ["cuda", "metal"].iter().any(|k| {
+        code.contains(&format!("{k}::"))
+            || code.contains(&format!("kernels::{k}"))
+            || code.contains(&format!("kernels::{{{k}"))
+    })
 }
 
 #[test]
 fn the_kernel_check_sees_a_kernel_import() {
-    let line = "        let y = super::moe_cuda::route(x)?; // comment";
-    assert!(line.split("//").next().unwrap().contains("_cuda"));
-    assert!(!"// a comment about attention_cuda".split("//").next().unwrap().contains("_cuda"));
+    assert!(names_a_kernel_module(
+        "        let y = crate::models::kernels::cuda::moe::route(x)?; // comment"
+    ));
+    assert!(names_a_kernel_module(
+        "use crate::models::kernels::{cuda, gated_delta};"
+    ));
+    assert!(names_a_kernel_module("    metal::delta::run(x)"));
+    assert!(names_a_kernel_module(
+        "use crate::models::kernels::cuda as fused;"
+    ));
+    assert!(!names_a_kernel_module(
+        "    kernels::gated_delta(&inputs)? // not cuda::delta"
+    ));
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use hearth::models::load::{self, Precision};
-use hearth::models::synth;
+use hearth::synth;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -57,7 +57,7 @@ fn qwen3_moe_4bit_logits_and_greedy_tokens_match_mlx_lm_with_cache_reuse() {
     write(&dir, tiny_qwen3_moe(), 4);
     common::assert_logits_match("qwen3_moe 4-bit", &dir, &prompt(40));
     // On a CPU, `auto` dequantizes the expert stacks to f32 at load: same logits.
-    let ids = hearth::models::layers::token_array(&prompt(40));
+    let ids = hearth::models::nn::layers::token_array(&prompt(40));
     let run = |precision| {
         let m = load::load(&dir, precision).unwrap();
         let mut c = m.model.new_cache();
@@ -78,7 +78,7 @@ fn per_expert_checkpoints_are_stacked_at_load() {
     write(&dir, tiny_qwen3_moe(), 0);
     let stacked = load::load(&dir, Precision::Native).unwrap();
     let mut c1 = stacked.model.new_cache();
-    let ids = hearth::models::layers::token_array(&prompt(10));
+    let ids = hearth::models::nn::layers::token_array(&prompt(10));
     let want = stacked.model.forward(&ids, &mut c1, false).unwrap();
     // The Hugging Face layout: one tensor per expert.
     common::edit_tensors(&dir, |t| {
@@ -140,7 +140,7 @@ fn a_qwen3_moe_gguf_gives_the_mlx_folder_logits() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let ids = hearth::models::layers::token_array(&prompt(40));
+    let ids = hearth::models::nn::layers::token_array(&prompt(40));
     let logits = |p: &Path| {
         let m = load::load(p, Precision::Native).unwrap();
         assert_eq!(m.info.architecture, "qwen3_moe");

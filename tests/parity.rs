@@ -21,7 +21,7 @@ fn first_32_greedy_tokens_match_mlx_lm() {
     let _g = common::mlx_lock();
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("smollm2-f32");
-    hearth::models::convert::convert(&common::smollm2_gguf(), &dir, Precision::Float32).unwrap();
+    hearth::models::load::convert::convert(&common::smollm2_gguf(), &dir, Precision::Float32).unwrap();
 
     let loaded = load::load(&dir, Precision::Float32).unwrap();
     let s = Session::new(loaded, Some(1024));
@@ -49,7 +49,7 @@ fn cli_greedy_defaults_match_mlx_lm_on_three_questions() {
     let dir = t.path().join("smollm2-f32");
     let s = {
         let _g = common::mlx_lock();
-        hearth::models::convert::convert(&common::smollm2_gguf(), &dir, Precision::Float32).unwrap();
+        hearth::models::load::convert::convert(&common::smollm2_gguf(), &dir, Precision::Float32).unwrap();
         Session::new(load::load(&dir, Precision::Float32).unwrap(), Some(1024))
     };
     for q in ["What is 2+2?", "What is the capital of France?", "Name three primary colors."] {

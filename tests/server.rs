@@ -408,7 +408,7 @@ fn api_clients_turn_thinking_on_and_off_per_request() {
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
         "vocab_size": 257, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
         "max_position_embeddings": 4096});
-    hearth::models::synth::write_config(cfg, &model, 0, 32, mlx_rs::Dtype::Float32).unwrap();
+    hearth::synth::write_config(cfg, &model, 0, 32, mlx_rs::Dtype::Float32).unwrap();
     let tc = model.join("tokenizer_config.json");
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tc).unwrap()).unwrap();
     v["chat_template"] = serde_json::json!(std::fs::read_to_string(common::template("qwen3.5")).unwrap());

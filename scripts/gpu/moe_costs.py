@@ -3,7 +3,7 @@
 Prefill (N tokens, 128 experts, 8 per token, 4-bit affine g64 bf16): the MoE
 block as mlx-lm runs it (tokens sorted by expert, `gather_qmm` with
 sorted_indices) against experts dequantized per projection and `gather_mm`, and
-against Hearth's grouped tensor-core kernel (src/models/moe_grouped_cuda.rs, read from there).
+against Hearth's grouped tensor-core kernel (src/models/kernels/cuda/moe_grouped.rs, read from there).
 Decode (one token, 48 layers chained in one evaluation): the whole layer, and the
 layer without its router ops / with q, k, v as one matmul, to price each part.
 usage: python3 moe_costs.py   (on the GPU machine, MLX CUDA build)"""
@@ -14,7 +14,7 @@ import mlx.core as mx
 from timing import timeit
 
 # Hearth's grouped kernel, read from its Rust source (one copy).
-_SRC = (pathlib.Path(__file__).resolve().parents[2] / "src/models/moe_grouped_cuda.rs").read_text()
+_SRC = (pathlib.Path(__file__).resolve().parents[2] / "src/models/kernels/cuda/moe_grouped.rs").read_text()
 
 
 def _raw(name):

@@ -1,5 +1,5 @@
 """Decode-path expert MLP on the GPU: MLX's gather_qmm path (what mlx-lm runs)
-against Hearth's two custom CUDA kernels (src/models/moe_cuda.rs, read from
+against Hearth's two custom CUDA kernels (src/models/kernels/cuda/moe.rs, read from
 there): gate+up+activation fused, then down+weighted sum over the chosen experts.
 4-bit affine weights, group 64, bf16, one token. Prints max |diff| and the
 time per layer for each path, 48 layers chained per evaluation as in decode.
@@ -11,7 +11,7 @@ import time
 import mlx.core as mx
 
 # The kernels Hearth ships, read from their Rust source (one copy).
-_SRC = (pathlib.Path(__file__).resolve().parents[2] / "src/models/moe_cuda.rs").read_text()
+_SRC = (pathlib.Path(__file__).resolve().parents[2] / "src/models/kernels/cuda/moe.rs").read_text()
 
 
 def _raw(name):

@@ -2,7 +2,7 @@
 //! `hearth synth` (random weights at a real model's shape, for benchmarks).
 
 use anyhow::{bail, Result};
-use hearth::models::convert::{convert_with, Quantize};
+use hearth::models::load::convert::{convert_with, Quantize};
 use hearth::models::load::Precision;
 use hearth::models::{QuantMode, QuantSpec};
 use std::path::Path;
@@ -28,7 +28,7 @@ pub fn synth(preset: &str, dst: &Path, bits: i32, group_size: i32, mode: &str, d
     } else {
         None
     };
-    let bytes = hearth::models::synth::write(preset, dst, quant, dtype)?;
+    let bytes = hearth::synth::write(preset, dst, quant, dtype)?;
     eprintln!("wrote {} ({} of weights)", dst.display(), hearth::units::bytes(bytes));
     Ok(())
 }

@@ -3,7 +3,7 @@
 use super::{models_dir, ModelsCmd};
 use anyhow::{anyhow, bail, Result};
 use hearth::library::{self, resolve};
-use hearth::models::fit;
+use hearth::models::load::fit;
 use hearth::units::bytes;
 
 pub fn run(cmd: ModelsCmd) -> Result<()> {

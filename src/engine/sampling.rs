@@ -62,7 +62,7 @@ impl Sampler {
         };
         let history = if params.penalizes() && !prompt_tail.is_empty() {
             let start = prompt_tail.len().saturating_sub(params.repetition_context);
-            Some(crate::models::layers::token_array(&prompt_tail[start..]))
+            Some(crate::models::nn::layers::token_array(&prompt_tail[start..]))
         } else {
             None
         };

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::cache::{Cache, StateCache};
-use crate::models::layers::token_array;
+use crate::models::nn::layers::token_array;
 use crate::models::{prefill_chunk, LanguageModel};
 use mlx_rs::transforms::eval;
 use mlx_rs::Array;

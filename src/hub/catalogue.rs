@@ -2,7 +2,7 @@
 //! shapes are the models' own config.json numbers, so the fit estimate works
 //! before anything is fetched; sizes are the 4-bit download, approximately.
 
-use crate::models::fit::Shape;
+use crate::models::load::fit::Shape;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {

@@ -5,7 +5,7 @@
 
 use super::client::{Hub, Options};
 use super::plan::{Control, Plan, Progress, SearchHit, SearchKind};
-use crate::models::fit::{self, Verdict};
+use crate::models::load::fit::{self, Verdict};
 use super::HubError;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;

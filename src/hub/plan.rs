@@ -2,7 +2,7 @@
 //! model's config for the fit estimate), what a running one reports, and what
 //! the UI can tell it.
 
-use crate::models::fit;
+use crate::models::load::fit;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

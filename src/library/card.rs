@@ -5,7 +5,7 @@
 use crate::error::{io_err, Error, Result};
 use crate::formats::gguf_header::GgufHeader;
 use crate::formats::{gguf, safetensors};
-use crate::models::fit::Shape;
+use crate::models::load::fit::Shape;
 use std::path::Path;
 
 /// What the model manager shows for a model that is not loaded.

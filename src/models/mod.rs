@@ -1,53 +1,29 @@
-//! Model architectures and their building blocks, one file per family
-//! (config, attention, MLP, block, model), as mlx-lm keeps them.
+//! Model architectures and their building blocks: `arch/` one file per family
+//! (config, attention, MLP, block, model, as mlx-lm keeps them), `nn/` the
+//! layers they share, `cache/` what they keep between passes, `kernels/` the
+//! fused kernels behind one dispatch entry per op, `load/` from a path to a
+//! built model, `registry` the one entry per architecture.
 //!
 //! Weights use Hugging Face names verbatim (`model.layers.0.self_attn.q_proj.weight`),
 //! so mlx-community checkpoints map with no glue and GGUF names are renamed once
 //! at load (`formats::gguf`). Quantized layers hold MLX's packed weights and
-//! scales (plus biases in affine mode; `quant`). Each model says which caches it needs (`new_cache`).
+//! scales (plus biases in affine mode; `nn::quant`). Each model says which caches it needs (`new_cache`).
 
-pub mod attention;
+pub mod arch;
 pub mod cache;
-pub mod convert;
-mod attention_cuda;
-mod cuda_kernel;
-pub mod fit;
-pub mod gated_delta;
-mod delta_cuda;
-mod delta_metal;
-mod decode_cuda;
-pub mod gemma3;
-pub mod gemma4;
-pub mod gpt_oss;
 pub mod kernels;
-pub mod layers;
-pub mod lfm2;
-pub mod mask;
-mod metal_kernel;
-pub mod ministral3;
-pub mod llama;
 pub mod load;
-pub mod moe;
-mod moe_cuda;
-mod moe_grouped_cuda;
-pub mod phi3;
-pub mod qwen2;
-pub mod qwen3;
-pub mod qwen3_moe;
-pub mod qwen3_next;
-pub mod quant;
+pub(crate) mod mlx_c;
+pub mod nn;
 pub mod registry;
-pub mod rope;
-pub mod synth;
-pub mod weights;
 
 use crate::error::{Error, Result};
 use cache::Cache;
 use mlx_rs::Array;
 
-pub use layers::{Embedding, Linear, RmsNorm};
-pub use quant::{QuantMode, QuantSpec};
-pub use weights::Weights;
+pub use nn::layers::{Embedding, Linear, RmsNorm};
+pub use nn::quant::{QuantMode, QuantSpec};
+pub use load::weights::Weights;
 
 /// Tokens per prefill step: bounds peak memory on long prompts (mlx-lm uses 2048 too).
 /// `HEARTH_PREFILL_CHUNK` overrides it, for tuning. The fit estimate counts one

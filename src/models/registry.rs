@@ -1,6 +1,7 @@
 //! Maps `model_type` (config.json) / `general.architecture` (GGUF) to an implementation.
 
-use super::{gemma3, gemma4, gpt_oss, lfm2, llama, ministral3, phi3, qwen2, qwen3, qwen3_moe, qwen3_next, LanguageModel, Weights};
+use crate::models::arch::{gemma3, gemma4, gpt_oss, lfm2, llama, ministral3, phi3, qwen2, qwen3, qwen3_moe, qwen3_next};
+use crate::models::{LanguageModel, Weights};
 use crate::error::{Error, Result};
 use serde_json::Value;
 
@@ -93,11 +94,11 @@ const ARCHES: &[Arch] = &[
         aliases: &["gemma3_text", "gemma3"],
         // Multimodal configs nest the language model under text_config.
         check: |c| {
-            let c: gemma3::Config = parse(super::text_config(c))?;
+            let c: gemma3::Config = parse(crate::models::text_config(c))?;
             c.validate()?;
             Ok(c.max_position_embeddings)
         },
-        build: |c, w| Ok(Box::new(gemma3::Model::load(parse(super::text_config(c))?, w)?)),
+        build: |c, w| Ok(Box::new(gemma3::Model::load(parse(crate::models::text_config(c))?, w)?)),
     },
     Arch { name: "phi3", aliases: &["phi3"], check: llama_like, build: |c, w| Ok(Box::new(phi3::load(c, w)?)) },
 ];
@@ -136,7 +137,7 @@ const MIN_CONTEXT: i32 = 16;
 pub fn check_config(config: &Value) -> Result<()> {
     let arch = arch(model_type(config)?)?;
     // Name the field when a size does not even fit the integer it is read into.
-    let sizes = super::text_config(config);
+    let sizes = crate::models::text_config(config);
     for key in [
         "hidden_size",
         "intermediate_size",

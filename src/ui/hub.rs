@@ -3,7 +3,7 @@
 
 use super::state::{AppState, DownloadStatus};
 use crate::hub::catalogue::CATALOGUE;
-use crate::models::fit::{self, Verdict};
+use crate::models::load::fit::{self, Verdict};
 use crate::sys;
 use crate::units::bytes as gb;
 use egui::{Color32, RichText, Ui};

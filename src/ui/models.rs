@@ -79,7 +79,7 @@ impl ModelsPanel {
                 }
                 ui.label(mb(m.size));
                 match m.card.as_ref().and_then(|c| c.shape) {
-                    Some(shape) => super::hub::fit_label(ui, crate::models::fit::estimate(&shape, ctx_len, device, mem).total()),
+                    Some(shape) => super::hub::fit_label(ui, crate::models::load::fit::estimate(&shape, ctx_len, device, mem).total()),
                     None => {
                         ui.label("");
                     }

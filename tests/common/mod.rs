@@ -46,7 +46,7 @@ pub fn session() -> MutexGuard<'static, Session> {
 pub fn assert_logits_match(name: &str, dir: &std::path::Path, prompt: &[u32]) {
     let loaded = load::load(dir, Precision::Native).unwrap();
     let mut cache = loaded.model.new_cache();
-    let ours = loaded.model.forward(&hearth::models::layers::token_array(prompt), &mut cache, true).unwrap();
+    let ours = loaded.model.forward(&hearth::models::nn::layers::token_array(prompt), &mut cache, true).unwrap();
     let ours = ours.as_dtype(mlx_rs::Dtype::Float32).unwrap();
     let ours_v: Vec<f32> = ours.as_slice::<f32>().to_vec();
     let out = std::process::Command::new(python())

@@ -6,7 +6,7 @@ use super::{AppState, Background};
 use crate::hub::manager::{HubCommand, HubEvent, HubHandle};
 use crate::hub::{HubError, Progress, SearchHit, SearchKind};
 use crate::library::{hf_cache, installed};
-use crate::models::fit::Verdict;
+use crate::models::load::fit::Verdict;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq)]

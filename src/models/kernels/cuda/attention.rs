@@ -1,0 +1,308 @@
+//! One decode step's attention (one query row over the KV cache) as one CUDA
+//! kernel, through MLX's custom-kernel API (`kernels::cuda`).
+//!
+//! MLX's own SDPA is costly for the host on CUDA, and decode there is paced by
+//! the host (`kernels::cuda::decode`): `scripts/gpu/op_costs.py` timed its encoding at
+//! 14-47 us per call once the keys are a slice of a cache whose length is a
+//! multiple of 256 (MLX then takes cuDNN, for mlx-lm's cache and Hearth's
+//! alike) and 4.5-10 us below that, against 3-4 us for a custom kernel. Its
+//! output also needs a transpose and a reshape before the output projection.
+//!
+//! This kernel reads the keys and values where the cache holds them (strided
+//! views, no copy) and serves all query heads that share a KV head from one
+//! read of each key (grouped-query attention). Blocks split the keys
+//! (flash-decoding); the last block of a KV head to finish combines the
+//! partial softmax sums, found through a counter per KV head that it resets
+//! for the next call. Learned sinks (gpt-oss) join the softmax as one more
+//! logit per head. The output is `[1, 1, heads * dim]`, as the output
+//! projection takes it. Metal and CPUs keep MLX's SDPA (`attention::Mask`).
+
+use crate::models::kernels::cuda::{Kernel, Launch};
+use crate::error::{Error, Result};
+use mlx_rs::{Array, Dtype};
+
+// Template values: T (type), D (head dim), G (query heads per KV head), HKV,
+// THREADS (= the tile of keys), SINKS, SCALE (the softmax scale's f32 bits).
+// Grid: HKV x splits blocks; the keys of a KV head are cut into `splits` runs.
+const SOURCE: &str = r#"
+  constexpr int HG = THREADS / D;   // head groups when summing values
+  constexpr int GPT = G / HG;       // heads per thread when summing values
+  constexpr float LOG2E = 1.44269504089f;
+  const float NEG_INF = __int_as_float(0xff800000);
+  const int n = k_shape[2];
+  const int splits = gridDim.x / HKV;
+  const int kvh = blockIdx.x / splits;
+  const int s = blockIdx.x % splits;
+  const int per = (n + splits - 1) / splits;
+  const int k0 = s * per;
+  const int k1 = min(n, k0 + per);
+  const int t = threadIdx.x;
+  const int lane = t & 31, warp = t >> 5;
+
+  __shared__ float qs[G][D];
+  __shared__ float sc[G][THREADS];
+  __shared__ float run_max[G], run_sum[G], rescale[G];
+  __shared__ bool last;
+  // Queries pre-scaled into the exp2 domain, as MLX's SDPA does.
+  const float ql = __int_as_float(SCALE) * LOG2E;
+  for (int i = t; i < G * D; i += THREADS) {
+    const int g = i / D, d = i % D;
+    qs[g][d] = static_cast<float>(q[(kvh * G + g) * q_strides[1] + d * q_strides[3]]) * ql;
+  }
+  if (t < G) {
+    run_max[t] = NEG_INF;
+    run_sum[t] = 0.f;
+  }
+  const int d = t % D;
+  const int hg = t / D;
+  float acc[GPT];
+  #pragma unroll
+  for (int j = 0; j < GPT; ++j) acc[j] = 0.f;
+  __syncthreads();
+
+  const T* kh = k + kvh * k_strides[1];
+  const T* vh = v + kvh * v_strides[1];
+  for (int base = k0; base < k1; base += THREADS) {
+    const int cnt = min(THREADS, k1 - base);
+    // Scores: one thread per key, all G heads; the row in 16-byte loads.
+    if (t < cnt) {
+      const T* kr = kh + static_cast<size_t>(base + t) * k_strides[2];
+      float dot[G];
+      #pragma unroll
+      for (int g = 0; g < G; ++g) dot[g] = 0.f;
+      #pragma unroll 4
+      for (int i = 0; i < D; i += 8) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(kr + i);
+        const T* kv8 = reinterpret_cast<const T*>(&raw);
+        #pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const float kf = static_cast<float>(kv8[e]);
+          #pragma unroll
+          for (int g = 0; g < G; ++g) dot[g] += qs[g][i + e] * kf;
+        }
+      }
+      #pragma unroll
+      for (int g = 0; g < G; ++g) sc[g][t] = dot[g];
+    }
+    __syncthreads();
+    // Online softmax, one warp per head: the tile's weights replace its
+    // scores, earlier sums are rescaled to the new maximum.
+    for (int g = warp; g < G; g += THREADS / 32) {
+      float m = NEG_INF;
+      for (int j = lane; j < cnt; j += 32) m = fmaxf(m, sc[g][j]);
+      #pragma unroll
+      for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
+      const float nm = fmaxf(run_max[g], m);
+      float sum = 0.f;
+      for (int j = lane; j < cnt; j += 32) {
+        const float p = exp2f(sc[g][j] - nm);
+        sc[g][j] = p;
+        sum += p;
+      }
+      #pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
+      if (lane == 0) {
+        const float c = exp2f(run_max[g] - nm);
+        rescale[g] = c;
+        run_sum[g] = run_sum[g] * c + sum;
+        run_max[g] = nm;
+      }
+    }
+    __syncthreads();
+    // Values: one thread per dim (and head group), coalesced rows.
+    #pragma unroll
+    for (int j = 0; j < GPT; ++j) acc[j] *= rescale[hg * GPT + j];
+    #pragma unroll 4
+    for (int j = 0; j < cnt; ++j) {
+      const float vv = static_cast<float>(vh[static_cast<size_t>(base + j) * v_strides[2] + d]);
+      #pragma unroll
+      for (int h = 0; h < GPT; ++h) acc[h] += sc[hg * GPT + h][j] * vv;
+    }
+    __syncthreads();
+  }
+
+  // This block's partial sums: [G * D values][G maxima][G sums].
+  float* pb = part + static_cast<size_t>(blockIdx.x) * G * (D + 2);
+  #pragma unroll
+  for (int j = 0; j < GPT; ++j) pb[(hg * GPT + j) * D + d] = acc[j];
+  if (t < G) {
+    pb[G * D + t] = run_max[t];
+    pb[G * D + G + t] = run_sum[t];
+  }
+  __threadfence();
+  __syncthreads();
+  if (t == 0) {
+    // MLX hands inputs over as const; the counter is this kernel's own.
+    int* c = const_cast<int*>(counter) + kvh;
+    last = splits == 1 || atomicAdd(c, 1) == splits - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const float* pk = part + static_cast<size_t>(kvh) * splits * G * (D + 2);
+  #pragma unroll
+  for (int j = 0; j < GPT; ++j) {
+    const int g = hg * GPT + j;
+    float m = NEG_INF;
+    for (int r = 0; r < splits; ++r) m = fmaxf(m, __ldcg(pk + r * G * (D + 2) + G * D + g));
+    float sink = NEG_INF;
+    if (SINKS) {
+      sink = static_cast<float>(sinks[kvh * G + g]) * LOG2E;
+      m = fmaxf(m, sink);
+    }
+    float l = SINKS ? exp2f(sink - m) : 0.f;
+    float o = 0.f;
+    for (int r = 0; r < splits; ++r) {
+      const float* pr = pk + r * G * (D + 2);
+      const float f = exp2f(__ldcg(pr + G * D + g) - m);
+      l += f * __ldcg(pr + G * D + G + g);
+      o += f * __ldcg(pr + g * D + d);
+    }
+    out[(kvh * G + g) * D + d] = static_cast<T>(o / l);
+  }
+  if (t == 0 && splits > 1) *(const_cast<int*>(counter) + kvh) = 0;
+"#;
+
+thread_local! {
+    static KERNEL: Option<Kernel> =
+        Kernel::strided("hearth_decode_attention", &["q", "k", "v", "sinks", "counter"], &["out", "part"], SOURCE, "").ok();
+}
+
+/// Keys per block below which more splits stop paying (half a tile).
+const MIN_KEYS_PER_SPLIT: i32 = 64;
+/// Blocks to aim for at most, over all KV heads (an H100 has 132 SMs).
+const MAX_BLOCKS: i32 = 256;
+
+/// A per-KV-head counter for the kernel's last-block hand-off: zeros, kept
+/// by the attention layer (each layer its own, so no two launches in flight
+/// share one). None where the kernel does not run.
+pub fn counter(kv_heads: i32) -> Option<Array> {
+    if !crate::models::kernels::cuda::decode::enabled() {
+        return None;
+    }
+    let c = mlx_rs::ops::zeros::<i32>(&[kv_heads]).ok()?;
+    mlx_rs::transforms::eval([&c]).ok()?;
+    Some(c)
+}
+
+/// Threads of a block (and keys of a tile) for heads of `dim` values.
+fn threads(dim: i32) -> i32 {
+    dim.max(128)
+}
+
+/// Whether the kernel takes heads of `dim` values with `group` query heads
+/// per KV head (the value pass spreads the group over the block's threads).
+fn takes(dim: i32, group: i32) -> bool {
+    matches!(dim, 64 | 128 | 256) && (1..=16).contains(&group) && group % (threads(dim) / dim) == 0
+}
+
+/// One query row `q` ([1, heads, 1, dim], any strides) over `k`, `v`
+/// ([1, kv heads, n, dim] views of a KV cache: rows of `dim` contiguous
+/// values, 16-byte aligned) with optional `sinks` ([heads]), scaled by
+/// `scale`: `[1, 1, heads * dim]`. None where it does not apply (not CUDA,
+/// turned off, other types or shapes).
+pub fn attend(q: &Array, k: &Array, v: &Array, sinks: Option<&Array>, counter: &Array, scale: f32) -> Result<Option<Array>> {
+    let (qs, ks) = (q.shape(), k.shape());
+    if qs.len() != 4 || ks.len() != 4 || v.shape() != ks || qs[0] != 1 || qs[2] != 1 || ks[0] != 1 {
+        return Ok(None);
+    }
+    let (heads, dim, kv_heads, n) = (qs[1], qs[3], ks[1], ks[2]);
+    let dtype = q.dtype();
+    if !crate::models::kernels::cuda::decode::enabled()
+        || !matches!(dtype, Dtype::Bfloat16 | Dtype::Float16)
+        || k.dtype() != dtype
+        || v.dtype() != dtype
+        || ks[3] != dim
+        || n < 1
+        || kv_heads < 1
+        || heads % kv_heads != 0
+        || !takes(dim, heads / kv_heads)
+        || counter.size() as i32 != kv_heads
+        || counter.dtype() != Dtype::Int32
+        || sinks.is_some_and(|s| s.size() as i32 != heads)
+    {
+        return Ok(None);
+    }
+    let group = heads / kv_heads;
+    let threads = threads(dim);
+    let splits = ((n + MIN_KEYS_PER_SPLIT - 1) / MIN_KEYS_PER_SPLIT).clamp(1, (MAX_BLOCKS / kv_heads).max(1));
+    let blocks = kv_heads * splits;
+    KERNEL.with(|kernel| {
+        let kernel = kernel.as_ref().ok_or_else(|| Error::Mlx("the decode attention kernel could not be built".into()))?;
+        let out = kernel.apply(&Launch {
+            inputs: &[q, k, v, sinks.unwrap_or(q), counter],
+            ints: &[("D", dim), ("G", group), ("HKV", kv_heads), ("THREADS", threads), ("SCALE", scale.to_bits() as i32)],
+            bools: &[("SINKS", sinks.is_some())],
+            types: &[("T", dtype)],
+            outputs: &[(&[1, 1, heads * dim], dtype), (&[blocks * group * (dim + 2)], Dtype::Float32)],
+            grid: (blocks * threads, 1, 1),
+            block: (threads, 1, 1),
+        })?;
+        Ok(out.into_iter().next())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::nn::attention::Mask;
+    use crate::models::cache::KvCache;
+    use mlx_rs::random;
+
+    fn normal(shape: &[i32], seed: u64) -> Array {
+        random::normal::<f32>(shape, 0.0, 1.0, &random::key(seed).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap()
+    }
+
+    /// Against MLX's SDPA on the same cache views: full caches of several
+    /// lengths (one split, many, a length past a whole number of tiles),
+    /// head dims 64/128/256, group sizes 1-8, learned sinks, and a sliding
+    /// window cut out of the cache (a view that does not start at 0).
+    #[test]
+    fn cuda_decode_attention_matches_mlx_sdpa_or_stays_off() {
+        let cases = [
+            // (heads, kv heads, dim, cached before the query, sinks, window)
+            (32, 4, 128, 37, false, None),
+            (32, 4, 128, 2100, false, None),
+            (64, 8, 64, 200, true, Some(128)),
+            (64, 8, 64, 5000, true, None),
+            (8, 8, 256, 700, false, None),
+            (16, 2, 64, 1, false, None),
+        ];
+        for (case, (heads, kv, dim, before, with_sinks, window)) in cases.into_iter().enumerate() {
+            let seed = 100 * case as u64;
+            let mut cache = match window {
+                Some(w) => KvCache::windowed(w),
+                None => KvCache::new(),
+            };
+            cache.update_and_fetch(&normal(&[1, kv, before, dim], seed), &normal(&[1, kv, before, dim], seed + 1)).unwrap();
+            let mask = crate::models::nn::attention::attention_mask(1, &mut cache).unwrap();
+            let (k, v) = cache.update_and_fetch(&normal(&[1, kv, 1, dim], seed + 2), &normal(&[1, kv, 1, dim], seed + 3)).unwrap();
+            let q = normal(&[1, heads, 1, dim], seed + 4);
+            let sinks = with_sinks.then(|| normal(&[heads], seed + 5));
+            let scale = (dim as f32).powf(-0.5);
+            let (k, v) = mask.decode_keys(&k, &v).expect("a decode mask");
+            let c = counter(kv);
+            let got = match &c {
+                Some(c) => attend(&q, &k, &v, sinks.as_ref(), c, scale).unwrap(),
+                None => None,
+            };
+            if !crate::models::kernels::cuda::decode::enabled() {
+                assert!(got.is_none() && c.is_none(), "the decode attention kernel ran without CUDA");
+                continue;
+            }
+            let got = got.expect("the kernel applies to these heads");
+            let want = Mask::None.attend(&q, &k, &v, scale, sinks.as_ref()).unwrap();
+            let want = want.transpose_axes(&[0, 2, 1, 3]).unwrap().reshape(&[1, 1, heads * dim]).unwrap();
+            assert_eq!(got.shape(), want.shape(), "case {case}");
+            // Twice: the second call finds the counters reset by the first.
+            for round in 0..2 {
+                let got = if round == 0 { got.clone() } else { attend(&q, &k, &v, sinks.as_ref(), c.as_ref().unwrap(), scale).unwrap().unwrap() };
+                let d = got.as_dtype(Dtype::Float32).unwrap().subtract(want.as_dtype(Dtype::Float32).unwrap()).unwrap();
+                let d = d.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                println!("decode attention case {case} (heads {heads}/{kv}, dim {dim}, keys {}, sinks {with_sinks}, window {window:?}) round {round}: max |diff| {d}", k.shape()[2]);
+                // Outputs are averages of unit-scale values: a bf16 step or two.
+                assert!(d <= 0.02, "case {case} round {round}: differs from MLX's SDPA by {d}");
+            }
+        }
+    }
+}

@@ -1,9 +1,0 @@
-//! Qwen2 / Qwen2.5: the llama decoder with biases on the q/k/v projections.
-
-use super::llama::{Config, Model, Variant};
-use super::Weights;
-use crate::error::Result;
-
-pub fn load(config: Config, w: Weights) -> Result<Model> {
-    Model::load_variant(config, w, Variant { qkv_bias: true, qk_norm: false })
-}
