@@ -7,26 +7,78 @@ use crate::error::{io_err, Error, Result};
 use std::io::Read;
 use std::path::Path;
 
+/// What stands at a path that is not a regular file, for the error.
+pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "is a FIFO (named pipe), not a regular file";
+        }
+        if t.is_socket() {
+            return "is a socket, not a regular file";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "is a device, not a regular file";
+        }
+    }
+    if meta.is_dir() {
+        "is a folder, not a regular file"
+    } else {
+        "is not a regular file"
+    }
+}
+
+/// Opens a file Hearth only reads (model weights and headers, configs, a
+/// downloaded part): a regular file, after links. A FIFO would block the
+/// open until a writer comes and a device could stream for ever, so they
+/// are an error naming what stands there. The open itself is non-blocking,
+/// so a FIFO swapped in after the check cannot block it either; the
+/// descriptor is checked again (`fstat`) before it is handed out.
+pub fn open_regular(path: &Path) -> Result<std::fs::File> {
+    let not_regular = |m: &std::fs::Metadata| Error::CorruptModel {
+        path: path.to_path_buf(),
+        reason: format!("{}; it was not read", kind_of(m)),
+    };
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK changes nothing for a regular file's reads.
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let f = opts.open(path).map_err(io_err(path))?;
+    let meta = f.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    Ok(f)
+}
+
 /// Reads a small file (a model's config, tokenizer or template, a settings or
 /// token file): only a regular file (a FIFO or device named like one would block or never
 /// end), at most `cap` bytes. `Ok(None)` when it does not exist.
 pub fn read_small(path: &Path, cap: u64) -> Result<Option<Vec<u8>>> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
+    match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    if !meta.is_file() {
-        return Err(Error::CorruptModel { path: path.to_path_buf(), reason: "is not a regular file".into() });
+        _ => {}
     }
-    if meta.len() > cap {
+    let f = open_regular(path)?;
+    let len = f.metadata().map_err(io_err(path))?.len();
+    if len > cap {
         return Err(Error::CorruptModel {
             path: path.to_path_buf(),
-            reason: format!("is {} bytes, more than the {cap} such a file can need", meta.len()),
+            reason: format!("is {len} bytes, more than the {cap} such a file can need"),
         });
     }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(path).map_err(io_err(path))?.take(cap + 1).read_to_end(&mut buf).map_err(io_err(path))?;
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(cap + 1).read_to_end(&mut buf).map_err(io_err(path))?;
     if buf.len() as u64 > cap {
         return Err(Error::CorruptModel { path: path.to_path_buf(), reason: "grew while it was read".into() });
     }

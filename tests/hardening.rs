@@ -140,6 +140,87 @@ fn fifos_in_model_folders_do_not_hang_and_links_out_of_an_import_are_refused() {
     assert!(std::fs::read_dir(&models).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().starts_with(".importing")));
 }
 
+/// `hearth ARGS` that must end within `secs`: killed and failed if not, so
+/// a hang is a failing test instead of a stuck suite.
+fn hearth_within(args: &[&str], home: &Path, hf_cache: &Path, secs: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .env("HEARTH_HOME", home)
+        .env("HF_HUB_CACHE", hf_cache)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{args:?} still running after {secs} s; stderr: {}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A FIFO, a socket, a device and link loops anywhere Hearth looks — the
+/// models folder (reached through links, as the weights of a model folder),
+/// the Hugging Face cache and the data folder: listing and generating end
+/// within 5 s, the odd entries said by name, none of them read.
+#[test]
+fn fifos_sockets_devices_and_link_loops_never_block_a_scan() {
+    let home = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let (models, hf) = (home.path().join("models"), home.path().join("hf"));
+    std::fs::create_dir_all(&models).unwrap();
+    mkfifo(&outside.path().join("pipe"));
+    // A model folder whose weights are a link to a FIFO outside it.
+    let m = models.join("linked-model");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(m.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("pipe"), m.join("model.safetensors")).unwrap();
+    // A real model beside them, listed as ever.
+    std::fs::copy(common::smollm2_gguf(), models.join("a-smollm2.gguf")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("pipe"), models.join("linked-pipe.gguf")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", models.join("zero.gguf")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(models.join("socket.gguf")).unwrap();
+    std::os::unix::fs::symlink(models.join("loop.gguf"), models.join("loop.gguf")).unwrap();
+    let deep = models.join("deep-loop");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::copy(common::smollm2_gguf(), deep.join("m.gguf")).unwrap();
+    std::os::unix::fs::symlink(&deep, deep.join("again")).unwrap();
+    std::os::unix::fs::symlink(&deep, deep.join("and-again")).unwrap();
+    // The Hugging Face cache: a snapshot whose config is a FIFO.
+    let snap = hf.join("models--someone--piped/snapshots/0123456789abcdef0123456789abcdef01234567");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(hf.join("models--someone--piped/refs")).unwrap();
+    std::fs::write(hf.join("models--someone--piped/refs/main"), "0123456789abcdef0123456789abcdef01234567").unwrap();
+    mkfifo(&snap.join("config.json"));
+    mkfifo(&hf.join("models--someone--piped/refs/other"));
+    // The data folder: settings and the downloads list as FIFOs.
+    mkfifo(&home.path().join("settings.json"));
+    mkfifo(&home.path().join("downloads.json"));
+
+    let out = hearth_within(&["models", "list"], home.path(), &hf, 5);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (list, err) = (String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out));
+    assert!(list.contains("a-smollm2") && list.contains("deep-loop"), "{list}");
+    assert!(err.contains("linked-model") && err.contains("FIFO"), "the unreadable folder is said: {err}");
+    for odd in ["linked-pipe.gguf is a FIFO", "zero.gguf is a device", "socket.gguf is a socket", "loop.gguf: a link that cannot be followed"] {
+        assert!(err.contains(odd), "{odd} missing from: {err}");
+    }
+    // Generating with the default model (the SmolLM2 beside them), and with the piped one.
+    let out = hearth_within(&["generate", "--max-tokens", "4", "hi"], home.path(), &hf, 60);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = hearth_within(&["generate", "--model", m.to_str().unwrap(), "hi"], home.path(), &hf, 5);
+    assert!(!out.status.success() && stderr(&out).contains("not a regular file"), "{}", stderr(&out));
+    let out = hearth_within(&["generate", "--model", models.join("zero.gguf").to_str().unwrap(), "hi"], home.path(), &hf, 5);
+    assert!(!out.status.success() && stderr(&out).contains("not a regular file"), "{}", stderr(&out));
+    // Nothing was written over the FIFOs.
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(home.path().join("settings.json")).unwrap().file_type().is_fifo());
+}
+
 #[test]
 fn a_top_k_that_would_wrap_changes_nothing() {
     let _g = common::mlx_lock();

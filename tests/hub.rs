@@ -50,7 +50,13 @@ fn rt() -> tokio::runtime::Runtime {
 
 fn hub(srv: &HubServer, cache: &Path, token: Option<&str>) -> Hub {
     let mut h = Hub::new(Some(srv.url.clone()), token.map(String::from), Some(cache.to_path_buf())).unwrap();
-    h.options = Options { stall_timeout: Duration::from_secs(5), min_bytes: 16 << 10, retries: 3, backoff: Duration::from_millis(50) };
+    h.options = Options {
+        stall_timeout: Duration::from_secs(5),
+        min_bytes: 16 << 10,
+        give_up: Duration::from_secs(60),
+        retries: 3,
+        backoff: Duration::from_millis(50),
+    };
     h
 }
 
@@ -352,7 +358,7 @@ fn silent_and_trickling_servers_end_in_bounded_time() {
     });
     let cache = tempfile::tempdir().unwrap();
     let mut h = Hub::new(Some(url), None, Some(cache.path().to_path_buf())).unwrap();
-    h.options = Options { stall_timeout: Duration::from_secs(2), min_bytes: 1024, retries: 1, backoff: Duration::from_millis(50) };
+    h.options = Options { stall_timeout: Duration::from_secs(2), min_bytes: 1024, give_up: Duration::from_secs(60), retries: 1, backoff: Duration::from_millis(50) };
     let t = std::time::Instant::now();
     let e = fetch(&h, "someone/tiny-GGUF").unwrap_err();
     assert!(matches!(e, HubError::Stalled(_)), "{e}");
@@ -361,12 +367,58 @@ fn silent_and_trickling_servers_end_in_bounded_time() {
     let srv = server();
     srv.throttle(Some(1));
     let mut h = hub(&srv, cache.path(), None);
-    h.options = Options { stall_timeout: Duration::from_secs(2), min_bytes: 1024, retries: 1, backoff: Duration::from_millis(50) };
+    h.options = Options { stall_timeout: Duration::from_secs(2), min_bytes: 1024, give_up: Duration::from_secs(60), retries: 1, backoff: Duration::from_millis(50) };
     let t = std::time::Instant::now();
     let e = fetch(&h, "someone/tiny-GGUF").unwrap_err();
     assert!(matches!(e, HubError::Stalled(_)), "{e}");
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     srv.throttle(None);
+}
+
+/// Stall rules that fit every size: a 10 kB file at 1 B/s, a 1 MB file at
+/// 100 B/s and a server that stops after the headers each end as stalled
+/// once the give-up time passes without progress (not after minutes of
+/// retries, as when the rule only fired for 16 kB windows); the part fetched
+/// is kept and resumes with a Range request once the server is good again.
+#[test]
+fn trickles_and_silent_bodies_give_up_within_the_deadline_and_resume_later() {
+    let srv = HubServer::start(vec![
+        Repo::new("someone/small-GGUF", vec![File::new("small.gguf", vec![3u8; 10_000])], &["gguf"]),
+        Repo::new("someone/medium-GGUF", vec![File::new("medium.gguf", vec![5u8; 1 << 20])], &["gguf"]),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut h = hub(&srv, cache.path(), None);
+    h.options = Options {
+        stall_timeout: Duration::from_secs(3),
+        min_bytes: 16 << 10,
+        give_up: Duration::from_secs(5),
+        retries: 6,
+        backoff: Duration::from_millis(50),
+    };
+    // Bounds far above the give-up time: they catch the old minutes of retries.
+    let bound = Duration::from_secs(20);
+    for (id, bps) in [("someone/small-GGUF", 1), ("someone/medium-GGUF", 100)] {
+        srv.throttle(Some(bps));
+        let t = std::time::Instant::now();
+        let e = fetch(&h, id).unwrap_err();
+        assert!(matches!(e, HubError::Stalled(_)) && e.to_string().contains("no progress"), "{id}: {e}");
+        assert!(t.elapsed() < bound, "{id} at {bps} B/s ran {:?}", t.elapsed());
+    }
+    srv.throttle(None);
+    srv.hold_bodies(true);
+    let t = std::time::Instant::now();
+    let e = fetch(&h, "someone/medium-GGUF").unwrap_err();
+    assert!(matches!(e, HubError::Stalled(_)), "{e}");
+    assert!(t.elapsed() < bound, "a silent body ran {:?}", t.elapsed());
+    srv.hold_bodies(false);
+
+    srv.clear_log();
+    let snap = fetch(&h, "someone/medium-GGUF").unwrap();
+    assert_eq!(std::fs::read(snap.join("medium.gguf")).unwrap(), vec![5u8; 1 << 20]);
+    let range = srv.log().into_iter().find(|l| l.method == "GET" && l.path.starts_with("/cdn/")).and_then(|l| l.range).unwrap();
+    assert!(!range.starts_with("bytes=0-"), "the trickled part is kept and resumed: {range}");
+    let snap = fetch(&h, "someone/small-GGUF").unwrap();
+    assert_eq!(std::fs::read(snap.join("small.gguf")).unwrap(), vec![3u8; 10_000]);
 }
 
 /// HF_HUB_OFFLINE=1 means no request at all, from the CLI too; a token file

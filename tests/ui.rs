@@ -26,7 +26,6 @@ fn data_dir() -> tempfile::TempDir {
     t
 }
 
-/// Hub settings that keep a test away from the user's Hugging Face cache and the network.
 /// Writes a conversation into the data folder as the app saves it.
 fn save_conversation(dir: &Path, c: &hearth::store::conversations::Conversation) {
     let convs = dir.join("conversations");
@@ -34,6 +33,7 @@ fn save_conversation(dir: &Path, c: &hearth::store::conversations::Conversation)
     std::fs::write(convs.join(format!("{}.json", c.id)), hearth::store::conversations::serialize(c)).unwrap();
 }
 
+/// Hub settings that keep a test away from the user's Hugging Face cache and the network.
 fn hub_config(dir: &Path, endpoint: &str) -> HubConfig {
     HubConfig {
         endpoint: Some(endpoint.to_string()),
@@ -274,13 +274,53 @@ fn a_saved_reply_with_inline_reasoning_shows_it_collapsed_apart_from_the_answer(
     assert!(h.query_by_label_contains("think>").is_none(), "no tag is shown");
 }
 
+/// The window's first frame does not wait for the disk: FIFOs where a
+/// model's weights, the settings, the downloads list and a conversation
+/// should be, a device named like a model and a link loop. The frame draws
+/// at once; the scan lands later, off the UI thread, with the real model
+/// listed, the unreadable folder marked and the default model loading.
+#[test]
+fn the_first_frame_draws_whatever_is_on_disk() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let fifo = |p: &Path| {
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    };
+    let piped = dir.path().join("models/piped-model");
+    std::fs::create_dir_all(&piped).unwrap();
+    std::fs::write(piped.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fifo(&outside.path().join("pipe"));
+    std::os::unix::fs::symlink(outside.path().join("pipe"), piped.join("model.safetensors")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("models/zero.gguf")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("models"), dir.path().join("models/piped-model/loop")).unwrap();
+    fifo(&dir.path().join("settings.json"));
+    fifo(&dir.path().join("downloads.json"));
+    std::fs::create_dir_all(dir.path().join("conversations")).unwrap();
+    fifo(&dir.path().join("conversations/0123456789abcdef.json"));
+
+    let t = Instant::now();
+    let mut h = harness(dir.path());
+    h.run_steps(1);
+    // A bound far above a frame's time: it catches a UI thread blocked on a read.
+    assert!(t.elapsed() < Duration::from_secs(5), "the first frame took {:?}", t.elapsed());
+    step_until(&mut h, 30, "the models to be listed", |a| a.state.installed_scanned);
+    let names: Vec<String> = h.state().state.installed.iter().map(|m| m.name.clone()).collect();
+    assert!(names.iter().any(|n| n.contains("SmolLM2")), "{names:?}");
+    let piped = h.state().state.installed.iter().find(|m| m.name == "piped-model").expect("the folder is listed");
+    assert!(piped.card.is_none() && piped.problem.as_deref().is_some_and(|p| p.contains("FIFO")), "{:?}", piped.problem);
+    // The first scan found no last model to load, so the default loads now.
+    wait_ready(&mut h);
+}
+
 #[test]
 fn model_manager_shows_architecture_size_and_quantization_and_can_switch_folders() {
     let _g = common::mlx_lock();
     let dir = data_dir();
     let mut h = harness(dir.path());
     h.state_mut().state.view = View::Models;
-    h.run_steps(2);
+    step_until(&mut h, 30, "the models to be listed", |a| a.state.installed_scanned);
     let card = h.state().state.installed[0].card.clone().expect("header read");
     assert_eq!(card.architecture, "llama");
     assert_eq!(card.quantization, "Q4_1");

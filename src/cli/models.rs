@@ -20,8 +20,15 @@ pub fn run(cmd: ModelsCmd) -> Result<()> {
         }
         ModelsCmd::Fit { model, context } => fit(&model, context),
         ModelsCmd::List => {
-            for m in library::installed_with_cache(&models_dir(), &hf_hub::resolve_cache_dir()) {
+            let dir = models_dir();
+            for m in library::installed_with_cache(&dir, &hf_hub::resolve_cache_dir()) {
                 println!("{}\t{}\t{}", m.name, bytes(m.size), m.path.display());
+                if let Some(p) = m.problem {
+                    eprintln!("{}: {p}", m.name);
+                }
+            }
+            for odd in library::odd_entries(&dir) {
+                eprintln!("skipped {odd} (in {})", dir.display());
             }
             Ok(())
         }

@@ -7,7 +7,6 @@
 
 use crate::error::{io_err, Error, Result};
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -214,10 +213,7 @@ impl<R: Read> Reader<R> {
 impl GgufHeader {
     pub fn read(path: &Path) -> Result<Self> {
         // Opening a FIFO would block until a writer comes: regular files only.
-        if !std::fs::metadata(path).map_err(io_err(path))?.is_file() {
-            return Err(Error::NotGguf(format!("{} is not a regular file", path.display())));
-        }
-        let file = File::open(path).map_err(io_err(path))?;
+        let file = crate::files::open_regular(path)?;
         let file_len = file.metadata().map_err(io_err(path))?.len();
         let mut r = Reader {
             r: BufReader::with_capacity(1 << 20, file),
@@ -376,7 +372,7 @@ pub fn read_tensor_bytes(header: &GgufHeader, t: &TensorInfo) -> Result<Vec<u8>>
         ggml_type: t.type_name(),
     })?;
     let size = (t.n_elements() / block * bytes) as usize;
-    let mut f = File::open(&header.path).map_err(io_err(&header.path))?;
+    let mut f = crate::files::open_regular(&header.path)?;
     f.seek(SeekFrom::Start(header.data_offset + t.offset))
         .map_err(io_err(&header.path))?;
     let mut buf = vec![0u8; size];

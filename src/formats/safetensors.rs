@@ -11,7 +11,7 @@ use std::path::Path;
 /// error instead of garbage weights.
 pub fn header(path: &Path) -> Result<serde_json::Map<String, Value>> {
     let corrupt = |reason: String| Error::CorruptModel { path: path.to_path_buf(), reason };
-    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut f = crate::files::open_regular(path)?;
     let len = f.metadata().map_err(io_err(path))?.len();
     let mut n = [0u8; 8];
     f.read_exact(&mut n).map_err(|_| corrupt("file is shorter than a safetensors header".into()))?;

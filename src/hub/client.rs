@@ -15,20 +15,47 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Options {
     /// No byte for this long counts as a stalled connection: drop it and retry.
-    /// It is also the deadline for each API answer, and the window in which a
-    /// download must bring at least `min_bytes`: a server that trickles a byte
-    /// a second is as stalled as a silent one.
+    /// It is also the deadline for each API answer. A download must bring
+    /// `min_bytes` per `stall_timeout` (checked in thirds of it, and only as
+    /// much as is left of the file): a server that trickles a byte a second
+    /// is as stalled as a silent one, whatever the file's size.
     pub stall_timeout: Duration,
     pub min_bytes: u64,
+    /// No real progress (`min_bytes` gained) for this long across retries
+    /// ends the download with the last error; the part already fetched is
+    /// kept and resumes next time.
+    pub give_up: Duration,
     /// Consecutive failed attempts (without progress) before giving up.
     pub retries: u32,
     /// First retry delay; doubles each time, capped at 30 s.
     pub backoff: Duration,
 }
 
+impl Options {
+    /// The window a download's rate is checked over.
+    pub fn rate_window(&self) -> Duration {
+        self.stall_timeout / 3
+    }
+
+    /// Whether `got` bytes in one `rate_window` is too slow with `left` bytes
+    /// of the file still to come: under the floor (`min_bytes` per
+    /// `stall_timeout`), or, for a file smaller than the floor, under what is
+    /// left of it, so a 10 kB file at 1 B/s fails as surely as a 10 GB one.
+    pub fn too_slow(&self, got: u64, left: u64) -> bool {
+        let floor = (self.min_bytes as f64 * self.rate_window().as_secs_f64() / self.stall_timeout.as_secs_f64()) as u64;
+        left > 0 && got < floor.min(left).max(1)
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
-        Options { stall_timeout: Duration::from_secs(30), min_bytes: 16 << 10, retries: 6, backoff: Duration::from_secs(1) }
+        Options {
+            stall_timeout: Duration::from_secs(30),
+            min_bytes: 16 << 10,
+            give_up: Duration::from_secs(45),
+            retries: 6,
+            backoff: Duration::from_secs(1),
+        }
     }
 }
 
@@ -305,5 +332,25 @@ impl Hub {
             std::fs::remove_dir_all(&repo_dir)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+
+    #[test]
+    fn the_rate_floor_fits_every_file_size() {
+        let o = Options::default();
+        // 16 kB per 30 s is 5461 bytes per 10 s window.
+        assert!(o.too_slow(10, 10_000), "a 10 kB file at 1 B/s");
+        assert!(o.too_slow(1_000, 1 << 20), "a 1 MB file at 100 B/s");
+        assert!(o.too_slow(1_000, 10 << 30), "a 10 GB file at 100 B/s");
+        assert!(!o.too_slow(6_000, 10 << 30), "a 10 GB file at 600 B/s is slow but alive");
+        // A small remainder only has to arrive: 300 bytes left, 300 came.
+        assert!(!o.too_slow(300, 300));
+        assert!(o.too_slow(0, 1), "the last byte must come too");
+        assert!(!o.too_slow(0, 0));
+        assert!(o.give_up < std::time::Duration::from_secs(60), "a stalled download ends within a minute");
     }
 }

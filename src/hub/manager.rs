@@ -141,7 +141,12 @@ struct Jobs {
 
 impl Jobs {
     fn load(file: PathBuf) -> Jobs {
-        let plans: Vec<Plan> = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        // Read as untrusted: a FIFO or a huge file here must not block or swamp the start.
+        let plans: Vec<Plan> = crate::files::read_small(&file, 64 << 20)
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         Jobs { file, plans: Arc::new(Mutex::new(plans.into_iter().map(|p| (p.id.clone(), p)).collect())) }
     }
     fn save(&self) {

@@ -150,7 +150,14 @@ impl Hub {
     ) -> Result<(), HubError> {
         let (plan, f) = (job.plan, job.file);
         let part = PathBuf::from(format!("{}.incomplete", blob.display()));
+        // Appending to a FIFO or a device would block or never end.
+        if let Ok(m) = std::fs::symlink_metadata(&part) {
+            if !m.is_file() {
+                return Err(HubError::Io(format!("{} is not a regular file; remove it and download again", part.display())));
+            }
+        }
         let mut failures = 0u32;
+        let mut last_progress = Instant::now();
         loop {
             match *ctl.borrow() {
                 Control::Cancel => return Err(HubError::Cancelled),
@@ -165,7 +172,7 @@ impl Hub {
             let result = if have == f.size {
                 Ok(())
             } else {
-                self.stream_into(job, &part, have, speed, ctl, on_progress).await
+                self.stream_into(job, &part, have, last_progress, speed, ctl, on_progress).await
             };
             let now = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
             match result {
@@ -175,10 +182,17 @@ impl Hub {
                     // few bytes per attempt must not retry for ever.
                     if now >= have + self.options.min_bytes {
                         failures = 0;
+                        last_progress = Instant::now();
                     }
                     failures += 1;
                     if failures > self.options.retries {
                         return Err(e);
+                    }
+                    if last_progress.elapsed() >= self.options.give_up {
+                        return Err(HubError::Stalled(format!(
+                            "{e}; no progress in {:.0?}, so the download stopped ({} of {} bytes kept: it resumes from there)",
+                            self.options.give_up, now, f.size
+                        )));
                     }
                     let wait = (self.options.backoff * 2u32.pow(failures - 1)).min(Duration::from_secs(30));
                     on_progress(&job.progress(now, 0.0, Phase::Retrying { attempt: failures, wait, reason: e.to_string() }));
@@ -216,6 +230,7 @@ impl Hub {
         job: &FileJob<'_>,
         part: &Path,
         have: u64,
+        last_progress: Instant,
         speed: &mut Speed,
         ctl: &mut watch::Receiver<Control>,
         on_progress: &mut (dyn FnMut(&Progress) + Send),
@@ -228,8 +243,14 @@ impl Hub {
             .revision(plan.commit.clone())
             .range(have..f.size)
             .send();
+        // Every wait ends by the give-up deadline too, so a silent server
+        // cannot outlast it by one more stall timeout.
+        let wait = || {
+            let left = self.options.give_up.saturating_sub(last_progress.elapsed());
+            self.options.stall_timeout.min(left.max(Duration::from_millis(100)))
+        };
         let (_, mut stream) = tokio::select! {
-            r = tokio::time::timeout(self.options.stall_timeout, req) => match r {
+            r = tokio::time::timeout(wait(), req) => match r {
                 Ok(r) => r.map_err(|e| classify(e, &plan.id, self.token.is_some()))?,
                 Err(_) => return Err(HubError::Stalled(format!("no answer from the server for {}", f.path))),
             },
@@ -238,11 +259,11 @@ impl Hub {
         let mut out = std::fs::OpenOptions::new().create(true).append(true).open(part).map_err(io(part))?;
         let mut pos = have;
         let mut last_emit = Instant::now() - Duration::from_secs(1);
-        // Bytes must keep coming: at least `min_bytes` in every stall window.
+        // Bytes must keep coming: see `Options::too_slow`.
         let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
         loop {
             let next = tokio::select! {
-                n = tokio::time::timeout(self.options.stall_timeout, stream.next()) => n,
+                n = tokio::time::timeout(wait(), stream.next()) => n,
                 _ = ctl.changed() => {
                     out.flush().map_err(io(part))?;
                     return Err(self.stopped(ctl));
@@ -263,12 +284,13 @@ impl Hub {
             out.write_all(&chunk).map_err(io(part))?;
             pos += chunk.len() as u64;
             window_bytes += chunk.len() as u64;
-            if window_start.elapsed() >= self.options.stall_timeout {
-                if window_bytes < self.options.min_bytes && pos < f.size {
+            if window_start.elapsed() >= self.options.rate_window() {
+                if self.options.too_slow(window_bytes, f.size - pos) {
                     out.flush().map_err(io(part))?;
                     return Err(HubError::Stalled(format!(
                         "the download of {} slowed to {window_bytes} bytes in {:.0?}",
-                        f.path, self.options.stall_timeout
+                        f.path,
+                        window_start.elapsed()
                     )));
                 }
                 (window_start, window_bytes) = (Instant::now(), 0);

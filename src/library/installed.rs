@@ -7,7 +7,9 @@ use crate::formats::gguf;
 use crate::formats::gguf_header::GgufHeader;
 use crate::models::load::display_name;
 use crate::models::registry;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct InstalledModel {
@@ -16,15 +18,75 @@ pub struct InstalledModel {
     pub size: u64,
     /// Read from the file headers without loading weights; None if unreadable.
     pub card: Option<ModelCard>,
+    /// Why the card could not be read (a FIFO where the weights should be, a
+    /// corrupt header, the scan's deadline), for the list to show.
+    pub problem: Option<String>,
 }
 
-pub fn dir_size(p: &Path) -> u64 {
-    if p.is_file() {
-        return p.metadata().map(|m| m.len()).unwrap_or(0);
+impl InstalledModel {
+    fn scanned(name: String, path: PathBuf, deadline: Instant) -> InstalledModel {
+        if Instant::now() > deadline {
+            let problem = Some(format!("not read: the scan of the models ran past its {} s deadline", SCAN_DEADLINE.as_secs()));
+            return InstalledModel { name, path, size: 0, card: None, problem };
+        }
+        let (card, problem) = match card(&path) {
+            Ok(c) => (Some(c), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        InstalledModel { name, size: dir_size(&path), card, problem, path }
     }
-    std::fs::read_dir(p)
-        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
-        .unwrap_or(0)
+}
+
+/// How long one scan of the models may read headers; past it the rest are
+/// listed by name only. Nothing here opens a FIFO or device (`files::open_regular`),
+/// so only a very slow disk comes near it.
+pub const SCAN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Bytes under `p`. Links are followed to their files (the Hugging Face
+/// cache's snapshots link into its blobs), each folder is entered once and
+/// at most 32 deep (a link loop cannot recurse for ever), and a FIFO,
+/// socket or device counts as nothing: sizes come from `stat`, nothing is opened.
+pub fn dir_size(p: &Path) -> u64 {
+    fn under(p: &Path, seen: &mut HashSet<(u64, u64)>, depth: u32) -> u64 {
+        let Ok(meta) = std::fs::metadata(p) else { return 0 };
+        if meta.is_file() {
+            return meta.len();
+        }
+        if !meta.is_dir() || depth > 32 {
+            return 0;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if !seen.insert((meta.dev(), meta.ino())) {
+                return 0;
+            }
+        }
+        std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| under(&e.path(), seen, depth + 1)).sum()).unwrap_or(0)
+    }
+    under(p, &mut HashSet::new(), 0)
+}
+
+/// Entries of the models folder that are not models and never will be, said
+/// by name: a FIFO, socket or device, a link that leads nowhere or in a loop.
+/// (Hidden entries and plain files of other kinds are not reported.)
+pub fn odd_entries(models_dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(models_dir) else { return vec![] };
+    let mut out: Vec<String> = rd
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            match std::fs::metadata(&p) {
+                Err(err) => Some(format!("{name}: a link that cannot be followed ({err})")),
+                Ok(m) if !m.is_file() && !m.is_dir() => Some(format!("{name} {}", crate::files::kind_of(&m))),
+                Ok(_) => None,
+            }
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn is_model(p: &Path) -> bool {
@@ -35,18 +97,17 @@ fn is_model(p: &Path) -> bool {
 }
 
 pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
+    scan(models_dir, Instant::now() + SCAN_DEADLINE)
+}
+
+fn scan(models_dir: &Path, deadline: Instant) -> Vec<InstalledModel> {
     let mut out: Vec<InstalledModel> = std::fs::read_dir(models_dir)
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.path())
                 .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
                 .filter(|p| is_model(p))
-                .map(|p| InstalledModel {
-                    name: display_name(&p),
-                    size: dir_size(&p),
-                    card: card(&p).ok(),
-                    path: p,
-                })
+                .map(|p| InstalledModel::scanned(display_name(&p), p, deadline))
                 .collect()
         })
         .unwrap_or_default();
@@ -56,9 +117,10 @@ pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
 
 /// The models folder plus complete models in the Hugging Face cache (named by repo id).
 pub fn installed_with_cache(models_dir: &Path, hf_cache: &Path) -> Vec<InstalledModel> {
-    let mut out = installed(models_dir);
+    let deadline = Instant::now() + SCAN_DEADLINE;
+    let mut out = scan(models_dir, deadline);
     for m in hf_cache::cached_models(hf_cache) {
-        out.push(InstalledModel { name: m.id, size: dir_size(&m.snapshot), card: card(&m.snapshot).ok(), path: m.snapshot });
+        out.push(InstalledModel::scanned(m.id, m.snapshot, deadline));
     }
     out
 }

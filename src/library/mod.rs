@@ -10,5 +10,5 @@ pub mod installed;
 pub mod resolve;
 
 pub use card::{card, ModelCard};
-pub use installed::{import, installed, installed_with_cache, InstalledModel};
+pub use installed::{import, installed, installed_with_cache, odd_entries, InstalledModel};
 pub use resolve::resolve;

@@ -8,7 +8,7 @@
 
 use crate::chat::params::{GenerateParams, GenerationStats, TokenLogprob};
 use crate::chat::reply::Part;
-use crate::engine::protocol::{EngineError, ErrorKind};
+use crate::engine::protocol::{EngineError, ErrorKind, MemoryStats};
 use crate::engine::{Command, EngineHandle, Event, Prompt};
 use crate::models::load::{ModelInfo, Precision};
 use std::collections::HashMap;
@@ -52,6 +52,8 @@ pub struct Bridge {
     /// the requests that come after it.
     pub gate: Arc<tokio::sync::RwLock<()>>,
     context_length: Option<usize>,
+    /// The engine's last memory report (after each load and reply).
+    memory: Arc<Mutex<MemoryStats>>,
 }
 
 impl Bridge {
@@ -67,11 +69,18 @@ impl Bridge {
         let routes: Routes = Arc::default();
         let (tx, rx) = watch::channel(initial);
         let r = Arc::downgrade(&routes);
+        let memory = Arc::new(Mutex::new(MemoryStats::default()));
+        let m = memory.clone();
         std::thread::Builder::new()
             .name("hearth-server-events".into())
-            .spawn(move || dispatch(events, r, tx))
+            .spawn(move || dispatch(events, r, tx, m))
             .expect("spawning the server's event thread");
-        Arc::new(Bridge { engine, routes, status: rx, gate: Arc::default(), context_length })
+        Arc::new(Bridge { engine, routes, status: rx, gate: Arc::default(), context_length, memory })
+    }
+
+    /// MLX's and the process's memory as the engine last reported them.
+    pub fn memory(&self) -> MemoryStats {
+        *self.memory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn status(&self) -> ModelStatus {
@@ -161,7 +170,12 @@ impl Drop for CancelOnDrop {
 
 /// Routes events until the engine stops or the bridge is dropped (checked at
 /// least every second).
-fn dispatch(events: crossbeam_channel::Receiver<Event>, routes: std::sync::Weak<Mutex<HashMap<u64, mpsc::UnboundedSender<Update>>>>, status: watch::Sender<ModelStatus>) {
+fn dispatch(
+    events: crossbeam_channel::Receiver<Event>,
+    routes: std::sync::Weak<Mutex<HashMap<u64, mpsc::UnboundedSender<Update>>>>,
+    status: watch::Sender<ModelStatus>,
+    memory: Arc<Mutex<MemoryStats>>,
+) {
     loop {
         let ev = match events.recv_timeout(std::time::Duration::from_secs(1)) {
             Ok(ev) => ev,
@@ -204,7 +218,8 @@ fn dispatch(events: crossbeam_channel::Receiver<Event>, routes: std::sync::Weak<
                 }
                 status.send_replace(ModelStatus::Crashed(msg));
             }
-            Event::Error { id: None, .. } | Event::ContextTrimmed { .. } | Event::Memory(_) => {}
+            Event::Memory(m) => *memory.lock().unwrap_or_else(|e| e.into_inner()) = m,
+            Event::Error { id: None, .. } | Event::ContextTrimmed { .. } => {}
         }
     }
 }

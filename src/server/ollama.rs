@@ -81,7 +81,12 @@ pub async fn ps(State(server): State<Arc<Server>>) -> Json<Value> {
         .iter()
         .map(|m| json!({"name": m.id, "model": m.id, "size": m.size, "details": details(m)}))
         .collect();
-    Json(json!({"models": models}))
+    // Hearth's own figures beside Ollama's fields (clients ignore what they
+    // do not know): what the soak benchmark and a watchful user read.
+    let m = server.bridge.memory();
+    Json(json!({"models": models, "hearth": {
+        "mlx_active_bytes": m.mlx_active, "mlx_cache_bytes": m.mlx_cache, "mlx_peak_bytes": m.mlx_peak, "process_rss_bytes": m.process_rss,
+    }}))
 }
 
 #[derive(Deserialize)]

@@ -145,8 +145,9 @@ impl Settings {
 /// for the CLI. Reads settings.json without touching it: a bad file is the
 /// app's to set aside.
 pub fn models_dir_in_use(data_dir: &Path) -> PathBuf {
-    std::fs::read(data_dir.join("settings.json"))
+    crate::files::read_small(&data_dir.join("settings.json"), 1 << 20)
         .ok()
+        .flatten()
         .and_then(|b| serde_json::from_slice::<Settings>(&b).ok())
         .and_then(|s| s.models_dir)
         .unwrap_or_else(|| data_dir.join("models"))

@@ -41,7 +41,7 @@ impl ChatPanel {
             ui.add_space(6.0);
         });
         egui::CentralPanel::default().show(ui, |ui| {
-            if state.installed.is_empty() && !matches!(state.engine.model, ModelState::Ready(_) | ModelState::Loading { .. }) {
+            if state.installed_scanned && state.installed.is_empty() && !matches!(state.engine.model, ModelState::Ready(_) | ModelState::Loading { .. }) {
                 empty_state(ui, state);
                 return;
             }

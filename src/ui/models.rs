@@ -72,7 +72,10 @@ impl ModelsPanel {
                         ui.label(&c.quantization);
                     }
                     None => {
-                        ui.label("?");
+                        match &m.problem {
+                            Some(p) => ui.label("unreadable").on_hover_text(p),
+                            None => ui.label("?"),
+                        };
                         ui.label("");
                         ui.label("");
                     }

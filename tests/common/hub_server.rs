@@ -89,6 +89,8 @@ struct State {
     corrupt: Vec<String>,
     /// bytes per second for bodies, None = as fast as possible.
     throttle: Option<u64>,
+    /// Send the headers of a body, then nothing while this holds (closed after 120 s).
+    hold_bodies: bool,
 }
 
 pub struct HubServer {
@@ -130,6 +132,9 @@ impl HubServer {
     }
     pub fn heal(&self) {
         self.state.lock().unwrap().corrupt.clear();
+    }
+    pub fn hold_bodies(&self, on: bool) {
+        self.state.lock().unwrap().hold_bodies = on;
     }
     pub fn throttle(&self, bytes_per_sec: Option<u64>) {
         self.state.lock().unwrap().throttle = bytes_per_sec;
@@ -346,6 +351,13 @@ fn body(
     respond(conn, status, &headers, b"", true)?;
     if head {
         return Ok(());
+    }
+    let held = std::time::Instant::now();
+    while st.lock().unwrap().hold_bodies {
+        if held.elapsed() > Duration::from_secs(120) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     let (cut, corrupt, throttle) = {
         let mut s = st.lock().unwrap();

@@ -170,9 +170,11 @@ pub fn read_parts_with_progress(path: &Path, on: OnProgress) -> Result<ModelPart
         }
         return read_safetensors_dir(path, on);
     }
-    if !path.is_file() {
+    if !path.exists() {
         return Err(Error::ModelNotFound(path.display().to_string()));
     }
+    // A FIFO, socket or device: an error naming it, never an open that blocks.
+    crate::files::open_regular(path)?;
     read_gguf(path, on)
 }
 
@@ -217,11 +219,13 @@ fn read_safetensors_dir(dir: &Path, on: OnProgress) -> Result<ModelParts> {
         .filter(|p| {
             p.extension().is_some_and(|e| e == "safetensors")
                 && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("model"))
-                // A FIFO or device named like a shard would block the reader.
-                && p.is_file()
         })
         .collect();
     files.sort();
+    // A FIFO or device named like a shard would block the reader: an error naming it.
+    for f in files.iter().filter(|f| !f.is_file()) {
+        crate::files::open_regular(f)?;
+    }
     if files.is_empty() {
         return Err(Error::ModelNotFound(format!("{} has no model*.safetensors", dir.display())));
     }

@@ -20,7 +20,7 @@ pub use tools::{Decision, McpState, PendingCall, DENIED};
 
 use crate::hub::manager::{HubConfig, HubHandle};
 use crate::hub::HubError;
-use crate::library::{installed, InstalledModel};
+use crate::library::InstalledModel;
 use crate::store::conversations::ConversationStore;
 use crate::store::settings::Settings;
 use crate::store::Saver;
@@ -63,6 +63,11 @@ pub struct AppState {
     pub engine: EngineState,
     pub downloads: DownloadsState,
     pub installed: Vec<InstalledModel>,
+    /// Whether a scan of the models has landed yet: the first runs off the
+    /// UI thread like every other, so the window draws whatever is on disk.
+    pub installed_scanned: bool,
+    /// `autoload` found no last model and waits for the first scan.
+    autoload_pending: bool,
     pub jobs: Jobs,
     pub server: ServerState,
     pub mcp: McpState,
@@ -95,6 +100,8 @@ impl AppState {
             view: View::Chat,
             notices: vec![],
             installed: vec![],
+            installed_scanned: false,
+            autoload_pending: false,
             downloads: DownloadsState {
                 offline: hub.offline.then(|| HubError::offline_mode().to_string()),
                 hub: HubHandle::spawn(HubConfig { context, ..hub }),
@@ -105,7 +112,7 @@ impl AppState {
             server: ServerState::default(),
             mcp: McpState::new(data_dir.join("mcp.json")),
         };
-        s.installed = installed::installed_with_cache(&s.settings.models_dir(), &s.downloads.hub.cache_dir);
+        s.refresh_installed();
         if let Some(n) = notice {
             s.error(n);
         }
@@ -115,16 +122,13 @@ impl AppState {
         s
     }
 
-    /// Loads the last used model, or the first installed one.
+    /// Loads the last used model, or the first installed one whose headers
+    /// read (once the first scan has listed them).
     pub fn autoload(&mut self) {
-        let pick = self
-            .settings
-            .last_model
-            .clone()
-            .filter(|p| p.exists())
-            .or_else(|| self.installed.first().map(|m| m.path.clone()));
-        if let Some(p) = pick {
-            self.load_model(p);
+        let pick = self.settings.last_model.clone().filter(|p| p.exists());
+        match pick.or_else(|| self.installed.iter().find(|m| m.problem.is_none()).map(|m| m.path.clone())) {
+            Some(p) => self.load_model(p),
+            None => self.autoload_pending = !self.installed_scanned,
         }
     }
 
@@ -166,7 +170,13 @@ impl AppState {
 
     fn on_background(&mut self, bg: Background) {
         match bg {
-            Background::Installed(v) => self.installed = v,
+            Background::Installed(v) => {
+                self.installed = v;
+                self.installed_scanned = true;
+                if std::mem::take(&mut self.autoload_pending) {
+                    self.autoload();
+                }
+            }
             Background::Imported(r, v) => {
                 self.installed = v;
                 match r {
