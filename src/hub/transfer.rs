@@ -31,6 +31,14 @@ fn check_plan(plan: &Plan) -> Result<(), HubError> {
 }
 
 /// One file of a download in flight: what every progress report repeats.
+/// Where one attempt at a file starts: the bytes already in its part, and
+/// when the last real progress was (the give-up clock runs across attempts).
+#[derive(Clone, Copy)]
+struct Attempt {
+    have: u64,
+    last_progress: Instant,
+}
+
 struct FileJob<'a> {
     repo: &'a hf_hub::HFRepository<hf_hub::repository::RepoTypeModel>,
     plan: &'a Plan,
@@ -172,7 +180,7 @@ impl Hub {
             let result = if have == f.size {
                 Ok(())
             } else {
-                self.stream_into(job, &part, have, last_progress, speed, ctl, on_progress).await
+                self.stream_into(job, &part, Attempt { have, last_progress }, speed, ctl, on_progress).await
             };
             let now = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
             match result {
@@ -229,8 +237,7 @@ impl Hub {
         &self,
         job: &FileJob<'_>,
         part: &Path,
-        have: u64,
-        last_progress: Instant,
+        Attempt { have, last_progress }: Attempt,
         speed: &mut Speed,
         ctl: &mut watch::Receiver<Control>,
         on_progress: &mut (dyn FnMut(&Progress) + Send),
