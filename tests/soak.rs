@@ -290,6 +290,55 @@ fn two_hundred_mixed_requests_from_four_clients_leave_nothing_behind() {
     check(&soak(200, 4));
 }
 
+/// Faults while serving: 10 MB of request headers, and 500 connections that
+/// send half a request line and hold on (slowloris). The flood is refused
+/// without the server's memory following it, the held connections block no
+/// one (a chat is answered while they wait), and once they go, the server's
+/// open files come back to what they were.
+#[test]
+fn a_header_flood_and_five_hundred_held_connections_block_no_one() {
+    let s = serve();
+    let (port, pid) = (s.port, s.child.id());
+    one(port, "chat").unwrap();
+    settle(pid);
+    let (fds0, rss0) = (proc_count(pid, "fd"), rss(pid));
+
+    let mut flood = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    flood.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    flood.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = write!(flood, "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    let line = format!("X-Pad: {}\r\n", "a".repeat(1000));
+    let mut sent = 0usize;
+    while sent < 10 << 20 {
+        if flood.write_all(line.as_bytes()).is_err() {
+            break; // the server hung up on it: refused
+        }
+        sent += line.len();
+    }
+    let _ = flood.write_all(b"\r\n");
+    let mut answer = String::new();
+    let _ = flood.read_to_string(&mut answer);
+    assert!(!answer.starts_with("HTTP/1.1 200"), "10 MB of headers were served: {}", &answer[..answer.len().min(200)]);
+    drop(flood);
+
+    let held: Vec<TcpStream> = (0..500)
+        .map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le").unwrap();
+            c
+        })
+        .collect();
+    for kind in ["chat", "stream", "ollama"] {
+        one(port, kind).unwrap();
+    }
+    assert!(rss(pid) < rss0 + (64 << 20), "the flood stayed in memory: {} MB -> {} MB", rss0 >> 20, rss(pid) >> 20);
+    drop(held);
+    settle(pid);
+    one(port, "chat").unwrap();
+    settle(pid);
+    assert!(proc_count(pid, "fd") <= fds0 + 2, "connections left open: {fds0} -> {}", proc_count(pid, "fd"));
+}
+
 /// The long soak (`scripts/soak.sh`): SOAK_REQUESTS and SOAK_CLIENTS, 1,000 and 8 by default.
 #[test]
 #[ignore]
