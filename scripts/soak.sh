@@ -12,4 +12,5 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PATH="$HOME/.cargo/bin:$PATH"
 export SOAK_REQUESTS=${SOAK_REQUESTS:-1000} SOAK_CLIENTS=${SOAK_CLIENTS:-8}
-cargo test --release --locked --test soak long_soak -- --ignored --nocapture 2>&1 | grep -E "^SOAK|panicked|test result|unexpected|grew|leaked"
+cargo test --release --locked --test soak long_soak -- --ignored --nocapture 2>&1 | grep -E "SOAK \{|panicked|test result|unexpected|grew|leaked"
+SOAK_LOAD_CYCLES=${SOAK_LOAD_CYCLES:-200} cargo test --release --locked --test soak load_unload -- --nocapture 2>&1 | grep -E "LOAD_CYCLES|panicked|test result|grew|drifted|left"

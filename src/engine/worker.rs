@@ -311,6 +311,8 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
         Command::Shutdown | Command::Generate { .. } => {}
         Command::Load { path, precision, context_length } => {
             *session = None; // free the old model before loading the next
+            let _ = mlx_rs::memory::clear_cache();
+            crate::sys::return_freed_memory();
             send(Event::LoadProgress { fraction: 0.0, message: format!("Reading {}", path.display()) });
             // Forward progress as it moves by a percent or more, not per tensor.
             let mut last = 0.0f32;
@@ -335,6 +337,7 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
         Command::Unload => {
             *session = None;
             let _ = mlx_rs::memory::clear_cache();
+            crate::sys::return_freed_memory();
             send(Event::Unloaded);
             send(Event::Memory(MemoryStats::now()));
         }
