@@ -6,50 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Serve {
-    child: Child,
-    port: u16,
-    _home: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::serve::{serve_model, Serve};
 
 fn serve(extra_env: &[(&str, &str)], args: &[&str]) -> Result<Serve, String> {
     serve_model(&common::smollm2_gguf(), extra_env, args)
-}
-
-fn serve_model(model: &std::path::Path, extra_env: &[(&str, &str)], args: &[&str]) -> Result<Serve, String> {
-    let home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    cmd.args(["serve", "--port", "0", "--model"])
-        .arg(model)
-        .args(args)
-        .env("HEARTH_HOME", home.path())
-        .env_remove("HEARTH_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let Some(port) = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()) else {
-        let mut err = String::new();
-        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-        let _ = child.wait();
-        return Err(err);
-    };
-    Ok(Serve { child, port, _home: home })
 }
 
 /// `hearth serve` on SmolLM2, a Python snippet run against it with the
@@ -338,7 +302,7 @@ fn a_broken_installed_model_is_a_clear_500_and_the_server_keeps_serving() {
     let _g = common::mlx_lock();
     let s = serve(&[], &[]).unwrap();
     // An installed "model" whose GGUF header lies about its tensors.
-    let models = s._home.path().join("models");
+    let models = s.home.path().join("models");
     std::fs::create_dir_all(&models).unwrap();
     let mut bad = b"GGUF".to_vec();
     bad.extend_from_slice(&3u32.to_le_bytes());

@@ -13,9 +13,9 @@
 mod common;
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::serve::Serve;
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,34 +23,8 @@ use std::time::{Duration, Instant};
 /// The model `serve` loads, by the name the server lists it under.
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 
-struct Serve {
-    child: Child,
-    port: u16,
-    _home: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve() -> Serve {
-    let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["serve", "--port", "0", "--model"])
-        .arg(common::smollm2_gguf())
-        .env("HEARTH_HOME", home.path())
-        .env_remove("HEARTH_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("the server's address");
-    Serve { child, port, _home: home }
+    common::serve::serve_model(&common::smollm2_gguf(), &[], &[]).unwrap()
 }
 
 /// One HTTP/1.1 exchange on its own connection: (status, body).

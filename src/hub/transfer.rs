@@ -30,7 +30,6 @@ fn check_plan(plan: &Plan) -> Result<(), HubError> {
     Ok(())
 }
 
-/// One file of a download in flight: what every progress report repeats.
 /// Where one attempt at a file starts: the bytes already in its part, and
 /// when the last real progress was (the give-up clock runs across attempts).
 #[derive(Clone, Copy)]
@@ -39,6 +38,7 @@ struct Attempt {
     last_progress: Instant,
 }
 
+/// One file of a download in flight: what every progress report repeats.
 struct FileJob<'a> {
     repo: &'a hf_hub::HFRepository<hf_hub::repository::RepoTypeModel>,
     plan: &'a Plan,
