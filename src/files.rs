@@ -37,14 +37,7 @@ pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
 /// so a FIFO swapped in after the check cannot block it either; the
 /// descriptor is checked again (`fstat`) before it is handed out.
 pub fn open_regular(path: &Path) -> Result<std::fs::File> {
-    let not_regular = |m: &std::fs::Metadata| Error::CorruptModel {
-        path: path.to_path_buf(),
-        reason: format!("{}; it was not read", kind_of(m)),
-    };
-    let meta = std::fs::metadata(path).map_err(io_err(path))?;
-    if !meta.is_file() {
-        return Err(not_regular(&meta));
-    }
+    require_regular(path)?;
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true);
     #[cfg(unix)]
@@ -56,9 +49,24 @@ pub fn open_regular(path: &Path) -> Result<std::fs::File> {
     let f = opts.open(path).map_err(io_err(path))?;
     let meta = f.metadata().map_err(io_err(path))?;
     if !meta.is_file() {
-        return Err(not_regular(&meta));
+        return Err(not_regular(path, &meta));
     }
     Ok(f)
+}
+
+/// That `path` is a regular file after links, without opening it: the error
+/// names what stands there instead (`open_regular`'s first check, and the
+/// loader's for shards it will hand to MLX).
+pub fn require_regular(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(not_regular(path, &meta));
+    }
+    Ok(())
+}
+
+fn not_regular(path: &Path, meta: &std::fs::Metadata) -> Error {
+    Error::CorruptModel { path: path.to_path_buf(), reason: format!("{}; it was not read", kind_of(meta)) }
 }
 
 /// Reads a small file (a model's config, tokenizer or template, a settings or

@@ -305,14 +305,20 @@ fn admit(
     }
 }
 
+/// Drops the loaded model and gives its memory back: MLX's buffer cache, then
+/// what the allocator kept of it (`sys::return_freed_memory`).
+fn free_model(session: &mut Option<Session>) {
+    *session = None;
+    let _ = mlx_rs::memory::clear_cache();
+    crate::sys::return_freed_memory();
+}
+
 /// The commands other than generations.
 fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut TemplateOptions, send: &dyn Fn(Event)) {
     match cmd {
         Command::Shutdown | Command::Generate { .. } => {}
         Command::Load { path, precision, context_length } => {
-            *session = None; // free the old model before loading the next
-            let _ = mlx_rs::memory::clear_cache();
-            crate::sys::return_freed_memory();
+            free_model(session); // before loading the next
             send(Event::LoadProgress { fraction: 0.0, message: format!("Reading {}", path.display()) });
             // Forward progress as it moves by a percent or more, not per tensor.
             let mut last = 0.0f32;
@@ -335,9 +341,7 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
             }
         }
         Command::Unload => {
-            *session = None;
-            let _ = mlx_rs::memory::clear_cache();
-            crate::sys::return_freed_memory();
+            free_model(session);
             send(Event::Unloaded);
             send(Event::Memory(MemoryStats::now()));
         }

@@ -31,10 +31,14 @@ pub struct Options {
     pub backoff: Duration,
 }
 
+/// Rate checks per stall window.
+const RATE_CHECKS: u32 = 3;
+
 impl Options {
-    /// The window a download's rate is checked over.
+    /// The window a download's rate is checked over: a third of the stall
+    /// window, so the floor per check is a third of `min_bytes`.
     pub fn rate_window(&self) -> Duration {
-        self.stall_timeout / 3
+        self.stall_timeout / RATE_CHECKS
     }
 
     /// Whether `got` bytes in one `rate_window` is too slow with `left` bytes
@@ -42,7 +46,7 @@ impl Options {
     /// `stall_timeout`), or, for a file smaller than the floor, under what is
     /// left of it, so a 10 kB file at 1 B/s fails as surely as a 10 GB one.
     pub fn too_slow(&self, got: u64, left: u64) -> bool {
-        let floor = (self.min_bytes as f64 * self.rate_window().as_secs_f64() / self.stall_timeout.as_secs_f64()) as u64;
+        let floor = self.min_bytes / RATE_CHECKS as u64;
         left > 0 && got < floor.min(left).max(1)
     }
 }

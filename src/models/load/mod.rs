@@ -173,8 +173,8 @@ pub fn read_parts_with_progress(path: &Path, on: OnProgress) -> Result<ModelPart
     if !path.exists() {
         return Err(Error::ModelNotFound(path.display().to_string()));
     }
-    // A FIFO, socket or device: an error naming it, never an open that blocks.
-    crate::files::open_regular(path)?;
+    // A FIFO, socket or device is an error naming it (`GgufHeader::read`
+    // opens through `files::open_regular`).
     read_gguf(path, on)
 }
 
@@ -223,8 +223,8 @@ fn read_safetensors_dir(dir: &Path, on: OnProgress) -> Result<ModelParts> {
         .collect();
     files.sort();
     // A FIFO or device named like a shard would block the reader: an error naming it.
-    for f in files.iter().filter(|f| !f.is_file()) {
-        crate::files::open_regular(f)?;
+    for f in &files {
+        crate::files::require_regular(f)?;
     }
     if files.is_empty() {
         return Err(Error::ModelNotFound(format!("{} has no model*.safetensors", dir.display())));
