@@ -210,7 +210,8 @@ fn no_model_shows_an_empty_state_pointing_to_the_model_manager() {
     let _g = common::mlx_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness(dir.path());
-    h.step();
+    // The first scan of the models folder runs off the UI thread; the empty state waits for its answer.
+    step_until(&mut h, 30, "the first models scan", |a| a.state.installed_scanned);
     assert!(h.query_by_label("No model installed").is_some());
     h.get_by_label("Open the model manager").click();
     h.run_steps(2);
