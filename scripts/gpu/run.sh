@@ -3,7 +3,9 @@
 # writes synthetic 4-bit models at real shapes, and runs Hearth and Python mlx-lm
 # side by side on them. usage: run.sh PRESET[,PRESET...] [PROMPTS] [GEN] [REPS] [ROUNDS]
 # The pseudo-preset `moe-kernels` runs scripts/gpu/moe_decode_kernel.py instead
-# (MLX's gather_qmm decode path against custom CUDA kernels, per layer), `moe-costs`
+# (MLX's gather_qmm decode path against custom CUDA kernels, per layer), `qmm-rows`
+# scripts/gpu/qmm_rows.py (MLX's quantized_matmul for 1-8 rows against Hearth's
+# tensor-core kernel, at the 8B shapes; QMM_KW sets its warps per block), `moe-costs`
 # scripts/gpu/moe_costs.py (a Qwen3-MoE layer's parts priced with MLX ops), `op-costs`
 # scripts/gpu/op_costs.py (the host's encoding cost per op, by kind), `sdpa-costs`
 # scripts/gpu/sdpa_costs.py (gpt-oss's decode attention with sinks and window masks), and
@@ -79,6 +81,10 @@ for p in "${PRESETS[@]}"; do
   fi
   if [ "$p" = sdpa-costs ]; then
     python3 "$ROOT/scripts/gpu/sdpa_costs.py" 2>&1 | tee "${OUT:-/tmp}/sdpa-costs.txt" || true
+    continue
+  fi
+  if [ "$p" = qmm-rows ]; then
+    python3 "$ROOT/scripts/gpu/qmm_rows.py" ${QMM_KW:-8} 2>&1 | tee -a "${OUT:-/tmp}/qmm-rows.txt" || true
     continue
   fi
   if [ "$p" = moe-kernels ]; then

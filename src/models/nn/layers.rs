@@ -132,7 +132,10 @@ impl Linear {
                 biases,
                 bias,
                 spec,
-            } => (quant::quantized_matmul(x, weight, scales, biases.as_ref(), *spec)?, bias),
+            } => match crate::models::kernels::quantized_matmul_rows(x, weight, scales, biases.as_ref(), *spec)? {
+                Some(y) => (y, bias),
+                None => (quant::quantized_matmul(x, weight, scales, biases.as_ref(), *spec)?, bias),
+            },
         };
         Ok((y, bias.as_ref()))
     }

@@ -10,6 +10,7 @@ pub(crate) mod decode;
 pub(crate) mod delta;
 pub(crate) mod moe;
 pub(crate) mod moe_grouped;
+pub(crate) mod qmm_rows;
 
 use crate::error::{Error, Result};
 use mlx_rs::{Array, Dtype, Stream};
