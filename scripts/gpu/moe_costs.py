@@ -14,16 +14,18 @@ import mlx.core as mx
 from timing import timeit
 
 # Hearth's grouped kernel, read from its Rust source (one copy).
-_SRC = (pathlib.Path(__file__).resolve().parents[2] / "src/models/kernels/cuda/moe_grouped.rs").read_text()
+_DIR = pathlib.Path(__file__).resolve().parents[2] / "src/models/kernels/cuda"
+_SRC = (_DIR / "moe_grouped.rs").read_text()
+_LAUNCHER = (_DIR / "mod.rs").read_text()  # MMA_HEADER, shared by the tensor-core kernels
 
 
-def _raw(name):
-    return re.search(rf'const {name}: &str = r#"(.*?)"#;', _SRC, re.S).group(1)
+def _raw(name, src=None):
+    return re.search(rf'const {name}: &str = r#"(.*?)"#;', src or _SRC, re.S).group(1)
 
 
 grouped = mx.fast.cuda_kernel(
     name="hearth_moe_grouped_q4", input_names=["x", "idx", "w", "s", "b", "bias"], output_names=["y"],
-    source=_raw("GROUPED"), header=_raw("MMA_HEADER"))
+    source=_raw("GROUPED"), header=_raw("MMA_HEADER", _LAUNCHER))
 
 
 def grouped_q4(x, idx, t, out):

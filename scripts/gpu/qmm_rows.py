@@ -12,16 +12,18 @@ import time
 
 import mlx.core as mx
 
-_SRC = (pathlib.Path(__file__).resolve().parents[2] / "src/models/kernels/cuda/qmm_rows.rs").read_text()
+_DIR = pathlib.Path(__file__).resolve().parents[2] / "src/models/kernels/cuda"
+_SRC = (_DIR / "qmm_rows.rs").read_text()
+_LAUNCHER = (_DIR / "mod.rs").read_text()  # MMA_HEADER, shared by the tensor-core kernels
 
 
-def _raw(name):
-    return re.search(rf'const {name}: &str = r#"(.*?)"#;', _SRC, re.S).group(1)
+def _raw(name, src=None):
+    return re.search(rf'const {name}: &str = r#"(.*?)"#;', src or _SRC, re.S).group(1)
 
 
 KW = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 kernel = mx.fast.cuda_kernel(name="hearth_qmm_rows_q4", input_names=["x", "w", "scales", "biases"],
-                             output_names=["y"], source=_raw("QMM_ROWS"), header=_raw("HEADER"))
+                             output_names=["y"], source=_raw("QMM_ROWS"), header=_raw("MMA_HEADER", _LAUNCHER) + _raw("HEADER"))
 
 
 def custom(x, w, s, b, out_f, in_f, rows, dtype):

@@ -123,25 +123,9 @@ const GROUPED: &str = r#"
   }
 "#;
 
-// One m16n8k16 tensor-core MMA (bf16 or f16 in, float accumulators).
-const MMA_HEADER: &str = r#"
-template <bool F16>
-__device__ inline void mma_16816(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
-  if (F16) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  } else {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-}
-"#;
-
 thread_local! {
     static GROUPED_KERNEL: Option<Kernel> =
-        Kernel::new("hearth_moe_grouped_q4", &["x", "idx", "w", "s", "b", "bias"], &["y"], GROUPED, MMA_HEADER).ok();
+        Kernel::new("hearth_moe_grouped_q4", &["x", "idx", "w", "s", "b", "bias"], &["y"], GROUPED, super::MMA_HEADER).ok();
 }
 
 /// Whether `grouped` handles a projection of these sizes in this type.

@@ -26,6 +26,7 @@ use crate::models::kernels::cuda::{Kernel, Launch};
 use crate::error::{Error, Result};
 use mlx_rs::{Array, Dtype};
 
+// Follows `MMA_HEADER` (the kernel's header is both).
 const HEADER: &str = r#"
 // Two nibbles 16 bits apart (bits s..s+3 and s+16..s+19) as a pair of
 // bf16/f16 values MAGIC + n.
@@ -40,19 +41,6 @@ __device__ inline float pair_sum(unsigned int u) {
            __half2float(__ushort_as_half((unsigned short)(u >> 16)));
   }
   return __uint_as_float(u << 16) + __uint_as_float(u & 0xffff0000u);
-}
-template <bool HALF>
-__device__ inline void mma16816(float* c, unsigned int a0, unsigned int a1, unsigned int a2, unsigned int a3,
-                                unsigned int b0, unsigned int b1) {
-  if (HALF) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  } else {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
 }
 "#;
 
@@ -97,9 +85,9 @@ const QMM_ROWS: &str = r#"
     for (int q = 0; q < CPG; ++q) {
       const uint4 u = xv[q];
       xs += pair_sum<HALF>(u.x) + pair_sum<HALF>(u.y) + pair_sum<HALF>(u.z) + pair_sum<HALF>(u.w);
-      mma16816<HALF>(c, nib_pair<HALF>(qa[q], 0), nib_pair<HALF>(qb[q], 0), nib_pair<HALF>(qa[q], 4), nib_pair<HALF>(qb[q], 4),
+      mma_16816<HALF>(c, nib_pair<HALF>(qa[q], 0), nib_pair<HALF>(qb[q], 0), nib_pair<HALF>(qa[q], 4), nib_pair<HALF>(qb[q], 4),
                      __byte_perm(u.x, u.z, 0x5410), __byte_perm(u.x, u.z, 0x7632));
-      mma16816<HALF>(c, nib_pair<HALF>(qa[q], 8), nib_pair<HALF>(qb[q], 8), nib_pair<HALF>(qa[q], 12), nib_pair<HALF>(qb[q], 12),
+      mma_16816<HALF>(c, nib_pair<HALF>(qa[q], 8), nib_pair<HALF>(qb[q], 8), nib_pair<HALF>(qa[q], 12), nib_pair<HALF>(qb[q], 12),
                      __byte_perm(u.y, u.w, 0x5410), __byte_perm(u.y, u.w, 0x7632));
     }
     // x's sum over the group for row g, then for this lane's columns 2t, 2t+1.
@@ -148,7 +136,7 @@ const USED_ROWS: std::ops::RangeInclusive<i32> = 2..=7;
 
 thread_local! {
     static KERNEL: Option<Kernel> =
-        Kernel::new("hearth_qmm_rows_q4", &["x", "w", "scales", "biases"], &["y"], QMM_ROWS, HEADER).ok();
+        Kernel::new("hearth_qmm_rows_q4", &["x", "w", "scales", "biases"], &["y"], QMM_ROWS, &format!("{}{HEADER}", super::MMA_HEADER)).ok();
 }
 
 pub fn enabled() -> bool {
