@@ -18,7 +18,8 @@
 # attention's heads and residual norms off (HEARTH_DECODE_FUSION=0), for A/B. SYNTH_ONLY=1 only sets up and writes
 # the models (kept under /tmp/models) for the commands that follow. STREAMS=1,8 adds a
 # continuous-batching comparison with mlx-lm (scripts/bench_batch.sh); SINGLE=0 skips
-# the single-stream one.
+# the single-stream one. STEP_PARTS=1 adds scripts/gpu/batch_step.py on the model (a
+# batched decode step at 1-16 rows through mlx-lm, and its parts priced alone).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 S=/tmp/stage; SITE=/tmp/site
@@ -104,6 +105,9 @@ for p in "${PRESETS[@]}"; do
   # at the first prompt length and GEN tokens.
   if [ -n "${STREAMS:-}" ]; then
     bash "$ROOT/scripts/bench_batch.sh" "$M" "${PROMPTS%%,*}" "$GEN" "$STREAMS" "$REPS" 2>&1 | tee "${OUT:-/tmp}/batch-$p.txt"
+  fi
+  if [ "${STEP_PARTS:-0}" = 1 ]; then
+    python3 "$ROOT/scripts/gpu/batch_step.py" "$M" "${PROMPTS%%,*}" 2>&1 | tee "${OUT:-/tmp}/step-parts-$p.txt" || true
   fi
   if [ "${KERNEL_OFF:-0}" = 1 ]; then off_run HEARTH_MOE_KERNEL; fi
   if [ "${FUSION_OFF:-0}" = 1 ]; then off_run HEARTH_DECODE_FUSION; fi

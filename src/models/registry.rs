@@ -13,6 +13,13 @@ struct Arch {
     aliases: &'static [&'static str],
     check: fn(&Value) -> Result<i32>,
     build: fn(&Value, Weights) -> Result<Box<dyn LanguageModel>>,
+    /// Whether its quantized projections take the batched 4-bit kernel at 2-7
+    /// rows (`kernels::quantized_matmul_rows`), chosen per family from side-by-side
+    /// runs (H200, docs/PERFORMANCE.md): on for the dense families (Llama-3.1-8B
+    /// shape, 4 streams 409.5 tok/s against 200.3 without); off for the MoE ones
+    /// (Qwen3-30B-A3B, 4 streams 203 and 171 with it against 277 and 247 without;
+    /// gpt-oss and Qwen3-Next by the same structure, not measured).
+    few_rows_kernel: bool,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T> {
@@ -38,9 +45,10 @@ const ARCHES: &[Arch] = &[
         aliases: &["llama", "mistral", "smollm3"],
         check: llama_like,
         build: |c, w| Ok(Box::new(llama::Model::load(parse(c)?, w)?)),
+        few_rows_kernel: true,
     },
-    Arch { name: "qwen2", aliases: &["qwen2"], check: llama_like, build: |c, w| Ok(Box::new(qwen2::load(parse(c)?, w)?)) },
-    Arch { name: "qwen3", aliases: &["qwen3"], check: llama_like, build: |c, w| Ok(Box::new(qwen3::load(parse(c)?, w)?)) },
+    Arch { name: "qwen2", aliases: &["qwen2"], check: llama_like, build: |c, w| Ok(Box::new(qwen2::load(parse(c)?, w)?)), few_rows_kernel: true },
+    Arch { name: "qwen3", aliases: &["qwen3"], check: llama_like, build: |c, w| Ok(Box::new(qwen3::load(parse(c)?, w)?)), few_rows_kernel: true },
     Arch {
         name: "qwen3_moe",
         aliases: &["qwen3_moe", "qwen3moe"],
@@ -50,6 +58,7 @@ const ARCHES: &[Arch] = &[
             Ok(c.base.max_position_embeddings)
         },
         build: |c, w| Ok(Box::new(qwen3_moe::Model::load(parse(c)?, w)?)),
+        few_rows_kernel: false,
     },
     Arch {
         name: "gpt_oss",
@@ -60,12 +69,14 @@ const ARCHES: &[Arch] = &[
             Ok(c.base.max_position_embeddings)
         },
         build: |c, w| Ok(Box::new(gpt_oss::Model::load(parse(c)?, w)?)),
+        few_rows_kernel: false,
     },
     Arch {
         name: "gemma4",
         aliases: &["gemma4_text", "gemma4"],
         check: |c| Ok(gemma4::Config::from_json(c)?.max_position_embeddings),
         build: |c, w| Ok(Box::new(gemma4::Model::load(gemma4::Config::from_json(c)?, w)?)),
+        few_rows_kernel: true,
     },
     Arch {
         name: "lfm2",
@@ -76,18 +87,21 @@ const ARCHES: &[Arch] = &[
             Ok(c.max_position_embeddings)
         },
         build: |c, w| Ok(Box::new(lfm2::Model::load(parse(c)?, w)?)),
+        few_rows_kernel: true,
     },
     Arch {
         name: "ministral3",
         aliases: &["ministral3", "mistral3"],
         check: |c| Ok(ministral3::Config::from_json(c)?.max_position_embeddings),
         build: |c, w| Ok(Box::new(ministral3::Model::load(ministral3::Config::from_json(c)?, w)?)),
+        few_rows_kernel: true,
     },
     Arch {
         name: "qwen3_next",
         aliases: &["qwen3_next", "qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_text"],
         check: |c| Ok(qwen3_next::Config::from_json(c)?.max_position_embeddings),
         build: |c, w| Ok(Box::new(qwen3_next::Model::load(qwen3_next::Config::from_json(c)?, w)?)),
+        few_rows_kernel: false,
     },
     Arch {
         name: "gemma3",
@@ -99,8 +113,9 @@ const ARCHES: &[Arch] = &[
             Ok(c.max_position_embeddings)
         },
         build: |c, w| Ok(Box::new(gemma3::Model::load(parse(crate::models::text_config(c))?, w)?)),
+        few_rows_kernel: true,
     },
-    Arch { name: "phi3", aliases: &["phi3"], check: llama_like, build: |c, w| Ok(Box::new(phi3::load(c, w)?)) },
+    Arch { name: "phi3", aliases: &["phi3"], check: llama_like, build: |c, w| Ok(Box::new(phi3::load(c, w)?)), few_rows_kernel: true },
 ];
 
 fn arch(model_type: &str) -> Result<&'static Arch> {
@@ -163,7 +178,9 @@ pub fn check_config(config: &Value) -> Result<()> {
     Ok(())
 }
 
-pub fn build(config: &Value, weights: Weights) -> Result<Box<dyn LanguageModel>> {
+pub fn build(config: &Value, mut weights: Weights) -> Result<Box<dyn LanguageModel>> {
     check_config(config)?;
-    (arch(model_type(config)?)?.build)(config, weights)
+    let arch = arch(model_type(config)?)?;
+    weights.set_few_rows_kernel(arch.few_rows_kernel);
+    (arch.build)(config, weights)
 }

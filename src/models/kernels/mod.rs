@@ -19,10 +19,12 @@ pub fn gated_delta(inputs: &GatedDeltaInputs) -> Result<Option<(Array, Array, Ar
     crate::models::kernels::cuda::delta::run_fused(inputs)
 }
 
-/// A 4-bit affine matmul of a few rows (2-8: a small batch's decode step,
-/// a speculative verification) that reads each weight once for all of them
-/// (`cuda::qmm_rows`); None where it does not apply, and the caller runs
-/// MLX's `quantized_matmul`.
+/// A 4-bit affine matmul of a few rows (2-7: a small batch's decode step, a
+/// speculative verification) in one tensor-core kernel that reads each
+/// weight once for all of them (`cuda::qmm_rows`); None where it does not
+/// apply, and the caller runs MLX's `quantized_matmul`. Whether a family
+/// takes it at all is the family's choice (`Weights::few_rows_kernel`:
+/// it doubles the dense 8B shape's 4 streams and made Qwen3-30B-A3B's slower).
 pub fn quantized_matmul_rows(x: &Array, w: &Array, scales: &Array, biases: Option<&Array>, spec: crate::models::QuantSpec) -> Result<Option<Array>> {
     use crate::models::kernels::cuda::qmm_rows;
     let Some(biases) = biases else { return Ok(None) };
@@ -41,4 +43,18 @@ pub fn quantized_matmul_rows(x: &Array, w: &Array, scales: &Array, biases: Optio
         return Ok(None);
     }
     qmm_rows::matmul(x, w, scales, biases, spec.group_size).map(Some)
+}
+
+/// Whether a batch's rows spread over leading axes ([B, 1, in], what a
+/// batch's decode step hands in) are folded into one matrix for MLX's
+/// quantized matmul, from 8 rows (`Linear::forward_parts`). Given B matrices
+/// of one row MLX runs its matrix-vector kernel once per row, reading every
+/// weight B times; one [B, in] matrix of 8 rows or more takes its kernel that
+/// shares the reads (H200, Llama-3.1-8B shape, 8 rows: 4096->14336 225 us as
+/// [8, 1, 4096] against 41 us as [8, 4096]; `scripts/gpu/batch_step.py`,
+/// docs/bench/h200-batch-step-parts-llama-3.1-8b.txt). On CUDA, where it was
+/// measured; off with `HEARTH_FOLD_ROWS=0`, for side-by-side runs.
+pub(crate) fn fold_rows() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| crate::models::kernels::cuda::cuda_available() && std::env::var("HEARTH_FOLD_ROWS").map_or(true, |v| v != "0"))
 }

@@ -76,11 +76,23 @@ impl QuantConfig {
 pub struct Weights {
     tensors: HashMap<String, Array>,
     quant: QuantConfig,
+    /// Whether the family's quantized layers may take the batched 4-bit
+    /// kernel for a few rows (the registry sets it per architecture).
+    few_rows_kernel: bool,
 }
 
 impl Weights {
     pub fn new(tensors: HashMap<String, Array>, quant: QuantConfig) -> Self {
-        Weights { tensors, quant }
+        Weights { tensors, quant, few_rows_kernel: true }
+    }
+
+    pub fn few_rows_kernel(&self) -> bool {
+        self.few_rows_kernel
+    }
+
+    /// The family's choice of the batched 4-bit kernel (`Linear::load` reads it).
+    pub fn set_few_rows_kernel(&mut self, on: bool) {
+        self.few_rows_kernel = on;
     }
 
     pub fn tensors(&self) -> &HashMap<String, Array> {

@@ -20,7 +20,28 @@ pub enum Linear {
         biases: Option<Array>,
         bias: Option<Array>,
         spec: QuantSpec,
+        /// Whether a few rows may take the batched 4-bit kernel
+        /// (`kernels::quantized_matmul_rows`): the family's choice, from a
+        /// side-by-side run (`Weights::few_rows_kernel`).
+        few_rows_kernel: bool,
     },
+}
+
+/// MLX's quantized matmul, with a batch's rows spread over leading axes
+/// ([B, 1, in]) folded into one [B, in] matrix where that takes MLX's
+/// shared-read kernel (`kernels::fold_rows`: 8 rows or more, on CUDA).
+fn quantized_matmul_folded(x: &Array, w: &Array, scales: &Array, biases: Option<&Array>, spec: QuantSpec) -> Result<Array> {
+    let shape = x.shape();
+    let rows: i32 = shape[..shape.len().saturating_sub(1)].iter().product();
+    let spread = shape.len() >= 3 && shape[shape.len() - 2] < rows;
+    if !(spread && rows >= 8 && crate::models::kernels::fold_rows()) {
+        return quant::quantized_matmul(x, w, scales, biases, spec);
+    }
+    let in_f = shape[shape.len() - 1];
+    let y = quant::quantized_matmul(&x.reshape(&[rows, in_f])?, w, scales, biases, spec)?;
+    let mut out_shape = shape[..shape.len() - 1].to_vec();
+    out_shape.push(y.shape()[1]);
+    Ok(y.reshape(&out_shape)?)
 }
 
 /// `y + bias` where there is a bias (the second half of `Linear::forward_parts`).
@@ -59,7 +80,7 @@ impl Linear {
                     None => Ok(None),
                 }
             }
-            Linear::Quantized { spec, biases: b0, .. } => {
+            Linear::Quantized { spec, biases: b0, few_rows_kernel, .. } => {
                 let mut ws = Vec::new();
                 let mut ss = Vec::new();
                 let mut bs = Vec::new();
@@ -74,7 +95,7 @@ impl Linear {
                     }
                 }
                 let biases = if bs.is_empty() { None } else { Some(cat(bs)?) };
-                Ok(Some(Linear::Quantized { weight: cat(ws)?, scales: cat(ss)?, biases, bias, spec: *spec }))
+                Ok(Some(Linear::Quantized { weight: cat(ws)?, scales: cat(ss)?, biases, bias, spec: *spec, few_rows_kernel: *few_rows_kernel }))
             }
         }
     }
@@ -109,6 +130,7 @@ impl Linear {
                 biases,
                 bias,
                 spec,
+                few_rows_kernel: w.few_rows_kernel(),
             })
         } else {
             let weight = w.take_shaped(&format!("{prefix}.weight"), &[out_f, in_f])?;
@@ -132,10 +154,17 @@ impl Linear {
                 biases,
                 bias,
                 spec,
-            } => match crate::models::kernels::quantized_matmul_rows(x, weight, scales, biases.as_ref(), *spec)? {
-                Some(y) => (y, bias),
-                None => (quant::quantized_matmul(x, weight, scales, biases.as_ref(), *spec)?, bias),
-            },
+                few_rows_kernel,
+            } => {
+                let kernel = match few_rows_kernel {
+                    true => crate::models::kernels::quantized_matmul_rows(x, weight, scales, biases.as_ref(), *spec)?,
+                    false => None,
+                };
+                match kernel {
+                    Some(y) => (y, bias),
+                    None => (quantized_matmul_folded(x, weight, scales, biases.as_ref(), *spec)?, bias),
+                }
+            }
         };
         Ok((y, bias.as_ref()))
     }
@@ -360,6 +389,35 @@ mod tests {
                 let diff = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
                 eprintln!("{name}, call {call}: max |diff| {diff:e} for outputs up to {scale}");
                 assert!(diff <= 0.01 * scale, "{name} call {call}: compiled differs from its ops by {diff} (outputs up to {scale})");
+            }
+        }
+    }
+
+    /// A batch's rows through a 4-bit Linear give each row what it gets
+    /// alone, whichever path the rows take: the family's tensor-core kernel
+    /// (2-7 rows on CUDA), rows folded into one matrix (8 or more on CUDA) or
+    /// MLX's per-row path (elsewhere, and for a family without the kernel).
+    #[test]
+    fn batched_rows_through_a_quantized_linear_match_each_row_alone() {
+        let (in_f, out_f) = (4096, 4096);
+        let wf = random::normal::<f32>(&[out_f, in_f][..], 0.0, 0.02, &random::key(3).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+        let spec = QuantSpec::affine(64, 4);
+        let (weight, scales, biases) = quant::quantize(&wf, spec).unwrap();
+        for few_rows_kernel in [true, false] {
+            let lin = Linear::Quantized { weight: weight.clone(), scales: scales.clone(), biases: biases.clone(), bias: None, spec, few_rows_kernel };
+            for rows in [2, 4, 8, 9] {
+                let x = random::normal::<f32>(&[rows, 1, in_f][..], 0.0, 1.0, &random::key(40 + rows as u64).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
+                let got = lin.forward(&x).unwrap();
+                assert_eq!(got.shape(), &[rows, 1, out_f]);
+                use mlx_rs::ops::indexing::IndexOp;
+                let alone: Vec<Array> = (0..rows).map(|r| quant::quantized_matmul(&x.index(r..r + 1), &weight, &scales, biases.as_ref(), spec).unwrap()).collect();
+                let want = ops::concatenate(&alone, 0).unwrap().as_dtype(Dtype::Float32).unwrap();
+                let got = got.as_dtype(Dtype::Float32).unwrap();
+                let top = want.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                let d = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                eprintln!("{rows} rows (family kernel {few_rows_kernel}): max |diff| {d} of {top}");
+                // A few bf16 roundings where a kernel sums in another order.
+                assert!(d <= top * 0.02 + 1e-3, "{rows} rows: {d} off the rows alone (up to {top})");
             }
         }
     }

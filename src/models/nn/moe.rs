@@ -254,7 +254,7 @@ impl SwitchGlu {
     /// (`cuda::moe::route_q4`, for a 4-bit affine router `gate`) and the fused
     /// decode kernels; None where they do not apply.
     pub fn decode_gated(&self, x: &Array, gate: &Linear, k: i32, routing: cuda::moe::Routing) -> Result<Option<Array>> {
-        let Linear::Quantized { weight, scales, biases: Some(biases), bias, spec } = gate else { return Ok(None) };
+        let Linear::Quantized { weight, scales, biases: Some(biases), bias, spec, .. } = gate else { return Ok(None) };
         let Some(parts) = self.fused_parts(x, k) else { return Ok(None) };
         let (dtype, hidden) = (x.dtype(), x.shape()[2]);
         let router = Q4 { weight, scales, biases, bias: bias.as_ref() };
@@ -564,7 +564,7 @@ mod tests {
             let w = random::normal::<f32>(&[e, d][..], 0.0, 0.5, &random::key(seed).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
             let (q, s, b) = quant::quantize(&w, QuantSpec::affine(64, 4)).unwrap();
             let bias = with_bias.then(|| random::normal::<f32>(&[e][..], 0.0, 0.5, &random::key(seed + 1).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap());
-            let gate = Linear::Quantized { weight: q, scales: s, biases: b, bias, spec: QuantSpec::affine(64, 4) };
+            let gate = Linear::Quantized { weight: q, scales: s, biases: b, bias, spec: QuantSpec::affine(64, 4), few_rows_kernel: false };
             let x = random::normal::<f32>(&[1, 1, d][..], 0.0, 1.0, &random::key(seed + 2).unwrap()).unwrap().as_dtype(Dtype::Bfloat16).unwrap();
             let fused = glu.decode_gated(&x, &gate, k, routing).unwrap();
             if !cuda::moe::enabled() {

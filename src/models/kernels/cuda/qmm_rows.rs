@@ -133,6 +133,13 @@ pub const MAX_ROWS: i32 = 8;
 /// at 2 / 4 / 8 rows: MLX 77.9 / 142.7 / 40.8 us, this kernel 40.9 / 42.6 /
 /// 44.1; one row: MLX 64.1).
 const USED_ROWS: std::ops::RangeInclusive<i32> = 2..=7;
+/// Weights it is used for at least (in x out): below, too few blocks share
+/// the reads and MLX's path is as fast or faster — 4096->1024 at 2 rows MLX
+/// 13.6 us, this kernel 16.2; Qwen3-30B-A3B's projections (2048->5120,
+/// 4096->2048, router 2048->128) made 4 streams 203 tok/s with the kernel
+/// against 277 without (H200, docs/bench/h200-batch-fold-qwen3-30b-a3b.txt);
+/// from 4096x4096 up it wins (2 rows: 17.4 against 31.6 us).
+const MIN_WEIGHTS: i64 = 4096 * 4096;
 
 thread_local! {
     static KERNEL: Option<Kernel> =
@@ -148,6 +155,7 @@ pub fn enabled() -> bool {
 /// of `out_f` x `in_f` in groups of `group`, activations of `dtype`.
 pub fn fits(rows: i32, in_f: i32, out_f: i32, group: i32, dtype: Dtype) -> bool {
     USED_ROWS.contains(&rows)
+        && in_f as i64 * out_f as i64 >= MIN_WEIGHTS
         && matches!(group, 32 | 64 | 128)
         && in_f > 0
         && in_f % group == 0
@@ -197,6 +205,17 @@ mod tests {
         random::normal::<f32>(shape, 0.0, scale, &random::key(seed).unwrap()).unwrap().as_dtype(dtype).unwrap()
     }
 
+    /// The shapes it is used for: large 4-bit weights at 2-7 rows (the 8B
+    /// shapes measured faster), not the small ones MLX serves faster.
+    #[test]
+    fn qmm_rows_is_used_only_where_it_was_measured_to_win() {
+        let bf = Dtype::Bfloat16;
+        assert!(fits(2, 4096, 14336, 64, bf) && fits(7, 14336, 4096, 64, bf) && fits(4, 4096, 6144, 32, Dtype::Float16));
+        assert!(!fits(1, 4096, 14336, 64, bf) && !fits(8, 4096, 14336, 64, bf), "1 and 8 rows: MLX's own path");
+        assert!(!fits(2, 4096, 1024, 64, bf) && !fits(4, 2048, 128, 64, bf) && !fits(4, 2048, 5120, 64, bf), "small weights: MLX's path");
+        assert!(!fits(2, 4096, 14336, 64, Dtype::Float32) && !fits(2, 4096, 14336, 256, bf) && !fits(2, 4096, 14344, 64, bf));
+    }
+
     /// Against MLX's quantized_matmul on the same packed weights, for every
     /// row count it takes, both float types, every group size and a shape
     /// whose groups do not split evenly over the block's warps; the dispatch
@@ -205,7 +224,7 @@ mod tests {
     #[test]
     fn cuda_kernel_qmm_rows_matches_quantized_matmul_or_stays_off() {
         for (case, (in_f, out_f, group, dtype)) in
-            [(4096, 1024, 64, Dtype::Bfloat16), (2880, 2880, 32, Dtype::Bfloat16), (1536, 272, 128, Dtype::Float16), (192, 16, 64, Dtype::Bfloat16)]
+            [(4096, 4096, 64, Dtype::Bfloat16), (4096, 1024, 64, Dtype::Bfloat16), (2880, 2880, 32, Dtype::Bfloat16), (1536, 272, 128, Dtype::Float16), (192, 16, 64, Dtype::Bfloat16)]
                 .into_iter()
                 .enumerate()
         {
@@ -215,21 +234,28 @@ mod tests {
             let b = b.expect("affine biases");
             for rows in 1..=9 {
                 let x = normal(&[rows, 1, in_f], 100 * case as u64 + rows as u64, 1.0, dtype);
+                let want = crate::models::nn::quant::quantized_matmul(&x, &w, &s, Some(&b), spec).unwrap();
+                // Within a few roundings of the output type at its magnitude.
+                let close = |got: &Array, what: &str| {
+                    assert_eq!(got.shape(), want.shape());
+                    let (g32, w32) = (got.as_dtype(Dtype::Float32).unwrap(), want.as_dtype(Dtype::Float32).unwrap());
+                    let d = g32.subtract(&w32).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                    let top = w32.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+                    println!("qmm_rows case {case} ({in_f}->{out_f}, group {group}, {dtype:?}) rows {rows} {what}: max |diff| {d} of {top}");
+                    assert!(d <= top * 0.02 + 1e-3, "rows {rows} case {case} {what}: {d} off MLX's result (up to {top})");
+                };
+                // The kernel at exactly the rows and shapes it is used for.
                 let routed = crate::models::kernels::quantized_matmul_rows(&x, &w, &s, Some(&b), spec).unwrap();
-                assert_eq!(routed.is_some(), enabled() && USED_ROWS.contains(&rows), "{rows} rows (CUDA: {})", enabled());
+                let kernel = enabled() && fits(rows, in_f, out_f, group, dtype);
+                assert_eq!(routed.is_some(), kernel, "{rows} rows (CUDA: {})", enabled());
+                if let Some(r) = &routed {
+                    close(r, "routed to the kernel");
+                }
                 if !enabled() || !(2..=MAX_ROWS).contains(&rows) {
                     continue;
                 }
                 // Every row count the kernel can take, also those MLX's own path serves.
-                let got = matmul(&x, &w, &s, &b, group).unwrap();
-                let want = crate::models::nn::quant::quantized_matmul(&x, &w, &s, Some(&b), spec).unwrap();
-                assert_eq!(got.shape(), want.shape());
-                let (g32, w32) = (got.as_dtype(Dtype::Float32).unwrap(), want.as_dtype(Dtype::Float32).unwrap());
-                let d = g32.subtract(&w32).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>();
-                let top = w32.abs().unwrap().max(None).unwrap().item_exact::<f32>();
-                println!("qmm_rows case {case} ({in_f}->{out_f}, group {group}, {dtype:?}) rows {rows}: max |diff| {d} of {top}");
-                // A few roundings of the output type at its magnitude.
-                assert!(d <= top * 0.02 + 1e-3, "rows {rows} case {case}: {d} off MLX's result (up to {top})");
+                close(&matmul(&x, &w, &s, &b, group).unwrap(), "kernel");
             }
         }
     }
