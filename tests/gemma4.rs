@@ -64,6 +64,7 @@ fn gemma4_small_shape_matches_mlx_lm() {
         common::assert_logits_match(&format!("gemma4 small {bits}-bit short"), &dir, &common::tiny_prompt(5));
     }
     common::assert_greedy_matches_mlx_lm_across_two_turns("gemma4 small 4-bit", &t.path().join("small-4"));
+    common::assert_tiny_batch_in("gemma4 small 4-bit", &t.path().join("small-4"));
 }
 
 #[test]
@@ -74,6 +75,7 @@ fn gemma4_moe_shape_matches_mlx_lm() {
         let dir = t.path().join(format!("moe-{bits}"));
         write(tiny_moe(), &dir, bits);
         common::assert_logits_match(&format!("gemma4 moe {bits}-bit"), &dir, &common::tiny_prompt(40));
+        common::assert_tiny_batch_in(&format!("gemma4 moe {bits}-bit"), &dir);
     }
 }
 

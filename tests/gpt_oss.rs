@@ -90,6 +90,7 @@ fn gpt_oss_greedy_tokens_match_mlx_lm_with_cache_reuse() {
         let dir = t.path().join(name);
         write(&dir, Some(quant), Dtype::Float32);
         common::assert_greedy_matches_mlx_lm_across_two_turns(&format!("gpt_oss {name}"), &dir);
+        common::assert_tiny_batch_in(&format!("gpt_oss {name}"), &dir);
     }
 }
 

@@ -125,9 +125,11 @@ fn hybrid_second_turn_resumes_from_a_snapshot_and_matches_a_cold_start() {
     let dir = t.path().join("next-q4");
     write(tiny_qwen3_next(), &dir, 4);
     common::assert_greedy_matches_mlx_lm_across_two_turns("qwen3_next 4-bit", &dir);
+    common::assert_tiny_batch_in("qwen3_next 4-bit", &dir);
     let dir = t.path().join("q35-q4");
     write(tiny_qwen3_5(false), &dir, 4);
     common::assert_greedy_matches_mlx_lm_across_two_turns("qwen3_5 4-bit", &dir);
+    common::assert_tiny_batch_in("qwen3_5 4-bit", &dir);
 }
 
 fn load_err(dir: &Path) -> String {
@@ -200,6 +202,7 @@ fn lfm2_logits_match_mlx_lm_and_its_second_turn_resumes_from_a_snapshot() {
         common::assert_logits_match(&format!("lfm2 {bits}-bit"), &dir, &long_prompt());
     }
     common::assert_greedy_matches_mlx_lm_across_two_turns("lfm2 4-bit", &t.path().join("lfm2-4"));
+    common::assert_tiny_batch_in("lfm2 4-bit", &t.path().join("lfm2-4"));
     // Broken configs and tensors: typed errors naming the field or tensor.
     let dir = t.path().join("lfm2-0");
     let cfg: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();

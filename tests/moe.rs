@@ -68,6 +68,7 @@ fn qwen3_moe_4bit_logits_and_greedy_tokens_match_mlx_lm_with_cache_reuse() {
     assert!(diff < 1e-4, "f32 vs quantized experts differ by {diff}");
 
     common::assert_greedy_matches_mlx_lm_across_two_turns("qwen3_moe 4-bit", &dir);
+    common::assert_tiny_batch_in("qwen3_moe 4-bit", &dir);
 }
 
 #[test]

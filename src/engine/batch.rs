@@ -23,6 +23,8 @@ use super::step::{self, host_clock};
 use crate::chat::params::FinishReason;
 use crate::error::{Error, Result};
 use crate::models::cache::{Cache, KvCache};
+use crate::models::nn::layers::token_array;
+use crate::models::prefill_chunk;
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::transforms::async_eval;
 use mlx_rs::Array;
@@ -148,10 +150,41 @@ impl Batch {
         out
     }
 
-    /// One piece of the oldest sequence still reading its prompt; at its last
-    /// piece the first token is sampled and the sequence joins the decode rows.
+    /// One piece of prompt for the sequences still reading theirs: the
+    /// oldest, and with it, in one forward pass over their rows, the next
+    /// ones in arrival order while the pass holds at most a prefill chunk's
+    /// tokens (rows × length: the token budget). The rows run the same
+    /// length, the shortest of their next pieces (the rest of a longer piece
+    /// waits for the next step), so one pass serves a burst of new requests
+    /// where one sequence per step made the last wait for all the others.
+    /// At a sequence's last piece its first token is sampled and it joins the
+    /// decode rows.
     fn prefill(&mut self, session: &mut Session, out: &mut Vec<Out>) {
-        let Some(i) = self.seqs.iter().position(|s| !s.decoding()) else { return };
+        let budget = prefill_chunk().max(1);
+        let mut chosen: Vec<usize> = Vec::new();
+        let mut len = 0;
+        for (i, s) in self.seqs.iter().enumerate() {
+            let Phase::Prefill(pieces) = &s.phase else { continue };
+            let n = pieces.front().map_or(0, |p| p.len());
+            let l = if chosen.is_empty() { n } else { len.min(n) };
+            if !chosen.is_empty() && (n == 0 || (chosen.len() + 1) * l > budget) {
+                break;
+            }
+            chosen.push(i);
+            len = l;
+            if len == 0 {
+                break;
+            }
+        }
+        match chosen.len() {
+            0 => {}
+            1 => self.prefill_one(chosen[0], session, out),
+            _ => self.prefill_rows(&chosen, len, session, out),
+        }
+    }
+
+    /// The next piece of sequence `i` alone.
+    fn prefill_one(&mut self, i: usize, session: &mut Session, out: &mut Vec<Out>) {
         let model = &*session.loaded.model;
         let tok = &session.loaded.tokenizer;
         let s = &mut self.seqs[i];
@@ -160,27 +193,96 @@ impl Batch {
             let piece = pieces.pop_front().ok_or(Error::EmptyPrompt)?;
             let last = pieces.is_empty();
             match step::prefill_piece(model, &mut s.cache, &s.prompt, piece, last)? {
-                Some(logits) => {
-                    let go_on = s.sample(&logits, tok, out)?;
-                    if let Phase::Decode { token, scores, read: false } = &s.phase {
-                        let mut arrays = vec![token];
-                        arrays.extend(scores.iter().flat_map(|sc| sc.arrays()));
-                        async_eval(arrays)?;
-                    }
-                    Ok(go_on)
-                }
+                Some(logits) => s.first_token_after_prefill(&logits, tok, out),
                 None => Ok(true),
             }
         })();
-        match result {
-            Ok(true) => {}
-            Ok(false) => {
-                let s = self.seqs.remove(i);
-                s.finish(session, out);
+        self.after_prefill(vec![(i, result)], session, out);
+    }
+
+    /// The next `len` prompt tokens of each sequence in `chosen` (indices in
+    /// order) in one pass over their rows (`LanguageModel::forward_rows`).
+    /// A failed pass fails its rows (their caches may hold half a piece).
+    fn prefill_rows(&mut self, chosen: &[usize], len: usize, session: &mut Session, out: &mut Vec<Out>) {
+        let model = &*session.loaded.model;
+        let tok = &session.loaded.tokenizer;
+        let mut rows: Vec<&mut Sequence> = self.seqs.iter_mut().enumerate().filter(|(i, _)| chosen.contains(i)).map(|(_, s)| s).collect();
+        // Each row's slice of its prompt, and whether it ends the prompt.
+        let mut spans = Vec::with_capacity(rows.len());
+        for s in rows.iter_mut() {
+            let Phase::Prefill(pieces) = &mut s.phase else { unreachable!("chosen rows are prefilling") };
+            let front = pieces.front_mut().expect("chosen rows have a piece");
+            let span = front.start..front.start + len;
+            front.start += len;
+            if front.start >= front.end {
+                pieces.pop_front();
             }
+            spans.push((span, pieces.is_empty()));
+        }
+        let pass = (|| -> Result<Array> {
+            let ids: Vec<Array> = rows.iter().zip(&spans).map(|(s, (span, _))| token_array(&s.prompt[span.clone()])).collect();
+            let tokens = mlx_rs::ops::concatenate(&ids, 0)?;
+            let mut caches: Vec<&mut [Cache]> = rows.iter_mut().map(|s| &mut s.cache.layers[..]).collect();
+            model.forward_rows(&tokens, &mut caches)
+        })();
+        let logits = match pass {
+            Ok(l) => l,
             Err(error) => {
-                let s = self.seqs.remove(i);
-                out.push(Out::Failed { id: s.id, error });
+                let msg = error.to_string();
+                for s in rows.iter_mut() {
+                    s.cache = step::PromptCache::new(model);
+                }
+                let results = chosen.iter().map(|&i| (i, Err(Error::Mlx(msg.clone())))).collect();
+                return self.after_prefill(results, session, out);
+            }
+        };
+        let mut results = Vec::with_capacity(rows.len());
+        let mut settle: Vec<Array> = Vec::new();
+        for (j, (s, (span, last))) in rows.iter_mut().zip(spans).enumerate() {
+            s.cache.tokens.extend_from_slice(&s.prompt[span]);
+            let r = if last {
+                s.first_token_after_prefill(&logits.index(j as i32..j as i32 + 1), tok, out)
+            } else {
+                settle.extend(s.cache.layers.iter().flat_map(|c| c.arrays()).cloned());
+                Ok(true)
+            };
+            results.push((chosen[j], r));
+        }
+        // Rows with more prompt to come: their cache concrete now, so the
+        // piece's buffers are freed, and a hybrid state snapshot one token
+        // short of the prompt's end (as `step::prefill_piece` does alone).
+        if !settle.is_empty() {
+            if let Err(e) = mlx_rs::transforms::eval(settle.iter()) {
+                let msg = e.to_string();
+                for (_, r) in results.iter_mut() {
+                    *r = Err(Error::Mlx(msg.clone()));
+                }
+            }
+            for s in rows.iter_mut().filter(|s| !s.decoding()) {
+                if s.cache.tokens.len() + 1 == s.prompt.len() {
+                    s.cache.snapshot();
+                }
+            }
+        }
+        self.after_prefill(results, session, out);
+    }
+
+    /// Moves prefilled sequences on: those that ended (their first token
+    /// was the last) finish, those that failed leave with their error.
+    fn after_prefill(&mut self, mut results: Vec<(usize, Result<bool>)>, session: &mut Session, out: &mut Vec<Out>) {
+        // From the back, so the indices still hold as sequences leave.
+        results.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        for (i, result) in results {
+            match result {
+                Ok(true) => {}
+                Ok(false) => {
+                    let s = self.seqs.remove(i);
+                    s.finish(session, out);
+                }
+                Err(error) => {
+                    let s = self.seqs.remove(i);
+                    out.push(Out::Failed { id: s.id, error });
+                }
             }
         }
     }

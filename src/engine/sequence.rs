@@ -13,6 +13,7 @@ use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, Scored,
 use crate::chat::reply::{Part, ReplyReader};
 use crate::chat::tokenizer::TextTokenizer;
 use crate::error::{Error, Result};
+use mlx_rs::transforms::async_eval;
 use mlx_rs::Array;
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -165,6 +166,18 @@ impl Sequence {
                 Ok(go_on)
             }
         }
+    }
+
+    /// Samples the first token from the prompt's last logits and queues it
+    /// (with its scores) on the device, so the next step's pass follows it.
+    pub(super) fn first_token_after_prefill(&mut self, logits: &Array, tok: &TextTokenizer, out: &mut Vec<Out>) -> Result<bool> {
+        let go_on = self.sample(logits, tok, out)?;
+        if let Phase::Decode { token, scores, read: false } = &self.phase {
+            let mut arrays = vec![token];
+            arrays.extend(scores.iter().flat_map(|sc| sc.arrays()));
+            async_eval(arrays)?;
+        }
+        Ok(go_on)
     }
 
     /// Takes token `id` into the reply: scores, text, stops. Returns whether

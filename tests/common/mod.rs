@@ -138,6 +138,12 @@ pub fn assert_tiny_batch(name: &str, s: &mut Session) {
     assert_eq!(widest, 4, "{name}: the four sequences never decoded in one step");
 }
 
+/// `assert_tiny_batch` on the model in `dir`, loaded as it is.
+pub fn assert_tiny_batch_in(name: &str, dir: &std::path::Path) {
+    let loaded = load::load(dir, Precision::Native).unwrap();
+    assert_tiny_batch(name, &mut Session::new(loaded, Some(512)));
+}
+
 /// A chat template fetched by scripts/setup.sh (`.deps/templates/NAME.jinja`).
 pub fn template(name: &str) -> PathBuf {
     let p = root().join(format!(".deps/templates/{name}.jinja"));
