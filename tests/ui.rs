@@ -511,24 +511,32 @@ fn the_local_server_switch_serves_other_apps_beside_the_chat() {
     assert!(h.query_by_label_contains(&format!("Listening on http://{addr}")).is_some());
     assert!(h.state().state.settings.server.enabled, "the choice is kept");
 
-    // A client's request and the chat's own message, at the same time, on the one engine.
+    // A burst of client requests and the chat's own message, at the same
+    // time, on the one engine: the window keeps drawing frames (every
+    // `step_until` below is a frame) and everyone gets their own answer.
     let body = r#"{"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0, "max_tokens": 24}"#;
-    let client = http(addr, "POST", "/v1/chat/completions", body);
+    let clients: Vec<_> = (0..4).map(|_| http(addr, "POST", "/v1/chat/completions", body)).collect();
     h.get_by_label("Chat").click();
     h.step();
     ask(&mut h, "What is the capital of France?");
-    step_until(&mut h, 180, "the chat's reply and the client's", |a| !a.state.is_generating() && client.is_finished());
-    let reply = client.join().unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let json: serde_json::Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    assert!(json["choices"][0]["message"]["content"].as_str().unwrap().contains("Paris"), "{json}");
+    step_until(&mut h, 180, "the chat's reply and the clients'", |a| !a.state.is_generating() && clients.iter().all(|c| c.is_finished()));
+    let mut widest = 0;
+    for client in clients {
+        let reply = client.join().unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        let json: serde_json::Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert!(json["choices"][0]["message"]["content"].as_str().unwrap().contains("Paris"), "{json}");
+        widest = widest.max(json["timings"]["batch_rows"].as_u64().unwrap_or(0));
+    }
+    assert!(widest >= 2, "the burst shared the engine's decode steps (widest batch {widest})");
     let chat = h.state().state.current_conversation().unwrap().messages[1].content.clone();
     assert!(chat.contains("Paris") && !chat.contains("chat.completion"), "the chat got its own answer only: {chat}");
 
     // The panel shows the request in its log, and none in flight.
     h.get_by_label("Server").click();
     h.step();
-    assert!(h.query_by_label_contains("chat.completions: SmolLM2-135M-Instruct.Q4_1").is_some(), "the log shows the request");
+    let logged = h.query_all_by_label_contains("chat.completions: SmolLM2-135M-Instruct.Q4_1").count();
+    assert_eq!(logged, 4, "the log shows each request");
     assert!(h.query_by_label("Requests in flight: 0").is_some());
 
     // Other devices only with a key: without one the server stays off and says why.
