@@ -157,3 +157,37 @@ mod tests {
         assert_eq!(resident_size_from_taskinfo(&[]), None);
     }
 }
+
+/// Set by the signal handler `on_terminate_signals` installs.
+static TERMINATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_terminate(_: libc::c_int) {
+    // Only an atomic store: nothing else is safe inside a signal handler.
+    TERMINATE.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// SIGTERM, SIGINT and SIGHUP (a logout, `kill`, Ctrl+C in a terminal) no
+/// longer end the process at once: they are noted, and `wake` is called
+/// from a watcher thread (within 100 ms) so the app can save the reply
+/// being written and close (`take_terminate_request`). Once per process.
+pub fn on_terminate_signals(wake: impl Fn() + Send + 'static) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            unsafe {
+                libc::signal(sig, note_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t);
+            }
+        }
+        let _ = std::thread::Builder::new().name("hearth-signals".into()).spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if TERMINATE.load(std::sync::atomic::Ordering::SeqCst) {
+                wake();
+            }
+        });
+    });
+}
+
+/// Whether a terminate signal arrived since the last call (and forgets it).
+pub fn take_terminate_request() -> bool {
+    TERMINATE.swap(false, std::sync::atomic::Ordering::SeqCst)
+}

@@ -391,6 +391,61 @@ fn load_unload_cycles_across_three_models_return_memory_to_baseline() {
     assert!(last <= first + 64e6, "resident memory drifted up over the cycles: {:.0} MB -> {:.0} MB", first / 1e6, last / 1e6);
 }
 
+/// The model's file removed under the loaded model (a user cleaning up, a
+/// sync tool): the weights are in memory, so the engine answers as before.
+/// A half-written file in its place (a copy cut short) is a clear load
+/// error that leaves the engine up, and a good model loads after it.
+#[test]
+fn a_model_file_removed_or_cut_short_under_a_loaded_model_loses_nothing() {
+    use hearth::engine::{EngineHandle, Event, Prompt};
+    use hearth::models::load::Precision;
+    let _g = common::mlx_lock();
+    let t = tempfile::tempdir().unwrap();
+    let copy = t.path().join("SmolLM2-copy.gguf");
+    std::fs::copy(common::smollm2_gguf(), &copy).unwrap();
+    let engine = EngineHandle::spawn();
+    let load = |path: &std::path::Path| -> Result<(), hearth::engine::protocol::EngineError> {
+        engine.load(path, Precision::Auto, Some(2048));
+        loop {
+            match engine.events.recv_timeout(Duration::from_secs(120)).expect("no answer to a load") {
+                Event::Loaded(_) => return Ok(()),
+                Event::LoadFailed(e) => return Err(e),
+                Event::Crashed(e) => panic!("the engine crashed: {e}"),
+                _ => {}
+            }
+        }
+    };
+    let reply = || -> String {
+        let prompt = Prompt::Chat(vec![hearth::chat::Message::user("What is the capital of France?")]);
+        let id = engine.generate(prompt, common::greedy_params(12));
+        let mut text = String::new();
+        loop {
+            match engine.events.recv_timeout(Duration::from_secs(120)).expect("no reply") {
+                Event::Token { id: i, text: t, .. } if i == id => text.push_str(&t),
+                Event::Finished { id: i, .. } if i == id => return text,
+                Event::Error { error, .. } => panic!("{}", error.message),
+                Event::Crashed(e) => panic!("the engine crashed: {e}"),
+                _ => {}
+            }
+        }
+    };
+    load(&copy).unwrap();
+    let before = reply();
+    assert!(before.contains("Paris"), "{before}");
+    std::fs::remove_file(&copy).unwrap();
+    assert_eq!(reply(), before, "the loaded model answers as before once its file is gone");
+    // The first megabyte of the file where it was.
+    let head: Vec<u8> = std::fs::read(common::smollm2_gguf()).unwrap().into_iter().take(1 << 20).collect();
+    std::fs::write(&copy, head).unwrap();
+    let err = load(&copy).expect_err("a file cut short must not load");
+    assert_eq!(err.kind, hearth::engine::protocol::ErrorKind::BadModel, "{}", err.message);
+    assert!(!err.message.is_empty());
+    eprintln!("cut-short load: {}", err.message);
+    assert!(engine.is_alive());
+    load(&common::smollm2_gguf()).unwrap();
+    assert_eq!(reply(), before, "a good model loads and answers after the bad one");
+}
+
 /// The long soak (`scripts/soak.sh`): SOAK_REQUESTS and SOAK_CLIENTS, 1,000 and 8 by default.
 #[test]
 #[ignore]

@@ -131,6 +131,44 @@ fn stop_button_ends_generation() {
     assert!(h.query_by_label("Send").is_some(), "Send is back after stopping");
 }
 
+/// A terminate signal (SIGTERM: a logout, `kill`, a system shutdown) in the
+/// middle of a reply: the app keeps the reply as far as it got, marks it as
+/// interrupted, saves it and closes; reopened, the conversation holds it.
+/// The signal is real, raised in this process after the app's handler is
+/// installed (as `hearth::ui::run` installs it).
+#[test]
+fn sigterm_during_a_reply_saves_the_partial_reply_marked_as_interrupted() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let partial = {
+        let mut h = harness(dir.path());
+        h.state_mut().state.settings.max_tokens = 400;
+        wait_ready(&mut h);
+        ask(&mut h, "Write a very long story about a dragon who learns to cook.");
+        step_until(&mut h, 120, "some streamed text", |a| {
+            a.state.current_conversation().and_then(|c| c.messages.last()).is_some_and(|m| m.content.len() > 20)
+        });
+        hearth::sys::on_terminate_signals(|| {});
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0, "the signal was sent");
+        step_until(&mut h, 10, "the reply to end on the signal", |a| !a.state.is_generating());
+        let m = h.state().state.current_conversation().unwrap().messages.last().unwrap().clone();
+        assert_eq!(m.error.as_deref(), Some(hearth::ui::state::INTERRUPTED));
+        assert!(m.content.len() > 20 && m.stats.is_none(), "kept as far as it got: {m:?}");
+        // Tokens already on their way change nothing after it.
+        for _ in 0..20 {
+            h.step();
+        }
+        let after = h.state().state.current_conversation().unwrap().messages.last().unwrap().content.clone();
+        assert_eq!(after, m.content);
+        m.content
+    };
+    let state = AppState::with_hub(dir.path(), hub_config(dir.path(), "http://127.0.0.1:9"));
+    let c = &state.chat.conversations[0];
+    assert_eq!(c.messages.len(), 2);
+    assert_eq!(c.messages[1].content, partial, "the partial reply was saved");
+    assert_eq!(c.messages[1].error.as_deref(), Some(hearth::ui::state::INTERRUPTED));
+}
+
 #[test]
 fn conversation_survives_a_restart() {
     let _g = common::mlx_lock();

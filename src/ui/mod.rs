@@ -106,6 +106,12 @@ impl HearthApp {
             self.waker_set = true;
         }
         self.state.poll();
+        if crate::sys::take_terminate_request() {
+            // Told to quit (SIGTERM, logout, Ctrl+C): keep the reply as far
+            // as it got, marked, save everything, then close the window.
+            self.state.interrupt_for_exit();
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
         self.apply_appearance(&ctx);
         self.shortcuts(&ctx);
         if let (Some(p), ModelState::Ready(_)) = (&self.demo_prompt, &self.state.engine.model) {
@@ -206,7 +212,9 @@ pub fn run(demo_prompt: Option<String>) -> anyhow::Result<()> {
     eframe::run_native(
         "Hearth",
         options,
-        Box::new(move |_cc| {
+        Box::new(move |cc| {
+            let c = cc.egui_ctx.clone();
+            crate::sys::on_terminate_signals(move || c.request_repaint());
             let mut state = AppState::new(&data_dir);
             state.autoload();
             state.start_server_if_enabled();

@@ -8,6 +8,9 @@ use crate::engine::{Command, GenerateParams, Prompt};
 use crate::store::conversations::{now_secs, serialize, ChatMessage, Conversation, ConversationStore};
 use std::time::Instant;
 
+/// Shown under a reply the app was closed in the middle of (kept as far as it got).
+pub const INTERRUPTED: &str = "Interrupted: Hearth was closed while this reply was being written.";
+
 /// The reply being streamed right now.
 pub struct Streaming {
     pub request: u64,
@@ -242,6 +245,22 @@ impl AppState {
         live.tok_per_s = 0.0;
         live.generated = 0;
         self.persist(id);
+    }
+
+    /// The app is closing mid-reply (a terminate signal): the reply keeps
+    /// what was written, marked as interrupted, and every pending save is
+    /// written before this returns.
+    pub fn interrupt_for_exit(&mut self) {
+        if let Some(s) = self.chat.streaming.take() {
+            self.engine.handle.cancel();
+            if let Some(c) = self.chat.conversation_mut(&s.conversation) {
+                if let Some(m) = c.messages.last_mut().filter(|m| m.role == Role::Assistant) {
+                    m.error = Some(INTERRUPTED.into());
+                }
+            }
+            self.persist(&s.conversation);
+        }
+        self.flush();
     }
 
     pub fn stop(&mut self) {

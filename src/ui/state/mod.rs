@@ -5,6 +5,7 @@
 //! only `AppState` talks to the engine and the disk (through the saver thread).
 
 mod chat;
+pub use chat::INTERRUPTED;
 mod downloads;
 mod engine;
 mod jobs;
