@@ -169,6 +169,63 @@ fn sigterm_during_a_reply_saves_the_partial_reply_marked_as_interrupted() {
     assert_eq!(c.messages[1].error.as_deref(), Some(hearth::ui::state::INTERRUPTED));
 }
 
+/// A save the disk refuses midway (a full disk; here the process's file-size
+/// limit set below the conversation's size, so the write fails partway as it
+/// does when the disk fills): the conversation's last good file stays as it
+/// was, nothing half-written is left beside it, the window says it could not
+/// save, and the next save, once there is room, writes everything.
+#[test]
+fn a_save_the_disk_refuses_midway_keeps_the_last_good_file_and_says_so() {
+    use hearth::chat::Role as ChatRole;
+    use hearth::store::conversations::ChatMessage;
+    let dir = data_dir();
+    let mut state = AppState::with_hub(dir.path(), hub_config(dir.path(), "http://127.0.0.1:9"));
+    state.new_conversation();
+    let id = state.chat.current.clone().unwrap();
+    let long = "The dragon stirred the pot. ".repeat(12_000); // ~330 kB
+    let c = state.chat.conversation_mut(&id).unwrap();
+    c.messages.push(ChatMessage::new(ChatRole::User, "Tell me a long story."));
+    c.messages.push(ChatMessage::new(ChatRole::Assistant, long.clone()));
+    state.rename(&id, "First title".into());
+    state.flush();
+    let path = state.chat.store.path_of(&id);
+    let good = std::fs::read(&path).unwrap();
+    assert!(good.len() > 300_000 && String::from_utf8_lossy(&good).contains("First title"));
+
+    // Writes past 64 kB now fail (EFBIG; SIGXFSZ ignored, as the failed write is the test).
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut old), 0);
+        let small = libc::rlimit { rlim_cur: 64 << 10, rlim_max: old.rlim_max };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &small), 0);
+    }
+    state.rename(&id, "Second title".into());
+    state.flush();
+    unsafe {
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &old), 0);
+    }
+    state.poll();
+    assert!(
+        state.notices.iter().any(|n| n.kind == NoticeKind::Error && n.text.starts_with("Could not save")),
+        "the window says the save failed: {:?}",
+        state.notices.iter().map(|n| &n.text).collect::<Vec<_>>()
+    );
+    eprintln!("notice: {}", state.notices.last().unwrap().text);
+    assert_eq!(std::fs::read(&path).unwrap(), good, "the last good file is untouched");
+    let folder = path.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(folder).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with(".tmp")).collect();
+    assert!(left.is_empty(), "half-written temporaries left: {left:?}");
+
+    // Room again: the next save writes the whole conversation.
+    state.rename(&id, "Third title".into());
+    state.flush();
+    let reopened = AppState::with_hub(dir.path(), hub_config(dir.path(), "http://127.0.0.1:9"));
+    let c = reopened.chat.conversations.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(c.title, "Third title");
+    assert_eq!(c.messages[1].content, long);
+}
+
 #[test]
 fn conversation_survives_a_restart() {
     let _g = common::mlx_lock();
