@@ -127,37 +127,6 @@ pub fn free_space(dir: &Path) -> Option<u64> {
     None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn linux_facts_are_plausible() {
-        let mem = total_memory();
-        assert!(mem > 256 << 20, "total memory {mem}");
-        #[cfg(target_os = "linux")]
-        {
-            let rss = process_rss();
-            assert!(rss > 1 << 20 && rss < mem, "rss {rss}");
-        }
-        let free = free_space(&std::env::temp_dir()).expect("statvfs works on the temp dir");
-        assert!(free > 0);
-        assert_eq!(device() == Device::Gpu, gpu_available());
-    }
-
-    #[test]
-    fn taskinfo_bytes_give_the_resident_size() {
-        let mut b = [0u8; PROC_TASKINFO_SIZE];
-        b[..8].copy_from_slice(&(40u64 << 30).to_ne_bytes()); // pti_virtual_size
-        b[8..16].copy_from_slice(&123_456_789u64.to_ne_bytes()); // pti_resident_size
-        b[16..24].copy_from_slice(&7u64.to_ne_bytes()); // pti_total_user
-        assert_eq!(resident_size_from_taskinfo(&b), Some(123_456_789));
-        // A short answer (an older or failed call) is no answer.
-        assert_eq!(resident_size_from_taskinfo(&b[..48]), None);
-        assert_eq!(resident_size_from_taskinfo(&[]), None);
-    }
-}
-
 /// Set by the signal handler `on_terminate_signals` installs.
 static TERMINATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -190,4 +159,35 @@ pub fn on_terminate_signals(wake: impl Fn() + Send + 'static) {
 /// Whether a terminate signal arrived since the last call (and forgets it).
 pub fn take_terminate_request() -> bool {
     TERMINATE.swap(false, std::sync::atomic::Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_facts_are_plausible() {
+        let mem = total_memory();
+        assert!(mem > 256 << 20, "total memory {mem}");
+        #[cfg(target_os = "linux")]
+        {
+            let rss = process_rss();
+            assert!(rss > 1 << 20 && rss < mem, "rss {rss}");
+        }
+        let free = free_space(&std::env::temp_dir()).expect("statvfs works on the temp dir");
+        assert!(free > 0);
+        assert_eq!(device() == Device::Gpu, gpu_available());
+    }
+
+    #[test]
+    fn taskinfo_bytes_give_the_resident_size() {
+        let mut b = [0u8; PROC_TASKINFO_SIZE];
+        b[..8].copy_from_slice(&(40u64 << 30).to_ne_bytes()); // pti_virtual_size
+        b[8..16].copy_from_slice(&123_456_789u64.to_ne_bytes()); // pti_resident_size
+        b[16..24].copy_from_slice(&7u64.to_ne_bytes()); // pti_total_user
+        assert_eq!(resident_size_from_taskinfo(&b), Some(123_456_789));
+        // A short answer (an older or failed call) is no answer.
+        assert_eq!(resident_size_from_taskinfo(&b[..48]), None);
+        assert_eq!(resident_size_from_taskinfo(&[]), None);
+    }
 }

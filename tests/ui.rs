@@ -111,17 +111,23 @@ fn typing_a_question_and_enter_streams_a_real_answer() {
     assert!(h.state().state.chat.input.starts_with("line one"));
 }
 
-#[test]
-fn stop_button_ends_generation() {
-    let _g = common::mlx_lock();
-    let dir = data_dir();
-    let mut h = harness(dir.path());
+/// The window with a long reply (up to 400 tokens) under way, some of it shown.
+fn long_reply_streaming(dir: &Path) -> Harness<'static, HearthApp> {
+    let mut h = harness(dir);
     h.state_mut().state.settings.max_tokens = 400;
     wait_ready(&mut h);
     ask(&mut h, "Write a very long story about a dragon who learns to cook.");
     step_until(&mut h, 120, "some streamed text", |a| {
         a.state.current_conversation().and_then(|c| c.messages.last()).is_some_and(|m| m.content.len() > 20)
     });
+    h
+}
+
+#[test]
+fn stop_button_ends_generation() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let mut h = long_reply_streaming(dir.path());
     h.get_by_label("Stop").click();
     h.step();
     step_until(&mut h, 30, "the generation to stop", |a| !a.state.is_generating());
@@ -141,13 +147,7 @@ fn sigterm_during_a_reply_saves_the_partial_reply_marked_as_interrupted() {
     let _g = common::mlx_lock();
     let dir = data_dir();
     let partial = {
-        let mut h = harness(dir.path());
-        h.state_mut().state.settings.max_tokens = 400;
-        wait_ready(&mut h);
-        ask(&mut h, "Write a very long story about a dragon who learns to cook.");
-        step_until(&mut h, 120, "some streamed text", |a| {
-            a.state.current_conversation().and_then(|c| c.messages.last()).is_some_and(|m| m.content.len() > 20)
-        });
+        let mut h = long_reply_streaming(dir.path());
         hearth::sys::on_terminate_signals(|| {});
         assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0, "the signal was sent");
         step_until(&mut h, 10, "the reply to end on the signal", |a| !a.state.is_generating());
