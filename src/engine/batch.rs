@@ -259,9 +259,7 @@ impl Batch {
                 }
             }
             for s in rows.iter_mut().filter(|s| !s.decoding()) {
-                if s.cache.tokens.len() + 1 == s.prompt.len() {
-                    s.cache.snapshot();
-                }
+                s.cache.snapshot_if_one_short(s.prompt.len());
             }
         }
         self.after_prefill(results, session, out);

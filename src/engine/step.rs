@@ -61,6 +61,14 @@ impl PromptCache {
         }
     }
 
+    /// After a prompt piece that is not the last: the hybrid state snapshot
+    /// one token short of the prompt's end (where a regenerated reply resumes).
+    pub fn snapshot_if_one_short(&mut self, prompt_len: usize) {
+        if self.tokens.len() + 1 == prompt_len {
+            self.snapshot();
+        }
+    }
+
     /// Makes the cache hold exactly `prompt[..n]` for the largest `n <= reuse`
     /// it can reach (cutting KV layers back, restoring state layers from a
     /// snapshot), and returns `n`.
@@ -148,9 +156,7 @@ pub fn prefill_piece(model: &dyn LanguageModel, cache: &mut PromptCache, prompt:
         return Ok(Some(out));
     }
     eval(cache.layers.iter().flat_map(|c| c.arrays()))?;
-    if cache.tokens.len() + 1 == prompt.len() {
-        cache.snapshot();
-    }
+    cache.snapshot_if_one_short(prompt.len());
     Ok(None)
 }
 
