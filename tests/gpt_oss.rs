@@ -39,7 +39,7 @@ fn logits(dir: &Path, ids: &[u32]) -> mlx_rs::Array {
     let m = load::load(dir, Precision::Native).unwrap();
     assert_eq!(m.info.architecture, "gpt_oss");
     let mut c = m.model.new_cache();
-    m.model.forward(&hearth::models::nn::layers::token_array(ids), &mut c, true).unwrap().as_dtype(Dtype::Float32).unwrap()
+    m.model.logits(&hearth::models::nn::layers::token_array(ids), &mut c, hearth::models::Head::All).unwrap().as_dtype(Dtype::Float32).unwrap()
 }
 
 fn max_diff(a: &mlx_rs::Array, b: &mlx_rs::Array) -> f32 {
@@ -74,7 +74,7 @@ fn gpt_oss_mxfp4_logits_match_mlx_lm_and_the_cpu_dequantized_path() {
     let run = |precision| {
         let m = load::load(&dir, precision).unwrap();
         let mut c = m.model.new_cache();
-        m.model.forward(&ids, &mut c, true).unwrap().as_dtype(Dtype::Float32).unwrap()
+        m.model.logits(&ids, &mut c, hearth::models::Head::All).unwrap().as_dtype(Dtype::Float32).unwrap()
     };
     let d = max_diff(&run(Precision::Native), &run(Precision::Float32));
     assert!(d < 1e-4, "dequantized MXFP4 differs by {d}");

@@ -109,7 +109,8 @@ fn long_files_say_why() {
 /// The rooms inside `models/` and what each must not reach (production code;
 /// a kernel's tests beside it may compare it with the layer's MLX ops).
 /// `arch` builds on `nn`, `cache` and `kernels`' dispatch entries; `nn` on
-/// `kernels` and `cache`; `load` reads weights and builds through `registry`;
+/// `kernels` and `cache`; `forward` (the pass's input, context and output)
+/// on `cache`; `load` reads weights and builds through `registry`;
 /// `cache` and `kernels` stand on MLX alone (`mlx_c`).
 const MODELS_FORBIDDEN: &[(&str, &[&str])] = &[
     (
@@ -127,6 +128,7 @@ const MODELS_FORBIDDEN: &[(&str, &[&str])] = &[
         ],
     ),
     ("cache", &["arch", "nn", "kernels", "load", "registry"]),
+    ("forward", &["arch", "nn", "kernels", "load", "registry"]),
     ("kernels", &["arch", "nn", "cache", "load", "registry"]),
     ("load", &["arch"]),
     (

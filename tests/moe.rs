@@ -61,7 +61,7 @@ fn qwen3_moe_4bit_logits_and_greedy_tokens_match_mlx_lm_with_cache_reuse() {
     let run = |precision| {
         let m = load::load(&dir, precision).unwrap();
         let mut c = m.model.new_cache();
-        m.model.forward(&ids, &mut c, true).unwrap().as_dtype(mlx_rs::Dtype::Float32).unwrap()
+        m.model.logits(&ids, &mut c, hearth::models::Head::All).unwrap().as_dtype(mlx_rs::Dtype::Float32).unwrap()
     };
     let (native, f32) = (run(Precision::Native), run(Precision::Float32));
     let diff = native.subtract(&f32).unwrap().abs().unwrap().max(None).unwrap().try_item_exact::<f32>().unwrap();
@@ -80,7 +80,7 @@ fn per_expert_checkpoints_are_stacked_at_load() {
     let stacked = load::load(&dir, Precision::Native).unwrap();
     let mut c1 = stacked.model.new_cache();
     let ids = hearth::models::nn::layers::token_array(&prompt(10));
-    let want = stacked.model.forward(&ids, &mut c1, false).unwrap();
+    let want = stacked.model.logits(&ids, &mut c1, hearth::models::Head::Last(1)).unwrap();
     // The Hugging Face layout: one tensor per expert.
     common::edit_tensors(&dir, |t| {
         use mlx_rs::ops::indexing::IndexOp;
@@ -95,7 +95,7 @@ fn per_expert_checkpoints_are_stacked_at_load() {
     });
     let split = load::load(&dir, Precision::Native).unwrap();
     let mut c2 = split.model.new_cache();
-    let got = split.model.forward(&ids, &mut c2, false).unwrap();
+    let got = split.model.logits(&ids, &mut c2, hearth::models::Head::Last(1)).unwrap();
     let diff = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().try_item_exact::<f32>().unwrap();
     assert_eq!(diff, 0.0);
 }
@@ -146,7 +146,7 @@ fn a_qwen3_moe_gguf_gives_the_mlx_folder_logits() {
         let m = load::load(p, Precision::Native).unwrap();
         assert_eq!(m.info.architecture, "qwen3_moe");
         let mut c = m.model.new_cache();
-        m.model.forward(&ids, &mut c, true).unwrap()
+        m.model.logits(&ids, &mut c, hearth::models::Head::All).unwrap()
     };
     let diff = logits(&gguf).subtract(logits(&dir)).unwrap().abs().unwrap().max(None).unwrap().try_item_exact::<f32>().unwrap();
     assert!(diff < 1e-5, "GGUF and MLX folder differ by {diff}");

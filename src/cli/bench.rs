@@ -100,6 +100,9 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
             // (async_eval), and the wait for the device (near 0: host-bound).
             "host_ms": {"build": build, "queue": queue, "wait": wait},
             "peak_memory_mb": mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / 1e6,
+            // What ran: the fused kernels on, the prefill chunk.
+            "kernels": session.config.kernels,
+            "prefill_chunk": session.config.prefill_chunk,
         });
         println!("{line}");
     }

@@ -6,7 +6,7 @@
 //! strings, statistics and cancel flag. A step runs one prefill chunk of the
 //! oldest sequence still reading its prompt, then one decode step for every
 //! sequence past it, in one forward pass over all their rows
-//! (`LanguageModel::forward_rows`). Sequences join and leave between steps;
+//! (`LanguageModel::forward`). Sequences join and leave between steps;
 //! one that fails (a bad schema, a context overflow) fails alone.
 //!
 //! A decode step keeps the device ahead of the host, as mlx-lm's
@@ -22,9 +22,10 @@ use super::session::Session;
 use super::step::{self, host_clock};
 use crate::chat::params::FinishReason;
 use crate::error::{Error, Result};
-use crate::models::cache::{Cache, KvCache};
+use super::merged::{merge_rows, Merged};
+use crate::models::cache::{Cache, LayerCache};
 use crate::models::nn::layers::token_array;
-use crate::models::prefill_chunk;
+use crate::models::{ForwardCtx, Head, Input};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::transforms::async_eval;
 use mlx_rs::Array;
@@ -41,54 +42,14 @@ pub struct Batch {
     /// Decode steps since the batch was last empty (graph dump, memory events).
     steps: usize,
     /// The decoding rows' caches merged into one per layer, for models that
-    /// take them (`LanguageModel::merges_caches`): kept while the same rows
-    /// decode, split back into the sequences when one joins or leaves.
+    /// take them (`LanguageModel::merges_caches`): kept while two or more
+    /// rows decode, rows leaving and joining it between steps (`merged`).
     merged: Option<Merged>,
 }
 
-struct Merged {
-    /// The rows, in order.
-    ids: Vec<RequestId>,
-    layers: Vec<Cache>,
-}
-
-/// Merges the caches of the rows `fed` marks (each layer's `KvCache::merge`).
-/// Checked first, so a cache that cannot merge leaves every row as it was.
-fn merge_rows(seqs: &mut [Sequence], fed: &[bool]) -> Result<Merged> {
-    let rows: Vec<&mut Sequence> = seqs.iter_mut().zip(fed).filter(|(_, f)| **f).map(|(s, _)| s).collect();
-    let layers = rows.first().map_or(0, |s| s.cache.layers.len());
-    let mergeable = |c: &Cache| matches!(c, Cache::Kv(kv) if kv.window().is_none() && kv.rows() == 1 && kv.offset() > 0);
-    if rows.iter().any(|s| s.cache.layers.len() != layers || !s.cache.layers.iter().all(mergeable)) {
-        return Err(Error::Config("these caches cannot be merged".into()));
-    }
-    let ids = rows.iter().map(|s| s.id).collect();
-    let mut rows = rows;
-    let mut merged = Vec::with_capacity(layers);
-    for i in 0..layers {
-        let parts = rows
-            .iter_mut()
-            .map(|s| match std::mem::replace(&mut s.cache.layers[i], Cache::kv()) {
-                Cache::Kv(kv) => kv,
-                Cache::State(_) => unreachable!("checked above"),
-            })
-            .collect();
-        merged.push(Cache::Kv(KvCache::merge(parts)?));
-    }
-    Ok(Merged { ids, layers: merged })
-}
-
-/// Splits merged caches back into their sequences (rows that left without
-/// a sequence, having failed, are dropped).
-fn unmerge<'a>(m: Merged, seqs: impl Iterator<Item = &'a mut Sequence>) {
-    let mut seqs: Vec<&mut Sequence> = seqs.collect();
-    for (i, layer) in m.layers.into_iter().enumerate() {
-        let Cache::Kv(kv) = layer else { continue };
-        for (id, part) in m.ids.iter().zip(kv.split()) {
-            if let Some(s) = seqs.iter_mut().find(|s| s.id == *id) {
-                s.cache.layers[i] = Cache::Kv(part);
-            }
-        }
-    }
+/// The index among the fed rows' inputs (in batch order) of batch slot `k`.
+fn fed_slot(fed: &[bool], k: usize) -> usize {
+    fed[..k].iter().filter(|f| **f).count()
 }
 
 impl Batch {
@@ -160,7 +121,7 @@ impl Batch {
     /// At a sequence's last piece its first token is sampled and it joins the
     /// decode rows.
     fn prefill(&mut self, session: &mut Session, out: &mut Vec<Out>) {
-        let budget = prefill_chunk().max(1);
+        let budget = session.config.prefill_chunk.max(1);
         let mut chosen: Vec<usize> = Vec::new();
         let mut len = 0;
         for (i, s) in self.seqs.iter().enumerate() {
@@ -201,7 +162,7 @@ impl Batch {
     }
 
     /// The next `len` prompt tokens of each sequence in `chosen` (indices in
-    /// order) in one pass over their rows (`LanguageModel::forward_rows`).
+    /// order) in one pass over their rows (`LanguageModel::forward`).
     /// A failed pass fails its rows (their caches may hold half a piece).
     fn prefill_rows(&mut self, chosen: &[usize], len: usize, session: &mut Session, out: &mut Vec<Out>) {
         let model = &*session.loaded.model;
@@ -223,7 +184,7 @@ impl Batch {
             let ids: Vec<Array> = rows.iter().zip(&spans).map(|(s, (span, _))| token_array(&s.prompt[span.clone()])).collect();
             let tokens = mlx_rs::ops::concatenate(&ids, 0)?;
             let mut caches: Vec<&mut [Cache]> = rows.iter_mut().map(|s| &mut s.cache.layers[..]).collect();
-            model.forward_rows(&tokens, &mut caches)
+            model.forward(Input::tokens(&tokens), &mut ForwardCtx::new(&mut caches, Head::Last(1)))?.logits()
         })();
         let logits = match pass {
             Ok(l) => l,
@@ -313,31 +274,28 @@ impl Batch {
                 })
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|e| fail(e.into()))?;
-            let tokens = if rows == 1 { inputs[0].clone() } else { mlx_rs::ops::concatenate(&inputs, 0).map_err(|e| fail(e.into()))? };
-            // Merged caches while the same rows decode; rebuilt when one joins or leaves.
+            // Merged caches while two or more rows decode: rows that stop being
+            // fed leave them, rows that start join at the end, so the pass's
+            // row order is the merged one.
             let merge = model.merges_caches() && rows > 1;
-            if self.merged.as_ref().is_some_and(|m| !merge || m.ids != fed_ids) {
-                let m = self.merged.take().expect("checked");
-                unmerge(m, self.seqs.iter_mut());
-            }
-            if merge && self.merged.is_none() {
-                self.merged = Some(merge_rows(&mut self.seqs, &fed).map_err(fail)?);
-            }
+            self.sync_merged(merge, &fed_ids).map_err(fail)?;
+            let order: Vec<RequestId> = self.merged.as_ref().map_or_else(|| fed_ids.clone(), |m| m.ids.clone());
+            let position = |id: &RequestId| self.seqs.iter().position(|s| s.id == *id).expect("fed rows are in the batch");
+            let slots: Vec<usize> = order.iter().map(position).collect();
+            let inputs: Vec<&Array> = slots.iter().map(|&k| &inputs[fed_slot(&fed, k)]).collect();
+            let tokens = if rows == 1 { inputs[0].clone() } else { mlx_rs::ops::concatenate(&inputs, 0).map_err(|e| fail(e.into()))? };
             let mut caches: Vec<&mut [Cache]> = match &mut self.merged {
                 Some(m) => vec![&mut m.layers[..]],
                 None => self.seqs.iter_mut().zip(&fed).filter(|(_, f)| **f).map(|(s, _)| &mut s.cache.layers[..]).collect(),
             };
-            let logits = model.forward_rows(&tokens, &mut caches).map_err(fail)?;
-            let mut j = 0;
-            for (slot, f) in logits_rows.iter_mut().zip(&fed) {
-                if *f {
-                    *slot = Some(if rows == 1 { logits.clone() } else { logits.index(j..j + 1) });
-                    j += 1;
-                }
+            let logits = model.forward(Input::tokens(&tokens), &mut ForwardCtx::new(&mut caches, Head::Last(1))).and_then(|o| o.logits()).map_err(fail)?;
+            for (j, &k) in slots.iter().enumerate() {
+                let j = j as i32;
+                logits_rows[k] = Some(if rows == 1 { logits.clone() } else { logits.index(j..j + 1) });
             }
             host_clock::add(&host_clock::BUILD, t);
-            if self.steps == 2 {
-                step::dump_graph(&logits);
+            if let (2, Some(path)) = (self.steps, &session.config.graph_dot) {
+                step::dump_graph(&logits, path);
             }
             host_clock::step();
             self.steps += 1;
@@ -372,6 +330,39 @@ impl Batch {
                 s.stats.batch_rows = s.stats.batch_rows.max(rows);
             }
         }
+        Ok(())
+    }
+
+    /// Brings the merged caches to exactly the rows `fed_ids` (or none,
+    /// where `merge` is off): rows no longer fed go back to their sequences,
+    /// rows newly fed join at the end.
+    fn sync_merged(&mut self, merge: bool, fed_ids: &[RequestId]) -> Result<()> {
+        let Some(m) = self.merged.take() else {
+            if merge {
+                let rows = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id)).collect();
+                self.merged = Some(merge_rows(rows)?);
+            }
+            return Ok(());
+        };
+        if !merge {
+            m.unmerge(self.seqs.iter_mut());
+            return Ok(());
+        }
+        let leaving: Vec<RequestId> = m.ids.iter().copied().filter(|id| !fed_ids.contains(id)).collect();
+        let m = if leaving.is_empty() { Some(m) } else { m.release(&leaving, self.seqs.iter_mut()) };
+        let Some(mut m) = m else {
+            let rows = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id)).collect();
+            self.merged = Some(merge_rows(rows)?);
+            return Ok(());
+        };
+        let joining: Vec<&mut Sequence> = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id) && !m.ids.contains(&s.id)).collect();
+        if !joining.is_empty() {
+            if let Err(e) = m.extend(joining) {
+                m.unmerge(self.seqs.iter_mut());
+                return Err(e);
+            }
+        }
+        self.merged = Some(m);
         Ok(())
     }
 
@@ -426,13 +417,10 @@ impl Batch {
                 Err(error) => out.push(Out::Failed { id: s.id, error }),
             }
         }
-        // A row that ends takes its cache with it: split the merged ones first.
+        // A row that ends takes its cache with it, out of the merged ones.
         if let Some(m) = self.merged.take() {
-            if ended.iter().any(|s| m.ids.contains(&s.id)) {
-                unmerge(m, keep.iter_mut().chain(ended.iter_mut()));
-            } else {
-                self.merged = Some(m);
-            }
+            let leaving: Vec<RequestId> = ended.iter().map(|s| s.id).filter(|id| m.ids.contains(id)).collect();
+            self.merged = if leaving.is_empty() { Some(m) } else { m.release(&leaving, keep.iter_mut().chain(ended.iter_mut())) };
         }
         self.seqs = keep;
         for s in ended {

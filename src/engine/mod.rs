@@ -5,16 +5,19 @@
 //! (`stream`) and sampling on the device (`sampling`), as in mlx-lm.
 
 pub mod batch;
+pub mod config;
 pub mod protocol;
 pub mod sampling;
 pub mod sequence;
 pub mod session;
 pub mod constraint;
+mod merged;
 pub mod step;
 pub mod stream;
 pub mod worker;
 
 pub use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, SamplingParams};
+pub use config::EngineConfig;
 pub use protocol::{Command, Event, Prompt};
 pub use session::Session;
 pub use worker::EngineHandle;

@@ -97,7 +97,7 @@ impl Sequence {
         };
         let started = Instant::now();
         let mut cache = session.take_cache(&prompt);
-        let (reused, pieces) = step::plan_prefill(&*session.loaded.model, &mut cache, &prompt);
+        let (reused, pieces) = step::plan_prefill(&*session.loaded.model, &mut cache, &prompt, session.config.prefill_chunk);
         let stats = GenerationStats {
             prompt_tokens: prompt.len(),
             reused_tokens: reused,

@@ -30,13 +30,16 @@ pub struct Session {
     pub last_tokens: Vec<u32>,
     /// The vocabulary for structured output, built on first use.
     grammar: Option<GrammarVocab>,
+    /// The engine's settings (prefill chunk, graph dump): the environment's
+    /// unless the engine that owns the session hands it its own.
+    pub config: super::EngineConfig,
 }
 
 impl Session {
     pub fn new(loaded: LoadedModel, context_length: Option<usize>) -> Self {
         let model_ctx = loaded.info.context_length.max(1);
         let context_length = context_length.unwrap_or(8192).clamp(MIN_CONTEXT, model_ctx.max(MIN_CONTEXT));
-        Session { loaded, caches: Vec::new(), context_length, last_tokens: Vec::new(), grammar: None }
+        Session { loaded, caches: Vec::new(), context_length, last_tokens: Vec::new(), grammar: None, config: super::EngineConfig::from_env() }
     }
 
     pub fn set_context_length(&mut self, n: usize) {

@@ -3,9 +3,9 @@
 //! token loop itself is the batch's (`batch`), which steps every sequence.
 
 use crate::error::{Error, Result};
-use crate::models::cache::{Cache, StateCache};
+use crate::models::cache::{Cache, CacheState, LayerCache};
 use crate::models::nn::layers::token_array;
-use crate::models::{prefill_chunk, LanguageModel};
+use crate::models::{Head, LanguageModel};
 use mlx_rs::transforms::eval;
 use mlx_rs::Array;
 
@@ -27,8 +27,9 @@ pub use crate::models::cache::MAX_SNAPSHOTS;
 
 struct Snapshot {
     len: usize,
-    /// One entry per layer: the state of a state layer, None for KV layers.
-    states: Vec<Option<StateCache>>,
+    /// One entry per layer: the state of a state layer (`LayerCache::state`),
+    /// None for KV layers.
+    states: Vec<Option<CacheState>>,
 }
 
 impl PromptCache {
@@ -50,10 +51,7 @@ impl PromptCache {
         let states = self
             .layers
             .iter()
-            .map(|c| match c {
-                Cache::State(s) => Some(s.clone()),
-                Cache::Kv(_) => None,
-            })
+            .map(|c| c.is_state().then(|| c.state()))
             .collect();
         self.snapshots.push(Snapshot { len, states });
         if self.snapshots.len() > MAX_SNAPSHOTS {
@@ -101,11 +99,19 @@ impl PromptCache {
         };
         let snap = &self.snapshots[i];
         let len = snap.len;
+        let mut restored = true;
         for (c, s) in self.layers.iter_mut().zip(&snap.states) {
-            match (c, s) {
-                (Cache::State(c), Some(s)) => *c = s.clone(),
-                (c, _) => c.truncate(len as i32),
+            match s {
+                Some(s) => restored &= c.set_state(s.clone()).is_ok(),
+                None => c.truncate(len as i32),
             }
+        }
+        if !restored {
+            // A snapshot that no longer fits its layer (never expected): start over.
+            self.layers = model.new_cache();
+            self.tokens.clear();
+            self.snapshots.clear();
+            return 0;
         }
         self.tokens.truncate(len);
         len
@@ -122,14 +128,14 @@ pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 /// pieces. At least one token runs, to get logits. Chunks bound memory on
 /// long prompts; hybrid models stop one token short of the end, to snapshot
 /// their state there (a regenerated reply resumes from it).
-pub fn plan_prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32]) -> (usize, Vec<std::ops::Range<usize>>) {
+pub fn plan_prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32], chunk: usize) -> (usize, Vec<std::ops::Range<usize>>) {
     let reuse = common_prefix(&cache.tokens, prompt).min(prompt.len().saturating_sub(1));
     // A sliding-window cache may have dropped part of the prefix, a state
     // cannot go back at all: resume from what can be reached.
     let reuse = cache.rewind(model, reuse);
     let end = prompt.len();
     let split = if cache.is_hybrid() && end - reuse > 1 { end - 1 } else { end };
-    let chunk = prefill_chunk();
+    let chunk = chunk.max(1);
     let mut pieces: Vec<std::ops::Range<usize>> = (reuse..split).step_by(chunk).map(|s| s..(s + chunk).min(split)).collect();
     if split < end {
         pieces.push(split..end);
@@ -144,7 +150,7 @@ pub fn plan_prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: 
 /// hold half a chunk.
 pub fn prefill_piece(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32], piece: std::ops::Range<usize>, last: bool) -> Result<Option<Array>> {
     let chunk = &prompt[piece];
-    let out = match model.forward(&token_array(chunk), &mut cache.layers, false) {
+    let out = match model.logits(&token_array(chunk), &mut cache.layers, Head::Last(1)) {
         Ok(o) => o,
         Err(e) => {
             *cache = PromptCache::new(model);
@@ -162,8 +168,8 @@ pub fn prefill_piece(model: &dyn LanguageModel, cache: &mut PromptCache, prompt:
 
 /// Runs the part of `prompt` the cache does not hold yet; returns the logits of
 /// the last position and how many prompt tokens were reused.
-pub fn prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32]) -> Result<(Array, usize)> {
-    let (reuse, pieces) = plan_prefill(model, cache, prompt);
+pub fn prefill(model: &dyn LanguageModel, cache: &mut PromptCache, prompt: &[u32], chunk: usize) -> Result<(Array, usize)> {
+    let (reuse, pieces) = plan_prefill(model, cache, prompt, chunk);
     let n = pieces.len();
     let mut logits = None;
     for (i, piece) in pieces.into_iter().enumerate() {
@@ -201,11 +207,10 @@ pub mod host_clock {
     }
 }
 
-/// With `HEARTH_GRAPH_DOT=file` set, writes one decode step's graph (every
-/// op MLX will encode for it) to `file` in Graphviz form, for counting
-/// the ops a layer costs (`scripts/gpu/graph_ops.py`).
-pub(crate) fn dump_graph(logits: &mlx_rs::Array) {
-    let Some(path) = std::env::var_os("HEARTH_GRAPH_DOT") else { return };
+/// Writes one decode step's graph (every op MLX will encode for it) to
+/// `path` in Graphviz form, for counting the ops a layer costs
+/// (`EngineConfig::graph_dot`, `scripts/gpu/graph_ops.py`).
+pub(crate) fn dump_graph(logits: &mlx_rs::Array, path: &std::path::Path) {
     let Ok(c) = std::ffi::CString::new(path.to_string_lossy().as_bytes()) else { return };
     unsafe {
         let f = libc::fopen(c.as_ptr(), c"w".as_ptr());

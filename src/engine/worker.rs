@@ -4,6 +4,7 @@
 use super::batch::{Batch, Out, Sequence};
 use super::protocol::{Command, EngineError, Event, MemoryStats, Prompt, RequestId};
 use super::session::Session;
+use super::EngineConfig;
 use crate::chat::params::{FinishReason, GenerateParams, GenerationStats};
 use crate::chat::template::TemplateOptions;
 use crate::chat::reply::{prompt_opens_reasoning, ReplyReader};
@@ -35,13 +36,18 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
+    /// An engine with the environment's settings (`EngineConfig::from_env`).
     pub fn spawn() -> Self {
-        Self::spawn_with(max_batch())
+        Self::spawn_config(EngineConfig::from_env())
     }
 
     /// `spawn` with room for `limit` sequences at once (interactive requests
     /// get one more).
     pub fn spawn_with(limit: usize) -> Self {
+        Self::spawn_config(EngineConfig { max_batch: limit, ..EngineConfig::from_env() })
+    }
+
+    pub fn spawn_config(config: EngineConfig) -> Self {
         let (ctx, crx) = unbounded::<Command>();
         let (etx, erx) = unbounded::<Event>();
         let waker: Waker = Arc::new(Mutex::new(None));
@@ -54,7 +60,7 @@ impl EngineHandle {
                 let events = etx.clone();
                 let w2 = w.clone();
                 let subs2 = subs.clone();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(crx, etx, w2, subs2, limit.max(1))));
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(crx, etx, w2, subs2, config)));
                 if let Err(p) = r {
                     let msg = p
                         .downcast_ref::<String>()
@@ -148,18 +154,12 @@ fn wake(w: &Waker) {
     }
 }
 
-/// The most sequences the engine serves at once (`HEARTH_MAX_BATCH`
-/// overrides it, 1 to 64); later requests wait in arrival order, but for
-/// interactive ones (`Command::Generate`).
-pub fn max_batch() -> usize {
-    std::env::var("HEARTH_MAX_BATCH").ok().and_then(|v| v.parse().ok()).filter(|n| (1..=64).contains(n)).unwrap_or(8)
-}
-
 /// The engine's loop: commands are taken in arrival order between steps of
 /// the batch. Generations join the batch while it has room; a load or an
 /// unload waits until the batch is empty (the sequences before it finish on
 /// the model they started on); settings apply to the requests after them.
-fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscribers: Subscribers, limit: usize) {
+fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscribers: Subscribers, config: EngineConfig) {
+    let limit = config.max_batch.max(1);
     let mut session: Option<Session> = None;
     // Kept across loads: the template variables the user chose.
     let mut template_options = TemplateOptions::default();
@@ -206,7 +206,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
                     break;
                 }
                 Command::Generate { id, prompt, params, cancel, .. } => admit(&mut session, &mut batch, id, prompt, params, cancel, &send),
-                cmd => control(cmd, &mut session, &mut template_options, &send),
+                cmd => control(cmd, &mut session, &mut template_options, &config, &send),
             }
         }
         let Some(s) = session.as_mut() else { continue };
@@ -314,7 +314,7 @@ fn free_model(session: &mut Option<Session>) {
 }
 
 /// The commands other than generations.
-fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut TemplateOptions, send: &dyn Fn(Event)) {
+fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut TemplateOptions, config: &EngineConfig, send: &dyn Fn(Event)) {
     match cmd {
         Command::Shutdown | Command::Generate { .. } => {}
         Command::Load { path, precision, context_length } => {
@@ -333,7 +333,9 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
                     send(Event::LoadProgress { fraction: 1.0, message: "Ready".into() });
                     loaded.template.options = template_options.clone();
                     let info = loaded.info.clone();
-                    *session = Some(Session::new(loaded, context_length));
+                    let mut s = Session::new(loaded, context_length);
+                    s.config = config.clone();
+                    *session = Some(s);
                     send(Event::Loaded(info));
                     send(Event::Memory(MemoryStats::now()));
                 }

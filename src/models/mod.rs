@@ -11,6 +11,7 @@
 
 pub mod arch;
 pub mod cache;
+pub mod forward;
 pub mod kernels;
 pub mod load;
 pub(crate) mod mlx_c;
@@ -19,58 +20,40 @@ pub mod registry;
 
 use crate::error::{Error, Result};
 use cache::Cache;
+pub use forward::{ForwardCtx, Head, Input, Output};
 use mlx_rs::Array;
 
 pub use nn::layers::{Embedding, Linear, RmsNorm};
 pub use nn::quant::{QuantMode, QuantSpec};
 pub use load::weights::Weights;
 
-/// Tokens per prefill step: bounds peak memory on long prompts (mlx-lm uses 2048 too).
-/// `HEARTH_PREFILL_CHUNK` overrides it, for tuning. The fit estimate counts one
-/// chunk of working buffers.
-pub fn prefill_chunk() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("HEARTH_PREFILL_CHUNK").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(2048)
-    })
-}
+/// Tokens per prefill pass unless the engine's config says otherwise
+/// (`engine::EngineConfig::prefill_chunk`): bounds peak memory on long
+/// prompts (mlx-lm uses 2048 too). The fit estimate counts one such chunk.
+pub const DEFAULT_PREFILL_CHUNK: usize = 2048;
 
 /// What the engine needs from an architecture.
 pub trait LanguageModel: Send {
-    /// Runs `tokens` (shape [1, L], int32) through the model, appending to `cache`.
-    /// Returns logits for the last position only ([1, vocab]) unless `all_logits`,
-    /// then [1, L, vocab]. Computing the output head for one row instead of L is
-    /// what makes long prefills cheap.
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array>;
-    /// Runs several sequences at once: `tokens` is [B, L] (int32), `rows[b]`
-    /// the caches of row b (each from `new_cache`), appended to. Returns each
-    /// row's logits at its last position, [B, vocab]. Every row keeps its own
-    /// caches, so sequences join and leave a batch between calls (continuous
-    /// batching) and a row computes what it computes alone.
+    /// One pass over `input` ([B, L] rows of tokens, or embeddings in their
+    /// place), appending to each row's caches in `ctx`, returning what
+    /// `ctx.head` asks for (`forward`'s module comment).
     ///
     /// Families that batch (`batched`) run their projections, MLPs and head
-    /// once for all rows; the others run here one row after another, which
-    /// serves the same requests, only without sharing the weight reads.
-    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
-        use mlx_rs::ops::indexing::IndexOp;
-        let b = tokens.shape()[0];
-        if rows.len() != b as usize {
-            return Err(cfg_err(format!("{b} rows of tokens for {} caches", rows.len())));
-        }
-        let mut out = Vec::with_capacity(rows.len());
-        for (r, caches) in rows.iter_mut().enumerate() {
-            let r = r as i32;
-            out.push(self.forward(&tokens.index(r..r + 1), caches, false)?);
-        }
-        Ok(if out.len() == 1 { out.pop().expect("one row") } else { mlx_rs::ops::concatenate(&out, 0)? })
-    }
-    /// Whether `forward_rows` shares one pass between its rows.
+    /// once for all rows; the others run the rows one after another
+    /// (`ForwardCtx::each_row`), which serves the same requests, only
+    /// without sharing the weight reads.
+    fn forward(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output>;
+    /// The token embedding lookup alone, [B, L] ids to [B, L, hidden]:
+    /// what image features are spliced into before a pass with
+    /// `Input::with_embeddings` (mlx-vlm's `get_input_embeddings`).
+    fn embed_tokens(&self, tokens: &Array) -> Result<Array>;
+    /// Whether `forward` shares one pass between its rows.
     fn batched(&self) -> bool {
         false
     }
-    /// Whether `forward_rows` also takes merged caches (every layer's
-    /// `KvCache::merge` of several rows' caches as one entry of `rows`), so
-    /// attention runs once for all rows: true where every layer keeps a
+    /// Whether `forward` also takes merged caches (every layer's
+    /// `KvCache::merge` of several rows' caches as one entry of `ctx.rows`),
+    /// so attention runs once for all rows: true where every layer keeps a
     /// full KV cache and attention needs nothing per row but its position.
     fn merges_caches(&self) -> bool {
         false
@@ -78,6 +61,11 @@ pub trait LanguageModel: Send {
     /// One fresh cache per layer, of the kind the layer needs.
     fn new_cache(&self) -> Vec<Cache>;
     fn info(&self) -> ArchInfo;
+
+    /// One sequence's logits: `tokens` [1, L] through `cache`, as `head` asks.
+    fn logits(&self, tokens: &Array, cache: &mut [Cache], head: Head) -> Result<Array> {
+        self.forward(Input::tokens(tokens), &mut ForwardCtx::new(&mut [cache], head))?.logits()
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

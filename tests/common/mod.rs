@@ -47,7 +47,7 @@ pub fn session() -> MutexGuard<'static, Session> {
 pub fn assert_logits_match(name: &str, dir: &std::path::Path, prompt: &[u32]) {
     let loaded = load::load(dir, Precision::Native).unwrap();
     let mut cache = loaded.model.new_cache();
-    let ours = loaded.model.forward(&hearth::models::nn::layers::token_array(prompt), &mut cache, true).unwrap();
+    let ours = loaded.model.logits(&hearth::models::nn::layers::token_array(prompt), &mut cache, hearth::models::Head::All).unwrap();
     let ours = ours.as_dtype(mlx_rs::Dtype::Float32).unwrap();
     let ours_v: Vec<f32> = ours.as_slice::<f32>().to_vec();
     let out = std::process::Command::new(python())
@@ -131,11 +131,58 @@ pub fn assert_greedy_matches_mlx_lm_across_two_turns(name: &str, dir: &std::path
 /// 0, 2 and 5, the last cancelled at step 9; 16 tokens each, end tokens
 /// ignored.
 pub fn assert_tiny_batch(name: &str, s: &mut Session) {
+    assert_forward_interface(name, &*s.loaded.model);
     let mut p = greedy_params(16);
     p.ignore_eos = true;
     let prompts = [tiny_prompt(20), tiny_prompt(7), tiny_prompt(33), tiny_prompt(12)];
     let widest = assert_batched_matches_alone(s, &prompts, &p, &[0, 0, 2, 5], Some((3, 9)));
     assert_eq!(widest, 4, "{name}: the four sequences never decoded in one step");
+}
+
+/// What every family's `forward` must answer alike: embeddings handed in
+/// place of the ids give the ids' logits; `Head::Last(n)` is the last n of
+/// `Head::All`; `Head::Hidden` gives [B, L, hidden]; two rows at once give
+/// each row's own logits; a bad head or embedding is a clear error.
+pub fn assert_forward_interface(name: &str, model: &dyn hearth::models::LanguageModel) {
+    use hearth::models::{ForwardCtx, Head, Input};
+    use mlx_rs::ops::indexing::IndexOp;
+    let max_diff = |a: &mlx_rs::Array, b: &mlx_rs::Array| -> f32 {
+        let (a, b) = (a.as_dtype(mlx_rs::Dtype::Float32).unwrap(), b.as_dtype(mlx_rs::Dtype::Float32).unwrap());
+        a.subtract(&b).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>()
+    };
+    let ids_a = hearth::models::nn::layers::token_array(&tiny_prompt(9));
+    let ids_b = hearth::models::nn::layers::token_array(&tiny_prompt(9)[..].iter().rev().copied().collect::<Vec<_>>());
+    let all = model.logits(&ids_a, &mut model.new_cache(), Head::All).unwrap();
+    let vocab = all.shape()[2];
+    // Another row count may round differently (bf16 matmuls): within 1 % of the largest logit.
+    let tol = 1e-2 * all.as_dtype(mlx_rs::Dtype::Float32).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>() + 1e-4;
+    let pass = |input: Input, head: Head| {
+        let mut cache = model.new_cache();
+        model.forward(input, &mut ForwardCtx::new(&mut [&mut cache[..]], head))
+    };
+    let e = model.embed_tokens(&ids_a).unwrap();
+    let via_embeddings = pass(Input::tokens(&ids_a).with_embeddings(&e), Head::All).unwrap().logits().unwrap();
+    assert_eq!(max_diff(&via_embeddings, &all), 0.0, "{name}: embeddings in place of the ids changed the logits");
+    let last3 = pass(Input::tokens(&ids_a), Head::Last(3)).unwrap().logits().unwrap();
+    assert_eq!(last3.shape(), &[1, 3, vocab], "{name}");
+    assert!(max_diff(&last3, &all.index((.., 6.., ..))) <= tol, "{name}: Head::Last(3) is not the last three of Head::All");
+    let last1 = pass(Input::tokens(&ids_a), Head::Last(1)).unwrap().logits().unwrap();
+    assert_eq!(last1.shape(), &[1, vocab], "{name}");
+    let hidden = pass(Input::tokens(&ids_a), Head::Hidden).unwrap().hidden().unwrap();
+    assert_eq!(hidden.shape(), &[1, 9, model.info().hidden_size as i32], "{name}: hidden states");
+    // Two rows at once, each with its own caches.
+    let both = mlx_rs::ops::concatenate(&[&ids_a, &ids_b], 0).unwrap();
+    let (mut ca, mut cb) = (model.new_cache(), model.new_cache());
+    let two = model.forward(Input::tokens(&both), &mut ForwardCtx::new(&mut [&mut ca[..], &mut cb[..]], Head::Last(2))).unwrap().logits().unwrap();
+    assert_eq!(two.shape(), &[2, 2, vocab], "{name}");
+    let alone_b = model.logits(&ids_b, &mut model.new_cache(), Head::Last(2)).unwrap();
+    assert!(max_diff(&two.index(0..1), &all.index((.., 7.., ..))) <= tol, "{name}: row 0 of two differs from alone");
+    assert!(max_diff(&two.index(1..2), &alone_b) <= tol, "{name}: row 1 of two differs from alone");
+    // Bad requests are errors, not panics.
+    assert!(pass(Input::tokens(&ids_a), Head::Last(10)).is_err(), "{name}: more positions than the pass has");
+    let wrong = mlx_rs::ops::zeros::<f32>(&[1, 9, 3]).unwrap();
+    let err = pass(Input::tokens(&ids_a).with_embeddings(&wrong), Head::All).err().expect("embeddings of the wrong width");
+    assert!(err.to_string().contains("embeddings of shape"), "{name}: {err}");
 }
 
 /// `assert_tiny_batch` on the model in `dir`, loaded as it is.

@@ -5,9 +5,9 @@
 
 use crate::models::nn::attention::{layer_kv, Attention, AttentionSpec, QkNorm, LayerMasks};
 use crate::models::cache::Cache;
-use crate::models::nn::layers::{gelu_tanh_mul, last_position};
+use crate::models::nn::layers::gelu_tanh_mul;
 use crate::models::nn::rope::{Rope, RopeScaling};
-use crate::models::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use crate::models::{cfg_err, ArchInfo, Embedding, ForwardCtx, Head, Input, LanguageModel, Linear, Output, RmsNorm, Weights};
 use crate::error::Result;
 use mlx_rs::{ops, Array};
 use serde::Deserialize;
@@ -187,13 +187,14 @@ impl Model {
 }
 
 impl Model {
-    /// The decoder over a batch: `rows[b]` holds row b's caches (`forward_rows`).
-    fn run(&self, tokens: &Array, rows: &mut [&mut [Cache]], all_logits: bool) -> Result<Array> {
-        let e = self.embed_tokens.forward(tokens)?;
+    /// The decoder over a batch: `ctx.rows[b]` holds row b's caches.
+    fn run(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        let rows = &mut *ctx.rows;
+        let (_, l) = input.dims()?;
+        let e = input.embed(self.config.hidden_size, |t| self.embed_tokens.forward(t))?;
         let mut h = e.multiply(self.embed_scale.as_dtype(e.dtype())?)?;
         // One mask per kind of layer and row, built once: all sliding layers
         // of a row hold the same positions, and so do all global ones.
-        let l = tokens.shape()[1];
         let sliding: Vec<bool> = self.layers.iter().map(|x| x.window.is_some()).collect();
         let masks = LayerMasks::build_rows(l, &sliding, rows)?;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -204,29 +205,25 @@ impl Model {
             let m = layer.down_proj.forward(&gelu_tanh_mul(&layer.gate_proj.forward(&x)?, &layer.up_proj.forward(&x)?)?)?;
             h = h.add(layer.post_feedforward_layernorm.forward(&m)?)?;
         }
-        if !all_logits {
-            h = last_position(&h)?;
+        let h = self.norm.forward(&ctx.head.positions(&h)?)?;
+        if ctx.head == Head::Hidden {
+            return Ok(Output::Hidden(h));
         }
-        let h = self.norm.forward(&h)?;
         let mut logits = self.embed_tokens.as_linear(&h)?;
         if let Some(cap) = self.config.final_logit_softcapping {
             logits = ops::tanh(logits.divide(mlx_rs::array!(cap))?)?.multiply(mlx_rs::array!(cap))?;
         }
-        if all_logits {
-            Ok(logits)
-        } else {
-            Ok(logits.reshape(&[logits.shape()[0], -1])?)
-        }
+        Ok(Output::Logits(ctx.head.shape_logits(logits)?))
     }
 }
 
 impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
-        self.run(tokens, &mut [cache], all_logits)
+    fn embed_tokens(&self, tokens: &Array) -> Result<Array> {
+        self.embed_tokens.forward(tokens)
     }
 
-    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
-        self.run(tokens, rows, false)
+    fn forward(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        self.run(input, ctx)
     }
 
     fn batched(&self) -> bool {

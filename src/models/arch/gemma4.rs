@@ -18,10 +18,10 @@
 
 use crate::models::nn::attention::{Mask, LayerMasks};
 use crate::models::cache::{Cache, KvCache};
-use crate::models::nn::layers::{gelu_tanh_mul, last_position};
+use crate::models::nn::layers::gelu_tanh_mul;
 use crate::models::nn::moe::{Glu, SwitchGlu};
 use crate::models::nn::rope::Rope;
-use crate::models::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use crate::models::{cfg_err, ArchInfo, Embedding, ForwardCtx, Head, Input, LanguageModel, Linear, Output, RmsNorm, Weights};
 use crate::error::{Error, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
@@ -495,17 +495,18 @@ impl Model {
     }
 }
 
-impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+impl Model {
+    /// One sequence's pass (KV-shared layers read the rows' own caches).
+    fn run(&self, input: Input, cache: &mut [Cache], head: Head) -> Result<Output> {
         let owned = self.config.first_shared() as usize;
         if cache.len() != owned {
             return Err(cfg_err(format!("{} caches for the {owned} layers that keep K/V", cache.len())));
         }
-        let e = self.embed_tokens.forward(tokens)?;
+        let (_, l) = input.dims()?;
+        let e = input.embed(self.config.hidden_size, |t| self.embed_tokens.forward(t))?;
         let mut h = e.multiply(mlx_rs::array!((self.config.hidden_size as f32).sqrt()).as_dtype(e.dtype())?)?;
-        let per_layer = self.per_layer_vectors(tokens, &h)?;
+        let per_layer = self.per_layer_vectors(input.tokens, &h)?;
         // One mask per kind of layer, from the first cache of that kind.
-        let l = tokens.shape()[1];
         let masks = LayerMasks::build(l, self.layers.iter().map(|x| !x.kind_full).zip(cache.iter_mut()))?;
         let mut kvs: Vec<Option<(Array, Array, i32)>> = vec![None; self.layers.len()];
         for (i, layer) in self.layers.iter().enumerate() {
@@ -531,10 +532,10 @@ impl LanguageModel for Model {
             }
             h = h.multiply(&layer.layer_scalar)?;
         }
-        if !all_logits {
-            h = last_position(&h)?;
+        let h = self.norm.forward(&head.positions(&h)?)?;
+        if head == Head::Hidden {
+            return Ok(Output::Hidden(h));
         }
-        let h = self.norm.forward(&h)?;
         let mut logits = match &self.lm_head {
             Some(head) => head.forward(&h)?,
             None => self.embed_tokens.as_linear(&h)?,
@@ -543,7 +544,17 @@ impl LanguageModel for Model {
             let cap = mlx_rs::array!(cap).as_dtype(logits.dtype())?;
             logits = ops::tanh(logits.divide(&cap)?)?.multiply(&cap)?;
         }
-        Ok(if all_logits { logits } else { logits.reshape(&[1, -1])? })
+        Ok(Output::Logits(head.shape_logits(logits)?))
+    }
+}
+
+impl LanguageModel for Model {
+    fn embed_tokens(&self, tokens: &Array) -> Result<Array> {
+        self.embed_tokens.forward(tokens)
+    }
+
+    fn forward(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        ctx.each_row(input, |input, cache, head| self.run(input, cache, head))
     }
 
     /// Caches for the layers that compute K/V only: KV-shared layers read

@@ -6,10 +6,10 @@
 
 use crate::models::nn::attention::{layer_kv, Attention, AttentionSpec, LayerMasks};
 use crate::models::cache::Cache;
-use crate::models::nn::layers::output_logits;
+use crate::models::nn::layers::output;
 use crate::models::nn::moe::{Glu, SwitchGlu};
 use crate::models::nn::rope::Rope;
-use crate::models::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use crate::models::{cfg_err, ArchInfo, Embedding, ForwardCtx, Input, LanguageModel, Linear, Output, RmsNorm, Weights};
 use crate::error::{Error, Result};
 use mlx_rs::{ops, Array, Dtype};
 use serde::Deserialize;
@@ -206,11 +206,12 @@ fn sanitize(w: &mut Weights, layers: i32) -> Result<()> {
 }
 
 impl Model {
-    /// The decoder over a batch: `rows[b]` holds row b's caches (`forward_rows`).
-    fn run(&self, tokens: &Array, rows: &mut [&mut [Cache]], all_logits: bool) -> Result<Array> {
-        let mut h = self.embed_tokens.forward(tokens)?;
+    /// The decoder over a batch: `ctx.rows[b]` holds row b's caches.
+    fn run(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        let rows = &mut *ctx.rows;
+        let (_, l) = input.dims()?;
+        let mut h = input.embed(self.config.base.hidden_size, |t| self.embed_tokens.forward(t))?;
         // One mask per kind of layer and row, built once per pass.
-        let l = tokens.shape()[1];
         let sliding: Vec<bool> = self.layers.iter().map(|x| x.sliding).collect();
         let masks = LayerMasks::build_rows(l, &sliding, rows)?;
         // Each residual add is fused with the norm after it (`after_residual`);
@@ -227,17 +228,17 @@ impl Model {
         if let Some(m) = pending {
             h = h.add(m)?;
         }
-        output_logits(h, &self.norm, Some(&self.lm_head), &self.embed_tokens, all_logits)
+        output(h, &self.norm, Some(&self.lm_head), &self.embed_tokens, ctx.head)
     }
 }
 
 impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
-        self.run(tokens, &mut [cache], all_logits)
+    fn embed_tokens(&self, tokens: &Array) -> Result<Array> {
+        self.embed_tokens.forward(tokens)
     }
 
-    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
-        self.run(tokens, rows, false)
+    fn forward(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        self.run(input, ctx)
     }
 
     fn batched(&self) -> bool {

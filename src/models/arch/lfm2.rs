@@ -10,9 +10,9 @@
 
 use crate::models::nn::attention::{hybrid_mask, Attention, AttentionSpec, QkNorm};
 use crate::models::cache::{Cache, StateCache};
-use crate::models::nn::layers::{output_logits, swiglu};
+use crate::models::nn::layers::{output, swiglu};
 use crate::models::nn::rope::Rope;
-use crate::models::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use crate::models::{cfg_err, ArchInfo, Embedding, ForwardCtx, Head, Input, LanguageModel, Linear, Output, RmsNorm, Weights};
 use crate::error::{Error, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
@@ -303,11 +303,13 @@ impl Model {
     }
 }
 
-impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+impl Model {
+    /// One sequence's pass (its short-convolution states are its own).
+    fn run(&self, input: Input, cache: &mut [Cache], head: Head) -> Result<Output> {
         // One mask for all attention layers, built once per pass.
-        let mask = hybrid_mask(tokens.shape()[1], cache, self.layers.len())?;
-        let mut h = self.embed_tokens.forward(tokens)?;
+        let (_, l) = input.dims()?;
+        let mask = hybrid_mask(l, cache, self.layers.len())?;
+        let mut h = input.embed(self.config.hidden_size, |t| self.embed_tokens.forward(t))?;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let x = layer.operator_norm.forward(&h)?;
             let r = match &layer.op {
@@ -320,7 +322,17 @@ impl LanguageModel for Model {
             let m = f.w2.forward(&swiglu(&f.w1.forward(&x)?, &f.w3.forward(&x)?)?)?;
             h = h.add(m)?;
         }
-        output_logits(h, &self.embedding_norm, None, &self.embed_tokens, all_logits)
+        output(h, &self.embedding_norm, None, &self.embed_tokens, head)
+    }
+}
+
+impl LanguageModel for Model {
+    fn embed_tokens(&self, tokens: &Array) -> Result<Array> {
+        self.embed_tokens.forward(tokens)
+    }
+
+    fn forward(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        ctx.each_row(input, |input, cache, head| self.run(input, cache, head))
     }
 
     fn new_cache(&self) -> Vec<Cache> {

@@ -8,10 +8,10 @@
 
 use crate::models::nn::attention::{layer_kv, Attention, AttentionSpec, LayerMasks, PositionScale};
 use crate::models::cache::Cache;
-use crate::models::nn::layers::output_logits;
+use crate::models::nn::layers::output;
 use crate::models::arch::llama::Mlp;
 use crate::models::nn::rope::{Rope, RopeScaling};
-use crate::models::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use crate::models::{cfg_err, ArchInfo, Embedding, ForwardCtx, Input, LanguageModel, Linear, Output, RmsNorm, Weights};
 use crate::error::{Error, Result};
 use mlx_rs::Array;
 use serde::Deserialize;
@@ -194,12 +194,13 @@ impl Model {
 }
 
 impl Model {
-    /// The decoder over a batch: `rows[b]` holds row b's caches (`forward_rows`).
-    fn run(&self, tokens: &Array, rows: &mut [&mut [Cache]], all_logits: bool) -> Result<Array> {
-        let mut h = self.embed_tokens.forward(tokens)?;
+    /// The decoder over a batch: `ctx.rows[b]` holds row b's caches.
+    fn run(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        let rows = &mut *ctx.rows;
+        let (_, l) = input.dims()?;
+        let mut h = input.embed(self.config.hidden_size, |t| self.embed_tokens.forward(t))?;
         // One mask per kind of layer and row, built once per pass (each row
         // must hold a cache per layer).
-        let l = tokens.shape()[1];
         let sliding: Vec<bool> = self.layers.iter().map(|x| x.sliding).collect();
         let masks = LayerMasks::build_rows(l, &sliding, rows)?;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -209,17 +210,17 @@ impl Model {
             let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
             h = h.add(m)?;
         }
-        output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)
+        output(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, ctx.head)
     }
 }
 
 impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
-        self.run(tokens, &mut [cache], all_logits)
+    fn embed_tokens(&self, tokens: &Array) -> Result<Array> {
+        self.embed_tokens.forward(tokens)
     }
 
-    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
-        self.run(tokens, rows, false)
+    fn forward(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        self.run(input, ctx)
     }
 
     fn batched(&self) -> bool {

@@ -4,11 +4,11 @@
 
 use crate::models::nn::attention::{layer_kv, row_masks, Attention, Mask};
 use crate::models::cache::Cache;
-use crate::models::nn::layers::output_logits;
+use crate::models::nn::layers::output;
 use crate::models::arch::llama::{attention_spec, Mlp, Variant};
 use crate::models::nn::moe::{stack_experts, SparseMoe};
 use crate::models::nn::rope::Rope;
-use crate::models::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use crate::models::{cfg_err, ArchInfo, Embedding, ForwardCtx, Input, LanguageModel, Linear, Output, RmsNorm, Weights};
 use crate::error::Result;
 use mlx_rs::Array;
 use serde::Deserialize;
@@ -121,10 +121,12 @@ impl Model {
 }
 
 impl Model {
-    /// The decoder over a batch: `rows[b]` holds row b's caches (`forward_rows`).
-    fn run(&self, tokens: &Array, rows: &mut [&mut [Cache]], all_logits: bool) -> Result<Array> {
-        let mut h = self.embed_tokens.forward(tokens)?;
-        let masks = row_masks(tokens.shape()[1], rows, self.layers.len())?;
+    /// The decoder over a batch: `ctx.rows[b]` holds row b's caches.
+    fn run(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        let rows = &mut *ctx.rows;
+        let (_, l) = input.dims()?;
+        let mut h = input.embed(self.config.base.hidden_size, |t| self.embed_tokens.forward(t))?;
+        let masks = row_masks(l, rows, self.layers.len())?;
         let masks: Vec<&Mask> = masks.iter().collect();
         // Each residual add is fused with the norm after it (`after_residual`);
         // the last layer's feed-forward output is added after the loop.
@@ -141,17 +143,17 @@ impl Model {
         if let Some(m) = pending {
             h = h.add(m)?;
         }
-        output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)
+        output(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, ctx.head)
     }
 }
 
 impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
-        self.run(tokens, &mut [cache], all_logits)
+    fn embed_tokens(&self, tokens: &Array) -> Result<Array> {
+        self.embed_tokens.forward(tokens)
     }
 
-    fn forward_rows(&self, tokens: &Array, rows: &mut [&mut [Cache]]) -> Result<Array> {
-        self.run(tokens, rows, false)
+    fn forward(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        self.run(input, ctx)
     }
 
     fn batched(&self) -> bool {

@@ -22,11 +22,11 @@
 use crate::models::nn::attention::{hybrid_mask, Mask};
 use crate::models::cache::{Cache, KvCache, StateCache};
 use crate::models::nn::gated_delta;
-use crate::models::nn::layers::output_logits;
+use crate::models::nn::layers::output;
 use crate::models::arch::llama::Mlp;
 use crate::models::nn::moe::{stack_experts, SparseMoe};
 use crate::models::nn::rope::{Rope, RopeScaling};
-use crate::models::{cfg_err, ArchInfo, Embedding, LanguageModel, Linear, RmsNorm, Weights};
+use crate::models::{cfg_err, ArchInfo, Embedding, ForwardCtx, Head, Input, LanguageModel, Linear, Output, RmsNorm, Weights};
 use crate::error::{Error, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array, Dtype};
@@ -559,11 +559,13 @@ impl Model {
     }
 }
 
-impl LanguageModel for Model {
-    fn forward(&self, tokens: &Array, cache: &mut [Cache], all_logits: bool) -> Result<Array> {
+impl Model {
+    /// One sequence's pass (its recurrent states are its own).
+    fn run(&self, input: Input, cache: &mut [Cache], head: Head) -> Result<Output> {
         // One mask for all attention layers, built once per pass.
-        let mask = hybrid_mask(tokens.shape()[1], cache, self.layers.len())?;
-        let mut h = self.embed_tokens.forward(tokens)?;
+        let (_, l) = input.dims()?;
+        let mask = hybrid_mask(l, cache, self.layers.len())?;
+        let mut h = input.embed(self.config.hidden_size, |t| self.embed_tokens.forward(t))?;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             let x = layer.input_layernorm.forward(&h)?;
             let r = match &layer.mixer {
@@ -574,7 +576,17 @@ impl LanguageModel for Model {
             let m = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h)?)?;
             h = h.add(m)?;
         }
-        output_logits(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, all_logits)
+        output(h, &self.norm, self.lm_head.as_ref(), &self.embed_tokens, head)
+    }
+}
+
+impl LanguageModel for Model {
+    fn embed_tokens(&self, tokens: &Array) -> Result<Array> {
+        self.embed_tokens.forward(tokens)
+    }
+
+    fn forward(&self, input: Input, ctx: &mut ForwardCtx) -> Result<Output> {
+        ctx.each_row(input, |input, cache, head| self.run(input, cache, head))
     }
 
     fn new_cache(&self) -> Vec<Cache> {

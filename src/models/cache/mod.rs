@@ -10,6 +10,12 @@
 //! MLX arrays are immutable, so a snapshot holds the arrays of that moment while
 //! later steps make new ones.
 //!
+//! Every kind answers one interface, `LayerCache` (mlx-lm's `_BaseCache`):
+//! its position, cutting back (prompt reuse now, rejected draft tokens for
+//! speculative decoding), its content as plain arrays and integers and back
+//! (`state` / `set_state`: snapshots, files), and the batch's rows (`rows`,
+//! `filter`, `extend`: sequences leaving and joining a merged cache).
+//!
 //! The KV cache is allocated in steps and written in place.
 //!
 //! Concatenating one token's K/V onto the cache every step copies the whole
@@ -17,259 +23,63 @@
 //! of `STEP` positions and each step writes its slice with `slice_update`,
 //! which MLX performs in place when the buffer has no other reader.
 
-use crate::error::Result;
-use mlx_rs::ops::indexing::IndexOp;
-use mlx_rs::{ops, Array};
+mod kv;
+mod state;
 
-const STEP: i32 = 256;
+pub use kv::KvCache;
+pub use state::StateCache;
+
+use crate::error::Result;
+use mlx_rs::Array;
 
 /// How many state snapshots a conversation keeps (`engine::step`; each costs
 /// one copy of the model's recurrent state, and the fit estimate counts them).
 pub const MAX_SNAPSHOTS: usize = 4;
 
-#[derive(Default)]
-pub struct KvCache {
-    keys: Option<Array>,
-    values: Option<Array>,
-    offset: i32,
-    /// Sliding-window layers (Gemma 3) keep only recent positions: when the
-    /// buffer holds twice the window, the older half is dropped, so memory stays
-    /// bounded however long the chat gets.
-    window: Option<i32>,
-    /// Absolute position of the buffer's first entry (0 unless windowed).
-    start: i32,
-    /// A merged cache of several sequences (`merge`): row r's keys start at
-    /// `pads[r]` (left padding) and all end at `offset`, so one write and
-    /// one attention serve every row. None for one sequence's cache.
-    pads: Option<Vec<i32>>,
+/// A cache's content as plain values (mlx-lm's `state` and `meta_state`):
+/// arrays (None where a slot is empty) and integers, enough to rebuild it
+/// with `set_state`, to keep as a snapshot or to write to a file.
+#[derive(Clone)]
+pub struct CacheState {
+    pub kind: CacheKind,
+    pub arrays: Vec<Option<Array>>,
+    pub meta: Vec<i32>,
 }
 
-impl KvCache {
-    pub fn new() -> Self {
-        Self::default()
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    Kv,
+    State,
+}
 
-    pub fn windowed(window: i32) -> Self {
-        KvCache { window: Some(window.max(1)), ..Self::default() }
-    }
-
-    /// Absolute position of the first key `update_and_fetch` returns.
-    pub fn start(&self) -> i32 {
-        self.start
-    }
-
-    /// Whether the cache still holds everything before `len` (a windowed cache
-    /// may have dropped it, and then the prompt must be processed again).
-    pub fn can_truncate(&self, len: i32) -> bool {
-        len == 0 || len >= self.start
-    }
-
-    /// Number of positions held.
-    pub fn offset(&self) -> i32 {
-        self.offset
-    }
-
-    /// Forgets everything after `len` positions (for prompt-cache reuse); the
-    /// buffer stays allocated and is overwritten by later writes.
-    pub fn truncate(&mut self, len: i32) {
-        if len < self.start {
-            // Dropped positions cannot come back: start empty.
-            self.clear();
-            return;
-        }
-        self.offset = self.offset.min(len.max(0));
-    }
-
-    pub fn clear(&mut self) {
-        *self = KvCache { window: self.window, ..Self::default() };
-    }
-
-    /// The sliding window, for windowed caches.
-    pub fn window(&self) -> Option<i32> {
-        self.window
-    }
-
-    /// Drops the older half of a windowed buffer once it holds twice the window,
-    /// keeping what the next query may still see. The model calls it before
-    /// building the mask; `update_and_fetch` calls it too (a no-op the second time).
-    pub fn trim_window(&mut self) -> Result<()> {
-        if let Some(w) = self.window {
-            // The next query (at `offset`) still sees keys back to offset - w + 1.
-            let keep_from = self.offset - w + 1;
-            if self.offset - self.start >= 2 * w && keep_from > self.start {
-                let from = keep_from - self.start;
-                let to = self.offset - self.start;
-                self.keys = self.keys.take().map(|a| a.index((.., .., from..to, ..)));
-                self.values = self.values.take().map(|a| a.index((.., .., from..to, ..)));
-                self.start = keep_from;
-                // Materialize the kept slice so the dropped part is freed.
-                mlx_rs::transforms::eval(self.arrays())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Appends `k`, `v` ([B, heads, L, head_dim]) and returns all cached K, V.
-    pub fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
-        self.trim_window()?;
-        let prev = self.offset - self.start;
-        let n = k.shape()[2];
-        let need = prev + n;
-        let capacity = self.keys.as_ref().map_or(0, |a| a.shape()[2]);
-        if need > capacity {
-            let (b, h, d_k) = (k.shape()[0], k.shape()[1], k.shape()[3]);
-            let d_v = v.shape()[3];
-            let grow = ((n + STEP - 1) / STEP) * STEP;
-            let new_k = ops::zeros_dtype(&[b, h, grow, d_k], k.dtype())?;
-            let new_v = ops::zeros_dtype(&[b, h, grow, d_v], v.dtype())?;
-            match (self.keys.take(), self.values.take()) {
-                (Some(old_k), Some(old_v)) => {
-                    // Drop stale positions past `prev` before growing.
-                    let old_k = old_k.index((.., .., ..prev, ..));
-                    let old_v = old_v.index((.., .., ..prev, ..));
-                    self.keys = Some(ops::concatenate(&[old_k, new_k], 2)?);
-                    self.values = Some(ops::concatenate(&[old_v, new_v], 2)?);
-                }
-                _ => {
-                    self.keys = Some(new_k);
-                    self.values = Some(new_v);
-                }
-            }
-        }
-        let keys = self.keys.as_mut().expect("allocated above");
-        let values = self.values.as_mut().expect("allocated above");
-        *keys = write_at(keys, k, prev)?;
-        *values = write_at(values, v, prev)?;
-        self.offset = need + self.start;
-        Ok((
-            keys.index((.., .., ..need, ..)),
-            values.index((.., .., ..need, ..)),
-        ))
-    }
-
+/// What every layer cache answers, whatever it holds (module comment).
+pub trait LayerCache {
+    /// Positions seen: the next token's position.
+    fn offset(&self) -> i32;
+    /// Sequences held (1 unless merged).
+    fn rows(&self) -> usize;
+    /// Whether the cache can go back to holding exactly the first `len` positions.
+    fn can_truncate(&self, len: i32) -> bool;
+    /// Cuts back to `len` positions; a cache that cannot is emptied
+    /// (callers check `can_truncate` first).
+    fn truncate(&mut self, len: i32);
+    /// The content as plain values.
+    fn state(&self) -> CacheState;
+    /// The content `state` gave, back; a state of another kind or shape is
+    /// an error and leaves the cache as it was.
+    fn set_state(&mut self, state: CacheState) -> Result<()>;
+    /// Keeps only the rows `keep`, in that order (rows leaving a batch).
+    fn filter(&mut self, keep: &[usize]) -> Result<()>;
+    /// Appends `other`'s rows after its own (rows joining a batch).
+    fn extend(&mut self, other: Self) -> Result<()>
+    where
+        Self: Sized;
     /// Arrays to evaluate so the cache holds concrete data.
-    pub fn arrays(&self) -> Vec<&Array> {
-        self.keys.iter().chain(self.values.iter()).collect()
-    }
-
-    /// How many sequences the cache holds (1 unless merged).
-    pub fn rows(&self) -> usize {
-        self.pads.as_ref().map_or(1, |p| p.len())
-    }
-
-    /// The left padding of each row of a merged cache.
-    pub fn pads(&self) -> Option<&[i32]> {
-        self.pads.as_deref()
-    }
-
-    /// Each row's position for the next token, [rows] int32, for RoPE of a
-    /// merged cache (None for one sequence's: its offset is the position).
-    pub fn positions(&self) -> Option<Array> {
-        let pads = self.pads.as_ref()?;
-        let pos: Vec<i32> = pads.iter().map(|p| self.offset - p).collect();
-        Some(Array::from_slice(&pos, &[pos.len() as i32]))
-    }
-
-    /// One cache for several sequences' caches (mlx-lm's `BatchKVCache`):
-    /// each row's keys and values, left-padded with zeros to the longest,
-    /// stacked along the batch axis. Windowed and merged caches are refused.
-    pub fn merge(rows: Vec<KvCache>) -> Result<KvCache> {
-        let idx = rows.iter().map(|c| c.offset).max().unwrap_or(0);
-        if rows.is_empty() || idx == 0 || rows.iter().any(|c| c.window.is_some() || c.pads.is_some() || c.offset == 0) {
-            return Err(crate::error::Error::Config("only filled, unwindowed single-sequence caches merge".into()));
-        }
-        let (mut ks, mut vs, mut pads) = (Vec::new(), Vec::new(), Vec::new());
-        for c in &rows {
-            let (Some(k), Some(v)) = (&c.keys, &c.values) else {
-                return Err(crate::error::Error::Config("a cache with positions but no buffer".into()));
-            };
-            let pad = idx - c.offset;
-            let left = |a: &Array| -> Result<Array> {
-                let a = a.index((.., .., ..c.offset, ..));
-                if pad == 0 {
-                    return Ok(a);
-                }
-                let sh = a.shape();
-                let z = ops::zeros_dtype(&[sh[0], sh[1], pad, sh[3]], a.dtype())?;
-                Ok(ops::concatenate(&[z, a], 2)?)
-            };
-            ks.push(left(k)?);
-            vs.push(left(v)?);
-            pads.push(pad);
-        }
-        Ok(KvCache {
-            keys: Some(ops::concatenate(&ks, 0)?),
-            values: Some(ops::concatenate(&vs, 0)?),
-            offset: idx,
-            window: None,
-            start: 0,
-            pads: Some(pads),
-        })
-    }
-
-    /// The sequences' own caches back out of a merged cache (views of its
-    /// rows without their padding), in row order.
-    pub fn split(self) -> Vec<KvCache> {
-        let (Some(k), Some(v), Some(pads)) = (self.keys, self.values, self.pads) else { return Vec::new() };
-        pads.iter()
-            .enumerate()
-            .map(|(r, &pad)| {
-                let r = r as i32;
-                KvCache {
-                    keys: Some(k.index((r..r + 1, .., pad..self.offset, ..))),
-                    values: Some(v.index((r..r + 1, .., pad..self.offset, ..))),
-                    offset: self.offset - pad,
-                    ..KvCache::default()
-                }
-            })
-            .collect()
-    }
-
+    fn arrays(&self) -> Vec<&Array>;
 }
 
-/// The recurrent state of a linear-attention or short-convolution layer:
-/// `arrays[i]` as the layer defines them (Gated DeltaNet: the conv window
-/// [B, K-1, conv_dim] and the state [B, Hv, Dv, Dk]; LFM2: the conv window).
-#[derive(Clone, Default)]
-pub struct StateCache {
-    arrays: Vec<Option<Array>>,
-    offset: i32,
-}
-
-impl StateCache {
-    pub fn new(n: usize) -> Self {
-        StateCache { arrays: vec![None; n], offset: 0 }
-    }
-
-    pub fn get(&self, i: usize) -> Option<&Array> {
-        self.arrays.get(i).and_then(|a| a.as_ref())
-    }
-
-    /// Stores slot `i`; the model checks shapes before it writes.
-    pub fn set(&mut self, i: usize, a: Array) {
-        if i >= self.arrays.len() {
-            self.arrays.resize(i + 1, None);
-        }
-        self.arrays[i] = Some(a);
-    }
-
-    /// Counts `n` more positions seen.
-    pub fn advance(&mut self, n: i32) {
-        self.offset += n;
-    }
-
-    pub fn offset(&self) -> i32 {
-        self.offset
-    }
-
-    pub fn clear(&mut self) {
-        let n = self.arrays.len();
-        *self = StateCache::new(n);
-    }
-
-    pub fn arrays(&self) -> Vec<&Array> {
-        self.arrays.iter().flatten().collect()
-    }
+pub(crate) fn state_err(msg: &str) -> crate::error::Error {
+    crate::error::Error::Config(format!("a cache state that does not fit: {msg}"))
 }
 
 /// One layer's cache.
@@ -307,65 +117,81 @@ impl Cache {
         }
     }
 
-    pub fn offset(&self) -> i32 {
-        match self {
-            Cache::Kv(c) => c.offset(),
-            Cache::State(c) => c.offset(),
-        }
-    }
-
-    /// Whether the cache can go back to holding exactly the first `len` positions.
-    pub fn can_truncate(&self, len: i32) -> bool {
-        match self {
-            Cache::Kv(c) => c.can_truncate(len),
-            Cache::State(c) => len == 0 || len == c.offset(),
-        }
-    }
-
-    /// Cuts back to `len` positions; a state cache that cannot is emptied
-    /// (callers check `can_truncate` first).
-    pub fn truncate(&mut self, len: i32) {
-        match self {
-            Cache::Kv(c) => c.truncate(len),
-            Cache::State(c) if len != c.offset() => c.clear(),
-            Cache::State(_) => {}
-        }
-    }
-
     pub fn is_state(&self) -> bool {
         matches!(self, Cache::State(_))
     }
 
-    pub fn arrays(&self) -> Vec<&Array> {
+    pub fn kind(&self) -> CacheKind {
         match self {
-            Cache::Kv(c) => c.arrays(),
-            Cache::State(c) => c.arrays(),
+            Cache::Kv(_) => CacheKind::Kv,
+            Cache::State(_) => CacheKind::State,
         }
     }
 }
 
-/// `buf` with `update` ([B, H, n, D]) written at position `at` of axis 2:
-/// one `slice_update` (in place when `buf` has no other reader). Called
-/// through mlx-c because mlx-rs's indexed assignment adds two reshapes of the
-/// update per write, four graph ops per layer and token that the host
-/// encodes one by one on CUDA.
-fn write_at(buf: &Array, update: &Array, at: i32) -> Result<Array> {
-    let shape = update.shape();
-    if shape.len() != 4 {
-        return Err(crate::error::Error::Mlx(format!("a KV cache update of shape {shape:?}; [B, heads, n, dim] expected")));
+impl LayerCache for Cache {
+    fn offset(&self) -> i32 {
+        match self {
+            Cache::Kv(c) => c.offset,
+            Cache::State(c) => c.offset,
+        }
     }
-    let start = [0, 0, at, 0];
-    let stop = [shape[0], shape[1], at + shape[2], shape[3]];
-    let strides = [1, 1, 1, 1];
-    crate::models::mlx_c::call("slice_update", |res, s| unsafe {
-        mlx_sys::mlx_slice_update(res, buf.as_ptr(), update.as_ptr(), start.as_ptr(), 4, stop.as_ptr(), 4, strides.as_ptr(), 4, s)
-    })
+    fn rows(&self) -> usize {
+        match self {
+            Cache::Kv(c) => LayerCache::rows(c),
+            Cache::State(c) => LayerCache::rows(c),
+        }
+    }
+    fn can_truncate(&self, len: i32) -> bool {
+        match self {
+            Cache::Kv(c) => LayerCache::can_truncate(c, len),
+            Cache::State(c) => LayerCache::can_truncate(c, len),
+        }
+    }
+    fn truncate(&mut self, len: i32) {
+        match self {
+            Cache::Kv(c) => LayerCache::truncate(c, len),
+            Cache::State(c) => LayerCache::truncate(c, len),
+        }
+    }
+    fn state(&self) -> CacheState {
+        match self {
+            Cache::Kv(c) => c.state(),
+            Cache::State(c) => c.state(),
+        }
+    }
+    fn set_state(&mut self, state: CacheState) -> Result<()> {
+        match self {
+            Cache::Kv(c) => c.set_state(state),
+            Cache::State(c) => c.set_state(state),
+        }
+    }
+    fn filter(&mut self, keep: &[usize]) -> Result<()> {
+        match self {
+            Cache::Kv(c) => c.filter(keep),
+            Cache::State(c) => c.filter(keep),
+        }
+    }
+    fn extend(&mut self, other: Self) -> Result<()> {
+        match (self, other) {
+            (Cache::Kv(a), Cache::Kv(b)) => a.extend(b),
+            (Cache::State(a), Cache::State(b)) => a.extend(b),
+            _ => Err(crate::error::Error::Config("a KV cache and a state cache do not join".into())),
+        }
+    }
+    fn arrays(&self) -> Vec<&Array> {
+        match self {
+            Cache::Kv(c) => KvCache::arrays(c),
+            Cache::State(c) => StateCache::arrays(c),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use mlx_rs::ops;
+    use mlx_rs::ops::indexing::IndexOp;
 
     fn kv(n: i32, at: f32) -> (Array, Array) {
         let k = ops::full::<f32>(&[1, 1, n, 2], mlx_rs::array!(at)).unwrap();
@@ -424,6 +250,100 @@ mod tests {
         assert_eq!(got[1], [2.0; 10].iter().copied().chain([9.0, 9.0]).collect::<Vec<_>>());
         assert_eq!((parts[0].offset(), parts[1].offset(), parts[0].rows()), (4, 6, 1));
         assert!(KvCache::merge(vec![KvCache::windowed(4)]).is_err(), "windowed caches do not merge");
+    }
+
+    fn held(c: &KvCache) -> Vec<f32> {
+        let n = c.offset() - c.start();
+        // Through a copy: a view into the buffer is not contiguous.
+        c.keys.as_ref().map_or(vec![], |k| ops::flatten(k.index((.., .., ..n, ..)).multiply(mlx_rs::array!(1.0f32)).unwrap(), None, None).unwrap().as_slice::<f32>().to_vec())
+    }
+
+    /// A KV cache (plain, windowed past its window, merged) and a state
+    /// cache rebuilt from their `state` hold and do what the originals do;
+    /// a state of another kind or shape is refused and changes nothing.
+    #[test]
+    fn every_cache_comes_back_from_its_state() {
+        let mut windowed = KvCache::windowed(4);
+        for i in 0..11 {
+            let (k, v) = kv(1, i as f32);
+            windowed.update_and_fetch(&k, &v).unwrap();
+        }
+        let mut plain = KvCache::new();
+        let (k, v) = kv(5, 3.0);
+        plain.update_and_fetch(&k, &v).unwrap();
+        let mut short = KvCache::new();
+        let (k, v) = kv(2, 4.0);
+        short.update_and_fetch(&k, &v).unwrap();
+        let merged = KvCache::merge(vec![plain.clone(), short]).unwrap();
+        for (name, original) in [("plain", plain), ("windowed", windowed), ("merged", merged), ("empty", KvCache::new())] {
+            let mut back = KvCache::windowed(99);
+            back.set_state(original.state()).unwrap();
+            assert_eq!((back.offset(), back.start(), back.window(), back.pads()), (original.offset(), original.start(), original.window(), original.pads()), "{name}");
+            assert_eq!(held(&back), held(&original), "{name}");
+            if original.offset() == 0 {
+                continue;
+            }
+            let rows = original.rows() as i32;
+            let next = ops::full::<f32>(&[rows, 1, 1, 2], mlx_rs::array!(7.0f32)).unwrap();
+            let (mut a, mut b) = (original.clone(), back);
+            let (ka, _) = a.update_and_fetch(&next, &next).unwrap();
+            let (kb, _) = b.update_and_fetch(&next, &next).unwrap();
+            let flat = |a: &Array| ops::flatten(a.multiply(mlx_rs::array!(1.0f32)).unwrap(), None, None).unwrap().as_slice::<f32>().to_vec();
+            assert_eq!(flat(&ka), flat(&kb), "{name}: the next write");
+        }
+        let mut s = StateCache::new(2);
+        s.set(0, ops::ones::<f32>(&[1, 3]).unwrap());
+        s.advance(4);
+        let mut back = StateCache::new(2);
+        back.set_state(s.state()).unwrap();
+        assert_eq!((back.offset(), back.arrays().len()), (4, 1));
+        let mut c = KvCache::new();
+        assert!(c.set_state(s.state()).is_err(), "a state cache's state into a KV cache");
+        assert!(StateCache::new(3).set_state(s.state()).is_err(), "slots that do not match");
+        let mut bad = KvCache::new().state();
+        bad.meta = vec![5, 0, -1];
+        assert!(c.set_state(bad).is_err() && c.offset() == 0, "positions without keys");
+    }
+
+    /// Rows leave a merged cache (`filter`: the shared padding goes, one
+    /// row left is a plain cache) and join it (`extend`), each row keeping
+    /// exactly its own keys.
+    #[test]
+    fn merged_rows_leave_and_join_with_their_own_keys() {
+        let fill = |n: i32, at: f32| {
+            let mut c = KvCache::new();
+            let (k, v) = kv(n, at);
+            c.update_and_fetch(&k, &v).unwrap();
+            c
+        };
+        let (a, b, c) = (fill(3, 1.0), fill(6, 2.0), fill(2, 3.0));
+        let mut m = KvCache::merge(vec![a.clone(), b, c.clone()]).unwrap();
+        assert_eq!(m.pads(), Some(&[3, 0, 4][..]));
+        LayerCache::filter(&mut m, &[2, 0]).unwrap();
+        assert_eq!((m.rows(), m.offset(), m.pads()), (2, 3, Some(&[1, 0][..])), "the shared padding of 3 is gone");
+        assert_eq!(held(&m.extract(0).unwrap()), held(&c));
+        assert_eq!(held(&m.extract(1).unwrap()), held(&a));
+        m.extend(fill(5, 4.0)).unwrap();
+        assert_eq!((m.rows(), m.offset(), m.pads()), (3, 5, Some(&[3, 2, 0][..])));
+        assert_eq!(held(&m.extract(2).unwrap()), vec![4.0; 10]);
+        assert_eq!(held(&m.extract(0).unwrap()), held(&c));
+        LayerCache::filter(&mut m, &[1]).unwrap();
+        assert_eq!((m.rows(), m.offset(), m.pads()), (1, 3, None), "one row left is a plain cache");
+        assert_eq!(held(&m), held(&a));
+        assert!(LayerCache::filter(&mut m, &[1]).is_err() && LayerCache::filter(&mut m, &[]).is_err());
+        // States join at the same position only, and leave by row.
+        let state = |at: f32, seen: i32| {
+            let mut s = StateCache::new(1);
+            s.set(0, ops::full::<f32>(&[1, 2], mlx_rs::array!(at)).unwrap());
+            s.advance(seen);
+            s
+        };
+        let mut s = state(1.0, 4);
+        s.extend(state(2.0, 4)).unwrap();
+        assert_eq!(LayerCache::rows(&s), 2);
+        assert!(s.extend(state(3.0, 5)).is_err(), "a state at another position");
+        s.filter(&[1]).unwrap();
+        assert_eq!(s.get(0).unwrap().as_slice::<f32>(), &[2.0, 2.0]);
     }
 
     #[test]

@@ -55,6 +55,71 @@ pub fn quantized_matmul_rows(x: &Array, w: &Array, scales: &Array, biases: Optio
 /// docs/bench/h200-batch-step-parts-llama-3.1-8b.txt). On CUDA, where it was
 /// measured; off with `HEARTH_FOLD_ROWS=0`, for side-by-side runs.
 pub(crate) fn fold_rows() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| crate::models::kernels::cuda::cuda_available() && std::env::var("HEARTH_FOLD_ROWS").map_or(true, |v| v != "0"))
+    switches().fold_rows
+}
+
+/// Which fused kernels this process runs, decided once: each where its
+/// device has it (the CUDA ones on CUDA; the Metal ones only with
+/// `HEARTH_METAL_KERNELS=1` until a Mac run validates them), and each CUDA
+/// one off with its variable set to 0, for side-by-side runs. One list, so
+/// the engine's config and a benchmark report what ran (`hearth bench`).
+/// A process-wide value rather than a field passed down: the dispatch
+/// entries sit under every layer call, and no two engines in one process
+/// want different kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Switches {
+    /// `HEARTH_MOE_KERNEL`: the fused MoE decode and router kernels (`cuda::moe`).
+    pub moe: bool,
+    /// `HEARTH_DECODE_FUSION`: a decode step's q/k/v heads, residual norms
+    /// and attention in fused kernels (`cuda::decode`, `cuda::attention`).
+    pub decode_fusion: bool,
+    /// `HEARTH_QMM_ROWS`: the tensor-core 4-bit matmul for 2-7 rows (`cuda::qmm_rows`).
+    pub qmm_rows: bool,
+    /// `HEARTH_FOLD_ROWS`: a batch's rows folded into one matrix from 8 rows (`fold_rows`).
+    pub fold_rows: bool,
+    /// `HEARTH_DELTA_KERNEL`: the gated delta recurrence (`cuda::delta`).
+    pub delta: bool,
+    /// `HEARTH_METAL_KERNELS=1`: the Metal kernels (`metal`).
+    pub metal: bool,
+}
+
+impl Switches {
+    /// From the variables `var` gives and what the device has.
+    pub fn decide(var: impl Fn(&str) -> Option<String>, cuda: bool, metal: bool) -> Self {
+        let on = |k: &str| cuda && var(k).is_none_or(|v| v.trim() != "0");
+        Switches {
+            moe: on("HEARTH_MOE_KERNEL"),
+            decode_fusion: on("HEARTH_DECODE_FUSION"),
+            qmm_rows: on("HEARTH_QMM_ROWS"),
+            fold_rows: on("HEARTH_FOLD_ROWS"),
+            delta: on("HEARTH_DELTA_KERNEL"),
+            metal: metal && var("HEARTH_METAL_KERNELS").is_some_and(|v| v.trim() == "1"),
+        }
+    }
+}
+
+/// This process's switches (the environment's, read on first use).
+pub fn switches() -> &'static Switches {
+    static S: std::sync::OnceLock<Switches> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let var = |k: &str| std::env::var(k).ok();
+        let metal = var("HEARTH_METAL_KERNELS").is_some_and(|v| v.trim() == "1") && crate::models::kernels::metal::metal_available();
+        Switches::decide(var, crate::models::kernels::cuda::cuda_available(), metal)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Switches;
+
+    #[test]
+    fn kernels_run_only_where_the_device_has_them_and_zero_turns_one_off() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let s = Switches::decide(vars(&[("HEARTH_QMM_ROWS", "0"), ("HEARTH_MOE_KERNEL", "1")]), true, false);
+        assert!(s.moe && s.decode_fusion && s.fold_rows && s.delta && !s.qmm_rows && !s.metal);
+        let none = Switches::decide(vars(&[("HEARTH_METAL_KERNELS", "1")]), false, false);
+        assert!(!(none.moe || none.decode_fusion || none.qmm_rows || none.fold_rows || none.delta || none.metal), "no CUDA, no Metal: nothing fused");
+        assert!(Switches::decide(vars(&[("HEARTH_METAL_KERNELS", "1")]), false, true).metal);
+        assert!(!Switches::decide(vars(&[]), false, true).metal, "Metal kernels wait for HEARTH_METAL_KERNELS=1");
+    }
 }

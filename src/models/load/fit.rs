@@ -164,7 +164,7 @@ pub fn estimate(s: &Shape, context: u64, device: Device, total_memory: u64) -> N
     // One prefill chunk in flight: residual stream and q/k/v/o, the MLP's three
     // intermediate buffers, logits; on CPU also the attention scores over the
     // whole context (GPUs run a fused attention kernel that never stores them).
-    let t = ctx.min(crate::models::prefill_chunk() as u64);
+    let t = ctx.min(crate::models::DEFAULT_PREFILL_CHUNK as u64);
     let per_token = 6 * s.hidden + 3 * s.intermediate + s.heads * s.head_dim * 2;
     let scores = if device == Device::Cpu { s.heads * t * ctx } else { 0 };
     let working = (t * per_token + scores + s.vocab) * elem;

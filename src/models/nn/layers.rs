@@ -3,6 +3,7 @@
 //! for token arrays and the last position.
 
 use crate::models::nn::quant::{self, QuantSpec};
+use crate::models::forward::{Head, Output};
 use crate::models::Weights;
 use crate::error::Result;
 use mlx_rs::{ops, Array, Dtype};
@@ -351,16 +352,19 @@ pub fn dtype_name(d: Dtype) -> &'static str {
 }
 
 
-/// The output of a decoder: the last position only (unless `all_logits`), the
-/// final norm, then the head (or the tied embedding): [B, vocab] or [B, L, vocab].
-pub fn output_logits(h: Array, norm: &RmsNorm, lm_head: Option<&Linear>, embed: &Embedding, all_logits: bool) -> Result<Array> {
-    let h = if all_logits { h } else { last_position(&h)? };
-    let h = norm.forward(&h)?;
+/// The output of a decoder: the positions `head` reads, normed, then through
+/// the output head (the tied embeddings where there is none); for
+/// `Head::Hidden` the normed states themselves.
+pub fn output(h: Array, norm: &RmsNorm, lm_head: Option<&Linear>, embed: &Embedding, head: Head) -> Result<Output> {
+    let h = norm.forward(&head.positions(&h)?)?;
+    if head == Head::Hidden {
+        return Ok(Output::Hidden(h));
+    }
     let logits = match lm_head {
-        Some(head) => head.forward(&h)?,
+        Some(lm) => lm.forward(&h)?,
         None => embed.as_linear(&h)?,
     };
-    Ok(if all_logits { logits } else { logits.reshape(&[logits.shape()[0], -1])? })
+    Ok(Output::Logits(head.shape_logits(logits)?))
 }
 
 #[cfg(test)]

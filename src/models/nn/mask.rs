@@ -77,7 +77,7 @@ impl LayerMasks {
         self.0[sliding as usize].as_ref().ok_or_else(|| crate::models::cfg_err("no mask for a layer kind"))
     }
 
-    /// `build` for each row of a batch (`LanguageModel::forward_rows`):
+    /// `build` for each row of a batch (`LanguageModel::forward`):
     /// `sliding[i]` is layer i's kind; each row must hold one cache per layer.
     pub fn build_rows(l: i32, sliding: &[bool], rows: &mut [&mut [crate::models::cache::Cache]]) -> Result<Vec<Self>> {
         rows.iter_mut()
@@ -109,7 +109,7 @@ pub fn hybrid_mask(l: i32, caches: &mut [crate::models::cache::Cache], layers: u
     }
 }
 
-/// Layer `i`'s KV cache of every row of a batch (`LanguageModel::forward_rows`).
+/// Layer `i`'s KV cache of every row of a batch (`LanguageModel::forward`).
 pub fn layer_kv<'a>(rows: &'a mut [&mut [crate::models::cache::Cache]], i: usize) -> Result<Vec<&'a mut KvCache>> {
     rows.iter_mut()
         .map(|r| r.get_mut(i).ok_or_else(|| crate::models::cfg_err(format!("no cache for layer {i}")))?.as_kv())

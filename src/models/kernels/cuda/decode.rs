@@ -175,8 +175,7 @@ fn position(offset: i32) -> Array {
 
 /// Whether the fused kernels may run here: a CUDA device, not turned off.
 pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| crate::models::kernels::cuda::cuda_available() && std::env::var("HEARTH_DECODE_FUSION").map_or(true, |v| v != "0"))
+    crate::models::kernels::switches().decode_fusion
 }
 
 fn float_type(d: Dtype) -> bool {

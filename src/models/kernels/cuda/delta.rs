@@ -9,7 +9,7 @@
 //! stays in float32; q, k, v and y are in the model's type. Used when the key
 //! head size is a multiple of 32; `HEARTH_DELTA_KERNEL=0` turns it off (A/B).
 
-use crate::models::kernels::cuda::{cuda_available, Kernel, Launch};
+use crate::models::kernels::cuda::{Kernel, Launch};
 use crate::error::{Error, Result};
 use mlx_rs::{ops, Array, Dtype};
 
@@ -247,8 +247,7 @@ pub fn run_fused(f: &FusedInputs) -> Result<Option<(Array, Array, Array)>> {
 
 /// Whether the kernel may run here: a CUDA device, not turned off.
 pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| cuda_available() && std::env::var("HEARTH_DELTA_KERNEL").map_or(true, |v| v != "0"))
+    crate::models::kernels::switches().delta
 }
 
 /// The recurrence on CUDA, or None where the kernel does not apply (no CUDA,

@@ -492,8 +492,7 @@ fn build() -> Result<(Kernel, Kernel)> {
 
 /// Whether the fused decode kernels may run here: a CUDA device, not turned off.
 pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| crate::models::kernels::cuda::cuda_available() && std::env::var("HEARTH_MOE_KERNEL").map_or(true, |v| v != "0"))
+    crate::models::kernels::switches().moe
 }
 
 /// One expert projection's 4-bit affine parts: packed [E, out, in/8], scales and

@@ -146,9 +146,9 @@ thread_local! {
         Kernel::new("hearth_qmm_rows_q4", &["x", "w", "scales", "biases"], &["y"], QMM_ROWS, &format!("{}{HEADER}", super::MMA_HEADER)).ok();
 }
 
+/// Whether the kernel may run here: a CUDA device, not turned off.
 pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| crate::models::kernels::cuda::cuda_available() && std::env::var("HEARTH_QMM_ROWS").map_or(true, |v| v != "0"))
+    crate::models::kernels::switches().qmm_rows
 }
 
 /// Whether the kernel is used for `rows` rows of `x` against 4-bit weights

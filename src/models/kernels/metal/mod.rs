@@ -14,17 +14,16 @@ use std::ffi::CString;
 
 /// Whether MLX runs on a Metal device here and the Metal kernels are turned on.
 pub fn metal_kernels_on() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        if std::env::var("HEARTH_METAL_KERNELS").ok().as_deref() != Some("1") {
-            return false;
-        }
-        let mut metal = false;
-        unsafe {
-            mlx_sys::mlx_metal_is_available(&mut metal);
-        }
-        metal
-    })
+    crate::models::kernels::switches().metal
+}
+
+/// Whether MLX runs on a Metal device here.
+pub(crate) fn metal_available() -> bool {
+    let mut metal = false;
+    unsafe {
+        mlx_sys::mlx_metal_is_available(&mut metal);
+    }
+    metal
 }
 
 /// One kernel object (its source, inputs and outputs by name).

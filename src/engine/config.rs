@@ -1,0 +1,71 @@
+//! The engine's settings, read once when an engine starts and handed to what
+//! uses them (the worker, the session, its batch), instead of process-wide
+//! statics: two engines in one process (the tests) can differ, and a
+//! benchmark prints what it ran with. The environment overrides the
+//! defaults, for tuning and side-by-side runs.
+
+use std::path::PathBuf;
+
+/// Tokens per prefill pass by default: bounds peak memory on long prompts
+/// (mlx-lm uses 2048 too). The fit estimate counts one such chunk.
+pub use crate::models::DEFAULT_PREFILL_CHUNK;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineConfig {
+    /// Sequences served at once (`HEARTH_MAX_BATCH`, 1 to 64; default 8);
+    /// later requests wait in arrival order, but for interactive ones.
+    pub max_batch: usize,
+    /// Tokens per prefill pass, and a batched prefill's token budget (rows x
+    /// length; `HEARTH_PREFILL_CHUNK`, default 2048).
+    pub prefill_chunk: usize,
+    /// `HEARTH_GRAPH_DOT=file`: one decode step's graph written there in
+    /// Graphviz form (`scripts/gpu/graph_ops.py` counts its ops).
+    pub graph_dot: Option<PathBuf>,
+    /// The fused kernels this process runs (`models::kernels::Switches`).
+    pub kernels: crate::models::kernels::Switches,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_batch: 8,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+            graph_dot: None,
+            kernels: *crate::models::kernels::switches(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The defaults with the environment's overrides; values out of range
+    /// keep the default.
+    pub fn from_env() -> Self {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let d = Self::default();
+        let num = |k: &str, ok: std::ops::RangeInclusive<usize>, def: usize| var(k).and_then(|v| v.trim().parse().ok()).filter(|n| ok.contains(n)).unwrap_or(def);
+        EngineConfig {
+            max_batch: num("HEARTH_MAX_BATCH", 1..=64, d.max_batch),
+            prefill_chunk: num("HEARTH_PREFILL_CHUNK", 1..=1 << 20, d.prefill_chunk),
+            graph_dot: var("HEARTH_GRAPH_DOT").filter(|v| !v.is_empty()).map(PathBuf::from),
+            ..d
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_overrides_in_range_values_only() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let c = EngineConfig::from_vars(vars(&[("HEARTH_MAX_BATCH", "16"), ("HEARTH_PREFILL_CHUNK", " 512 "), ("HEARTH_GRAPH_DOT", "/tmp/g.dot")]));
+        assert_eq!((c.max_batch, c.prefill_chunk, c.graph_dot.as_deref()), (16, 512, Some(std::path::Path::new("/tmp/g.dot"))));
+        let c = EngineConfig::from_vars(vars(&[("HEARTH_MAX_BATCH", "0"), ("HEARTH_PREFILL_CHUNK", "lots"), ("HEARTH_GRAPH_DOT", "")]));
+        assert_eq!((c.max_batch, c.prefill_chunk, c.graph_dot), (8, DEFAULT_PREFILL_CHUNK, None));
+        assert_eq!(EngineConfig::from_vars(vars(&[("HEARTH_MAX_BATCH", "65")])).max_batch, 8);
+    }
+}
