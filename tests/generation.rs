@@ -74,6 +74,39 @@ fn second_turn_prefills_only_new_tokens_and_matches_a_cold_start() {
     assert_eq!(warm, cold);
 }
 
+/// The prefix cache keeps finished sequences' caches within its memory
+/// bound, the least recently used out first and the newest always: with
+/// room for one, a second conversation evicts the first (which then starts
+/// cold); with room for both, the first resumes.
+#[test]
+fn the_prefix_cache_stays_within_its_memory_bound() {
+    let mut s = common::session();
+    let saved = s.config.prefix_cache_bytes;
+    let p = greedy(8);
+    let cancel = AtomicBool::new(false);
+    let (a, _) = s.prompt_for_messages(&[Message::user("Name a colour.")], 8).unwrap();
+    // A cache is handed to the request sharing most of its prompt: b shares
+    // no first token with a (its template's first token cut), so each keeps its own.
+    let (b, _) = s.prompt_for_messages(&[Message::user("Name a planet of the solar system.")], 8).unwrap();
+    let b = b[1..].to_vec();
+    assert_ne!(a[0], b[0]);
+    let run = |s: &mut hearth::engine::Session, ids: &[u32]| s.generate(ids, &p, &cancel, &mut |_| {}).unwrap().reused_tokens;
+    for (bound, both_kept) in [(1u64, false), (u64::MAX, true)] {
+        s.reset_cache();
+        s.config.prefix_cache_bytes = bound;
+        run(&mut s, &a);
+        let one = s.prefix_cache();
+        assert_eq!(one.0, 1, "the newest cache stays even past the bound");
+        assert!(one.1 > 0);
+        run(&mut s, &b);
+        assert_eq!(s.prefix_cache().0, if both_kept { 2 } else { 1 }, "bound {bound}");
+        let reused_a = run(&mut s, &a);
+        let want = if both_kept { a.len() - 1 } else { 0 };
+        assert_eq!(reused_a, want, "bound {bound}: a's cache kept ({both_kept}) resumes all but the last prompt token, evicted none");
+    }
+    s.config.prefix_cache_bytes = saved;
+}
+
 #[test]
 fn max_tokens_is_exact() {
     let mut p = greedy(5);

@@ -21,6 +21,12 @@ pub struct EngineConfig {
     /// `HEARTH_GRAPH_DOT=file`: one decode step's graph written there in
     /// Graphviz form (`scripts/gpu/graph_ops.py` counts its ops).
     pub graph_dot: Option<PathBuf>,
+    /// The most bytes the prefix cache keeps in finished sequences' caches
+    /// (`HEARTH_PREFIX_CACHE_MB`; default an eighth of this machine's
+    /// memory): the least recently used go first, the newest always stays.
+    /// Without it four long agent prompts of an 8B model (4 GB of keys and
+    /// values each at 32k tokens) would outgrow a 16 GB Mac.
+    pub prefix_cache_bytes: u64,
     /// The fused kernels this process runs (`models::kernels::Switches`).
     pub kernels: crate::models::kernels::Switches,
 }
@@ -31,6 +37,7 @@ impl Default for EngineConfig {
             max_batch: 8,
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             graph_dot: None,
+            prefix_cache_bytes: (crate::sys::total_memory() / 8).max(256 << 20),
             kernels: *crate::models::kernels::switches(),
         }
     }
@@ -50,6 +57,7 @@ impl EngineConfig {
             max_batch: num("HEARTH_MAX_BATCH", 1..=64, d.max_batch),
             prefill_chunk: num("HEARTH_PREFILL_CHUNK", 1..=1 << 20, d.prefill_chunk),
             graph_dot: var("HEARTH_GRAPH_DOT").filter(|v| !v.is_empty()).map(PathBuf::from),
+            prefix_cache_bytes: var("HEARTH_PREFIX_CACHE_MB").and_then(|v| v.trim().parse::<u64>().ok()).map_or(d.prefix_cache_bytes, |mb| mb.saturating_mul(1 << 20)),
             ..d
         }
     }
@@ -62,7 +70,8 @@ mod tests {
     #[test]
     fn the_environment_overrides_in_range_values_only() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
-        let c = EngineConfig::from_vars(vars(&[("HEARTH_MAX_BATCH", "16"), ("HEARTH_PREFILL_CHUNK", " 512 "), ("HEARTH_GRAPH_DOT", "/tmp/g.dot")]));
+        let c = EngineConfig::from_vars(vars(&[("HEARTH_MAX_BATCH", "16"), ("HEARTH_PREFILL_CHUNK", " 512 "), ("HEARTH_GRAPH_DOT", "/tmp/g.dot"), ("HEARTH_PREFIX_CACHE_MB", "3")]));
+        assert_eq!(c.prefix_cache_bytes, 3 << 20);
         assert_eq!((c.max_batch, c.prefill_chunk, c.graph_dot.as_deref()), (16, 512, Some(std::path::Path::new("/tmp/g.dot"))));
         let c = EngineConfig::from_vars(vars(&[("HEARTH_MAX_BATCH", "0"), ("HEARTH_PREFILL_CHUNK", "lots"), ("HEARTH_GRAPH_DOT", "")]));
         assert_eq!((c.max_batch, c.prefill_chunk, c.graph_dot), (8, DEFAULT_PREFILL_CHUNK, None));

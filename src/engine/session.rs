@@ -156,12 +156,21 @@ impl Session {
     }
 
     /// Hands a finished sequence's cache back to the prefix cache, which
-    /// keeps the `PREFIX_CACHES` most recently used.
+    /// keeps the `PREFIX_CACHES` most recently used within
+    /// `config.prefix_cache_bytes` (the newest stays even alone past it:
+    /// its memory was in use a moment ago, and a follow-up is its likeliest
+    /// next request).
     pub(super) fn return_cache(&mut self, cache: PromptCache) {
         self.caches.push(cache);
-        if self.caches.len() > PREFIX_CACHES {
-            self.caches.remove(0);
+        let mut bytes: u64 = self.caches.iter().map(PromptCache::nbytes).sum();
+        while self.caches.len() > 1 && (self.caches.len() > PREFIX_CACHES || bytes > self.config.prefix_cache_bytes) {
+            bytes -= self.caches.remove(0).nbytes();
         }
+    }
+
+    /// How many finished sequences' caches the prefix cache holds, and their bytes.
+    pub fn prefix_cache(&self) -> (usize, u64) {
+        (self.caches.len(), self.caches.iter().map(PromptCache::nbytes).sum())
     }
 
     /// A structured-output constraint for one sequence (the grammar's

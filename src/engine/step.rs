@@ -37,6 +37,14 @@ impl PromptCache {
         PromptCache { layers: model.new_cache(), tokens: Vec::new(), snapshots: Vec::new() }
     }
 
+    /// Bytes its arrays hold (the KV buffers as allocated, state snapshots
+    /// included), for the prefix cache's memory bound.
+    pub fn nbytes(&self) -> u64 {
+        let layers = self.layers.iter().flat_map(|c| c.arrays());
+        let snaps = self.snapshots.iter().flat_map(|s| s.states.iter().flatten()).flat_map(|s| s.arrays.iter().flatten());
+        layers.chain(snaps).map(|a| a.nbytes() as u64).sum()
+    }
+
     pub fn is_hybrid(&self) -> bool {
         self.layers.iter().any(Cache::is_state)
     }

@@ -73,6 +73,10 @@ pub struct Switches {
     /// `HEARTH_DECODE_FUSION`: a decode step's q/k/v heads, residual norms
     /// and attention in fused kernels (`cuda::decode`, `cuda::attention`).
     pub decode_fusion: bool,
+    /// `HEARTH_BATCH_ATTENTION`: the decode attention kernel also for a
+    /// batch's merged rows, skipping each row's padding instead of masking it
+    /// (needs `decode_fusion`).
+    pub batch_attention: bool,
     /// `HEARTH_QMM_ROWS`: the tensor-core 4-bit matmul for 2-7 rows (`cuda::qmm_rows`).
     pub qmm_rows: bool,
     /// `HEARTH_FOLD_ROWS`: a batch's rows folded into one matrix from 8 rows (`fold_rows`).
@@ -90,6 +94,7 @@ impl Switches {
         Switches {
             moe: on("HEARTH_MOE_KERNEL"),
             decode_fusion: on("HEARTH_DECODE_FUSION"),
+            batch_attention: on("HEARTH_BATCH_ATTENTION"),
             qmm_rows: on("HEARTH_QMM_ROWS"),
             fold_rows: on("HEARTH_FOLD_ROWS"),
             delta: on("HEARTH_DELTA_KERNEL"),

@@ -199,21 +199,29 @@ impl Attention {
                 }
                 (false, Some(pos)) => (rope.apply_rows(&q, &pos)?, rope.apply_rows(&k, &pos)?),
             };
+            let pads = cache.pads().map(|p| Array::from_slice(p, &[n]));
             let (k, v) = cache.update_and_fetch(&k, &v)?;
-            outs.push(self.attend_rows(&q, &k, &v, mask, n, l)?);
+            outs.push(self.attend_rows(&q, &k, &v, mask, pads.as_ref())?);
         }
         let o = if outs.len() == 1 { outs.pop().expect("one row") } else { mlx_rs::ops::concatenate(&outs, 0)? };
         self.o_proj.forward_parts(&o)
     }
 
     /// A group's attention of `q` ([n, heads, L, D]) over its cached `k`,
-    /// `v`, as [n, L, heads * D] for the output projection.
-    fn attend_rows(&self, q: &Array, k: &Array, v: &Array, mask: &Mask, n: i32, l: i32) -> Result<Array> {
-        if let (1, 1, Some(counter)) = (n, l, &self.counter) {
-            // One token on CUDA: one kernel straight to the projection's input
+    /// `v`, as [n, L, heads * D] for the output projection. `pads`: a merged
+    /// cache's left padding per row.
+    fn attend_rows(&self, q: &Array, k: &Array, v: &Array, mask: &Mask, pads: Option<&Array>) -> Result<Array> {
+        let (n, l) = (q.shape()[0], q.shape()[2]);
+        if let (1, Some(counter)) = (l, &self.counter) {
+            // One token a row on CUDA: one kernel straight to the projection's
+            // input; merged rows start at their padding instead of masking it
             // (shapes it does not take fall through to MLX's SDPA below).
-            if let Some((k, v)) = mask.decode_keys(k, v) {
-                if let Some(o) = crate::models::kernels::cuda::attention::attend(q, &k, &v, self.sinks.as_ref(), counter, self.scale)? {
+            let keys = match pads {
+                Some(_) => Some((k.clone(), v.clone())),
+                None => mask.decode_keys(k, v),
+            };
+            if let Some((k, v)) = keys.filter(|_| crate::models::kernels::switches().batch_attention || pads.is_none()) {
+                if let Some(o) = crate::models::kernels::cuda::attention::attend(q, &k, &v, self.sinks.as_ref(), pads, counter, self.scale)? {
                     return Ok(o);
                 }
             }
