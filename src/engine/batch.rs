@@ -339,8 +339,8 @@ impl Batch {
     fn sync_merged(&mut self, merge: bool, fed_ids: &[RequestId]) -> Result<()> {
         let Some(m) = self.merged.take() else {
             if merge {
-                let rows = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id)).collect();
-                self.merged = Some(merge_rows(rows)?);
+                let mut rows: Vec<&mut Sequence> = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id)).collect();
+                self.merged = Some(merge_rows(&mut rows)?);
             }
             return Ok(());
         };
@@ -351,8 +351,8 @@ impl Batch {
         let leaving: Vec<RequestId> = m.ids.iter().copied().filter(|id| !fed_ids.contains(id)).collect();
         let m = if leaving.is_empty() { Some(m) } else { m.release(&leaving, self.seqs.iter_mut()) };
         let Some(mut m) = m else {
-            let rows = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id)).collect();
-            self.merged = Some(merge_rows(rows)?);
+            let mut rows: Vec<&mut Sequence> = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id)).collect();
+            self.merged = Some(merge_rows(&mut rows)?);
             return Ok(());
         };
         let joining: Vec<&mut Sequence> = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id) && !m.ids.contains(&s.id)).collect();

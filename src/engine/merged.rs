@@ -16,8 +16,9 @@ pub(super) struct Merged {
 }
 
 /// Merges the caches of `rows`, in order (each layer's `KvCache::merge`).
-/// Checked first, so a cache that cannot merge leaves every row as it was.
-pub(super) fn merge_rows(mut rows: Vec<&mut Sequence>) -> Result<Merged> {
+/// On an error every row keeps its own caches; on success the rows' own
+/// are emptied (the merged copy holds their keys; the buffers are freed).
+pub(super) fn merge_rows(rows: &mut [&mut Sequence]) -> Result<Merged> {
     let layers = rows.first().map_or(0, |s| s.cache.layers.len());
     let mergeable = |c: &Cache| matches!(c, Cache::Kv(kv) if kv.window().is_none() && kv.rows() == 1 && kv.offset() > 0);
     if rows.iter().any(|s| s.cache.layers.len() != layers || !s.cache.layers.iter().all(mergeable)) {
@@ -27,13 +28,16 @@ pub(super) fn merge_rows(mut rows: Vec<&mut Sequence>) -> Result<Merged> {
     let mut merged = Vec::with_capacity(layers);
     for i in 0..layers {
         let parts = rows
-            .iter_mut()
-            .map(|s| match std::mem::replace(&mut s.cache.layers[i], Cache::kv()) {
-                Cache::Kv(kv) => kv,
+            .iter()
+            .map(|s| match &s.cache.layers[i] {
+                Cache::Kv(kv) => kv.clone(),
                 Cache::State(_) => unreachable!("checked above"),
             })
             .collect();
         merged.push(Cache::Kv(KvCache::merge(parts)?));
+    }
+    for s in rows.iter_mut() {
+        s.cache.layers.iter_mut().for_each(|c| *c = Cache::kv());
     }
     Ok(Merged { ids, layers: merged })
 }
@@ -67,6 +71,10 @@ impl Merged {
     pub(super) fn release<'a>(self, leaving: &[RequestId], seqs: impl Iterator<Item = &'a mut Sequence>) -> Option<Merged> {
         let mut seqs: Vec<&'a mut Sequence> = seqs.collect();
         let keep: Vec<usize> = (0..self.ids.len()).filter(|&r| !leaving.contains(&self.ids[r])).collect();
+        if keep.len() < 2 {
+            self.unmerge(seqs.into_iter());
+            return None;
+        }
         let filtered: Result<Vec<Cache>> = self
             .layers
             .iter()
@@ -76,7 +84,7 @@ impl Merged {
             })
             .collect();
         match filtered {
-            Ok(layers) if keep.len() >= 2 => {
+            Ok(layers) => {
                 for s in seqs.iter_mut() {
                     if let Some(r) = self.ids.iter().position(|id| *id == s.id && leaving.contains(id)) {
                         self.give_back(r, s);
@@ -84,7 +92,8 @@ impl Merged {
                 }
                 Some(Merged { ids: keep.iter().map(|&r| self.ids[r]).collect(), layers })
             }
-            _ => {
+            Err(_) => {
+                // Every row back to its own cache: always possible (views).
                 self.unmerge(seqs.into_iter());
                 None
             }
@@ -92,21 +101,30 @@ impl Merged {
     }
 
     /// Appends `rows`' caches after the merged ones (`LayerCache::extend`);
-    /// on an error every row is as it was.
-    pub(super) fn extend(&mut self, rows: Vec<&mut Sequence>) -> Result<()> {
-        let mut add = merge_rows(rows)?;
+    /// on an error the merged rows are as they were and the joining rows
+    /// have their own caches back.
+    pub(super) fn extend(&mut self, mut rows: Vec<&mut Sequence>) -> Result<()> {
+        let mut add = merge_rows(&mut rows)?;
         let joined: Result<Vec<Cache>> = self
             .layers
             .iter()
-            .zip(add.layers.iter_mut())
-            .map(|(a, b)| match (a, std::mem::replace(b, Cache::kv())) {
-                (Cache::Kv(a), Cache::Kv(b)) => KvCache::merge(vec![a.clone(), b]).map(Cache::Kv),
+            .zip(&add.layers)
+            .map(|(a, b)| match (a, b) {
+                (Cache::Kv(a), Cache::Kv(b)) => KvCache::merge(vec![a.clone(), b.clone()]).map(Cache::Kv),
                 _ => Err(Error::Config("a state cache in merged rows".into())),
             })
             .collect();
-        self.layers = joined?;
-        self.ids.append(&mut add.ids);
-        Ok(())
+        match joined {
+            Ok(layers) => {
+                self.layers = layers;
+                self.ids.append(&mut add.ids);
+                Ok(())
+            }
+            Err(e) => {
+                add.unmerge(rows.into_iter());
+                Err(e)
+            }
+        }
     }
 }
 
