@@ -273,6 +273,18 @@ try:
         model="SmolLM2-135M-Instruct.Q4_1", max_tokens=8, messages=q)
 except anthropic.AuthenticationError as e:
     print(json.dumps({{"status": e.status_code}}))
+# count_tokens: the same request's input tokens, without generating; tools
+# rendered into the prompt count too.
+counted = c.messages.count_tokens(model="SmolLM2-135M-Instruct.Q4_1", messages=q, system="You are a helpful assistant.")
+tool = {{"name": "get_weather", "description": "Weather in a city", "input_schema": {{"type": "object", "properties": {{"city": {{"type": "string"}}}}}}}}
+with_tools = c.messages.count_tokens(model="SmolLM2-135M-Instruct.Q4_1", messages=q, tools=[tool])
+plain = c.messages.count_tokens(model="SmolLM2-135M-Instruct.Q4_1", messages=q)
+try:
+    c.messages.count_tokens(model="SmolLM2-135M-Instruct.Q4_1", messages=[])
+    bad = None
+except anthropic.BadRequestError as e:
+    bad = [e.status_code, e.body["error"]["type"], e.body["error"]["message"]]
+print(json.dumps({{"counted": counted.input_tokens, "with_tools": with_tools.input_tokens, "plain": plain.input_tokens, "bad": bad}}))
 "#,
         port = s.port
     );
@@ -295,6 +307,11 @@ except anthropic.AuthenticationError as e:
     assert_eq!(l[3]["status"], 400);
     assert!(l[3]["message"].as_str().unwrap().contains("'image' content blocks are not supported in user turns"), "{text}");
     assert_eq!(l[4]["status"], 401);
+    assert_eq!(l[5]["counted"], l[0]["in"], "count_tokens equals the input tokens the reply reported: {text}");
+    assert!(l[5]["with_tools"].as_u64().unwrap() > l[5]["plain"].as_u64().unwrap() + 10, "the tools' description is counted: {text}");
+    assert_eq!(l[5]["bad"][0], 400, "{text}");
+    assert_eq!(l[5]["bad"][1], "invalid_request_error", "{text}");
+    assert!(l[5]["bad"][2].as_str().unwrap().contains("messages is empty"), "{text}");
 }
 
 #[test]

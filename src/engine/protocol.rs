@@ -32,6 +32,10 @@ pub enum Command {
     /// it joins the batch ahead of queued API requests, and even when the
     /// batch is full, so a burst of API requests never starves the chat.
     Generate { id: RequestId, prompt: Prompt, params: GenerateParams, cancel: Arc<AtomicBool>, interactive: bool },
+    /// Renders and tokenizes `prompt` as a generation would, whole (no turn
+    /// dropped to fit), and answers `PromptReady` with its length, then
+    /// `Finished`; nothing runs on the model (Anthropic's `count_tokens`).
+    CountTokens { id: RequestId, prompt: Prompt },
     /// Sets the context length used by later requests.
     SetContextLength(usize),
     /// Template variables (reasoning effort) for later requests, this model and the next.

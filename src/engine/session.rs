@@ -60,6 +60,23 @@ impl Session {
         tok.encode_prompt_guarded(&text, &content_spans(&text, &rendered))
     }
 
+    /// How many tokens `prompt` renders to, whole: the count a generation
+    /// of it starts from before any turn is dropped to fit the context.
+    pub fn count_prompt(&mut self, prompt: &super::Prompt) -> Result<usize> {
+        use super::Prompt;
+        match prompt {
+            Prompt::Chat(msgs) => Ok(self.render(msgs)?.len()),
+            Prompt::ChatWith(msgs, options) => {
+                let saved = self.loaded.template.options.clone();
+                self.loaded.template.options = saved.with(options);
+                let rendered = self.render(msgs);
+                self.loaded.template.options = saved;
+                Ok(rendered?.len())
+            }
+            Prompt::Raw(text) => Ok(self.loaded.tokenizer.encode_prompt(text)?.len()),
+        }
+    }
+
     /// Renders a conversation to prompt tokens, dropping the oldest turns (never
     /// the system prompt or the newest message) if it does not fit the context
     /// with `reserve` tokens left for the answer. Returns tokens and turns dropped.

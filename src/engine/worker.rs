@@ -126,6 +126,14 @@ impl EngineHandle {
         (id, cancel)
     }
 
+    /// Asks how many tokens `prompt` renders to (`Command::CountTokens`);
+    /// the answer comes as `PromptReady` for the returned id.
+    pub fn count_tokens(&self, prompt: Prompt) -> RequestId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::CountTokens { id, prompt });
+        id
+    }
+
     /// Stops the latest generation at the next token.
     pub fn cancel(&self) {
         if let Some(c) = self.current_cancel.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
@@ -185,6 +193,17 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         if waiting.iter().any(|c| matches!(c, Command::Shutdown)) {
             batch.cancel_all();
             break;
+        }
+        // Counting only renders: it answers now, ahead of generations waiting
+        // for room (never of a load: it counts for the model loaded before it).
+        let mut i = 0;
+        while i < waiting.len() && !matches!(waiting[i], Command::Load { .. } | Command::Unload) {
+            if matches!(waiting[i], Command::CountTokens { .. }) {
+                let cmd = waiting.remove(i).expect("in range");
+                control(cmd, &mut session, &mut template_options, &config, &send);
+            } else {
+                i += 1;
+            }
         }
         // An interactive request goes ahead of the generations queued before
         // it (never of a load: it must run on the model loaded before it),
@@ -342,6 +361,13 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
                 Err(e) => send(Event::LoadFailed(EngineError::from(&e))),
             }
         }
+        Command::CountTokens { id, prompt } => match session.as_mut().ok_or(Error::NoModel).and_then(|s| s.count_prompt(&prompt)) {
+            Ok(tokens) => {
+                send(Event::PromptReady { id, tokens });
+                send(Event::Finished { id, stats: GenerationStats { prompt_tokens: tokens, ..Default::default() } });
+            }
+            Err(e) => send(Event::Error { id: Some(id), error: EngineError::from(&e) }),
+        },
         Command::Unload => {
             free_model(session);
             send(Event::Unloaded);

@@ -120,7 +120,9 @@ struct Turn {
 #[derive(Deserialize)]
 pub struct MessagesRequest {
     model: String,
-    max_tokens: u64,
+    /// Required by `messages`; `count_tokens` takes none.
+    #[serde(default)]
+    max_tokens: Option<u64>,
     messages: Vec<Turn>,
     #[serde(default)]
     system: Option<Text>,
@@ -184,7 +186,21 @@ impl MessagesRequest {
         ToolRequest::from_specs(specs, choice)
     }
 
+    /// The request's conversation, checked, for a reply.
     fn check(&self) -> Result<Vec<Message>, ApiError> {
+        match self.max_tokens {
+            None => return Err(ApiError::bad_request("max_tokens is required")),
+            Some(n) if n == 0 || n > 1 << 20 => {
+                return Err(ApiError::bad_request(format!("max_tokens {n} is out of range (1 to 1048576)")));
+            }
+            Some(_) => {}
+        }
+        self.conversation()
+    }
+
+    /// The system prompt and turns as messages; fields this server does not
+    /// take are an error rather than silently ignored.
+    fn conversation(&self) -> Result<Vec<Message>, ApiError> {
         for (k, v) in &self.other {
             let off = v.is_null() || v.as_array().is_some_and(|a| a.is_empty());
             // `thinking` turns reasoning on or off (`template_options`); the
@@ -192,9 +208,6 @@ impl MessagesRequest {
             if !matches!(k.as_str(), "metadata" | "thinking" | "service_tier") && !off {
                 return Err(ApiError::bad_request(format!("'{k}' is not supported by this server yet")));
             }
-        }
-        if self.max_tokens == 0 || self.max_tokens > 1 << 20 {
-            return Err(ApiError::bad_request(format!("max_tokens {} is out of range (1 to 1048576)", self.max_tokens)));
         }
         let mut msgs = Vec::new();
         if let Some(s) = &self.system {
@@ -229,7 +242,7 @@ impl MessagesRequest {
             s.top_k = k;
         }
         s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: None, logprobs: None, call_id_prefix: String::new() })
+        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens.unwrap_or(1) as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: None, logprobs: None, call_id_prefix: String::new() })
     }
 }
 
@@ -267,6 +280,26 @@ pub async fn messages(State(server): State<Arc<Server>>, body: Bytes) -> Result<
         return Ok(whole(job, id, stops).await);
     }
     Ok(stream(job, id, stops))
+}
+
+/// `POST /v1/messages/count_tokens`: the tokens the same request's prompt
+/// renders to on this model (system, turns, tools and the thinking switch
+/// included), before any turn is dropped to fit the context:
+/// `{"input_tokens": N}`, what `messages` reports as `usage.input_tokens`.
+pub async fn count_tokens(State(server): State<Arc<Server>>, body: Bytes) -> Result<Response, AnthropicError> {
+    let req: MessagesRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the request is not a count_tokens request: {e}")))?;
+    let msgs = req.conversation()?;
+    let mut template = req.template_options()?;
+    let tools = req.tools()?;
+    let n = server
+        .count_tokens(Some(&req.model), "count_tokens", |info| {
+            let mut params = req.params(&info.recommended)?;
+            tools.apply(&mut template, &mut params)?;
+            Ok(Prompt::ChatWith(msgs, template))
+        })
+        .await?;
+    Ok(Json(json!({"input_tokens": n})).into_response())
 }
 
 async fn whole(job: Job, id: String, stops: Vec<String>) -> Response {

@@ -146,6 +146,18 @@ impl Bridge {
     }
 }
 
+impl Bridge {
+    /// Asks the engine to count `prompt`'s tokens; the answer arrives as
+    /// `Update::Started` on the returned channel.
+    pub fn count(&self, prompt: Prompt) -> mpsc::UnboundedReceiver<Update> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let id = self.engine.count_tokens(prompt);
+        routes.insert(id, tx);
+        rx
+    }
+}
+
 /// Cancels a generation when dropped before it finished (the client went away).
 pub struct CancelOnDrop(Option<Arc<AtomicBool>>);
 

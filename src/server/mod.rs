@@ -200,19 +200,46 @@ impl Server {
         kind: &str,
         build: impl FnOnce(&crate::models::load::ModelInfo) -> Result<(crate::engine::Prompt, crate::chat::params::GenerateParams), ApiError>,
     ) -> Result<Job, ApiError> {
-        let model = self.find_model(model)?;
         let started = std::time::Instant::now();
+        let (model, queued, info, load_s) = self.enter(model).await?;
+        let (prompt, params) = build(&info)?;
+        let (rx, cancel) = self.bridge.submit(prompt, params);
+        self.log(format!("{kind}: {}", model.id));
+        Ok(Job { rx, queued, cancel: bridge::CancelOnDrop::new(cancel), model, info, load_s, started })
+    }
+
+    /// The model a request names, loaded (just in time) and held for the
+    /// request (`Slot`), with how long its load took.
+    async fn enter(&self, model: Option<&str>) -> Result<(ServedModel, Slot, Box<crate::models::load::ModelInfo>, f64), ApiError> {
+        let model = self.find_model(model)?;
         self.touch();
         let counted = Counted::new(&self.requests);
         let t = std::time::Instant::now();
         let (gate, info) = self.bridge.enter(&model.path).await;
         let queued = Slot { _gate: gate, _counted: counted };
         let info = info.map_err(ApiError::model_failed)?;
-        let load_s = t.elapsed().as_secs_f64();
-        let (prompt, params) = build(&info)?;
-        let (rx, cancel) = self.bridge.submit(prompt, params);
+        Ok((model, queued, info, t.elapsed().as_secs_f64()))
+    }
+
+    /// How many tokens the prompt `build` makes renders to on the model a
+    /// request names (loaded for it if need be); nothing is generated.
+    pub async fn count_tokens(
+        &self,
+        model: Option<&str>,
+        kind: &str,
+        build: impl FnOnce(&crate::models::load::ModelInfo) -> Result<crate::engine::Prompt, ApiError>,
+    ) -> Result<usize, ApiError> {
+        let (model, _queued, info, _) = self.enter(model).await?;
+        let mut rx = self.bridge.count(build(&info)?);
         self.log(format!("{kind}: {}", model.id));
-        Ok(Job { rx, queued, cancel: bridge::CancelOnDrop::new(cancel), model, info, load_s, started })
+        loop {
+            match rx.recv().await {
+                Some(bridge::Update::Started(n)) => return Ok(n),
+                Some(bridge::Update::Failed(e)) => return Err(ApiError::engine(e)),
+                Some(_) => {}
+                None => return Err(ApiError::internal("the engine stopped")),
+            }
+        }
     }
 
     fn touch(&self) {
@@ -331,6 +358,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/version", get(ollama::version))
         .route("/api/tags", get(ollama::tags))
         .route("/api/ps", get(ollama::ps))
