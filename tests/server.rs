@@ -155,6 +155,9 @@ fn rebinding_hosts_oversized_bodies_and_missing_keys_are_refused() {
     let s = serve(&[], &[]).unwrap();
     let r = raw(s.port, "GET /v1/models HTTP/1.1\r\nHost: attacker.example:8768\r\nConnection: close\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    // Refusals before any route runs come in each API's own error shape.
+    let r = raw(s.port, "POST /v1/messages HTTP/1.1\r\nHost: attacker.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 403") && r.contains(r#""type":"error""#) && r.contains("permission_error"), "Anthropic's shape: {r}");
     let r = raw(s.port, "GET /v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 200") && !r.to_lowercase().contains("access-control-allow-origin"), "{r}");
     // 9 MB of body (the cap is 8 MB): refused with 413 in each API's error
@@ -188,6 +191,8 @@ fn rebinding_hosts_oversized_bodies_and_missing_keys_are_refused() {
     let s = serve(&[("HEARTH_API_KEY", "s3cret-key")], &[]).unwrap();
     let r = raw(s.port, "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let r = raw(s.port, "GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 401") && r.contains(r#"{"error":"a valid API key is required"}"#), "Ollama's shape: {r}");
     let out = python(s.port, "s3cret-key", "print(len(list(client.models.list())))");
     assert_eq!(out.trim(), "1");
 }
@@ -272,10 +277,12 @@ try:
     anthropic.Anthropic(base_url="http://127.0.0.1:{port}", api_key="wrong", max_retries=0).messages.create(
         model="SmolLM2-135M-Instruct.Q4_1", max_tokens=8, messages=q)
 except anthropic.AuthenticationError as e:
-    print(json.dumps({{"status": e.status_code}}))
+    print(json.dumps({{"status": e.status_code, "body": e.body}}))
 # count_tokens: the same request's input tokens, without generating; tools
 # rendered into the prompt count too.
-counted = c.messages.count_tokens(model="SmolLM2-135M-Instruct.Q4_1", messages=q, system="You are a helpful assistant.")
+# cache_control (top level, on a system block) is accepted: the prefix cache caches every prompt.
+counted = c.messages.count_tokens(model="SmolLM2-135M-Instruct.Q4_1", messages=q, extra_body={{"cache_control": {{"type": "ephemeral"}}}},
+                                  system=[{{"type": "text", "text": "You are a helpful assistant.", "cache_control": {{"type": "ephemeral"}}}}])
 tool = {{"name": "get_weather", "description": "Weather in a city", "input_schema": {{"type": "object", "properties": {{"city": {{"type": "string"}}}}}}}}
 with_tools = c.messages.count_tokens(model="SmolLM2-135M-Instruct.Q4_1", messages=q, tools=[tool])
 plain = c.messages.count_tokens(model="SmolLM2-135M-Instruct.Q4_1", messages=q)
@@ -307,6 +314,8 @@ print(json.dumps({{"counted": counted.input_tokens, "with_tools": with_tools.inp
     assert_eq!(l[3]["status"], 400);
     assert!(l[3]["message"].as_str().unwrap().contains("'image' content blocks are not supported in user turns"), "{text}");
     assert_eq!(l[4]["status"], 401);
+    assert_eq!(l[4]["body"]["type"], "error", "a refused key in Anthropic's error shape: {text}");
+    assert_eq!(l[4]["body"]["error"]["type"], "authentication_error", "{text}");
     assert_eq!(l[5]["counted"], l[0]["in"], "count_tokens equals the input tokens the reply reported: {text}");
     assert!(l[5]["with_tools"].as_u64().unwrap() > l[5]["plain"].as_u64().unwrap() + 10, "the tools' description is counted: {text}");
     assert_eq!(l[5]["bad"][0], 400, "{text}");

@@ -204,8 +204,9 @@ impl MessagesRequest {
         for (k, v) in &self.other {
             let off = v.is_null() || v.as_array().is_some_and(|a| a.is_empty());
             // `thinking` turns reasoning on or off (`template_options`); the
-            // reasoning itself is always shown.
-            if !matches!(k.as_str(), "metadata" | "thinking" | "service_tier") && !off {
+            // reasoning itself is always shown. `cache_control` (here or on
+            // blocks) asks for what the prefix cache does for every prompt.
+            if !matches!(k.as_str(), "metadata" | "thinking" | "service_tier" | "cache_control") && !off {
                 return Err(ApiError::bad_request(format!("'{k}' is not supported by this server yet")));
             }
         }

@@ -6,10 +6,10 @@
 //! avoids). The draining is bounded, so a client cannot hold a connection
 //! open with it.
 
-use super::{anthropic::AnthropicError, ollama::OllamaError, ApiError, MAX_BODY};
+use super::{ApiError, MAX_BODY};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::StreamExt;
 use std::time::Duration;
 
@@ -43,13 +43,7 @@ pub async fn refuse(req: Request, length: u64) -> Response {
         kind: "invalid_request_error",
         message: format!("the request body is {length} bytes; the limit is {MAX_BODY}"),
     };
-    let mut response = if path.starts_with("/v1/messages") {
-        AnthropicError::from(error).into_response()
-    } else if path.starts_with("/api/") {
-        OllamaError::from(error).into_response()
-    } else {
-        error.into_response()
-    };
+    let mut response = error.in_dialect_of(&path);
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }

@@ -323,6 +323,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// The error in the shape of the API `path` belongs to (Anthropic's for
+    /// `/v1/messages`, Ollama's for `/api/`, else OpenAI's), for refusals
+    /// made before a route runs (host, key, size): each SDK reads its own.
+    pub fn in_dialect_of(self, path: &str) -> Response {
+        if path.starts_with("/v1/messages") {
+            anthropic::AnthropicError::from(self).into_response()
+        } else if path.starts_with("/api/") {
+            ollama::OllamaError::from(self).into_response()
+        } else {
+            self.into_response()
+        }
+    }
+}
+
 /// Host-header check (a web page that rebinds its name to 127.0.0.1 still
 /// sends its own name), the API key, and the body's declared size
 /// (`body_limit`; a body without one is capped by `DefaultBodyLimit`).
@@ -335,7 +350,7 @@ async fn guard(State(server): State<Arc<Server>>, req: Request, next: Next) -> R
     let loopback_name = matches!(name, "localhost" | "127.0.0.1" | "[::1]" | "::1");
     if server.config.host.is_loopback() && !loopback_name {
         return ApiError { status: StatusCode::FORBIDDEN, kind: "permission_error", message: format!("host '{host}' is not this server") }
-            .into_response();
+            .in_dialect_of(req.uri().path());
     }
     if let Some(key) = &server.config.api_key {
         // Bearer (OpenAI, Ollama clients) or x-api-key (Anthropic's).
@@ -343,7 +358,7 @@ async fn guard(State(server): State<Arc<Server>>, req: Request, next: Next) -> R
         let x_api_key = req.headers().get("x-api-key").and_then(|h| h.to_str().ok());
         if bearer != Some(key.as_str()) && x_api_key != Some(key.as_str()) {
             return ApiError { status: StatusCode::UNAUTHORIZED, kind: "authentication_error", message: "a valid API key is required".into() }
-                .into_response();
+                .in_dialect_of(req.uri().path());
         }
     }
     if let Some(length) = body_limit::oversized(&req) {
