@@ -7,7 +7,9 @@
 //! machines requires an API key (Bearer or x-api-key).
 
 pub mod anthropic;
+mod anthropic_request;
 mod body_limit;
+mod error;
 pub mod bridge;
 pub mod key;
 pub mod ollama;
@@ -15,17 +17,17 @@ pub mod openai;
 mod openai_request;
 pub mod tools;
 
-use crate::engine::protocol::{EngineError, ErrorKind};
+pub use error::ApiError;
+
 use crate::engine::EngineHandle;
 use crate::library::installed;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use bridge::Bridge;
-use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -288,53 +290,6 @@ impl Server {
                 ),
             }
         })
-    }
-}
-
-/// An error as the APIs send it: a status and `{"error": {"message", "type"}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn bad_request(m: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, kind: "invalid_request_error", message: m.into() }
-    }
-    pub fn internal(m: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "server_error", message: m.into() }
-    }
-    pub fn model_failed(m: String) -> Self {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "server_error", message: format!("the model did not load: {m}") }
-    }
-    pub fn engine(e: EngineError) -> Self {
-        match e.kind {
-            ErrorKind::BadRequest => Self::bad_request(e.message),
-            _ => Self::internal(e.message),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"message": self.message, "type": self.kind}}))).into_response()
-    }
-}
-
-impl ApiError {
-    /// The error in the shape of the API `path` belongs to (Anthropic's for
-    /// `/v1/messages`, Ollama's for `/api/`, else OpenAI's), for refusals
-    /// made before a route runs (host, key, size): each SDK reads its own.
-    pub fn in_dialect_of(self, path: &str) -> Response {
-        if path.starts_with("/v1/messages") {
-            anthropic::AnthropicError::from(self).into_response()
-        } else if path.starts_with("/api/") {
-            ollama::OllamaError::from(self).into_response()
-        } else {
-            self.into_response()
-        }
     }
 }
 
