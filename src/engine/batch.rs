@@ -337,10 +337,13 @@ impl Batch {
     /// where `merge` is off): rows no longer fed go back to their sequences,
     /// rows newly fed join at the end.
     fn sync_merged(&mut self, merge: bool, fed_ids: &[RequestId]) -> Result<()> {
+        let merge_fed = |seqs: &mut Vec<Sequence>| {
+            let mut rows: Vec<&mut Sequence> = seqs.iter_mut().filter(|s| fed_ids.contains(&s.id)).collect();
+            merge_rows(&mut rows)
+        };
         let Some(m) = self.merged.take() else {
             if merge {
-                let mut rows: Vec<&mut Sequence> = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id)).collect();
-                self.merged = Some(merge_rows(&mut rows)?);
+                self.merged = Some(merge_fed(&mut self.seqs)?);
             }
             return Ok(());
         };
@@ -351,8 +354,7 @@ impl Batch {
         let leaving: Vec<RequestId> = m.ids.iter().copied().filter(|id| !fed_ids.contains(id)).collect();
         let m = if leaving.is_empty() { Some(m) } else { m.release(&leaving, self.seqs.iter_mut()) };
         let Some(mut m) = m else {
-            let mut rows: Vec<&mut Sequence> = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id)).collect();
-            self.merged = Some(merge_rows(&mut rows)?);
+            self.merged = Some(merge_fed(&mut self.seqs)?);
             return Ok(());
         };
         let joining: Vec<&mut Sequence> = self.seqs.iter_mut().filter(|s| fed_ids.contains(&s.id) && !m.ids.contains(&s.id)).collect();

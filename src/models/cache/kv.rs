@@ -193,24 +193,6 @@ impl KvCache {
         })
     }
 
-    /// The sequences' own caches back out of a merged cache (views of its
-    /// rows without their padding), in row order.
-    pub fn split(self) -> Vec<KvCache> {
-        let (Some(k), Some(v), Some(pads)) = (self.keys, self.values, self.pads) else { return Vec::new() };
-        pads.iter()
-            .enumerate()
-            .map(|(r, &pad)| {
-                let r = r as i32;
-                KvCache {
-                    keys: Some(k.index((r..r + 1, .., pad..self.offset, ..))),
-                    values: Some(v.index((r..r + 1, .., pad..self.offset, ..))),
-                    offset: self.offset - pad,
-                    ..KvCache::default()
-                }
-            })
-            .collect()
-    }
-
     /// Row `r`'s own cache out of a merged one (a view of its keys without
     /// its padding); None past the rows.
     pub fn extract(&self, r: usize) -> Option<KvCache> {

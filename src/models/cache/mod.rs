@@ -244,7 +244,8 @@ mod tests {
         let k = ops::full::<f32>(&[2, 1, 1, 2], mlx_rs::array!(9.0f32)).unwrap();
         let (ks, _) = m.update_and_fetch(&k, &k).unwrap();
         assert_eq!(ks.shape(), &[2, 1, 6, 2]);
-        let parts = m.split();
+        let parts: Vec<KvCache> = (0..m.rows()).map(|r| m.extract(r).unwrap()).collect();
+        assert!(m.extract(2).is_none(), "no row past the merged ones");
         let got: Vec<Vec<f32>> = parts.iter().map(|c| c.keys.as_ref().unwrap().as_slice::<f32>().to_vec()).collect();
         assert_eq!(got[0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 9.0, 9.0]);
         assert_eq!(got[1], [2.0; 10].iter().copied().chain([9.0, 9.0]).collect::<Vec<_>>());
