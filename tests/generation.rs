@@ -233,6 +233,34 @@ fn a_json_schema_constrains_every_token() {
 }
 
 /// Eight prompts of different lengths for the batching tests.
+/// Prompt lookup (speculative decoding from the prompt) changes the speed,
+/// never the reply: greedy replies equal plain decoding on a copy task (where
+/// most proposals are kept), on free-text prompts and at every proposal
+/// length; a seeded sampled reply is reproducible with it.
+#[test]
+fn prompt_lookup_keeps_greedy_replies_and_speeds_up_a_copy_task() {
+    let passage = "The river wound slowly through the valley, past the old mill and the stone bridge where children fished in summer. In autumn the river ran high and brown, carrying leaves down from the hills.";
+    let copy = format!("Repeat this passage exactly:\n\n{passage}");
+    let reply = |q: &str, p: &GenerateParams, lookup: usize| {
+        common::session().config.prompt_lookup = lookup;
+        let r = run(&[Message::user(q)], p);
+        common::session().config.prompt_lookup = hearth::engine::config::DEFAULT_PROMPT_LOOKUP;
+        r
+    };
+    let (plain, _) = reply(&copy, &greedy(60), 0);
+    for k in [1, 3, 8] {
+        let (text, st) = reply(&copy, &greedy(60), k);
+        assert_eq!(text, plain, "proposals of up to {k}");
+        assert!(st.accepted_draft_tokens * 3 >= st.generated_tokens && st.draft_tokens >= st.accepted_draft_tokens, "{st:?}");
+    }
+    for q in ["Write a short poem about the sea at night.", "Explain how a bicycle works to a child."] {
+        assert_eq!(reply(q, &greedy(40), 8).0, reply(q, &greedy(40), 0).0, "{q}");
+    }
+    let mut p = greedy(40);
+    p.sampling = SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, min_p: 0.0, seed: Some(3), ..SamplingParams::greedy() };
+    assert_eq!(reply(&copy, &p, 8).0, reply(&copy, &p, 8).0, "a seed reproduces a sampled reply");
+}
+
 fn batch_prompts(s: &hearth::engine::Session, max_tokens: usize) -> Vec<Vec<u32>> {
     [
         "Write a paragraph about the sea.",

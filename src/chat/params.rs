@@ -307,6 +307,12 @@ pub struct GenerationStats {
     /// (itself included): 1 when it ran alone.
     #[serde(default)]
     pub batch_rows: usize,
+    /// Speculative decoding: tokens proposed, and how many of them the
+    /// model's own draws kept (each kept one is a decode step saved).
+    #[serde(default)]
+    pub draft_tokens: usize,
+    #[serde(default)]
+    pub accepted_draft_tokens: usize,
 }
 
 

@@ -38,7 +38,7 @@ pub use super::sequence::{Out, Sequence};
 /// The sequences being served, in arrival order.
 #[derive(Default)]
 pub struct Batch {
-    seqs: Vec<Sequence>,
+    pub(super) seqs: Vec<Sequence>,
     /// Decode steps since the batch was last empty (graph dump, memory events).
     steps: usize,
     /// The decoding rows' caches merged into one per layer, for models that
@@ -120,7 +120,7 @@ impl Batch {
     /// where one sequence per step made the last wait for all the others.
     /// At a sequence's last piece its first token is sampled and it joins the
     /// decode rows.
-    fn prefill(&mut self, session: &mut Session, out: &mut Vec<Out>) {
+    pub(super) fn prefill(&mut self, session: &mut Session, out: &mut Vec<Out>) {
         let budget = session.config.prefill_chunk.max(1);
         let mut chosen: Vec<usize> = Vec::new();
         let mut len = 0;
@@ -250,7 +250,6 @@ impl Batch {
     /// shared pass, the ids of the rows it covered.
     fn decode(&mut self, session: &mut Session, out: &mut Vec<Out>) -> std::result::Result<(), (Vec<RequestId>, Error)> {
         let ctx = session.context_length;
-        let model = &*session.loaded.model;
         // The rows fed back this step: every decoding sequence that may take another token.
         let fed: Vec<bool> = self.seqs.iter().map(|s| s.decoding() && s.more(ctx)).collect();
         let fed_ids: Vec<RequestId> = self.seqs.iter().zip(&fed).filter(|(_, f)| **f).map(|(s, _)| s.id).collect();
@@ -259,6 +258,10 @@ impl Batch {
             return Ok(());
         }
         let fail = |e: Error| (fed_ids.clone(), e);
+        if rows == 1 && self.merged.is_none() && self.seqs.iter().filter(|s| s.decoding()).count() == 1 && self.speculate(session, out).map_err(fail)? {
+            return Ok(());
+        }
+        let model = &*session.loaded.model;
         // Build and queue step n+1 for the fed rows.
         let mut logits_rows: Vec<Option<Array>> = vec![None; self.seqs.len()];
         if rows > 0 {

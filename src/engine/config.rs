@@ -10,6 +10,9 @@ use std::path::PathBuf;
 /// (mlx-lm uses 2048 too). The fit estimate counts one such chunk.
 pub use crate::models::DEFAULT_PREFILL_CHUNK;
 
+/// Tokens proposed per prompt-lookup pass by default.
+pub const DEFAULT_PROMPT_LOOKUP: usize = 8;
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EngineConfig {
     /// Sequences served at once (`HEARTH_MAX_BATCH`, 1 to 64; default 8);
@@ -27,6 +30,9 @@ pub struct EngineConfig {
     /// Without it four long agent prompts of an 8B model (4 GB of keys and
     /// values each at 32k tokens) would outgrow a 16 GB Mac.
     pub prefix_cache_bytes: u64,
+    /// Prompt lookup (`engine::speculate`): the most tokens proposed per
+    /// pass, 0 for none (`HEARTH_PROMPT_LOOKUP`, 0 to 32).
+    pub prompt_lookup: usize,
     /// The fused kernels this process runs (`models::kernels::Switches`).
     pub kernels: crate::models::kernels::Switches,
 }
@@ -38,6 +44,7 @@ impl Default for EngineConfig {
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             graph_dot: None,
             prefix_cache_bytes: (crate::sys::total_memory() / 8).max(256 << 20),
+            prompt_lookup: DEFAULT_PROMPT_LOOKUP,
             kernels: *crate::models::kernels::switches(),
         }
     }
@@ -56,6 +63,7 @@ impl EngineConfig {
         EngineConfig {
             max_batch: num("HEARTH_MAX_BATCH", 1..=64, d.max_batch),
             prefill_chunk: num("HEARTH_PREFILL_CHUNK", 1..=1 << 20, d.prefill_chunk),
+            prompt_lookup: num("HEARTH_PROMPT_LOOKUP", 0..=32, d.prompt_lookup),
             graph_dot: var("HEARTH_GRAPH_DOT").filter(|v| !v.is_empty()).map(PathBuf::from),
             prefix_cache_bytes: var("HEARTH_PREFIX_CACHE_MB").and_then(|v| v.trim().parse::<u64>().ok()).map_or(d.prefix_cache_bytes, |mb| mb.saturating_mul(1 << 20)),
             ..d

@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod sampling;
 pub mod sequence;
 pub mod session;
+mod speculate;
 pub mod constraint;
 mod merged;
 pub mod step;

@@ -46,7 +46,7 @@ pub(super) enum Phase {
 pub struct Sequence {
     pub id: RequestId,
     pub(super) prompt: Vec<u32>,
-    params: GenerateParams,
+    pub(super) params: GenerateParams,
     pub(super) cancel: Arc<AtomicBool>,
     pub(super) cache: PromptCache,
     pub(super) sampler: Sampler,
@@ -67,6 +67,11 @@ pub struct Sequence {
     first_token: Option<Instant>,
     /// Why the prompt was rendered shorter (messages dropped).
     pub trimmed_messages: usize,
+    /// Prompt lookup (`speculate`), where this sequence may speculate: a
+    /// sampler without penalties (whose draws do not depend on the tokens
+    /// before them in the same pass), no constraint, no log-probabilities,
+    /// and caches that can be cut back (no recurrent state).
+    pub(super) lookup: Option<super::speculate::Lookup>,
 }
 
 impl Sequence {
@@ -98,6 +103,12 @@ impl Sequence {
         let started = Instant::now();
         let mut cache = session.take_cache(&prompt);
         let (reused, pieces) = step::plan_prefill(&*session.loaded.model, &mut cache, &prompt, session.config.prefill_chunk);
+        let lookup = (session.config.prompt_lookup > 0
+            && params.constraint.is_none()
+            && params.logprobs.is_none()
+            && !params.sampling.penalizes()
+            && !cache.is_hybrid())
+        .then(|| super::speculate::Lookup::new(session.config.prompt_lookup));
         let stats = GenerationStats {
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
@@ -124,6 +135,7 @@ impl Sequence {
             started,
             first_token: None,
             trimmed_messages: 0,
+            lookup,
         })
     }
 

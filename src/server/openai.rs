@@ -42,7 +42,8 @@ pub(super) fn finish_reason(stats: &GenerationStats) -> &'static str {
 /// them (`timings`), with how many sequences shared the decode steps.
 fn timings(stats: &GenerationStats) -> Value {
     json!({"prompt_n": stats.prefilled_tokens, "cache_n": stats.reused_tokens, "predicted_n": stats.generated_tokens,
-           "prompt_per_second": stats.prefill_tps, "predicted_per_second": stats.decode_tps, "batch_rows": stats.batch_rows})
+           "prompt_per_second": stats.prefill_tps, "predicted_per_second": stats.decode_tps, "batch_rows": stats.batch_rows,
+           "draft_n": stats.draft_tokens, "draft_n_accepted": stats.accepted_draft_tokens})
 }
 
 fn usage(stats: &GenerationStats) -> Value {

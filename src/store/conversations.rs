@@ -39,6 +39,11 @@ pub struct GenerationStatsLite {
     pub decode_tps: f64,
     pub ttft_s: f64,
     pub prompt_tokens: usize,
+    /// Speculative decoding: tokens proposed and kept (0 where none ran).
+    #[serde(default)]
+    pub drafted: usize,
+    #[serde(default)]
+    pub accepted: usize,
 }
 
 impl From<&GenerationStats> for GenerationStatsLite {
@@ -48,6 +53,8 @@ impl From<&GenerationStats> for GenerationStatsLite {
             decode_tps: s.decode_tps,
             ttft_s: s.ttft_s,
             prompt_tokens: s.prompt_tokens,
+            drafted: s.draft_tokens,
+            accepted: s.accepted_draft_tokens,
         }
     }
 }

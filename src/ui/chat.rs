@@ -195,8 +195,11 @@ impl ChatPanel {
                                     if let Some(s) = &m.stats {
                                         ui.label(
                                             RichText::new(format!(
-                                                "{} tokens · {:.1} tok/s · {:.2} s to first token",
-                                                s.tokens, s.decode_tps, s.ttft_s
+                                                "{} tokens · {:.1} tok/s · {:.2} s to first token{}",
+                                                s.tokens,
+                                                s.decode_tps,
+                                                s.ttft_s,
+                                                if s.drafted > 0 { format!(" · {} of {} proposed tokens kept", s.accepted, s.drafted) } else { String::new() }
                                             ))
                                             .small()
                                             .weak(),
