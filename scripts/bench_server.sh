@@ -13,7 +13,8 @@ HEARTH=${HEARTH:-$ROOT/target/release/hearth}
 PYTHON=${PYTHON:-$ROOT/.deps/venv/bin/python}
 OUT=$(mktemp)
 HOME_DIR=$(mktemp -d)
-HEARTH_HOME="$HOME_DIR" "$HEARTH" serve --port 0 --model "$MODEL" > "$HOME_DIR/serve.out" 2> "$HOME_DIR/serve.err" &
+# Plain decoding on both sides (`hearth bench` turns prompt lookup off).
+HEARTH_PROMPT_LOOKUP=0 HEARTH_HOME="$HOME_DIR" "$HEARTH" serve --port 0 --model "$MODEL" > "$HOME_DIR/serve.out" 2> "$HOME_DIR/serve.err" &
 SERVE=$!
 trap 'kill $SERVE 2>/dev/null; rm -rf "$HOME_DIR"' EXIT
 for _ in $(seq 1 100); do grep -q listening "$HOME_DIR/serve.out" && break; sleep 0.1; done

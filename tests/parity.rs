@@ -73,3 +73,44 @@ fn cli_greedy_defaults_match_mlx_lm_on_three_questions() {
         eprintln!("{q} -> {ours:?}");
     }
 }
+
+/// `hearth eval perplexity` over Debian's GPL-3 text gives the perplexity
+/// Python mlx-lm's own `eval_ppl` computes over the same 512-token windows
+/// (within 0.5 %); absurd windows and missing files are refused plainly.
+#[test]
+fn perplexity_matches_mlx_lm_over_the_same_windows() {
+    let text_file = std::path::Path::new("/usr/share/common-licenses/GPL-3");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("smollm2-f32");
+    let tok = {
+        let _g = common::mlx_lock();
+        hearth::models::load::convert::convert(&common::smollm2_gguf(), &dir, Precision::Float32).unwrap();
+        load::read_chat_parts(&dir).unwrap().0
+    };
+    let eval = |args: &[&str]| {
+        let _g = common::mlx_lock();
+        Command::new(env!("CARGO_BIN_EXE_hearth")).args(["eval", "perplexity", "--precision", "f32", "--model"]).arg(&dir).args(args).output().unwrap()
+    };
+    let out = eval(&[text_file.to_str().unwrap(), "--window", "512", "--windows", "4", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((ours["tokens"].as_u64(), ours["windows"].as_u64()), (Some(4 * 511), Some(4)));
+
+    let ids = tok.encode(&std::fs::read_to_string(text_file).unwrap()).unwrap();
+    let ids_file = t.path().join("ids.json");
+    std::fs::write(&ids_file, serde_json::to_string(&ids[..4 * 512]).unwrap()).unwrap();
+    let _g = common::mlx_lock();
+    let r = Command::new(common::python()).arg(common::root().join("tests/reference/mlx_lm_perplexity.py")).arg(&dir).arg("512").arg(&ids_file).output().unwrap();
+    drop(_g);
+    assert!(r.status.success(), "mlx-lm: {}", String::from_utf8_lossy(&r.stderr));
+    let theirs: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let (a, b) = (ours["perplexity"].as_f64().unwrap(), theirs["perplexity"].as_f64().unwrap());
+    eprintln!("GPL-3, 4 x 512 tokens: hearth {a:.4} ± {:.4}, mlx-lm {b:.4} ± {:.4}", ours["standard_error"], theirs["standard_error"]);
+    assert!(a > 1.0 && (a - b).abs() <= 0.005 * b, "hearth {a} vs mlx-lm {b}");
+
+    for (args, says) in [(vec![text_file.to_str().unwrap(), "--window", "1"], "at least 2 tokens"), (vec!["/nonexistent/text.txt"], "does not exist")] {
+        let out = eval(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -47,6 +47,9 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
     let info = loaded.info.clone();
     let max_p = prompt_lens.iter().max().copied().unwrap_or(128);
     let mut session = Session::new(loaded, Some(m.context_length.unwrap_or(2 * max_p + gen_tokens + 256)));
+    // Plain decoding, like for like with mlx-lm (which has no prompt lookup);
+    // scripts/bench_lookup.sh measures the lookup against it.
+    session.config.prompt_lookup = 0;
     let batches = streams.iter().any(|&n| n > 0);
     let params = GenerateParams {
         sampling: SamplingParams::greedy(),

@@ -5,6 +5,7 @@
 mod bench;
 mod chat;
 mod convert;
+mod eval;
 mod inspect;
 mod models;
 mod serve;
@@ -76,6 +77,11 @@ pub enum Cmd {
         /// 1,4,8) and report the aggregate tokens per second of each batch.
         #[arg(long, value_delimiter = ',')]
         streams: Vec<usize>,
+    },
+    /// Quality checks: `hearth eval perplexity --model M FILE`.
+    Eval {
+        #[command(subcommand)]
+        cmd: EvalCmd,
     },
     /// Convert a GGUF or Hugging Face checkpoint to an MLX (mlx-community) directory.
     Convert {
@@ -173,6 +179,26 @@ pub enum Cmd {
         /// Send this message once the model is loaded (used for screenshots).
         #[arg(long)]
         demo_prompt: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EvalCmd {
+    /// Windowed perplexity of the model over a text file (each window on its
+    /// own, every token predicting the next, as mlx-lm's `perplexity`).
+    Perplexity {
+        #[command(flatten)]
+        m: ModelArgs,
+        file: PathBuf,
+        /// Tokens per window.
+        #[arg(long, default_value_t = 512)]
+        window: usize,
+        /// Only the first this many windows (default: every whole window).
+        #[arg(long)]
+        windows: Option<usize>,
+        /// Print one JSON line instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -374,6 +400,7 @@ pub fn run() -> Result<()> {
         Some(Cmd::Bench { m, prompt_tokens, gen_tokens, reps, multi_turn, streams }) => {
             bench::bench(&m, &prompt_tokens, gen_tokens, reps, multi_turn, &streams)
         }
+        Some(Cmd::Eval { cmd: EvalCmd::Perplexity { m, file, window, windows, json } }) => eval::perplexity(&m, &file, window, windows, json),
         Some(Cmd::Convert { src, dst, dtype, q_bits, q_group_size }) => convert::convert(&src, &dst, &dtype, q_bits, q_group_size),
         Some(Cmd::Synth { preset, dst, bits, group_size, mode, dtype }) => {
             convert::synth(&preset, &dst, bits, group_size, &mode, &dtype)
