@@ -31,7 +31,8 @@ pub enum Error {
     UnknownArchitecture(String, String),
     #[error("invalid model config: {0}")]
     Config(String),
-    #[error("no model found at {0}")]
+    /// A sentence saying what was looked for where.
+    #[error("{0}")]
     ModelNotFound(String),
     #[error("tokenizer error: {0}")]
     Tokenizer(String),

@@ -171,7 +171,7 @@ pub fn read_parts_with_progress(path: &Path, on: OnProgress) -> Result<ModelPart
         return read_safetensors_dir(path, on);
     }
     if !path.exists() {
-        return Err(Error::ModelNotFound(path.display().to_string()));
+        return Err(Error::ModelNotFound(format!("no model found at {}", path.display())));
     }
     // A FIFO, socket or device is an error naming it (`GgufHeader::read`
     // opens through `files::open_regular`).
