@@ -76,7 +76,9 @@ fn cli_greedy_defaults_match_mlx_lm_on_three_questions() {
 
 /// `hearth eval perplexity` over Debian's GPL-3 text gives the perplexity
 /// Python mlx-lm's own `eval_ppl` computes over the same 512-token windows
-/// (within 0.5 %); absurd windows and missing files are refused plainly.
+/// (within 0.5 %), and through 8- and 4-bit KV caches what mlx-lm's
+/// QuantizedKVCache gives; absurd windows, widths and missing files are
+/// refused plainly.
 #[test]
 fn perplexity_matches_mlx_lm_over_the_same_windows() {
     let text_file = std::path::Path::new("/usr/share/common-licenses/GPL-3");
@@ -97,18 +99,36 @@ fn perplexity_matches_mlx_lm_over_the_same_windows() {
     assert_eq!((ours["tokens"].as_u64(), ours["windows"].as_u64()), (Some(4 * 511), Some(4)));
 
     let ids = tok.encode(&std::fs::read_to_string(text_file).unwrap()).unwrap();
-    let ids_file = t.path().join("ids.json");
-    std::fs::write(&ids_file, serde_json::to_string(&ids[..4 * 512]).unwrap()).unwrap();
-    let _g = common::mlx_lock();
-    let r = Command::new(common::python()).arg(common::root().join("tests/reference/mlx_lm_perplexity.py")).arg(&dir).arg("512").arg(&ids_file).output().unwrap();
-    drop(_g);
-    assert!(r.status.success(), "mlx-lm: {}", String::from_utf8_lossy(&r.stderr));
-    let theirs: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let reference = |bits: &str, windows: usize| {
+        let ids_file = t.path().join(format!("ids-{windows}.json"));
+        std::fs::write(&ids_file, serde_json::to_string(&ids[..windows * 512]).unwrap()).unwrap();
+        let _g = common::mlx_lock();
+        let r = Command::new(common::python()).arg(common::root().join("tests/reference/mlx_lm_perplexity.py")).arg(&dir).arg("512").arg(&ids_file).arg(bits).output().unwrap();
+        assert!(r.status.success(), "mlx-lm: {}", String::from_utf8_lossy(&r.stderr));
+        serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()
+    };
+    let theirs = reference("0", 4);
     let (a, b) = (ours["perplexity"].as_f64().unwrap(), theirs["perplexity"].as_f64().unwrap());
     eprintln!("GPL-3, 4 x 512 tokens: hearth {a:.4} ± {:.4}, mlx-lm {b:.4} ± {:.4}", ours["standard_error"], theirs["standard_error"]);
     assert!(a > 1.0 && (a - b).abs() <= 0.005 * b, "hearth {a} vs mlx-lm {b}");
 
-    for (args, says) in [(vec![text_file.to_str().unwrap(), "--window", "1"], "at least 2 tokens"), (vec!["/nonexistent/text.txt"], "does not exist")] {
+    // Through a quantized KV cache (two windows: MLX's quantized matmuls are
+    // slow on CPUs): what mlx-lm's QuantizedKVCache gives on the same
+    // windows; 8 bits cost at most 1 %.
+    let out = eval(&[text_file.to_str().unwrap(), "--windows", "2", "--json"]);
+    let a = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["perplexity"].as_f64().unwrap();
+    for bits in ["8", "4"] {
+        let out = eval(&[text_file.to_str().unwrap(), "--windows", "2", "--json", "--kv-bits", bits]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let q = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["perplexity"].as_f64().unwrap();
+        let r = reference(bits, 2)["perplexity"].as_f64().unwrap();
+        eprintln!("{bits}-bit KV cache: hearth {q:.4} ({:+.2} % over the full cache), mlx-lm {r:.4}", (q / a - 1.0) * 100.0);
+        assert!((q - r).abs() <= 0.005 * r, "{bits}-bit KV cache: hearth {q} vs mlx-lm {r}");
+        if bits == "8" {
+            assert!(q < 1.01 * a, "8-bit KV cache: {q} against {a}");
+        }
+    }
+    for (args, says) in [(vec![text_file.to_str().unwrap(), "--window", "1"], "at least 2 tokens"), (vec!["/nonexistent/text.txt"], "does not exist"), (vec![text_file.to_str().unwrap(), "--kv-bits", "3"], "8 or 4")] {
         let out = eval(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(says), "{args:?}: {err}");

@@ -111,6 +111,40 @@ fn typing_a_question_and_enter_streams_a_real_answer() {
     assert!(h.state().state.chat.input.starts_with("line one"));
 }
 
+/// Settings → Speculative decoding: picking an installed model as the
+/// draft loads it beside the chat model, and a reply then says how many of
+/// its guesses were kept; the KV cache width reaches the engine and the
+/// settings file.
+#[test]
+fn the_draft_model_and_kv_cache_settings_reach_the_engine() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let mut h = harness(dir.path());
+    wait_ready(&mut h);
+    step_until(&mut h, 30, "the installed models", |a| a.state.installed_scanned);
+    h.get_by_label("Settings").click();
+    h.step();
+    assert!(h.query_by_label("not drafting").is_some());
+    h.get_by_label("8-bit").click();
+    h.step();
+    h.get_by_role(Role::ComboBox).click();
+    h.step();
+    h.step();
+    h.get_by_label_contains("M params)").click();
+    step_until(&mut h, 60, "the draft model to load", |a| a.state.engine.draft.is_some());
+    assert!(h.query_by_label_contains("drafting with SmolLM2").is_some());
+    let saved = std::fs::read_to_string(dir.path().join("settings.json")).unwrap();
+    assert!(saved.contains("\"kv_bits\": 8") && saved.contains("draft_model"), "{saved}");
+    h.get_by_label("Chat").click();
+    h.step();
+    ask(&mut h, "Name three colours of the rainbow.");
+    step_until(&mut h, 120, "the reply", |a| !a.state.is_generating());
+    let reply = h.state().state.current_conversation().unwrap().messages[1].clone();
+    let stats = reply.stats.unwrap();
+    assert!(stats.drafted > 0 && stats.accepted > 0, "{stats:?}");
+    assert!(h.query_by_label_contains("proposed tokens kept").is_some());
+}
+
 /// The window with a long reply (up to 400 tokens) under way, some of it shown.
 fn long_reply_streaming(dir: &Path) -> Harness<'static, HearthApp> {
     let mut h = harness(dir);

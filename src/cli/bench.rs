@@ -50,6 +50,8 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
     // Plain decoding, like for like with mlx-lm (which has no prompt lookup);
     // scripts/bench_lookup.sh measures the lookup against it.
     session.config.prompt_lookup = 0;
+    super::kv_quant_flag(m.kv_bits)?;
+    session.config.kv_bits = m.kv_bits;
     let batches = streams.iter().any(|&n| n > 0);
     let params = GenerateParams {
         sampling: SamplingParams::greedy(),

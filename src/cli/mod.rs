@@ -6,6 +6,7 @@ mod bench;
 mod chat;
 mod convert;
 mod eval;
+pub use eval::EvalCmd;
 mod inspect;
 mod models;
 mod serve;
@@ -129,6 +130,10 @@ pub enum Cmd {
         /// Unload the model after this many seconds without requests (0 = never).
         #[arg(long, default_value_t = 0)]
         idle_unload: u64,
+        /// A smaller model with the same tokenizer that drafts tokens for
+        /// speculative decoding, beside every model served whose tokenizer it shares.
+        #[arg(long)]
+        draft: Option<String>,
     },
     /// Print the exact prompt a conversation becomes with a model's template.
     Render {
@@ -183,26 +188,6 @@ pub enum Cmd {
 }
 
 #[derive(Subcommand)]
-pub enum EvalCmd {
-    /// Windowed perplexity of the model over a text file (each window on its
-    /// own, every token predicting the next, as mlx-lm's `perplexity`).
-    Perplexity {
-        #[command(flatten)]
-        m: ModelArgs,
-        file: PathBuf,
-        /// Tokens per window.
-        #[arg(long, default_value_t = 512)]
-        window: usize,
-        /// Only the first this many windows (default: every whole window).
-        #[arg(long)]
-        windows: Option<usize>,
-        /// Print one JSON line instead of a sentence.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand)]
 pub enum ModelsCmd {
     /// List installed models (the models folder and the Hugging Face cache).
     List,
@@ -228,6 +213,9 @@ pub enum ModelsCmd {
         model: String,
         #[arg(long, default_value_t = 4096)]
         context: u64,
+        /// The KV cache's bits per value: 8 or 4 (quantized), 0 for the model's dtype.
+        #[arg(long, default_value_t = 0)]
+        kv_bits: u8,
     },
     /// Validate and copy a .gguf file or model folder into the models directory.
     Import {
@@ -255,6 +243,22 @@ pub struct ModelArgs {
     /// on or off, for models whose template takes `enable_thinking` (Qwen3, Qwen3.5, SmolLM3).
     #[arg(long)]
     pub thinking: Option<String>,
+    /// A smaller model with the same tokenizer that drafts tokens for
+    /// speculative decoding (a file, folder or installed model's name).
+    #[arg(long)]
+    pub draft: Option<String>,
+    /// Bits per key and value in the KV cache: 8 or 4 (quantized, a smaller
+    /// cache for long contexts), 0 for the model's own dtype.
+    #[arg(long, default_value_t = 0)]
+    pub kv_bits: u8,
+}
+
+/// `--kv-bits` checked: 0, 8 or 4.
+pub fn kv_quant_flag(bits: u8) -> Result<Option<hearth::models::cache::KvQuant>> {
+    if !hearth::models::cache::KV_BITS.contains(&bits) {
+        bail!("--kv-bits {bits}: the KV cache holds 8 or 4 bits, or 0 for the model's dtype");
+    }
+    Ok(hearth::models::cache::KvQuant::new(bits))
 }
 
 /// Sampling flags; any left out take the defaults in `chat::params`, the same
@@ -327,9 +331,24 @@ pub fn start_engine(m: &ModelArgs) -> Result<(EngineHandle, ModelInfo)> {
     let reasoning_effort = m.reasoning_effort.as_deref().map(str::parse).transpose()?;
     let enable_thinking = m.thinking.as_deref().map(hearth::chat::template::parse_on_off).transpose()?;
     engine.send(hearth::engine::Command::SetTemplateOptions(TemplateOptions { reasoning_effort, enable_thinking, ..Default::default() }));
+    kv_quant_flag(m.kv_bits)?;
+    if m.kv_bits > 0 {
+        engine.send(hearth::engine::Command::SetKvBits(m.kv_bits));
+    }
+    if let Some(d) = &m.draft {
+        engine.set_draft(Some((resolve::resolve(d, &models_dir())?, precision)));
+    }
     engine.load(path, precision, m.context_length);
+    let mut loaded = None;
     loop {
         match engine.events.recv()? {
+            Event::DraftLoaded(Some(d)) => {
+                eprintln!("drafting with {} ({:.0}M params)", d.name, d.parameters as f64 / 1e6);
+                if let Some(info) = loaded {
+                    return Ok((engine, info));
+                }
+            }
+            Event::Error { id: None, error } if m.draft.is_some() => bail!("draft model: {error}"),
             Event::Loaded(info) => {
                 eprintln!(
                     "loaded {} ({}, {:.0}M params, {} on disk, computing in {})",
@@ -342,7 +361,10 @@ pub fn start_engine(m: &ModelArgs) -> Result<(EngineHandle, ModelInfo)> {
                 if !info.recommended.is_empty() {
                     eprintln!("the model recommends {} (flags you pass take precedence)", info.recommended.describe());
                 }
-                return Ok((engine, info));
+                if m.draft.is_none() {
+                    return Ok((engine, info));
+                }
+                loaded = Some(info);
             }
             Event::LoadFailed(e) => bail!("{e}"),
             Event::Crashed(e) => bail!("engine crashed: {e}"),
@@ -410,8 +432,8 @@ pub fn run() -> Result<()> {
         }
         Some(Cmd::Tokenize { model, special, text }) => inspect::tokenize(&model, &text, special),
         Some(Cmd::Models { cmd }) => models::run(cmd),
-        Some(Cmd::Serve { host, port, model, context_length, idle_unload }) => {
-            serve::serve(host, port, model, context_length, Some(idle_unload))
+        Some(Cmd::Serve { host, port, model, context_length, idle_unload, draft }) => {
+            serve::serve(host, port, model, context_length, Some(idle_unload), draft)
         }
     }
 }

@@ -18,7 +18,7 @@ pub fn run(cmd: ModelsCmd) -> Result<()> {
             }
             Ok(())
         }
-        ModelsCmd::Fit { model, context } => fit(&model, context),
+        ModelsCmd::Fit { model, context, kv_bits } => fit(&model, context, kv_bits),
         ModelsCmd::List => {
             let dir = models_dir();
             for m in library::installed_with_cache(&dir, &hf_hub::resolve_cache_dir()) {
@@ -90,7 +90,7 @@ fn download(id: &str, files: Vec<String>, force: bool) -> Result<()> {
     Ok(())
 }
 
-fn fit(model: &str, context: u64) -> Result<()> {
+fn fit(model: &str, context: u64, kv_bits: u8) -> Result<()> {
     let mem = hearth::sys::total_memory();
     let (shape, name) = match hearth::hub::catalogue::CATALOGUE.iter().find(|e| e.id == model) {
         Some(e) => (e.shape, e.id.to_string()),
@@ -100,7 +100,8 @@ fn fit(model: &str, context: u64) -> Result<()> {
             (card.shape.ok_or_else(|| anyhow!("{model}: its config lacks the numbers for an estimate"))?, path.display().to_string())
         }
     };
-    let need = fit::estimate(&shape, context, hearth::sys::device(), mem);
+    super::kv_quant_flag(kv_bits)?;
+    let need = fit::estimate_with_kv(&shape, context, hearth::sys::device(), mem, kv_bits);
     let state = if need.state > 0 { format!(" + recurrent state and snapshots {}", bytes(need.state)) } else { String::new() };
     println!(
         "{name} ({} params): weights {} + KV cache {}{state} + working {} = {} of {} at {context} tokens: {}",

@@ -9,7 +9,7 @@ use hearth::server::{self, ServerConfig};
 use std::io::Write;
 use std::net::IpAddr;
 
-pub fn serve(host: IpAddr, port: u16, model: Option<String>, context_length: Option<usize>, idle_unload: Option<u64>) -> Result<()> {
+pub fn serve(host: IpAddr, port: u16, model: Option<String>, context_length: Option<usize>, idle_unload: Option<u64>, draft: Option<String>) -> Result<()> {
     let default_model = Some(model_path(&model)?);
     let api_key = std::env::var("HEARTH_API_KEY").ok().filter(|k| !k.is_empty());
     let config = ServerConfig {
@@ -23,6 +23,10 @@ pub fn serve(host: IpAddr, port: u16, model: Option<String>, context_length: Opt
         idle_unload: idle_unload.filter(|s| *s > 0).map(std::time::Duration::from_secs),
     };
     let engine = EngineHandle::spawn();
+    if let Some(d) = draft {
+        let path = hearth::library::resolve::resolve(&d, &models_dir())?;
+        engine.set_draft(Some((path, hearth::models::load::Precision::Auto)));
+    }
     server::run(config, engine, |addr| {
         // The one line a script waits for.
         println!("listening on http://{addr}");

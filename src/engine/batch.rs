@@ -191,7 +191,7 @@ impl Batch {
             Err(error) => {
                 let msg = error.to_string();
                 for s in rows.iter_mut() {
-                    s.cache = step::PromptCache::new(model);
+                    s.cache.clear(model);
                 }
                 let results = chosen.iter().map(|&i| (i, Err(Error::Mlx(msg.clone())))).collect();
                 return self.after_prefill(results, session, out);

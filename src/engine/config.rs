@@ -33,6 +33,10 @@ pub struct EngineConfig {
     /// Prompt lookup (`engine::speculate`): the most tokens proposed per
     /// pass, 0 for none (`HEARTH_PROMPT_LOOKUP`, 0 to 32).
     pub prompt_lookup: usize,
+    /// Bits per key and value in full KV caches: 8 or 4 (quantized, a scale
+    /// and bias per group of 64, as mlx-lm's `--kv-bits`), 0 for the
+    /// model's dtype (`HEARTH_KV_BITS`, default 0).
+    pub kv_bits: u8,
     /// The fused kernels this process runs (`models::kernels::Switches`).
     pub kernels: crate::models::kernels::Switches,
 }
@@ -45,12 +49,20 @@ impl Default for EngineConfig {
             graph_dot: None,
             prefix_cache_bytes: (crate::sys::total_memory() / 8).max(256 << 20),
             prompt_lookup: DEFAULT_PROMPT_LOOKUP,
+            kv_bits: 0,
             kernels: *crate::models::kernels::switches(),
         }
     }
 }
 
+pub use crate::models::cache::KV_BITS;
+
 impl EngineConfig {
+    /// How full KV caches are quantized, if they are (`kv_bits`).
+    pub fn kv_quant(&self) -> Option<crate::models::cache::KvQuant> {
+        crate::models::cache::KvQuant::new(self.kv_bits)
+    }
+
     /// The defaults with the environment's overrides; values out of range
     /// keep the default.
     pub fn from_env() -> Self {
@@ -64,6 +76,7 @@ impl EngineConfig {
             max_batch: num("HEARTH_MAX_BATCH", 1..=64, d.max_batch),
             prefill_chunk: num("HEARTH_PREFILL_CHUNK", 1..=1 << 20, d.prefill_chunk),
             prompt_lookup: num("HEARTH_PROMPT_LOOKUP", 0..=32, d.prompt_lookup),
+            kv_bits: var("HEARTH_KV_BITS").and_then(|v| v.trim().parse().ok()).filter(|b| KV_BITS.contains(b)).unwrap_or(d.kv_bits),
             graph_dot: var("HEARTH_GRAPH_DOT").filter(|v| !v.is_empty()).map(PathBuf::from),
             prefix_cache_bytes: var("HEARTH_PREFIX_CACHE_MB").and_then(|v| v.trim().parse::<u64>().ok()).map_or(d.prefix_cache_bytes, |mb| mb.saturating_mul(1 << 20)),
             ..d

@@ -5,6 +5,7 @@
 //! the mean of all token losses, a standard error by the delta method).
 
 use crate::error::{Error, Result};
+use crate::models::cache::{quantize_kv, KvQuant};
 use crate::models::nn::layers::token_array;
 use crate::models::{Head, LanguageModel};
 use mlx_rs::ops::indexing::take_along_axis;
@@ -25,9 +26,9 @@ pub struct Perplexity {
 
 /// The token loss (negative log-likelihood of each next token) of every
 /// position of one window, through a fresh cache of the model's own kind.
-fn window_losses(model: &dyn LanguageModel, ids: &[u32]) -> Result<Vec<f32>> {
+fn window_losses(model: &dyn LanguageModel, ids: &[u32], kv_quant: Option<KvQuant>) -> Result<Vec<f32>> {
     let n = ids.len();
-    let mut cache = model.new_cache();
+    let mut cache = quantize_kv(model.new_cache(), kv_quant);
     let logits = model.logits(&token_array(&ids[..n - 1]), &mut cache, Head::All)?.as_dtype(mlx_rs::Dtype::Float32)?;
     let targets = token_array(&ids[1..]).expand_dims(-1)?;
     let picked = take_along_axis(&logits, &targets, -1)?.squeeze_axes(&[-1])?;
@@ -38,8 +39,9 @@ fn window_losses(model: &dyn LanguageModel, ids: &[u32]) -> Result<Vec<f32>> {
 
 /// Perplexity of `tokens` cut into windows of `window` tokens (the tail
 /// shorter than a window is left out, as mlx-lm does), the first
-/// `max_windows` of them if given.
-pub fn perplexity(model: &dyn LanguageModel, tokens: &[u32], window: usize, max_windows: Option<usize>) -> Result<Perplexity> {
+/// `max_windows` of them if given; with `kv_quant`, through quantized KV
+/// caches (what a quantized cache costs in quality).
+pub fn perplexity(model: &dyn LanguageModel, tokens: &[u32], window: usize, max_windows: Option<usize>, kv_quant: Option<KvQuant>) -> Result<Perplexity> {
     if window < 2 {
         return Err(Error::InvalidArgument("a perplexity window needs at least 2 tokens".into()));
     }
@@ -53,7 +55,7 @@ pub fn perplexity(model: &dyn LanguageModel, tokens: &[u32], window: usize, max_
     let started = Instant::now();
     let mut losses: Vec<f64> = Vec::with_capacity(windows * (window - 1));
     for w in tokens.chunks_exact(window).take(windows) {
-        losses.extend(window_losses(model, w)?.into_iter().map(f64::from));
+        losses.extend(window_losses(model, w, kv_quant)?.into_iter().map(f64::from));
     }
     let n = losses.len() as f64;
     let mean = losses.iter().sum::<f64>() / n;

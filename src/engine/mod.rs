@@ -12,6 +12,7 @@ pub mod sequence;
 pub mod session;
 mod speculate;
 pub mod constraint;
+pub mod draft;
 pub mod eval;
 mod merged;
 pub mod step;

@@ -36,6 +36,14 @@ pub enum Command {
     /// dropped to fit), and answers `PromptReady` with its length, then
     /// `Finished`; nothing runs on the model (Anthropic's `count_tokens`).
     CountTokens { id: RequestId, prompt: Prompt },
+    /// The draft model for speculative decoding, for this model and the next
+    /// (loaded beside each, where its tokenizer matches), or none. Answered
+    /// by `DraftLoaded`, or an `Error` saying why it cannot draft.
+    SetDraft(Option<(PathBuf, Precision)>),
+    /// Bits per key and value in the KV caches of later requests (0, 8 or
+    /// 4; `EngineConfig::kv_bits`), for this model and the next; the prefix
+    /// cache, stored the old way, is dropped.
+    SetKvBits(u8),
     /// Sets the context length used by later requests.
     SetContextLength(usize),
     /// Template variables (reasoning effort) for later requests, this model and the next.
@@ -52,6 +60,8 @@ pub enum Event {
     Loaded(ModelInfo),
     LoadFailed(EngineError),
     Unloaded,
+    /// The draft model is loaded beside the model (None: drafting is off).
+    DraftLoaded(Option<ModelInfo>),
     /// The conversation did not fit; this many of the oldest messages were left out.
     ContextTrimmed { id: RequestId, dropped_messages: usize },
     /// The prompt is rendered and tokenized; generation starts (APIs that

@@ -67,11 +67,11 @@ pub struct Sequence {
     first_token: Option<Instant>,
     /// Why the prompt was rendered shorter (messages dropped).
     pub trimmed_messages: usize,
-    /// Prompt lookup (`speculate`), where this sequence may speculate: a
+    /// Speculative decoding (`speculate`), where this sequence may: a
     /// sampler without penalties (whose draws do not depend on the tokens
     /// before them in the same pass), no constraint, no log-probabilities,
     /// and caches that can be cut back (no recurrent state).
-    pub(super) lookup: Option<super::speculate::Lookup>,
+    pub(super) speculation: Option<super::speculate::Speculation>,
 }
 
 impl Sequence {
@@ -103,12 +103,12 @@ impl Sequence {
         let started = Instant::now();
         let mut cache = session.take_cache(&prompt);
         let (reused, pieces) = step::plan_prefill(&*session.loaded.model, &mut cache, &prompt, session.config.prefill_chunk);
-        let lookup = (session.config.prompt_lookup > 0
+        let speculation = ((session.config.prompt_lookup > 0 || session.draft.is_some())
             && params.constraint.is_none()
             && params.logprobs.is_none()
             && !params.sampling.penalizes()
             && !cache.is_hybrid())
-        .then(|| super::speculate::Lookup::new(session.config.prompt_lookup));
+        .then(|| super::speculate::Speculation::new(session.config.prompt_lookup));
         let stats = GenerationStats {
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
@@ -135,7 +135,7 @@ impl Sequence {
             started,
             first_token: None,
             trimmed_messages: 0,
-            lookup,
+            speculation,
         })
     }
 

@@ -33,13 +33,25 @@ pub struct Session {
     /// The engine's settings (prefill chunk, graph dump): the environment's
     /// unless the engine that owns the session hands it its own.
     pub config: super::EngineConfig,
+    /// The draft model for speculative decoding, if the user set one (`draft`).
+    pub draft: Option<super::draft::Draft>,
 }
 
 impl Session {
     pub fn new(loaded: LoadedModel, context_length: Option<usize>) -> Self {
         let model_ctx = loaded.info.context_length.max(1);
         let context_length = context_length.unwrap_or(8192).clamp(MIN_CONTEXT, model_ctx.max(MIN_CONTEXT));
-        Session { loaded, caches: Vec::new(), context_length, last_tokens: Vec::new(), grammar: None, config: super::EngineConfig::from_env() }
+        Session { loaded, caches: Vec::new(), context_length, last_tokens: Vec::new(), grammar: None, config: super::EngineConfig::from_env(), draft: None }
+    }
+
+    /// Sets (or, with None, drops) the draft model; refused, keeping none,
+    /// for one whose tokenizer is not this model's (`Draft::new`).
+    pub fn set_draft(&mut self, loaded: Option<LoadedModel>) -> Result<()> {
+        self.draft = None;
+        if let Some(l) = loaded {
+            self.draft = Some(super::draft::Draft::new(l, &self.loaded.tokenizer)?);
+        }
+        Ok(())
     }
 
     pub fn set_context_length(&mut self, n: usize) {
@@ -49,6 +61,9 @@ impl Session {
     /// Forgets the prefix cache (e.g. when switching conversations).
     pub fn reset_cache(&mut self) {
         self.caches.clear();
+        if let Some(d) = self.draft.as_mut() {
+            d.reset();
+        }
     }
 
     fn render(&self, messages: &[Message]) -> Result<Vec<u32>> {
@@ -168,7 +183,7 @@ impl Session {
             .max_by_key(|&(_, n)| n);
         match best {
             Some((i, _)) => self.caches.remove(i),
-            None => PromptCache::new(self.loaded.model.as_ref()),
+            None => PromptCache::with_kv_quant(self.loaded.model.as_ref(), self.config.kv_quant()),
         }
     }
 

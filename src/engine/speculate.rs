@@ -1,14 +1,16 @@
-//! Speculative decoding by prompt lookup (llama.cpp's n-gram lookup, vLLM's
-//! `prompt_lookup`): where the last few tokens of a sequence occurred before
-//! (in the prompt, or earlier in the reply), the tokens that followed them
-//! there are proposed as the next ones, and one forward pass over the
-//! proposals checks them all. Editing, code and summaries that quote their
-//! input repeat long runs, and each accepted proposal is a decode step saved.
+//! Speculative decoding: guesses at the next few tokens, checked by the
+//! model in one forward pass over them all; each guess kept is a decode step
+//! saved. The guesses come from a draft model where one is set (`draft`: a
+//! small model with the same tokenizer), else from prompt lookup (llama.cpp's
+//! n-gram lookup, vLLM's `prompt_lookup`): where the last few tokens of a
+//! sequence occurred before (in the prompt, or earlier in the reply), the
+//! tokens that followed them there. Editing, code and summaries that quote
+//! their input repeat long runs.
 //!
 //! The check is exact for any sampler without penalties: at each position
 //! the target's own sampler draws a token, and a proposal is kept while it
-//! equals the draw. For a proposal that is a single token (all a lookup
-//! offers), this is the standard rejection scheme: the draw equals it with
+//! equals the draw. For a proposal that is a single token (all a lookup or
+//! a greedy draft offers), this is the standard rejection scheme: the draw equals it with
 //! the target's probability, and a draw that differs is a sample of the
 //! target's distribution without it — the residual. Greedy output is the
 //! plain greedy output. The cache is cut back past the rejected proposals.
@@ -39,11 +41,19 @@ const STRIKES: u32 = 3;
 const PAUSE_MIN: u32 = 8;
 const PAUSE_MAX: u32 = 256;
 
-/// One sequence's prompt lookup: how far it proposes and how it has fared.
+/// A draft model's guess starts at this many tokens and moves between 1
+/// and `DRAFT_MAX` with what is kept (longer while whole guesses are kept,
+/// shorter while most of one is rejected).
+const DRAFT_START: usize = 4;
+const DRAFT_MAX: usize = 8;
+
+/// One sequence's speculation: how far it proposes and how it has fared.
 #[derive(Debug, Clone)]
-pub struct Lookup {
-    /// The most tokens proposed in one pass (the engine's setting).
+pub struct Speculation {
+    /// The most tokens a lookup proposes in one pass (the engine's setting).
     max_draft: usize,
+    /// The draft model's guess length now.
+    draft_len: usize,
     /// Rejected passes in a row, and the steps left to pause.
     strikes: u32,
     pause_left: u32,
@@ -69,9 +79,9 @@ pub fn propose(history: &[u32], max: usize) -> Vec<u32> {
     Vec::new()
 }
 
-impl Lookup {
+impl Speculation {
     pub fn new(max_draft: usize) -> Self {
-        Lookup { max_draft, strikes: 0, pause_left: 0, pause: PAUSE_MIN }
+        Speculation { max_draft, draft_len: DRAFT_START, strikes: 0, pause_left: 0, pause: PAUSE_MIN }
     }
 
     /// Whether to look this step (a paused lookup counts the step off).
@@ -88,8 +98,13 @@ impl Lookup {
         propose(history, self.max_draft.min(room))
     }
 
-    /// Takes a checked pass's outcome: `accepted` of the proposals kept.
-    fn record(&mut self, accepted: usize) {
+    /// Takes a checked pass's outcome: `accepted` of `proposed` kept.
+    fn record(&mut self, accepted: usize, proposed: usize) {
+        if accepted == proposed {
+            self.draft_len = (self.draft_len + 1).min(DRAFT_MAX);
+        } else if accepted * 2 < proposed {
+            self.draft_len = self.draft_len.saturating_sub(1).max(1);
+        }
         if accepted > 0 {
             self.strikes = 0;
             self.pause = PAUSE_MIN;
@@ -110,7 +125,8 @@ impl Batch {
     /// step runs). A failed pass fails the sequence alone.
     pub(super) fn speculate(&mut self, session: &mut Session, out: &mut Vec<Out>) -> Result<bool> {
         let Some(i) = self.seqs.iter().position(Sequence::decoding) else { return Ok(false) };
-        let Some((t, drafts)) = self.seqs[i].lookup_drafts(session.context_length)? else { return Ok(false) };
+        let (ctx, chunk) = (session.context_length, session.config.prefill_chunk);
+        let Some((t, drafts)) = self.seqs[i].proposals(session.draft.as_mut(), ctx, chunk)? else { return Ok(false) };
         match self.seqs[i].verify(session, t, &drafts, out) {
             Ok(true) => {}
             Ok(false) => self.seqs.remove(i).finish(session, out),
@@ -121,12 +137,13 @@ impl Batch {
 }
 
 impl Sequence {
-    /// For a sequence that looks up proposals: its last sampled token (read
-    /// now) and the proposals after it, where the tokens so far suggest some.
-    /// None leaves the step to the plain path, unsynchronized: the token is
-    /// only read when the known tokens already end in a run seen before.
-    pub(super) fn lookup_drafts(&mut self, context_length: usize) -> Result<Option<(u32, Vec<u32>)>> {
-        let Some(lookup) = self.lookup.as_mut() else { return Ok(None) };
+    /// For a sequence that speculates: its last sampled token (read now) and
+    /// the proposals after it, from the draft model if one is set, else from
+    /// lookup where the tokens so far suggest some. None leaves the step to
+    /// the plain path, unsynchronized: without a draft the token is only read
+    /// when the known tokens already end in a run seen before.
+    pub(super) fn proposals(&mut self, draft: Option<&mut super::draft::Draft>, context_length: usize, chunk: usize) -> Result<Option<(u32, Vec<u32>)>> {
+        let Some(spec) = self.speculation.as_mut() else { return Ok(None) };
         let Phase::Decode { token, scores: None, read: false } = &self.phase else { return Ok(None) };
         // Room for proposals: each kept one and the pass's own draw are
         // sampled tokens (the request's limit), the fed token and the
@@ -136,17 +153,21 @@ impl Sequence {
             .max_tokens
             .saturating_sub(self.taken + 1)
             .min(context_length.saturating_sub(self.cache.tokens.len() + 3));
-        if room == 0 || !lookup.ready() {
+        if room == 0 || !spec.ready() {
             return Ok(None);
         }
-        // Only worth a wait for the token when the text is repeating.
-        if propose(&self.cache.tokens, 1).is_empty() {
+        // Without a draft, only worth a wait for the token when the text is repeating.
+        if draft.is_none() && propose(&self.cache.tokens, 1).is_empty() {
             return Ok(None);
         }
         let t = read_id(token)?;
         self.cache.tokens.push(t);
-        let drafts = lookup.propose(&self.cache.tokens, room);
+        let drafts = match draft {
+            Some(d) => d.propose(&self.cache.tokens, spec.draft_len.min(room), chunk),
+            None => Ok(spec.propose(&self.cache.tokens, room)),
+        };
         self.cache.tokens.pop();
+        let drafts = drafts?;
         Ok(if drafts.is_empty() { None } else { Some((t, drafts)) })
     }
 
@@ -171,8 +192,8 @@ impl Sequence {
         let kept = drafts.iter().zip(&draws).take_while(|(d, y)| d == y).count();
         self.stats.draft_tokens += k;
         self.stats.accepted_draft_tokens += kept;
-        if let Some(l) = self.lookup.as_mut() {
-            l.record(kept);
+        if let Some(l) = self.speculation.as_mut() {
+            l.record(kept, k);
         }
         // The fed token, then the kept proposals, each taken as a plain step
         // would (stop strings and end tokens inside the run end it there).
@@ -312,6 +333,52 @@ mod tests {
         assert!(got.len() < 8 && !text.contains(stop), "{text:?} {got:?}");
     }
 
+    /// SmolLM2 drafting for itself: greedy replies equal plain decoding
+    /// (every guess is the model's own, so all are kept); a sampled reply
+    /// rejects many greedy guesses (the draft's cache rolls back with them)
+    /// and is reproducible with a seed; a draft with another tokenizer
+    /// (Gemma 3) is refused and the model decodes without one. (The draft at
+    /// another precision would disagree now and then, but MLX's 4-bit CPU
+    /// matmul takes minutes for it here.)
+    #[test]
+    fn a_draft_model_keeps_greedy_replies_and_another_tokenizer_is_refused() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/models");
+        let load = |f: &str| crate::models::load::load(&dir.join(f), crate::models::load::Precision::Auto).unwrap();
+        let mut s = session();
+        s.set_draft(Some(load("SmolLM2-135M-Instruct.Q4_1.gguf"))).unwrap();
+        let generate = |s: &mut Session, prompt: &[u32], params: &GenerateParams| {
+            let mut text = String::new();
+            let st = s.generate(prompt, params, &AtomicBool::new(false), &mut |t| text.push_str(t)).unwrap();
+            (text, st)
+        };
+        let (mut drafted, mut kept) = (0, 0);
+        for q in ["Name three colours of the rainbow.", "Write a haiku about snow.", "Explain what a compiler does."] {
+            let (prompt, _) = s.prompt_for_messages(&[Message::user(q)], 0).unwrap();
+            let params = greedy(32, &[]);
+            let (want, _) = plain_without_draft(&mut s, &prompt, &params);
+            let (text, st) = generate(&mut s, &prompt, &params);
+            assert_eq!(text, want, "{q}");
+            (drafted, kept) = (drafted + st.draft_tokens, kept + st.accepted_draft_tokens);
+        }
+        assert!(drafted > 40 && kept == drafted, "{kept} of {drafted} guesses kept");
+        let (prompt, _) = s.prompt_for_messages(&[Message::user("Tell me a story about a fox.")], 0).unwrap();
+        let sampled = GenerateParams { sampling: SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, min_p: 0.0, seed: Some(9), ..SamplingParams::greedy() }, ..greedy(48, &[]) };
+        let (a, st) = generate(&mut s, &prompt, &sampled);
+        assert!(st.accepted_draft_tokens < st.draft_tokens && st.generated_tokens == 48, "{st:?}");
+        assert_eq!(generate(&mut s, &prompt, &sampled).0, a, "a seed reproduces a sampled reply");
+        s.set_draft(None).unwrap();
+        let err = s.set_draft(Some(load("gemma-3-270m-q4_k_m.gguf"))).unwrap_err();
+        assert!(err.to_string().contains("tokenizers differ") && s.draft.is_none(), "{err}");
+    }
+
+    /// `plain`, with the draft set aside for the run.
+    fn plain_without_draft(s: &mut Session, prompt: &[u32], params: &GenerateParams) -> (String, Vec<u32>) {
+        let draft = s.draft.take();
+        let r = plain(s, prompt, params);
+        s.draft = draft;
+        r
+    }
+
     #[test]
     fn the_longest_recent_run_seen_before_proposes_what_followed_it() {
         // "5 6 7" occurred at 1..4 and at 6..9; the suffix "6 7" was last seen at 7.
@@ -328,13 +395,13 @@ mod tests {
     }
 
     #[test]
-    fn rejected_passes_pause_the_lookup_longer_each_time_until_one_is_kept() {
+    fn rejected_passes_pause_longer_each_time_until_one_is_kept_and_guesses_follow_what_is_kept() {
         let h = [1, 2, 3, 1, 2];
-        let mut l = Lookup::new(4);
+        let mut l = Speculation::new(4);
         for _ in 0..STRIKES {
             assert!(l.ready());
             assert_eq!(l.propose(&h, 4), vec![3, 1, 2]);
-            l.record(0);
+            l.record(0, 3);
         }
         for _ in 0..PAUSE_MIN {
             assert!(!l.ready(), "paused");
@@ -342,11 +409,19 @@ mod tests {
         assert!(l.ready());
         assert_eq!(l.propose(&h, 2), vec![3, 1], "the room bounds a proposal");
         for _ in 0..STRIKES {
-            l.record(0);
+            l.record(0, 3);
         }
         assert_eq!(l.pause_left, 2 * PAUSE_MIN, "the next pause is longer");
         l.pause_left = 0;
-        l.record(1);
+        l.record(1, 3);
         assert_eq!((l.strikes, l.pause), (0, PAUSE_MIN), "a kept proposal resets it");
+        // A draft's guess grows while whole guesses are kept, shrinks while most of one is not.
+        let len = l.draft_len;
+        l.record(4, 4);
+        assert_eq!(l.draft_len, len + 1);
+        for _ in 0..20 {
+            l.record(0, 4);
+        }
+        assert_eq!(l.draft_len, 1);
     }
 }

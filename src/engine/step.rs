@@ -3,7 +3,7 @@
 //! token loop itself is the batch's (`batch`), which steps every sequence.
 
 use crate::error::{Error, Result};
-use crate::models::cache::{Cache, CacheState, LayerCache};
+use crate::models::cache::{quantize_kv, Cache, CacheState, KvQuant, LayerCache};
 use crate::models::nn::layers::token_array;
 use crate::models::{Head, LanguageModel};
 use mlx_rs::transforms::eval;
@@ -21,6 +21,8 @@ pub struct PromptCache {
     /// from the last one that is a prefix of its prompt. At most
     /// `MAX_SNAPSHOTS`, newest kept.
     snapshots: Vec<Snapshot>,
+    /// How its full KV caches store keys and values (None: the model's dtype).
+    pub kv_quant: Option<KvQuant>,
 }
 
 pub use crate::models::cache::MAX_SNAPSHOTS;
@@ -34,7 +36,17 @@ struct Snapshot {
 
 impl PromptCache {
     pub fn new(model: &dyn LanguageModel) -> Self {
-        PromptCache { layers: model.new_cache(), tokens: Vec::new(), snapshots: Vec::new() }
+        Self::with_kv_quant(model, None)
+    }
+
+    /// An empty cache whose full KV layers store keys and values quantized.
+    pub fn with_kv_quant(model: &dyn LanguageModel, kv_quant: Option<KvQuant>) -> Self {
+        PromptCache { layers: quantize_kv(model.new_cache(), kv_quant), tokens: Vec::new(), snapshots: Vec::new(), kv_quant }
+    }
+
+    /// Empty again, stored as before.
+    pub fn clear(&mut self, model: &dyn LanguageModel) {
+        *self = Self::with_kv_quant(model, self.kv_quant);
     }
 
     /// Bytes its arrays hold (the KV buffers as allocated, state snapshots
@@ -100,9 +112,7 @@ impl PromptCache {
             .map(|(i, _)| i);
         let Some(i) = best else {
             // Nothing to resume from: start over.
-            self.layers = model.new_cache();
-            self.tokens.clear();
-            self.snapshots.clear();
+            self.clear(model);
             return 0;
         };
         let snap = &self.snapshots[i];
@@ -116,9 +126,7 @@ impl PromptCache {
         }
         if !restored {
             // A snapshot that no longer fits its layer (never expected): start over.
-            self.layers = model.new_cache();
-            self.tokens.clear();
-            self.snapshots.clear();
+            self.clear(model);
             return 0;
         }
         self.tokens.truncate(len);
@@ -161,7 +169,7 @@ pub fn prefill_piece(model: &dyn LanguageModel, cache: &mut PromptCache, prompt:
     let out = match model.logits(&token_array(chunk), &mut cache.layers, Head::Last(1)) {
         Ok(o) => o,
         Err(e) => {
-            *cache = PromptCache::new(model);
+            cache.clear(model);
             return Err(e);
         }
     };

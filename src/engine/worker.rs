@@ -14,6 +14,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 /// Called by the engine thread after each event, so a UI can wake up for it
@@ -107,6 +108,11 @@ impl EngineHandle {
         self.send(Command::Load { path: path.into(), precision, context_length });
     }
 
+    /// Sets the draft model for speculative decoding (`Command::SetDraft`).
+    pub fn set_draft(&self, draft: Option<(std::path::PathBuf, Precision)>) {
+        self.send(Command::SetDraft(draft));
+    }
+
     /// Starts a generation; returns its id. Cancels nothing already running:
     /// it joins the batch beside them (or waits for room, in order).
     pub fn generate(&self, prompt: Prompt, params: GenerateParams) -> RequestId {
@@ -166,11 +172,13 @@ fn wake(w: &Waker) {
 /// the batch. Generations join the batch while it has room; a load or an
 /// unload waits until the batch is empty (the sequences before it finish on
 /// the model they started on); settings apply to the requests after them.
-fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscribers: Subscribers, config: EngineConfig) {
+fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscribers: Subscribers, mut config: EngineConfig) {
     let limit = config.max_batch.max(1);
     let mut session: Option<Session> = None;
     // Kept across loads: the template variables the user chose.
     let mut template_options = TemplateOptions::default();
+    // Kept across loads too: the draft model the user chose, if any.
+    let mut draft: Option<(PathBuf, Precision)> = None;
     let send = |e: Event| {
         let mut subs = subscribers.lock().unwrap_or_else(|e| e.into_inner());
         // A reader that went away is forgotten.
@@ -200,7 +208,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         while i < waiting.len() && !matches!(waiting[i], Command::Load { .. } | Command::Unload) {
             if matches!(waiting[i], Command::CountTokens { .. }) {
                 let cmd = waiting.remove(i).expect("in range");
-                control(cmd, &mut session, &mut template_options, &config, &send);
+                control(cmd, &mut session, &mut template_options, &mut draft, &config, &send);
             } else {
                 i += 1;
             }
@@ -220,12 +228,20 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
                     waiting.push_front(cmd);
                     break;
                 }
-                Command::Load { .. } | Command::Unload if !batch.is_empty() => {
+                // Rows of one batch merge caches stored alike: a new KV width waits too.
+                Command::Load { .. } | Command::Unload | Command::SetDraft(_) | Command::SetKvBits(_) if !batch.is_empty() => {
                     waiting.push_front(cmd);
                     break;
                 }
                 Command::Generate { id, prompt, params, cancel, .. } => admit(&mut session, &mut batch, id, prompt, params, cancel, &send),
-                cmd => control(cmd, &mut session, &mut template_options, &config, &send),
+                Command::SetKvBits(bits) => {
+                    config.kv_bits = if super::config::KV_BITS.contains(&bits) { bits } else { 0 };
+                    if let Some(s) = session.as_mut() {
+                        s.config.kv_bits = config.kv_bits;
+                        s.reset_cache();
+                    }
+                }
+                cmd => control(cmd, &mut session, &mut template_options, &mut draft, &config, &send),
             }
         }
         let Some(s) = session.as_mut() else { continue };
@@ -333,9 +349,9 @@ fn free_model(session: &mut Option<Session>) {
 }
 
 /// The commands other than generations.
-fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut TemplateOptions, config: &EngineConfig, send: &dyn Fn(Event)) {
+fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut TemplateOptions, draft: &mut Option<(PathBuf, Precision)>, config: &EngineConfig, send: &dyn Fn(Event)) {
     match cmd {
-        Command::Shutdown | Command::Generate { .. } => {}
+        Command::Shutdown | Command::Generate { .. } | Command::SetKvBits(_) => {}
         Command::Load { path, precision, context_length } => {
             free_model(session); // before loading the next
             send(Event::LoadProgress { fraction: 0.0, message: format!("Reading {}", path.display()) });
@@ -354,8 +370,11 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
                     let info = loaded.info.clone();
                     let mut s = Session::new(loaded, context_length);
                     s.config = config.clone();
-                    *session = Some(s);
                     send(Event::Loaded(info));
+                    if draft.is_some() {
+                        load_draft(&mut s, draft, send);
+                    }
+                    *session = Some(s);
                     send(Event::Memory(MemoryStats::now()));
                 }
                 Err(e) => send(Event::LoadFailed(EngineError::from(&e))),
@@ -373,6 +392,13 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
             send(Event::Unloaded);
             send(Event::Memory(MemoryStats::now()));
         }
+        Command::SetDraft(spec) => {
+            *draft = spec;
+            if let Some(s) = session.as_mut() {
+                load_draft(s, draft, send);
+                send(Event::Memory(MemoryStats::now()));
+            }
+        }
         Command::SetContextLength(n) => {
             if let Some(s) = session.as_mut() {
                 s.set_context_length(n);
@@ -389,5 +415,25 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
                 s.reset_cache();
             }
         }
+    }
+}
+
+/// Loads the draft model `spec` beside the session's model (or drops it);
+/// one that cannot draft for it (another tokenizer, unreadable) is reported
+/// and the model decodes without one.
+fn load_draft(s: &mut Session, spec: &Option<(PathBuf, Precision)>, send: &dyn Fn(Event)) {
+    let result = match spec {
+        None => s.set_draft(None).map(|_| None),
+        Some((path, precision)) => {
+            let _ = s.set_draft(None); // its memory back before the next loads
+            load::load(path, *precision).and_then(|l| {
+                let info = l.info.clone();
+                s.set_draft(Some(l)).map(|_| Some(info))
+            })
+        }
+    };
+    match result {
+        Ok(info) => send(Event::DraftLoaded(info)),
+        Err(e) => send(Event::Error { id: None, error: EngineError::from(&e) }),
     }
 }

@@ -231,7 +231,7 @@ fn dispatch(
                 status.send_replace(ModelStatus::Crashed(msg));
             }
             Event::Memory(m) => *memory.lock().unwrap_or_else(|e| e.into_inner()) = m,
-            Event::Error { id: None, .. } | Event::ContextTrimmed { .. } => {}
+            Event::Error { id: None, .. } | Event::ContextTrimmed { .. } | Event::DraftLoaded(_) => {}
         }
     }
 }

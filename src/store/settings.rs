@@ -34,6 +34,12 @@ pub struct Settings {
     pub models_dir: Option<PathBuf>,
     pub last_model: Option<PathBuf>,
     pub show_frame_time: bool,
+    /// A small model with the chat model's tokenizer that drafts tokens for
+    /// speculative decoding; None: prompt lookup only.
+    pub draft_model: Option<PathBuf>,
+    /// Bits per key and value in the KV cache: 8 or 4 (quantized), 0 for
+    /// the model's dtype (`EngineConfig::kv_bits`).
+    pub kv_bits: u8,
     /// The local API server the app runs beside the chat.
     pub server: ServerSettings,
 }
@@ -75,6 +81,8 @@ impl Default for Settings {
             models_dir: None,
             last_model: None,
             show_frame_time: false,
+            draft_model: None,
+            kv_bits: 0,
             server: ServerSettings::default(),
         }
     }
@@ -128,6 +136,10 @@ impl Settings {
         }
         if !(6.0..=64.0).contains(&self.font_size) {
             return bad("font_size must be between 6 and 64");
+        }
+        // The widths the engine offers (`models::cache::KV_BITS`; the store sits below it).
+        if ![0, 8, 4].contains(&self.kv_bits) {
+            return bad("kv_bits must be 0, 8 or 4");
         }
         Ok(())
     }

@@ -157,7 +157,7 @@ pub fn catalogue(ui: &mut Ui, state: &mut AppState) {
             ui.label(RichText::new(name).strong()).on_hover_text(format!("{} — {}", e.id, e.blurb));
             ui.label(format!("{} params", e.shape.params_label()));
             ui.label(format!("{} download", gb(e.download_bytes())));
-            let need = fit::estimate(&e.shape, ctx_len, device, mem).total();
+            let need = fit::estimate_with_kv(&e.shape, ctx_len, device, mem, state.settings.kv_bits).total();
             fit_label(ui, need);
             ui.label(RichText::new(e.blurb).weak());
             if installed(state, e.id) {

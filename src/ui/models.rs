@@ -58,6 +58,7 @@ impl ModelsPanel {
         };
         let busy = state.is_generating() || matches!(state.engine.model, ModelState::Loading { .. });
         let (ctx_len, device, mem) = (state.settings.context_length as u64, crate::sys::device(), crate::sys::total_memory());
+        let kv_bits = state.settings.kv_bits;
         egui::Grid::new("installed-models").striped(true).num_columns(8).show(ui, |ui| {
             for m in state.installed.clone() {
                 ui.label(RichText::new(&m.name).strong()).on_hover_text(m.path.display().to_string());
@@ -82,7 +83,7 @@ impl ModelsPanel {
                 }
                 ui.label(mb(m.size));
                 match m.card.as_ref().and_then(|c| c.shape) {
-                    Some(shape) => super::hub::fit_label(ui, crate::models::load::fit::estimate(&shape, ctx_len, device, mem).total()),
+                    Some(shape) => super::hub::fit_label(ui, crate::models::load::fit::estimate_with_kv(&shape, ctx_len, device, mem, kv_bits).total()),
                     None => {
                         ui.label("");
                     }

@@ -1,4 +1,5 @@
-//! Settings: system prompt and presets, sampling, context length, theme, font size.
+//! Settings: system prompt and presets, sampling, context length, the draft
+//! model for speculative decoding, theme, font size, storage, tokens, MCP.
 
 use super::state::AppState;
 use crate::chat::params::ReasoningEffort;
@@ -21,6 +22,8 @@ impl SettingsPanel {
         let token_input = &mut self.token_input;
         let mut save_mcp = false;
         let mcp = &mut state.mcp;
+        let installed = &state.installed;
+        let draft_loaded = state.engine.draft.as_ref().map(|d| d.name.clone());
         let s = &mut state.settings;
         egui::ScrollArea::vertical().show(ui, |ui| {
             ui.heading("Settings");
@@ -73,6 +76,13 @@ impl SettingsPanel {
                 ui.label("Context length");
                 ui.add(egui::DragValue::new(&mut s.context_length).range(256..=131072).suffix(" tokens"));
                 ui.end_row();
+                ui.label("KV cache").on_hover_text("Keys and values kept for the context: quantized, a long context needs about half (8-bit) or a quarter (4-bit) of the memory, at a small cost in quality (hearth eval perplexity --kv-bits measures it). The model-fit verdicts count it.");
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut s.kv_bits, 0, "Full precision");
+                    ui.radio_value(&mut s.kv_bits, 8, "8-bit");
+                    ui.radio_value(&mut s.kv_bits, 4, "4-bit");
+                });
+                ui.end_row();
                 ui.label("Reasoning effort").on_hover_text("For reasoning models whose template takes it (gpt-oss): how long they think before answering.");
                 ui.horizontal(|ui| {
                     for e in ReasoningEffort::ALL {
@@ -85,6 +95,28 @@ impl SettingsPanel {
                     }
                 });
                 ui.end_row();
+            });
+            ui.separator();
+            ui.label(RichText::new("Speculative decoding").strong());
+            ui.label(RichText::new("A small model with the chat model's tokenizer guesses the next tokens; the chat model checks them in one pass, so replies are the same, only faster when the guesses are good. Without one, Hearth guesses from text the reply repeats.").weak());
+            ui.horizontal(|ui| {
+                ui.label("Draft model");
+                // Smallest first: a draft pays only when it is much smaller.
+                let mut choices: Vec<&crate::library::installed::InstalledModel> = installed.iter().filter(|m| m.card.is_some()).collect();
+                choices.sort_by_key(|m| m.card.as_ref().map_or(u64::MAX, |c| c.parameters));
+                let name = |p: &std::path::Path| choices.iter().find(|m| m.path == p).map_or_else(|| p.display().to_string(), |m| m.name.clone());
+                let shown = s.draft_model.as_deref().map_or("None".to_string(), name);
+                egui::ComboBox::from_id_salt("draft_model").selected_text(shown).show_ui(ui, |ui| {
+                    ui.selectable_value(&mut s.draft_model, None, "None");
+                    for m in &choices {
+                        let params = m.card.as_ref().map_or(0, |c| c.parameters) as f64 / 1e6;
+                        ui.selectable_value(&mut s.draft_model, Some(m.path.clone()), format!("{} ({params:.0}M params)", m.name));
+                    }
+                });
+                match draft_loaded {
+                    Some(d) => ui.label(RichText::new(format!("drafting with {d}")).weak()),
+                    None => ui.label(RichText::new("not drafting").weak()),
+                };
             });
             ui.separator();
             ui.label(RichText::new("Appearance").strong());
@@ -161,6 +193,12 @@ impl SettingsPanel {
             }
             if state.settings.reasoning_effort != before.reasoning_effort {
                 state.send_template_options();
+            }
+            if state.settings.draft_model != before.draft_model {
+                state.send_draft();
+            }
+            if state.settings.kv_bits != before.kv_bits {
+                state.engine.handle.send(crate::engine::Command::SetKvBits(state.settings.kv_bits));
             }
             state.save_settings();
         }

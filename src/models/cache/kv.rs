@@ -1,18 +1,57 @@
 //! The key/value cache of an attention layer: full or windowed, one
 //! sequence's or several merged (left-padded rows, mlx-lm's `BatchKVCache`),
-//! allocated in steps and written in place (the module comment of `cache`).
+//! in the model's dtype or quantized (mlx-lm's `QuantizedKVCache`: 8 or 4
+//! bits, a scale and bias per group of 64), allocated in steps and written in
+//! place (the module comment of `cache`).
 
 use crate::models::cache::{state_err, CacheKind, CacheState, LayerCache};
+use crate::models::cache::KvQuant;
 use crate::error::Result;
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{ops, Array};
 
 const STEP: i32 = 256;
 
+/// Keys or values as stored: the array itself, or quantized, its packed
+/// values, scales and biases. Every part is [B, heads, positions, ·], so
+/// cutting positions, padding and picking rows apply to each part alike.
+#[derive(Clone)]
+pub struct KvParts(pub Vec<Array>);
+
+impl KvParts {
+    fn map(&self, f: impl Fn(&Array) -> Result<Array>) -> Result<KvParts> {
+        Ok(KvParts(self.0.iter().map(f).collect::<Result<_>>()?))
+    }
+
+    /// The array itself, for a cache that is not quantized.
+    pub fn dense(&self) -> Option<&Array> {
+        match self.0.as_slice() {
+            [a] => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Positions held (axis 2).
+    pub fn len(&self) -> i32 {
+        self.0[0].shape()[2]
+    }
+
+    /// Positions `from..to` (views).
+    pub fn positions(&self, from: i32, to: i32) -> KvParts {
+        KvParts(self.0.iter().map(|a| a.index((.., .., from..to, ..))).collect())
+    }
+
+    fn rows(&self) -> i32 {
+        self.0[0].shape()[0]
+    }
+}
+
 #[derive(Default, Clone)]
 pub struct KvCache {
-    pub(super) keys: Option<Array>,
-    pub(super) values: Option<Array>,
+    pub(super) keys: Option<KvParts>,
+    pub(super) values: Option<KvParts>,
+    /// Keys and values quantized as they are written (None: the model's dtype).
+    pub(super) quant: Option<KvQuant>,
     pub(super) offset: i32,
     /// Sliding-window layers (Gemma 3) keep only recent positions: when the
     /// buffer holds twice the window, the older half is dropped, so memory stays
@@ -33,6 +72,16 @@ impl KvCache {
 
     pub fn windowed(window: i32) -> Self {
         KvCache { window: Some(window.max(1)), ..Self::default() }
+    }
+
+    /// A full cache that stores keys and values quantized with `spec`.
+    pub fn quantized(spec: KvQuant) -> Self {
+        KvCache { quant: Some(spec), ..Self::default() }
+    }
+
+    /// How keys and values are quantized, if they are.
+    pub fn quant(&self) -> Option<KvQuant> {
+        self.quant
     }
 
     /// Absolute position of the first key `update_and_fetch` returns.
@@ -63,7 +112,7 @@ impl KvCache {
     }
 
     pub fn clear(&mut self) {
-        *self = KvCache { window: self.window, ..Self::default() };
+        *self = KvCache { window: self.window, quant: self.quant, ..Self::default() };
     }
 
     /// The sliding window, for windowed caches.
@@ -81,8 +130,8 @@ impl KvCache {
             if self.offset - self.start >= 2 * w && keep_from > self.start {
                 let from = keep_from - self.start;
                 let to = self.offset - self.start;
-                self.keys = self.keys.take().map(|a| a.index((.., .., from..to, ..)));
-                self.values = self.values.take().map(|a| a.index((.., .., from..to, ..)));
+                self.keys = self.keys.take().map(|a| a.positions(from, to));
+                self.values = self.values.take().map(|a| a.positions(from, to));
                 self.start = keep_from;
                 // Materialize the kept slice so the dropped part is freed.
                 mlx_rs::transforms::eval(self.arrays())?;
@@ -91,26 +140,51 @@ impl KvCache {
         Ok(())
     }
 
-    /// Appends `k`, `v` ([B, heads, L, head_dim]) and returns all cached K, V.
+    /// Appends `k`, `v` ([B, heads, L, head_dim]) and returns all cached K,
+    /// V; for a cache in the model's dtype (a quantized one is read through
+    /// `update_and_fetch_parts`).
     pub fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
+        let (k, v) = self.update_and_fetch_parts(k, v)?;
+        match (k.dense(), v.dense()) {
+            (Some(k), Some(v)) => Ok((k.clone(), v.clone())),
+            _ => Err(crate::error::Error::Config("this attention layer cannot read a quantized KV cache".into())),
+        }
+    }
+
+    /// Appends `k`, `v` ([B, heads, L, head_dim]), quantized first if the
+    /// cache is, and returns all cached keys and values as stored.
+    pub fn update_and_fetch_parts(&mut self, k: &Array, v: &Array) -> Result<(KvParts, KvParts)> {
         self.trim_window()?;
+        let store = |a: &Array| -> Result<KvParts> {
+            Ok(match self.quant {
+                None => KvParts(vec![a.clone()]),
+                Some(q) => {
+                    let (w, s, b) = ops::quantize(a, q.group_size, q.bits)?;
+                    KvParts(vec![w, s, b])
+                }
+            })
+        };
+        let (k, v) = (store(k)?, store(v)?);
         let prev = self.offset - self.start;
-        let n = k.shape()[2];
+        let n = k.len();
         let need = prev + n;
-        let capacity = self.keys.as_ref().map_or(0, |a| a.shape()[2]);
+        let capacity = self.keys.as_ref().map_or(0, KvParts::len);
         if need > capacity {
-            let (b, h, d_k) = (k.shape()[0], k.shape()[1], k.shape()[3]);
-            let d_v = v.shape()[3];
             let grow = ((n + STEP - 1) / STEP) * STEP;
-            let new_k = ops::zeros_dtype(&[b, h, grow, d_k], k.dtype())?;
-            let new_v = ops::zeros_dtype(&[b, h, grow, d_v], v.dtype())?;
+            let room = |p: &Array| -> Result<Array> {
+                let sh = p.shape();
+                Ok(ops::zeros_dtype(&[sh[0], sh[1], grow, sh[3]], p.dtype())?)
+            };
+            let (new_k, new_v) = (k.map(room)?, v.map(room)?);
             match (self.keys.take(), self.values.take()) {
                 (Some(old_k), Some(old_v)) => {
                     // Drop stale positions past `prev` before growing.
-                    let old_k = old_k.index((.., .., ..prev, ..));
-                    let old_v = old_v.index((.., .., ..prev, ..));
-                    self.keys = Some(ops::concatenate(&[old_k, new_k], 2)?);
-                    self.values = Some(ops::concatenate(&[old_v, new_v], 2)?);
+                    let join = |old: KvParts, new: KvParts| -> Result<KvParts> {
+                        let old = old.positions(0, prev);
+                        Ok(KvParts(old.0.into_iter().zip(new.0).map(|(o, n)| ops::concatenate(&[o, n], 2)).collect::<std::result::Result<_, _>>()?))
+                    };
+                    self.keys = Some(join(old_k, new_k)?);
+                    self.values = Some(join(old_v, new_v)?);
                 }
                 _ => {
                     self.keys = Some(new_k);
@@ -118,20 +192,22 @@ impl KvCache {
                 }
             }
         }
-        let keys = self.keys.as_mut().expect("allocated above");
-        let values = self.values.as_mut().expect("allocated above");
-        *keys = write_at(keys, k, prev)?;
-        *values = write_at(values, v, prev)?;
+        let write = |buf: &mut KvParts, update: &KvParts| -> Result<()> {
+            for (b, u) in buf.0.iter_mut().zip(&update.0) {
+                *b = write_at(b, u, prev)?;
+            }
+            Ok(())
+        };
+        write(self.keys.as_mut().expect("allocated above"), &k)?;
+        write(self.values.as_mut().expect("allocated above"), &v)?;
         self.offset = need + self.start;
-        Ok((
-            keys.index((.., .., ..need, ..)),
-            values.index((.., .., ..need, ..)),
-        ))
+        let held = |a: &Option<KvParts>| a.as_ref().expect("allocated above").positions(0, need);
+        Ok((held(&self.keys), held(&self.values)))
     }
 
     /// Arrays to evaluate so the cache holds concrete data.
     pub fn arrays(&self) -> Vec<&Array> {
-        self.keys.iter().chain(self.values.iter()).collect()
+        self.keys.iter().chain(self.values.iter()).flat_map(|p| p.0.iter()).collect()
     }
 
     /// How many sequences the cache holds (1 unless merged).
@@ -158,8 +234,8 @@ impl KvCache {
     /// keep their padding, plus the new). Windowed and empty caches are refused.
     pub fn merge(rows: Vec<KvCache>) -> Result<KvCache> {
         let idx = rows.iter().map(|c| c.offset).max().unwrap_or(0);
-        if rows.is_empty() || idx == 0 || rows.iter().any(|c| c.window.is_some() || c.offset == 0) {
-            return Err(crate::error::Error::Config("only filled, unwindowed caches merge".into()));
+        if rows.is_empty() || idx == 0 || rows.iter().any(|c| c.window.is_some() || c.offset == 0 || c.quant != rows[0].quant) {
+            return Err(crate::error::Error::Config("only filled, unwindowed caches stored alike merge".into()));
         }
         let (mut ks, mut vs, mut pads) = (Vec::new(), Vec::new(), Vec::new());
         for c in &rows {
@@ -176,16 +252,23 @@ impl KvCache {
                 let z = ops::zeros_dtype(&[sh[0], sh[1], pad, sh[3]], a.dtype())?;
                 Ok(ops::concatenate(&[z, a], 2)?)
             };
-            ks.push(left(k)?);
-            vs.push(left(v)?);
+            ks.push(k.map(left)?);
+            vs.push(v.map(left)?);
             match &c.pads {
                 Some(p) => pads.extend(p.iter().map(|x| x + pad)),
                 None => pads.push(pad),
             }
         }
+        // Part i of every row, stacked along the batch axis.
+        let stack = |list: Vec<KvParts>| -> Result<KvParts> {
+            let n = list[0].0.len();
+            let parts = (0..n).map(|i| ops::concatenate(&list.iter().map(|p| p.0[i].clone()).collect::<Vec<_>>(), 0)).collect::<std::result::Result<_, _>>()?;
+            Ok(KvParts(parts))
+        };
         Ok(KvCache {
-            keys: Some(ops::concatenate(&ks, 0)?),
-            values: Some(ops::concatenate(&vs, 0)?),
+            keys: Some(stack(ks)?),
+            values: Some(stack(vs)?),
+            quant: rows[0].quant,
             offset: idx,
             window: None,
             start: 0,
@@ -198,9 +281,11 @@ impl KvCache {
     pub fn extract(&self, r: usize) -> Option<KvCache> {
         let (k, v, pad) = (self.keys.as_ref()?, self.values.as_ref()?, *self.pads.as_ref()?.get(r)?);
         let r = r as i32;
+        let row = |p: &KvParts| KvParts(p.0.iter().map(|a| a.index((r..r + 1, .., pad..self.offset, ..))).collect());
         Some(KvCache {
-            keys: Some(k.index((r..r + 1, .., pad..self.offset, ..))),
-            values: Some(v.index((r..r + 1, .., pad..self.offset, ..))),
+            keys: Some(row(k)),
+            values: Some(row(v)),
+            quant: self.quant,
             offset: self.offset - pad,
             ..KvCache::default()
         })
@@ -224,12 +309,13 @@ impl KvCache {
         let shared = pads.iter().copied().min().unwrap_or(0);
         if let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) {
             let idx = Array::from_slice(&keep.iter().map(|&r| r as i32).collect::<Vec<_>>(), &[keep.len() as i32]);
-            let cut = |a: Array| -> Result<Array> {
-                let a = if keep.len() == a.shape()[0] as usize && keep.iter().enumerate().all(|(i, &r)| i == r) { a } else { a.take_axis(&idx, 0)? };
+            let same = keep.len() == k.rows() as usize && keep.iter().enumerate().all(|(i, &r)| i == r);
+            let cut = |a: &Array| -> Result<Array> {
+                let a = if same { a.clone() } else { a.take_axis(&idx, 0)? };
                 Ok(if shared > 0 { a.index((.., .., shared..self.offset, ..)) } else { a })
             };
-            self.keys = Some(cut(k)?);
-            self.values = Some(cut(v)?);
+            self.keys = Some(k.map(cut)?);
+            self.values = Some(v.map(cut)?);
         }
         self.offset -= shared;
         pads.iter_mut().for_each(|p| *p -= shared);
@@ -251,32 +337,53 @@ impl LayerCache for KvCache {
     fn truncate(&mut self, len: i32) {
         KvCache::truncate(self, len)
     }
-    /// The held positions only (not the buffer's spare room); meta is
-    /// [offset, start, window or -1, then each row's padding if merged].
+    /// The held positions only (not the buffer's spare room): the keys'
+    /// parts then the values' (one each, or packed values, scales and biases
+    /// when quantized); meta is [offset, start, window or -1, bits (0 when
+    /// not quantized), group size, then each row's padding if merged].
     fn state(&self) -> CacheState {
         let held = self.offset - self.start;
-        let cut = |a: &Array| a.index((.., .., ..held, ..));
-        let mut meta = vec![self.offset, self.start, self.window.unwrap_or(-1)];
+        let n = if self.quant.is_some() { 3 } else { 1 };
+        let parts = |p: &Option<KvParts>| -> Vec<Option<Array>> {
+            match p {
+                Some(p) => p.positions(0, held).0.into_iter().map(Some).collect(),
+                None => vec![None; n],
+            }
+        };
+        let mut arrays = parts(&self.keys);
+        arrays.extend(parts(&self.values));
+        let (bits, group) = self.quant.map_or((0, 0), |q| (q.bits, q.group_size));
+        let mut meta = vec![self.offset, self.start, self.window.unwrap_or(-1), bits, group];
         meta.extend(self.pads.iter().flatten());
-        CacheState { kind: CacheKind::Kv, arrays: vec![self.keys.as_ref().map(cut), self.values.as_ref().map(cut)], meta }
+        CacheState { kind: CacheKind::Kv, arrays, meta }
     }
     fn set_state(&mut self, state: CacheState) -> Result<()> {
         let CacheState { kind: CacheKind::Kv, arrays, meta } = state else { return Err(state_err("not a KV cache's")) };
-        let ([k, v], [offset, start, window, pads @ ..]) = (<[Option<Array>; 2]>::try_from(arrays).map_err(|_| state_err("a KV cache has keys and values"))?, meta.as_slice()) else {
-            return Err(state_err("a KV cache's meta has offset, start and window"));
+        let [offset, start, window, bits, group, pads @ ..] = meta.as_slice() else {
+            return Err(state_err("a KV cache's meta has offset, start, window and quantization"));
         };
+        let quant = match bits {
+            0 => None,
+            b => Some(KvQuant::new(*b as u8).filter(|q| q.group_size == *group).ok_or_else(|| state_err("a KV cache quantized to a width Hearth does not offer"))?),
+        };
+        let n = if quant.is_some() { 3 } else { 1 };
+        if arrays.len() != 2 * n {
+            return Err(state_err("a KV cache has keys and values"));
+        }
         let held = offset - start;
         let rows = if pads.is_empty() { 1 } else { pads.len() as i32 };
         let fits = |a: &Option<Array>| match a {
             Some(a) => a.ndim() == 4 && a.shape()[0] == rows && a.shape()[2] == held,
             None => held == 0,
         };
-        if *start < 0 || held < 0 || !fits(&k) || !fits(&v) || pads.iter().any(|p| !(0..=*offset).contains(p)) {
+        if *start < 0 || held < 0 || !arrays.iter().all(fits) || pads.iter().any(|p| !(0..=*offset).contains(p)) {
             return Err(state_err(&format!("{rows} rows of {held} positions expected")));
         }
+        let gather = |a: &[Option<Array>]| -> Option<KvParts> { a.iter().cloned().collect::<Option<Vec<_>>>().map(KvParts) };
         *self = KvCache {
-            keys: k,
-            values: v,
+            keys: gather(&arrays[..n]),
+            values: gather(&arrays[n..]),
+            quant,
             offset: *offset,
             window: (*window > 0).then_some(*window),
             start: *start,

@@ -26,7 +26,7 @@
 mod kv;
 mod state;
 
-pub use kv::KvCache;
+pub use kv::{KvCache, KvParts};
 pub use state::StateCache;
 
 use crate::error::Result;
@@ -76,6 +76,41 @@ pub trait LayerCache {
         Self: Sized;
     /// Arrays to evaluate so the cache holds concrete data.
     fn arrays(&self) -> Vec<&Array>;
+}
+
+/// The KV cache widths offered: the model's dtype (0), 8 or 4 bits.
+pub const KV_BITS: [u8; 3] = [0, 8, 4];
+
+/// How a quantized KV cache stores keys and values: `bits` (8 or 4) per
+/// value, a scale and bias per `group_size` (64) values, MLX's affine mode
+/// (mlx-lm's `QuantizedKVCache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuant {
+    pub bits: i32,
+    pub group_size: i32,
+}
+
+impl KvQuant {
+    /// The quantization of `bits`-wide KV caches; None for 0 or a width
+    /// not offered.
+    pub fn new(bits: u8) -> Option<KvQuant> {
+        matches!(bits, 4 | 8).then_some(KvQuant { bits: bits as i32, group_size: 64 })
+    }
+}
+
+/// `layers` (a model's `new_cache`) with every full KV cache quantized as
+/// `spec` says, as mlx-lm turns `KVCache`s into `QuantizedKVCache`s:
+/// windowed caches keep their dtype (they stay small), state caches have no
+/// keys. None leaves them all as they are.
+pub fn quantize_kv(layers: Vec<Cache>, spec: Option<KvQuant>) -> Vec<Cache> {
+    let Some(spec) = spec else { return layers };
+    layers
+        .into_iter()
+        .map(|c| match c {
+            Cache::Kv(kv) if kv.window().is_none() => Cache::Kv(KvCache::quantized(spec)),
+            c => c,
+        })
+        .collect()
 }
 
 pub(crate) fn state_err(msg: &str) -> crate::error::Error {
@@ -246,7 +281,7 @@ mod tests {
         assert_eq!(ks.shape(), &[2, 1, 6, 2]);
         let parts: Vec<KvCache> = (0..m.rows()).map(|r| m.extract(r).unwrap()).collect();
         assert!(m.extract(2).is_none(), "no row past the merged ones");
-        let got: Vec<Vec<f32>> = parts.iter().map(|c| c.keys.as_ref().unwrap().as_slice::<f32>().to_vec()).collect();
+        let got: Vec<Vec<f32>> = parts.iter().map(|c| c.keys.as_ref().unwrap().dense().unwrap().as_slice::<f32>().to_vec()).collect();
         assert_eq!(got[0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 9.0, 9.0]);
         assert_eq!(got[1], [2.0; 10].iter().copied().chain([9.0, 9.0]).collect::<Vec<_>>());
         assert_eq!((parts[0].offset(), parts[1].offset(), parts[0].rows()), (4, 6, 1));
@@ -256,7 +291,7 @@ mod tests {
     fn held(c: &KvCache) -> Vec<f32> {
         let n = c.offset() - c.start();
         // Through a copy: a view into the buffer is not contiguous.
-        c.keys.as_ref().map_or(vec![], |k| ops::flatten(k.index((.., .., ..n, ..)).multiply(mlx_rs::array!(1.0f32)).unwrap(), None, None).unwrap().as_slice::<f32>().to_vec())
+        c.keys.as_ref().map_or(vec![], |k| ops::flatten(k.dense().expect("not quantized").index((.., .., ..n, ..)).multiply(mlx_rs::array!(1.0f32)).unwrap(), None, None).unwrap().as_slice::<f32>().to_vec())
     }
 
     /// A KV cache (plain, windowed past its window, merged) and a state
@@ -302,7 +337,7 @@ mod tests {
         assert!(c.set_state(s.state()).is_err(), "a state cache's state into a KV cache");
         assert!(StateCache::new(3).set_state(s.state()).is_err(), "slots that do not match");
         let mut bad = KvCache::new().state();
-        bad.meta = vec![5, 0, -1];
+        bad.meta = vec![5, 0, -1, 0, 0];
         assert!(c.set_state(bad).is_err() && c.offset() == 0, "positions without keys");
     }
 

@@ -148,6 +148,12 @@ fn quantized_bytes(params: u64, bits: u32) -> u64 {
 }
 
 pub fn estimate(s: &Shape, context: u64, device: Device, total_memory: u64) -> Need {
+    estimate_with_kv(s, context, device, total_memory, 0)
+}
+
+/// `estimate` with the KV cache stored in `kv_bits` (8 or 4: packed values
+/// plus a scale and bias per group of 64 in the cache's dtype; 0: the dtype).
+pub fn estimate_with_kv(s: &Shape, context: u64, device: Device, total_memory: u64, kv_bits: u8) -> Need {
     let f32_weights = s.params * 4;
     let (weights, elem) = match device {
         Device::Gpu => (s.bits.map(|b| quantized_bytes(s.params, b)).unwrap_or(s.params * 2), 2),
@@ -158,7 +164,11 @@ pub fn estimate(s: &Shape, context: u64, device: Device, total_memory: u64) -> N
     };
     // The cache grows in steps of 256 tokens, so round up.
     let ctx = context.div_ceil(256) * 256;
-    let kv_cache = 2 * s.kv_layers.unwrap_or(s.layers) * s.kv_heads * s.head_dim * ctx * elem;
+    let values = 2 * s.kv_layers.unwrap_or(s.layers) * s.kv_heads * s.head_dim * ctx;
+    let kv_cache = match kv_bits {
+        4 | 8 => values * kv_bits as u64 / 8 + values / 64 * 2 * elem,
+        _ => values * elem,
+    };
     // The live state plus the snapshots kept for prompt-cache reuse.
     let state = s.state_bytes * (1 + crate::models::cache::MAX_SNAPSHOTS as u64);
     // One prefill chunk in flight: residual stream and q/k/v/o, the MLP's three
@@ -207,6 +217,10 @@ mod tests {
         // 4.5 bits a weight and 1 GiB of 16-bit KV cache at 8k context.
         assert!((4_400_000_000..4_600_000_000).contains(&need.weights), "{need:?}");
         assert_eq!(need.kv_cache, 2 * 32 * 8 * 128 * 8192 * 2);
+        // 8-bit: 1 byte a value and 4 bytes of scale and bias per 64; 4-bit: half a byte.
+        let values = 2 * 32 * 8 * 128 * 8192;
+        assert_eq!(estimate_with_kv(&llama8b, 8192, Device::Gpu, 64 << 30, 8).kv_cache, values + values / 16);
+        assert_eq!(estimate_with_kv(&llama8b, 8192, Device::Gpu, 64 << 30, 4).kv_cache, values / 2 + values / 16);
         assert_eq!(verdict(need.total(), 16 * gib), Verdict::Fits);
         assert_eq!(verdict(need.total(), 8 * gib), Verdict::Tight);
         assert_eq!(verdict(need.total(), 4 * gib), Verdict::WontFit);

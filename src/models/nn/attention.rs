@@ -200,8 +200,15 @@ impl Attention {
                 (false, Some(pos)) => (rope.apply_rows(&q, &pos)?, rope.apply_rows(&k, &pos)?),
             };
             let pads = cache.pads().map(|p| Array::from_slice(p, &[n]));
-            let (k, v) = cache.update_and_fetch(&k, &v)?;
-            outs.push(self.attend_rows(&q, &k, &v, mask, pads.as_ref())?);
+            let (k, v) = cache.update_and_fetch_parts(&k, &v)?;
+            outs.push(match (k.dense(), v.dense(), cache.quant()) {
+                (Some(k), Some(v), _) => self.attend_rows(&q, k, v, mask, pads.as_ref())?,
+                (_, _, Some(spec)) => {
+                    let o = mask.attend_quantized(&q, &k, &v, self.scale, self.sinks.as_ref(), spec)?;
+                    o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[n, l, -1])?
+                }
+                _ => return Err(crate::models::cfg_err("a KV cache with parts but no quantization")),
+            });
         }
         let o = if outs.len() == 1 { outs.pop().expect("one row") } else { mlx_rs::ops::concatenate(&outs, 0)? };
         self.o_proj.forward_parts(&o)
@@ -311,6 +318,50 @@ mod tests {
         assert_eq!(&v[20..25], &[false, false, true, true, true]);
         // Row 0 sees only itself.
         assert_eq!(&v[0..5], &[true, false, false, false, false]);
+    }
+
+    /// Attention over a quantized cache (mlx-lm's quantized SDPA) equals
+    /// MLX's SDPA over the same keys and values dequantized, under every
+    /// mask (decode, causal prefill over a cached prefix, a merged cache's
+    /// padding, a window cut), with grouped heads and with sinks.
+    #[test]
+    fn quantized_cache_attention_equals_sdpa_over_the_dequantized_keys() {
+        use mlx_rs::random;
+        let normal = |shape: &[i32], seed: u64| random::normal::<f32>(shape, 0.0, 1.0, &random::key(seed).unwrap()).unwrap();
+        let spec = crate::models::cache::KvQuant::new(8).unwrap();
+        let dequant = |p: &crate::models::cache::KvParts| ops::dequantize(&p.0[0], &p.0[1], &p.0[2], 64, 8).unwrap();
+        let sinks = Array::from_slice(&[0.5f32, -1.0, 2.0, 0.0], &[4]);
+        // 4 query heads over 2 KV heads of 64 dims; 6 cached positions, then 3 new.
+        let mut c = KvCache::quantized(spec);
+        c.update_and_fetch_parts(&normal(&[1, 2, 6, 64], 1), &normal(&[1, 2, 6, 64], 2)).unwrap();
+        let (k, v) = c.update_and_fetch_parts(&normal(&[1, 2, 3, 64], 3), &normal(&[1, 2, 3, 64], 4)).unwrap();
+        assert!(k.dense().is_none() && k.len() == 9);
+        let (kd, vd) = (dequant(&k), dequant(&v));
+        let window = Array::from_slice(&(0..27).map(|i| i % 9 >= 2 + i / 9).collect::<Vec<_>>(), &[3, 9]);
+        let cases = [(Mask::Causal, 3), (Mask::None, 1), (Mask::Recent(4), 1), (Mask::Array(window), 3)];
+        for (mask, l) in cases {
+            let q = normal(&[1, 4, l, 64], 5 + l as u64);
+            for s in [None, Some(&sinks)] {
+                let got = mask.attend_quantized(&q, &k, &v, 0.125, s, spec).unwrap();
+                let want = mask.attend(&q, &kd, &vd, 0.125, s).unwrap();
+                assert_eq!(got.shape(), want.shape());
+                let diff = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item::<f32>();
+                assert!(diff < 1e-4, "{l} queries, sinks {}: {diff}", s.is_some());
+            }
+        }
+        // A merged cache of two rows, the first padded by 2.
+        let mut a = KvCache::quantized(spec);
+        a.update_and_fetch_parts(&normal(&[1, 2, 2, 64], 7), &normal(&[1, 2, 2, 64], 8)).unwrap();
+        let mut b = KvCache::quantized(spec);
+        b.update_and_fetch_parts(&normal(&[1, 2, 4, 64], 9), &normal(&[1, 2, 4, 64], 10)).unwrap();
+        let mut m = KvCache::merge(vec![a, b]).unwrap();
+        let mask = attention_mask(1, &mut m).unwrap();
+        let (k, v) = m.update_and_fetch_parts(&normal(&[2, 2, 1, 64], 11), &normal(&[2, 2, 1, 64], 12)).unwrap();
+        let q = normal(&[2, 4, 1, 64], 13);
+        let got = mask.attend_quantized(&q, &k, &v, 0.125, None, spec).unwrap();
+        let want = mask.attend(&q, &dequant(&k), &dequant(&v), 0.125, None).unwrap();
+        let diff = got.subtract(&want).unwrap().abs().unwrap().max(None).unwrap().item::<f32>();
+        assert!(diff < 1e-4, "merged rows: {diff}");
     }
 
     /// Decode past the window cuts the keys to the last `window` instead of

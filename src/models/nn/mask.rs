@@ -4,7 +4,8 @@
 //! merged cache's left padding; and the per-row pieces a batched pass
 //! hands each layer (`layer_kv`, `row_masks`).
 
-use crate::models::cache::KvCache;
+use crate::models::cache::{KvCache, KvParts, KvQuant};
+use crate::models::nn::quant::{quantized_matmul_t, QuantSpec};
 use crate::error::Result;
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::indexing::IndexOp;
@@ -45,6 +46,56 @@ impl Mask {
             Mask::None | Mask::Recent(_) => Some((k.clone(), v.clone())),
             Mask::Causal | Mask::Array(_) => None,
         }
+    }
+
+    /// Attention of `q` ([B, heads, L, D]) over a quantized cache's keys and
+    /// values under this mask, as mlx-lm's `quantized_scaled_dot_product_attention`:
+    /// the scores and the weighted sum are quantized matmuls that read the
+    /// packed cache as it is; grouped heads share their KV head through a
+    /// broadcast axis. Returns [B, heads, L, D], as `attend`.
+    pub fn attend_quantized(&self, q: &Array, k: &KvParts, v: &KvParts, scale: f32, sinks: Option<&Array>, quant: KvQuant) -> Result<Array> {
+        let spec = QuantSpec::affine(quant.group_size, quant.bits);
+        let (k, v) = match self {
+            Mask::Recent(n) if k.len() > *n => (k.positions(k.len() - n, k.len()), v.positions(v.len() - n, v.len())),
+            _ => (k.clone(), v.clone()),
+        };
+        let [b, heads, l, d] = q.shape()[..] else { return Err(crate::models::cfg_err("queries of [B, heads, L, D] expected")) };
+        let kv_heads = k.0[0].shape()[1];
+        let rep = heads / kv_heads;
+        // [B, kv_heads, rep, L, D] against [B, kv_heads, 1, S, ·].
+        let grouped = |a: &Array| a.expand_dims(2);
+        let q = q.multiply(Array::from_f32(scale).as_dtype(q.dtype())?)?.reshape(&[b, kv_heads, rep, l, d])?;
+        let (kw, ks, kb) = (grouped(&k.0[0])?, grouped(&k.0[1])?, grouped(&k.0[2])?);
+        let mut scores = quantized_matmul_t(&q, &kw, &ks, Some(&kb), spec, true)?;
+        let keys = k.len();
+        let allowed = match self {
+            Mask::None | Mask::Recent(_) => None,
+            Mask::Causal => {
+                let qi = mlx_rs::ops::arange::<_, i32>(keys - l, keys, None)?.reshape(&[l, 1])?;
+                let ki = mlx_rs::ops::arange::<_, i32>(0, keys, None)?.reshape(&[1, keys])?;
+                Some(qi.ge(&ki)?)
+            }
+            // [L, S], or a merged cache's [B, 1, L, S]: one more axis for the groups.
+            Mask::Array(a) if a.ndim() == 4 => Some(a.expand_dims(2)?),
+            Mask::Array(a) => Some(a.clone()),
+        };
+        if let Some(m) = allowed {
+            let low = Array::from_f32(-1e30).as_dtype(scores.dtype())?;
+            scores = mlx_rs::ops::select(&m, &scores, &low)?;
+        }
+        let probs = match sinks {
+            // A learned logit per head joins the softmax, then leaves it.
+            Some(s) => {
+                let s = s.as_dtype(scores.dtype())?.reshape(&[1, kv_heads, rep, 1, 1])?;
+                let s = mlx_rs::ops::broadcast_to(&s, &[b, kv_heads, rep, l, 1])?;
+                let p = mlx_rs::ops::softmax_axis(&mlx_rs::ops::concatenate(&[s, scores], -1)?, -1, true)?;
+                p.index((.., .., .., .., 1..))
+            }
+            None => mlx_rs::ops::softmax_axis(&scores, -1, true)?,
+        };
+        let (vw, vs, vb) = (grouped(&v.0[0])?, grouped(&v.0[1])?, grouped(&v.0[2])?);
+        let out = quantized_matmul_t(&probs.as_dtype(q.dtype())?, &vw, &vs, Some(&vb), spec, false)?;
+        Ok(out.reshape(&[b, heads, l, d])?)
     }
 
     /// Scaled dot-product attention of `q` over `k`, `v` ([B, heads, S, D])

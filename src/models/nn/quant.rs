@@ -97,6 +97,12 @@ fn ptr_or_null(a: Option<&Array>) -> mlx_sys::mlx_array {
 
 /// `x @ dequantize(w).T` (`transpose`) in the layer's mode.
 pub fn quantized_matmul(x: &Array, w: &Array, scales: &Array, biases: Option<&Array>, spec: QuantSpec) -> Result<Array> {
+    quantized_matmul_t(x, w, scales, biases, spec, true)
+}
+
+/// `x @ dequantize(w).T`, or `x @ dequantize(w)` without `transpose` (a
+/// quantized KV cache's values).
+pub fn quantized_matmul_t(x: &Array, w: &Array, scales: &Array, biases: Option<&Array>, spec: QuantSpec, transpose: bool) -> Result<Array> {
     call("quantized_matmul", |res, s| unsafe {
         mlx_sys::mlx_quantized_matmul(
             res,
@@ -104,7 +110,7 @@ pub fn quantized_matmul(x: &Array, w: &Array, scales: &Array, biases: Option<&Ar
             w.as_ptr(),
             scales.as_ptr(),
             ptr_or_null(biases),
-            true,
+            transpose,
             opt_int(spec.group_size),
             opt_int(spec.bits),
             spec.mode.c_name().as_ptr(),

@@ -34,11 +34,17 @@ pub struct EngineState {
     pub handle: std::sync::Arc<EngineHandle>,
     pub model: ModelState,
     pub live: LiveStats,
+    /// The draft model loaded beside the model (speculative decoding), if any.
+    pub draft: Option<ModelInfo>,
+    /// Whether this engine was told the draft and KV cache settings (it
+    /// keeps them for every model it loads, so once per engine, and on each
+    /// change).
+    draft_sent: bool,
 }
 
 impl EngineState {
     pub fn spawn() -> Self {
-        EngineState { handle: std::sync::Arc::new(EngineHandle::spawn()), model: ModelState::None, live: LiveStats::default() }
+        EngineState { handle: std::sync::Arc::new(EngineHandle::spawn()), model: ModelState::None, live: LiveStats::default(), draft: None, draft_sent: false }
     }
 }
 
@@ -50,8 +56,24 @@ impl AppState {
         self.engine.handle.send(Command::SetTemplateOptions(options));
     }
 
+    /// Tells the engine the draft model from the settings (or none).
+    pub fn send_draft(&mut self) {
+        self.engine.handle.send(Command::SetDraft(self.settings.draft_model.clone().map(|p| (p, Precision::Auto))));
+        self.engine.draft_sent = true;
+    }
+
     pub fn load_model(&mut self, path: PathBuf) {
         self.send_template_options();
+        if !self.engine.draft_sent {
+            // Once per engine: it keeps both for every model it loads.
+            if self.settings.draft_model.is_some() {
+                self.send_draft();
+            }
+            if self.settings.kv_bits != 0 {
+                self.engine.handle.send(Command::SetKvBits(self.settings.kv_bits));
+            }
+            self.engine.draft_sent = true;
+        }
         self.engine.model = ModelState::Loading { path: path.clone(), fraction: 0.0, message: "Starting".into() };
         self.engine.handle.load(path, Precision::Auto, Some(self.settings.context_length));
     }
@@ -64,6 +86,7 @@ impl AppState {
         let serving = self.server.running.is_some();
         self.stop_server();
         self.engine.handle = std::sync::Arc::new(EngineHandle::spawn());
+        (self.engine.draft, self.engine.draft_sent) = (None, false);
         self.chat.streaming = None;
         match self.settings.last_model.clone() {
             Some(p) => self.load_model(p),
@@ -90,6 +113,7 @@ impl AppState {
             }
             Event::LoadFailed(e) => self.engine.model = ModelState::Failed(e.message),
             Event::Unloaded => self.engine.model = ModelState::None,
+            Event::DraftLoaded(d) => self.engine.draft = d,
             Event::ContextTrimmed { dropped_messages, .. } => self.info(format!(
                 "This chat is longer than the context ({} tokens): the oldest {dropped_messages} message(s) were left out of the prompt.",
                 self.settings.context_length
