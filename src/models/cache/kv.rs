@@ -32,7 +32,7 @@ impl KvParts {
     }
 
     /// Positions held (axis 2).
-    pub fn len(&self) -> i32 {
+    pub fn positions_held(&self) -> i32 {
         self.0[0].shape()[2]
     }
 
@@ -166,9 +166,9 @@ impl KvCache {
         };
         let (k, v) = (store(k)?, store(v)?);
         let prev = self.offset - self.start;
-        let n = k.len();
+        let n = k.positions_held();
         let need = prev + n;
-        let capacity = self.keys.as_ref().map_or(0, KvParts::len);
+        let capacity = self.keys.as_ref().map_or(0, KvParts::positions_held);
         if need > capacity {
             let grow = ((n + STEP - 1) / STEP) * STEP;
             let room = |p: &Array| -> Result<Array> {

@@ -56,7 +56,7 @@ impl Mask {
     pub fn attend_quantized(&self, q: &Array, k: &KvParts, v: &KvParts, scale: f32, sinks: Option<&Array>, quant: KvQuant) -> Result<Array> {
         let spec = QuantSpec::affine(quant.group_size, quant.bits);
         let (k, v) = match self {
-            Mask::Recent(n) if k.len() > *n => (k.positions(k.len() - n, k.len()), v.positions(v.len() - n, v.len())),
+            Mask::Recent(n) if k.positions_held() > *n => (k.positions(k.positions_held() - n, k.positions_held()), v.positions(v.positions_held() - n, v.positions_held())),
             _ => (k.clone(), v.clone()),
         };
         let [b, heads, l, d] = q.shape()[..] else { return Err(crate::models::cfg_err("queries of [B, heads, L, D] expected")) };
@@ -67,7 +67,7 @@ impl Mask {
         let q = q.multiply(Array::from_f32(scale).as_dtype(q.dtype())?)?.reshape(&[b, kv_heads, rep, l, d])?;
         let (kw, ks, kb) = (grouped(&k.0[0])?, grouped(&k.0[1])?, grouped(&k.0[2])?);
         let mut scores = quantized_matmul_t(&q, &kw, &ks, Some(&kb), spec, true)?;
-        let keys = k.len();
+        let keys = k.positions_held();
         let allowed = match self {
             Mask::None | Mask::Recent(_) => None,
             Mask::Causal => {
