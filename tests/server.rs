@@ -47,12 +47,14 @@ print(json.dumps({"models": models}))
 r = client.chat.completions.create(model=models[0], temperature=0, max_tokens=48,
     messages=[{"role": "user", "content": "What is the capital of France?"}])
 print(json.dumps({"answer": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
-                  "usage": [r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens]}))
+                  "usage": [r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens],
+                  "cached": r.usage.prompt_tokens_details.cached_tokens}))
 chunks = list(client.chat.completions.create(model=models[0], temperature=0, max_tokens=48, stream=True,
     stream_options={"include_usage": True}, messages=[{"role": "user", "content": "What is the capital of France?"}]))
 text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
 print(json.dumps({"streamed": text, "finishes": finishes, "last_usage": chunks[-1].usage.completion_tokens if chunks[-1].usage else None,
+                  "cached": chunks[-1].usage.prompt_tokens_details.cached_tokens,
                   "last_has_choices": bool(chunks[-1].choices)}))
 c = client.completions.create(model=models[0], prompt="The capital of France is", max_tokens=8, temperature=0)
 cs = "".join(x.choices[0].text for x in client.completions.create(model=models[0], prompt="The capital of France is",
@@ -72,6 +74,8 @@ print(json.dumps({"completion": c.choices[0].text, "finish": c.choices[0].finish
     assert_eq!(lines[2]["streamed"], lines[1]["answer"], "{out}");
     assert_eq!(lines[2]["finishes"], serde_json::json!(["stop"]));
     assert_eq!(lines[2]["last_usage"], u[1], "usage comes in the last chunk");
+    // The same prompt again: all of it but the last token came from the prefix cache.
+    assert_eq!((lines[1]["cached"].as_u64(), lines[2]["cached"].as_u64()), (Some(0), Some(u[0].as_u64().unwrap() - 1)), "{out}");
     assert_eq!(lines[2]["last_has_choices"], false);
     // /v1/completions: the prompt as is, no template (5 tokens, not a chat turn).
     assert!(lines[3]["completion"].as_str().unwrap().contains("Paris"), "{out}");

@@ -46,9 +46,13 @@ fn timings(stats: &GenerationStats) -> Value {
            "draft_n": stats.draft_tokens, "draft_n_accepted": stats.accepted_draft_tokens})
 }
 
+/// OpenAI's usage: prompt tokens (those the prefix cache held counted again
+/// in `prompt_tokens_details.cached_tokens`, as OpenAI reports its own prompt
+/// caching, so an agent sees what its repeated context cost).
 fn usage(stats: &GenerationStats) -> Value {
     json!({"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.generated_tokens,
-           "total_tokens": stats.prompt_tokens + stats.generated_tokens})
+           "total_tokens": stats.prompt_tokens + stats.generated_tokens,
+           "prompt_tokens_details": {"cached_tokens": stats.reused_tokens}})
 }
 
 pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
