@@ -111,14 +111,21 @@ fn typing_a_question_and_enter_streams_a_real_answer() {
     assert!(h.state().state.chat.input.starts_with("line one"));
 }
 
-/// Settings → Speculative decoding: picking an installed model as the
-/// draft loads it beside the chat model, and a reply then says how many of
-/// its guesses were kept; the KV cache width reaches the engine and the
+/// Settings → Speculative decoding: only installed models with the chat
+/// model's vocabulary are offered as drafts (Gemma 3's is another); picking
+/// one loads it beside the chat model, and a reply then says how many of its
+/// guesses were kept; the KV cache width reaches the engine and the
 /// settings file.
 #[test]
 fn the_draft_model_and_kv_cache_settings_reach_the_engine() {
     let _g = common::mlx_lock();
     let dir = data_dir();
+    // Named to sort after SmolLM2, which stays the model the app loads.
+    let gemma = common::root().join(".deps/models/gemma-3-270m-q4_k_m.gguf");
+    let dst = dir.path().join("models/zz-gemma-3-270m-q4_k_m.gguf");
+    if std::fs::hard_link(&gemma, &dst).is_err() {
+        std::fs::copy(&gemma, &dst).unwrap();
+    }
     let mut h = harness(dir.path());
     wait_ready(&mut h);
     step_until(&mut h, 30, "the installed models", |a| a.state.installed_scanned);
@@ -130,6 +137,7 @@ fn the_draft_model_and_kv_cache_settings_reach_the_engine() {
     h.get_by_role(Role::ComboBox).click();
     h.step();
     h.step();
+    assert!(h.query_by_label_contains("zz-gemma").is_none(), "another vocabulary is not offered");
     h.get_by_label_contains("M params)").click();
     step_until(&mut h, 60, "the draft model to load", |a| a.state.engine.draft.is_some());
     assert!(h.query_by_label_contains("drafting with SmolLM2").is_some());

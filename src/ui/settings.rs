@@ -24,6 +24,13 @@ impl SettingsPanel {
         let mcp = &mut state.mcp;
         let installed = &state.installed;
         let draft_loaded = state.engine.draft.as_ref().map(|d| d.name.clone());
+        // The chat model's vocabulary size, read from its card: a draft
+        // needs the same tokenizer, so models with another size are not
+        // offered (the engine still compares the tokenizers themselves).
+        let (target_vocab, target_params) = match &state.engine.model {
+            super::state::ModelState::Ready(info) => (installed.iter().find(|m| m.path == info.path).and_then(|m| m.card.as_ref()?.shape).map(|s| s.vocab), info.parameters),
+            _ => (None, 0),
+        };
         let s = &mut state.settings;
         egui::ScrollArea::vertical().show(ui, |ui| {
             ui.heading("Settings");
@@ -102,15 +109,22 @@ impl SettingsPanel {
             ui.horizontal(|ui| {
                 ui.label("Draft model");
                 // Smallest first: a draft pays only when it is much smaller.
-                let mut choices: Vec<&crate::library::installed::InstalledModel> = installed.iter().filter(|m| m.card.is_some()).collect();
+                let vocab_fits = |m: &crate::library::installed::InstalledModel| match (target_vocab, m.card.as_ref().and_then(|c| c.shape)) {
+                    (Some(v), Some(s)) => s.vocab == v,
+                    _ => true,
+                };
+                let mut choices: Vec<&crate::library::installed::InstalledModel> = installed.iter().filter(|m| m.card.is_some() && vocab_fits(m)).collect();
                 choices.sort_by_key(|m| m.card.as_ref().map_or(u64::MAX, |c| c.parameters));
+                // The smallest one well under the chat model's size is the one to try.
+                let suggested = choices.first().filter(|m| m.card.as_ref().is_some_and(|c| c.parameters * 4 <= target_params)).map(|m| m.path.clone());
                 let name = |p: &std::path::Path| choices.iter().find(|m| m.path == p).map_or_else(|| p.display().to_string(), |m| m.name.clone());
                 let shown = s.draft_model.as_deref().map_or("None".to_string(), name);
                 egui::ComboBox::from_id_salt("draft_model").selected_text(shown).show_ui(ui, |ui| {
                     ui.selectable_value(&mut s.draft_model, None, "None");
                     for m in &choices {
                         let params = m.card.as_ref().map_or(0, |c| c.parameters) as f64 / 1e6;
-                        ui.selectable_value(&mut s.draft_model, Some(m.path.clone()), format!("{} ({params:.0}M params)", m.name));
+                        let tag = if suggested.as_ref() == Some(&m.path) { ", suggested" } else { "" };
+                        ui.selectable_value(&mut s.draft_model, Some(m.path.clone()), format!("{} ({params:.0}M params{tag})", m.name));
                     }
                 });
                 match draft_loaded {
