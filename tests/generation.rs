@@ -12,7 +12,12 @@ fn greedy(max_tokens: usize) -> GenerateParams {
 }
 
 fn run(messages: &[Message], params: &GenerateParams) -> (String, hearth::engine::GenerationStats) {
-    let mut s = common::session();
+    run_in(&mut common::session(), messages, params)
+}
+
+/// `run` on a session the caller holds (settings changed for this run only
+/// stay unseen by tests on other threads).
+fn run_in(s: &mut hearth::engine::Session, messages: &[Message], params: &GenerateParams) -> (String, hearth::engine::GenerationStats) {
     let (ids, _) = s.prompt_for_messages(messages, params.max_tokens).unwrap();
     let mut text = String::new();
     let stats = s.generate(&ids, params, &AtomicBool::new(false), &mut |t| text.push_str(t)).unwrap();
@@ -242,9 +247,10 @@ fn prompt_lookup_keeps_greedy_replies_and_speeds_up_a_copy_task() {
     let passage = "The river wound slowly through the valley, past the old mill and the stone bridge where children fished in summer. In autumn the river ran high and brown, carrying leaves down from the hills.";
     let copy = format!("Repeat this passage exactly:\n\n{passage}");
     let reply = |q: &str, p: &GenerateParams, lookup: usize| {
-        common::session().config.prompt_lookup = lookup;
-        let r = run(&[Message::user(q)], p);
-        common::session().config.prompt_lookup = hearth::engine::config::DEFAULT_PROMPT_LOOKUP;
+        let mut s = common::session();
+        s.config.prompt_lookup = lookup;
+        let r = run_in(&mut s, &[Message::user(q)], p);
+        s.config.prompt_lookup = hearth::engine::config::DEFAULT_PROMPT_LOOKUP;
         r
     };
     let (plain, _) = reply(&copy, &greedy(60), 0);
@@ -272,9 +278,7 @@ fn a_quantized_kv_cache_keeps_greedy_replies_in_a_fraction_of_the_memory() {
         let mut s = common::session();
         (s.config.kv_bits, s.config.prompt_lookup) = (bits, 0);
         s.reset_cache();
-        drop(s);
-        let (text, _) = run(&[Message::user(q)], &greedy(16));
-        let mut s = common::session();
+        let (text, _) = run_in(&mut s, &[Message::user(q)], &greedy(16));
         let r = (text, s.last_tokens.clone(), s.prefix_cache().1);
         (s.config.kv_bits, s.config.prompt_lookup) = (0, hearth::engine::config::DEFAULT_PROMPT_LOOKUP);
         s.reset_cache();

@@ -70,6 +70,6 @@ impl Draft {
 
     /// The draft's cache, emptied (a conversation switch).
     pub fn reset(&mut self) {
-        self.cache = PromptCache::new(self.loaded.model.as_ref());
+        self.cache.clear(self.loaded.model.as_ref());
     }
 }

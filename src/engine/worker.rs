@@ -208,7 +208,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         while i < waiting.len() && !matches!(waiting[i], Command::Load { .. } | Command::Unload) {
             if matches!(waiting[i], Command::CountTokens { .. }) {
                 let cmd = waiting.remove(i).expect("in range");
-                control(cmd, &mut session, &mut template_options, &mut draft, &config, &send);
+                control(cmd, &mut session, &mut template_options, &mut draft, &mut config, &send);
             } else {
                 i += 1;
             }
@@ -234,14 +234,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
                     break;
                 }
                 Command::Generate { id, prompt, params, cancel, .. } => admit(&mut session, &mut batch, id, prompt, params, cancel, &send),
-                Command::SetKvBits(bits) => {
-                    config.kv_bits = if super::config::KV_BITS.contains(&bits) { bits } else { 0 };
-                    if let Some(s) = session.as_mut() {
-                        s.config.kv_bits = config.kv_bits;
-                        s.reset_cache();
-                    }
-                }
-                cmd => control(cmd, &mut session, &mut template_options, &mut draft, &config, &send),
+                cmd => control(cmd, &mut session, &mut template_options, &mut draft, &mut config, &send),
             }
         }
         let Some(s) = session.as_mut() else { continue };
@@ -349,9 +342,9 @@ fn free_model(session: &mut Option<Session>) {
 }
 
 /// The commands other than generations.
-fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut TemplateOptions, draft: &mut Option<(PathBuf, Precision)>, config: &EngineConfig, send: &dyn Fn(Event)) {
+fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut TemplateOptions, draft: &mut Option<(PathBuf, Precision)>, config: &mut EngineConfig, send: &dyn Fn(Event)) {
     match cmd {
-        Command::Shutdown | Command::Generate { .. } | Command::SetKvBits(_) => {}
+        Command::Shutdown | Command::Generate { .. } => {}
         Command::Load { path, precision, context_length } => {
             free_model(session); // before loading the next
             send(Event::LoadProgress { fraction: 0.0, message: format!("Reading {}", path.display()) });
@@ -391,6 +384,13 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
             free_model(session);
             send(Event::Unloaded);
             send(Event::Memory(MemoryStats::now()));
+        }
+        Command::SetKvBits(bits) => {
+            config.kv_bits = if super::config::KV_BITS.contains(&bits) { bits } else { 0 };
+            if let Some(s) = session.as_mut() {
+                s.config.kv_bits = config.kv_bits;
+                s.reset_cache();
+            }
         }
         Command::SetDraft(spec) => {
             *draft = spec;
