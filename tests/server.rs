@@ -433,6 +433,15 @@ res["ollama"] = [o.chat(model=m, messages=msgs, think=t, options={{"num_predict"
 a = anthropic.Anthropic(base_url="http://127.0.0.1:{port}", api_key="x", max_retries=0)
 res["anthropic"] = [a.messages.create(model=m, max_tokens=2, messages=msgs, **kw).usage.input_tokens
                     for kw in ({{}}, {{"thinking": {{"type": "disabled"}}}})]
+# The Responses API: effort "none" turns thinking off; tokens written inside
+# the open block count as reasoning tokens (in the chat API's usage too).
+res["responses"] = []
+for kw in ({{}}, {{"reasoning": {{"effort": "none"}}}}):
+    x = client.responses.create(model=m, input="Hi", max_output_tokens=3, temperature=0, store=False, **kw)
+    res["responses"].append([x.usage.input_tokens, x.usage.output_tokens, x.usage.output_tokens_details.reasoning_tokens,
+                             [o.type for o in x.output]])
+u = client.chat.completions.create(model=m, messages=msgs, max_tokens=3, temperature=0).usage
+res["chat_reasoning"] = [u.completion_tokens, u.completion_tokens_details.reasoning_tokens]
 print(json.dumps(res))
 "#,
             port = s.port
@@ -447,6 +456,11 @@ print(json.dumps(res))
     assert_eq!((n("ollama", 0), n("ollama", 1), n("ollama", 2)), (1, off - on, 1), "{r}");
     assert_eq!((n("anthropic", 0), n("anthropic", 1)), (on, off), "{r}");
     assert!(r["bad"].as_str().unwrap().contains("chat_template_kwargs.tools_in_system"), "{r}");
+    let x = &r["responses"];
+    assert_eq!((x[0][0].as_u64(), x[1][0].as_u64()), (Some(on), Some(off)), "{r}");
+    assert!(x[0][1].as_u64().unwrap() > 0 && x[0][2] == x[0][1] && x[0][3][0] == "reasoning", "all inside the block: {r}");
+    assert_eq!(x[1][2], 0, "{r}");
+    assert!(r["chat_reasoning"][0].as_u64().unwrap() > 0 && r["chat_reasoning"][0] == r["chat_reasoning"][1], "{r}");
 }
 
 /// Structured output: `response_format` with a JSON schema (a nested object,
@@ -732,4 +746,178 @@ print(json.dumps({"alone": alone, "together": [t[0] for t in together], "rows": 
     assert_eq!(v["alone"], v["together"], "a batched reply differs from the same request alone: {out}");
     let widest = v["rows"].as_array().unwrap().iter().filter_map(|r| r.as_u64()).max().unwrap();
     assert_eq!(widest, 8, "the eight requests were not decoded together: {out}");
+}
+
+/// The Responses API through the official openai SDK: a plain answer, the
+/// streamed event sequence in order (text, and a forced function call), a
+/// JSON schema kept 10 times out of 10, a function call answered through
+/// `previous_response_id` and a conversation continued the same way (only
+/// the new tokens prefilled), retrieve and delete, the store's bound, and
+/// clear errors for what cannot be honoured.
+#[test]
+fn the_responses_api_answers_streams_calls_tools_and_continues_stored_conversations() {
+    let _g = common::mlx_lock();
+    let s = serve(&[("HEARTH_RESPONSE_STORE_MAX", "4")], &[]).unwrap();
+    // A second installed model, to continue a conversation on the wrong one.
+    std::fs::create_dir_all(s.home.path().join("models")).unwrap();
+    let gemma = common::root().join(".deps/models/gemma-3-270m-q4_k_m.gguf");
+    std::os::unix::fs::symlink(&gemma, s.home.path().join("models/gemma-3-270m.gguf")).unwrap();
+    let out = python(
+        s.port,
+        "unused",
+        r##"
+import jsonschema, urllib.request, urllib.error
+m = "SmolLM2-135M-Instruct.Q4_1"
+out = {}
+q = "What is the capital of France?"
+r = client.responses.create(model=m, input=q, temperature=0, max_output_tokens=48)
+out["plain"] = {"id": r.id, "text": r.output_text, "status": r.status, "types": [o.type for o in r.output],
+                "usage": [r.usage.input_tokens, r.usage.output_tokens, r.usage.total_tokens, r.usage.input_tokens_details.cached_tokens]}
+
+def events(**kw):
+    seen, text = [], ""
+    with client.responses.stream(model=m, store=False, temperature=0, **kw) as s:
+        for e in s:
+            seen.append([e.type, e.sequence_number])
+            if e.type == "response.output_text.delta":
+                text += e.delta
+        final = s.get_final_response()
+    kinds = [t for i, (t, _) in enumerate(seen) if i == 0 or seen[i - 1][0] != t]
+    return {"kinds": kinds, "seq": [n for _, n in seen], "deltas": text, "final": final.output_text,
+            "cached": final.usage.input_tokens_details.cached_tokens, "input": final.usage.input_tokens,
+            "output": [o.to_dict() for o in final.output]}
+out["stream"] = events(input=q, max_output_tokens=48)
+
+tools = [{"type": "function", "name": "get_weather", "description": "The current weather in a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False},
+          "strict": True}]
+forced = {"type": "function", "name": "get_weather"}
+out["call_stream"] = events(input="What is the weather in Paris?", tools=tools, tool_choice=forced, max_output_tokens=64)
+
+schema = {"type": "object", "additionalProperties": False, "required": ["city", "country"],
+          "properties": {"city": {"type": "string", "maxLength": 20}, "country": {"type": "string", "maxLength": 20}}}
+ok, bad = 0, []
+for i in range(10):
+    x = client.responses.create(model=m, input="Describe Paris as JSON.", temperature=0.8, max_output_tokens=120, store=False,
+        text={"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": True}})
+    try:
+        jsonschema.validate(json.loads(x.output_text), schema)
+        ok += 1
+    except Exception as e:
+        bad.append([x.output_text, str(e)[:200]])
+out["schema"] = {"ok": ok, "bad": bad}
+
+# An agent's turn: a forced call, then only its output, by previous_response_id.
+c = client.responses.create(model=m, input="What is the weather in Paris?", tools=tools, tool_choice=forced, temperature=0, max_output_tokens=64)
+call = [o for o in c.output if o.type == "function_call"][0]
+c2 = client.responses.create(model=m, previous_response_id=c.id, tools=tools, temperature=0, max_output_tokens=32,
+    input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"}])
+out["tool"] = {"name": call.name, "args": json.loads(call.arguments), "first_input": c.usage.input_tokens,
+               "input": c2.usage.input_tokens, "cached": c2.usage.input_tokens_details.cached_tokens, "types": [o.type for o in c2.output]}
+# The same turn stateless, as items.
+c3 = client.responses.create(model=m, tools=tools, temperature=0, max_output_tokens=32, store=False, input=[
+    {"role": "user", "content": "What is the weather in Paris?"},
+    {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+    {"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"}])
+out["tool"]["stateless_input"] = c3.usage.input_tokens
+
+a = client.responses.create(model=m, instructions="You are terse.", input="My name is Ada.", temperature=0, max_output_tokens=24)
+b = client.responses.create(model=m, instructions="You are terse.", previous_response_id=a.id, input="What is my name?",
+                            temperature=0, max_output_tokens=24)
+out["continued"] = {"first_input": a.usage.input_tokens, "first_output": a.usage.output_tokens,
+                    "input": b.usage.input_tokens, "cached": b.usage.input_tokens_details.cached_tokens, "previous": b.previous_response_id, "a": a.id}
+
+def error(f):
+    try:
+        f()
+        return None
+    except openai.APIStatusError as e:
+        return [e.status_code, e.message]
+got = client.responses.retrieve(a.id)
+out["retrieved"] = [got.id == a.id, got.output_text == a.output_text]
+client.responses.delete(a.id)
+out["deleted"] = [error(lambda: client.responses.retrieve(a.id)), error(lambda: client.responses.delete(a.id)),
+                  error(lambda: client.responses.create(model=m, previous_response_id=a.id, input="x"))]
+out["errors"] = {
+    "item": error(lambda: client.responses.create(model=m, input=[{"type": "computer_call_output", "call_id": "x"}])),
+    "escape": error(lambda: client.responses.create(model=m, previous_response_id="../../etc/passwd", input="x")),
+    "other_model": error(lambda: client.responses.create(model="gemma-3-270m", previous_response_id=b.id, input="x")),
+    "hosted_tool": error(lambda: client.responses.create(model=m, input="x", tools=[{"type": "web_search"}])),
+}
+deep = ('{"model": "%s", "input": ' % m) + "[" * 10000 + "]" * 10000 + "}"
+req = urllib.request.Request(str(client.base_url) + "responses", data=deep.encode(), headers={"Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(req, timeout=60)
+    out["errors"]["deep"] = None
+except urllib.error.HTTPError as e:
+    out["errors"]["deep"] = [e.code, e.read().decode()[:300]]
+# Four more stored responses: the store keeps four, so b (older) is dropped.
+for i in range(4):
+    client.responses.create(model=m, input="Hi", max_output_tokens=1)
+out["bound"] = error(lambda: client.responses.retrieve(b.id))
+print(json.dumps(out))
+"##,
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    let p = &r["plain"];
+    assert!(p["text"].as_str().unwrap().contains("Paris") && p["status"] == "completed", "{r}");
+    assert!(p["id"].as_str().unwrap().starts_with("resp_") && p["types"] == serde_json::json!(["message"]), "{r}");
+    let u: Vec<u64> = p["usage"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert!(u[0] > 5 && u[1] > 0 && u[2] == u[0] + u[1] && u[3] == 0, "{r}");
+
+    // The event sequence, in order, numbered from 0; greedy, it says what the whole reply said.
+    let st = &r["stream"];
+    let kinds = |v: &serde_json::Value| v["kinds"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        kinds(st),
+        ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+         "response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"],
+        "{r}"
+    );
+    let seq: Vec<u64> = st["seq"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(seq, (0..seq.len() as u64).collect::<Vec<_>>());
+    assert_eq!((&st["deltas"], &st["final"]), (&p["text"], &p["text"]), "{r}");
+    assert_eq!(st["cached"].as_u64(), Some(st["input"].as_u64().unwrap() - 1), "the same prompt again comes from the prefix cache: {r}");
+    let cs = &r["call_stream"];
+    assert_eq!(
+        kinds(cs),
+        ["response.created", "response.in_progress", "response.output_item.added", "response.function_call_arguments.delta",
+         "response.function_call_arguments.done", "response.output_item.done", "response.completed"],
+        "{r}"
+    );
+    assert_eq!(cs["output"][0]["name"], "get_weather", "{r}");
+    let args: serde_json::Value = serde_json::from_str(cs["output"][0]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{r}");
+
+    assert_eq!(r["schema"]["ok"], 10, "{r}");
+
+    // The call's output went in after the stored history, which the prefix cache held.
+    let t = &r["tool"];
+    assert_eq!((&t["name"], t["args"]["city"].is_string()), (&serde_json::json!("get_weather"), true), "{r}");
+    assert!(t["cached"].as_u64().unwrap() >= t["first_input"].as_u64().unwrap(), "{r}");
+    assert_eq!(t["input"], t["stateless_input"], "the stored history renders as the items sent whole: {r}");
+    // (The tiny model may well call the tool again: the reply's kind is its own choice.)
+    assert!(!t["types"].as_array().unwrap().is_empty(), "{r}");
+
+    // A continuation prefills only its new tokens: the first turn (prompt and reply) was cached.
+    let c = &r["continued"];
+    let (first, cached, input) = (c["first_input"].as_u64().unwrap(), c["cached"].as_u64().unwrap(), c["input"].as_u64().unwrap());
+    assert!(cached >= first + c["first_output"].as_u64().unwrap() - 1, "{r}");
+    assert!(input - cached < 20, "only the new turn is prefilled: {r}");
+    assert_eq!(c["previous"], c["a"]);
+
+    assert_eq!(r["retrieved"], serde_json::json!([true, true]));
+    for d in r["deleted"].as_array().unwrap() {
+        assert_eq!(d[0], 404, "{r}");
+    }
+    let e = &r["errors"];
+    assert!(e["item"][0] == 400 && e["item"][1].as_str().unwrap().contains("'computer_call_output' are not supported"), "{r}");
+    assert!(e["escape"][0] == 400 && e["escape"][1].as_str().unwrap().contains("is not a response id"), "{r}");
+    assert!(e["other_model"][0] == 400 && e["other_model"][1].as_str().unwrap().contains("was written by model"), "{r}");
+    assert!(e["hosted_tool"][0] == 400 && e["hosted_tool"][1].as_str().unwrap().contains("'web_search'"), "{r}");
+    assert!(e["deep"][0] == 400 && e["deep"][1].as_str().unwrap().contains("recursion limit"), "{r}");
+    assert_eq!(r["bound"][0], 404, "the oldest stored response was dropped: {r}");
+    // Nothing written outside the data folder's responses/.
+    let stored = std::fs::read_dir(s.home.path().join("responses")).unwrap().count();
+    assert_eq!(stored, 4);
 }

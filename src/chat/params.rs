@@ -313,6 +313,10 @@ pub struct GenerationStats {
     pub draft_tokens: usize,
     #[serde(default)]
     pub accepted_draft_tokens: usize,
+    /// Generated tokens read inside the reply's reasoning block (OpenAI's
+    /// `output_tokens_details.reasoning_tokens`).
+    #[serde(default)]
+    pub reasoning_tokens: usize,
 }
 
 

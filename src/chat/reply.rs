@@ -63,6 +63,11 @@ impl ReplyReader {
         ReplyReader { reasoning: Some(reasoning), tools: tools.map(ToolStream::new), id_prefix, calls: 0 }
     }
 
+    /// Whether the reply is inside its reasoning block now.
+    pub fn thinking(&self) -> bool {
+        self.reasoning.as_ref().is_some_and(|s| s.state == SplitState::Thinking)
+    }
+
     pub fn push(&mut self, text: &str) -> Vec<Part> {
         let (r, c) = match self.reasoning.as_mut() {
             Some(s) => s.push(text),

@@ -225,9 +225,15 @@ impl Sequence {
             StopCheck::Stop(s) => (s, Some(FinishReason::StopString)),
             StopCheck::End(s) => (s, Some(FinishReason::Eos)),
         };
+        // A token counts as reasoning when read inside the block, the ones
+        // that open and close it included.
+        let thinking = self.reader.thinking();
         if !piece.is_empty() {
             let parts = self.reader.push(&piece);
             out.push(Out::Text { id: self.id, text: piece, parts, logprobs: std::mem::take(&mut self.scored) });
+        }
+        if thinking || self.reader.thinking() {
+            self.stats.reasoning_tokens += 1;
         }
         self.reason = reason;
         Ok(reason.is_none())

@@ -1,4 +1,5 @@
-//! The local API server other tools talk to (`hearth serve`): OpenAI-,
+//! The local API server other tools talk to (`hearth serve`): OpenAI- (chat,
+//! completions, Responses),
 //! Anthropic- and Ollama-compatible endpoints (`openai`, `anthropic`,
 //! `ollama`), on the same engine thread a chat uses (`bridge`). Private by
 //! default: it binds to loopback, checks the Host header against DNS
@@ -15,6 +16,8 @@ pub mod key;
 pub mod ollama;
 pub mod openai;
 mod openai_request;
+pub mod responses;
+mod responses_request;
 pub mod tools;
 
 pub use error::ApiError;
@@ -88,6 +91,8 @@ pub struct Server {
     last_active: Mutex<std::time::Instant>,
     /// Requests admitted and not yet finished (`Slot`s alive, or waiting for one).
     requests: Arc<std::sync::atomic::AtomicUsize>,
+    /// The Responses API's stored responses (`previous_response_id`).
+    pub(crate) responses: crate::store::responses::ResponseStore,
 }
 
 /// A request's turn on the engine: its share of the model gate (no load
@@ -146,6 +151,7 @@ impl Server {
             log: Mutex::new(Vec::new()),
             last_active: Mutex::new(std::time::Instant::now()),
             requests: Arc::default(),
+            responses: crate::store::responses::ResponseStore::in_data_dir(),
         })
     }
 
@@ -327,6 +333,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::retrieve).delete(responses::delete))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/version", get(ollama::version))

@@ -48,11 +48,13 @@ fn timings(stats: &GenerationStats) -> Value {
 
 /// OpenAI's usage: prompt tokens (those the prefix cache held counted again
 /// in `prompt_tokens_details.cached_tokens`, as OpenAI reports its own prompt
-/// caching, so an agent sees what its repeated context cost).
+/// caching, so an agent sees what its repeated context cost), and the
+/// completion tokens written inside the reasoning block.
 fn usage(stats: &GenerationStats) -> Value {
     json!({"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.generated_tokens,
            "total_tokens": stats.prompt_tokens + stats.generated_tokens,
-           "prompt_tokens_details": {"cached_tokens": stats.reused_tokens}})
+           "prompt_tokens_details": {"cached_tokens": stats.reused_tokens},
+           "completion_tokens_details": {"reasoning_tokens": stats.reasoning_tokens}})
 }
 
 pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
@@ -123,7 +125,7 @@ struct Reply {
 }
 
 /// One token's entry in chat's `logprobs.content`.
-fn chat_logprob(t: &TokenLogprob) -> Value {
+pub(super) fn chat_logprob(t: &TokenLogprob) -> Value {
     let entry = |s: &crate::chat::params::Scored| json!({"token": s.text, "logprob": s.logprob, "bytes": s.bytes});
     let mut v = entry(&t.token);
     v["top_logprobs"] = t.top.iter().map(entry).collect();

@@ -2,6 +2,7 @@
 //! rename), so a crash mid-save leaves the old file or the new one, never half.
 
 pub mod conversations;
+pub mod responses;
 pub mod settings;
 
 use crate::error::{io_err, Result};
