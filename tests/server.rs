@@ -266,7 +266,8 @@ events = list(c.messages.create(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=4
                                 system="You are a helpful assistant.", stream=True))
 types = [e.type for e in events]
 text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
-print(json.dumps({{"types": types, "text": text, "start_in": events[0].message.usage.input_tokens}}))
+print(json.dumps({{"types": types, "text": text, "start_in": events[0].message.usage.input_tokens,
+                  "start_cached": events[0].message.usage.cache_read_input_tokens, "end": events[-2].usage.to_dict()}}))
 with c.messages.stream(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=48, temperature=0, messages=q) as st:
     streamed = "".join(st.text_stream)
     final = st.get_final_message()
@@ -312,7 +313,11 @@ print(json.dumps({{"counted": counted.input_tokens, "with_tools": with_tools.inp
     assert_eq!(&types[types.len() - 3..], &["content_block_stop", "message_delta", "message_stop"]);
     assert!(types[2..types.len() - 3].iter().all(|t| *t == "content_block_delta"), "{types:?}");
     assert_eq!(l[1]["text"], l[0]["text"], "greedy: the same text streamed");
-    assert_eq!(l[1]["start_in"], l[0]["in"], "message_start carries the input tokens");
+    // The same prompt again: all but its last token came from the prefix cache,
+    // reported apart as Anthropic does (message_start and message_delta agree).
+    let n = l[0]["in"].as_u64().unwrap();
+    assert_eq!((l[1]["start_in"].as_u64(), l[1]["start_cached"].as_u64()), (Some(1), Some(n - 1)), "{text}");
+    assert_eq!((&l[1]["end"]["input_tokens"], &l[1]["end"]["cache_read_input_tokens"]), (&l[1]["start_in"], &l[1]["start_cached"]), "{text}");
     assert_eq!(l[2]["final"], l[2]["helper"]);
     assert_eq!(l[2]["stop"], "end_turn");
     assert_eq!(l[3]["status"], 400);
@@ -920,4 +925,75 @@ print(json.dumps(out))
     // Nothing written outside the data folder's responses/.
     let stored = std::fs::read_dir(s.home.path().join("responses")).unwrap().count();
     assert_eq!(stored, 4);
+}
+
+/// What agent clients send the Messages API today, through the anthropic
+/// SDK's beta client: context editing clears old tool results by its rules
+/// (and says what it cleared), `count_tokens` applies the same edits, the
+/// beta header, metadata, service tier and container are accepted,
+/// `output_format` constrains the reply to a schema, `mcp_servers` is a
+/// clear 400, and repeated context is reported as cache reads.
+#[test]
+fn agent_fields_of_the_messages_api_are_honoured_or_refused_clearly() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &[]).unwrap();
+    let script = format!(
+        r#"
+import json, anthropic, jsonschema
+c = anthropic.Anthropic(base_url="http://127.0.0.1:{port}", api_key="x", max_retries=0)
+m = "SmolLM2-135M-Instruct.Q4_1"
+tool = {{"name": "read_file", "description": "Read a file", "input_schema": {{"type": "object", "properties": {{"path": {{"type": "string"}}}}}}}}
+msgs = [{{"role": "user", "content": "Summarise the five files."}}]
+for i in range(5):
+    msgs.append({{"role": "assistant", "content": [{{"type": "thinking", "thinking": "Read file %d next." % i, "signature": ""}},
+                                                  {{"type": "tool_use", "id": "toolu_%d" % i, "name": "read_file", "input": {{"path": "f%d.txt" % i}}}}]}})
+    msgs.append({{"role": "user", "content": [{{"type": "tool_result", "tool_use_id": "toolu_%d" % i,
+                                               "content": ("Line %d of a long file. " % i) * 40}}]}})
+edits = {{"edits": [{{"type": "clear_tool_uses_20250919", "trigger": {{"type": "tool_uses", "value": 3}}, "keep": {{"type": "tool_uses", "value": 1}}}},
+                   {{"type": "clear_thinking_20251015", "keep": {{"type": "thinking_turns", "value": 1}}}}]}}
+beta = ["context-management-2025-06-27"]
+full = c.messages.count_tokens(model=m, messages=msgs, tools=[tool]).input_tokens
+counted = c.beta.messages.count_tokens(model=m, messages=msgs, tools=[tool], betas=beta, context_management=edits)
+r = c.beta.messages.create(model=m, max_tokens=8, temperature=0, messages=msgs, tools=[tool], betas=beta, context_management=edits,
+                           metadata={{"user_id": "u1"}}, service_tier="auto", extra_body={{"container": None}})
+out = {{"full": full, "counted": counted.input_tokens, "original": counted.context_management.original_input_tokens,
+       "applied": [e.to_dict() for e in r.context_management.applied_edits],
+       "usage": [r.usage.input_tokens, r.usage.cache_read_input_tokens]}}
+again = c.messages.create(model=m, max_tokens=8, temperature=0, messages=msgs, tools=[tool])
+again2 = c.messages.create(model=m, max_tokens=8, temperature=0, messages=msgs, tools=[tool])
+out["again"] = [again.usage.input_tokens + again.usage.cache_read_input_tokens, again2.usage.input_tokens, again2.usage.cache_read_input_tokens]
+schema = {{"type": "object", "additionalProperties": False, "required": ["capital"], "properties": {{"capital": {{"type": "string", "maxLength": 20}}}}}}
+j = c.messages.create(model=m, max_tokens=60, temperature=0.7, messages=[{{"role": "user", "content": "The capital of France, as JSON."}}],
+                      extra_body={{"output_format": {{"type": "json_schema", "schema": schema}}}})
+jsonschema.validate(json.loads(j.content[-1].text), schema)
+out["json"] = j.content[-1].text
+try:
+    c.beta.messages.create(model=m, max_tokens=8, messages=msgs[:1], betas=["mcp-client-2025-04-04"],
+                           mcp_servers=[{{"type": "url", "url": "https://example.com/sse", "name": "x"}}])
+    out["mcp"] = None
+except anthropic.BadRequestError as e:
+    out["mcp"] = e.body["error"]["message"]
+print(json.dumps(out))
+"#,
+        port = s.port
+    );
+    let out = Command::new(common::python()).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim().lines().last().unwrap()).unwrap();
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    // Five uses past a trigger of three, one kept: four results cleared, and
+    // four turns' reasoning (one kept).
+    let a = &r["applied"];
+    assert_eq!((&a[0]["type"], n(&a[0]["cleared_tool_uses"])), (&serde_json::json!("clear_tool_uses_20250919"), 4), "{r}");
+    assert!(n(&a[0]["cleared_input_tokens"]) > 4 * 200, "four long results went: {r}");
+    assert_eq!((&a[1]["type"], n(&a[1]["cleared_thinking_turns"])), (&serde_json::json!("clear_thinking_20251015"), 4), "{r}");
+    // count_tokens applies the same edits and says what the prompt was before.
+    assert_eq!(r["original"], r["full"], "{r}");
+    assert!(n(&r["counted"]) + n(&a[0]["cleared_input_tokens"]) <= n(&r["full"]), "{r}");
+    assert_eq!(n(&r["usage"][0]) + n(&r["usage"][1]), n(&r["counted"]), "the reply's input is the edited prompt: {r}");
+    // Unedited, the same request twice: the second reads all but one token from the cache.
+    assert_eq!(n(&r["again"][0]), n(&r["full"]), "{r}");
+    assert_eq!((n(&r["again"][1]), n(&r["again"][2])), (1, n(&r["full"]) - 1), "{r}");
+    assert!(r["json"].as_str().unwrap().contains("capital"), "{r}");
+    assert!(r["mcp"].as_str().unwrap().contains("mcp_servers"), "{r}");
 }

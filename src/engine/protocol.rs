@@ -66,7 +66,8 @@ pub enum Event {
     ContextTrimmed { id: RequestId, dropped_messages: usize },
     /// The prompt is rendered and tokenized; generation starts (APIs that
     /// report input tokens up front, as Anthropic's does, wait for this).
-    PromptReady { id: RequestId, tokens: usize },
+    /// `cached`: the leading tokens the prefix cache already holds.
+    PromptReady { id: RequestId, tokens: usize, cached: usize },
     /// A piece of the reply: the text as the model wrote it, the same read
     /// into typed parts once (reasoning, content, tool calls: what the app
     /// and the APIs render), and the log-probabilities of its tokens when

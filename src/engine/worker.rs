@@ -326,7 +326,7 @@ fn admit(
             if dropped > 0 {
                 send(Event::ContextTrimmed { id, dropped_messages: dropped });
             }
-            send(Event::PromptReady { id, tokens: n });
+            send(Event::PromptReady { id, tokens: n, cached: seq.stats.reused_tokens });
             batch.push(seq);
         }
         Err(e) => send(Event::Error { id: Some(id), error: EngineError::from(&e) }),
@@ -375,7 +375,7 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
         }
         Command::CountTokens { id, prompt } => match session.as_mut().ok_or(Error::NoModel).and_then(|s| s.count_prompt(&prompt)) {
             Ok(tokens) => {
-                send(Event::PromptReady { id, tokens });
+                send(Event::PromptReady { id, tokens, cached: 0 });
                 send(Event::Finished { id, stats: GenerationStats { prompt_tokens: tokens, ..Default::default() } });
             }
             Err(e) => send(Event::Error { id: Some(id), error: EngineError::from(&e) }),

@@ -61,6 +61,7 @@ pub async fn messages(State(server): State<Arc<Server>>, body: Bytes) -> Result<
     let kind = if req.stream { "messages stream" } else { "messages" };
     let mut template = req.template_options()?;
     let tools = req.tools()?;
+    let (msgs, context, _) = edit_context(&server, &req, &tools, &template, msgs).await?;
     let n = server.next_id();
     let job = server
         .start(Some(&req.model), kind, |info| {
@@ -73,9 +74,69 @@ pub async fn messages(State(server): State<Arc<Server>>, body: Bytes) -> Result<
     let id = format!("msg_{n:024}");
     let stops = req.stop_sequences.clone();
     if !req.stream {
-        return Ok(whole(job, id, stops).await);
+        return Ok(whole(job, id, stops, context).await);
     }
-    Ok(stream(job, id, stops))
+    Ok(stream(job, id, stops, context))
+}
+
+/// Anthropic's usage: the input the prefix cache held is reported apart as
+/// `cache_read_input_tokens` (their sum is what `count_tokens` says), so an
+/// agent sees its repeated context cost nothing to prefill.
+fn usage(prompt_tokens: usize, cached: usize, output_tokens: usize) -> Value {
+    json!({"input_tokens": prompt_tokens - cached.min(prompt_tokens), "cache_read_input_tokens": cached,
+           "cache_creation_input_tokens": 0, "output_tokens": output_tokens})
+}
+
+/// The conversation after context editing (`context_management`), what to
+/// report of it (`applied_edits`; None when the request asked for none) and
+/// the prompt's tokens before it. Without a thinking edit the last assistant
+/// turn alone keeps its reasoning, as Anthropic's API does. Counting renders
+/// and tokenizes on the engine (nothing runs on the model), only when edits
+/// were asked for.
+async fn edit_context(
+    server: &Server,
+    req: &MessagesRequest,
+    tools: &super::tools::ToolRequest,
+    template: &crate::chat::template::TemplateOptions,
+    mut msgs: Vec<crate::chat::Message>,
+) -> Result<(Vec<crate::chat::Message>, Option<Value>, usize), ApiError> {
+    use super::context_edits::keep_thinking;
+    let edits = req.context_edits()?;
+    if edits.thinking.is_none() {
+        keep_thinking(&mut msgs, Some(1));
+    }
+    if edits == Default::default() {
+        return Ok((msgs, None, 0));
+    }
+    let count = |m: Vec<crate::chat::Message>| {
+        server.count_tokens(Some(&req.model), "count_tokens (context editing)", move |info| {
+            let (mut params, mut t) = (req.params(&info.recommended)?, template.clone());
+            tools.apply(&mut t, &mut params)?;
+            Ok(Prompt::ChatWith(m, t))
+        })
+    };
+    let original = count(msgs.clone()).await?;
+    let (mut now, mut applied) = (original, Vec::new());
+    if let Some(t) = edits.tool_uses.as_ref().filter(|t| t.triggered(&msgs, original)) {
+        let mut edited = msgs.clone();
+        let n = t.apply(&mut edited);
+        if n > 0 {
+            let after = count(edited.clone()).await?;
+            let gone = now.saturating_sub(after);
+            if gone >= t.clear_at_least {
+                (msgs, now) = (edited, after);
+                applied.push(json!({"type": "clear_tool_uses_20250919", "cleared_tool_uses": n, "cleared_input_tokens": gone}));
+            }
+        }
+    }
+    if let Some(keep) = edits.thinking {
+        let n = keep_thinking(&mut msgs, keep);
+        if n > 0 {
+            let after = count(msgs.clone()).await?;
+            applied.push(json!({"type": "clear_thinking_20251015", "cleared_thinking_turns": n, "cleared_input_tokens": now.saturating_sub(after)}));
+        }
+    }
+    Ok((msgs, Some(json!({"applied_edits": applied})), original))
 }
 
 /// `POST /v1/messages/count_tokens`: the tokens the same request's prompt
@@ -88,6 +149,7 @@ pub async fn count_tokens(State(server): State<Arc<Server>>, body: Bytes) -> Res
     let msgs = req.conversation()?;
     let mut template = req.template_options()?;
     let tools = req.tools()?;
+    let (msgs, context, original) = edit_context(&server, &req, &tools, &template, msgs).await?;
     let n = server
         .count_tokens(Some(&req.model), "count_tokens", |info| {
             let mut params = req.params(&info.recommended)?;
@@ -95,15 +157,19 @@ pub async fn count_tokens(State(server): State<Arc<Server>>, body: Bytes) -> Res
             Ok(Prompt::ChatWith(msgs, template))
         })
         .await?;
-    Ok(Json(json!({"input_tokens": n})).into_response())
+    let mut r = json!({"input_tokens": n});
+    if context.is_some() {
+        r["context_management"] = json!({"original_input_tokens": original});
+    }
+    Ok(Json(r).into_response())
 }
 
-async fn whole(job: Job, id: String, stops: Vec<String>) -> Response {
+async fn whole(job: Job, id: String, stops: Vec<String>, context: Option<Value>) -> Response {
     let Job { mut rx, queued, cancel, model, .. } = job;
     let mut parts = Vec::new();
     loop {
         match rx.recv().await {
-            Some(Update::Started(_)) => {}
+            Some(Update::Started(..)) => {}
             Some(Update::Reply(p, _)) => parts.extend(p),
             Some(Update::Done(stats)) => {
                 cancel.disarm();
@@ -118,10 +184,13 @@ async fn whole(job: Job, id: String, stops: Vec<String>) -> Response {
                 }
                 content.extend(calls.iter().map(|c| json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments})));
                 let (reason, seq) = stop_reason(&stats, &stops, !calls.is_empty());
-                return Json(json!({"id": id, "type": "message", "role": "assistant", "model": model.id, "content": content,
+                let mut m = json!({"id": id, "type": "message", "role": "assistant", "model": model.id, "content": content,
                                    "stop_reason": reason, "stop_sequence": seq,
-                                   "usage": {"input_tokens": stats.prompt_tokens, "output_tokens": stats.generated_tokens}}))
-                .into_response();
+                                   "usage": usage(stats.prompt_tokens, stats.reused_tokens, stats.generated_tokens)});
+                if let Some(c) = context {
+                    m["context_management"] = c;
+                }
+                return Json(m).into_response();
             }
             Some(Update::Failed(e)) => return AnthropicError(ApiError::engine(e)).into_response(),
             None => return AnthropicError(ApiError::internal("the engine stopped")).into_response(),
@@ -202,7 +271,7 @@ impl Stream {
     }
 }
 
-fn stream(job: Job, id: String, stops: Vec<String>) -> Response {
+fn stream(job: Job, id: String, stops: Vec<String>, context: Option<Value>) -> Response {
     let Job { rx, queued, cancel, model, .. } = job;
     let state = Stream {
         rx,
@@ -216,7 +285,7 @@ fn stream(job: Job, id: String, stops: Vec<String>) -> Response {
     };
     let model_id = model.id;
     let events = futures::stream::unfold(state, move |mut st| {
-        let (id, model_id, stops) = (id.clone(), model_id.clone(), stops.clone());
+        let (id, model_id, stops, context) = (id.clone(), model_id.clone(), stops.clone(), context.clone());
         async move {
             loop {
                 if let Some(e) = st.pending.pop_front() {
@@ -226,10 +295,10 @@ fn stream(job: Job, id: String, stops: Vec<String>) -> Response {
                     return None;
                 }
                 match st.rx.recv().await {
-                    Some(Update::Started(n)) => {
+                    Some(Update::Started(n, cached)) => {
                         st.pending.push_back(event("message_start", json!({"type": "message_start", "message": {
                             "id": id, "type": "message", "role": "assistant", "model": model_id, "content": [],
-                            "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": n, "output_tokens": 0}}})));
+                            "stop_reason": null, "stop_sequence": null, "usage": usage(n, cached, 0)}})));
                     }
                     Some(Update::Reply(parts, _)) => st.parts(parts),
                     Some(Update::Done(stats)) => {
@@ -242,9 +311,12 @@ fn stream(job: Job, id: String, stops: Vec<String>) -> Response {
                         }
                         st.switch(Block::None);
                         let (reason, seq) = stop_reason(&stats, &stops, st.calls > 0);
-                        st.pending.push_back(event("message_delta", json!({"type": "message_delta",
-                            "delta": {"stop_reason": reason, "stop_sequence": seq},
-                            "usage": {"output_tokens": stats.generated_tokens}})));
+                        let mut delta = json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": seq},
+                                               "usage": usage(stats.prompt_tokens, stats.reused_tokens, stats.generated_tokens)});
+                        if let Some(c) = &context {
+                            delta["context_management"] = c.clone();
+                        }
+                        st.pending.push_back(event("message_delta", delta));
                         st.pending.push_back(event("message_stop", json!({"type": "message_stop"})));
                         st.finished = true;
                         st._queued = None;

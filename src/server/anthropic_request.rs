@@ -1,11 +1,12 @@
 //! The Anthropic Messages request (`POST /v1/messages` and its
 //! `count_tokens`): system text, turns of text, tool_use and tool_result
-//! blocks, tools and tool_choice, the thinking switch and sampling, read
+//! blocks, tools and tool_choice, the thinking switch, structured output
+//! (`output_format`), context editing and sampling, read
 //! into Hearth's messages and parameters (`anthropic` answers it).
 
 use super::tools::{ToolChoice, ToolRequest};
 use super::ApiError;
-use crate::chat::params::{GenerateParams, SamplingParams};
+use crate::chat::params::{GenerateParams, OutputConstraint, SamplingParams};
 use crate::chat::template::TemplateOptions;
 use crate::chat::tool_prompt::ToolSpec;
 use crate::chat::tools::ToolCall;
@@ -44,8 +45,11 @@ impl Text {
         for b in blocks {
             match b["type"].as_str() {
                 Some("text") => turn.content.push_str(b["text"].as_str().ok_or_else(|| ApiError::bad_request("a text block without text"))?),
-                // Earlier reasoning is not sent back to the model.
-                Some("thinking") | Some("redacted_thinking") => {}
+                // Reasoning goes back as the turn's own (context editing
+                // decides which turns keep it; templates may drop it too);
+                // redacted reasoning is opaque to any other model.
+                Some("thinking") if role == Role::Assistant => turn.reasoning.push_str(b["thinking"].as_str().unwrap_or("")),
+                Some("redacted_thinking") if role == Role::Assistant => {}
                 Some("tool_use") if role == Role::Assistant => {
                     let call: ToolCall = serde_json::from_value(json!({"id": b["id"], "name": b["name"], "arguments": b["input"]}))
                         .map_err(|e| ApiError::bad_request(format!("a tool_use block: {e}")))?;
@@ -164,15 +168,39 @@ impl MessagesRequest {
         self.conversation()
     }
 
+    /// `context_management`'s edits.
+    pub(super) fn context_edits(&self) -> Result<super::context_edits::Edits, ApiError> {
+        super::context_edits::Edits::parse(self.other.get("context_management"))
+    }
+
+    /// `output_format` (structured outputs): a JSON schema the reply follows.
+    fn constraint(&self) -> Result<Option<OutputConstraint>, ApiError> {
+        match self.other.get("output_format") {
+            None | Some(Value::Null) => Ok(None),
+            Some(f) if f["type"] == "json_schema" && (f["schema"].is_object() || f["schema"].is_boolean()) => Ok(Some(OutputConstraint::JsonSchema(f["schema"].clone()))),
+            Some(_) => Err(ApiError::bad_request("output_format must be {\"type\": \"json_schema\", \"schema\": {…}}")),
+        }
+    }
+
     /// The system prompt and turns as messages; fields this server does not
     /// take are an error rather than silently ignored.
     pub(super) fn conversation(&self) -> Result<Vec<Message>, ApiError> {
         for (k, v) in &self.other {
             let off = v.is_null() || v.as_array().is_some_and(|a| a.is_empty());
-            // `thinking` turns reasoning on or off (`template_options`); the
-            // reasoning itself is always shown. `cache_control` (here or on
-            // blocks) asks for what the prefix cache does for every prompt.
-            if !matches!(k.as_str(), "metadata" | "thinking" | "service_tier" | "cache_control") && !off {
+            // `thinking` turns reasoning on or off (`template_options`; a
+            // budget is taken as a wish); the reasoning itself is always
+            // shown. `cache_control` (here or on blocks) asks for what the
+            // prefix cache does for every prompt. `context_management` is
+            // applied by the handler, `output_format` is the reply's
+            // constraint; a `container` only matters to code-execution
+            // tools, which are refused as tools.
+            const TAKEN: &[&str] = &["metadata", "thinking", "service_tier", "cache_control", "context_management", "output_format", "container"];
+            if k == "mcp_servers" && !off {
+                return Err(ApiError::bad_request(
+                    "mcp_servers: this server does not connect to MCP servers for a request; run the tools in the client and send them as tools",
+                ));
+            }
+            if !TAKEN.contains(&k.as_str()) && !off {
                 return Err(ApiError::bad_request(format!("'{k}' is not supported by this server yet")));
             }
         }
@@ -209,6 +237,6 @@ impl MessagesRequest {
             s.top_k = k;
         }
         s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens.unwrap_or(1) as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: None, logprobs: None, call_id_prefix: String::new() })
+        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens.unwrap_or(1) as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: self.constraint()?, logprobs: None, call_id_prefix: String::new() })
     }
 }

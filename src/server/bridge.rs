@@ -31,7 +31,8 @@ pub enum ModelStatus {
 /// One request's stream of engine events.
 pub enum Update {
     /// The prompt's length in tokens, before the first text.
-    Started(usize),
+    /// (and how many of them the prefix cache held).
+    Started(usize, usize),
     /// A piece of the reply as typed parts, and its tokens' log-probabilities
     /// (if asked for).
     Reply(Vec<Part>, Vec<TokenLogprob>),
@@ -205,7 +206,7 @@ fn dispatch(
             }
         };
         match ev {
-            Event::PromptReady { id, tokens } => route(id, Update::Started(tokens), false),
+            Event::PromptReady { id, tokens, cached } => route(id, Update::Started(tokens, cached), false),
             Event::Token { id, parts, logprobs, .. } => route(id, Update::Reply(parts, logprobs), false),
             Event::Finished { id, stats } => route(id, Update::Done(stats), true),
             Event::Error { id: Some(id), error } => route(id, Update::Failed(error), true),

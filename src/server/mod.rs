@@ -10,6 +10,7 @@
 pub mod anthropic;
 mod anthropic_request;
 mod body_limit;
+mod context_edits;
 mod error;
 pub mod bridge;
 pub mod key;
@@ -242,7 +243,7 @@ impl Server {
         self.log(format!("{kind}: {}", model.id));
         loop {
             match rx.recv().await {
-                Some(bridge::Update::Started(n)) => return Ok(n),
+                Some(bridge::Update::Started(n, _)) => return Ok(n),
                 Some(bridge::Update::Failed(e)) => return Err(ApiError::engine(e)),
                 Some(_) => {}
                 None => return Err(ApiError::internal("the engine stopped")),

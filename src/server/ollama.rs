@@ -335,7 +335,7 @@ async fn respond(job: Job, stream: bool, piece: fn(&str, &str, &[ToolCall]) -> V
             let mut parts = Vec::new();
             loop {
                 match rx.recv().await {
-                    Some(Update::Started(_)) => continue,
+                    Some(Update::Started(..)) => continue,
                     Some(Update::Reply(p, _)) => parts.extend(p),
                     Some(Update::Done(stats)) => {
                         cancel.disarm();
@@ -361,7 +361,7 @@ async fn respond(job: Job, stream: bool, piece: fn(&str, &str, &[ToolCall]) -> V
             }
             loop {
                 let line = match rx.recv().await {
-                    Some(Update::Started(_)) => continue,
+                    Some(Update::Started(..)) => continue,
                     Some(Update::Reply(parts, _)) => {
                         let (c, r, calls) = gather(parts);
                         if r.is_empty() && c.is_empty() && calls.is_empty() {

@@ -200,7 +200,7 @@ impl Reply {
         let mut parts = Vec::new();
         loop {
             match rx.recv().await {
-                Some(Update::Started(_)) => {}
+                Some(Update::Started(..)) => {}
                 Some(Update::Reply(p, scores)) => {
                     self.scores.extend(scores);
                     self.count_calls(&p);
@@ -285,7 +285,7 @@ impl Reply {
                         return None;
                     }
                     match st.rx.recv().await {
-                        Some(Update::Started(_)) => {}
+                        Some(Update::Started(..)) => {}
                         Some(Update::Reply(parts, scores)) => {
                             // Scores go out with the next chunk (text the engine's
                             // reader holds back sends them a little later).

@@ -296,7 +296,7 @@ impl Writer {
         let super::Job { mut rx, queued, cancel, .. } = job;
         loop {
             match rx.recv().await {
-                Some(Update::Started(_)) => {}
+                Some(Update::Started(..)) => {}
                 Some(Update::Reply(parts, scores)) => {
                     self.scores.extend(scores);
                     parts.into_iter().for_each(|p| self.part(p));
@@ -342,7 +342,7 @@ impl Writer {
                     return None;
                 }
                 match st.rx.recv().await {
-                    Some(Update::Started(_)) => {}
+                    Some(Update::Started(..)) => {}
                     Some(Update::Reply(parts, scores)) => {
                         st.w.scores.extend(scores);
                         parts.into_iter().for_each(|p| st.w.part(p));
