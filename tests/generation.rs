@@ -408,8 +408,8 @@ fn the_chat_joins_ahead_of_queued_api_requests_and_failures_stay_alone() {
     let long = |topic: &str| Prompt::Chat(vec![Message::user(format!("Write a long story about {topic}."))]);
     let mut p = greedy(40);
     p.ignore_eos = true;
-    let api: Vec<u64> = ["a dragon", "a ship", "a forest", "a city"].iter().map(|t| engine.submit(long(t), p.clone()).0).collect();
-    let (bad, _) = engine.submit(Prompt::Raw(String::new()), p.clone());
+    let api: Vec<u64> = ["a dragon", "a ship", "a forest", "a city"].iter().map(|t| engine.submit(long(t), p.clone(), None).0).collect();
+    let (bad, _) = engine.submit(Prompt::Raw(String::new()), p.clone(), None);
     let mut ready = Vec::new();
     // The chat arrives once two API requests fill the batch.
     while ready.len() < 2 {

@@ -436,7 +436,8 @@ o = ollama.Client(host="http://127.0.0.1:{port}")
 res["ollama"] = [o.chat(model=m, messages=msgs, think=t, options={{"num_predict": 1, "temperature": 0}}).prompt_eval_count
                  for t in (True, False, None)]
 a = anthropic.Anthropic(base_url="http://127.0.0.1:{port}", api_key="x", max_retries=0)
-res["anthropic"] = [a.messages.create(model=m, max_tokens=2, messages=msgs, **kw).usage.input_tokens
+# Anthropic's input counts what the prefix cache held apart (cache reads).
+res["anthropic"] = [(lambda u: u.input_tokens + u.cache_read_input_tokens)(a.messages.create(model=m, max_tokens=2, messages=msgs, **kw).usage)
                     for kw in ({{}}, {{"thinking": {{"type": "disabled"}}}})]
 # The Responses API: effort "none" turns thinking off; tokens written inside
 # the open block count as reasoning tokens (in the chat API's usage too).
@@ -996,4 +997,120 @@ print(json.dumps(out))
     assert_eq!((n(&r["again"][1]), n(&r["again"][2])), (1, n(&r["full"]) - 1), "{r}");
     assert!(r["json"].as_str().unwrap().contains("capital"), "{r}");
     assert!(r["mcp"].as_str().unwrap().contains("mcp_servers"), "{r}");
+}
+
+/// `/api/ps` as JSON, from Python (a snippet's helper).
+const PS: &str = r#"
+import threading, urllib.request
+smol, gemma = "SmolLM2-135M-Instruct.Q4_1", "gemma-3-270m"
+def ps():
+    return json.loads(urllib.request.urlopen(str(client.base_url).rsplit("/v1", 1)[0] + "/api/ps").read())["models"]
+def ask(m, n=2, **kw):
+    return client.chat.completions.create(model=m, max_tokens=n, temperature=0, messages=[{"role": "user", "content": "Hi"}], **kw)
+"#;
+
+/// Installs Gemma 3 beside the served SmolLM2 (as `gemma-3-270m`).
+fn install_gemma(s: &Serve) {
+    std::fs::create_dir_all(s.home.path().join("models")).unwrap();
+    let gemma = common::root().join(".deps/models/gemma-3-270m-q4_k_m.gguf");
+    std::os::unix::fs::symlink(&gemma, s.home.path().join("models/gemma-3-270m.gguf")).unwrap();
+}
+
+/// Several models held at once: two clients asking for two models at once
+/// get each its own, both loaded once (the same load time after more
+/// requests alternating); an alias names a model, an unknown name is a 404
+/// that lists what is installed; a request's `ttl` unloads its idle model.
+#[test]
+fn two_models_are_held_at_once_loaded_once_and_unloaded_by_their_ttl() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &["--alias", "fast=SmolLM2-135M-Instruct.Q4_1"]).unwrap();
+    install_gemma(&s);
+    let out = python(
+        s.port,
+        "unused",
+        &format!(
+            r#"{PS}
+got = {{smol: [], gemma: []}}
+def run(m):
+    for i in range(3):
+        got[m].append(ask(m).model)
+ts = [threading.Thread(target=run, args=(m,)) for m in (smol, gemma)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+first = {{p["name"]: p["hearth"]["loaded_at_ms"] for p in ps()}}
+for m in (smol, gemma, smol, gemma):
+    ask(m)
+second = {{p["name"]: p["hearth"]["loaded_at_ms"] for p in ps()}}
+alias = ask("fast").model
+try:
+    ask("no-such-model")
+    unknown = None
+except openai.NotFoundError as e:
+    unknown = e.body["message"] if isinstance(e.body, dict) and "message" in e.body else str(e)
+listed = {{m.id: getattr(m, "loaded", None) for m in client.models.list()}}
+ask(gemma, extra_body={{"ttl": 2}})
+time.sleep(4)
+print(json.dumps({{"got": got, "first": first, "second": second, "alias": alias, "unknown": unknown, "listed": listed,
+                  "after_ttl": sorted(p["name"] for p in ps())}}))
+"#
+        ),
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    for m in ["SmolLM2-135M-Instruct.Q4_1", "gemma-3-270m"] {
+        assert_eq!(r["got"][m], serde_json::json!([m, m, m]), "each client gets its own model: {r}");
+    }
+    assert_eq!(r["first"].as_object().unwrap().len(), 2, "{r}");
+    assert_eq!(r["first"], r["second"], "alternating requests reload nothing: {r}");
+    assert_eq!(r["alias"], "SmolLM2-135M-Instruct.Q4_1", "{r}");
+    let unknown = r["unknown"].as_str().unwrap();
+    assert!(unknown.contains("'no-such-model' is not installed") && unknown.contains("gemma-3-270m"), "{r}");
+    assert_eq!((&r["listed"]["gemma-3-270m"], &r["listed"]["fast"]), (&serde_json::json!(true), &serde_json::Value::Null), "{r}");
+    assert_eq!(r["after_ttl"], serde_json::json!(["SmolLM2-135M-Instruct.Q4_1"]), "a ttl of 2 s unloaded the idle model: {r}");
+}
+
+/// A memory budget with room for one of the two models: a request for the
+/// other waits while the first is streaming (a model in use is never
+/// evicted), then evicts it; asking for the first again reloads it.
+#[test]
+fn a_memory_budget_evicts_the_idle_model_never_one_in_use() {
+    let _g = common::mlx_lock();
+    // SmolLM2's file is 94 MiB, Gemma's 241 MiB: 300 holds one.
+    let s = serve(&[], &["--memory-budget-mb", "300"]).unwrap();
+    install_gemma(&s);
+    let out = python(
+        s.port,
+        "unused",
+        &format!(
+            r#"{PS}
+long = {{}}
+def stream():
+    fin, n = None, 0
+    for c in client.chat.completions.create(model=smol, max_tokens=96, temperature=0, stream=True, extra_body={{"ignore_eos": True}},
+                                            stream_options={{"include_usage": True}}, messages=[{{"role": "user", "content": "Tell a story."}}]):
+        if c.choices and c.choices[0].finish_reason:
+            fin = c.choices[0].finish_reason
+        if c.usage:
+            n = c.usage.completion_tokens
+    long.update(done=time.time(), finish=fin, tokens=n)
+th = threading.Thread(target=stream)
+th.start()
+t0 = time.time()
+while not any(p["name"] == smol and p["hearth"]["in_flight"] > 0 for p in ps()):
+    assert time.time() - t0 < 120, "SmolLM2 never started"
+    time.sleep(0.05)
+ask(gemma)
+gemma_done = time.time()
+th.join()
+after = sorted(p["name"] for p in ps())
+ask(smol)
+print(json.dumps({{"long": long, "gemma_after_stream": gemma_done >= long["done"], "after": after,
+                  "final": sorted(p["name"] for p in ps())}}))
+"#
+        ),
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    assert_eq!((&r["long"]["finish"], &r["long"]["tokens"]), (&serde_json::json!("length"), &serde_json::json!(96)), "the stream ran whole: {r}");
+    assert_eq!(r["gemma_after_stream"], true, "the model in use was not evicted under it: {r}");
+    assert_eq!(r["after"], serde_json::json!(["gemma-3-270m"]), "{r}");
+    assert_eq!(r["final"], serde_json::json!(["SmolLM2-135M-Instruct.Q4_1"]), "{r}");
 }

@@ -116,25 +116,7 @@ pub enum Cmd {
     },
     /// Serve the OpenAI-compatible API on this machine (loopback unless --host says otherwise;
     /// other addresses need HEARTH_API_KEY).
-    Serve {
-        #[arg(long, default_value = "127.0.0.1")]
-        host: std::net::IpAddr,
-        #[arg(long, default_value_t = hearth::server::DEFAULT_PORT)]
-        port: u16,
-        /// The model served when a request names none (any installed model may be named).
-        #[arg(long, short)]
-        model: Option<String>,
-        /// Context length in tokens.
-        #[arg(long)]
-        context_length: Option<usize>,
-        /// Unload the model after this many seconds without requests (0 = never).
-        #[arg(long, default_value_t = 0)]
-        idle_unload: u64,
-        /// A smaller model with the same tokenizer that drafts tokens for
-        /// speculative decoding, beside every model served whose tokenizer it shares.
-        #[arg(long)]
-        draft: Option<String>,
-    },
+    Serve(serve::ServeArgs),
     /// Print the exact prompt a conversation becomes with a model's template.
     Render {
         /// A .gguf file, a model directory, or the name of an installed model.
@@ -432,8 +414,6 @@ pub fn run() -> Result<()> {
         }
         Some(Cmd::Tokenize { model, special, text }) => inspect::tokenize(&model, &text, special),
         Some(Cmd::Models { cmd }) => models::run(cmd),
-        Some(Cmd::Serve { host, port, model, context_length, idle_unload, draft }) => {
-            serve::serve(host, port, model, context_length, Some(idle_unload), draft)
-        }
+        Some(Cmd::Serve(args)) => serve::serve(args),
     }
 }

@@ -9,7 +9,44 @@ use hearth::server::{self, ServerConfig};
 use std::io::Write;
 use std::net::IpAddr;
 
-pub fn serve(host: IpAddr, port: u16, model: Option<String>, context_length: Option<usize>, idle_unload: Option<u64>, draft: Option<String>) -> Result<()> {
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = hearth::server::DEFAULT_PORT)]
+    port: u16,
+    /// The model served when a request names none (any installed model may be named).
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Context length in tokens.
+    #[arg(long)]
+    context_length: Option<usize>,
+    /// Unload a model after this many seconds without requests (0 = never),
+    /// unless a request set its own (`ttl`, Ollama's `keep_alive`).
+    #[arg(long, default_value_t = 0)]
+    idle_unload: u64,
+    /// A smaller model with the same tokenizer that drafts tokens for
+    /// speculative decoding, beside every model served whose tokenizer it shares.
+    #[arg(long)]
+    draft: Option<String>,
+    /// Megabytes the models held at once may take (their files' sizes): a
+    /// model loaded past it evicts the least recently used idle ones.
+    #[arg(long)]
+    memory_budget_mb: Option<u64>,
+    /// A name clients may send for an installed model: NAME=MODEL (repeatable).
+    #[arg(long = "alias", value_parser = parse_alias)]
+    aliases: Vec<(String, String)>,
+}
+
+fn parse_alias(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, m)) if !a.trim().is_empty() && !m.trim().is_empty() => Ok((a.trim().to_string(), m.trim().to_string())),
+        _ => Err(format!("'{s}' is not NAME=MODEL")),
+    }
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let ServeArgs { host, port, model, context_length, idle_unload, draft, memory_budget_mb, aliases } = args;
     let default_model = Some(model_path(&model)?);
     let api_key = std::env::var("HEARTH_API_KEY").ok().filter(|k| !k.is_empty());
     let config = ServerConfig {
@@ -20,7 +57,9 @@ pub fn serve(host: IpAddr, port: u16, model: Option<String>, context_length: Opt
         hf_cache: Some(hf_hub::resolve_cache_dir()),
         default_model,
         context_length,
-        idle_unload: idle_unload.filter(|s| *s > 0).map(std::time::Duration::from_secs),
+        idle_unload: Some(idle_unload).filter(|s| *s > 0).map(std::time::Duration::from_secs),
+        memory_budget: memory_budget_mb.map(|mb| mb << 20),
+        aliases,
     };
     let engine = EngineHandle::spawn();
     if let Some(d) = draft {

@@ -1,5 +1,6 @@
 //! The inference engine: one thread owns the model and all MLX state; commands
-//! in, events out (`protocol`, `worker`). A `Session` keeps the loaded model and
+//! in, events out (`protocol`, `worker`); it may hold several models at once
+//! (`pool`). A `Session` keeps a loaded model and
 //! its prefix cache; the batch (`batch`) steps every sequence being served in
 //! one loop (continuous batching), over the prefill (`step`), streaming text
 //! (`stream`) and sampling on the device (`sampling`), as in mlx-lm.
@@ -15,6 +16,7 @@ pub mod constraint;
 pub mod draft;
 pub mod eval;
 mod merged;
+mod pool;
 pub mod step;
 pub mod stream;
 pub mod worker;

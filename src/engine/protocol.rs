@@ -31,11 +31,20 @@ pub enum Command {
     /// `interactive`: a person waits on it (the app's chat, the terminal):
     /// it joins the batch ahead of queued API requests, and even when the
     /// batch is full, so a burst of API requests never starves the chat.
-    Generate { id: RequestId, prompt: Prompt, params: GenerateParams, cancel: Arc<AtomicBool>, interactive: bool },
+    /// `model`: the model it runs on (held by `Load` or `Reside`); None: the primary.
+    Generate { id: RequestId, prompt: Prompt, params: GenerateParams, cancel: Arc<AtomicBool>, interactive: bool, model: Option<PathBuf> },
     /// Renders and tokenizes `prompt` as a generation would, whole (no turn
     /// dropped to fit), and answers `PromptReady` with its length, then
     /// `Finished`; nothing runs on the model (Anthropic's `count_tokens`).
-    CountTokens { id: RequestId, prompt: Prompt },
+    CountTokens { id: RequestId, prompt: Prompt, model: Option<PathBuf> },
+    /// Holds `path` beside the primary and the other residents (nothing if
+    /// it is held already, as either), for requests that name it: an API
+    /// server's pool. Answered by `Resident`; sends no load progress (the
+    /// app's progress bar is the primary's).
+    Reside { path: PathBuf, precision: Precision, context_length: Option<usize> },
+    /// Drops resident `path` once its sequences finish (never the primary);
+    /// answered by `Evicted`.
+    Evict { path: PathBuf },
     /// The draft model for speculative decoding, for this model and the next
     /// (loaded beside each, where its tokenizer matches), or none. Answered
     /// by `DraftLoaded`, or an `Error` saying why it cannot draft.
@@ -60,6 +69,10 @@ pub enum Event {
     Loaded(ModelInfo),
     LoadFailed(EngineError),
     Unloaded,
+    /// `Reside`'s answer, for the path it named.
+    Resident { path: PathBuf, result: Result<ModelInfo, EngineError> },
+    /// `Evict`'s answer: `path` is no longer held as a resident.
+    Evicted { path: PathBuf },
     /// The draft model is loaded beside the model (None: drafting is off).
     DraftLoaded(Option<ModelInfo>),
     /// The conversation did not fit; this many of the oldest messages were left out.

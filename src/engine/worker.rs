@@ -2,6 +2,7 @@
 //! channels, and serves every admitted request in one batch (`batch`).
 
 use super::batch::{Batch, Out, Sequence};
+use super::pool::{self, Pool, Resident};
 use super::protocol::{Command, EngineError, Event, MemoryStats, Prompt, RequestId};
 use super::session::Session;
 use super::EngineConfig;
@@ -119,24 +120,25 @@ impl EngineHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
         *self.current_cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
-        self.send(Command::Generate { id, prompt, params, cancel, interactive: true });
+        self.send(Command::Generate { id, prompt, params, cancel, interactive: true, model: None });
         id
     }
 
     /// Starts a generation with its own cancel flag (a server runs several
     /// clients' requests, each cancelled alone); returns its id and the flag.
-    pub fn submit(&self, prompt: Prompt, params: GenerateParams) -> (RequestId, Arc<AtomicBool>) {
+    /// `model`: the model it runs on (None: the primary).
+    pub fn submit(&self, prompt: Prompt, params: GenerateParams, model: Option<PathBuf>) -> (RequestId, Arc<AtomicBool>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
-        self.send(Command::Generate { id, prompt, params, cancel: cancel.clone(), interactive: false });
+        self.send(Command::Generate { id, prompt, params, cancel: cancel.clone(), interactive: false, model });
         (id, cancel)
     }
 
     /// Asks how many tokens `prompt` renders to (`Command::CountTokens`);
     /// the answer comes as `PromptReady` for the returned id.
-    pub fn count_tokens(&self, prompt: Prompt) -> RequestId {
+    pub fn count_tokens(&self, prompt: Prompt, model: Option<PathBuf>) -> RequestId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.send(Command::CountTokens { id, prompt });
+        self.send(Command::CountTokens { id, prompt, model });
         id
     }
 
@@ -174,7 +176,7 @@ fn wake(w: &Waker) {
 /// the model they started on); settings apply to the requests after them.
 fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscribers: Subscribers, mut config: EngineConfig) {
     let limit = config.max_batch.max(1);
-    let mut session: Option<Session> = None;
+    let mut pool = Pool::default();
     // Kept across loads: the template variables the user chose.
     let mut template_options = TemplateOptions::default();
     // Kept across loads too: the draft model the user chose, if any.
@@ -187,11 +189,10 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         let _ = events.send(e);
         wake(&waker);
     };
-    let mut batch = Batch::default();
     let mut waiting: VecDeque<Command> = VecDeque::new();
     let mut steps = 0usize;
     loop {
-        if batch.is_empty() && waiting.is_empty() {
+        if !pool.any_busy() && waiting.is_empty() {
             match commands.recv() {
                 Ok(c) => waiting.push_back(c),
                 Err(_) => break,
@@ -199,7 +200,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         }
         waiting.extend(commands.try_iter());
         if waiting.iter().any(|c| matches!(c, Command::Shutdown)) {
-            batch.cancel_all();
+            pool.cancel_all();
             break;
         }
         // Counting only renders: it answers now, ahead of generations waiting
@@ -208,7 +209,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         while i < waiting.len() && !matches!(waiting[i], Command::Load { .. } | Command::Unload) {
             if matches!(waiting[i], Command::CountTokens { .. }) {
                 let cmd = waiting.remove(i).expect("in range");
-                control(cmd, &mut session, &mut template_options, &mut draft, &mut config, &send);
+                control(cmd, &mut pool, &mut template_options, &mut draft, &mut config, &send);
             } else {
                 i += 1;
             }
@@ -217,31 +218,55 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         // it (never of a load: it must run on the model loaded before it),
         // and may take one row past the limit.
         let chat = waiting.iter().take_while(|c| matches!(c, Command::Generate { .. })).position(|c| matches!(c, Command::Generate { interactive: true, .. }));
-        if let Some(i) = chat.filter(|_| batch.len() <= limit) {
-            if let Some(Command::Generate { id, prompt, params, cancel, .. }) = waiting.remove(i) {
-                admit(&mut session, &mut batch, id, prompt, params, cancel, &send);
+        if let Some(i) = chat.filter(|&i| room(&pool, &waiting[i], limit) > 0) {
+            if let Some(Command::Generate { id, prompt, params, cancel, model, .. }) = waiting.remove(i) {
+                admit(&mut pool, model.as_deref(), id, prompt, params, cancel, &send);
             }
         }
         while let Some(cmd) = waiting.pop_front() {
+            let wait = match &cmd {
+                Command::Generate { .. } => room(&pool, &cmd, limit) <= 0,
+                // The primary's sequences finish on the model they started on.
+                Command::Load { .. } | Command::Unload | Command::SetDraft(_) => pool.primary_busy(),
+                // Rows of one batch merge caches stored alike: a new KV width waits for all.
+                Command::SetKvBits(_) => pool.any_busy(),
+                Command::Evict { path } => pool.find(Some(path)).is_some_and(|i| !pool.models[i].batch.is_empty()),
+                _ => false,
+            };
+            if wait {
+                waiting.push_front(cmd);
+                break;
+            }
             match cmd {
-                Command::Generate { .. } if batch.len() >= limit => {
-                    waiting.push_front(cmd);
-                    break;
-                }
-                // Rows of one batch merge caches stored alike: a new KV width waits too.
-                Command::Load { .. } | Command::Unload | Command::SetDraft(_) | Command::SetKvBits(_) if !batch.is_empty() => {
-                    waiting.push_front(cmd);
-                    break;
-                }
-                Command::Generate { id, prompt, params, cancel, .. } => admit(&mut session, &mut batch, id, prompt, params, cancel, &send),
-                cmd => control(cmd, &mut session, &mut template_options, &mut draft, &mut config, &send),
+                Command::Generate { id, prompt, params, cancel, model, .. } => admit(&mut pool, model.as_deref(), id, prompt, params, cancel, &send),
+                cmd => control(cmd, &mut pool, &mut template_options, &mut draft, &mut config, &send),
             }
         }
-        let Some(s) = session.as_mut() else { continue };
-        if batch.is_empty() {
-            continue;
+        for r in pool.models.iter_mut().filter(|r| !r.batch.is_empty()) {
+            step(r, &send);
         }
-        for o in batch.step(s) {
+        steps += 1;
+        if steps % 32 == 0 {
+            send(Event::Memory(MemoryStats::now()));
+        }
+    }
+}
+
+/// Rows left in the batch of the model a generation names (interactive
+/// ones may take one past the limit); a model not held has room (the
+/// request fails at once).
+fn room(pool: &Pool, cmd: &Command, limit: usize) -> isize {
+    let Command::Generate { model, interactive, .. } = cmd else { return 1 };
+    match pool.find(model.as_deref()) {
+        Some(i) => (limit + *interactive as usize) as isize - pool.models[i].batch.len() as isize,
+        None => 1,
+    }
+}
+
+/// One decode step of a model's batch, its outputs sent as events.
+fn step(r: &mut Resident, send: &dyn Fn(Event)) {
+    {
+        for o in r.batch.step(&mut r.session) {
             match o {
                 Out::Text { id, text, parts, logprobs } => send(Event::Token { id, text, parts, logprobs }),
                 Out::Done { id, stats, .. } => {
@@ -254,29 +279,18 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
                 }
             }
         }
-        steps += 1;
-        if steps % 32 == 0 {
-            send(Event::Memory(MemoryStats::now()));
-        }
     }
 }
 
 /// Renders a request's prompt and adds it to the batch; a request that
 /// cannot run (no model, a template error, a prompt too long, bad
 /// parameters) gets its error at once and the batch goes on without it.
-fn admit(
-    session: &mut Option<Session>,
-    batch: &mut Batch,
-    id: RequestId,
-    prompt: Prompt,
-    params: GenerateParams,
-    cancel: Arc<AtomicBool>,
-    send: &dyn Fn(Event),
-) {
-    let Some(s) = session.as_mut() else {
-        send(Event::Error { id: Some(id), error: EngineError::from(&Error::NoModel) });
+fn admit(pool: &mut Pool, model: Option<&std::path::Path>, id: RequestId, prompt: Prompt, params: GenerateParams, cancel: Arc<AtomicBool>, send: &dyn Fn(Event)) {
+    let Some(i) = pool.find(model) else {
+        send(Event::Error { id: Some(id), error: EngineError::from(&not_held(model)) });
         return;
     };
+    let Resident { session: s, batch, .. } = &mut pool.models[i];
     if cancel.load(Ordering::Relaxed) {
         send(Event::Finished { id, stats: GenerationStats { finish_reason: Some(FinishReason::Cancelled), ..Default::default() } });
         return;
@@ -333,20 +347,32 @@ fn admit(
     }
 }
 
-/// Drops the loaded model and gives its memory back: MLX's buffer cache, then
-/// what the allocator kept of it (`sys::return_freed_memory`).
-fn free_model(session: &mut Option<Session>) {
-    *session = None;
-    let _ = mlx_rs::memory::clear_cache();
-    crate::sys::return_freed_memory();
+/// The error for a request naming a model the engine does not hold.
+fn not_held(model: Option<&std::path::Path>) -> Error {
+    match model {
+        None => Error::NoModel,
+        Some(p) => Error::InvalidArgument(format!("{} is not loaded (it was unloaded before the request reached the engine)", p.display())),
+    }
 }
 
 /// The commands other than generations.
-fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut TemplateOptions, draft: &mut Option<(PathBuf, Precision)>, config: &mut EngineConfig, send: &dyn Fn(Event)) {
+fn control(cmd: Command, pool: &mut Pool, template_options: &mut TemplateOptions, draft: &mut Option<(PathBuf, Precision)>, config: &mut EngineConfig, send: &dyn Fn(Event)) {
     match cmd {
         Command::Shutdown | Command::Generate { .. } => {}
         Command::Load { path, precision, context_length } => {
-            free_model(session); // before loading the next
+            pool.drop_primary(); // before loading the next
+            // A model the server holds already becomes the primary as it is.
+            if let Some(i) = pool.find(Some(&path)) {
+                let r = &mut pool.models[i];
+                r.primary = true;
+                r.session.set_context_length(context_length.unwrap_or(r.session.context_length));
+                send(Event::LoadProgress { fraction: 1.0, message: "Ready".into() });
+                send(Event::Loaded(r.session.loaded.info.clone()));
+                if draft.is_some() {
+                    load_draft(&mut r.session, draft, send);
+                }
+                return;
+            }
             send(Event::LoadProgress { fraction: 0.0, message: format!("Reading {}", path.display()) });
             // Forward progress as it moves by a percent or more, not per tensor.
             let mut last = 0.0f32;
@@ -357,23 +383,46 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
                 }
             };
             match load::load_with_progress(&path, precision, &mut on_progress) {
-                Ok(mut loaded) => {
+                Ok(loaded) => {
                     send(Event::LoadProgress { fraction: 1.0, message: "Ready".into() });
-                    loaded.template.options = template_options.clone();
-                    let info = loaded.info.clone();
-                    let mut s = Session::new(loaded, context_length);
-                    s.config = config.clone();
-                    send(Event::Loaded(info));
+                    let mut s = new_session(loaded, context_length, template_options, config);
+                    send(Event::Loaded(s.loaded.info.clone()));
                     if draft.is_some() {
                         load_draft(&mut s, draft, send);
                     }
-                    *session = Some(s);
+                    pool.models.push(Resident { key: pool::key(&path), session: s, batch: Batch::default(), primary: true });
                     send(Event::Memory(MemoryStats::now()));
                 }
                 Err(e) => send(Event::LoadFailed(EngineError::from(&e))),
             }
         }
-        Command::CountTokens { id, prompt } => match session.as_mut().ok_or(Error::NoModel).and_then(|s| s.count_prompt(&prompt)) {
+        Command::Reside { path, precision, context_length } => {
+            if let Some(i) = pool.find(Some(&path)) {
+                send(Event::Resident { path, result: Ok(pool.models[i].session.loaded.info.clone()) });
+                return;
+            }
+            match load::load(&path, precision) {
+                Ok(loaded) => {
+                    let mut s = new_session(loaded, context_length, template_options, config);
+                    // A draft that cannot serve this model is no error here: it decodes without one.
+                    if let Some((d, p)) = draft.as_ref() {
+                        let _ = load::load(d, *p).and_then(|l| s.set_draft(Some(l)));
+                    }
+                    send(Event::Resident { path: path.clone(), result: Ok(s.loaded.info.clone()) });
+                    pool.models.push(Resident { key: pool::key(&path), session: s, batch: Batch::default(), primary: false });
+                    send(Event::Memory(MemoryStats::now()));
+                }
+                Err(e) => send(Event::Resident { path, result: Err(EngineError::from(&e)) }),
+            }
+        }
+        Command::Evict { path } => {
+            if let Some(i) = pool.find(Some(&path)).filter(|&i| !pool.models[i].primary) {
+                pool.remove(i);
+            }
+            send(Event::Evicted { path });
+            send(Event::Memory(MemoryStats::now()));
+        }
+        Command::CountTokens { id, prompt, model } => match pool.find(model.as_deref()).ok_or_else(|| not_held(model.as_deref())).and_then(|i| pool.models[i].session.count_prompt(&prompt)) {
             Ok(tokens) => {
                 send(Event::PromptReady { id, tokens, cached: 0 });
                 send(Event::Finished { id, stats: GenerationStats { prompt_tokens: tokens, ..Default::default() } });
@@ -381,41 +430,49 @@ fn control(cmd: Command, session: &mut Option<Session>, template_options: &mut T
             Err(e) => send(Event::Error { id: Some(id), error: EngineError::from(&e) }),
         },
         Command::Unload => {
-            free_model(session);
+            pool.drop_primary();
             send(Event::Unloaded);
             send(Event::Memory(MemoryStats::now()));
         }
         Command::SetKvBits(bits) => {
             config.kv_bits = if super::config::KV_BITS.contains(&bits) { bits } else { 0 };
-            if let Some(s) = session.as_mut() {
+            for s in pool.sessions() {
                 s.config.kv_bits = config.kv_bits;
                 s.reset_cache();
             }
         }
         Command::SetDraft(spec) => {
             *draft = spec;
-            if let Some(s) = session.as_mut() {
-                load_draft(s, draft, send);
+            if let Some(r) = pool.primary() {
+                load_draft(&mut r.session, draft, send);
                 send(Event::Memory(MemoryStats::now()));
             }
         }
         Command::SetContextLength(n) => {
-            if let Some(s) = session.as_mut() {
-                s.set_context_length(n);
+            if let Some(r) = pool.primary() {
+                r.session.set_context_length(n);
             }
         }
         Command::SetTemplateOptions(o) => {
-            if let Some(s) = session.as_mut() {
+            for s in pool.sessions() {
                 s.loaded.template.options = o.clone();
             }
             *template_options = o;
         }
         Command::ResetCache => {
-            if let Some(s) = session.as_mut() {
-                s.reset_cache();
+            if let Some(r) = pool.primary() {
+                r.session.reset_cache();
             }
         }
     }
+}
+
+/// A session on a model just loaded, with the engine's settings.
+fn new_session(mut loaded: load::LoadedModel, context_length: Option<usize>, template_options: &TemplateOptions, config: &EngineConfig) -> Session {
+    loaded.template.options = template_options.clone();
+    let mut s = Session::new(loaded, context_length);
+    s.config = config.clone();
+    s
 }
 
 /// Loads the draft model `spec` beside the session's model (or drops it);

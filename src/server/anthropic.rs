@@ -64,7 +64,7 @@ pub async fn messages(State(server): State<Arc<Server>>, body: Bytes) -> Result<
     let (msgs, context, _) = edit_context(&server, &req, &tools, &template, msgs).await?;
     let n = server.next_id();
     let job = server
-        .start(Some(&req.model), kind, |info| {
+        .start(Some(&req.model), None, kind, |info| {
             let mut params = req.params(&info.recommended)?;
             tools.apply(&mut template, &mut params)?;
             params.call_id_prefix = format!("toolu_{n:020}_");

@@ -1,18 +1,19 @@
 //! The server's end of the engine thread: one dispatcher thread reads the
-//! engine's events and routes each request's to the task serving it; model
-//! loads are awaited through a watch channel. Requests on the loaded model
-//! run at once, batched by the engine; a request for another model waits
-//! until they end (a read-write gate: generations read, loads write). Each
-//! has its own cancel flag, so a client that goes away stops its generation
-//! within one step.
+//! engine's events and routes each request's to the task serving it, and
+//! applies the engine's answers to the pool of models held (`pool`). Requests
+//! on a model held run at once, batched by the engine per model; a model not
+//! held is loaded beside the others (evicting idle ones under the memory
+//! budget). Each request has its own cancel flag, so a client that goes
+//! away stops its generation within one step.
 
 use crate::chat::params::{GenerateParams, GenerationStats, TokenLogprob};
 use crate::chat::reply::Part;
 use crate::engine::protocol::{EngineError, ErrorKind, MemoryStats};
 use crate::engine::{Command, EngineHandle, Event, Prompt};
 use crate::models::load::{ModelInfo, Precision};
+use super::pool::{self, Keep, Use};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
@@ -46,13 +47,18 @@ pub struct Bridge {
     /// Shared with the app's chat when the app runs the server.
     engine: Arc<EngineHandle>,
     routes: Routes,
+    /// The primary model's status (the app's chat model): what the app shows.
     status: watch::Receiver<ModelStatus>,
-    /// Held for the whole of a request: shared by generations on the loaded
-    /// model, exclusive for a load, so a model is never swapped under a
-    /// running request. Tokio's lock is fair: a waiting load holds back
-    /// the requests that come after it.
-    pub gate: Arc<tokio::sync::RwLock<()>>,
+    /// The models held for requests (`pool`).
+    pub(super) pool: pool::Shared,
+    /// Bumped at every change of the pool: an answer from the engine, a
+    /// request that ends.
+    changed: Arc<watch::Sender<u64>>,
+    /// One load or eviction at a time.
+    loading: tokio::sync::Mutex<()>,
     context_length: Option<usize>,
+    /// Bytes the models held may take (their files' sizes); None: no bound.
+    budget: Option<u64>,
     /// The engine's last memory report (after each load and reply).
     memory: Arc<Mutex<MemoryStats>>,
 }
@@ -66,17 +72,23 @@ impl Bridge {
         events: crossbeam_channel::Receiver<Event>,
         initial: ModelStatus,
         context_length: Option<usize>,
+        budget: Option<u64>,
     ) -> Arc<Self> {
         let routes: Routes = Arc::default();
+        let pool: pool::Shared = Arc::default();
+        if let ModelStatus::Loaded(info) = &initial {
+            pool::lock(&pool).primary_loaded((**info).clone());
+        }
         let (tx, rx) = watch::channel(initial);
+        let changed = Arc::new(watch::channel(0u64).0);
         let r = Arc::downgrade(&routes);
         let memory = Arc::new(Mutex::new(MemoryStats::default()));
-        let m = memory.clone();
+        let (m, p, c) = (memory.clone(), pool.clone(), changed.clone());
         std::thread::Builder::new()
             .name("hearth-server-events".into())
-            .spawn(move || dispatch(events, r, tx, m))
+            .spawn(move || dispatch(events, r, tx, m, p, c))
             .expect("spawning the server's event thread");
-        Arc::new(Bridge { engine, routes, status: rx, gate: Arc::default(), context_length, memory })
+        Arc::new(Bridge { engine, routes, status: rx, pool, changed, loading: Default::default(), context_length, budget, memory })
     }
 
     /// MLX's and the process's memory as the engine last reported them.
@@ -88,72 +100,134 @@ impl Bridge {
         self.status.borrow().clone()
     }
 
-    /// Loads `path` unless it is the model already loaded; waits for the
-    /// result. Callers hold `gate` for writing, so the load answered is this one.
-    pub async fn ensure_loaded(&self, path: &Path) -> Result<Box<ModelInfo>, String> {
-        if let Some(info) = self.loaded(path) {
-            return Ok(info);
-        }
-        let mut rx = self.status.clone();
-        rx.mark_unchanged();
-        self.engine.load(path, Precision::Auto, self.context_length);
-        loop {
-            if rx.changed().await.is_err() {
-                return Err("the engine stopped".into());
-            }
-            match rx.borrow_and_update().clone() {
-                ModelStatus::Loaded(info) => return Ok(info),
-                ModelStatus::Failed(error) => return Err(error),
-                ModelStatus::Crashed(e) => return Err(format!("the engine crashed: {e}")),
-                ModelStatus::Empty | ModelStatus::Loading => {}
-            }
-        }
+    /// The models held now, by path.
+    pub fn held(&self) -> Vec<(PathBuf, pool::Held)> {
+        pool::lock(&self.pool).held.iter().map(|(k, h)| (k.clone(), h.clone())).collect()
     }
 
-    /// The loaded model's details if it is `path`.
-    pub fn loaded(&self, path: &Path) -> Option<Box<ModelInfo>> {
+    fn crashed(&self) -> Option<String> {
         match self.status() {
-            ModelStatus::Loaded(info) if info.path.canonicalize().ok() == path.canonicalize().ok() => Some(info),
+            ModelStatus::Crashed(e) => Some(format!("the engine crashed: {e}")),
             _ => None,
         }
     }
 
-    /// Waits for a request's turn: shared when `path` is loaded, else
-    /// exclusive while it loads (then shared). Returns the guard and the
-    /// model's details or the load's error.
-    pub async fn enter(&self, path: &Path) -> (tokio::sync::OwnedRwLockReadGuard<()>, Result<Box<ModelInfo>, String>) {
-        let shared = self.gate.clone().read_owned().await;
-        if let Some(info) = self.loaded(path) {
-            return (shared, Ok(info));
+    /// A use of the model at `path` (`size` bytes on disk), loaded just in
+    /// time: held already, it is shared at once; else, under the load lock,
+    /// room is made within the budget and the engine holds it. `keep` sets
+    /// its idle time to live.
+    pub async fn enter(&self, path: &Path, size: u64, keep: Option<Keep>) -> Result<(Use, Box<ModelInfo>), String> {
+        let k = pool::key(path);
+        if let Some(u) = Use::take(&self.pool, &self.changed, &k, keep) {
+            return Ok(u);
         }
-        drop(shared);
-        let only = self.gate.clone().write_owned().await;
-        let r = self.ensure_loaded(path).await;
-        (only.downgrade(), r)
+        let _loading = self.loading.lock().await;
+        if let Some(u) = Use::take(&self.pool, &self.changed, &k, keep) {
+            return Ok(u);
+        }
+        self.make_room(size).await?;
+        let mut rx = self.changed.subscribe();
+        {
+            let mut st = pool::lock(&self.pool);
+            st.answers.remove(&k);
+            st.sizes.insert(k.clone(), size);
+        }
+        self.engine.send(Command::Reside { path: path.to_path_buf(), precision: Precision::Auto, context_length: self.context_length });
+        loop {
+            // (The lock is released before `take` locks again.)
+            let answer = pool::lock(&self.pool).answers.remove(&k);
+            if let Some(answer) = answer {
+                answer?;
+                // Taken under the load lock: nothing evicts it before.
+                return Use::take(&self.pool, &self.changed, &k, keep).ok_or_else(|| "the model was unloaded as it loaded".to_string());
+            }
+            if let Some(e) = self.crashed() {
+                return Err(e);
+            }
+            if rx.changed().await.is_err() {
+                return Err("the engine stopped".into());
+            }
+        }
     }
 
-    pub fn unload(&self) {
-        self.engine.send(Command::Unload);
+    /// Evicts idle models, least recently used first, until `size` more
+    /// bytes fit the budget; waits for requests to end when every model
+    /// that could go is in use. Caller holds the load lock.
+    async fn make_room(&self, size: u64) -> Result<(), String> {
+        let Some(budget) = self.budget else { return Ok(()) };
+        let mut rx = self.changed.subscribe();
+        loop {
+            let (total, idlest, busy) = {
+                let st = pool::lock(&self.pool);
+                (st.total(), st.idlest(), st.held.values().any(|h| !h.primary && h.in_flight > 0))
+            };
+            if total + size <= budget {
+                return Ok(());
+            }
+            match idlest {
+                Some(k) => self.evict(&k).await?,
+                // Only models in use could make room: wait for one to finish.
+                None if busy => {
+                    if rx.changed().await.is_err() {
+                        return Err("the engine stopped".into());
+                    }
+                }
+                // Nothing more can go (the app's model stays): load over the budget.
+                None => return Ok(()),
+            }
+        }
     }
 
-    /// Queues a generation; its updates arrive on the returned channel.
-    pub fn submit(&self, prompt: Prompt, params: GenerateParams) -> (mpsc::UnboundedReceiver<Update>, Arc<AtomicBool>) {
+    /// Has the engine drop a resident model and waits until it did.
+    async fn evict(&self, k: &Path) -> Result<(), String> {
+        let mut rx = self.changed.subscribe();
+        self.engine.send(Command::Evict { path: k.to_path_buf() });
+        while pool::lock(&self.pool).held.get(k).is_some_and(|h| !h.primary) {
+            if let Some(e) = self.crashed() {
+                return Err(e);
+            }
+            if rx.changed().await.is_err() {
+                return Err("the engine stopped".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Evicts the models whose idle time to live ran out (`default`: the
+    /// server's); returns their paths.
+    pub async fn expire(&self, default: Option<std::time::Duration>) -> Vec<PathBuf> {
+        let _loading = self.loading.lock().await;
+        let expired = pool::lock(&self.pool).expired(default);
+        let mut gone = Vec::new();
+        for k in expired {
+            // Still idle and expired now that the load lock is ours (the
+            // pool's own lock is released before the eviction awaits).
+            let still = pool::lock(&self.pool).expired(default).contains(&k);
+            if still && self.evict(&k).await.is_ok() {
+                gone.push(k);
+            }
+        }
+        gone
+    }
+
+    /// Queues a generation on `model`; its updates arrive on the returned channel.
+    pub fn submit(&self, prompt: Prompt, params: GenerateParams, model: &Path) -> (mpsc::UnboundedReceiver<Update>, Arc<AtomicBool>) {
         let (tx, rx) = mpsc::unbounded_channel();
         // The route exists before the engine can answer: the dispatcher waits on this lock.
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let (id, cancel) = self.engine.submit(prompt, params);
+        let (id, cancel) = self.engine.submit(prompt, params, Some(model.to_path_buf()));
         routes.insert(id, tx);
         (rx, cancel)
     }
 }
 
 impl Bridge {
-    /// Asks the engine to count `prompt`'s tokens; the answer arrives as
-    /// `Update::Started` on the returned channel.
-    pub fn count(&self, prompt: Prompt) -> mpsc::UnboundedReceiver<Update> {
+    /// Asks the engine to count `prompt`'s tokens on `model`; the answer
+    /// arrives as `Update::Started` on the returned channel.
+    pub fn count(&self, prompt: Prompt, model: &Path) -> mpsc::UnboundedReceiver<Update> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let id = self.engine.count_tokens(prompt);
+        let id = self.engine.count_tokens(prompt, Some(model.to_path_buf()));
         routes.insert(id, tx);
         rx
     }
@@ -188,6 +262,8 @@ fn dispatch(
     routes: std::sync::Weak<Mutex<HashMap<u64, mpsc::UnboundedSender<Update>>>>,
     status: watch::Sender<ModelStatus>,
     memory: Arc<Mutex<MemoryStats>>,
+    pool: pool::Shared,
+    changed: Arc<watch::Sender<u64>>,
 ) {
     loop {
         let ev = match events.recv_timeout(std::time::Duration::from_secs(1)) {
@@ -216,14 +292,18 @@ fn dispatch(
                 }
             }
             Event::Loaded(info) => {
+                pool::lock(&pool).primary_loaded(info.clone());
                 status.send_replace(ModelStatus::Loaded(Box::new(info)));
             }
             Event::LoadFailed(e) => {
                 status.send_replace(ModelStatus::Failed(e.message));
             }
             Event::Unloaded => {
+                pool::lock(&pool).primary_unloaded();
                 status.send_replace(ModelStatus::Empty);
             }
+            Event::Resident { path, result } => pool::lock(&pool).resident(&path, result),
+            Event::Evicted { path } => pool::lock(&pool).evicted(&path),
             Event::Crashed(msg) => {
                 let failed = EngineError { kind: ErrorKind::Compute, message: format!("the engine crashed: {msg}") };
                 for (_, tx) in routes.lock().unwrap_or_else(|e| e.into_inner()).drain() {
@@ -234,5 +314,6 @@ fn dispatch(
             Event::Memory(m) => *memory.lock().unwrap_or_else(|e| e.into_inner()) = m,
             Event::Error { id: None, .. } | Event::ContextTrimmed { .. } | Event::DraftLoaded(_) => {}
         }
+        changed.send_modify(|v| *v += 1);
     }
 }

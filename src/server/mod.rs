@@ -16,6 +16,7 @@ pub mod bridge;
 pub mod key;
 pub mod ollama;
 pub mod openai;
+pub mod pool;
 mod openai_request;
 pub mod responses;
 mod responses_request;
@@ -56,8 +57,15 @@ pub struct ServerConfig {
     /// The model served when a request names none (shown as its name).
     pub default_model: Option<PathBuf>,
     pub context_length: Option<usize>,
-    /// Unload the model after this long without requests (None: keep it).
+    /// Unload a model after this long without requests (None: keep it),
+    /// unless a request set its own time to live.
     pub idle_unload: Option<std::time::Duration>,
+    /// Bytes the models held at once may take (their files' sizes); a load
+    /// that would pass it evicts idle models first. None: no bound.
+    pub memory_budget: Option<u64>,
+    /// Names clients send (a "small, fast model" an agent asks for) and the
+    /// installed models they mean.
+    pub aliases: Vec<(String, String)>,
 }
 
 /// A model a request may name.
@@ -88,19 +96,17 @@ pub struct Server {
     config: ServerConfig,
     next: AtomicU64,
     log: Mutex<Vec<String>>,
-    /// When the last request ended (or started), for the idle unload.
-    last_active: Mutex<std::time::Instant>,
     /// Requests admitted and not yet finished (`Slot`s alive, or waiting for one).
     requests: Arc<std::sync::atomic::AtomicUsize>,
     /// The Responses API's stored responses (`previous_response_id`).
     pub(crate) responses: crate::store::responses::ResponseStore,
 }
 
-/// A request's turn on the engine: its share of the model gate (no load
+/// A request's turn on the engine: its use of the model (never evicted
 /// while it runs), and its place in the in-flight count; both end when the
 /// reply does (or the client leaves).
 pub struct Slot {
-    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
+    _use: pool::Use,
     _counted: Counted,
 }
 
@@ -144,13 +150,12 @@ impl Server {
     /// A server on `engine`, reading its `events`; `initial` is what the
     /// engine holds now.
     pub fn new(config: ServerConfig, engine: Arc<EngineHandle>, events: crossbeam_channel::Receiver<crate::engine::Event>, initial: bridge::ModelStatus) -> Arc<Self> {
-        let bridge = Bridge::new(engine, events, initial, config.context_length);
+        let bridge = Bridge::new(engine, events, initial, config.context_length, config.memory_budget);
         Arc::new(Server {
             bridge,
             config,
             next: AtomicU64::new(1),
             log: Mutex::new(Vec::new()),
-            last_active: Mutex::new(std::time::Instant::now()),
             requests: Arc::default(),
             responses: crate::store::responses::ResponseStore::in_data_dir(),
         })
@@ -206,27 +211,26 @@ impl Server {
     pub async fn start(
         &self,
         model: Option<&str>,
+        keep: Option<pool::Keep>,
         kind: &str,
         build: impl FnOnce(&crate::models::load::ModelInfo) -> Result<(crate::engine::Prompt, crate::chat::params::GenerateParams), ApiError>,
     ) -> Result<Job, ApiError> {
         let started = std::time::Instant::now();
-        let (model, queued, info, load_s) = self.enter(model).await?;
+        let (model, queued, info, load_s) = self.enter(model, keep).await?;
         let (prompt, params) = build(&info)?;
-        let (rx, cancel) = self.bridge.submit(prompt, params);
+        let (rx, cancel) = self.bridge.submit(prompt, params, &model.path);
         self.log(format!("{kind}: {}", model.id));
         Ok(Job { rx, queued, cancel: bridge::CancelOnDrop::new(cancel), model, info, load_s, started })
     }
 
     /// The model a request names, loaded (just in time) and held for the
     /// request (`Slot`), with how long its load took.
-    async fn enter(&self, model: Option<&str>) -> Result<(ServedModel, Slot, Box<crate::models::load::ModelInfo>, f64), ApiError> {
+    pub(crate) async fn enter(&self, model: Option<&str>, keep: Option<pool::Keep>) -> Result<(ServedModel, Slot, Box<crate::models::load::ModelInfo>, f64), ApiError> {
         let model = self.find_model(model)?;
-        self.touch();
         let counted = Counted::new(&self.requests);
         let t = std::time::Instant::now();
-        let (gate, info) = self.bridge.enter(&model.path).await;
-        let queued = Slot { _gate: gate, _counted: counted };
-        let info = info.map_err(ApiError::model_failed)?;
+        let (used, info) = self.bridge.enter(&model.path, model.size, keep).await.map_err(ApiError::model_failed)?;
+        let queued = Slot { _use: used, _counted: counted };
         Ok((model, queued, info, t.elapsed().as_secs_f64()))
     }
 
@@ -238,8 +242,8 @@ impl Server {
         kind: &str,
         build: impl FnOnce(&crate::models::load::ModelInfo) -> Result<crate::engine::Prompt, ApiError>,
     ) -> Result<usize, ApiError> {
-        let (model, _queued, info, _) = self.enter(model).await?;
-        let mut rx = self.bridge.count(build(&info)?);
+        let (model, _queued, info, _) = self.enter(model, None).await?;
+        let mut rx = self.bridge.count(build(&info)?, &model.path);
         self.log(format!("{kind}: {}", model.id));
         loop {
             match rx.recv().await {
@@ -251,29 +255,25 @@ impl Server {
         }
     }
 
-    fn touch(&self) {
-        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
-    }
-
-    /// Unloads the model once no request has run for the idle time: checked
-    /// every second, never while a request holds the queue.
-    async fn idle_unloader(self: Arc<Self>, idle: std::time::Duration) {
+    /// Unloads the models whose idle time to live ran out (a request's, or
+    /// `idle`, the server's default), checked every second; a model a
+    /// request is using never goes.
+    async fn expirer(self: Arc<Self>, idle: Option<std::time::Duration>) {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            let Ok(_queued) = self.bridge.gate.clone().try_write_owned() else {
-                self.touch(); // busy: the idle time starts when it ends
-                continue;
-            };
-            let quiet = self.last_active.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-            if quiet >= idle && matches!(self.bridge.status(), bridge::ModelStatus::Loaded(_)) {
-                self.bridge.unload();
-                self.log(format!("unloaded the model after {} s without requests", quiet.as_secs()));
-                // Wait for the engine to say so before checking again.
-                while matches!(self.bridge.status(), bridge::ModelStatus::Loaded(_)) {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+            for k in self.bridge.expire(idle).await {
+                self.log(format!("unloaded {} after its idle time", k.display()));
             }
         }
+    }
+
+    pub fn aliases(&self) -> &[(String, String)] {
+        &self.config.aliases
+    }
+
+    /// How long an idle model stays unless a request said otherwise.
+    pub fn default_keep(&self) -> Option<pool::Keep> {
+        self.config.idle_unload.map(pool::Keep::For)
     }
 
     /// The model a request names (exactly, or ignoring case), or the default.
@@ -281,6 +281,8 @@ impl Server {
         let all = self.models();
         // Ollama clients add a tag; Hearth's models have none.
         let name = name.map(|n| n.strip_suffix(":latest").unwrap_or(n));
+        // An alias names the model it stands for.
+        let name = name.map(|n| self.config.aliases.iter().find(|(a, _)| a == n || a.eq_ignore_ascii_case(n)).map_or(n, |(_, m)| m.as_str()));
         let found = match name.filter(|n| !n.is_empty()) {
             None => all.first().cloned(),
             Some(n) => all.iter().find(|m| m.id == n).or_else(|| all.iter().find(|m| m.id.eq_ignore_ascii_case(n))).cloned(),
@@ -381,9 +383,7 @@ pub fn run(config: ServerConfig, engine: EngineHandle, on_ready: impl FnOnce(Soc
         let idle = config.idle_unload;
         let events = engine.events.clone();
         let server = Server::new(config, Arc::new(engine), events, bridge::ModelStatus::Empty);
-        if let Some(idle) = idle {
-            tokio::spawn(server.clone().idle_unloader(idle));
-        }
+        tokio::spawn(server.clone().expirer(idle));
         on_ready(bound);
         axum::serve(listener, router(server)).await.map_err(|e| crate::Error::InvalidArgument(format!("server stopped: {e}")))
     })
@@ -433,6 +433,7 @@ pub fn spawn(config: ServerConfig, engine: Arc<EngineHandle>, initial: bridge::M
         .spawn(move || {
             rt.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
+                tokio::spawn(s.clone().expirer(s.config.idle_unload));
                 let serve = axum::serve(listener, router(s));
                 tokio::select! {
                     _ = serve => {}

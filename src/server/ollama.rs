@@ -69,17 +69,30 @@ pub async fn tags(State(server): State<Arc<Server>>) -> Json<Value> {
     Json(json!({"models": models}))
 }
 
-/// The loaded model, if any (Ollama's running models).
+/// The models held (Ollama's running models): each with its size, when it
+/// unloads if it stays idle (`expires_at`), and Hearth's figures: requests
+/// using it, when it was loaded, whether it is the app's chat model.
 pub async fn ps(State(server): State<Arc<Server>>) -> Json<Value> {
-    let loaded = match server.bridge.status() {
-        super::bridge::ModelStatus::Loaded(info) => server.models().into_iter().find(|m| {
-            m.path.canonicalize().ok() == info.path.canonicalize().ok()
-        }),
-        _ => None,
-    };
-    let models: Vec<Value> = loaded
+    let installed = server.models();
+    let mut held = server.bridge.held();
+    held.sort_by(|a, b| a.0.cmp(&b.0));
+    let models: Vec<Value> = held
         .iter()
-        .map(|m| json!({"name": m.id, "model": m.id, "size": m.size, "details": details(m)}))
+        .map(|(k, h)| {
+            let m = installed.iter().find(|m| &super::pool::key(&m.path) == k);
+            let name = m.map_or_else(|| crate::models::load::display_name(&h.info.path), |m| m.id.clone());
+            let idle = h.keep.or(server.default_keep());
+            let expires = match idle {
+                Some(super::pool::Keep::For(t)) if !h.primary => {
+                    let left = t.saturating_sub(h.last_used.elapsed()).as_secs();
+                    json!(rfc3339(super::now_secs() + if h.in_flight > 0 { t.as_secs() } else { left }))
+                }
+                _ => Value::Null,
+            };
+            json!({"name": name, "model": name, "size": h.size, "size_vram": h.size, "expires_at": expires,
+                   "details": m.map(details).unwrap_or(json!({})),
+                   "hearth": {"in_flight": h.in_flight, "loaded_at_ms": h.loaded_at_ms, "chat_model": h.primary}})
+        })
         .collect();
     // Hearth's own figures beside Ollama's fields (clients ignore what they
     // do not know): what the soak benchmark and a watchful user read.
@@ -175,6 +188,9 @@ pub struct ChatRequest {
     /// Ollama's thinking switch: true/false, or an effort for gpt-oss.
     #[serde(default)]
     think: Option<Value>,
+    /// How long the model stays loaded idle after this request.
+    #[serde(default)]
+    keep_alive: Value,
 }
 
 /// Ollama's `think` as template variables.
@@ -206,6 +222,8 @@ pub struct GenerateRequest {
     options: Map<String, Value>,
     #[serde(default)]
     format: Option<Value>,
+    #[serde(default)]
+    keep_alive: Value,
 }
 
 /// Ollama's `format`: "json" (any JSON object) or a JSON schema.
@@ -221,6 +239,7 @@ fn format_constraint(format: &Option<Value>) -> Result<Option<OutputConstraint>,
 
 pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Response, OllamaError> {
     let req: ChatRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad chat request: {e}")))?;
+    let keep = super::pool::Keep::from_ollama(&req.keep_alive).map_err(ApiError::bad_request)?;
     let tools = ToolRequest::new(req.tools.as_ref(), ToolChoice::Auto)?;
     let constraint = format_constraint(&req.format)?;
     let mut messages = Vec::new();
@@ -245,9 +264,7 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
     }
     if messages.is_empty() {
         // Ollama loads the model and answers done for an empty chat.
-        let m = server.find_model(Some(&req.model))?;
-        let (_gate, loaded) = server.bridge.enter(&m.path).await;
-        loaded.map_err(ApiError::model_failed)?;
+        let (m, _used, _, _) = server.enter(Some(&req.model), keep).await?;
         return Ok(Json(json!({"model": m.id, "created_at": rfc3339(super::now_secs()),
                                "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true}))
         .into_response());
@@ -256,7 +273,7 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
     let mut template = think_options(&req.think)?;
     let n = server.next_id();
     let job = server
-        .start(Some(&req.model), "ollama chat", |info| {
+        .start(Some(&req.model), keep, "ollama chat", |info| {
             let mut p = params(&options, &info.recommended)?;
             p.constraint = constraint;
             tools.apply(&mut template, &mut p)?;
@@ -279,6 +296,15 @@ pub async fn chat(State(server): State<Arc<Server>>, body: Bytes) -> Result<Resp
 
 pub async fn generate(State(server): State<Arc<Server>>, body: Bytes) -> Result<Response, OllamaError> {
     let req: GenerateRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad generate request: {e}")))?;
+    let keep = super::pool::Keep::from_ollama(&req.keep_alive).map_err(ApiError::bad_request)?;
+    if req.prompt.is_empty() && req.system.is_none() {
+        // Ollama's way to load a model (and, with keep_alive 0, to unload it).
+        let (m, _used, _, _) = server.enter(Some(&req.model), keep).await?;
+        let unload = keep == Some(super::pool::Keep::For(std::time::Duration::ZERO));
+        return Ok(Json(json!({"model": m.id, "created_at": rfc3339(super::now_secs()), "response": "", "done": true,
+                               "done_reason": if unload { "unload" } else { "load" }}))
+        .into_response());
+    }
     let constraint = format_constraint(&req.format)?;
     let prompt = if req.raw {
         Prompt::Raw(req.prompt.clone())
@@ -292,7 +318,7 @@ pub async fn generate(State(server): State<Arc<Server>>, body: Bytes) -> Result<
     };
     let options = req.options.clone();
     let job = server
-        .start(Some(&req.model), "ollama generate", |info| {
+        .start(Some(&req.model), keep, "ollama generate", |info| {
             let mut p = params(&options, &info.recommended)?;
             p.constraint = constraint;
             Ok((prompt, p))

@@ -21,12 +21,18 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// Installed models (and aliases, as the models they name); `loaded` says
+/// which are held now, as LM Studio's `state` does.
 pub async fn models(State(server): State<Arc<Server>>) -> Json<Value> {
-    let data: Vec<Value> = server
+    let held: Vec<_> = server.bridge.held().into_iter().map(|(k, _)| k).collect();
+    let mut data: Vec<Value> = server
         .models()
         .into_iter()
-        .map(|m| json!({"id": m.id, "object": "model", "created": 0, "owned_by": "hearth"}))
+        .map(|m| json!({"id": m.id, "object": "model", "created": 0, "owned_by": "hearth", "loaded": held.contains(&super::pool::key(&m.path))}))
         .collect();
+    for (alias, target) in server.aliases() {
+        data.push(json!({"id": alias, "object": "model", "created": 0, "owned_by": "hearth", "alias_of": target}));
+    }
     Json(json!({"object": "list", "data": data}))
 }
 
@@ -67,7 +73,7 @@ pub async fn chat_completions(State(server): State<Arc<Server>>, body: axum::bod
     let kind = if req.stream { "chat.completions stream" } else { "chat.completions" };
     let n = server.next_id();
     let job = server
-        .start(req.model.as_deref(), kind, |info| {
+        .start(req.model.as_deref(), req.keep(), kind, |info| {
             let mut params = req.params(&info.recommended)?;
             tools.apply(&mut options, &mut params)?;
             params.call_id_prefix = format!("call_{n}_");
@@ -97,7 +103,7 @@ pub async fn completions(State(server): State<Arc<Server>>, body: axum::body::By
     let req: ChatRequest = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("the request is not a completion: {e}")))?;
     req.check()?;
     let kind = if req.stream { "completions stream" } else { "completions" };
-    let job = server.start(req.model.as_deref(), kind, |info| Ok((Prompt::Raw(prompt), req.params(&info.recommended)?))).await?;
+    let job = server.start(req.model.as_deref(), req.keep(), kind, |info| Ok((Prompt::Raw(prompt), req.params(&info.recommended)?))).await?;
     let reply = Reply::new(Shape::Text, format!("cmpl-{}", server.next_id()));
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok(if req.stream { reply.stream(job, include_usage) } else { reply.whole(job).await })

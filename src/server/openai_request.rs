@@ -65,6 +65,10 @@ pub struct ChatRequest {
     tools: Option<Value>,
     #[serde(default)]
     tool_choice: Option<Value>,
+    /// Seconds the model may stay loaded idle after this request (LM
+    /// Studio's `ttl`; negative: for good).
+    #[serde(default)]
+    ttl: Option<f64>,
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -123,6 +127,11 @@ impl ChatRequest {
             return Err(ApiError::bad_request("messages is empty"));
         }
         Ok(())
+    }
+
+    /// The model's idle time to live this request sets.
+    pub(super) fn keep(&self) -> Option<super::pool::Keep> {
+        self.ttl.map(super::pool::Keep::seconds)
     }
 
     pub(super) fn messages(&self) -> Result<Vec<Message>, ApiError> {

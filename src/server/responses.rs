@@ -71,7 +71,7 @@ pub async fn create(State(server): State<Arc<Server>>, body: axum::body::Bytes) 
     let n = server.next_id();
     let mut sampling = (0.0, 1.0);
     let job = server
-        .start(model_name.as_deref(), kind, |info| {
+        .start(model_name.as_deref(), req.keep(), kind, |info| {
             let mut params = req.params(&info.recommended)?;
             tools.apply(&mut options, &mut params)?;
             params.call_id_prefix = format!("call_{n}_");

@@ -64,6 +64,9 @@ pub struct ResponsesRequest {
     /// "auto" (drop the oldest turns to fit, as Hearth always does) or "disabled".
     #[serde(default)]
     pub(super) truncation: Option<String>,
+    /// Seconds the model may stay loaded idle after this request (as LM Studio's `ttl`).
+    #[serde(default)]
+    ttl: Option<f64>,
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -89,6 +92,10 @@ impl ResponsesRequest {
             return Err(ApiError::bad_request(format!("truncation '{t}' is not auto or disabled")));
         }
         Ok(())
+    }
+
+    pub(super) fn keep(&self) -> Option<super::pool::Keep> {
+        self.ttl.map(super::pool::Keep::seconds)
     }
 
     /// Whether the response is kept for `previous_response_id` and retrieval

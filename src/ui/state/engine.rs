@@ -120,6 +120,8 @@ impl AppState {
             )),
             // The live stats show the prompt's length once the reply is done.
             Event::PromptReady { .. } => {}
+            // The local server's other models: the chat's is the primary.
+            Event::Resident { .. } | Event::Evicted { .. } => {}
             Event::Token { id, parts, .. } => self.on_token(id, parts),
             Event::Finished { id, stats } => {
                 if let Some(s) = self.chat.streaming.take_if(|s| s.request == id) {

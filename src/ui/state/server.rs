@@ -41,6 +41,8 @@ impl AppState {
             context_length: Some(self.settings.context_length),
             // The chat keeps its model: the app never unloads on its own.
             idle_unload: None,
+            memory_budget: None,
+            aliases: Vec::new(),
         };
         let initial = match &self.engine.model {
             ModelState::Ready(info) => ModelStatus::Loaded(Box::new(info.clone())),
