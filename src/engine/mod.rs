@@ -15,6 +15,7 @@ mod speculate;
 pub mod constraint;
 pub mod draft;
 pub mod eval;
+mod control;
 mod merged;
 mod pool;
 pub mod step;
