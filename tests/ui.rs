@@ -636,6 +636,7 @@ fn the_local_server_switch_serves_other_apps_beside_the_chat() {
     let mut state = AppState::with_hub(dir.path(), hub_config(dir.path(), "http://127.0.0.1:9"));
     // Any free port (the setting's default 8768 may be taken on a test machine).
     state.settings.server.port = 0;
+    state.settings.server.aliases = vec![("fast".into(), "SmolLM2-135M-Instruct.Q4_1".into())];
     let mut h = harness_with(state, [1100.0, 720.0]);
     wait_ready(&mut h);
     assert!(h.state().state.server.running.is_none(), "off until the user turns it on");
@@ -652,7 +653,9 @@ fn the_local_server_switch_serves_other_apps_beside_the_chat() {
     // time, on the one engine: the window keeps drawing frames (every
     // `step_until` below is a frame) and everyone gets their own answer.
     let body = r#"{"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0, "max_tokens": 24}"#;
-    let clients: Vec<_> = (0..4).map(|_| http(addr, "POST", "/v1/chat/completions", body)).collect();
+    // One client names the model by an alias the settings define.
+    let aliased = body.replace("{\"messages\"", "{\"model\": \"fast\", \"messages\"");
+    let clients: Vec<_> = (0..4).map(|i| http(addr, "POST", "/v1/chat/completions", if i == 0 { &aliased } else { body })).collect();
     h.get_by_label("Chat").click();
     h.step();
     ask(&mut h, "What is the capital of France?");
@@ -673,8 +676,10 @@ fn the_local_server_switch_serves_other_apps_beside_the_chat() {
     h.get_by_label("Server").click();
     h.step();
     let logged = h.query_all_by_label_contains("chat.completions: SmolLM2-135M-Instruct.Q4_1").count();
-    assert_eq!(logged, 4, "the log shows each request");
+    assert_eq!(logged, 4, "the log shows each request (the alias as the model it names)");
     assert!(h.query_by_label("Requests in flight: 0").is_some());
+    // The server shared the chat's model: one instance, listed as the chat's.
+    assert_eq!(h.query_all_by_label_contains("the chat's): 0 request(s)").count(), 1);
 
     // Other devices only with a key: without one the server stays off and says why.
     h.get_by_label("Allow other devices on the network (they must send the API key)").click();

@@ -52,12 +52,30 @@ pub struct ServerSettings {
     pub enabled: bool,
     pub port: u16,
     pub lan: bool,
+    /// Megabytes the models the server holds at once may take (0: no bound).
+    pub memory_budget_mb: u64,
+    /// Minutes a model other than the chat's stays loaded without requests (0: for good).
+    pub idle_unload_min: u64,
+    /// Names clients send and the installed models they mean.
+    pub aliases: Vec<(String, String)>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings { enabled: false, port: 8768, lan: false }
+        ServerSettings { enabled: false, port: 8768, lan: false, memory_budget_mb: 0, idle_unload_min: 0, aliases: Vec::new() }
     }
+}
+
+/// Aliases as the server panel edits them: one `name = model` a line.
+pub fn parse_aliases(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once('=') {
+            Some((a, m)) if !a.trim().is_empty() && !m.trim().is_empty() => Ok((a.trim().to_string(), m.trim().to_string())),
+            _ => Err(format!("'{l}' is not name = model")),
+        })
+        .collect()
 }
 
 impl Default for Settings {

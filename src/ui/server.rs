@@ -1,7 +1,8 @@
 //! The Local server panel: turn the API server on or off, its port, whether
 //! other devices may reach it (only with the API key), the key itself
-//! (masked, copyable, regenerated on demand), the address clients use, the
-//! requests in flight and the server's log.
+//! (masked, copyable, regenerated on demand), the memory its models may
+//! take, how long idle ones stay, model aliases, the address clients use,
+//! the models loaded, the requests in flight and the server's log.
 
 use super::state::AppState;
 use egui::{RichText, Ui};
@@ -10,6 +11,9 @@ use egui::{RichText, Ui};
 pub struct ServerPanel {
     /// The saved key, masked; read from disk when the panel first shows.
     key_shown: Option<Option<String>>,
+    /// The aliases being edited (`name = model` lines), and what is wrong with them.
+    aliases: Option<String>,
+    alias_error: Option<String>,
 }
 
 impl ServerPanel {
@@ -59,7 +63,35 @@ impl ServerPanel {
                 }
             });
             ui.end_row();
+            ui.label("Memory for models");
+            let r = ui.add(egui::DragValue::new(&mut state.settings.server.memory_budget_mb).range(0..=1 << 24).suffix(" MB"))
+                .on_hover_text("Models the server loads for requests share this (0: no bound); the least recently used idle one goes first");
+            restart |= r.lost_focus() || r.drag_stopped();
+            ui.end_row();
+            ui.label("Unload idle models after");
+            let r = ui.add(egui::DragValue::new(&mut state.settings.server.idle_unload_min).range(0..=10_000).suffix(" min"))
+                .on_hover_text("Models other than the chat's, without requests this long (0: keep them)");
+            restart |= r.lost_focus() || r.drag_stopped();
+            ui.end_row();
+            ui.label("Model aliases");
+            let text = self.aliases.get_or_insert_with(|| state.settings.server.aliases.iter().map(|(a, m)| format!("{a} = {m}\n")).collect());
+            let r = ui.add(egui::TextEdit::multiline(text).desired_rows(2).hint_text("fast = SmolLM2-135M-Instruct.Q4_1"))
+                .on_hover_text("Names clients send (one 'name = model' a line) and the installed models they mean");
+            if r.lost_focus() {
+                match crate::store::settings::parse_aliases(text) {
+                    Ok(a) => {
+                        self.alias_error = None;
+                        restart |= a != state.settings.server.aliases;
+                        state.settings.server.aliases = a;
+                    }
+                    Err(e) => self.alias_error = Some(e),
+                }
+            }
+            ui.end_row();
         });
+        if let Some(e) = &self.alias_error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
         if restart {
             state.save_settings();
             if state.settings.server.enabled {
@@ -89,6 +121,17 @@ impl ServerPanel {
         });
         let in_flight = running.server.requests_in_flight();
         ui.label(format!("Requests in flight: {in_flight}"));
+        ui.label(RichText::new("Models loaded").strong());
+        let mut held = running.server.bridge.held();
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, h) in &held {
+            let name = crate::models::load::display_name(&h.info.path);
+            let role = if h.primary { ", the chat's" } else { "" };
+            ui.label(format!("{name} ({}{role}): {} request(s)", crate::units::bytes(h.size), h.in_flight));
+        }
+        if held.is_empty() {
+            ui.label("None.");
+        }
         if in_flight > 0 {
             // The count changes without an engine event when a request ends.
             ui.ctx().request_repaint_after(std::time::Duration::from_millis(250));

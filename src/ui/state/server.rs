@@ -39,10 +39,11 @@ impl AppState {
             hf_cache: Some(self.downloads.hub.cache_dir.clone()),
             default_model: self.settings.last_model.clone(),
             context_length: Some(self.settings.context_length),
-            // The chat keeps its model: the app never unloads on its own.
-            idle_unload: None,
-            memory_budget: None,
-            aliases: Vec::new(),
+            // The chat's own model is never unloaded here; others the server
+            // loaded go after their idle time.
+            idle_unload: Some(s.idle_unload_min).filter(|m| *m > 0).map(|m| std::time::Duration::from_secs(m * 60)),
+            memory_budget: Some(s.memory_budget_mb).filter(|m| *m > 0).map(|m| m << 20),
+            aliases: s.aliases.clone(),
         };
         let initial = match &self.engine.model {
             ModelState::Ready(info) => ModelStatus::Loaded(Box::new(info.clone())),
