@@ -281,6 +281,8 @@ fn dispatch(
                 r.remove(&id);
             }
         };
+        // What loads and evictions wait on (not every token).
+        let pool_event = matches!(ev, Event::Loaded(_) | Event::Unloaded | Event::Resident { .. } | Event::Evicted { .. } | Event::Crashed(_));
         match ev {
             Event::PromptReady { id, tokens, cached } => route(id, Update::Started(tokens, cached), false),
             Event::Token { id, parts, logprobs, .. } => route(id, Update::Reply(parts, logprobs), false),
@@ -314,6 +316,8 @@ fn dispatch(
             Event::Memory(m) => *memory.lock().unwrap_or_else(|e| e.into_inner()) = m,
             Event::Error { id: None, .. } | Event::ContextTrimmed { .. } | Event::DraftLoaded(_) => {}
         }
-        changed.send_modify(|v| *v += 1);
+        if pool_event {
+            changed.send_modify(|v| *v += 1);
+        }
     }
 }
