@@ -63,6 +63,15 @@ pub struct RecommendedSampling {
 }
 
 impl RecommendedSampling {
+    /// The defaults with these recommendations, then a request's own
+    /// temperature and top-p over them (every API dialect starts here).
+    pub fn with_request(&self, temperature: Option<f32>, top_p: Option<f32>) -> SamplingParams {
+        let mut s = self.apply(&SamplingParams::default());
+        s.temperature = temperature.unwrap_or(s.temperature);
+        s.top_p = top_p.unwrap_or(s.top_p);
+        s
+    }
+
     /// From generation_config.json. Values outside the valid ranges are ignored.
     pub fn from_generation_config(v: &serde_json::Value) -> Self {
         let f = |k: &str| v[k].as_f64().map(|x| x as f32).filter(|x| x.is_finite());

@@ -6,7 +6,7 @@
 
 use super::tools::{ToolChoice, ToolRequest};
 use super::ApiError;
-use crate::chat::params::{GenerateParams, OutputConstraint, SamplingParams};
+use crate::chat::params::{GenerateParams, OutputConstraint};
 use crate::chat::template::TemplateOptions;
 use crate::chat::tool_prompt::ToolSpec;
 use crate::chat::tools::ToolCall;
@@ -226,13 +226,7 @@ impl MessagesRequest {
     }
 
     pub(super) fn params(&self, recommended: &crate::chat::params::RecommendedSampling) -> Result<GenerateParams, ApiError> {
-        let mut s = recommended.apply(&SamplingParams::default());
-        if let Some(t) = self.temperature {
-            s.temperature = t;
-        }
-        if let Some(p) = self.top_p {
-            s.top_p = p;
-        }
+        let mut s = recommended.with_request(self.temperature, self.top_p);
         if let Some(k) = self.top_k {
             s.top_k = k;
         }

@@ -6,7 +6,7 @@
 use super::tools::ToolRequest;
 use super::ApiError;
 use crate::chat::tools::ToolCall;
-use crate::chat::params::{GenerateParams, OutputConstraint, SamplingParams, DEFAULT_MAX_TOKENS, MAX_TOP_LOGPROBS};
+use crate::chat::params::{GenerateParams, OutputConstraint, DEFAULT_MAX_TOKENS, MAX_TOP_LOGPROBS};
 use crate::chat::template::TemplateOptions;
 use crate::chat::{Message, Role};
 use serde::Deserialize;
@@ -234,13 +234,7 @@ impl ChatRequest {
     }
 
     pub(super) fn params(&self, recommended: &crate::chat::params::RecommendedSampling) -> Result<GenerateParams, ApiError> {
-        let mut sampling = recommended.apply(&SamplingParams::default());
-        if let Some(t) = self.temperature {
-            sampling.temperature = t;
-        }
-        if let Some(p) = self.top_p {
-            sampling.top_p = p;
-        }
+        let mut sampling = recommended.with_request(self.temperature, self.top_p);
         sampling.seed = self.seed.or(sampling.seed);
         if let Some(p) = self.presence_penalty {
             sampling.presence_penalty = p;

@@ -6,7 +6,7 @@
 
 use super::tools::{ToolChoice, ToolRequest};
 use super::ApiError;
-use crate::chat::params::{GenerateParams, OutputConstraint, ReasoningEffort, SamplingParams, DEFAULT_MAX_TOKENS, MAX_TOP_LOGPROBS};
+use crate::chat::params::{GenerateParams, OutputConstraint, ReasoningEffort, DEFAULT_MAX_TOKENS, MAX_TOP_LOGPROBS};
 use crate::chat::template::TemplateOptions;
 use crate::chat::tool_prompt::ToolSpec;
 use crate::chat::tools::ToolCall;
@@ -174,13 +174,7 @@ impl ResponsesRequest {
     }
 
     pub(super) fn params(&self, recommended: &crate::chat::params::RecommendedSampling) -> Result<GenerateParams, ApiError> {
-        let mut sampling = recommended.apply(&SamplingParams::default());
-        if let Some(t) = self.temperature {
-            sampling.temperature = t;
-        }
-        if let Some(p) = self.top_p {
-            sampling.top_p = p;
-        }
+        let sampling = recommended.with_request(self.temperature, self.top_p);
         sampling.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
         let max = self.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS as u64);
         if max == 0 || max > 1 << 20 {
