@@ -58,7 +58,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         default_model,
         context_length,
         idle_unload: Some(idle_unload).filter(|s| *s > 0).map(std::time::Duration::from_secs),
-        memory_budget: memory_budget_mb.map(|mb| mb << 20),
+        memory_budget: memory_budget_mb.map(|mb| mb.saturating_mul(1 << 20)),
         aliases,
     };
     let engine = EngineHandle::spawn();

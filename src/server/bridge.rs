@@ -178,9 +178,13 @@ impl Bridge {
         }
     }
 
-    /// Has the engine drop a resident model and waits until it did.
+    /// Has the engine drop a resident model and waits until it did; nothing
+    /// if a request started on it meanwhile. Caller holds the load lock.
     async fn evict(&self, k: &Path) -> Result<(), String> {
         let mut rx = self.changed.subscribe();
+        if !pool::lock(&self.pool).start_evicting(k) {
+            return Ok(());
+        }
         self.engine.send(Command::Evict { path: k.to_path_buf() });
         while pool::lock(&self.pool).held.get(k).is_some_and(|h| !h.primary) {
             if let Some(e) = self.crashed() {
@@ -208,6 +212,23 @@ impl Bridge {
             }
         }
         gone
+    }
+
+    /// Drops the models the server loaded (the app's chat model stays): a
+    /// server that stops gives their memory back.
+    pub fn release_all(&self) {
+        for k in pool::lock(&self.pool).residents() {
+            self.engine.send(Command::Evict { path: k });
+        }
+    }
+
+    /// A request to unload `path` now (Ollama's `keep_alive: 0` with no
+    /// prompt): it goes at the next expiry check if it is idle; one not held
+    /// is not loaded for it.
+    pub fn unload_soon(&self, path: &Path) {
+        if let Some(h) = pool::lock(&self.pool).held.get_mut(&pool::key(path)) {
+            h.keep = Some(Keep::For(std::time::Duration::ZERO));
+        }
     }
 
     /// Queues a generation on `model`; its updates arrive on the returned channel.
@@ -282,13 +303,18 @@ fn dispatch(
             }
         };
         // What loads and evictions wait on (not every token).
-        let pool_event = matches!(ev, Event::Loaded(_) | Event::Unloaded | Event::Resident { .. } | Event::Evicted { .. } | Event::Crashed(_));
+        let pool_event = matches!(
+            ev,
+            Event::LoadProgress { .. } | Event::Loaded(_) | Event::LoadFailed(_) | Event::Unloaded | Event::Resident { .. } | Event::Evicted { .. } | Event::Crashed(_)
+        );
         match ev {
             Event::PromptReady { id, tokens, cached } => route(id, Update::Started(tokens, cached), false),
             Event::Token { id, parts, logprobs, .. } => route(id, Update::Reply(parts, logprobs), false),
             Event::Finished { id, stats } => route(id, Update::Done(stats), true),
             Event::Error { id: Some(id), error } => route(id, Update::Failed(error), true),
             Event::LoadProgress { .. } => {
+                // The engine dropped the app's last model as this load began.
+                pool::lock(&pool).primary_unloaded();
                 if !matches!(*status.borrow(), ModelStatus::Loading) {
                     status.send_replace(ModelStatus::Loading);
                 }
@@ -298,6 +324,7 @@ fn dispatch(
                 status.send_replace(ModelStatus::Loaded(Box::new(info)));
             }
             Event::LoadFailed(e) => {
+                pool::lock(&pool).primary_unloaded();
                 status.send_replace(ModelStatus::Failed(e.message));
             }
             Event::Unloaded => {

@@ -404,6 +404,8 @@ impl Running {
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
+            // The models it loaded beside the chat's go with it.
+            self.server.bridge.release_all();
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -298,9 +298,16 @@ pub async fn generate(State(server): State<Arc<Server>>, body: Bytes) -> Result<
     let req: GenerateRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad generate request: {e}")))?;
     let keep = super::pool::Keep::from_ollama(&req.keep_alive).map_err(ApiError::bad_request)?;
     if req.prompt.is_empty() && req.system.is_none() {
-        // Ollama's way to load a model (and, with keep_alive 0, to unload it).
-        let (m, _used, _, _) = server.enter(Some(&req.model), keep).await?;
+        // Ollama's way to load a model (and, with keep_alive 0, to unload
+        // it: at the next expiry check if idle; one not held stays unloaded).
         let unload = keep == Some(super::pool::Keep::For(std::time::Duration::ZERO));
+        let m = if unload {
+            let m = server.find_model(Some(&req.model))?;
+            server.bridge.unload_soon(&m.path);
+            m
+        } else {
+            server.enter(Some(&req.model), keep).await?.0
+        };
         return Ok(Json(json!({"model": m.id, "created_at": rfc3339(super::now_secs()), "response": "", "done": true,
                                "done_reason": if unload { "unload" } else { "load" }}))
         .into_response());

@@ -78,10 +78,12 @@ pub struct Held {
     pub primary: bool,
     pub in_flight: usize,
     pub last_used: Instant,
-    /// The last time-to-live a request set (None: the server's default).
+    /// The time to live the last request set (None: the server's default).
     pub keep: Option<Keep>,
     /// When it was loaded (milliseconds since 1970): a reload shows as a new time.
     pub loaded_at_ms: u64,
+    /// Being evicted: no new request may use it (it waits and loads it again).
+    pub evicting: bool,
 }
 
 /// The pool's state, shared with the event dispatcher (which applies the
@@ -148,6 +150,23 @@ impl PoolState {
         self.held.iter().filter(|(_, h)| !h.primary && h.in_flight == 0).min_by_key(|(_, h)| h.last_used).map(|(k, _)| k.clone())
     }
 
+    /// Marks `k` as being evicted if it is still idle (then no request can
+    /// start on it before the engine drops it); false if it is not.
+    pub fn start_evicting(&mut self, k: &Path) -> bool {
+        match self.held.get_mut(k) {
+            Some(h) if !h.primary && h.in_flight == 0 => {
+                h.evicting = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Models the server loaded (not the app's), for a server that stops.
+    pub fn residents(&self) -> Vec<PathBuf> {
+        self.held.iter().filter(|(_, h)| !h.primary).map(|(k, _)| k.clone()).collect()
+    }
+
     /// Models whose time to live ran out (`default`: the server's).
     pub fn expired(&self, default: Option<Duration>) -> Vec<PathBuf> {
         self.held
@@ -167,7 +186,7 @@ fn now_ms() -> u64 {
 }
 
 fn new_held(info: ModelInfo, size: u64, primary: bool) -> Held {
-    Held { info, size, primary, in_flight: 0, last_used: Instant::now(), keep: None, loaded_at_ms: now_ms() }
+    Held { info, size, primary, in_flight: 0, last_used: Instant::now(), keep: None, loaded_at_ms: now_ms(), evicting: false }
 }
 
 /// A request's use of a model: while it lives the model is not evicted;
@@ -182,12 +201,11 @@ impl Use {
     /// Counts a use of `key` if it is held (setting its time to live).
     pub fn take(pool: &Shared, changed: &Arc<watch::Sender<u64>>, key: &Path, keep: Option<Keep>) -> Option<(Use, Box<ModelInfo>)> {
         let mut st = lock(pool);
-        let h = st.held.get_mut(key)?;
+        let h = st.held.get_mut(key).filter(|h| !h.evicting)?;
         h.in_flight += 1;
         h.last_used = Instant::now();
-        if keep.is_some() {
-            h.keep = keep;
-        }
+        // Each request's own time to live (none: the server's default), as Ollama's keep_alive.
+        h.keep = keep;
         let info = Box::new(h.info.clone());
         Some((Use { pool: pool.clone(), changed: changed.clone(), key: key.to_path_buf() }, info))
     }

@@ -91,7 +91,7 @@ pub async fn create(State(server): State<Arc<Server>>, body: axum::body::Bytes) 
         "truncation": req.truncation.clone().unwrap_or("disabled".into()), "usage": null, "metadata": req.metadata.clone().unwrap_or(json!({})),
     });
     let keep = req.stores().then(|| Keep { server: server.clone(), history, model: job.model.id.clone() });
-    let writer = Writer { base, output: Vec::new(), open: None, seq: 0, events: VecDeque::new(), streaming: req.stream, scores: Vec::new(), reply: Message::assistant("") };
+    let writer = Writer { base, output: Vec::new(), open: None, seq: 0, events: VecDeque::new(), streaming: req.stream, scores: Vec::new(), reply: Message::assistant(""), cut: false };
     Ok(if req.stream { writer.stream(job, keep) } else { writer.whole(job, keep).await })
 }
 
@@ -153,6 +153,8 @@ struct Writer {
     scores: Vec<TokenLogprob>,
     /// The reply as the history keeps it.
     reply: Message,
+    /// The token limit or the context ended the reply.
+    cut: bool,
 }
 
 impl Writer {
@@ -251,7 +253,7 @@ impl Writer {
             Open::Reasoning => self.emit("response.reasoning_text.done", json!({"item_id": id, "output_index": i, "content_index": 0, "text": text})),
             Open::Message => {
                 self.emit("response.output_text.done", json!({"item_id": id, "output_index": i, "content_index": 0, "text": text, "logprobs": part["logprobs"]}));
-                self.output[i]["status"] = json!("completed");
+                self.output[i]["status"] = json!(if self.cut { "incomplete" } else { "completed" });
             }
         }
         self.emit("response.content_part.done", json!({"item_id": id, "output_index": i, "content_index": 0, "part": part}));
@@ -270,8 +272,10 @@ impl Writer {
     /// The finished response: completed, or incomplete when the token limit
     /// or the context ended it; usage with the tokens the prefix cache held.
     fn finish(&mut self, stats: &GenerationStats) -> Value {
-        self.close();
         let cut = matches!(stats.finish_reason, Some(FinishReason::MaxTokens | FinishReason::ContextFull));
+        // The message the limit cut is incomplete too.
+        self.cut = cut;
+        self.close();
         let mut r = self.object(if cut { "incomplete" } else { "completed" });
         if cut {
             r["incomplete_details"] = json!({"reason": "max_output_tokens"});

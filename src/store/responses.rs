@@ -63,7 +63,9 @@ impl ResponseStore {
     /// (default 1000).
     pub fn in_data_dir() -> Self {
         let max = std::env::var("HEARTH_RESPONSE_STORE_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_COUNT);
-        ResponseStore::new(crate::paths::data_dir().join("responses"), max)
+        let dir = crate::paths::data_dir().join("responses");
+        super::remove_stale_temporaries(&dir);
+        ResponseStore::new(dir, max)
     }
 
     fn path(&self, id: &str) -> Result<PathBuf> {
@@ -77,6 +79,14 @@ impl ResponseStore {
     pub fn save(&self, r: &StoredResponse) -> Result<()> {
         let path = self.path(&r.id)?;
         let bytes = serde_json::to_vec(r).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if bytes.len() as u64 > MAX_FILE {
+            return Err(Error::InvalidArgument(format!(
+                "response {} is not stored: its conversation is {} MB, more than the {} MB a stored response may hold; send the history instead",
+                r.id,
+                bytes.len() >> 20,
+                MAX_FILE >> 20
+            )));
+        }
         write_atomic(&path, &bytes)?;
         self.prune(&r.id);
         Ok(())

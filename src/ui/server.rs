@@ -26,7 +26,8 @@ impl ServerPanel {
         if ui.checkbox(&mut on, "Serve").on_hover_text("Start or stop the server").changed() {
             state.set_server_enabled(on);
         }
-        let mut restart = false;
+        let (mut restart, mut key_changed) = (false, false);
+        let before = state.settings.server.clone();
         egui::Grid::new("server-settings").num_columns(2).show(ui, |ui| {
             ui.label("Port");
             // Ports below 1024 need administrator rights; 0 (settings file
@@ -51,7 +52,7 @@ impl ServerPanel {
                             ui.ctx().copy_text(k.clone());
                             self.key_shown = Some(Some(k));
                             state.info("A new API key was generated and copied to the clipboard.");
-                            restart = true;
+                            key_changed = true;
                         }
                         Err(e) => state.error(format!("Could not save the API key: {e}")),
                     }
@@ -92,7 +93,8 @@ impl ServerPanel {
         if let Some(e) = &self.alias_error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
-        if restart {
+        // A field that lost focus unchanged restarts nothing (a restart cuts streams).
+        if (restart && state.settings.server != before) || key_changed {
             state.save_settings();
             if state.settings.server.enabled {
                 state.start_server();
