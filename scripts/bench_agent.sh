@@ -26,9 +26,10 @@ import json, sys, time, openai
 url, turns, words, gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 system = " ".join(f"Rule {i}: keep every answer short and name the file you change." if i % 10 == 0 else "word" for i in range(words))
 c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
+model = c.models.list().data[0].id
 def turn(**kw):
     t0 = time.perf_counter(); ttft = None
-    with c.responses.stream(temperature=0, max_output_tokens=gen, **kw) as s:
+    with c.responses.stream(model=model, temperature=0, max_output_tokens=gen, **kw) as s:
         for e in s:
             if ttft is None and e.type in ("response.output_text.delta", "response.reasoning_text.delta", "response.output_item.added"):
                 ttft = time.perf_counter() - t0
