@@ -17,7 +17,7 @@ pub mod draft;
 pub mod eval;
 mod control;
 mod merged;
-mod pool;
+pub(crate) mod pool;
 pub mod step;
 pub mod stream;
 pub mod worker;

@@ -23,8 +23,8 @@ pub(super) struct Pool {
     pub models: Vec<Resident>,
 }
 
-/// A path as the pool compares it.
-pub(super) fn key(path: &Path) -> PathBuf {
+/// A path as the pool compares it (the server's pool compares the same way).
+pub(crate) fn key(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }
 

@@ -73,13 +73,13 @@ pub async fn tags(State(server): State<Arc<Server>>) -> Json<Value> {
 /// unloads if it stays idle (`expires_at`), and Hearth's figures: requests
 /// using it, when it was loaded, whether it is the app's chat model.
 pub async fn ps(State(server): State<Arc<Server>>) -> Json<Value> {
-    let installed = server.models();
+    let installed: Vec<_> = server.models().into_iter().map(|m| (super::pool::key(&m.path), m)).collect();
     let mut held = server.bridge.held();
     held.sort_by(|a, b| a.0.cmp(&b.0));
     let models: Vec<Value> = held
         .iter()
         .map(|(k, h)| {
-            let m = installed.iter().find(|m| &super::pool::key(&m.path) == k);
+            let m = installed.iter().find(|(key, _)| key == k).map(|(_, m)| m);
             let name = m.map_or_else(|| crate::models::load::display_name(&h.info.path), |m| m.id.clone());
             let idle = h.keep.or(server.default_keep());
             let expires = match idle {

@@ -97,10 +97,9 @@ pub struct PoolState {
     pub sizes: HashMap<PathBuf, u64>,
 }
 
-/// A path as the pool compares it (requests may spell it differently).
-pub fn key(path: &Path) -> PathBuf {
-    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
-}
+/// A path as the pool compares it (requests may spell it differently):
+/// the engine's own key, so both sides agree on which model a path means.
+pub(crate) use crate::engine::pool::key;
 
 pub type Shared = Arc<Mutex<PoolState>>;
 

@@ -230,7 +230,9 @@ impl Writer {
         let i = self.output.len() - 1;
         let logprobs: Vec<Value> = if self.open == Some(Open::Message) { self.scores.drain(..).map(|s| super::openai::chat_logprob(&s)).collect() } else { vec![] };
         let content = &mut self.output[i]["content"][0];
-        content["text"] = json!(format!("{}{t}", content["text"].as_str().unwrap_or("")));
+        if let Value::String(text) = &mut content["text"] {
+            text.push_str(&t);
+        }
         if let Some(l) = content["logprobs"].as_array_mut() {
             l.extend(logprobs.iter().cloned());
         }
