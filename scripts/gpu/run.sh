@@ -20,6 +20,11 @@
 # continuous-batching comparison with mlx-lm (scripts/bench_batch.sh); SINGLE=0 skips
 # the single-stream one. STEP_PARTS=1 adds scripts/gpu/batch_step.py on the model (a
 # batched decode step at 1-16 rows through mlx-lm, and its parts priced alone).
+# AGENT=WORDS adds scripts/bench_agent.sh (20 turns through the Responses API after a
+# system prompt of WORDS words; the openai SDK's wheels carried in .whl/) and a bench
+# of a 32-token prompt beside it (one turn's new tokens prefilled alone). KV_LONG=TOKENS
+# adds the quantized KV cache at that prompt length: Hearth's --kv-bits 0, 8, 4 and
+# mlx-lm's kv_bits, one after the other.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 S=/tmp/stage; SITE=/tmp/site
@@ -39,6 +44,10 @@ fi
 xz -dc "$ROOT/.devcarry/b/hearth.xz" > /tmp/hearth 2>/dev/null || xz -dc "$S/hearth.xz" > /tmp/hearth
 chmod +x /tmp/hearth
 export PYTHONPATH=$SITE
+if [ -d "$ROOT/.whl" ] && [ ! -d "$SITE/extra" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE/extra" "$ROOT"/.whl/*.whl
+fi
+[ -d "$SITE/extra" ] && export PYTHONPATH=$SITE:$SITE/extra
 export LD_LIBRARY_PATH=$SITE/mlx/lib:/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 export HEARTH=/tmp/hearth PYTHON=python3
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader
@@ -105,6 +114,16 @@ for p in "${PRESETS[@]}"; do
   # at the first prompt length and GEN tokens.
   if [ -n "${STREAMS:-}" ]; then
     bash "$ROOT/scripts/bench_batch.sh" "$M" "${PROMPTS%%,*}" "$GEN" "$STREAMS" "$REPS" 2>&1 | tee "${OUT:-/tmp}/batch-$p.txt"
+  fi
+  if [ -n "${AGENT:-}" ]; then
+    HEARTH=/tmp/hearth PYTHON=python3 bash "$ROOT/scripts/bench_agent.sh" "$M" 20 "$AGENT" 32 2>&1 | tee "${OUT:-/tmp}/agent-$p.txt"
+    /tmp/hearth bench --model "$M" --prompt-tokens 32 --gen-tokens 8 --reps 3 2>&1 | tee -a "${OUT:-/tmp}/agent-$p.txt"
+  fi
+  if [ -n "${KV_LONG:-}" ]; then
+    for b in 0 8 4; do
+      /tmp/hearth bench --model "$M" --prompt-tokens "$KV_LONG" --gen-tokens "$GEN" --reps 1 --kv-bits $b 2>&1 | tee -a "${OUT:-/tmp}/kv-$p.txt"
+      KV_BITS=$b python3 "$ROOT/tests/reference/mlx_lm_bench.py" "$M" "$KV_LONG" "$GEN" 1 2>&1 | tee -a "${OUT:-/tmp}/kv-$p.txt"
+    done
   fi
   if [ "${STEP_PARTS:-0}" = 1 ]; then
     python3 "$ROOT/scripts/gpu/batch_step.py" "$M" "${PROMPTS%%,*}" 2>&1 | tee "${OUT:-/tmp}/step-parts-$p.txt" || true

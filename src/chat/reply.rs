@@ -12,7 +12,7 @@
 use super::tools::{ToolCall, ToolEvent, ToolFormat, ToolStream};
 
 /// One piece of a reply, in order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Part {
     Reasoning(String),
     Content(String),

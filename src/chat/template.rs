@@ -30,7 +30,7 @@ pub struct ChatTemplate {
 
 /// Variables some templates take besides the conversation; unset ones are left
 /// undefined so the template's own default applies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TemplateOptions {
     pub reasoning_effort: Option<super::params::ReasoningEffort>,
     /// `enable_thinking` (Qwen3, Qwen3.5, SmolLM3): false asks the model to

@@ -5,11 +5,13 @@
 mod bench;
 mod chat;
 mod convert;
+mod daemon;
 mod eval;
 pub use eval::EvalCmd;
 mod inspect;
 mod models;
 mod serve;
+mod service;
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -117,6 +119,11 @@ pub enum Cmd {
     /// Serve the OpenAI-compatible API on this machine (loopback unless --host says otherwise;
     /// other addresses need HEARTH_API_KEY).
     Serve(serve::ServeArgs),
+    /// The daemon (`hearth serve --daemon`) as a service that starts at login; its status; stopping it.
+    Service {
+        #[command(subcommand)]
+        cmd: service::ServiceCmd,
+    },
     /// Print the exact prompt a conversation becomes with a model's template.
     Render {
         /// A .gguf file, a model directory, or the name of an installed model.
@@ -415,5 +422,6 @@ pub fn run() -> Result<()> {
         Some(Cmd::Tokenize { model, special, text }) => inspect::tokenize(&model, &text, special),
         Some(Cmd::Models { cmd }) => models::run(cmd),
         Some(Cmd::Serve(args)) => serve::serve(args),
+        Some(Cmd::Service { cmd }) => service::service(cmd),
     }
 }

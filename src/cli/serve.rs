@@ -8,6 +8,7 @@ use hearth::engine::EngineHandle;
 use hearth::server::{self, ServerConfig};
 use std::io::Write;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -36,6 +37,14 @@ pub struct ServeArgs {
     /// A name clients may send for an installed model: NAME=MODEL (repeatable).
     #[arg(long = "alias", value_parser = parse_alias)]
     aliases: Vec<(String, String)>,
+    /// Run in the background without the window, as the one engine the app
+    /// attaches to; logs go to the data folder's logs/daemon.log (rotated).
+    /// Returns once it serves; `hearth service stop` stops it.
+    #[arg(long)]
+    daemon: bool,
+    /// With --daemon: stay in the foreground (what a service manager runs).
+    #[arg(long, requires = "daemon")]
+    foreground: bool,
 }
 
 fn parse_alias(s: &str) -> std::result::Result<(String, String), String> {
@@ -46,7 +55,18 @@ fn parse_alias(s: &str) -> std::result::Result<(String, String), String> {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
-    let ServeArgs { host, port, model, context_length, idle_unload, draft, memory_budget_mb, aliases } = args;
+    let ServeArgs { host, port, model, context_length, idle_unload, draft, memory_budget_mb, aliases, daemon, foreground } = args;
+    let data = hearth::paths::data_dir();
+    if daemon && !foreground {
+        return super::daemon::detach(&data);
+    }
+    let log = match daemon {
+        true => {
+            super::daemon::claim(&data)?;
+            Some(super::daemon::log_to_file(&data)?)
+        }
+        false => None,
+    };
     let default_model = Some(model_path(&model)?);
     let api_key = std::env::var("HEARTH_API_KEY").ok().filter(|k| !k.is_empty());
     let config = ServerConfig {
@@ -61,15 +81,22 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         memory_budget: memory_budget_mb.map(|mb| mb.saturating_mul(1 << 20)),
         aliases,
     };
-    let engine = EngineHandle::spawn();
+    let engine = Arc::new(EngineHandle::spawn());
     if let Some(d) = draft {
         let path = hearth::library::resolve::resolve(&d, &models_dir())?;
         engine.set_draft(Some((path, hearth::models::load::Precision::Auto)));
     }
+    let shared = engine.clone();
     server::run(config, engine, |addr| {
         // The one line a script waits for.
         println!("listening on http://{addr}");
         let _ = std::io::stdout().flush();
+        if let Some(log) = log {
+            if let Err(e) = super::daemon::publish(&data, shared, format!("http://{addr}"), log) {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+        }
     })?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod config;
 pub mod protocol;
+pub mod remote;
 pub mod sampling;
 pub mod sequence;
 pub mod session;

@@ -5,13 +5,14 @@ use crate::chat::template::TemplateOptions;
 use crate::chat::Message;
 use crate::error::Error;
 use crate::models::load::{ModelInfo, Precision};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub type RequestId = u64;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Prompt {
     /// A conversation, rendered with the model's chat template.
     Chat(Vec<Message>),
@@ -25,14 +26,25 @@ pub enum Prompt {
 
 // A command crosses the channel once per request, so the size of its
 // largest variant (Generate) costs nothing worth a Box at every call site.
+// Commands cross a daemon's socket as JSON (`remote`); a cancel flag does
+// not: the daemon gives each request one of its own.
 #[allow(clippy::large_enum_variant)]
+#[derive(Serialize, Deserialize)]
 pub enum Command {
     Load { path: PathBuf, precision: Precision, context_length: Option<usize> },
     /// `interactive`: a person waits on it (the app's chat, the terminal):
     /// it joins the batch ahead of queued API requests, and even when the
     /// batch is full, so a burst of API requests never starves the chat.
     /// `model`: the model it runs on (held by `Load` or `Reside`); None: the primary.
-    Generate { id: RequestId, prompt: Prompt, params: GenerateParams, cancel: Arc<AtomicBool>, interactive: bool, model: Option<PathBuf> },
+    Generate {
+        id: RequestId,
+        prompt: Prompt,
+        params: GenerateParams,
+        #[serde(skip)]
+        cancel: Arc<AtomicBool>,
+        interactive: bool,
+        model: Option<PathBuf>,
+    },
     /// Renders and tokenizes `prompt` as a generation would, whole (no turn
     /// dropped to fit), and answers `PromptReady` with its length, then
     /// `Finished`; nothing runs on the model (Anthropic's `count_tokens`).
@@ -63,7 +75,7 @@ pub enum Command {
     Shutdown,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Event {
     LoadProgress { fraction: f32, message: String },
     Loaded(ModelInfo),
@@ -95,7 +107,7 @@ pub enum Event {
 
 /// What kind of failure an error event reports, so callers act on the kind
 /// instead of matching the text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {
     /// A request arrived with no model loaded.
     NoModel,
@@ -108,7 +120,7 @@ pub enum ErrorKind {
 }
 
 /// An engine error as it crosses the channel: its kind and the message to show.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineError {
     pub kind: ErrorKind,
     pub message: String,
@@ -134,7 +146,7 @@ impl From<&Error> for EngineError {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct MemoryStats {
     pub mlx_active: u64,
     pub mlx_peak: u64,

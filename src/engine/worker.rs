@@ -25,7 +25,7 @@ pub type Waker = Arc<Mutex<Option<Box<dyn Fn() + Send>>>>;
 
 /// More readers of the engine's events besides `EngineHandle::events` (the
 /// app's local server beside its chat): each gets every event.
-type Subscribers = Arc<Mutex<Vec<Sender<Event>>>>;
+pub(crate) type Subscribers = Arc<Mutex<Vec<Sender<Event>>>>;
 
 /// The UI's (or CLI's) end of the engine.
 pub struct EngineHandle {
@@ -36,6 +36,8 @@ pub struct EngineHandle {
     next_id: AtomicU64,
     current_cancel: Mutex<Option<Arc<AtomicBool>>>,
     thread: Option<JoinHandle<()>>,
+    /// The engine is a daemon's, reached over its socket (`remote::client`).
+    attached: bool,
 }
 
 impl EngineHandle {
@@ -86,7 +88,25 @@ impl EngineHandle {
             next_id: AtomicU64::new(1),
             current_cancel: Mutex::new(None),
             thread: Some(thread),
+            attached: false,
         }
+    }
+
+    /// A handle on an engine elsewhere: `commands` go to `thread`, which
+    /// carries them there, and `events` come back (`remote::client`).
+    pub(crate) fn from_parts(commands: Sender<Command>, events: Receiver<Event>, waker: Waker, subscribers: Subscribers, thread: JoinHandle<()>, attached: bool) -> Self {
+        EngineHandle { waker, commands, events, subscribers, next_id: AtomicU64::new(1), current_cancel: Mutex::new(None), thread: Some(thread), attached }
+    }
+
+    /// Whether this handle reaches a daemon's engine rather than one of its own.
+    pub fn is_attached(&self) -> bool {
+        self.attached
+    }
+
+    /// A request id no other request of this engine has (for commands
+    /// built by hand, as a daemon does for an attached app's).
+    pub fn next_request_id(&self) -> RequestId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Another reader of every event from now on (until it is dropped).
@@ -165,7 +185,7 @@ impl Drop for EngineHandle {
     }
 }
 
-fn wake(w: &Waker) {
+pub(crate) fn wake(w: &Waker) {
     if let Some(f) = w.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         f();
     }

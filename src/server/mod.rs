@@ -170,9 +170,10 @@ impl Server {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Keeps the last requests for the app's server panel (and prints them).
+    /// Keeps the last requests for the app's server panel (and prints them,
+    /// timed, for a terminal or the daemon's log).
     pub(crate) fn log(&self, line: String) {
-        eprintln!("{line}");
+        eprintln!("{} {line}", rfc3339(now_secs()));
         let mut l = self.log.lock().unwrap_or_else(|e| e.into_inner());
         l.push(line);
         let n = l.len();
@@ -373,16 +374,17 @@ fn runtime() -> crate::Result<tokio::runtime::Runtime> {
         .map_err(|e| crate::Error::InvalidArgument(format!("cannot start the server: {e}")))
 }
 
-/// Serves on the engine alone until the process ends (`hearth serve`);
-/// `on_ready` gets the address actually bound (port 0 picks one).
-pub fn run(config: ServerConfig, engine: EngineHandle, on_ready: impl FnOnce(SocketAddr)) -> crate::Result<()> {
+/// Serves on the engine alone until the process ends (`hearth serve`; a
+/// daemon shares the engine with the apps attached to it); `on_ready` gets
+/// the address actually bound (port 0 picks one).
+pub fn run(config: ServerConfig, engine: Arc<EngineHandle>, on_ready: impl FnOnce(SocketAddr)) -> crate::Result<()> {
     let std_listener = bind(&config, "HEARTH_API_KEY")?;
     let bound = std_listener.local_addr().map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
         let idle = config.idle_unload;
         let events = engine.events.clone();
-        let server = Server::new(config, Arc::new(engine), events, bridge::ModelStatus::Empty);
+        let server = Server::new(config, engine, events, bridge::ModelStatus::Empty);
         tokio::spawn(server.clone().expirer(idle));
         on_ready(bound);
         axum::serve(listener, router(server)).await.map_err(|e| crate::Error::InvalidArgument(format!("server stopped: {e}")))

@@ -22,6 +22,12 @@ impl ServerPanel {
         ui.heading("Local server");
         ui.label("An OpenAI-, Anthropic- and Ollama-compatible API for other apps (editors, agents, scripts), answered by the model loaded here.");
         ui.add_space(6.0);
+        if let Some(d) = &state.engine.daemon {
+            // The daemon's own options rule; this app only chats on its engine.
+            ui.label(RichText::new(format!("Served by the Hearth daemon (pid {}) at {}", d.pid, d.url)).strong());
+            ui.label("This app is attached to it: the chat runs on the daemon's engine, and the server keeps running when the app quits. Its options come from its command line (`hearth serve --daemon …`); `hearth service stop` stops it.");
+            return;
+        }
         let mut on = state.settings.server.enabled;
         if ui.checkbox(&mut on, "Serve").on_hover_text("Start or stop the server").changed() {
             state.set_server_enabled(on);

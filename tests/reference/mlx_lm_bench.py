@@ -1,6 +1,9 @@
 """Python mlx-lm side of the side-by-side benchmark; prints JSON lines shaped like
-`hearth bench`. usage: mlx_lm_bench.py MODEL_DIR PROMPT_TOKENS(csv) GEN_TOKENS REPS"""
+`hearth bench`. usage: mlx_lm_bench.py MODEL_DIR PROMPT_TOKENS(csv) GEN_TOKENS REPS
+KV_BITS=8 or 4 in the environment: mlx-lm's quantized KV cache from the first token
+(`kv_bits`, group 64), as `hearth bench --kv-bits` quantizes it."""
 import json
+import os
 import statistics
 import sys
 import time
@@ -20,6 +23,8 @@ def main():
     load_s = time.perf_counter() - t
     tokenizer._eos_token_ids = set()  # generate exactly `gen` tokens, as hearth bench does
     vocab = min(config["vocab_size"], len(tokenizer.vocab) if hasattr(tokenizer, "vocab") else config["vocab_size"])
+    kv_bits = int(os.environ.get("KV_BITS", "0")) or None
+    kv = {"kv_bits": kv_bits, "kv_group_size": 64, "quantized_kv_start": 0} if kv_bits else {}
     mx.random.seed(0)
     for n in prompt_lens:
         prompt = mx.random.randint(0, vocab, (n,)).tolist()
@@ -27,7 +32,7 @@ def main():
         for r in range(reps + 1):
             t0 = time.perf_counter()
             first = None
-            for resp in stream_generate(model, tokenizer, prompt, max_tokens=gen):
+            for resp in stream_generate(model, tokenizer, prompt, max_tokens=gen, **kv):
                 if first is None:
                     first = time.perf_counter() - t0
             if r > 0:
@@ -36,6 +41,7 @@ def main():
                 ttft.append(first)
         print(json.dumps({
             "engine": "mlx-lm",
+            "kv_bits": kv_bits or 0,
             "prompt_tokens": n,
             "gen_tokens": gen,
             "reps": reps,

@@ -16,7 +16,7 @@ use crate::error::{io_err, Error, Result};
 use crate::formats::gguf_header::GgufHeader;
 use crate::formats::{gguf, safetensors};
 use mlx_rs::{Array, Dtype};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ fn stage<'a>(on: OnProgress<'a>, (from, to): (f32, f32), message: &'a str) -> im
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Precision {
     /// f32 on CPU (dequantized at load), native/quantized on GPUs.
     #[default]
@@ -60,14 +60,14 @@ impl std::str::FromStr for Precision {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Gguf,
     Safetensors,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub name: String,
     pub path: PathBuf,

@@ -9,8 +9,9 @@ use crate::engine::protocol::MemoryStats;
 use crate::engine::{Command, EngineHandle, Event};
 use crate::models::load::{ModelInfo, Precision};
 use crate::store::conversations::GenerationStatsLite;
-use std::path::PathBuf;
-use std::time::Instant;
+use crate::engine::remote::DaemonHello;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub enum ModelState {
@@ -40,12 +41,33 @@ pub struct EngineState {
     /// keeps them for every model it loads, so once per engine, and on each
     /// change).
     draft_sent: bool,
+    /// The daemon whose engine this is (`hearth serve --daemon`), when the
+    /// app attached to one instead of starting its own.
+    pub daemon: Option<DaemonHello>,
 }
 
 impl EngineState {
-    pub fn spawn() -> Self {
-        EngineState { handle: std::sync::Arc::new(EngineHandle::spawn()), model: ModelState::None, live: LiveStats::default(), draft: None, draft_sent: false }
+    /// The engine of the daemon serving from `data_dir` if one answers (its
+    /// model shown as loaded), else one of the app's own.
+    pub fn start(data_dir: &Path) -> Self {
+        let (handle, daemon) = connect(data_dir);
+        let model = match daemon.as_ref().and_then(|d| d.model.clone()) {
+            Some(info) => ModelState::Ready(info),
+            None => ModelState::None,
+        };
+        EngineState { handle: std::sync::Arc::new(handle), model, live: LiveStats::default(), draft: None, draft_sent: false, daemon }
     }
+}
+
+/// Attaches to the daemon of `data_dir`, or starts an engine in this process.
+fn connect(data_dir: &Path) -> (EngineHandle, Option<DaemonHello>) {
+    // No socket, no daemon: nothing to wait for.
+    if crate::engine::remote::socket_path(data_dir).exists() {
+        if let Ok((handle, hello)) = EngineHandle::attach(data_dir, Duration::from_secs(2)) {
+            return (handle, Some(hello));
+        }
+    }
+    (EngineHandle::spawn(), None)
 }
 
 impl AppState {
@@ -85,12 +107,15 @@ impl AppState {
     pub fn restart_engine(&mut self) {
         let serving = self.server.running.is_some();
         self.stop_server();
-        self.engine.handle = std::sync::Arc::new(EngineHandle::spawn());
-        (self.engine.draft, self.engine.draft_sent) = (None, false);
+        let live = std::mem::take(&mut self.engine.live);
+        self.engine = EngineState::start(&self.data_dir);
+        self.engine.live = live;
         self.chat.streaming = None;
-        match self.settings.last_model.clone() {
-            Some(p) => self.load_model(p),
-            None => self.engine.model = ModelState::None,
+        if !matches!(self.engine.model, ModelState::Ready(_)) {
+            match self.settings.last_model.clone() {
+                Some(p) => self.load_model(p),
+                None => self.engine.model = ModelState::None,
+            }
         }
         if serving {
             self.start_server();

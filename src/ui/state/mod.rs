@@ -55,6 +55,8 @@ pub struct Notice {
 }
 
 pub struct AppState {
+    /// Where everything lives (conversations/, settings.json, models/, the daemon's socket).
+    pub data_dir: PathBuf,
     pub settings: Settings,
     pub settings_path: PathBuf,
     pub saver: Saver,
@@ -93,7 +95,8 @@ impl AppState {
         let (conversations, errors) = store.load_all();
         let context = settings.context_length as u64;
         let mut s = AppState {
-            engine: EngineState::spawn(),
+            engine: EngineState::start(data_dir),
+            data_dir: data_dir.to_path_buf(),
             settings,
             settings_path,
             saver: Saver::spawn(),
@@ -126,6 +129,10 @@ impl AppState {
     /// Loads the last used model, or the first installed one whose headers
     /// read (once the first scan has listed them).
     pub fn autoload(&mut self) {
+        // An attached daemon's model is the chat's already.
+        if matches!(self.engine.model, ModelState::Ready(_)) {
+            return;
+        }
         let pick = self.settings.last_model.clone().filter(|p| p.exists());
         match pick.or_else(|| self.installed.iter().find(|m| m.problem.is_none()).map(|m| m.path.clone())) {
             Some(p) => self.load_model(p),

@@ -16,7 +16,8 @@ pub struct ServerState {
 impl AppState {
     /// Starts the server if the settings say it is on (at app start).
     pub fn start_server_if_enabled(&mut self) {
-        if self.settings.server.enabled && self.server.running.is_none() {
+        // An attached daemon serves already.
+        if self.settings.server.enabled && self.server.running.is_none() && self.engine.daemon.is_none() {
             self.start_server();
         }
     }
@@ -25,6 +26,10 @@ impl AppState {
     /// address with the API key when the network switch is on.
     pub fn start_server(&mut self) {
         self.stop_server();
+        if let Some(d) = &self.engine.daemon {
+            self.server.error = Some(format!("The Hearth daemon (pid {}) serves the API at {} already; `hearth service stop` stops it.", d.pid, d.url));
+            return;
+        }
         let s = self.settings.server.clone();
         let api_key = if s.lan { server::key::load() } else { None };
         if s.lan && api_key.is_none() {
