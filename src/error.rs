@@ -44,6 +44,10 @@ pub enum Error {
     PromptTooLong { tokens: usize, context: usize },
     #[error("no model is loaded")]
     NoModel,
+    /// A request named a model that went before the engine reached it (an
+    /// idle model evicted between admission and the engine): worth a retry.
+    #[error("{0} is not loaded (it was unloaded before the request reached the engine); send the request again")]
+    NotLoaded(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("MLX error: {0}")]

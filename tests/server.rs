@@ -950,8 +950,8 @@ for i in range(5):
                                                   {{"type": "tool_use", "id": "toolu_%d" % i, "name": "read_file", "input": {{"path": "f%d.txt" % i}}}}]}})
     msgs.append({{"role": "user", "content": [{{"type": "tool_result", "tool_use_id": "toolu_%d" % i,
                                                "content": ("Line %d of a long file. " % i) * 40}}]}})
-edits = {{"edits": [{{"type": "clear_tool_uses_20250919", "trigger": {{"type": "tool_uses", "value": 3}}, "keep": {{"type": "tool_uses", "value": 1}}}},
-                   {{"type": "clear_thinking_20251015", "keep": {{"type": "thinking_turns", "value": 1}}}}]}}
+edits = {{"edits": [{{"type": "clear_thinking_20251015", "keep": {{"type": "thinking_turns", "value": 1}}}},
+                   {{"type": "clear_tool_uses_20250919", "trigger": {{"type": "tool_uses", "value": 3}}, "keep": {{"type": "tool_uses", "value": 1}}}}]}}
 beta = ["context-management-2025-06-27"]
 full = c.messages.count_tokens(model=m, messages=msgs, tools=[tool]).input_tokens
 counted = c.beta.messages.count_tokens(model=m, messages=msgs, tools=[tool], betas=beta, context_management=edits)
@@ -974,6 +974,12 @@ try:
     out["mcp"] = None
 except anthropic.BadRequestError as e:
     out["mcp"] = e.body["error"]["message"]
+try:
+    c.beta.messages.create(model=m, max_tokens=8, messages=msgs, tools=[tool], betas=beta,
+                           context_management={{"edits": edits["edits"][::-1]}})
+    out["order"] = None
+except anthropic.BadRequestError as e:
+    out["order"] = e.body["error"]["message"]
 print(json.dumps(out))
 "#,
         port = s.port
@@ -984,13 +990,15 @@ print(json.dumps(out))
     let n = |v: &serde_json::Value| v.as_u64().unwrap();
     // Five uses past a trigger of three, one kept: four results cleared, and
     // four turns' reasoning (one kept).
+    // Applied in the order listed (Anthropic requires thinking first).
     let a = &r["applied"];
-    assert_eq!((&a[0]["type"], n(&a[0]["cleared_tool_uses"])), (&serde_json::json!("clear_tool_uses_20250919"), 4), "{r}");
-    assert!(n(&a[0]["cleared_input_tokens"]) > 4 * 200, "four long results went: {r}");
-    assert_eq!((&a[1]["type"], n(&a[1]["cleared_thinking_turns"])), (&serde_json::json!("clear_thinking_20251015"), 4), "{r}");
+    assert_eq!((&a[0]["type"], n(&a[0]["cleared_thinking_turns"])), (&serde_json::json!("clear_thinking_20251015"), 4), "{r}");
+    assert_eq!((&a[1]["type"], n(&a[1]["cleared_tool_uses"])), (&serde_json::json!("clear_tool_uses_20250919"), 4), "{r}");
+    assert!(n(&a[1]["cleared_input_tokens"]) > 4 * 200, "four long results went: {r}");
+    assert!(r["order"].as_str().unwrap().contains("must be listed first"), "{r}");
     // count_tokens applies the same edits and says what the prompt was before.
     assert_eq!(r["original"], r["full"], "{r}");
-    assert!(n(&r["counted"]) + n(&a[0]["cleared_input_tokens"]) <= n(&r["full"]), "{r}");
+    assert_eq!(n(&r["counted"]) + n(&a[0]["cleared_input_tokens"]) + n(&a[1]["cleared_input_tokens"]), n(&r["full"]), "{r}");
     assert_eq!(n(&r["usage"][0]) + n(&r["usage"][1]), n(&r["counted"]), "the reply's input is the edited prompt: {r}");
     // Unedited, the same request twice: the second reads all but one token from the cache.
     assert_eq!(n(&r["again"][0]), n(&r["full"]), "{r}");
@@ -1113,4 +1121,36 @@ print(json.dumps({{"long": long, "gemma_after_stream": gemma_done >= long["done"
     assert_eq!(r["gemma_after_stream"], true, "the model in use was not evicted under it: {r}");
     assert_eq!(r["after"], serde_json::json!(["gemma-3-270m"]), "{r}");
     assert_eq!(r["final"], serde_json::json!(["SmolLM2-135M-Instruct.Q4_1"]), "{r}");
+}
+
+#[test]
+fn a_responses_conversation_over_the_context_fails_unless_truncation_is_auto() {
+    let _g = common::mlx_lock();
+    let s = serve(&[], &["--context-length", "512"]).unwrap();
+    let out = python(
+        s.port,
+        "unused",
+        r#"
+m = client.models.list().data[0].id
+turns = []
+for i in range(4):
+    turns += [{"role": "user", "content": f"Note {i}: " + "apple " * 150}, {"role": "assistant", "content": "Noted."}]
+turns.append({"role": "user", "content": "Say hi."})
+out = {}
+try:
+    client.responses.create(model=m, input=turns, max_output_tokens=4, temperature=0)
+    out["disabled"] = None
+except openai.BadRequestError as e:
+    out["disabled"] = e.body["message"] if "message" in e.body else str(e.body)
+r = client.responses.create(model=m, input=turns, max_output_tokens=4, temperature=0, truncation="auto")
+out["auto"] = [r.status, r.truncation, r.usage.input_tokens]
+print(json.dumps(out))
+"#,
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    // OpenAI's default ("disabled"): an error naming the sizes, no turn silently lost.
+    assert!(r["disabled"].as_str().is_some_and(|m| m.contains("tokens but the context holds")), "{r}");
+    // "auto": the oldest turns go and the reply comes.
+    assert_eq!((&r["auto"][0], &r["auto"][1]), (&serde_json::json!("completed"), &serde_json::json!("auto")), "{r}");
+    assert!(r["auto"][2].as_u64().unwrap() <= 512, "{r}");
 }

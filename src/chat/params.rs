@@ -201,6 +201,9 @@ pub struct GenerateParams {
     /// Tool calls read from the reply get ids of this prefix and a count
     /// (each API its own shape); empty: `call_{request}_`.
     pub call_id_prefix: String,
+    /// A conversation over the context is an error rather than sent without
+    /// its oldest turns (the Responses API's `truncation: "disabled"`).
+    pub keep_turns: bool,
 }
 
 /// The most alternatives per token a caller may ask for (OpenAI's limit).
@@ -245,6 +248,7 @@ impl Default for GenerateParams {
             constraint: None,
             logprobs: None,
             call_id_prefix: String::new(),
+            keep_turns: false,
         }
     }
 }

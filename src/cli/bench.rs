@@ -61,6 +61,7 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
         constraint: None,
         logprobs: None,
         call_id_prefix: String::new(),
+        keep_turns: false,
     };
     let cancel = std::sync::atomic::AtomicBool::new(false);
     for &n in prompt_lens {

@@ -293,6 +293,7 @@ impl SampleArgs {
             constraint: None,
             logprobs: None,
             call_id_prefix: String::new(),
+            keep_turns: false,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 pub(super) fn not_held(model: Option<&std::path::Path>) -> Error {
     match model {
         None => Error::NoModel,
-        Some(p) => Error::InvalidArgument(format!("{} is not loaded (it was unloaded before the request reached the engine)", p.display())),
+        Some(p) => Error::NotLoaded(p.display().to_string()),
     }
 }
 

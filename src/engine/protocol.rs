@@ -117,6 +117,8 @@ pub enum ErrorKind {
     BadRequest,
     /// MLX failed while running the model.
     Compute,
+    /// The model named went away before the request reached it: retry.
+    Unavailable,
 }
 
 /// An engine error as it crosses the channel: its kind and the message to show.
@@ -136,6 +138,7 @@ impl From<&Error> for EngineError {
     fn from(e: &Error) -> Self {
         let kind = match e {
             Error::NoModel => ErrorKind::NoModel,
+            Error::NotLoaded(_) => ErrorKind::Unavailable,
             Error::EmptyPrompt | Error::PromptTooLong { .. } | Error::InvalidArgument(_) | Error::Template(_) => {
                 ErrorKind::BadRequest
             }

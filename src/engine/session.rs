@@ -96,6 +96,12 @@ impl Session {
     /// the system prompt or the newest message) if it does not fit the context
     /// with `reserve` tokens left for the answer. Returns tokens and turns dropped.
     pub fn prompt_for_messages(&self, messages: &[Message], reserve: usize) -> Result<(Vec<u32>, usize)> {
+        self.prompt_for_messages_with(messages, reserve, true)
+    }
+
+    /// `prompt_for_messages`; with `may_drop` false a conversation that does
+    /// not fit is an error instead (the Responses API's `truncation: disabled`).
+    pub fn prompt_for_messages_with(&self, messages: &[Message], reserve: usize, may_drop: bool) -> Result<(Vec<u32>, usize)> {
         match messages.last() {
             None => return Err(Error::EmptyPrompt),
             Some(m) if m.content.trim().is_empty() => return Err(Error::EmptyPrompt),
@@ -112,7 +118,7 @@ impl Session {
                 return Ok((ids, dropped));
             }
             let first = if has_system { 1 } else { 0 };
-            if msgs.len() - first <= 1 {
+            if msgs.len() - first <= 1 || !may_drop {
                 return Err(Error::PromptTooLong { tokens: ids.len(), context: budget });
             }
             msgs.remove(first);

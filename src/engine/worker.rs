@@ -321,14 +321,14 @@ fn admit(pool: &mut Pool, model: Option<&std::path::Path>, id: RequestId, prompt
         // when the request offered tools; a raw prompt's is all content.
         let (tokens, dropped, tools_offered) = match &prompt {
             Prompt::Chat(msgs) => {
-                let (t, d) = s.prompt_for_messages(msgs, params.max_tokens)?;
+                let (t, d) = s.prompt_for_messages_with(msgs, params.max_tokens, !params.keep_turns)?;
                 (t, d, Some(s.loaded.template.options.offers_tools()))
             }
             Prompt::ChatWith(msgs, options) => {
                 let saved = s.loaded.template.options.clone();
                 s.loaded.template.options = saved.with(options);
                 let offered = s.loaded.template.options.offers_tools();
-                let rendered = s.prompt_for_messages(msgs, params.max_tokens);
+                let rendered = s.prompt_for_messages_with(msgs, params.max_tokens, !params.keep_turns);
                 s.loaded.template.options = saved;
                 let (t, d) = rendered?;
                 (t, d, Some(offered))

@@ -36,6 +36,7 @@ impl IntoResponse for AnthropicError {
             403 => "permission_error",
             404 => "not_found_error",
             413 => "request_too_large",
+            503 | 529 => "overloaded_error",
             _ => "api_error",
         };
         (self.0.status, Json(json!({"type": "error", "error": {"type": kind, "message": self.0.message}}))).into_response()
@@ -117,23 +118,26 @@ async fn edit_context(
     };
     let original = count(msgs.clone()).await?;
     let (mut now, mut applied) = (original, Vec::new());
-    if let Some(t) = edits.tool_uses.as_ref().filter(|t| t.triggered(&msgs, original)) {
+    // In the order Anthropic requires them listed: thinking first, then
+    // tool uses, whose trigger sees the prompt as the first left it.
+    if let Some(keep) = edits.thinking {
+        let n = keep_thinking(&mut msgs, keep);
+        if n > 0 {
+            let after = count(msgs.clone()).await?;
+            applied.push(json!({"type": "clear_thinking_20251015", "cleared_thinking_turns": n, "cleared_input_tokens": now.saturating_sub(after)}));
+            now = after;
+        }
+    }
+    if let Some(t) = edits.tool_uses.as_ref().filter(|t| t.triggered(&msgs, now)) {
         let mut edited = msgs.clone();
         let n = t.apply(&mut edited);
         if n > 0 {
             let after = count(edited.clone()).await?;
             let gone = now.saturating_sub(after);
             if gone >= t.clear_at_least {
-                (msgs, now) = (edited, after);
+                msgs = edited;
                 applied.push(json!({"type": "clear_tool_uses_20250919", "cleared_tool_uses": n, "cleared_input_tokens": gone}));
             }
-        }
-    }
-    if let Some(keep) = edits.thinking {
-        let n = keep_thinking(&mut msgs, keep);
-        if n > 0 {
-            let after = count(msgs.clone()).await?;
-            applied.push(json!({"type": "clear_thinking_20251015", "cleared_thinking_turns": n, "cleared_input_tokens": now.saturating_sub(after)}));
         }
     }
     Ok((msgs, Some(json!({"applied_edits": applied})), original))

@@ -231,6 +231,6 @@ impl MessagesRequest {
             s.top_k = k;
         }
         s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens.unwrap_or(1) as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: self.constraint()?, logprobs: None, call_id_prefix: String::new() })
+        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens.unwrap_or(1) as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: self.constraint()?, logprobs: None, call_id_prefix: String::new(), keep_turns: false })
     }
 }

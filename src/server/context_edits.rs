@@ -90,6 +90,11 @@ impl Edits {
                     e.tool_uses = Some(ClearToolUses { trigger, keep, clear_at_least, exclude_tools: names(&edit["exclude_tools"]), clear_inputs });
                 }
                 Some("clear_thinking_20251015") => {
+                    if e.tool_uses.is_some() {
+                        return Err(ApiError::bad_request(
+                            "context_management: clear_thinking_20251015 must be listed first when combined with other edits",
+                        ));
+                    }
                     e.thinking = Some(match &edit["keep"] {
                         Value::String(s) if s == "all" => None,
                         Value::Null => Some(1),
@@ -227,5 +232,7 @@ mod tests {
         assert!(err(json!({"edits": [{"type": "compact_20260101"}]})).contains("'compact_20260101' is not supported"));
         assert!(err(json!({"edits": [{"type": "clear_tool_uses_20250919", "keep": {"type": "input_tokens", "value": 3}}]})).contains("keep must be"));
         assert!(err(json!({"edits": {}})).contains("must be a list"));
+        let late = json!({"edits": [{"type": "clear_tool_uses_20250919"}, {"type": "clear_thinking_20251015"}]});
+        assert!(err(late).contains("must be listed first"));
     }
 }

@@ -30,6 +30,8 @@ impl ApiError {
     pub fn engine(e: EngineError) -> Self {
         match e.kind {
             ErrorKind::BadRequest => Self::bad_request(e.message),
+            // A retry finds the model loaded again (clients retry 503s themselves).
+            ErrorKind::Unavailable => ApiError { status: StatusCode::SERVICE_UNAVAILABLE, kind: "server_error", message: e.message },
             _ => Self::internal(e.message),
         }
     }

@@ -185,7 +185,9 @@ impl ResponsesRequest {
             return Err(ApiError::bad_request(format!("top_logprobs {top} is out of range (0 to {MAX_TOP_LOGPROBS})")));
         }
         let logprobs = self.include.iter().flatten().any(|i| i == "message.output_text.logprobs").then_some(top as usize);
-        Ok(GenerateParams { sampling, max_tokens: max as usize, constraint: self.constraint()?, logprobs, ..Default::default() })
+        // OpenAI's default is "disabled": a conversation over the context fails rather than loses turns.
+        let keep_turns = self.truncation.as_deref() != Some("auto");
+        Ok(GenerateParams { sampling, max_tokens: max as usize, constraint: self.constraint()?, logprobs, keep_turns, ..Default::default() })
     }
 }
 

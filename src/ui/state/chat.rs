@@ -180,6 +180,7 @@ impl AppState {
             constraint: None,
             logprobs: None,
             call_id_prefix: String::new(),
+            keep_turns: false,
         }
     }
 
