@@ -202,9 +202,9 @@ mod tests {
     #[test]
     fn old_tool_results_and_thinking_are_cleared_by_the_rules() {
         let e = Edits::parse(Some(&json!({"edits": [
+            {"type": "clear_thinking_20251015", "keep": {"type": "thinking_turns", "value": 2}},
             {"type": "clear_tool_uses_20250919", "trigger": {"type": "tool_uses", "value": 4}, "keep": {"type": "tool_uses", "value": 2},
-             "exclude_tools": ["memory"], "clear_tool_inputs": ["search"]},
-            {"type": "clear_thinking_20251015", "keep": {"type": "thinking_turns", "value": 2}}]})))
+             "exclude_tools": ["memory"], "clear_tool_inputs": ["search"]}]})))
         .unwrap();
         let t = e.tool_uses.clone().unwrap();
         assert_eq!(e.thinking, Some(Some(2)));
