@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 const LOG_MAX: u64 = 10 << 20;
 /// Rotated logs kept: daemon.log.1 (the newest) to daemon.log.3.
 const LOG_KEEP: u32 = 3;
+/// The exit status of a daemon that found another serving (EX_TEMPFAIL);
+/// the systemd unit does not restart on it.
+pub const ANOTHER_SERVES: i32 = 75;
 /// How long a starting daemon may take to serve (it binds before loading a model).
 const START_WAIT: Duration = Duration::from_secs(60);
 
@@ -24,28 +27,39 @@ pub fn log_path(data: &Path) -> PathBuf {
     data.join("logs").join("daemon.log")
 }
 
-/// Fails when a daemon already answers on `data`'s socket; a record a
-/// crashed one left is cleared.
+/// Fails when anything answers on `data`'s socket: a daemon (its address
+/// named), or one that does not speak this Hearth's protocol or is hung
+/// (never replaced behind its back: its port and memory would stay taken).
 pub fn refuse_second(data: &Path) -> Result<()> {
-    if let Ok(h) = remote::probe(data, Duration::from_secs(2)) {
-        bail!("a Hearth daemon already serves at {} (pid {}); `hearth service stop` stops it", h.url, h.pid);
+    if !remote::listening(data) {
+        return Ok(());
     }
-    DaemonRecord::remove(data);
-    Ok(())
+    match remote::probe(data, Duration::from_secs(5)) {
+        Ok(h) => bail!("a Hearth daemon already serves at {} (pid {}); `hearth service stop` stops it", h.url, h.pid),
+        Err(why) => {
+            let pid = DaemonRecord::read(data).map(|r| format!(" (pid {})", r.pid)).unwrap_or_default();
+            bail!("a process{pid} holds {} but does not answer as this Hearth expects: {why}; stop it first", remote::socket_path(data).display())
+        }
+    }
 }
 
-/// In the daemon itself: `refuse_second`, then a lock on `daemon.lock` held
-/// until the process ends, so two starting at once cannot both serve (the
-/// kernel drops the lock when a daemon dies, however it dies).
+/// In the daemon itself: a lock on `daemon.lock` held until the process
+/// ends, so two starting at once cannot both serve (the kernel drops it
+/// when a daemon dies, however it dies); then `refuse_second`, and what a
+/// dead daemon left is cleared (only here, under the lock).
 pub fn claim(data: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(data.join("daemon.lock")).context("cannot open daemon.lock")?;
     // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("another Hearth daemon is starting or running from {}", data.display());
+    let taken = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0;
+    let second = if taken { Err(anyhow::anyhow!("another Hearth daemon is starting or running from {}", data.display())) } else { refuse_second(data) };
+    if let Err(e) = second {
+        // Not a failure to restart on: the service is up, in the other one.
+        eprintln!("{e:#}");
+        std::process::exit(ANOTHER_SERVES);
     }
-    refuse_second(data)?;
+    DaemonRecord::remove(data);
     // Held for the rest of the process.
     std::mem::forget(lock);
     Ok(())
@@ -55,6 +69,9 @@ pub fn claim(data: &Path) -> Result<()> {
 pub fn detach(data: &Path) -> Result<()> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     refuse_second(data)?;
+    // Where the child's first words will be: an error from its start shows from here on.
+    let log = log_path(data);
+    let start_len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     args.push("--foreground".into());
     let exe = std::env::current_exe().context("cannot find this program's path")?;
@@ -66,11 +83,10 @@ pub fn detach(data: &Path) -> Result<()> {
         cmd.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
     }
     let mut child = cmd.spawn().context("cannot start the daemon")?;
-    let log = log_path(data);
     let end = Instant::now() + START_WAIT;
     loop {
         if let Some(status) = child.try_wait()? {
-            bail!("the daemon stopped as it started ({status}); the end of {}:\n{}", log.display(), tail(&log));
+            bail!("the daemon stopped as it started ({status}); it wrote to {}:\n{}", log.display(), tail(&log, start_len));
         }
         if let Some(rec) = DaemonRecord::read(data).filter(|r| r.pid == child.id()) {
             if remote::probe(data, Duration::from_secs(2)).is_ok() {
@@ -82,7 +98,7 @@ pub fn detach(data: &Path) -> Result<()> {
         }
         if Instant::now() > end {
             let _ = child.kill();
-            bail!("the daemon did not start serving within {} s; the end of {}:\n{}", START_WAIT.as_secs(), log.display(), tail(&log));
+            bail!("the daemon did not start serving within {} s; it wrote to {}:\n{}", START_WAIT.as_secs(), log.display(), tail(&log, start_len));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -132,9 +148,12 @@ fn rotated(log: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The last lines of a log, for an error message.
-fn tail(log: &Path) -> String {
-    let text = std::fs::read(log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+/// The last lines the child wrote to the log (past `from` bytes, or the
+/// whole file if it was rotated meanwhile), for an error message.
+fn tail(log: &Path, from: u64) -> String {
+    let bytes = std::fs::read(log).unwrap_or_default();
+    let from = if (bytes.len() as u64) < from { 0 } else { from as usize };
+    let text = String::from_utf8_lossy(&bytes[from..]).into_owned();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
@@ -143,12 +162,15 @@ fn tail(log: &Path) -> String {
 /// says where the daemon serves. `hearth service stop` ends the process.
 pub fn publish(data: &Path, engine: Arc<EngineHandle>, url: String, log: PathBuf) -> Result<()> {
     let d = data.to_path_buf();
-    remote::host::serve(engine, data, url.clone(), move || {
-        eprintln!("stopping: asked by `hearth service stop`");
+    remote::host::serve(engine, data, url.clone(), move |code| {
+        if code == 0 {
+            eprintln!("stopping: asked by `hearth service stop`");
+        }
         DaemonRecord::remove(&d);
         // At once, without running MLX's static destructors under a busy
-        // engine thread (a crash at exit would read as a failure to a service manager).
-        unsafe { libc::_exit(0) }
+        // engine thread (a crash at exit would read as a failure to a
+        // service manager); 1 after an engine crash, so one restarts it.
+        unsafe { libc::_exit(code) }
     })
     .with_context(|| format!("cannot listen on {}", remote::socket_path(data).display()))?;
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

@@ -62,8 +62,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     let log = match daemon {
         true => {
+            // The log first: why a start failed is read from it.
+            let log = super::daemon::log_to_file(&data)?;
             super::daemon::claim(&data)?;
-            Some(super::daemon::log_to_file(&data)?)
+            Some(log)
         }
         false => None,
     };

@@ -86,10 +86,13 @@ fn stop(data: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A child of this process that exited but was not reaped (tests start the
-/// daemon as one) counts as stopped.
+/// A process that exited but was not reaped yet (where no init reaps it)
+/// counts as stopped once every one of its threads has exited: its leader
+/// shows as a zombie while the others still close its sockets.
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+    let exited = |stat: &str| stat.rsplit(')').next().is_some_and(|r| matches!(r.trim_start().chars().next(), Some('Z' | 'X')));
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|t| std::fs::read_to_string(t.path().join("stat")).map_or(true, |s| exited(&s)))
 }
 
 /// Where the unit file goes: systemd's user folder, or LaunchAgents.
@@ -113,19 +116,26 @@ fn install(data: &Path, no_enable: bool, serve_args: &[String]) -> Result<()> {
     let path = unit_path()?;
     let text = if cfg!(target_os = "macos") { launchd_plist(&args, data) } else { systemd_unit(&args, data) };
     std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).with_context(|| format!("cannot create the folder of {}", path.display()))?;
+    // launchd opens its StandardErrorPath there before the daemon runs, and makes no folder.
+    let logs = daemon::log_path(data);
+    std::fs::create_dir_all(logs.parent().unwrap_or(data)).with_context(|| format!("cannot create the folder of {}", logs.display()))?;
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     println!("wrote {}", path.display());
     if no_enable {
         println!("enable it with: {}", enable_hint(&path));
         return Ok(());
     }
+    // A reinstall replaces what runs: launchd will not bootstrap a loaded
+    // agent, and systemd's `enable --now` leaves a running unit as it was.
     let steps: Vec<Vec<String>> = if cfg!(target_os = "macos") {
         let uid = unsafe { libc::getuid() };
+        let _ = std::process::Command::new("launchctl").args(["bootout".to_string(), format!("gui/{uid}/{AGENT}")]).output();
         vec![vec!["launchctl".into(), "bootstrap".into(), format!("gui/{uid}"), path.display().to_string()]]
     } else {
         vec![
             vec!["systemctl".into(), "--user".into(), "daemon-reload".into()],
-            vec!["systemctl".into(), "--user".into(), "enable".into(), "--now".into(), UNIT.into()],
+            vec!["systemctl".into(), "--user".into(), "enable".into(), UNIT.into()],
+            vec!["systemctl".into(), "--user".into(), "restart".into(), UNIT.into()],
         ]
     };
     for step in steps {
@@ -177,8 +187,9 @@ fn systemd_unit(args: &[String], data: &Path) -> String {
         env = format!("Environment={}\n", systemd_quote(&format!("HEARTH_HOME={}", Path::new(&home).display())));
     }
     format!(
-        "[Unit]\nDescription=Hearth local model server (logs in {})\n\n[Service]\nType=simple\n{env}ExecStart={exec}\nRestart=on-failure\nRestartSec=5\n\n[Install]\nWantedBy=default.target\n",
-        daemon::log_path(data).parent().unwrap_or(data).display()
+        "[Unit]\nDescription=Hearth local model server (logs in {})\n\n[Service]\nType=simple\n{env}ExecStart={exec}\nRestart=on-failure\nRestartSec=5\nRestartPreventExitStatus={}\n\n[Install]\nWantedBy=default.target\n",
+        daemon::log_path(data).parent().unwrap_or(data).display(),
+        daemon::ANOTHER_SERVES
     )
 }
 

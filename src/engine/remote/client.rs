@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often the forwarder looks for cancelled requests (a cancel flag is
-/// set by the chat, not sent as a command).
+/// How often the forwarder looks for cancelled requests while any are in
+/// flight (a cancel flag is set by the chat, not sent as a command), and
+/// whether the daemon went away while none are.
 const CANCEL_POLL: Duration = Duration::from_millis(40);
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 type InFlight = Arc<Mutex<HashMap<RequestId, Arc<AtomicBool>>>>;
 
@@ -69,7 +71,8 @@ impl EngineHandle {
             .spawn(move || {
                 let mut hung_up = false;
                 while !closed.load(Ordering::SeqCst) {
-                    let sent = match crx.recv_timeout(CANCEL_POLL) {
+                    let idle = in_flight.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+                    let sent = match crx.recv_timeout(if idle { IDLE_POLL } else { CANCEL_POLL }) {
                         Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                             hung_up = true;
                             break;

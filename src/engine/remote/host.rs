@@ -18,47 +18,80 @@ use std::time::Duration;
 /// An attached app's requests: the engine's id → (the app's id, its cancel flag).
 type Routes = Arc<Mutex<HashMap<RequestId, (RequestId, Arc<AtomicBool>)>>>;
 
+/// The primary model as the daemon's events tell it: what a hello reports.
+#[derive(Default)]
+struct Primary {
+    model: Option<ModelInfo>,
+    loading: bool,
+}
+
 /// What every connection reads: the engine, the primary model now, and how
 /// many apps are attached.
 struct Shared {
     engine: Arc<EngineHandle>,
     url: String,
-    primary: Mutex<Option<ModelInfo>>,
+    primary: Mutex<Primary>,
     clients: AtomicUsize,
-    on_stop: Box<dyn Fn() + Send + Sync>,
+    on_stop: Box<dyn Fn(i32) + Send + Sync>,
 }
 
-/// Listens on `data`'s socket (a stale one from a crash is replaced; the
-/// caller checked that no daemon answers there) in threads of its own, for
-/// as long as the process lives. `on_stop` runs when `hearth service stop`
-/// asks (it ends the process).
-pub fn serve(engine: Arc<EngineHandle>, data: &Path, url: String, on_stop: impl Fn() + Send + Sync + 'static) -> std::io::Result<()> {
+/// Listens on `data`'s socket (the caller holds the daemon's lock and
+/// cleared what a dead one left) in threads of its own, for as long as the
+/// process lives. `on_stop(code)` ends the process: 0 when `hearth service
+/// stop` asks, 1 when the engine crashed (a service manager then restarts
+/// the daemon; a daemon with a dead engine would only fail every request).
+pub fn serve(engine: Arc<EngineHandle>, data: &Path, url: String, on_stop: impl Fn(i32) + Send + Sync + 'static) -> std::io::Result<()> {
     let path = socket_path(data);
+    // A folder only the user may enter: the socket is never reachable by
+    // others, not even between its creation and a chmod.
+    let dir = path.parent().unwrap_or(data);
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    let shared = Arc::new(Shared { engine, url, primary: Mutex::new(None), clients: AtomicUsize::new(0), on_stop: Box::new(on_stop) });
-    // The primary model, followed from the engine's events for each hello.
+    let shared = Arc::new(Shared { engine, url, primary: Mutex::default(), clients: AtomicUsize::new(0), on_stop: Box::new(on_stop) });
     let (s, events) = (shared.clone(), shared.engine.subscribe());
     std::thread::Builder::new().name("hearth-daemon-model".into()).spawn(move || {
         for e in events {
+            let mut p = s.primary.lock().unwrap_or_else(|p| p.into_inner());
             match e {
-                Event::Loaded(info) => *s.primary.lock().unwrap_or_else(|p| p.into_inner()) = Some(info),
-                Event::Unloaded | Event::LoadFailed(_) | Event::Crashed(_) => *s.primary.lock().unwrap_or_else(|p| p.into_inner()) = None,
+                Event::LoadProgress { .. } => p.loading = true,
+                Event::Loaded(info) => *p = Primary { model: Some(info), loading: false },
+                Event::Unloaded | Event::LoadFailed(_) => *p = Primary::default(),
+                Event::Crashed(why) => {
+                    drop(p);
+                    eprintln!("the engine crashed ({why}); the daemon stops so that it can be started afresh");
+                    (s.on_stop)(1);
+                }
                 _ => {}
             }
         }
     })?;
-    std::thread::Builder::new().name("hearth-daemon-socket".into()).spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let s = shared.clone();
-            let _ = std::thread::Builder::new().name("hearth-daemon-app".into()).spawn(move || client(s, conn));
+    std::thread::Builder::new().name("hearth-daemon-socket".into()).spawn(move || loop {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                let s = shared.clone();
+                let _ = std::thread::Builder::new().name("hearth-daemon-app".into()).spawn(move || client(s, conn));
+            }
+            // Out of descriptors or the like: wait instead of spinning on it.
+            Err(e) => {
+                eprintln!("the daemon's socket could not accept a connection: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
     })?;
     Ok(())
+}
+
+/// One socket's writer, shared by the event pump and the refusals so their
+/// lines never interleave.
+type Writer = Arc<Mutex<UnixStream>>;
+
+fn say(w: &Writer, msg: &Down) -> std::io::Result<()> {
+    send(&w.lock().unwrap_or_else(|p| p.into_inner()), msg)
 }
 
 /// One attached app (or `hearth service`), until it hangs up.
@@ -68,37 +101,33 @@ fn client(shared: Arc<Shared>, stream: UnixStream) {
     // A peer that connects and says nothing is let go.
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    let writer: Writer = Arc::new(Mutex::new(stream));
+    let refuse = |why: String| drop(say(&writer, &Down::Refused(why)));
     match receive::<Up>(&mut reader) {
         Ok(Some(Up::Hello { protocol, .. })) if protocol == PROTOCOL => {}
         Ok(Some(Up::Hello { protocol, version })) => {
-            let why = format!("this daemon speaks protocol {PROTOCOL} (Hearth {}), the app {protocol} (Hearth {version})", env!("CARGO_PKG_VERSION"));
-            let _ = send(&stream, &Down::Refused(why));
-            return;
+            return refuse(format!("this daemon speaks protocol {PROTOCOL} (Hearth {}), the app {protocol} (Hearth {version})", env!("CARGO_PKG_VERSION")));
         }
-        _ => {
-            let _ = send(&stream, &Down::Refused("the first message must be a hello".into()));
-            return;
-        }
+        _ => return refuse("the first message must be a hello".into()),
     }
-    let _ = stream.set_read_timeout(None);
+    if !shared.engine.is_alive() {
+        return refuse("the daemon's engine has stopped".into());
+    }
+    let _ = reader.get_ref().set_read_timeout(None);
     // Subscribed before the hello is answered: no event after it is missed.
     let events = shared.engine.subscribe();
     let clients = shared.clients.fetch_add(1, Ordering::SeqCst) + 1;
-    let hello = DaemonHello {
-        version: env!("CARGO_PKG_VERSION").into(),
-        pid: std::process::id(),
-        url: shared.url.clone(),
-        model: shared.primary.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        clients,
+    let (model, loading) = {
+        let p = shared.primary.lock().unwrap_or_else(|p| p.into_inner());
+        (p.model.clone(), p.loading)
     };
+    let hello = DaemonHello { version: env!("CARGO_PKG_VERSION").into(), pid: std::process::id(), url: shared.url.clone(), model, loading, clients };
     let routes: Routes = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
-    if send(&stream, &Down::Hello(hello)).is_ok() {
-        let (out, r, d) = (stream.try_clone(), routes.clone(), done.clone());
-        let pump = out.ok().and_then(|out| {
-            std::thread::Builder::new().name("hearth-daemon-events".into()).spawn(move || pump(out, events, r, d)).ok()
-        });
-        read_commands(&shared, &stream, &mut reader, &routes);
+    if say(&writer, &Down::Hello(hello)).is_ok() {
+        let (w, r, d) = (writer.clone(), routes.clone(), done.clone());
+        let pump = std::thread::Builder::new().name("hearth-daemon-events".into()).spawn(move || pump(w, events, r, d)).ok();
+        read_commands(&shared, &writer, &mut reader, &routes);
         done.store(true, Ordering::SeqCst);
         if let Some(p) = pump {
             let _ = p.join();
@@ -112,13 +141,13 @@ fn client(shared: Arc<Shared>, stream: UnixStream) {
 }
 
 /// The app's messages until it hangs up (or sends one that does not read).
-fn read_commands(shared: &Shared, stream: &UnixStream, reader: &mut BufReader<UnixStream>, routes: &Routes) {
+fn read_commands(shared: &Shared, writer: &Writer, reader: &mut BufReader<UnixStream>, routes: &Routes) {
     loop {
         let msg = match receive::<Up>(reader) {
             Ok(Some(m)) => m,
             Ok(None) => return,
             Err(e) => {
-                let _ = send(stream, &Down::Refused(e.to_string()));
+                let _ = say(writer, &Down::Refused(e.to_string()));
                 return;
             }
         };
@@ -130,7 +159,7 @@ fn read_commands(shared: &Shared, stream: &UnixStream, reader: &mut BufReader<Un
                     cancel.store(true, Ordering::Relaxed);
                 }
             }
-            Up::Stop => (shared.on_stop)(),
+            Up::Stop => (shared.on_stop)(0),
             Up::Hello { .. } => {}
         }
     }
@@ -156,13 +185,17 @@ fn forward(shared: &Shared, c: Command, routes: &Routes) {
         }
         // The daemon outlives every app: an app quitting only hangs up.
         Command::Shutdown => {}
+        // Engine-wide settings are the daemon's (its command line), shared
+        // by every API client: an app's own (sent for an engine of its own)
+        // stay with the app, which sends what it needs with each request.
+        Command::SetTemplateOptions(_) | Command::SetKvBits(_) | Command::SetDraft(_) | Command::SetContextLength(_) | Command::ResetCache => {}
         other => engine.send(other),
     }
 }
 
 /// Sends the app every event but the replies to others' requests, its own
 /// under the ids it chose; ends when the app hangs up or stops reading.
-fn pump(out: UnixStream, events: crossbeam_channel::Receiver<Event>, routes: Routes, done: Arc<AtomicBool>) {
+fn pump(out: Writer, events: crossbeam_channel::Receiver<Event>, routes: Routes, done: Arc<AtomicBool>) {
     while !done.load(Ordering::SeqCst) {
         let e = match events.recv_timeout(Duration::from_millis(200)) {
             Ok(e) => e,
@@ -170,8 +203,8 @@ fn pump(out: UnixStream, events: crossbeam_channel::Receiver<Event>, routes: Rou
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
         if let Some(e) = route_event(e, &routes) {
-            if send(&out, &Down::Event(e)).is_err() {
-                let _ = out.shutdown(std::net::Shutdown::Both);
+            if say(&out, &Down::Event(e)).is_err() {
+                let _ = out.lock().unwrap_or_else(|p| p.into_inner()).shutdown(std::net::Shutdown::Both);
                 return;
             }
         }

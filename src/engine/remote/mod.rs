@@ -60,6 +60,9 @@ pub struct DaemonHello {
     pub url: String,
     /// The model requests without a model run on (what the app's chat shows).
     pub model: Option<ModelInfo>,
+    /// A model is loading as the primary (the app waits for it rather than load its own).
+    #[serde(default)]
+    pub loading: bool,
     /// Apps attached now, this connection included.
     pub clients: usize,
 }
@@ -80,8 +83,15 @@ pub fn record_path(data: &Path) -> PathBuf {
     data.join("daemon.json")
 }
 
+/// In `run/`, a folder only the user may enter (`host::serve` makes it so).
 pub fn socket_path(data: &Path) -> PathBuf {
-    data.join("daemon.sock")
+    data.join("run").join("daemon.sock")
+}
+
+/// Whether anything accepts connections on `data`'s socket (a daemon,
+/// perhaps of another version or hung), as against a file a dead one left.
+pub fn listening(data: &Path) -> bool {
+    UnixStream::connect(socket_path(data)).is_ok()
 }
 
 impl DaemonRecord {

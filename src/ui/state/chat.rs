@@ -229,8 +229,9 @@ impl AppState {
         // tools are offered with every reply while servers are connected.
         let options = TemplateOptions {
             enable_thinking: c.thinking,
+            // With each request too: a daemon's engine keeps its own settings.
+            reasoning_effort: Some(self.settings.reasoning_effort),
             tools: (!tools.is_empty()).then_some(tools),
-            ..TemplateOptions::default()
         };
         let request = self.engine.handle.generate(Prompt::ChatWith(prompt, options), params);
         self.chat.streaming = Some(Streaming {

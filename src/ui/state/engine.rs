@@ -44,30 +44,36 @@ pub struct EngineState {
     /// The daemon whose engine this is (`hearth serve --daemon`), when the
     /// app attached to one instead of starting its own.
     pub daemon: Option<DaemonHello>,
+    /// Why a daemon that holds the socket could not be attached to (another
+    /// version, hung): the app then runs an engine of its own and says so.
+    pub attach_error: Option<String>,
 }
 
 impl EngineState {
     /// The engine of the daemon serving from `data_dir` if one answers (its
     /// model shown as loaded), else one of the app's own.
     pub fn start(data_dir: &Path) -> Self {
-        let (handle, daemon) = connect(data_dir);
-        let model = match daemon.as_ref().and_then(|d| d.model.clone()) {
-            Some(info) => ModelState::Ready(info),
-            None => ModelState::None,
+        let (handle, daemon, attach_error) = connect(data_dir);
+        let model = match &daemon {
+            Some(DaemonHello { model: Some(info), .. }) => ModelState::Ready(info.clone()),
+            Some(DaemonHello { loading: true, .. }) => ModelState::Loading { path: PathBuf::new(), fraction: 0.0, message: "The daemon is loading a model".into() },
+            _ => ModelState::None,
         };
-        EngineState { handle: std::sync::Arc::new(handle), model, live: LiveStats::default(), draft: None, draft_sent: false, daemon }
+        EngineState { handle: std::sync::Arc::new(handle), model, live: LiveStats::default(), draft: None, draft_sent: false, daemon, attach_error }
     }
 }
 
-/// Attaches to the daemon of `data_dir`, or starts an engine in this process.
-fn connect(data_dir: &Path) -> (EngineHandle, Option<DaemonHello>) {
-    // No socket, no daemon: nothing to wait for.
-    if crate::engine::remote::socket_path(data_dir).exists() {
-        if let Ok((handle, hello)) = EngineHandle::attach(data_dir, Duration::from_secs(2)) {
-            return (handle, Some(hello));
-        }
+/// Attaches to the daemon of `data_dir`, or starts an engine in this process
+/// (with why, when something held the socket but could not be attached to).
+fn connect(data_dir: &Path) -> (EngineHandle, Option<DaemonHello>, Option<String>) {
+    // Nothing listening (no socket, or one a dead daemon left): nothing to wait for.
+    if !crate::engine::remote::listening(data_dir) {
+        return (EngineHandle::spawn(), None, None);
     }
-    (EngineHandle::spawn(), None)
+    match EngineHandle::attach(data_dir, Duration::from_secs(2)) {
+        Ok((handle, hello)) => (handle, Some(hello), None),
+        Err(why) => (EngineHandle::spawn(), None, Some(why)),
+    }
 }
 
 impl AppState {
@@ -111,14 +117,20 @@ impl AppState {
         self.engine = EngineState::start(&self.data_dir);
         self.engine.live = live;
         self.chat.streaming = None;
-        if !matches!(self.engine.model, ModelState::Ready(_)) {
+        if let Some(why) = self.engine.attach_error.clone() {
+            self.error(format!("A Hearth daemon holds this data folder's socket but could not be attached to ({why}); this app runs its own engine."));
+        }
+        if !matches!(self.engine.model, ModelState::Ready(_) | ModelState::Loading { .. }) {
             match self.settings.last_model.clone() {
                 Some(p) => self.load_model(p),
                 None => self.engine.model = ModelState::None,
             }
         }
+        // The app's own server, as before; or, where a daemon that served went away, as the settings say.
         if serving {
             self.start_server();
+        } else {
+            self.start_server_if_enabled();
         }
     }
 

@@ -117,6 +117,9 @@ impl AppState {
             mcp: McpState::new(data_dir.join("mcp.json")),
         };
         s.refresh_installed();
+        if let Some(why) = s.engine.attach_error.clone() {
+            s.error(format!("A Hearth daemon holds this data folder's socket but could not be attached to ({why}); this app runs its own engine."));
+        }
         if let Some(n) = notice {
             s.error(n);
         }
@@ -129,8 +132,8 @@ impl AppState {
     /// Loads the last used model, or the first installed one whose headers
     /// read (once the first scan has listed them).
     pub fn autoload(&mut self) {
-        // An attached daemon's model is the chat's already.
-        if matches!(self.engine.model, ModelState::Ready(_)) {
+        // An attached daemon's model is the chat's already (or is on its way).
+        if matches!(self.engine.model, ModelState::Ready(_) | ModelState::Loading { .. }) {
             return;
         }
         let pick = self.settings.last_model.clone().filter(|p| p.exists());
