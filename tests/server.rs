@@ -818,7 +818,7 @@ c = client.responses.create(model=m, input="What is the weather in Paris?", tool
 call = [o for o in c.output if o.type == "function_call"][0]
 c2 = client.responses.create(model=m, previous_response_id=c.id, tools=tools, temperature=0, max_output_tokens=32,
     input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"}])
-out["tool"] = {"name": call.name, "args": json.loads(call.arguments), "first_input": c.usage.input_tokens,
+out["tool"] = {"name": call.name, "call_id": call.call_id, "args": json.loads(call.arguments), "first_input": c.usage.input_tokens,
                "input": c2.usage.input_tokens, "cached": c2.usage.input_tokens_details.cached_tokens, "types": [o.type for o in c2.output]}
 # The same turn stateless, as items.
 c3 = client.responses.create(model=m, tools=tools, temperature=0, max_output_tokens=32, store=False, input=[
@@ -826,6 +826,16 @@ c3 = client.responses.create(model=m, tools=tools, temperature=0, max_output_tok
     {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
     {"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"}])
 out["tool"]["stateless_input"] = c3.usage.input_tokens
+# What each stored response was given, as the SDK lists it back.
+items = client.responses.input_items.list(c2.id)
+plain_items = client.responses.input_items.list(r.id, order="asc")
+out["input_items"] = {"c2": [[i.type, i.call_id, i.output] for i in items.data],
+                      "plain": [[i.type, i.role, i.content[0].text, i.id.startswith("msg_")] for i in plain_items.data]}
+try:
+    client.responses.input_items.list("resp_nothere")
+    out["input_items"]["missing"] = None
+except openai.NotFoundError as e:
+    out["input_items"]["missing"] = 404
 
 a = client.responses.create(model=m, instructions="You are terse.", input="My name is Ada.", temperature=0, max_output_tokens=24)
 b = client.responses.create(model=m, instructions="You are terse.", previous_response_id=a.id, input="What is my name?",
@@ -904,6 +914,11 @@ print(json.dumps(out))
     assert_eq!(t["input"], t["stateless_input"], "the stored history renders as the items sent whole: {r}");
     // (The tiny model may well call the tool again: the reply's kind is its own choice.)
     assert!(!t["types"].as_array().unwrap().is_empty(), "{r}");
+    // Input items: the continuation's one function_call_output; a string input as one user message.
+    let items = &r["input_items"];
+    assert_eq!(items["c2"], serde_json::json!([["function_call_output", t["call_id"], "18 C and sunny"]]), "{r}");
+    assert_eq!(items["plain"], serde_json::json!([["message", "user", "What is the capital of France?", true]]), "{r}");
+    assert_eq!(items["missing"], 404, "{r}");
 
     // A continuation prefills only its new tokens: the first turn (prompt and reply) was cached.
     let c = &r["continued"];

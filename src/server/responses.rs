@@ -90,7 +90,7 @@ pub async fn create(State(server): State<Arc<Server>>, body: axum::body::Bytes) 
         "tool_choice": req.tool_choice.clone().unwrap_or(json!("auto")), "tools": req.tools.clone().unwrap_or_default(),
         "truncation": req.truncation.clone().unwrap_or("disabled".into()), "usage": null, "metadata": req.metadata.clone().unwrap_or(json!({})),
     });
-    let keep = req.stores().then(|| Keep { server: server.clone(), history, model: job.model.id.clone() });
+    let keep = req.stores().then(|| Keep { server: server.clone(), history, model: job.model.id.clone(), input_items: req.input_items(&id) });
     let writer = Writer { base, output: Vec::new(), open: None, seq: 0, events: VecDeque::new(), streaming: req.stream, scores: Vec::new(), reply: Message::assistant(""), cut: false };
     Ok(if req.stream { writer.stream(job, keep) } else { writer.whole(job, keep).await })
 }
@@ -101,6 +101,46 @@ pub async fn retrieve(State(server): State<Arc<Server>>, Path(id): Path<String>)
         Some(r) => Ok(Json(r.response)),
         None => Err(not_found(format!("no response '{id}' is stored"))),
     }
+}
+
+/// `GET /v1/responses/{id}/input_items`: the request's input items, newest
+/// first unless `order=asc`, `limit` (1-100, 20) at a time after the item `after`.
+pub async fn input_items(
+    State(server): State<Arc<Server>>,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    // Numbers, asc/desc and item ids: nothing that needs percent-decoding.
+    let q: std::collections::HashMap<&str, String> =
+        query.as_deref().unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.to_string())).collect();
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 20,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => return Err(ApiError::bad_request("limit must be a number from 1 to 100")),
+    };
+    let asc = match q.get("order").map(|o| o.as_str()) {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(o) => return Err(ApiError::bad_request(format!("order '{o}' is not asc or desc"))),
+    };
+    let key = id.clone();
+    let Some(r) = on_store(&server, move |s| s.load(&key)).await? else {
+        return Err(not_found(format!("no response '{id}' is stored")));
+    };
+    let mut items = r.input_items;
+    if !asc {
+        items.reverse();
+    }
+    if let Some(after) = q.get("after") {
+        match items.iter().position(|i| i["id"].as_str() == Some(after.as_str())) {
+            Some(p) => drop(items.drain(..=p)),
+            None => return Err(ApiError::bad_request(format!("after: no input item '{after}' in response '{id}'"))),
+        }
+    }
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    let (first, last) = (items.first().map(|i| i["id"].clone()), items.last().map(|i| i["id"].clone()));
+    Ok(Json(json!({"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": has_more})))
 }
 
 pub async fn delete(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -118,6 +158,7 @@ struct Keep {
     server: Arc<Server>,
     history: Vec<Message>,
     model: String,
+    input_items: Vec<Value>,
 }
 
 impl Keep {
@@ -126,7 +167,7 @@ impl Keep {
     async fn save(self, response: &Value, reply: &Message) {
         let mut history = self.history;
         history.push(reply.clone());
-        let r = StoredResponse { id: response["id"].as_str().unwrap_or("").to_string(), model: self.model, history, response: response.clone() };
+        let r = StoredResponse { id: response["id"].as_str().unwrap_or("").to_string(), model: self.model, history, response: response.clone(), input_items: self.input_items };
         let id = r.id.clone();
         if let Err(e) = on_store(&self.server, move |s| s.save(&r)).await {
             self.server.log(format!("response {id} was not stored: {}", e.message));

@@ -114,6 +114,43 @@ impl ResponsesRequest {
         }
     }
 
+    /// The input as OpenAI lists it back (`input_items`): every item typed,
+    /// a message's text as parts, each with an id (`{kind}_{response}_{n}`).
+    pub(super) fn input_items(&self, response_id: &str) -> Vec<Value> {
+        let items = match &self.input {
+            Some(Value::String(s)) => vec![json!({"role": "user", "content": s})],
+            Some(Value::Array(items)) => items.clone(),
+            _ => vec![],
+        };
+        let tail = response_id.strip_prefix("resp_").unwrap_or(response_id);
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut item)| {
+                if item["type"].is_null() && item.get("role").is_some() {
+                    item["type"] = json!("message");
+                }
+                if item["type"] == "message" {
+                    let part = if item["role"] == "assistant" { "output_text" } else { "input_text" };
+                    if let Some(text) = item["content"].as_str().map(String::from) {
+                        item["content"] = json!([{"type": part, "text": text}]);
+                    }
+                    item["status"] = json!("completed");
+                }
+                if item.get("id").is_none_or(|i| i.is_null()) {
+                    let kind = match item["type"].as_str() {
+                        Some("function_call") => "fc",
+                        Some("function_call_output") => "fco",
+                        Some("reasoning") => "rs",
+                        _ => "msg",
+                    };
+                    item["id"] = json!(format!("{kind}_{tail}_{n}"));
+                }
+                item
+            })
+            .collect()
+    }
+
     /// Function tools and `tool_choice`.
     pub(super) fn tool_request(&self) -> Result<ToolRequest, ApiError> {
         let mut specs = Vec::new();

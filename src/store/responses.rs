@@ -27,6 +27,9 @@ pub struct StoredResponse {
     pub history: Vec<Message>,
     /// The response object as the client got it.
     pub response: serde_json::Value,
+    /// The request's input as items with ids (`GET …/input_items`).
+    #[serde(default)]
+    pub input_items: Vec<serde_json::Value>,
 }
 
 #[derive(Clone)]
@@ -146,7 +149,7 @@ mod tests {
     use super::*;
 
     fn response(id: &str) -> StoredResponse {
-        StoredResponse { id: id.into(), model: "m".into(), history: vec![Message::user("hi")], response: serde_json::json!({"id": id}) }
+        StoredResponse { id: id.into(), model: "m".into(), history: vec![Message::user("hi")], response: serde_json::json!({"id": id}), input_items: vec![] }
     }
 
     #[test]
