@@ -439,6 +439,12 @@ a = anthropic.Anthropic(base_url="http://127.0.0.1:{port}", api_key="x", max_ret
 # Anthropic's input counts what the prefix cache held apart (cache reads).
 res["anthropic"] = [(lambda u: u.input_tokens + u.cache_read_input_tokens)(a.messages.create(model=m, max_tokens=2, messages=msgs, **kw).usage)
                     for kw in ({{}}, {{"thinking": {{"type": "disabled"}}}})]
+# A thinking budget: past 4 tokens the block is closed for the model (11
+# forced byte tokens), which then answers; a budget it never reaches changes nothing.
+def shape(x):
+    return [[c.type, len(getattr(c, "thinking", None) or getattr(c, "text", None) or "")] for c in x.content], x.usage.output_tokens, x.stop_reason
+res["budget"] = [shape(a.messages.create(model=m, max_tokens=30, messages=msgs, temperature=0, thinking={{"type": "enabled", "budget_tokens": b}}))
+                 for b in (4, 1024)]
 # The Responses API: effort "none" turns thinking off; tokens written inside
 # the open block count as reasoning tokens (in the chat API's usage too).
 res["responses"] = []
@@ -462,6 +468,12 @@ print(json.dumps(res))
     assert_eq!((n("ollama", 0), n("ollama", 1), n("ollama", 2)), (1, off - on, 1), "{r}");
     assert_eq!((n("anthropic", 0), n("anthropic", 1)), (on, off), "{r}");
     assert!(r["bad"].as_str().unwrap().contains("chat_template_kwargs.tools_in_system"), "{r}");
+    let (cut, free) = (&r["budget"][0], &r["budget"][1]);
+    // (The random model's answer is bytes that may not decode to text: the thought's length is what tells.)
+    assert_eq!((&free[0][0][0], &free[1], &free[2]), (&serde_json::json!("thinking"), &serde_json::json!(30), &serde_json::json!("max_tokens")), "{r}");
+    assert!(free[0][0][1].as_u64().unwrap() >= 20, "without a budget it thinks to the end: {r}");
+    assert_eq!((&cut[0][0][0], &cut[1]), (&serde_json::json!("thinking"), &serde_json::json!(30)), "{r}");
+    assert!(cut[0][0][1].as_u64().unwrap() <= 6, "four tokens of thought (one more drawn as the budget ran out, and the closing newline), then the rest outside: {r}");
     let x = &r["responses"];
     assert_eq!((x[0][0].as_u64(), x[1][0].as_u64()), (Some(on), Some(off)), "{r}");
     assert!(x[0][1].as_u64().unwrap() > 0 && x[0][2] == x[0][1] && x[0][3][0] == "reasoning", "all inside the block: {r}");

@@ -204,6 +204,9 @@ pub struct GenerateParams {
     /// A conversation over the context is an error rather than sent without
     /// its oldest turns (the Responses API's `truncation: "disabled"`).
     pub keep_turns: bool,
+    /// The most tokens the reply may think (Anthropic's `thinking.budget_tokens`):
+    /// past it the reasoning block is closed for the model, which then answers.
+    pub reasoning_budget: Option<usize>,
 }
 
 /// The most alternatives per token a caller may ask for (OpenAI's limit).
@@ -249,6 +252,7 @@ impl Default for GenerateParams {
             logprobs: None,
             call_id_prefix: String::new(),
             keep_turns: false,
+            reasoning_budget: None,
         }
     }
 }

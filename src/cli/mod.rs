@@ -294,6 +294,7 @@ impl SampleArgs {
             logprobs: None,
             call_id_prefix: String::new(),
             keep_turns: false,
+            reasoning_budget: None,
         }
     }
 }

@@ -308,13 +308,14 @@ impl Batch {
             let mut next: Vec<Option<(Array, Option<Scores>)>> = Vec::with_capacity(self.seqs.len());
             for (s, l) in self.seqs.iter_mut().zip(&logits_rows) {
                 match (l, &s.constraint) {
-                    (Some(l), None) => {
+                    // A row whose next tokens are forced takes them after the pass, as a constrained one.
+                    (Some(l), None) if !s.forcing() => {
                         let (y, sc) = s.sampler.sample_scored(l).map_err(fail)?;
                         queue.push(y.clone());
                         queue.extend(sc.iter().flat_map(|x| x.arrays()).cloned());
                         next.push(Some((y, sc)));
                     }
-                    (Some(l), Some(_)) => {
+                    (Some(l), _) => {
                         queue.push(l.clone());
                         next.push(None);
                     }
@@ -407,12 +408,14 @@ impl Batch {
                     s.cache.tokens.push(id);
                 }
                 let go_on = s.accept(id, scores.as_ref(), tok, out)?;
-                match nx {
-                    Some((token, scores)) if go_on => {
+                match (nx, &l) {
+                    (Some((token, scores)), _) if go_on => {
                         s.taken += 1;
                         s.phase = Phase::Decode { token, scores, read: false };
                         Ok(true)
                     }
+                    // Forced from this step on (a reasoning budget ran out): no free draw was made.
+                    (None, Some(l)) if go_on && s.forcing() => s.sample(l, tok, out),
                     _ => Ok(false),
                 }
             })();

@@ -72,6 +72,10 @@ pub struct Sequence {
     /// before them in the same pass), no constraint, no log-probabilities,
     /// and caches that can be cut back (no recurrent state).
     pub(super) speculation: Option<super::speculate::Speculation>,
+    /// Tokens fed whatever the model would say (closing a reasoning block
+    /// past its budget), and whether the budget closed it already.
+    forced: VecDeque<u32>,
+    budget_spent: bool,
 }
 
 impl Sequence {
@@ -136,7 +140,28 @@ impl Sequence {
             first_token: None,
             trimmed_messages: 0,
             speculation,
+            forced: VecDeque::new(),
+            budget_spent: false,
         })
+    }
+
+    /// Whether the next tokens are forced (read one at a time, as a
+    /// constrained row's, and never speculated past).
+    pub(super) fn forcing(&self) -> bool {
+        !self.forced.is_empty()
+    }
+
+    /// Past the reasoning budget inside a `<think>` block: the markup that
+    /// closes it goes next. (Harmony's channels are left to the model.)
+    fn check_budget(&mut self, tok: &TextTokenizer) -> Result<()> {
+        let Some(budget) = self.params.reasoning_budget else { return Ok(()) };
+        // (Structured output's grammar decides every token itself.)
+        if self.budget_spent || self.constraint.is_some() || !self.reader.thinking() || self.text.is_harmony() || self.stats.reasoning_tokens < budget {
+            return Ok(());
+        }
+        self.budget_spent = true;
+        self.forced = tok.encode_prompt("\n</think>\n\n")?.into();
+        Ok(())
     }
 
     /// How the reply is read into parts (a chat reply: reasoning and tool calls).
@@ -162,6 +187,14 @@ impl Sequence {
     /// the device, or (constrained) masked, read and committed at once.
     pub(super) fn sample(&mut self, logits: &Array, tok: &TextTokenizer, out: &mut Vec<Out>) -> Result<bool> {
         self.taken += 1;
+        if let Some(id) = self.forced.pop_front() {
+            if let Some(c) = self.constraint.as_mut() {
+                c.commit(id)?;
+            }
+            let go_on = self.accept(id, None, tok, out)?;
+            self.phase = Phase::Decode { token: Array::from_slice(&[id as i32], &[1]), scores: None, read: true };
+            return Ok(go_on);
+        }
         match self.constraint.as_mut() {
             None => {
                 let (token, scores) = self.sampler.sample_scored(logits)?;
@@ -235,6 +268,7 @@ impl Sequence {
         if thinking || self.reader.thinking() {
             self.stats.reasoning_tokens += 1;
         }
+        self.check_budget(tok)?;
         self.reason = reason;
         Ok(reason.is_none())
     }

@@ -143,6 +143,9 @@ impl Sequence {
     /// the plain path, unsynchronized: without a draft the token is only read
     /// when the known tokens already end in a run seen before.
     pub(super) fn proposals(&mut self, draft: Option<&mut super::draft::Draft>, context_length: usize, chunk: usize) -> Result<Option<(u32, Vec<u32>)>> {
+        if self.forcing() {
+            return Ok(None);
+        }
         let Some(spec) = self.speculation.as_mut() else { return Ok(None) };
         let Phase::Decode { token, scores: None, read: false } = &self.phase else { return Ok(None) };
         // Room for proposals: each kept one and the pass's own draw are

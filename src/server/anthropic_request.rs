@@ -187,8 +187,8 @@ impl MessagesRequest {
     pub(super) fn conversation(&self) -> Result<Vec<Message>, ApiError> {
         for (k, v) in &self.other {
             let off = v.is_null() || v.as_array().is_some_and(|a| a.is_empty());
-            // `thinking` turns reasoning on or off (`template_options`; a
-            // budget is taken as a wish); the reasoning itself is always
+            // `thinking` turns reasoning on or off (`template_options`) and
+            // bounds it (`budget_tokens`); the reasoning itself is always
             // shown. `cache_control` (here or on blocks) asks for what the
             // prefix cache does for every prompt. `context_management` is
             // applied by the handler, `output_format` is the reply's
@@ -231,6 +231,29 @@ impl MessagesRequest {
             s.top_k = k;
         }
         s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(GenerateParams { sampling: s, max_tokens: self.max_tokens.unwrap_or(1) as usize, stop: self.stop_sequences.clone(), ignore_eos: false, constraint: self.constraint()?, logprobs: None, call_id_prefix: String::new(), keep_turns: false })
+        Ok(GenerateParams {
+            sampling: s,
+            max_tokens: self.max_tokens.unwrap_or(1) as usize,
+            stop: self.stop_sequences.clone(),
+            ignore_eos: false,
+            constraint: self.constraint()?,
+            logprobs: None,
+            call_id_prefix: String::new(),
+            keep_turns: false,
+            reasoning_budget: self.thinking_budget()?,
+        })
+    }
+
+    /// `thinking.budget_tokens` with thinking enabled: the most tokens the
+    /// reply may think before its reasoning block is closed for it.
+    fn thinking_budget(&self) -> Result<Option<usize>, ApiError> {
+        let Some(t) = self.other.get("thinking").filter(|t| t["type"] == "enabled") else { return Ok(None) };
+        match &t["budget_tokens"] {
+            Value::Null => Ok(None),
+            b => match b.as_u64() {
+                Some(n) if n >= 1 => Ok(Some(n as usize)),
+                _ => Err(ApiError::bad_request(format!("thinking.budget_tokens must be a positive number of tokens, not {b}"))),
+            },
+        }
     }
 }

@@ -181,6 +181,7 @@ impl AppState {
             logprobs: None,
             call_id_prefix: String::new(),
             keep_turns: false,
+            reasoning_budget: None,
         }
     }
 
