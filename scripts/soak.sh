@@ -6,7 +6,7 @@
 # figures (errors, resident and MLX memory over the run, open files, threads)
 # as one SOAK {...} line; docs/RELIABILITY.md keeps them. The short run (200
 # requests, 4 clients) is tests/soak.rs in the test suite.
-# usage: scripts/soak.sh   (after scripts/setup.sh)
+# usage: scripts/soak.sh   (after scripts/setup.sh; SOAK_SAMPLES=FILE keeps every memory sample as CSV)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

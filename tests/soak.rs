@@ -183,6 +183,10 @@ struct Report {
     mlx_last: f64,
     fds: (usize, usize),
     threads: (usize, usize),
+    /// Mean resident and MLX memory (MB) in each tenth of the run, to tell
+    /// a plateau from a slow growth.
+    rss_tenths: Vec<f64>,
+    mlx_tenths: Vec<f64>,
 }
 
 fn soak(requests: usize, clients: usize) -> Report {
@@ -229,7 +233,21 @@ fn soak(requests: usize, clients: usize) -> Report {
         samples.iter().filter(|s| range.contains(&s.0)).map(f).filter(|&v| v > 0).collect()
     };
     let errors = errors.lock().unwrap().clone();
+    // SOAK_SAMPLES=FILE keeps every sample (request, RSS bytes, MLX active bytes; 0 = not read) as CSV.
+    if let Some(path) = std::env::var_os("SOAK_SAMPLES") {
+        let csv: String = std::iter::once("request,rss_bytes,mlx_active_bytes\n".to_string())
+            .chain(samples.iter().map(|(i, r, m)| format!("{i},{r},{m}\n")))
+            .collect();
+        std::fs::write(path, csv).unwrap();
+    }
+    let tenth = (requests / 10).max(1);
+    let tenths = |f: fn(&(usize, u64, u64)) -> u64| -> Vec<f64> {
+        (0..10).map(|k| (mean(&pick(k * tenth..((k + 1) * tenth).min(requests), f)) / 1e6).round()).collect()
+    };
+    let (rss_tenths, mlx_tenths) = (tenths(|s| s.1), tenths(|s| s.2));
     Report {
+        rss_tenths,
+        mlx_tenths,
         requests,
         seconds,
         errors,
@@ -248,6 +266,7 @@ fn check(r: &Report) {
         "rss_mb_first_quarter": (r.rss_first / 1e6).round(), "rss_mb_last_quarter": (r.rss_last / 1e6).round(),
         "mlx_active_mb_first_quarter": (r.mlx_first / 1e6).round(), "mlx_active_mb_last_quarter": (r.mlx_last / 1e6).round(),
         "open_files_before_after": [r.fds.0, r.fds.1], "threads_before_after": [r.threads.0, r.threads.1],
+        "rss_mb_by_tenth": r.rss_tenths, "mlx_active_mb_by_tenth": r.mlx_tenths,
     });
     println!("SOAK {summary}");
     assert!(r.errors.is_empty(), "{} unexpected errors:\n{}", r.errors.len(), r.errors.join("\n"));
