@@ -308,8 +308,9 @@ impl Batch {
             let mut next: Vec<Option<(Array, Option<Scores>)>> = Vec::with_capacity(self.seqs.len());
             for (s, l) in self.seqs.iter_mut().zip(&logits_rows) {
                 match (l, &s.constraint) {
-                    // A row whose next tokens are forced takes them after the pass, as a constrained one.
-                    (Some(l), None) if !s.forcing() => {
+                    // A row whose next tokens are forced, or that fed a forced one
+                    // (read already), takes its next after the pass, as a constrained one.
+                    (Some(l), None) if !s.forcing() && !matches!(s.phase, Phase::Decode { read: true, .. }) => {
                         let (y, sc) = s.sampler.sample_scored(l).map_err(fail)?;
                         queue.push(y.clone());
                         queue.extend(sc.iter().flat_map(|x| x.arrays()).cloned());
@@ -409,13 +410,14 @@ impl Batch {
                 }
                 let go_on = s.accept(id, scores.as_ref(), tok, out)?;
                 match (nx, &l) {
+                    // Forced from this step on (a reasoning budget ran out as
+                    // this token was read): a free draw made with the pass is dropped.
+                    (_, Some(l)) if go_on && s.forcing() => s.sample(l, tok, out),
                     (Some((token, scores)), _) if go_on => {
                         s.taken += 1;
                         s.phase = Phase::Decode { token, scores, read: false };
                         Ok(true)
                     }
-                    // Forced from this step on (a reasoning budget ran out): no free draw was made.
-                    (None, Some(l)) if go_on && s.forcing() => s.sample(l, tok, out),
                     _ => Ok(false),
                 }
             })();

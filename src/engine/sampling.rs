@@ -160,20 +160,33 @@ impl Sampler {
             }
             _ => None,
         };
-        if p.penalizes() {
-            let t = token.reshape(&[1, 1])?;
-            let h = match self.history.take() {
-                Some(h) => {
-                    let h = ops::concatenate(&[h, t], 1)?;
-                    let n = h.shape()[1];
-                    let ctx = p.repetition_context.max(1) as i32;
-                    if n > ctx { h.index((.., (n - ctx)..)) } else { h }
-                }
-                None => t,
-            };
-            self.history = Some(h);
-        }
+        self.remember(token.reshape(&[1, 1])?)?;
         Ok((token, scores))
+    }
+
+    /// A token fed without being drawn (markup forced into the reply): the
+    /// penalties count it as they count a drawn one.
+    pub fn record(&mut self, id: u32) -> Result<()> {
+        self.remember(Array::from_slice(&[id as i32], &[1, 1]))
+    }
+
+    /// Appends token `t` ([1, 1]) to the penalties' window.
+    fn remember(&mut self, t: Array) -> Result<()> {
+        let p = &self.params;
+        if !p.penalizes() {
+            return Ok(());
+        }
+        let h = match self.history.take() {
+            Some(h) => {
+                let h = ops::concatenate(&[h, t], 1)?;
+                let n = h.shape()[1];
+                let ctx = p.repetition_context.max(1) as i32;
+                if n > ctx { h.index((.., (n - ctx)..)) } else { h }
+            }
+            None => t,
+        };
+        self.history = Some(h);
+        Ok(())
     }
 }
 

@@ -151,6 +151,20 @@ impl Sequence {
         !self.forced.is_empty()
     }
 
+    /// The next forced token taken into the reply (read at once: the next
+    /// step feeds it), or None when nothing is forced. A block the model
+    /// closed itself meanwhile drops the rest of the closing markup.
+    pub(super) fn take_forced(&mut self, tok: &TextTokenizer, out: &mut Vec<Out>) -> Result<Option<bool>> {
+        if !self.reader.thinking() {
+            self.forced.clear();
+        }
+        let Some(id) = self.forced.pop_front() else { return Ok(None) };
+        self.sampler.record(id)?;
+        let go_on = self.accept(id, None, tok, out)?;
+        self.phase = Phase::Decode { token: Array::from_slice(&[id as i32], &[1]), scores: None, read: true };
+        Ok(Some(go_on))
+    }
+
     /// Past the reasoning budget inside a `<think>` block: the markup that
     /// closes it goes next. (Harmony's channels are left to the model.)
     fn check_budget(&mut self, tok: &TextTokenizer) -> Result<()> {
@@ -160,7 +174,12 @@ impl Sequence {
             return Ok(());
         }
         self.budget_spent = true;
-        self.forced = tok.encode_prompt("\n</think>\n\n")?.into();
+        // Control tokens read as such ("</think>" is one in many vocabularies), without the BOS a prompt starts with.
+        let mut ids = tok.encode_prompt("\n</think>\n\n")?;
+        if tok.bos_id.is_some() && ids.first() == tok.bos_id.as_ref() {
+            ids.remove(0);
+        }
+        self.forced = ids.into();
         Ok(())
     }
 
@@ -187,12 +206,7 @@ impl Sequence {
     /// the device, or (constrained) masked, read and committed at once.
     pub(super) fn sample(&mut self, logits: &Array, tok: &TextTokenizer, out: &mut Vec<Out>) -> Result<bool> {
         self.taken += 1;
-        if let Some(id) = self.forced.pop_front() {
-            if let Some(c) = self.constraint.as_mut() {
-                c.commit(id)?;
-            }
-            let go_on = self.accept(id, None, tok, out)?;
-            self.phase = Phase::Decode { token: Array::from_slice(&[id as i32], &[1]), scores: None, read: true };
+        if let Some(go_on) = self.take_forced(tok, out)? {
             return Ok(go_on);
         }
         match self.constraint.as_mut() {

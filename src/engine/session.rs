@@ -107,7 +107,10 @@ impl Session {
             Some(m) if m.content.trim().is_empty() => return Err(Error::EmptyPrompt),
             _ => {}
         }
-        let reserve = reserve.min(self.context_length / 2);
+        // Room for the answer where turns may go; where none may, only the
+        // input itself must fit (OpenAI's `truncation: disabled`: the reply
+        // then ends where the context does).
+        let reserve = if may_drop { reserve.min(self.context_length / 2) } else { 1 };
         let budget = self.context_length.saturating_sub(reserve);
         let has_system = messages[0].role == Role::System;
         let mut msgs = messages.to_vec();

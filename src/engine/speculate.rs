@@ -203,7 +203,8 @@ impl Sequence {
         self.cache.tokens.push(t);
         let mut go_on = self.accept(t, None, tok, out)?;
         for &d in &drafts[..kept] {
-            if !go_on {
+            // A reasoning budget that ran out: its markup comes next, not the guesses.
+            if !go_on || self.forcing() {
                 break;
             }
             self.cache.tokens.push(d);
@@ -219,6 +220,9 @@ impl Sequence {
         }
         if go_on {
             self.taken += 1;
+            if let Some(go_on) = self.take_forced(tok, out)? {
+                return Ok(go_on);
+            }
             let next = Array::from_slice(&[draws[kept] as i32], &[1]);
             self.phase = Phase::Decode { token: next, scores: None, read: false };
         }

@@ -123,6 +123,8 @@ impl ResponsesRequest {
             _ => vec![],
         };
         let tail = response_id.strip_prefix("resp_").unwrap_or(response_id);
+        // Ids are what `after` pages by: a repeated or odd one is replaced.
+        let mut seen = std::collections::HashSet::new();
         items
             .into_iter()
             .enumerate()
@@ -137,7 +139,8 @@ impl ResponsesRequest {
                     }
                     item["status"] = json!("completed");
                 }
-                if item.get("id").is_none_or(|i| i.is_null()) {
+                let id = item.get("id").and_then(|i| i.as_str()).map(String::from);
+                if !id.is_some_and(|i| !i.is_empty() && seen.insert(i)) {
                     let kind = match item["type"].as_str() {
                         Some("function_call") => "fc",
                         Some("function_call_output") => "fco",
