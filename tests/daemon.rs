@@ -62,13 +62,8 @@ fn sdk_answer(port: u16, system: &str) -> String {
 #[test]
 fn the_app_attaches_to_the_daemon_and_quitting_it_leaves_the_daemon_serving() {
     let _g = common::mlx_lock();
-    let home = tempfile::tempdir().unwrap();
-    let models = home.path().join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    let model = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if std::fs::hard_link(common::smollm2_gguf(), &model).is_err() {
-        std::fs::copy(common::smollm2_gguf(), &model).unwrap();
-    }
+    let home = common::data_dir_with_smollm2();
+    let model = home.path().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let m = model.to_str().unwrap();
 
     // What a crashed daemon leaves (its record, a socket nobody listens on) is

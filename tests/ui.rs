@@ -14,17 +14,7 @@ use hearth::ui::state::DownloadStatus;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A data dir with SmolLM2 installed (hard link, or copy across filesystems).
-fn data_dir() -> tempfile::TempDir {
-    let t = tempfile::tempdir().unwrap();
-    let models = t.path().join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    let dst = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if std::fs::hard_link(common::smollm2_gguf(), &dst).is_err() {
-        std::fs::copy(common::smollm2_gguf(), &dst).unwrap();
-    }
-    t
-}
+use common::data_dir_with_smollm2 as data_dir;
 
 /// Writes a conversation into the data folder as the app saves it.
 fn save_conversation(dir: &Path, c: &hearth::store::conversations::Conversation) {

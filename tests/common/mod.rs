@@ -9,6 +9,19 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 pub mod hub_server;
 pub mod serve;
 
+/// A data folder with SmolLM2 installed in its models/ (a hard link, or a
+/// copy across filesystems), as the app and the daemon find it.
+pub fn data_dir_with_smollm2() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let models = t.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let dst = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if std::fs::hard_link(smollm2_gguf(), &dst).is_err() {
+        std::fs::copy(smollm2_gguf(), &dst).unwrap();
+    }
+    t
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
