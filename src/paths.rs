@@ -16,3 +16,12 @@ pub fn data_dir() -> PathBuf {
 pub fn models_dir() -> PathBuf {
     data_dir().join("models")
 }
+
+/// The `hearth` program itself, which the app runs to start its daemon:
+/// this executable, or `HEARTH_EXE` (tests, whose executable is the test).
+pub fn hearth_exe() -> std::io::Result<PathBuf> {
+    match std::env::var_os("HEARTH_EXE") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => std::env::current_exe(),
+    }
+}

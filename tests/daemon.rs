@@ -32,7 +32,9 @@ impl Drop for Reaper {
 }
 
 /// Threads of this process named `hearth-engine`: an engine of its own
-/// (Linux's /proc names them; elsewhere the handle's word stands).
+/// (Linux's /proc names them; elsewhere the handle's word stands). Only
+/// where no engine ran here: MLX's workers inherit the name of the thread
+/// that started them.
 #[cfg(not(target_os = "linux"))]
 fn engine_threads() -> usize {
     0
@@ -198,4 +200,49 @@ fn the_service_unit_runs_the_daemon_in_the_foreground_and_uninstall_removes_it()
     assert!(!bad.status.success(), "{}", text(&bad));
     let out = run(&["service", "uninstall"]);
     assert!(out.status.success() && !config.join("systemd/user/hearth.service").exists(), "{}", text(&out));
+}
+
+/// The Server panel's "Keep serving in the background": the app starts the
+/// daemon with its settings and its model, attaches to it, chats on it, and
+/// "Stop the background server" brings back an engine of the app's own.
+#[test]
+fn the_app_starts_the_background_server_attaches_and_stops_it() {
+    let _g = common::mlx_lock();
+    let home = common::data_dir_with_smollm2();
+    // The app runs `hearth`; in a test its own executable is the test.
+    std::env::set_var("HEARTH_EXE", env!("CARGO_BIN_EXE_hearth"));
+    let mut app = AppState::new(home.path());
+    assert!(!app.engine.handle.is_attached());
+    app.settings.sampling = hearth::engine::SamplingParams::greedy();
+    app.settings.max_tokens = 16;
+    app.settings.server.port = 0;
+    app.autoload();
+    let wait = |app: &mut AppState, what: &str, done: &dyn Fn(&AppState) -> bool| {
+        let end = Instant::now() + Duration::from_secs(120);
+        while !done(app) {
+            assert!(Instant::now() < end, "timed out waiting for {what}; notices: {:?}", app.notices.iter().map(|n| &n.text).collect::<Vec<_>>());
+            app.poll();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait(&mut app, "the app's own model", &|a| matches!(a.engine.model, ModelState::Ready(_)));
+    app.start_daemon();
+    wait(&mut app, "the daemon, attached, with the chat's model", &|a| a.engine.daemon.is_some() && matches!(a.engine.model, ModelState::Ready(_)));
+    let pid = app.engine.daemon.as_ref().unwrap().pid;
+    let _reaper = Reaper(Some(pid));
+    assert!(app.engine.handle.is_attached() && app.server.running.is_none());
+    // (MLX's worker threads, started from the app's engine thread, keep its
+    // name after it ends: the model's memory is what tells here.)
+    let held = mlx_rs::memory::active_memory().unwrap();
+    assert!(held < 16 << 20, "the app's own model went with its engine ({held} bytes held): one engine, the daemon's");
+    app.chat.input = "What is the capital of France?".into();
+    app.send_input();
+    wait(&mut app, "the reply", &|a| !a.is_generating());
+    assert!(app.current_conversation().unwrap().messages.last().unwrap().content.contains("Paris"));
+
+    app.stop_daemon();
+    wait(&mut app, "the app's own engine again", &|a| a.engine.daemon.is_none() && matches!(a.engine.model, ModelState::Ready(_)));
+    assert!(!app.engine.handle.is_attached());
+    assert!(app.notices.iter().all(|n| n.kind != hearth::ui::state::NoticeKind::Error), "a stop asked for is no crash");
+    assert!(!home.path().join("daemon.json").exists(), "the daemon removed its record as it stopped");
 }

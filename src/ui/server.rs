@@ -25,13 +25,25 @@ impl ServerPanel {
         if let Some(d) = &state.engine.daemon {
             // The daemon's own options rule; this app only chats on its engine.
             ui.label(RichText::new(format!("Served by the Hearth daemon (pid {}) at {}", d.pid, d.url)).strong());
-            ui.label("This app is attached to it: the chat runs on the daemon's engine, and the server keeps running when the app quits. Its options come from its command line (`hearth serve --daemon …`); `hearth service stop` stops it.");
+            ui.label("This app is attached to it: the chat runs on the daemon's engine, and the server keeps running when the app quits. Its options come from its command line (`hearth serve --daemon …`); `hearth service install` starts it at login.");
+            if ui.add_enabled(!state.engine.stopping_daemon, egui::Button::new("Stop the background server")).clicked() {
+                state.stop_daemon();
+            }
             return;
         }
-        let mut on = state.settings.server.enabled;
-        if ui.checkbox(&mut on, "Serve").on_hover_text("Start or stop the server").changed() {
-            state.set_server_enabled(on);
-        }
+        ui.horizontal(|ui| {
+            let mut on = state.settings.server.enabled;
+            if ui.checkbox(&mut on, "Serve").on_hover_text("Start or stop the server").changed() {
+                state.set_server_enabled(on);
+            }
+            if ui
+                .button("Keep serving in the background")
+                .on_hover_text("Runs the server as a daemon (hearth serve --daemon) that keeps serving after Hearth quits; the app attaches to it")
+                .clicked()
+            {
+                state.start_daemon();
+            }
+        });
         let (mut restart, mut key_changed) = (false, false);
         let before = state.settings.server.clone();
         egui::Grid::new("server-settings").num_columns(2).show(ui, |ui| {

@@ -47,6 +47,8 @@ pub struct EngineState {
     /// Why a daemon that holds the socket could not be attached to (another
     /// version, hung): the app then runs an engine of its own and says so.
     pub attach_error: Option<String>,
+    /// The app asked the attached daemon to stop: its going away is expected.
+    pub stopping_daemon: bool,
 }
 
 impl EngineState {
@@ -59,7 +61,7 @@ impl EngineState {
             Some(DaemonHello { loading: true, .. }) => ModelState::Loading { path: PathBuf::new(), fraction: 0.0, message: "The daemon is loading a model".into() },
             _ => ModelState::None,
         };
-        EngineState { handle: std::sync::Arc::new(handle), model, live: LiveStats::default(), draft: None, draft_sent: false, daemon, attach_error }
+        EngineState { handle: std::sync::Arc::new(handle), model, live: LiveStats::default(), draft: None, draft_sent: false, daemon, attach_error, stopping_daemon: false }
     }
 }
 
@@ -199,6 +201,8 @@ impl AppState {
                 self.resume_after_tools();
             }
             Event::Memory(m) => self.engine.live.memory = m,
+            // The daemon the app asked to stop went: `on_daemon_stopped` starts the app's own engine.
+            Event::Crashed(_) if self.engine.stopping_daemon => {}
             Event::Crashed(msg) => {
                 self.chat.streaming = None;
                 self.engine.model = ModelState::Failed(format!("The engine stopped unexpectedly: {msg}"));

@@ -18,6 +18,10 @@ pub enum Background {
     Exported(Option<Result<PathBuf, String>>),
     PickedImport(Option<PathBuf>),
     PickedModelsDir(Option<PathBuf>),
+    /// `hearth serve --daemon` started from the Server panel returned (its words, or why it failed).
+    DaemonStarted(Result<String, String>),
+    /// The attached daemon was asked to stop (its pid), or why it could not be.
+    DaemonStopped(Result<u32, String>),
 }
 
 pub struct Jobs {

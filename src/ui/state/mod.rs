@@ -210,6 +210,8 @@ impl AppState {
                     self.set_models_dir(p);
                 }
             }
+            Background::DaemonStarted(r) => self.on_daemon_started(r),
+            Background::DaemonStopped(r) => self.on_daemon_stopped(r),
             Background::PickedImport(p) => {
                 if let Some(p) = p {
                     self.import(p);

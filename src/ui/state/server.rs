@@ -2,7 +2,7 @@
 //! server's requests queue beside the chat's), started and stopped from its
 //! panel, its address, requests in flight and log shown there.
 
-use super::{AppState, ModelState};
+use super::{AppState, Background, ModelState};
 use crate::server::{self, bridge::ModelStatus, ServerConfig};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -61,6 +61,98 @@ impl AppState {
                 self.server.running = Some(r);
             }
             Err(e) => self.server.error = Some(e.to_string()),
+        }
+    }
+
+    /// Starts the server as a daemon that outlives the app (`hearth serve
+    /// --daemon` with this panel's settings and the chat's model), off the UI
+    /// thread; once it serves, the app attaches to it (`on_daemon_started`).
+    /// The app's own server and model go first: the port and the memory are the daemon's.
+    pub fn start_daemon(&mut self) {
+        let s = self.settings.server.clone();
+        let api_key = if s.lan { server::key::load() } else { None };
+        if s.lan && api_key.is_none() {
+            self.server.error = Some("Generate an API key before opening the server to other devices.".into());
+            return;
+        }
+        let exe = match crate::paths::hearth_exe() {
+            Ok(e) => e,
+            Err(e) => return self.error(format!("Cannot find the hearth program to start the daemon: {e}")),
+        };
+        let mut args: Vec<String> = vec!["serve".into(), "--daemon".into(), "--port".into(), s.port.to_string()];
+        if s.lan {
+            args.extend(["--host".into(), "0.0.0.0".into()]);
+        }
+        if let Some(m) = &self.settings.last_model {
+            args.extend(["--model".into(), m.display().to_string()]);
+        }
+        args.extend(["--context-length".into(), self.settings.context_length.to_string()]);
+        if s.idle_unload_min > 0 {
+            args.extend(["--idle-unload".into(), (s.idle_unload_min * 60).to_string()]);
+        }
+        if s.memory_budget_mb > 0 {
+            args.extend(["--memory-budget-mb".into(), s.memory_budget_mb.to_string()]);
+        }
+        for (a, m) in &s.aliases {
+            args.extend(["--alias".into(), format!("{a}={m}")]);
+        }
+        self.stop_server();
+        self.unload_model();
+        let data = self.data_dir.clone();
+        self.jobs.spawn(move || {
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(&args).env("HEARTH_HOME", &data).stdin(std::process::Stdio::null());
+            // The key goes by the environment, never the command line (other users read that).
+            match api_key {
+                Some(k) => cmd.env("HEARTH_API_KEY", k),
+                None => cmd.env_remove("HEARTH_API_KEY"),
+            };
+            Background::DaemonStarted(match cmd.output() {
+                Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+                Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                Err(e) => Err(e.to_string()),
+            })
+        });
+    }
+
+    pub(super) fn on_daemon_started(&mut self, r: Result<String, String>) {
+        match r {
+            Ok(said) => {
+                self.info(format!("The server now runs in the background and keeps serving when Hearth quits. {said}"));
+                self.restart_engine();
+            }
+            Err(e) => {
+                self.error(format!("The background server did not start: {e}"));
+                // Back as it was: the chat's model, and the app's own server if it was on.
+                if let Some(p) = self.settings.last_model.clone() {
+                    self.load_model(p);
+                }
+                self.start_server_if_enabled();
+            }
+        }
+    }
+
+    /// Asks the attached daemon to stop (off the UI thread); the app then
+    /// runs an engine of its own again (`on_daemon_stopped`).
+    pub fn stop_daemon(&mut self) {
+        if self.engine.daemon.is_none() {
+            return;
+        }
+        self.engine.stopping_daemon = true;
+        let data = self.data_dir.clone();
+        self.jobs.spawn(move || Background::DaemonStopped(crate::engine::remote::request_stop(&data, std::time::Duration::from_secs(3))));
+    }
+
+    pub(super) fn on_daemon_stopped(&mut self, r: Result<u32, String>) {
+        match r {
+            Ok(pid) => {
+                self.info(format!("Stopped the background server (pid {pid})."));
+                self.restart_engine();
+            }
+            Err(e) => {
+                self.engine.stopping_daemon = false;
+                self.error(format!("Could not stop the background server: {e}"));
+            }
         }
     }
 
