@@ -29,14 +29,23 @@ c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
 model = c.models.list().data[0].id
 def turn(**kw):
     t0 = time.perf_counter(); ttft = None
+    r, last = None, None
     with c.responses.stream(model=model, temperature=0, max_output_tokens=gen, **kw) as s:
         for e in s:
             if ttft is None and e.type in ("response.output_text.delta", "response.reasoning_text.delta", "response.output_item.added"):
                 ttft = time.perf_counter() - t0
-        r = s.get_final_response()
+            # A reply cut by max_output_tokens ends "incomplete" (random weights never stop).
+            if e.type in ("response.completed", "response.incomplete"):
+                r = e.response
+            last = e
+    if r is None:
+        sys.exit(f"the stream ended without a response: {last}")
     u = r.usage
+    # total_s: the whole request; with GEN=1 it is the time to the first token even
+    # where no text shows (random weights write bytes that decode to nothing).
     return r, {"input": u.input_tokens, "cached": u.input_tokens_details.cached_tokens,
-               "new": u.input_tokens - u.input_tokens_details.cached_tokens, "ttft_s": round(ttft or 0.0, 4)}
+               "new": u.input_tokens - u.input_tokens_details.cached_tokens, "ttft_s": round(ttft or 0.0, 4),
+               "total_s": round(time.perf_counter() - t0, 4)}
 prev, items, rows = None, [], []
 for i in range(turns):
     q = f"Step {i}: what is {i} plus {i}?"

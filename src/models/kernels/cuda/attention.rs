@@ -191,6 +191,14 @@ const MAX_BLOCKS: i32 = 256;
 /// The most rows one launch takes (the engine's batch limit is 64).
 pub const MAX_ROWS: i32 = 64;
 
+/// The most keys the kernel takes; past them MLX's attention is faster.
+/// Measured on an H100 (docs/bench/h100-decode-fusion-context-sweep.txt,
+/// decode tok/s with the fused decode kernels on / off): Qwen3-30B-A3B shape
+/// 171.7 / 161.3 at 2,048 keys, 142.8 / 172.6 at 4,096, 81.9 / 174.0 at
+/// 32,768; Llama-3.1-8B shape 155.1 / 169.9 at 2,048, 71.5 / 103.4 at
+/// 32,768 (its split-K blocks each walk too many keys at long contexts).
+pub const MAX_KEYS: i32 = 2048;
+
 /// A counter per row and KV head for the kernel's last-block hand-off:
 /// zeros, kept by the attention layer (each layer its own, so no two
 /// launches in flight share one). None where the kernel does not run.
@@ -237,6 +245,7 @@ pub fn attend(q: &Array, k: &Array, v: &Array, sinks: Option<&Array>, pads: Opti
         || v.dtype() != dtype
         || ks[3] != dim
         || n < 1
+        || n > MAX_KEYS
         || kv_heads < 1
         || heads % kv_heads != 0
         || !takes(dim, heads / kv_heads)
