@@ -244,8 +244,7 @@ pub fn attend(q: &Array, k: &Array, v: &Array, sinks: Option<&Array>, pads: Opti
         || k.dtype() != dtype
         || v.dtype() != dtype
         || ks[3] != dim
-        || n < 1
-        || n > MAX_KEYS
+        || !(1..=MAX_KEYS).contains(&n)
         || kv_heads < 1
         || heads % kv_heads != 0
         || !takes(dim, heads / kv_heads)
