@@ -1,6 +1,5 @@
 //! The local API server other tools talk to (`hearth serve`): OpenAI- (chat,
-//! completions, Responses),
-//! Anthropic- and Ollama-compatible endpoints (`openai`, `anthropic`,
+//! completions, Responses), Anthropic- and Ollama-compatible endpoints (`openai`, `anthropic`,
 //! `ollama`), on the same engine thread a chat uses (`bridge`). Private by
 //! default: it binds to loopback, checks the Host header against DNS
 //! rebinding, sends no CORS headers, caps request bodies, serves only installed
