@@ -1,7 +1,9 @@
 //! Reading files Hearth did not write itself and so cannot trust: regular
 //! files only (never a FIFO, a device or a directory), never more than a cap,
 //! so a hostile or broken file is a clear error instead of a hang or a
-//! runaway allocation. And writing secrets only the user can read.
+//! runaway allocation. And writing: atomically (temp file, fsync, rename: a
+//! crash mid-save leaves the old file or the new one, never half), and
+//! secrets only the user can read.
 
 use crate::error::{io_err, Error, Result};
 use std::io::Read;
@@ -133,6 +135,24 @@ pub fn write_secret(path: &Path, token: &str) -> std::io::Result<()> {
     f.write_all(token.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Writes `bytes` to `path` atomically and durably (its folder made if need be).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+    // Errors name the file being saved (the temporary's name says nothing to a
+    // user); on a full disk the temporary is removed and the old file stays.
+    tmp.as_file_mut().write_all(bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| crate::error::Error::Io { path: path.to_path_buf(), source: e.error })?;
+    // Make the rename itself durable.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

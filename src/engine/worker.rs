@@ -72,11 +72,7 @@ impl EngineHandle {
                         .cloned()
                         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "unknown panic".into());
-                    for s in subs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                        let _ = s.send(Event::Crashed(msg.clone()));
-                    }
-                    let _ = events.send(Event::Crashed(msg));
-                    wake(&w);
+                    broadcast(&subs, &events, &w, Event::Crashed(msg));
                 }
             })
             .expect("spawning the engine thread");
@@ -92,10 +88,10 @@ impl EngineHandle {
         }
     }
 
-    /// A handle on an engine elsewhere: `commands` go to `thread`, which
+    /// A handle on a daemon's engine: `commands` go to `thread`, which
     /// carries them there, and `events` come back (`remote::client`).
-    pub(crate) fn from_parts(commands: Sender<Command>, events: Receiver<Event>, waker: Waker, subscribers: Subscribers, thread: JoinHandle<()>, attached: bool) -> Self {
-        EngineHandle { waker, commands, events, subscribers, next_id: AtomicU64::new(1), current_cancel: Mutex::new(None), thread: Some(thread), attached }
+    pub(crate) fn attached(commands: Sender<Command>, events: Receiver<Event>, waker: Waker, subscribers: Subscribers, thread: JoinHandle<()>) -> Self {
+        EngineHandle { waker, commands, events, subscribers, next_id: AtomicU64::new(1), current_cancel: Mutex::new(None), thread: Some(thread), attached: true }
     }
 
     /// Whether this handle reaches a daemon's engine rather than one of its own.
@@ -138,7 +134,7 @@ impl EngineHandle {
     /// Starts a generation; returns its id. Cancels nothing already running:
     /// it joins the batch beside them (or waits for room, in order).
     pub fn generate(&self, prompt: Prompt, params: GenerateParams) -> RequestId {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_request_id();
         let cancel = Arc::new(AtomicBool::new(false));
         *self.current_cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
         self.send(Command::Generate { id, prompt, params, cancel, interactive: true, model: None });
@@ -149,7 +145,7 @@ impl EngineHandle {
     /// clients' requests, each cancelled alone); returns its id and the flag.
     /// `model`: the model it runs on (None: the primary).
     pub fn submit(&self, prompt: Prompt, params: GenerateParams, model: Option<PathBuf>) -> (RequestId, Arc<AtomicBool>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_request_id();
         let cancel = Arc::new(AtomicBool::new(false));
         self.send(Command::Generate { id, prompt, params, cancel: cancel.clone(), interactive: false, model });
         (id, cancel)
@@ -158,7 +154,7 @@ impl EngineHandle {
     /// Asks how many tokens `prompt` renders to (`Command::CountTokens`);
     /// the answer comes as `PromptReady` for the returned id.
     pub fn count_tokens(&self, prompt: Prompt, model: Option<PathBuf>) -> RequestId {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_request_id();
         self.send(Command::CountTokens { id, prompt, model });
         id
     }
@@ -185,7 +181,18 @@ impl Drop for EngineHandle {
     }
 }
 
-pub(crate) fn wake(w: &Waker) {
+/// Hands `e` to every subscriber and the handle's own reader, then wakes the
+/// UI: how an engine's events go out, in process or from a daemon (`remote::client`).
+pub(crate) fn broadcast(subscribers: &Subscribers, events: &Sender<Event>, waker: &Waker, e: Event) {
+    let mut subs = subscribers.lock().unwrap_or_else(|e| e.into_inner());
+    // A reader that went away is forgotten.
+    subs.retain(|s| s.send(e.clone()).is_ok());
+    drop(subs);
+    let _ = events.send(e);
+    wake(waker);
+}
+
+fn wake(w: &Waker) {
     if let Some(f) = w.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         f();
     }
@@ -202,14 +209,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
     let mut template_options = TemplateOptions::default();
     // Kept across loads too: the draft model the user chose, if any.
     let mut draft: Option<(PathBuf, Precision)> = None;
-    let send = |e: Event| {
-        let mut subs = subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        // A reader that went away is forgotten.
-        subs.retain(|s| s.send(e.clone()).is_ok());
-        drop(subs);
-        let _ = events.send(e);
-        wake(&waker);
-    };
+    let send = |e: Event| broadcast(&subscribers, &events, &waker, e);
     let mut waiting: VecDeque<Command> = VecDeque::new();
     let mut steps = 0usize;
     loop {

@@ -5,25 +5,10 @@ pub mod conversations;
 pub mod responses;
 pub mod settings;
 
-use crate::error::{io_err, Result};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    // Errors name the file being saved (the temporary's name says nothing to a
-    // user); on a full disk the temporary is removed and the old file stays.
-    tmp.as_file_mut().write_all(bytes).map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| crate::error::Error::Io { path: path.to_path_buf(), source: e.error })?;
-    // Make the rename itself durable.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+// One atomic write for every file Hearth saves (the daemon's record too, outside this room).
+pub use crate::files::write_atomic;
 
 /// Removes what a save cut short left behind: `write_atomic`'s temporaries
 /// (`.tmp*`, tempfile's names) older than a minute, in `dir` only.

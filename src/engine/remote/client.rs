@@ -4,7 +4,7 @@
 
 use super::{connect, receive, send, DaemonHello, Down, Up};
 use crate::engine::protocol::{Command, Event, RequestId};
-use crate::engine::worker::{wake, EngineHandle, Subscribers, Waker};
+use crate::engine::worker::{broadcast, EngineHandle, Subscribers, Waker};
 use crossbeam_channel::{unbounded, RecvTimeoutError};
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,9 +47,7 @@ impl EngineHandle {
                             if let Event::Finished { id, .. } | Event::Error { id: Some(id), .. } = &e {
                                 flights.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
                             }
-                            subs.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| s.send(e.clone()).is_ok());
-                            let _ = etx.send(e);
-                            wake(&w);
+                            broadcast(&subs, &etx, &w, e);
                         }
                         Ok(Some(Down::Refused(why))) => break format!("it refused a message: {why}"),
                         Ok(Some(Down::Hello(_))) => {}
@@ -59,9 +57,7 @@ impl EngineHandle {
                 };
                 if !gone.swap(true, Ordering::SeqCst) {
                     let msg = format!("The Hearth daemon went away ({why}). Restart the engine to attach again, or to start the app's own.");
-                    subs.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| s.send(Event::Crashed(msg.clone())).is_ok());
-                    let _ = etx.send(Event::Crashed(msg));
-                    wake(&w);
+                    broadcast(&subs, &etx, &w, Event::Crashed(msg));
                 }
             })
             .map_err(|e| e.to_string())?;
@@ -85,12 +81,14 @@ impl EngineHandle {
                         }
                         Err(RecvTimeoutError::Timeout) => Ok(()),
                     };
-                    let cancelled: Vec<RequestId> = {
-                        let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-                        let ids: Vec<RequestId> = f.iter().filter(|(_, c)| c.load(Ordering::Relaxed)).map(|(id, _)| *id).collect();
-                        ids.iter().for_each(|id| drop(f.remove(id)));
-                        ids
-                    };
+                    let mut cancelled: Vec<RequestId> = Vec::new();
+                    in_flight.lock().unwrap_or_else(|p| p.into_inner()).retain(|id, c| {
+                        let on = !c.load(Ordering::Relaxed);
+                        if !on {
+                            cancelled.push(*id);
+                        }
+                        on
+                    });
                     if sent.is_err() || cancelled.iter().any(|id| send(&stream, &Up::Cancel(*id)).is_err()) {
                         break;
                     }
@@ -102,6 +100,6 @@ impl EngineHandle {
                 let _ = stream.shutdown(std::net::Shutdown::Both);
             })
             .map_err(|e| e.to_string())?;
-        Ok((EngineHandle::from_parts(ctx, erx, waker, subscribers, forwarder, true), hello))
+        Ok((EngineHandle::attached(ctx, erx, waker, subscribers, forwarder), hello))
     }
 }

@@ -103,11 +103,9 @@ impl DaemonRecord {
     }
 
     /// Writes the record atomically (a reader never sees half of it).
-    pub fn write(&self, data: &Path) -> std::io::Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let (path, tmp) = (record_path(data), data.join("daemon.json.tmp"));
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, &path)
+    pub fn write(&self, data: &Path) -> crate::error::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| crate::error::Error::InvalidArgument(format!("the daemon's record: {e}")))?;
+        crate::files::write_atomic(&record_path(data), &json)
     }
 
     /// Removes the record and the socket (the daemon stopping, or one found dead).

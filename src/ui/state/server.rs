@@ -22,6 +22,21 @@ impl AppState {
         }
     }
 
+    /// The API key the settings call for: none on loopback, the saved one
+    /// for the network; Err (said in the panel) when the network has none.
+    fn settings_key(&mut self) -> Result<Option<String>, ()> {
+        if !self.settings.server.lan {
+            return Ok(None);
+        }
+        match server::key::load() {
+            Some(k) => Ok(Some(k)),
+            None => {
+                self.server.error = Some("Generate an API key before opening the server to other devices.".into());
+                Err(())
+            }
+        }
+    }
+
     /// Starts serving with the current settings: loopback only, or every
     /// address with the API key when the network switch is on.
     pub fn start_server(&mut self) {
@@ -31,11 +46,7 @@ impl AppState {
             return;
         }
         let s = self.settings.server.clone();
-        let api_key = if s.lan { server::key::load() } else { None };
-        if s.lan && api_key.is_none() {
-            self.server.error = Some("Generate an API key before opening the server to other devices.".into());
-            return;
-        }
+        let Ok(api_key) = self.settings_key() else { return };
         let config = ServerConfig {
             host: if s.lan { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) },
             port: s.port,
@@ -70,11 +81,7 @@ impl AppState {
     /// The app's own server and model go first: the port and the memory are the daemon's.
     pub fn start_daemon(&mut self) {
         let s = self.settings.server.clone();
-        let api_key = if s.lan { server::key::load() } else { None };
-        if s.lan && api_key.is_none() {
-            self.server.error = Some("Generate an API key before opening the server to other devices.".into());
-            return;
-        }
+        let Ok(api_key) = self.settings_key() else { return };
         let exe = match crate::paths::hearth_exe() {
             Ok(e) => e,
             Err(e) => return self.error(format!("Cannot find the hearth program to start the daemon: {e}")),
