@@ -21,8 +21,9 @@
 # the single-stream one. STEP_PARTS=1 adds scripts/gpu/batch_step.py on the model (a
 # batched decode step at 1-16 rows through mlx-lm, and its parts priced alone).
 # AGENT=WORDS adds scripts/bench_agent.sh (20 turns through the Responses API after a
-# system prompt of WORDS words; the openai SDK's wheels carried in .whl/) and a bench
-# of a 32-token prompt beside it (one turn's new tokens prefilled alone). KV_LONG=TOKENS
+# system prompt of WORDS words; the openai SDK's wheels carried in .whl/) and, beside it,
+# `hearth bench --multi-turn` at the session's length (a turn's new tokens prefilled
+# on top of the cached history, in process: the time a turn's TTFT is held to). KV_LONG=TOKENS
 # adds the quantized KV cache at that prompt length: Hearth's --kv-bits 0, 8, 4 and
 # mlx-lm's kv_bits, one after the other.
 set -euo pipefail
@@ -117,7 +118,10 @@ for p in "${PRESETS[@]}"; do
   fi
   if [ -n "${AGENT:-}" ]; then
     HEARTH=/tmp/hearth PYTHON=python3 bash "$ROOT/scripts/bench_agent.sh" "$M" 20 "$AGENT" "${AGENT_GEN:-32}" 2>&1 | tee "${OUT:-/tmp}/agent-$p.txt"
-    /tmp/hearth bench --model "$M" --prompt-tokens 50 --gen-tokens 1 --reps 3 2>&1 | tee -a "${OUT:-/tmp}/agent-$p.txt"
+    # A turn's new tokens prefilled on top of the cached history, in process:
+    # the multi-turn case's second turn at the session's first-turn length.
+    FIRST=$(sed -n 's/.*"turn": 1, "input": \([0-9]*\).*/\1/p' "${OUT:-/tmp}/agent-$p.txt")
+    /tmp/hearth bench --model "$M" --prompt-tokens "${FIRST:-6581}" --gen-tokens 1 --reps 3 --multi-turn 2>&1 | tee -a "${OUT:-/tmp}/agent-$p.txt"
   fi
   if [ -n "${KV_LONG:-}" ]; then
     for b in 0 8 4; do

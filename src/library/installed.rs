@@ -29,12 +29,37 @@ impl InstalledModel {
             let problem = Some(format!("not read: the scan of the models ran past its {} s deadline", SCAN_DEADLINE.as_secs()));
             return InstalledModel { name, path, size: 0, card: None, problem };
         }
-        let (card, problem) = match card(&path) {
+        let (size, read) = card_and_size(&path);
+        let (card, problem) = match read {
             Ok(c) => (Some(c), None),
-            Err(e) => (None, Some(e.to_string())),
+            Err(e) => (None, Some(e)),
         };
-        InstalledModel { name, size: dir_size(&path), card, problem, path }
+        InstalledModel { name, size, card, problem, path }
     }
+}
+
+/// A model's card and its bytes on disk. The card is read again only when
+/// the files changed (their names, sizes and modification times, from `stat`):
+/// the server lists the installed models on every request, and reading a
+/// GGUF's header costs milliseconds a model.
+pub fn card_and_size(path: &Path) -> (u64, std::result::Result<ModelCard, String>) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    type Read = (u64, u64, std::result::Result<ModelCard, String>);
+    static CARDS: Mutex<Option<HashMap<PathBuf, Read>>> = Mutex::new(None);
+    let (size, stamp) = size_and_stamp(path);
+    if let Some((_, s, c)) = CARDS.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|m| m.get(path)).filter(|(s, _, _)| *s == stamp) {
+        return (*s, c.clone());
+    }
+    let read = card(path).map_err(|e| e.to_string());
+    let mut cards = CARDS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = cards.get_or_insert_with(HashMap::new);
+    // Bounded: a folder of many models read once each, not an ever-growing map.
+    if map.len() > 4096 {
+        map.clear();
+    }
+    map.insert(path.to_path_buf(), (stamp, size, read.clone()));
+    (size, read)
 }
 
 /// How long one scan of the models may read headers; past it the rest are
@@ -47,9 +72,19 @@ pub const SCAN_DEADLINE: Duration = Duration::from_secs(5);
 /// at most 32 deep (a link loop cannot recurse for ever), and a FIFO,
 /// socket or device counts as nothing: sizes come from `stat`, nothing is opened.
 pub fn dir_size(p: &Path) -> u64 {
-    fn under(p: &Path, seen: &mut HashSet<(u64, u64)>, depth: u32) -> u64 {
+    size_and_stamp(p).0
+}
+
+/// `dir_size`, and a hash of every file's path, size and modification time
+/// (what changes when a model's files do).
+fn size_and_stamp(p: &Path) -> (u64, u64) {
+    use std::hash::{Hash, Hasher};
+    fn under(p: &Path, seen: &mut HashSet<(u64, u64)>, depth: u32, h: &mut std::collections::hash_map::DefaultHasher) -> u64 {
         let Ok(meta) = std::fs::metadata(p) else { return 0 };
         if meta.is_file() {
+            p.hash(h);
+            meta.len().hash(h);
+            meta.modified().ok().hash(h);
             return meta.len();
         }
         if !meta.is_dir() || depth > 32 {
@@ -62,9 +97,15 @@ pub fn dir_size(p: &Path) -> u64 {
                 return 0;
             }
         }
-        std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| under(&e.path(), seen, depth + 1)).sum()).unwrap_or(0)
+        let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+        // Sorted, so the stamp does not depend on the order the folder lists.
+        let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        entries.iter().map(|e| under(e, seen, depth + 1, h)).sum()
     }
-    under(p, &mut HashSet::new(), 0)
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let size = under(p, &mut HashSet::new(), 0, &mut h);
+    (size, h.finish())
 }
 
 /// Entries of the models folder that are not models and never will be, said

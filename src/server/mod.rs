@@ -190,8 +190,8 @@ impl Server {
     pub fn models(&self) -> Vec<ServedModel> {
         let mut out = Vec::new();
         if let Some(p) = &self.config.default_model {
-            let (size, card) = (installed::dir_size(p), crate::library::card::card(p).ok());
-            out.push(ServedModel { id: crate::models::load::display_name(p), path: p.clone(), size, card });
+            let (size, card) = installed::card_and_size(p);
+            out.push(ServedModel { id: crate::models::load::display_name(p), path: p.clone(), size, card: card.ok() });
         }
         let all = match &self.config.hf_cache {
             Some(cache) => installed::installed_with_cache(&self.config.models_dir, cache),
