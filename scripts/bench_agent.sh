@@ -9,6 +9,7 @@
 # checked: each turn prefills only its new tokens, so its TTFT stays near the
 # first turn's instead of growing with the history.
 # usage: scripts/bench_agent.sh MODEL [TURNS=20] [SYSTEM_WORDS=1500] [GEN=32]
+# Then the server's log line for each request (its time split).
 # Env: HEARTH (binary, default target/release/hearth), PYTHON (default .deps/venv/bin/python).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,3 +62,6 @@ print(json.dumps({"first_turn_ttft_s": rows[0]["ttft_s"], "later_turns_ttft_s_ma
                   "later_turns_new_tokens_max": max(r["new"] for r in rows[1:]) if later else None,
                   "last_turn_ttft_s": rows[-1]["ttft_s"], "last_turn_reprefilled_ttft_s": cold["ttft_s"]}))
 PY
+# The server's own account of each turn: the engine's time to the first token
+# against the request's whole time, and the part spent storing the response.
+grep -E ' response resp_[0-9a-f]+: ' "$W/serve.err" || true

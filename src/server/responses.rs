@@ -91,7 +91,18 @@ pub async fn create(State(server): State<Arc<Server>>, body: axum::body::Bytes) 
         "truncation": req.truncation.clone().unwrap_or("disabled".into()), "usage": null, "metadata": req.metadata.clone().unwrap_or(json!({})),
     });
     let keep = req.stores().then(|| Keep { server: server.clone(), history, model: job.model.id.clone(), input_items: req.input_items(&id) });
-    let writer = Writer { base, output: Vec::new(), open: None, seq: 0, events: VecDeque::new(), streaming: req.stream, scores: Vec::new(), reply: Message::assistant(""), cut: false };
+    let writer = Writer {
+        base,
+        output: Vec::new(),
+        open: None,
+        seq: 0,
+        events: VecDeque::new(),
+        streaming: req.stream,
+        scores: Vec::new(),
+        reply: Message::assistant(""),
+        cut: false,
+        server: server.clone(),
+    };
     Ok(if req.stream { writer.stream(job, keep) } else { writer.whole(job, keep).await })
 }
 
@@ -215,6 +226,7 @@ struct Writer {
     reply: Message,
     /// The token limit or the context ended the reply.
     cut: bool,
+    server: Arc<Server>,
 }
 
 impl Writer {
@@ -358,8 +370,32 @@ impl Writer {
         self.emit("response.failed", json!({"response": r}));
     }
 
+    /// Ends the response: the finished object (stored first when kept, so
+    /// a continuation sent at once finds it), and a log line with where the
+    /// request's time went (an agent's turn should cost its new tokens only).
+    async fn complete(&mut self, stats: &GenerationStats, keep: Option<Keep>, started: std::time::Instant) -> Value {
+        let r = self.finish(stats);
+        let t = std::time::Instant::now();
+        let stored = keep.is_some();
+        if let Some(k) = keep {
+            k.save(&r, &self.reply).await;
+        }
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        self.server.log(format!(
+            "response {}: {} prompt tokens ({} cached), {} generated; first token {:.1} ms after the engine took it, {:.1} ms in all{}",
+            r["id"].as_str().unwrap_or(""),
+            stats.prompt_tokens,
+            stats.reused_tokens,
+            stats.generated_tokens,
+            stats.ttft_s * 1e3,
+            ms(started.elapsed()),
+            if stored { format!(", {:.1} ms of it storing", ms(t.elapsed())) } else { String::new() }
+        ));
+        r
+    }
+
     async fn whole(mut self, job: super::Job, keep: Option<Keep>) -> Response {
-        let super::Job { mut rx, queued, cancel, .. } = job;
+        let super::Job { mut rx, queued, cancel, started, .. } = job;
         loop {
             match rx.recv().await {
                 Some(Update::Started(..)) => {}
@@ -370,10 +406,7 @@ impl Writer {
                 Some(Update::Done(stats)) => {
                     drop(queued);
                     cancel.disarm();
-                    let r = self.finish(&stats);
-                    if let Some(k) = keep {
-                        k.save(&r, &self.reply).await;
-                    }
+                    let r = self.complete(&stats, keep, started).await;
                     return Json(r).into_response();
                 }
                 Some(Update::Failed(e)) => return ApiError::engine(e).into_response(),
@@ -385,7 +418,7 @@ impl Writer {
     /// Server-sent events, each named by its type. The stream owns the queue
     /// slot and the cancel guard: a client that leaves cancels the generation.
     fn stream(mut self, job: super::Job, keep: Option<Keep>) -> Response {
-        let super::Job { rx, queued, cancel, .. } = job;
+        let super::Job { rx, queued, cancel, started, .. } = job;
         let created = self.object("in_progress");
         self.emit("response.created", json!({"response": created}));
         self.emit("response.in_progress", json!({"response": created}));
@@ -396,8 +429,9 @@ impl Writer {
             cancel: Option<CancelOnDrop>,
             keep: Option<Keep>,
             finished: bool,
+            started: std::time::Instant,
         }
-        let state = S { w: self, rx, queued: Some(queued), cancel: Some(cancel), keep, finished: false };
+        let state = S { w: self, rx, queued: Some(queued), cancel: Some(cancel), keep, finished: false, started };
         let events = futures::stream::unfold(state, |mut st| async move {
             loop {
                 if let Some(v) = st.w.events.pop_front() {
@@ -418,13 +452,8 @@ impl Writer {
                             g.disarm();
                         }
                         st.queued = None;
-                        // Stored before the client hears it completed (the
-                        // events go out after), so a continuation sent at
-                        // once finds it.
-                        let r = st.w.finish(&stats);
-                        if let Some(k) = st.keep.take() {
-                            k.save(&r, &st.w.reply).await;
-                        }
+                        // The events go out after it is stored.
+                        st.w.complete(&stats, st.keep.take(), st.started).await;
                         st.finished = true;
                     }
                     Some(Update::Failed(e)) => {
