@@ -15,7 +15,8 @@
 # against the ops paths). KERNEL_OFF=1 adds a Hearth run with the fused MoE decode
 # kernels turned off (HEARTH_MOE_KERNEL=0), DELTA_OFF=1 one with the gated delta
 # kernel off (HEARTH_DELTA_KERNEL=0), FUSION_OFF=1 one with the fused decode kernels for
-# attention's heads and residual norms off (HEARTH_DECODE_FUSION=0), for A/B. SYNTH_ONLY=1 only sets up and writes
+# attention's heads and residual norms off (HEARTH_DECODE_FUSION=0), ATTENTION_OFF=1 one
+# with only the fused single-sequence decode attention off (HEARTH_DECODE_ATTENTION=0), for A/B. SYNTH_ONLY=1 only sets up and writes
 # the models (kept under /tmp/models) for the commands that follow. STREAMS=1,8 adds a
 # continuous-batching comparison with mlx-lm (scripts/bench_batch.sh); SINGLE=0 skips
 # the single-stream one. STEP_PARTS=1 adds scripts/gpu/batch_step.py on the model (a
@@ -135,6 +136,7 @@ for p in "${PRESETS[@]}"; do
   fi
   if [ "${KERNEL_OFF:-0}" = 1 ]; then off_run HEARTH_MOE_KERNEL; fi
   if [ "${FUSION_OFF:-0}" = 1 ]; then off_run HEARTH_DECODE_FUSION; fi
+  if [ "${ATTENTION_OFF:-0}" = 1 ]; then off_run HEARTH_DECODE_ATTENTION; fi
   # ALSO_BIN=path: another Hearth binary (an earlier build) on the same model, for A/B.
   if [ -n "${ALSO_BIN:-}" ]; then extra_run "$ALSO_BIN" "$ALSO_BIN"; fi
   if [ "${DELTA_OFF:-0}" = 1 ]; then off_run HEARTH_DELTA_KERNEL --multi-turn; fi

@@ -73,6 +73,10 @@ pub struct Switches {
     /// `HEARTH_DECODE_FUSION`: a decode step's q/k/v heads, residual norms
     /// and attention in fused kernels (`cuda::decode`, `cuda::attention`).
     pub decode_fusion: bool,
+    /// `HEARTH_DECODE_ATTENTION`: one sequence's decode attention in the
+    /// fused kernel (`cuda::attention`, with `decode_fusion`), apart from the
+    /// other fused kernels so an A/B can tell which part wins or loses.
+    pub decode_attention: bool,
     /// `HEARTH_BATCH_ATTENTION`: the decode attention kernel also for a
     /// batch's merged rows, skipping each row's padding instead of masking
     /// it (with `decode_fusion`). Validated against MLX's masked SDPA on an
@@ -98,6 +102,7 @@ impl Switches {
         Switches {
             moe: on("HEARTH_MOE_KERNEL"),
             decode_fusion: on("HEARTH_DECODE_FUSION"),
+            decode_attention: on("HEARTH_DECODE_ATTENTION"),
             batch_attention: on("HEARTH_BATCH_ATTENTION"),
             qmm_rows: on("HEARTH_QMM_ROWS"),
             fold_rows: on("HEARTH_FOLD_ROWS"),
@@ -125,7 +130,7 @@ mod tests {
     fn kernels_run_only_where_the_device_has_them_and_zero_turns_one_off() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
         let s = Switches::decide(vars(&[("HEARTH_QMM_ROWS", "0"), ("HEARTH_MOE_KERNEL", "1")]), true, false);
-        assert!(s.moe && s.decode_fusion && s.fold_rows && s.delta && s.batch_attention && !s.qmm_rows && !s.metal);
+        assert!(s.moe && s.decode_fusion && s.decode_attention && s.fold_rows && s.delta && s.batch_attention && !s.qmm_rows && !s.metal);
         assert!(!Switches::decide(vars(&[("HEARTH_BATCH_ATTENTION", "0")]), true, false).batch_attention, "0 turns it off");
         let none = Switches::decide(vars(&[("HEARTH_METAL_KERNELS", "1")]), false, false);
         assert!(!(none.moe || none.decode_fusion || none.batch_attention || none.qmm_rows || none.fold_rows || none.delta || none.metal), "no CUDA, no Metal: nothing fused");

@@ -227,7 +227,8 @@ impl Attention {
                 Some(_) => Some((k.clone(), v.clone())),
                 None => mask.decode_keys(k, v),
             };
-            if let Some((k, v)) = keys.filter(|_| crate::models::kernels::switches().batch_attention || pads.is_none()) {
+            let sw = crate::models::kernels::switches();
+            if let Some((k, v)) = keys.filter(|_| if pads.is_some() { sw.batch_attention } else { sw.decode_attention }) {
                 if let Some(o) = crate::models::kernels::cuda::attention::attend(q, &k, &v, self.sinks.as_ref(), pads, counter, self.scale)? {
                     return Ok(o);
                 }
