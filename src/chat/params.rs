@@ -207,6 +207,11 @@ pub struct GenerateParams {
     /// The most tokens the reply may think (Anthropic's `thinking.budget_tokens`):
     /// past it the reasoning block is closed for the model, which then answers.
     pub reasoning_budget: Option<usize>,
+    /// The prompt cache on disk (`engine::prompt_file`): a folder the
+    /// conversation's caches are restored from before the prompt runs (where
+    /// they hold more of it than memory does) and saved to after the reply.
+    #[serde(default)]
+    pub prompt_file: Option<std::path::PathBuf>,
 }
 
 /// The most alternatives per token a caller may ask for (OpenAI's limit).
@@ -253,6 +258,7 @@ impl Default for GenerateParams {
             call_id_prefix: String::new(),
             keep_turns: false,
             reasoning_budget: None,
+            prompt_file: None,
         }
     }
 }
@@ -334,6 +340,15 @@ pub struct GenerationStats {
     /// `output_tokens_details.reasoning_tokens`).
     #[serde(default)]
     pub reasoning_tokens: usize,
+    /// The prompt cache on disk (`GenerateParams::prompt_file`): prompt
+    /// tokens restored from it, bytes this reply's save wrote, and why a
+    /// saved cache was refused or a save failed (the reply went on without).
+    #[serde(default)]
+    pub prompt_file_tokens: usize,
+    #[serde(default)]
+    pub prompt_file_written: u64,
+    #[serde(default)]
+    pub prompt_file_error: Option<String>,
 }
 
 

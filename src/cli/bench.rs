@@ -63,6 +63,7 @@ pub fn bench(m: &ModelArgs, prompt_lens: &[usize], gen_tokens: usize, reps: usiz
         call_id_prefix: String::new(),
         keep_turns: false,
         reasoning_budget: None,
+        prompt_file: None,
     };
     let cancel = std::sync::atomic::AtomicBool::new(false);
     for &n in prompt_lens {

@@ -6,10 +6,13 @@ use hearth::chat::Message;
 use hearth::engine::Prompt;
 use std::io::{BufRead, Write};
 
-pub fn generate(m: ModelArgs, s: SampleArgs, raw: bool, stats: bool, stop: Vec<String>, prompt: String) -> Result<()> {
+pub fn generate(m: ModelArgs, s: SampleArgs, raw: bool, stats: bool, stop: Vec<String>, prompt_cache: Option<std::path::PathBuf>, prompt: String) -> Result<()> {
     let (engine, info) = start_engine(&m)?;
     let p = if raw { Prompt::Raw(prompt) } else { Prompt::Chat(vec![Message::user(prompt)]) };
-    let id = engine.generate(p, s.params(stop, &info.recommended));
+    let mut params = s.params(stop, &info.recommended);
+    // Absolute: the engine thread resolves nothing against this process's folder.
+    params.prompt_file = prompt_cache.map(std::path::absolute).transpose()?;
+    let id = engine.generate(p, params);
     stream_reply(&engine, id, stats)?;
     Ok(())
 }

@@ -58,6 +58,11 @@ pub enum Cmd {
         /// Stop strings (repeatable).
         #[arg(long)]
         stop: Vec<String>,
+        /// A folder for the prompt cache on disk: restored before the prompt
+        /// runs (only the new part is then computed), saved after the reply.
+        /// A corrupt or stale one is refused, removed and computed again.
+        #[arg(long, value_name = "DIR")]
+        prompt_cache: Option<std::path::PathBuf>,
         prompt: String,
     },
     /// Benchmark prefill and decode speed; one JSON line per case.
@@ -295,6 +300,7 @@ impl SampleArgs {
             call_id_prefix: String::new(),
             keep_turns: false,
             reasoning_budget: None,
+            prompt_file: None,
         }
     }
 }
@@ -380,6 +386,9 @@ pub fn stream_reply(engine: &EngineHandle, id: u64, stats: bool) -> Result<Strin
             }
             Event::Finished { id: i, stats: s } if i == id => {
                 writeln!(out)?;
+                if let Some(e) = &s.prompt_file_error {
+                    eprintln!("warning: {e}");
+                }
                 if stats {
                     eprintln!("{}", serde_json::to_string(&s)?);
                 }
@@ -409,7 +418,7 @@ pub fn run() -> Result<()> {
             Ok(())
         }
         Some(Cmd::Chat { m, s, system }) => chat::chat(m, system, s),
-        Some(Cmd::Generate { m, s, raw, stats, stop, prompt }) => chat::generate(m, s, raw, stats, stop, prompt),
+        Some(Cmd::Generate { m, s, raw, stats, stop, prompt_cache, prompt }) => chat::generate(m, s, raw, stats, stop, prompt_cache, prompt),
         Some(Cmd::Bench { m, prompt_tokens, gen_tokens, reps, multi_turn, streams }) => {
             bench::bench(&m, &prompt_tokens, gen_tokens, reps, multi_turn, &streams)
         }

@@ -30,6 +30,10 @@ pub struct EngineConfig {
     /// Without it four long agent prompts of an 8B model (4 GB of keys and
     /// values each at 32k tokens) would outgrow a 16 GB Mac.
     pub prefix_cache_bytes: u64,
+    /// The most bytes a store of prompt caches on disk keeps (a `prompt-cache`
+    /// folder whose entries are `prompt_file` folders; `HEARTH_PROMPT_CACHE_MB`,
+    /// default 4096): past it the least recently used entries go.
+    pub prompt_files_bytes: u64,
     /// Prompt lookup (`engine::speculate`): the most tokens proposed per
     /// pass, 0 for none (`HEARTH_PROMPT_LOOKUP`, 0 to 32).
     pub prompt_lookup: usize,
@@ -48,6 +52,7 @@ impl Default for EngineConfig {
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             graph_dot: None,
             prefix_cache_bytes: (crate::sys::total_memory() / 8).max(256 << 20),
+            prompt_files_bytes: 4096 << 20,
             prompt_lookup: DEFAULT_PROMPT_LOOKUP,
             kv_bits: 0,
             kernels: *crate::models::kernels::switches(),
@@ -79,6 +84,7 @@ impl EngineConfig {
             kv_bits: var("HEARTH_KV_BITS").and_then(|v| v.trim().parse().ok()).filter(|b| KV_BITS.contains(b)).unwrap_or(d.kv_bits),
             graph_dot: var("HEARTH_GRAPH_DOT").filter(|v| !v.is_empty()).map(PathBuf::from),
             prefix_cache_bytes: var("HEARTH_PREFIX_CACHE_MB").and_then(|v| v.trim().parse::<u64>().ok()).map_or(d.prefix_cache_bytes, |mb| mb.saturating_mul(1 << 20)),
+            prompt_files_bytes: var("HEARTH_PROMPT_CACHE_MB").and_then(|v| v.trim().parse::<u64>().ok()).map_or(d.prompt_files_bytes, |mb| mb.saturating_mul(1 << 20)),
             ..d
         }
     }

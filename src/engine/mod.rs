@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod prompt_file;
 pub mod protocol;
 pub mod remote;
 pub mod sampling;

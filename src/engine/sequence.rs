@@ -325,6 +325,15 @@ impl Sequence {
         st.active_memory_bytes = mlx_rs::memory::active_memory().unwrap_or(0) as u64;
         st.finish_reason = Some(reason);
         st.trimmed_messages = self.trimmed_messages;
+        if let Some(dir) = &self.params.prompt_file {
+            match super::prompt_file::save(dir, &self.cache, &session.prompt_stamp()) {
+                Ok(bytes) => {
+                    st.prompt_file_written = bytes;
+                    super::prompt_file::evict(dir, session.config.prompt_files_bytes);
+                }
+                Err(e) => st.prompt_file_error = Some(format!("the prompt cache was not saved: {e}")),
+            }
+        }
         session.return_cache(self.cache);
         out.push(Out::Done { id: self.id, stats: self.stats, tokens: self.generated });
     }

@@ -209,6 +209,43 @@ impl Session {
         }
     }
 
+    /// What identifies this model's weights for the prompt cache on disk.
+    pub fn prompt_stamp(&self) -> String {
+        super::prompt_file::model_stamp(&self.loaded.info.path, &self.loaded.info.compute)
+    }
+
+    /// Restores the prompt cache saved in `dir` into the prefix cache where it
+    /// holds more of `prompt` than any cache in memory; returns the prompt
+    /// tokens it holds (0 where it was not used). A refused one (corrupt,
+    /// truncated, from other weights) is removed and its reason returned:
+    /// the prompt is then computed as if nothing had been saved.
+    pub fn restore_prompt_file(&mut self, dir: &std::path::Path, prompt: &[u32]) -> Result<usize> {
+        use super::prompt_file;
+        let stamp = self.prompt_stamp();
+        let refused = |e: Error| {
+            prompt_file::remove(dir);
+            Err(e)
+        };
+        let saved = match prompt_file::saved_tokens(dir, &stamp) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(0),
+            Err(e) => return refused(e),
+        };
+        let from_file = step::common_prefix(&saved, prompt);
+        let in_memory = self.caches.iter().map(|c| step::common_prefix(&c.tokens, prompt)).max().unwrap_or(0);
+        if from_file <= in_memory {
+            return Ok(0);
+        }
+        match prompt_file::load(dir, self.loaded.model.as_ref(), &stamp, self.config.kv_quant()) {
+            Ok(Some(c)) => {
+                self.return_cache(c);
+                Ok(from_file)
+            }
+            Ok(None) => Ok(0),
+            Err(e) => refused(e),
+        }
+    }
+
     /// How many finished sequences' caches the prefix cache holds, and their bytes.
     pub fn prefix_cache(&self) -> (usize, u64) {
         (self.caches.len(), self.caches.iter().map(PromptCache::nbytes).sum())

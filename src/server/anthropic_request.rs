@@ -241,6 +241,7 @@ impl MessagesRequest {
             call_id_prefix: String::new(),
             keep_turns: false,
             reasoning_budget: self.thinking_budget()?,
+            prompt_file: None,
         })
     }
 

@@ -154,7 +154,7 @@ fn params(options: &Map<String, Value>, recommended: &crate::chat::params::Recom
         }
     }
     s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(GenerateParams { sampling: s, max_tokens: max, stop, ignore_eos: false, constraint: None, logprobs: None, call_id_prefix: String::new(), keep_turns: false, reasoning_budget: None })
+    Ok(GenerateParams { sampling: s, max_tokens: max, stop, ignore_eos: false, constraint: None, logprobs: None, call_id_prefix: String::new(), keep_turns: false, reasoning_budget: None, prompt_file: None })
 }
 
 #[derive(Deserialize)]

@@ -253,7 +253,7 @@ impl ChatRequest {
             Some(Stop::Many(v)) if v.len() <= 16 => v.clone(),
             Some(Stop::Many(_)) => return Err(ApiError::bad_request("at most 16 stop strings")),
         };
-        Ok(GenerateParams { sampling, max_tokens: max as usize, stop, ignore_eos: self.ignore_eos, constraint: self.constraint()?, logprobs: self.logprobs()?, call_id_prefix: String::new(), keep_turns: false, reasoning_budget: None })
+        Ok(GenerateParams { sampling, max_tokens: max as usize, stop, ignore_eos: self.ignore_eos, constraint: self.constraint()?, logprobs: self.logprobs()?, call_id_prefix: String::new(), keep_turns: false, reasoning_budget: None, prompt_file: None })
     }
 }
 

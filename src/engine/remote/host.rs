@@ -174,7 +174,9 @@ fn forward(shared: &Shared, c: Command, routes: &Routes) {
         id
     };
     match c {
-        Command::Generate { id, prompt, params, interactive, model, .. } => {
+        Command::Generate { id, prompt, mut params, interactive, model, .. } => {
+            // The daemon writes prompt caches only inside its own folder for them.
+            params.prompt_file = params.prompt_file.filter(|p| within(p, &crate::paths::data_dir().join("prompt-cache")));
             let cancel = Arc::new(AtomicBool::new(false));
             let id = route(id, cancel.clone());
             engine.send(Command::Generate { id, prompt, params, cancel, interactive, model });
@@ -232,4 +234,10 @@ fn route_event(e: Event, routes: &Routes) -> Option<Event> {
         Event::Error { error, .. } => Event::Error { id: Some(app_id), error },
         other => other,
     })
+}
+
+/// Whether `path` lies inside `root` (by its components: no `..` leaves it).
+fn within(path: &std::path::Path, root: &std::path::Path) -> bool {
+    use std::path::Component;
+    path.starts_with(root) && !path.components().any(|c| matches!(c, Component::ParentDir))
 }

@@ -182,6 +182,7 @@ impl AppState {
             call_id_prefix: String::new(),
             keep_turns: false,
             reasoning_budget: None,
+            prompt_file: None,
         }
     }
 
