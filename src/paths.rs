@@ -17,6 +17,13 @@ pub fn models_dir() -> PathBuf {
     data_dir().join("models")
 }
 
+/// The conversations' prompt caches on disk (`engine::prompt_file`), one
+/// folder each, within the engine's bound (`HEARTH_PROMPT_CACHE_MB`); the
+/// app's are under its own data folder, this is the daemon's.
+pub fn prompt_cache_dir() -> PathBuf {
+    data_dir().join(crate::engine::prompt_file::STORE_FOLDER)
+}
+
 /// The `hearth` program itself, which the app runs to start its daemon:
 /// this executable, or `HEARTH_EXE` (tests, whose executable is the test).
 pub fn hearth_exe() -> std::io::Result<PathBuf> {

@@ -282,6 +282,16 @@ fn conversation_survives_a_restart() {
     // Once as the sidebar entry, once as the reopened user message.
     assert_eq!(h.query_all_by_label("What is the capital of France?").count(), 2);
     assert!(h.query_by_label_contains("Paris").is_some(), "reopened in the chat view");
+    // Its prompt cache was saved on disk, and the follow-up after the restart
+    // starts from it: only the new turn is computed.
+    let id = c.id.clone();
+    assert!(dir.path().join("prompt-cache").join(&id).join("manifest.json").is_file());
+    wait_ready(&mut h);
+    ask(&mut h, "And of Italy?");
+    step_until(&mut h, 120, "the second reply", |a| !a.state.is_generating() && a.state.current_conversation().is_some_and(|c| c.messages.len() == 4));
+    let s = h.state().state.current_conversation().unwrap().messages[3].stats.clone().expect("stats");
+    assert!(s.from_disk > 10 && s.cached >= s.from_disk && s.prompt_tokens - s.cached < 20, "{s:?}");
+    assert!(h.query_by_label_contains("from disk").is_some(), "the reply says the cache served it");
 }
 
 #[test]

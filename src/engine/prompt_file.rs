@@ -257,9 +257,15 @@ pub fn remove(dir: &Path) -> u64 {
     bytes
 }
 
-/// The folder a store of prompt caches is named (`<data>/prompt-cache`): an
-/// entry saved inside one is counted against the store's bound.
+/// The folder a store of prompt caches is named (`paths::prompt_cache_dir`):
+/// an entry saved inside one is counted against the store's bound.
 pub const STORE_FOLDER: &str = "prompt-cache";
+
+/// Removes every entry of a store (the app's "Clear"); returns bytes freed.
+pub fn clear_store(root: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(root) else { return 0 };
+    rd.flatten().map(|e| e.path()).filter(|p| p.join(MANIFEST).is_file() || p.is_dir()).map(|p| remove(&p)).sum()
+}
 
 /// After a save into `entry`: where its parent is a store (`STORE_FOLDER`),
 /// removes the least recently used entries (by their manifests' times; never

@@ -44,6 +44,12 @@ pub struct GenerationStatsLite {
     pub drafted: usize,
     #[serde(default)]
     pub accepted: usize,
+    /// Prompt tokens served from the prompt cache (memory or disk), and of
+    /// them those restored from disk.
+    #[serde(default)]
+    pub cached: usize,
+    #[serde(default)]
+    pub from_disk: usize,
 }
 
 impl From<&GenerationStats> for GenerationStatsLite {
@@ -55,6 +61,8 @@ impl From<&GenerationStats> for GenerationStatsLite {
             prompt_tokens: s.prompt_tokens,
             drafted: s.draft_tokens,
             accepted: s.accepted_draft_tokens,
+            cached: s.reused_tokens,
+            from_disk: s.prompt_file_tokens,
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct Settings {
     /// Bits per key and value in the KV cache: 8 or 4 (quantized), 0 for
     /// the model's dtype (`EngineConfig::kv_bits`).
     pub kv_bits: u8,
+    /// Each conversation's prompt cache saved on disk after a reply, so the
+    /// conversation reopened after a restart answers without computing its
+    /// history again (`paths::prompt_cache_dir`).
+    pub prompt_cache_on_disk: bool,
     /// The local API server the app runs beside the chat.
     pub server: ServerSettings,
 }
@@ -101,6 +105,7 @@ impl Default for Settings {
             show_frame_time: false,
             draft_model: None,
             kv_bits: 0,
+            prompt_cache_on_disk: true,
             server: ServerSettings::default(),
         }
     }

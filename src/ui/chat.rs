@@ -195,10 +195,11 @@ impl ChatPanel {
                                     if let Some(s) = &m.stats {
                                         ui.label(
                                             RichText::new(format!(
-                                                "{} tokens · {:.1} tok/s · {:.2} s to first token{}",
+                                                "{} tokens · {:.1} tok/s · {:.2} s to first token{}{}",
                                                 s.tokens,
                                                 s.decode_tps,
                                                 s.ttft_s,
+                                                cached_note(s),
                                                 if s.drafted > 0 { format!(" · {} of {} proposed tokens kept", s.accepted, s.drafted) } else { String::new() }
                                             ))
                                             .small()
@@ -329,4 +330,13 @@ fn approval(ui: &mut Ui, p: &super::state::PendingCall, tools: &[crate::mcp::Mcp
             });
         });
     action
+}
+
+/// " · N of M prompt tokens cached (K from disk)", where the cache served any.
+fn cached_note(s: &crate::store::conversations::GenerationStatsLite) -> String {
+    match (s.cached, s.from_disk) {
+        (0, _) => String::new(),
+        (c, 0) => format!(" · {c} of {} prompt tokens cached", s.prompt_tokens),
+        (c, d) => format!(" · {c} of {} prompt tokens cached ({d} from disk)", s.prompt_tokens),
+    }
 }

@@ -17,6 +17,7 @@ impl SettingsPanel {
     pub fn ui(&mut self, ui: &mut Ui, state: &mut AppState) {
         let before = state.settings.clone();
         let mut pick_models_dir = false;
+        let mut clear = false;
         let mut token_change: Option<Option<String>> = None;
         let shown = self.token_shown.get_or_insert_with(|| crate::hub::token::load().map(|t| crate::hub::token::mask(&t))).clone();
         let token_input = &mut self.token_input;
@@ -88,6 +89,14 @@ impl SettingsPanel {
                     ui.radio_value(&mut s.kv_bits, 0, "Full precision");
                     ui.radio_value(&mut s.kv_bits, 8, "8-bit");
                     ui.radio_value(&mut s.kv_bits, 4, "4-bit");
+                });
+                ui.end_row();
+                ui.label("Prompt cache").on_hover_text("Each conversation's computed prompt is saved on disk after a reply (only what is new), so a conversation reopened after a restart answers at once instead of reading its whole history again. Bounded (HEARTH_PROMPT_CACHE_MB, 4 GB by default); the least recently used go first.");
+                ui.horizontal(|ui| {
+                    ui.checkbox(&mut s.prompt_cache_on_disk, "Keep on disk");
+                    if ui.button("Clear").on_hover_text("Remove every conversation's prompt cache from disk").clicked() {
+                        clear = true;
+                    }
                 });
                 ui.end_row();
                 ui.label("Reasoning effort").on_hover_text("For reasoning models whose template takes it (gpt-oss): how long they think before answering.");
@@ -193,6 +202,10 @@ impl SettingsPanel {
         });
         if pick_models_dir {
             state.pick_models_dir();
+        }
+        if clear {
+            let root = state.data_dir.join(crate::engine::prompt_file::STORE_FOLDER);
+            state.jobs.spawn(move || super::state::Background::PromptCachesCleared(crate::engine::prompt_file::clear_store(&root)));
         }
         if save_mcp {
             state.save_mcp_config();

@@ -176,7 +176,7 @@ fn forward(shared: &Shared, c: Command, routes: &Routes) {
     match c {
         Command::Generate { id, prompt, mut params, interactive, model, .. } => {
             // The daemon writes prompt caches only inside its own folder for them.
-            params.prompt_file = params.prompt_file.filter(|p| within(p, &crate::paths::data_dir().join("prompt-cache")));
+            params.prompt_file = params.prompt_file.filter(|p| within(p, &crate::paths::prompt_cache_dir()));
             let cancel = Arc::new(AtomicBool::new(false));
             let id = route(id, cancel.clone());
             engine.send(Command::Generate { id, prompt, params, cancel, interactive, model });

@@ -94,6 +94,10 @@ impl AppState {
         if let Some(pos) = self.chat.conversations.iter().position(|c| c.id == id) {
             let c = self.chat.conversations.remove(pos);
             self.saver.delete(self.chat.store.path_of(&c.id));
+            if let Some(dir) = prompt_cache_of(&self.data_dir, &c.id) {
+                // Off the UI thread; an undone delete computes it again.
+                std::thread::spawn(move || crate::engine::prompt_file::remove(&dir));
+            }
             if self.chat.current.as_deref() == Some(id) {
                 self.chat.current = self.chat.conversations.first().map(|c| c.id.clone());
             }
@@ -216,6 +220,9 @@ impl AppState {
 
     pub(super) fn start_reply(&mut self, id: &str) {
         let mut params = self.params();
+        if self.settings.prompt_cache_on_disk {
+            params.prompt_file = prompt_cache_of(&self.data_dir, id);
+        }
         let tools: Vec<_> = self.mcp.tools.iter().map(|t| t.spec.clone()).collect();
         let Some(c) = self.chat.conversation_mut(id) else { return };
         // "Use a tool": the answer to a question must be a call (not the
@@ -286,4 +293,11 @@ impl AppState {
             super::Background::Exported(Some(r))
         });
     }
+}
+
+/// A conversation's prompt cache folder; None for an id that is not a plain
+/// name (ids come from files, and a folder is named by it).
+fn prompt_cache_of(data_dir: &std::path::Path, id: &str) -> Option<std::path::PathBuf> {
+    let plain = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    plain.then(|| data_dir.join(crate::engine::prompt_file::STORE_FOLDER).join(id))
 }

@@ -22,6 +22,8 @@ pub enum Background {
     DaemonStarted(Result<String, String>),
     /// The attached daemon was asked to stop (its pid), or why it could not be.
     DaemonStopped(Result<u32, String>),
+    /// The conversations' prompt caches on disk were removed (bytes freed).
+    PromptCachesCleared(u64),
 }
 
 pub struct Jobs {

@@ -212,6 +212,7 @@ impl AppState {
             }
             Background::DaemonStarted(r) => self.on_daemon_started(r),
             Background::DaemonStopped(r) => self.on_daemon_stopped(r),
+            Background::PromptCachesCleared(n) => self.info(format!("Cleared the prompt caches on disk ({} freed)", crate::units::bytes(n))),
             Background::PickedImport(p) => {
                 if let Some(p) = p {
                     self.import(p);
