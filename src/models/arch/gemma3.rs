@@ -163,6 +163,7 @@ impl Model {
                         scale,
                         sinks: false,
                         position_scale: None,
+                        fused_decode: false,
                     },
                 )?,
                 window: sliding.then_some(c.sliding_window),

@@ -128,6 +128,7 @@ impl Model {
             scale: (hd as f32).powf(-0.5),
             sinks: true,
             position_scale: None,
+            fused_decode: true,
         };
         let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
         let (experts, top_k) = (config.num_local_experts, config.num_experts_per_tok);

@@ -271,6 +271,7 @@ impl Model {
             scale: (head_dim as f32).powf(-0.5),
             sinks: false,
             position_scale: None,
+            fused_decode: false,
         };
         let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
         let mut layers = Vec::new();

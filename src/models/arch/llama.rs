@@ -128,6 +128,7 @@ pub(crate) fn attention_spec(c: &Config, v: Variant) -> AttentionSpec {
         scale: (c.head_dim() as f32).powf(-0.5),
         sinks: false,
         position_scale: None,
+        fused_decode: false,
     }
 }
 

@@ -165,6 +165,7 @@ impl Model {
                 beta: c.rope_f("llama_4_scaling_beta")?,
                 original_max: c.rope_f("original_max_position_embeddings")?,
             }),
+            fused_decode: false,
         };
         let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
         let mut layers = Vec::new();

@@ -2,7 +2,7 @@
 //! attention (q/k norms) with a sparse mixture-of-experts block on every
 //! `decoder_sparse_step`-th layer and a dense MLP on `mlp_only_layers`.
 
-use crate::models::nn::attention::{layer_kv, row_masks, Attention, Mask};
+use crate::models::nn::attention::{layer_kv, row_masks, Attention, AttentionSpec, Mask};
 use crate::models::cache::Cache;
 use crate::models::nn::layers::output;
 use crate::models::arch::llama::{attention_spec, Mlp, Variant};
@@ -82,7 +82,8 @@ impl Model {
         let c = &config.base;
         let (h, eps) = (c.hidden_size, c.rms_norm_eps);
         let embed_tokens = Embedding::load(&mut w, "model.embed_tokens", c.vocab_size, h)?;
-        let spec = attention_spec(c, Variant { qkv_bias: false, qk_norm: true });
+        // The fused decode attention wins on this family (`AttentionSpec::fused_decode`).
+        let spec = AttentionSpec { fused_decode: true, ..attention_spec(c, Variant { qkv_bias: false, qk_norm: true }) };
         let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");

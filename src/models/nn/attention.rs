@@ -33,6 +33,15 @@ pub struct AttentionSpec {
     /// Llama 4 / Ministral 3 long-context query scaling: queries at position p
     /// are multiplied by `1 + beta * ln(1 + floor(p / original_max))`.
     pub position_scale: Option<PositionScale>,
+    /// One sequence's decode attention in the fused CUDA kernel
+    /// (`kernels::cuda::attention`), per family where an A/B run showed it
+    /// wins. H100, decode tok/s at 128 / 2,048 prompt tokens, kernel on /
+    /// off (`HEARTH_DECODE_ATTENTION=0`), the other fused kernels on, one run:
+    /// Qwen3-30B-A3B 193.4 / 154.5 and 168.7 / 154.9 (on: the MoE step is
+    /// paced by the host, and the kernel sheds ops); Llama-3.1-8B 170.8 /
+    /// 182.2 and 169.5 / 173.0 (off: the dense step is paced by the GPU,
+    /// where MLX's SDPA is faster). docs/bench/h100-decode-attention-per-family.txt.
+    pub fused_decode: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,7 +128,7 @@ impl Attention {
             scale: s.scale,
             sinks: if s.sinks { Some(w.take_shaped(&format!("{p}.sinks"), &[nh])?) } else { None },
             position_scale: s.position_scale,
-            counter: crate::models::kernels::cuda::attention::counter(nkv),
+            counter: if s.fused_decode { crate::models::kernels::cuda::attention::counter(nkv) } else { None },
         })
     }
 
