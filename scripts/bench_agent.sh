@@ -8,7 +8,8 @@
 # what that turn costs when the history is prefilled again. The claim
 # checked: each turn prefills only its new tokens, so its TTFT stays near the
 # first turn's instead of growing with the history.
-# usage: scripts/bench_agent.sh MODEL [TURNS=20] [SYSTEM_WORDS=1500] [GEN=32]
+# usage: scripts/bench_agent.sh MODEL [TURNS=20] [SYSTEM_WORDS=1500] [GEN=32]   (AGAIN=1: a second
+# session of the same shapes, after the first)
 # Then the server's log line for each request (its time split).
 # Env: HEARTH (binary, default target/release/hearth), PYTHON (default .deps/venv/bin/python).
 set -euo pipefail
@@ -23,7 +24,7 @@ trap 'kill $SERVE 2>/dev/null; rm -rf "$W"' EXIT
 for _ in $(seq 1 300); do grep -q listening "$W/serve.out" 2>/dev/null && break; sleep 0.1; done
 URL=$(sed -n 's/^listening on //p' "$W/serve.out")
 "$PYTHON" - "$URL" "$TURNS" "$WORDS" "$G" <<'PY'
-import json, sys, time, openai
+import json, os, sys, time, openai
 url, turns, words, gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 system = " ".join(f"Rule {i}: keep every answer short and name the file you change." if i % 10 == 0 else "word" for i in range(words))
 c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
@@ -47,13 +48,22 @@ def turn(**kw):
     return r, {"input": u.input_tokens, "cached": u.input_tokens_details.cached_tokens,
                "new": u.input_tokens - u.input_tokens_details.cached_tokens, "ttft_s": round(ttft or 0.0, 4),
                "total_s": round(time.perf_counter() - t0, 4)}
-prev, items, rows = None, [], []
-for i in range(turns):
-    q = f"Step {i}: what is {i} plus {i}?"
-    r, row = turn(instructions=system, input=q, previous_response_id=prev)
-    prev = r.id
-    items += [{"role": "user", "content": q}, {"role": "assistant", "content": r.output_text}]
-    rows.append(dict(turn=i + 1, **row)); print(json.dumps(rows[-1]), flush=True)
+def session(system, label=""):
+    prev, items, rows = None, [], []
+    for i in range(turns):
+        q = f"Step {i}: what is {i} plus {i}?"
+        r, row = turn(instructions=system, input=q, previous_response_id=prev)
+        prev = r.id
+        items += [{"role": "user", "content": q}, {"role": "assistant", "content": r.output_text}]
+        rows.append(dict(turn=f"{label}{i + 1}" if label else i + 1, **row)); print(json.dumps(rows[-1]), flush=True)
+    return items, rows
+items, rows = session(system)
+# AGAIN=1: a second session whose system prompt differs in one letter a word
+# (the same token counts where the tokenizer splits both alike): its turns
+# run the very shapes the first ran, so what the first paid for new shapes
+# (kernels a GPU backend builds on first use) shows as the difference.
+if os.environ.get("AGAIN") == "1":
+    session(system.replace("word", "wore"), label="again ")
 # The last turn again, its history prefilled from nothing (the system prompt's start differs).
 _, cold = turn(instructions="Session B. " + system, input=items[:-1], store=False)
 print(json.dumps(dict(turn="last, history prefilled again", **cold)), flush=True)
