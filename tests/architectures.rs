@@ -25,6 +25,7 @@ fn compare(name: &str, cfg: Value, bits: i32) {
     common::assert_logits_match(name, &dir, &prompt);
     let loaded = hearth::models::load::load(&dir, hearth::models::load::Precision::Native).unwrap();
     common::assert_tiny_batch(name, &mut hearth::engine::Session::new(loaded, Some(512)));
+    common::assert_prompt_file_round_trip(name, &dir);
 }
 
 #[test]

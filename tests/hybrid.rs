@@ -126,6 +126,7 @@ fn hybrid_second_turn_resumes_from_a_snapshot_and_matches_a_cold_start() {
     write(tiny_qwen3_next(), &dir, 4);
     common::assert_greedy_matches_mlx_lm_across_two_turns("qwen3_next 4-bit", &dir);
     common::assert_tiny_batch_in("qwen3_next 4-bit", &dir);
+    common::assert_prompt_file_round_trip("qwen3_next 4-bit", &dir);
     let dir = t.path().join("q35-q4");
     write(tiny_qwen3_5(false), &dir, 4);
     common::assert_greedy_matches_mlx_lm_across_two_turns("qwen3_5 4-bit", &dir);

@@ -139,6 +139,34 @@ pub fn assert_greedy_matches_mlx_lm_across_two_turns(name: &str, dir: &std::path
     assert_tiny_batch(name, &mut s);
 }
 
+/// The prompt cache on disk on a tiny model: a turn saved by one session,
+/// restored by a fresh one (a restart), whose follow-up reuses it and decodes
+/// exactly what a cold session does. Windowed KV layers (Gemma 3) and state
+/// layers (the hybrids) go through the file's tail, the rest through chunks.
+pub fn assert_prompt_file_round_trip(name: &str, dir: &std::path::Path) {
+    use hearth::engine::{GenerateParams, SamplingParams};
+    use std::sync::atomic::AtomicBool;
+    let t = tempfile::tempdir().unwrap();
+    let file = t.path().join("cache");
+    let session = || Session::new(load::load(dir, Precision::Native).unwrap(), Some(512));
+    let p = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 16, ignore_eos: true, prompt_file: Some(file.clone()), ..Default::default() };
+    let first = tiny_prompt(40);
+    let mut s = session();
+    let st = s.generate(&first, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(st.prompt_file_written > 0 && st.prompt_file_error.is_none(), "{name}: {st:?}");
+    let mut second = first.clone();
+    second.extend(s.last_tokens.clone());
+    second.extend(tiny_prompt(9));
+    let mut cold = session();
+    cold.generate(&second, &GenerateParams { prompt_file: None, ..p.clone() }, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let mut r = session();
+    let n = r.restore_prompt_file(&file, &second).unwrap();
+    assert_eq!(n, first.len() + 15, "{name}: the saved prompt and reply but its last token");
+    let st = r.generate(&second, &p, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(st.reused_tokens, n, "{name}: {st:?}");
+    assert_eq!(r.last_tokens, cold.last_tokens, "{name}: the restored cache decodes as a cold start");
+}
+
 /// `assert_batched_matches_alone` on a tiny model: four prompts of 20, 7,
 /// 33 and 12 tokens (past an 8-token sliding window), joining at steps 0,
 /// 0, 2 and 5, the last cancelled at step 9; 16 tokens each, end tokens
