@@ -145,6 +145,11 @@ impl Sequence {
         })
     }
 
+    /// Counts its times from `t` (work done for it before it was made).
+    pub(super) fn started_at(&mut self, t: Instant) {
+        self.started = self.started.min(t);
+    }
+
     /// Whether the next tokens are forced (read one at a time, as a
     /// constrained row's, and never speculated past).
     pub(super) fn forcing(&self) -> bool {

@@ -349,8 +349,11 @@ fn admit(pool: &mut Pool, model: Option<&std::path::Path>, id: RequestId, prompt
             let prefix = if params.call_id_prefix.is_empty() { format!("call_{id}_") } else { params.call_id_prefix.clone() };
             ReplyReader::chat(prompt_opens_reasoning(&tail), format, prefix)
         });
+        let t0 = std::time::Instant::now();
         let restored = params.prompt_file.as_deref().map(|dir| s.restore_prompt_file(dir, &tokens));
         let mut seq = Sequence::new(s, id, tokens, params, cancel)?;
+        // Reading the cache from disk counts in the time to the first token.
+        seq.started_at(t0);
         match restored {
             Some(Ok(n)) => seq.stats.prompt_file_tokens = n,
             Some(Err(Error::InvalidArgument(why))) => seq.stats.prompt_file_error = Some(why),
