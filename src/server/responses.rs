@@ -91,18 +91,7 @@ pub async fn create(State(server): State<Arc<Server>>, body: axum::body::Bytes) 
         "truncation": req.truncation.clone().unwrap_or("disabled".into()), "usage": null, "metadata": req.metadata.clone().unwrap_or(json!({})),
     });
     let keep = req.stores().then(|| Keep { server: server.clone(), history, model: job.model.id.clone(), input_items: req.input_items(&id) });
-    let writer = Writer {
-        base,
-        output: Vec::new(),
-        open: None,
-        seq: 0,
-        events: VecDeque::new(),
-        streaming: req.stream,
-        scores: Vec::new(),
-        reply: Message::assistant(""),
-        cut: false,
-        server: server.clone(),
-    };
+    let writer = Writer { base, output: Vec::new(), open: None, seq: 0, events: VecDeque::new(), streaming: req.stream, scores: Vec::new(), reply: Message::assistant(""), cut: false, server: server.clone() };
     Ok(if req.stream { writer.stream(job, keep) } else { writer.whole(job, keep).await })
 }
 
@@ -122,7 +111,7 @@ pub async fn input_items(
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let q: std::collections::HashMap<&str, String> =
-        query.as_deref().unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, percent_decoded(v))).collect();
+        query.as_deref().unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, super::responses_request::percent_decoded(v))).collect();
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 20,
         Some(Ok(n)) if (1..=100).contains(&n) => n,
@@ -153,25 +142,6 @@ pub async fn input_items(
     Ok(Json(json!({"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": has_more})))
 }
 
-/// A query value as sent (`+` a space, `%XX` a byte); a malformed escape stays as it is.
-fn percent_decoded(v: &str) -> String {
-    let b = v.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let (mut out, mut i) = (Vec::with_capacity(b.len()), 0);
-    while i < b.len() {
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push(hi * 16 + lo);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(if c == b'+' { b' ' } else { c });
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 pub async fn delete(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let key = id.clone();
