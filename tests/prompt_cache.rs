@@ -42,6 +42,32 @@ fn generate(model: &Path, cache: Option<&Path>, prompt: &str, env: &[(&str, &str
     Run { text: String::from_utf8(out.stdout).unwrap(), stats: serde_json::from_str(line).unwrap(), stderr }
 }
 
+/// `generate` with the cache in `dir`, its writes limited to `limit` bytes a
+/// file (a disk that fills up: writes past it fail with EFBIG).
+fn generate_limited(model: &Path, dir: &Path, prompt: &str, limit: u64) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    c.args(["generate", "--raw", "--temperature", "0", "--max-tokens", "8", "--stats", "--model"]).arg(model).arg("--prompt-cache").arg(dir).arg(prompt);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::getrlimit(libc::RLIMIT_FSIZE, &mut l);
+            l.rlim_cur = (limit as libc::rlim_t).min(l.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with('{')).expect("stats on stderr");
+    Run { text: String::from_utf8(out.stdout).unwrap(), stats: serde_json::from_str(line).unwrap(), stderr }
+}
+
 fn n(v: &Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
 }
@@ -83,6 +109,18 @@ fn a_saved_prompt_cache_survives_restarts_and_a_bad_one_is_refused_and_recompute
     let written = n(&b.stats, "prompt_file_written");
     assert!(written * 5 < whole, "turn two wrote {written} bytes, turn one {whole}");
     assert_eq!(chunk_files(&dir).len(), 2);
+
+    // A full disk during the save (here the process's file-size limit, 64 kB):
+    // the reply is whole, the save fails with a clear word, nothing
+    // half-written stays, and the last good save is still the one used.
+    let before: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    let full = generate_limited(&model, &dir, &format!("{follow} And the first?"), 64 << 10);
+    assert!(full.stderr.contains("warning: the prompt cache was not saved"), "{}", full.stderr);
+    assert!(n(&full.stats, "generated_tokens") > 0 && n(&full.stats, "prompt_file_tokens") > 0, "{}", full.stats);
+    assert!(full.stderr.contains("Unable to write") && !full.stderr.contains("io.cpp"), "the words, not MLX's source lines: {}", full.stderr);
+    let after: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(after, before, "no file added or lost");
+    assert_eq!(generate(&model, Some(&dir), &follow, &[]).text, cold.text);
 
     // A flipped byte: refused by its checksum, removed, computed again, saved anew.
     let chunk = chunk_files(&dir)[0].clone();

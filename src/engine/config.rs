@@ -34,6 +34,13 @@ pub struct EngineConfig {
     /// folder whose entries are `prompt_file` folders; `HEARTH_PROMPT_CACHE_MB`,
     /// default 4096): past it the least recently used entries go.
     pub prompt_files_bytes: u64,
+    /// MLX's cache of freed buffers (`HEARTH_MLX_CACHE_MB`; unset: MLX's own
+    /// limit). MLX reuses a cached buffer only for a request within 32 kB of
+    /// its size, so an agent turn, whose keys are a few dozen longer than the
+    /// last turn's, meets none; with the cache small, freed memory goes back
+    /// to CUDA's own pool, which serves any size (for the GPU A/B in
+    /// docs/PERFORMANCE.md).
+    pub mlx_cache_bytes: Option<u64>,
     /// Prompt lookup (`engine::speculate`): the most tokens proposed per
     /// pass, 0 for none (`HEARTH_PROMPT_LOOKUP`, 0 to 32).
     pub prompt_lookup: usize,
@@ -53,6 +60,7 @@ impl Default for EngineConfig {
             graph_dot: None,
             prefix_cache_bytes: (crate::sys::total_memory() / 8).max(256 << 20),
             prompt_files_bytes: 4096 << 20,
+            mlx_cache_bytes: None,
             prompt_lookup: DEFAULT_PROMPT_LOOKUP,
             kv_bits: 0,
             kernels: *crate::models::kernels::switches(),
@@ -84,6 +92,7 @@ impl EngineConfig {
             kv_bits: var("HEARTH_KV_BITS").and_then(|v| v.trim().parse().ok()).filter(|b| KV_BITS.contains(b)).unwrap_or(d.kv_bits),
             graph_dot: var("HEARTH_GRAPH_DOT").filter(|v| !v.is_empty()).map(PathBuf::from),
             prefix_cache_bytes: var("HEARTH_PREFIX_CACHE_MB").and_then(|v| v.trim().parse::<u64>().ok()).map_or(d.prefix_cache_bytes, |mb| mb.saturating_mul(1 << 20)),
+            mlx_cache_bytes: var("HEARTH_MLX_CACHE_MB").and_then(|v| v.trim().parse::<u64>().ok()).map(|mb| mb.saturating_mul(1 << 20)),
             prompt_files_bytes: var("HEARTH_PROMPT_CACHE_MB").and_then(|v| v.trim().parse::<u64>().ok()).map_or(d.prompt_files_bytes, |mb| mb.saturating_mul(1 << 20)),
             ..d
         }

@@ -151,15 +151,24 @@ fn sha256_of(path: &Path) -> Result<String> {
 fn write_file(dir: &Path, name: String, arrays: &[(String, Array)]) -> Result<FileRef> {
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.part.safetensors"));
-    Array::save_safetensors(arrays.iter().map(|(k, v)| (k.as_str(), v)), None, &tmp).map_err(|e| Error::Io {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let bytes = std::fs::metadata(&tmp).map_err(crate::error::io_err(&tmp))?.len();
-    let sha256 = sha256_of(&tmp)?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(crate::error::io_err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(crate::error::io_err(&path))?;
-    Ok(FileRef { file: name, sha256, bytes })
+    let written = (|| {
+        Array::save_safetensors(arrays.iter().map(|(k, v)| (k.as_str(), v)), None, &tmp).map_err(|e| {
+            // MLX's message, without the source locations it appends.
+            let m = e.to_string();
+            let m = m.split(" at /").next().unwrap_or(&m).trim_matches(|c| c == '"' || c == ' ').to_string();
+            Error::Io { path: path.clone(), source: std::io::Error::other(m) }
+        })?;
+        let bytes = std::fs::metadata(&tmp).map_err(crate::error::io_err(&tmp))?.len();
+        let sha256 = sha256_of(&tmp)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(crate::error::io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(crate::error::io_err(&path))?;
+        Ok(FileRef { file: name, sha256, bytes })
+    })();
+    if written.is_err() {
+        // A full disk leaves no half-written file behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Saves `cache` into `dir` (created if need be), writing only the positions

@@ -204,6 +204,9 @@ fn wake(w: &Waker) {
 /// the model they started on); settings apply to the requests after them.
 fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscribers: Subscribers, mut config: EngineConfig) {
     let limit = config.max_batch.max(1);
+    if let Some(b) = config.mlx_cache_bytes {
+        let _ = mlx_rs::memory::set_cache_limit(b as usize);
+    }
     let mut pool = Pool::default();
     // Kept across loads: the template variables the user chose.
     let mut template_options = TemplateOptions::default();
