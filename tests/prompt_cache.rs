@@ -21,13 +21,30 @@ struct Run {
     stderr: String,
 }
 
-/// `env`: variables, or `--flag value` pairs passed as arguments.
-fn generate(model: &Path, cache: Option<&Path>, prompt: &str, env: &[(&str, &str)]) -> Run {
+/// `hearth generate` on `prompt` (raw, greedy, 8 tokens, stats), with the
+/// prompt cache in `cache` if given.
+fn command(model: &Path, cache: Option<&Path>, prompt: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
     c.args(["generate", "--raw", "--temperature", "0", "--max-tokens", "8", "--stats", "--model"]).arg(model);
     if let Some(d) = cache {
         c.arg("--prompt-cache").arg(d);
     }
+    c.arg(prompt);
+    c
+}
+
+/// Runs it; it must succeed and print its stats.
+fn run(mut c: Command) -> Run {
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with('{')).expect("stats on stderr");
+    Run { text: String::from_utf8(out.stdout).unwrap(), stats: serde_json::from_str(line).unwrap(), stderr }
+}
+
+/// `env`: variables, or `--flag value` pairs passed as arguments.
+fn generate(model: &Path, cache: Option<&Path>, prompt: &str, env: &[(&str, &str)]) -> Run {
+    let mut c = command(model, cache, prompt);
     for (k, v) in env {
         if k.starts_with("--") {
             c.args([k, v]);
@@ -35,19 +52,14 @@ fn generate(model: &Path, cache: Option<&Path>, prompt: &str, env: &[(&str, &str
             c.env(k, v);
         }
     }
-    let out = c.arg(prompt).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{stderr}");
-    let line = stderr.lines().find(|l| l.starts_with('{')).expect("stats on stderr");
-    Run { text: String::from_utf8(out.stdout).unwrap(), stats: serde_json::from_str(line).unwrap(), stderr }
+    run(c)
 }
 
 /// `generate` with the cache in `dir`, its writes limited to `limit` bytes a
 /// file (a disk that fills up: writes past it fail with EFBIG).
 fn generate_limited(model: &Path, dir: &Path, prompt: &str, limit: u64) -> Run {
     use std::os::unix::process::CommandExt;
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    c.args(["generate", "--raw", "--temperature", "0", "--max-tokens", "8", "--stats", "--model"]).arg(model).arg("--prompt-cache").arg(dir).arg(prompt);
+    let mut c = command(model, Some(dir), prompt);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         c.pre_exec(move || {
@@ -61,11 +73,7 @@ fn generate_limited(model: &Path, dir: &Path, prompt: &str, limit: u64) -> Run {
             Ok(())
         });
     }
-    let out = c.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{stderr}");
-    let line = stderr.lines().find(|l| l.starts_with('{')).expect("stats on stderr");
-    Run { text: String::from_utf8(out.stdout).unwrap(), stats: serde_json::from_str(line).unwrap(), stderr }
+    run(c)
 }
 
 fn n(v: &Value, k: &str) -> u64 {
