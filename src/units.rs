@@ -1,4 +1,4 @@
-//! Human-readable sizes, one way everywhere: decimal units (1 GB = 10^9 bytes),
+//! Human-readable sizes and counts, one way everywhere: decimal units (1 GB = 10^9 bytes),
 //! as Finder and the Hugging Face Hub show file sizes.
 
 /// "1.23 GB", "456.7 MB", "12.3 kB", "999 B".
@@ -15,8 +15,31 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// "12,345": a count with thousands separated.
+pub fn count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counts_with_thousands_separated() {
+        assert_eq!(super::count(0), "0");
+        assert_eq!(super::count(999), "999");
+        assert_eq!(super::count(1_000), "1,000");
+        assert_eq!(super::count(8_192), "8,192");
+        assert_eq!(super::count(1_234_567), "1,234,567");
+    }
+
+
     #[test]
     fn decimal_units() {
         assert_eq!(super::bytes(999), "999 B");

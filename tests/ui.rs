@@ -78,7 +78,17 @@ fn typing_a_question_and_enter_streams_a_real_answer() {
     let dir = data_dir();
     let mut h = harness(dir.path());
     wait_ready(&mut h);
-    ask(&mut h, "What is the capital of France?");
+    // The context meter under the input counts the prompt the draft would
+    // make, in the engine's own count, once typing pauses.
+    let input = h.get_by_role(Role::MultilineTextInput);
+    input.focus();
+    input.type_text("What is the capital of France?");
+    h.step();
+    let asked = meter_when(&mut h, |_| true);
+    assert!(asked.fits && asked.dropped_messages == 0, "{asked:?}");
+    assert!(h.query_by_label(&meter_label(&asked)).is_some(), "the meter shows {}", meter_label(&asked));
+    h.key_press(egui::Key::Enter);
+    h.step();
     assert!(h.state().state.is_generating(), "Enter sends the message");
     // Text appears while streaming, before the reply is finished.
     step_until(&mut h, 120, "the first streamed text", |a| {
@@ -90,6 +100,7 @@ fn typing_a_question_and_enter_streams_a_real_answer() {
     assert_eq!(conv.messages.len(), 2);
     assert!(conv.messages[1].content.contains("Paris"));
     assert!(conv.messages[1].stats.as_ref().is_some_and(|s| s.tokens > 0 && s.decode_tps > 0.0));
+    assert_eq!(conv.messages[1].stats.as_ref().unwrap().prompt_tokens, asked.tokens, "the meter counted the prompt the engine got");
     // The input was cleared and Shift+Enter makes a newline instead of sending.
     let input = h.get_by_role(Role::MultilineTextInput);
     input.focus();
@@ -99,6 +110,44 @@ fn typing_a_question_and_enter_streams_a_real_answer() {
     h.step();
     assert!(!h.state().state.is_generating());
     assert!(h.state().state.chat.input.starts_with("line one"));
+
+    // Near the limit the meter says what the overflow policy will drop: with
+    // a context of 256 (64 kept for the answer) and a draft that only fits
+    // without the first question and its answer, it names those two; the
+    // engine then leaves out the same two.
+    h.state_mut().state.chat.input.clear();
+    h.state_mut().state.settings.context_length = 256;
+    h.state().state.engine.handle.send(hearth::engine::Command::SetContextLength(256));
+    let history = meter_when(&mut h, |f| f.context_length == 256);
+    assert_eq!((history.context_length, history.budget), (256, 192), "{history:?}");
+    // " apple" is one token each; the draft's own markup adds a few.
+    let words = 192 + 12 - history.tokens;
+    h.state_mut().state.chat.input = "apple ".repeat(words);
+    let over = meter_when(&mut h, |f| f.tokens > history.tokens);
+    assert!(over.tokens > 192 && over.fits && over.dropped_messages == 2, "{over:?} (history {history:?})");
+    assert!(h.query_by_label_contains("the oldest 2 message(s) will be left out").is_some(), "the meter names what will be dropped");
+    h.state_mut().state.send_input();
+    step_until(&mut h, 120, "the trimmed reply", |a| !a.state.is_generating());
+    let notice = h.state().state.notices.iter().rev().find(|n| n.text.contains("left out of the prompt")).map(|n| n.text.clone());
+    assert!(notice.as_deref().is_some_and(|t| t.contains("the oldest 2 message(s)")), "the engine dropped what the meter said: {notice:?}");
+    // A draft longer than the context on its own: no message left out would make it fit.
+    h.state_mut().state.chat.input = "apple ".repeat(300);
+    let too_long = meter_when(&mut h, |f| f.tokens > 300);
+    assert!(!too_long.fits, "{too_long:?}");
+    assert!(h.query_by_label_contains("Too long for the context").is_some());
+}
+
+/// Steps until the context meter's answer is one `wanted` accepts (an answer
+/// about earlier inputs may still be on its way).
+fn meter_when(h: &mut Harness<'static, HearthApp>, wanted: impl Fn(&hearth::engine::PromptFit) -> bool) -> hearth::engine::PromptFit {
+    step_until(h, 30, "the context meter", |a| a.state.chat.meter.fit.as_ref().is_some_and(&wanted));
+    h.step();
+    h.state().state.chat.meter.fit.unwrap()
+}
+
+/// The meter's text for `fit`: "37 / 8,192 tokens".
+fn meter_label(fit: &hearth::engine::PromptFit) -> String {
+    format!("{} / {} tokens", hearth::units::count(fit.tokens), hearth::units::count(fit.context_length))
 }
 
 /// Settings → Speculative decoding: only installed models with the chat
@@ -386,6 +435,43 @@ fn markdown_renders_code_blocks_tables_and_links_without_fetching() {
     h.get_by_role_and_label(Role::Link, "docs").click();
     h.step();
     assert!(opened(&h), "a click opens the link");
+}
+
+/// A fenced code block is highlighted by syntect (more than one colour in
+/// its laid-out text, whichever way the fence names the language), an
+/// unknown language shows in one colour, and a long line scrolls sideways
+/// instead of wrapping.
+#[test]
+fn code_blocks_are_highlighted_and_long_lines_scroll() {
+    let long = format!("let v = vec![{}];", (0..80).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+    let md = format!("```rust\nfn main() {{\n    // a comment\n    let s = \"text\";\n}}\n```\n\n```Python\ndef f(x):\n    return 'y' + x  # why\n```\n\n```zzz-unknown\nplain words here\n```\n\n```rust\n{long}\n```\n");
+    let mut h = Harness::builder().with_size([600.0, 800.0]).build_ui(|ui| hearth::ui::markdown::show(ui, &md, 0));
+    h.run();
+    let galleys = text_galleys(&h.output().shapes);
+    let colours = |needle: &str| {
+        let g = galleys.iter().find(|g| g.job.text.contains(needle)).unwrap_or_else(|| panic!("no galley with {needle:?}"));
+        g.job.sections.iter().map(|s| s.format.color).collect::<std::collections::HashSet<_>>().len()
+    };
+    assert!(colours("fn main()") > 1, "Rust is highlighted");
+    assert!(colours("def f(x)") > 1, "Python (fenced as \"Python\") is highlighted");
+    assert_eq!(colours("plain words here"), 1, "an unknown language is plain");
+    let wide = galleys.iter().find(|g| g.job.text.contains("vec![0, 1")).unwrap();
+    assert_eq!(wide.rows.len(), 1, "a long line is not wrapped");
+    assert!(wide.size().x > 600.0, "it is wider than the window ({}), so it scrolls", wide.size().x);
+}
+
+/// Every text galley among `shapes`, nested ones included.
+fn text_galleys(shapes: &[egui::epaint::ClippedShape]) -> Vec<std::sync::Arc<egui::Galley>> {
+    fn walk(s: &egui::Shape, out: &mut Vec<std::sync::Arc<egui::Galley>>) {
+        match s {
+            egui::Shape::Text(t) => out.push(t.galley.clone()),
+            egui::Shape::Vec(v) => v.iter().for_each(|s| walk(s, out)),
+            _ => {}
+        }
+    }
+    let mut out = vec![];
+    shapes.iter().for_each(|c| walk(&c.shape, &mut out));
+    out
 }
 
 /// A reply saved with its reasoning inline (before replies had parts) opens

@@ -265,7 +265,7 @@ impl Default for GenerateParams {
 
 /// How long a reasoning model thinks before answering, for templates that
 /// take it (gpt-oss's `reasoning_effort`: "Reasoning: low" in the system turn).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum ReasoningEffort {
     Low,

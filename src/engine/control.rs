@@ -95,6 +95,10 @@ pub(super) fn control(cmd: Command, pool: &mut Pool, template_options: &mut Temp
             }
             Err(e) => send(Event::Error { id: Some(id), error: EngineError::from(&e) }),
         },
+        Command::Measure { id, prompt, reserve, model } => {
+            let result = pool.find(model.as_deref()).ok_or_else(|| not_held(model.as_deref())).and_then(|i| pool.models[i].session.measure(&prompt, reserve));
+            send(Event::Measured { id, result: result.map_err(|e| EngineError::from(&e)) });
+        }
         Command::Unload => {
             pool.drop_primary();
             send(Event::Unloaded);

@@ -26,6 +26,6 @@ pub mod worker;
 
 pub use crate::chat::params::{FinishReason, GenerateParams, GenerationStats, SamplingParams};
 pub use config::EngineConfig;
-pub use protocol::{Command, Event, Prompt};
+pub use protocol::{Command, Event, Prompt, PromptFit};
 pub use session::Session;
 pub use worker::EngineHandle;

@@ -49,6 +49,11 @@ pub enum Command {
     /// dropped to fit), and answers `PromptReady` with its length, then
     /// `Finished`; nothing runs on the model (Anthropic's `count_tokens`).
     CountTokens { id: RequestId, prompt: Prompt, model: Option<PathBuf> },
+    /// Renders `prompt` as a generation with `reserve` tokens for the
+    /// answer would and answers `Measured`: its whole length, the context,
+    /// and which of the oldest messages would be left out to fit (the app's
+    /// context meter); nothing runs on the model.
+    Measure { id: RequestId, prompt: Prompt, reserve: usize, model: Option<PathBuf> },
     /// Holds `path` beside the primary and the other residents (nothing if
     /// it is held already, as either), for requests that name it: an API
     /// server's pool. Answered by `Resident`; sends no load progress (the
@@ -75,6 +80,21 @@ pub enum Command {
     Shutdown,
 }
 
+/// How a prompt fits the context (`Command::Measure`), in the engine's own count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptFit {
+    /// The whole prompt, before anything is left out.
+    pub tokens: usize,
+    /// The context length the engine runs the model with.
+    pub context_length: usize,
+    /// What the prompt may take: the context less the room kept for the answer.
+    pub budget: usize,
+    /// The oldest messages a generation would leave out to fit the budget.
+    pub dropped_messages: usize,
+    /// False where even leaving messages out would not fit (the request fails).
+    pub fits: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Event {
     LoadProgress { fraction: f32, message: String },
@@ -93,6 +113,8 @@ pub enum Event {
     /// report input tokens up front, as Anthropic's does, wait for this).
     /// `cached`: the leading tokens the prefix cache already holds.
     PromptReady { id: RequestId, tokens: usize, cached: usize },
+    /// `Measure`'s answer.
+    Measured { id: RequestId, result: Result<PromptFit, EngineError> },
     /// A piece of the reply: the text as the model wrote it, the same read
     /// into typed parts once (reasoning, content, tool calls: what the app
     /// and the APIs render), and the log-probabilities of its tokens when

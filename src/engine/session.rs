@@ -92,6 +92,38 @@ impl Session {
         }
     }
 
+    /// How `prompt` fits the context (`Command::Measure`): its whole length
+    /// (`count_prompt`) and, for a conversation longer than the context with
+    /// `reserve` tokens kept for the answer, how many of the oldest messages
+    /// a generation of it would leave out (`prompt_for_messages`), or that
+    /// none would make it fit.
+    pub fn measure(&mut self, prompt: &super::Prompt, reserve: usize) -> Result<super::PromptFit> {
+        use super::Prompt;
+        let tokens = self.count_prompt(prompt)?;
+        let budget = self.context_length.saturating_sub(reserve.min(self.context_length / 2));
+        let mut fit = super::PromptFit { tokens, context_length: self.context_length, budget, dropped_messages: 0, fits: tokens <= budget };
+        if fit.fits {
+            return Ok(fit);
+        }
+        let fitted = match prompt {
+            Prompt::Chat(msgs) => self.prompt_for_messages(msgs, reserve),
+            Prompt::ChatWith(msgs, options) => {
+                let saved = self.loaded.template.options.clone();
+                self.loaded.template.options = saved.with(options);
+                let r = self.prompt_for_messages(msgs, reserve);
+                self.loaded.template.options = saved;
+                r
+            }
+            Prompt::Raw(_) => return Ok(fit),
+        };
+        match fitted {
+            Ok((_, dropped)) => (fit.dropped_messages, fit.fits) = (dropped, true),
+            Err(Error::PromptTooLong { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(fit)
+    }
+
     /// Renders a conversation to prompt tokens, dropping the oldest turns (never
     /// the system prompt or the newest message) if it does not fit the context
     /// with `reserve` tokens left for the answer. Returns tokens and turns dropped.

@@ -159,6 +159,14 @@ impl EngineHandle {
         id
     }
 
+    /// Asks how `prompt` fits the context with `reserve` tokens kept for the
+    /// answer (`Command::Measure`); the answer comes as `Measured` for the returned id.
+    pub fn measure(&self, prompt: Prompt, reserve: usize) -> RequestId {
+        let id = self.next_request_id();
+        self.send(Command::Measure { id, prompt, reserve, model: None });
+        id
+    }
+
     /// Stops the latest generation at the next token.
     pub fn cancel(&self) {
         if let Some(c) = self.current_cancel.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
@@ -231,7 +239,7 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, waker: Waker, subscri
         // for room (never of a load: it counts for the model loaded before it).
         let mut i = 0;
         while i < waiting.len() && !matches!(waiting[i], Command::Load { .. } | Command::Unload) {
-            if matches!(waiting[i], Command::CountTokens { .. }) {
+            if matches!(waiting[i], Command::CountTokens { .. } | Command::Measure { .. }) {
                 let cmd = waiting.remove(i).expect("in range");
                 control(cmd, &mut pool, &mut template_options, &mut draft, &mut config, &send);
             } else {

@@ -341,7 +341,8 @@ fn dispatch(
                 status.send_replace(ModelStatus::Crashed(msg));
             }
             Event::Memory(m) => *memory.lock().unwrap_or_else(|e| e.into_inner()) = m,
-            Event::Error { id: None, .. } | Event::ContextTrimmed { .. } | Event::DraftLoaded(_) => {}
+            // The app's context meter asks for measures; the APIs never do.
+            Event::Error { id: None, .. } | Event::ContextTrimmed { .. } | Event::DraftLoaded(_) | Event::Measured { .. } => {}
         }
         if pool_event {
             changed.send_modify(|v| *v += 1);

@@ -277,6 +277,7 @@ impl ChatPanel {
                 }
             }
         });
+        super::meter::ui(ui, state);
         if send {
             state.send_input();
         }

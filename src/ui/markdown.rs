@@ -1,6 +1,6 @@
 //! Markdown → egui widgets, straight from pulldown-cmark events: headings,
-//! emphasis, lists, block quotes, tables, inline code, fenced code blocks with a
-//! Copy button, and links that open only when clicked (nothing is ever fetched).
+//! emphasis, lists, block quotes, tables, inline code, fenced code blocks
+//! highlighted by syntect with a Copy button, and links that open only when clicked (nothing is ever fetched).
 
 use egui::{Color32, RichText, Ui};
 use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
@@ -228,11 +228,55 @@ fn code_block(ui: &mut Ui, lang: &str, body: &str, id: (usize, usize)) {
                     }
                 });
             });
+            // Highlighted by syntect (egui_extras keeps each block's layout
+            // between frames: a block is highlighted again only when its text
+            // changes, as the one being streamed does); a language syntect
+            // does not know shows in one colour.
+            let theme = egui_extras::syntax_highlighting::CodeTheme::from_style(ui.style());
+            let job = egui_extras::syntax_highlighting::highlight(ui.ctx(), ui.style(), &theme, body, syntax_of(lang));
             ui.push_id(("code", id.0, id.1), |ui| {
+                // Long lines scroll sideways instead of wrapping (code keeps its shape).
                 egui::ScrollArea::horizontal().show(ui, |ui| {
-                    ui.label(RichText::new(body).monospace());
+                    ui.add(egui::Label::new(job).extend().selectable(true));
                 });
             });
         });
     ui.add_space(4.0);
+}
+
+/// The name syntect finds a fence's language by (it looks names up as given,
+/// then as file extensions): the usual fence words mapped to an extension.
+pub fn syntax_of(fence: &str) -> &str {
+    let word = fence.split_whitespace().next().unwrap_or("");
+    match word.to_ascii_lowercase().as_str() {
+        "rust" => "rs",
+        "python" | "python3" | "py3" => "py",
+        "javascript" | "node" | "jsx" | "typescript" | "ts" | "tsx" | "mjs" => "js",
+        "bash" | "shell" | "zsh" | "console" | "shellscript" => "sh",
+        "c++" | "cxx" => "cpp",
+        "csharp" | "c#" => "cs",
+        "golang" => "go",
+        "yml" => "yaml",
+        "ruby" => "rb",
+        "markdown" => "md",
+        "haskell" => "hs",
+        "latex" => "tex",
+        "perl" => "pl",
+        "objective-c" | "objc" => "m",
+        _ => word,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fence_words_map_to_names_syntect_knows() {
+        use super::syntax_of;
+        assert_eq!(syntax_of("rust"), "rs");
+        assert_eq!(syntax_of("Rust ignore"), "rs");
+        assert_eq!(syntax_of("python3"), "py");
+        assert_eq!(syntax_of("bash"), "sh");
+        assert_eq!(syntax_of("JSON"), "JSON");
+        assert_eq!(syntax_of(""), "");
+    }
 }

@@ -4,6 +4,7 @@ pub mod chat;
 pub mod frame_bench;
 pub mod hub;
 pub mod markdown;
+pub mod meter;
 pub mod models;
 pub mod server;
 pub mod settings;
@@ -106,6 +107,9 @@ impl HearthApp {
             self.waker_set = true;
         }
         self.state.poll();
+        if let Some(wait) = self.state.tick_meter() {
+            ctx.request_repaint_after(wait);
+        }
         if crate::sys::take_terminate_request() {
             // Told to quit (SIGTERM, logout, Ctrl+C): keep the reply as far
             // as it got, marked, save everything, then close the window.

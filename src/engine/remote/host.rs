@@ -185,6 +185,10 @@ fn forward(shared: &Shared, c: Command, routes: &Routes) {
             let id = route(id, Arc::default());
             engine.send(Command::CountTokens { id, prompt, model });
         }
+        Command::Measure { id, prompt, reserve, model } => {
+            let id = route(id, Arc::default());
+            engine.send(Command::Measure { id, prompt, reserve, model });
+        }
         // The daemon outlives every app: an app quitting only hangs up.
         Command::Shutdown => {}
         // Engine-wide settings are the daemon's (its command line), shared
@@ -216,13 +220,13 @@ fn pump(out: Writer, events: crossbeam_channel::Receiver<Event>, routes: Routes,
 /// `e` as this app should see it, or None when it answers someone else.
 fn route_event(e: Event, routes: &Routes) -> Option<Event> {
     let id = match &e {
-        Event::ContextTrimmed { id, .. } | Event::PromptReady { id, .. } | Event::Token { id, .. } | Event::Finished { id, .. } => *id,
+        Event::ContextTrimmed { id, .. } | Event::PromptReady { id, .. } | Event::Token { id, .. } | Event::Finished { id, .. } | Event::Measured { id, .. } => *id,
         Event::Error { id: Some(id), .. } => *id,
         _ => return Some(e),
     };
     let mut r = routes.lock().unwrap_or_else(|p| p.into_inner());
     let app_id = r.get(&id)?.0;
-    if matches!(e, Event::Finished { .. } | Event::Error { .. }) {
+    if matches!(e, Event::Finished { .. } | Event::Error { .. } | Event::Measured { .. }) {
         r.remove(&id);
     }
     drop(r);
@@ -231,6 +235,7 @@ fn route_event(e: Event, routes: &Routes) -> Option<Event> {
         Event::PromptReady { tokens, cached, .. } => Event::PromptReady { id: app_id, tokens, cached },
         Event::Token { text, parts, logprobs, .. } => Event::Token { id: app_id, text, parts, logprobs },
         Event::Finished { stats, .. } => Event::Finished { id: app_id, stats },
+        Event::Measured { result, .. } => Event::Measured { id: app_id, result },
         Event::Error { error, .. } => Event::Error { id: Some(app_id), error },
         other => other,
     })

@@ -30,6 +30,8 @@ pub struct ChatState {
     pub undo: Option<Conversation>,
     pub input: String,
     pub search: String,
+    /// The context meter under the input box.
+    pub meter: super::Meter,
 }
 
 impl ChatState {
@@ -42,6 +44,7 @@ impl ChatState {
             undo: None,
             input: String::new(),
             search: String::new(),
+            meter: super::Meter::default(),
         }
     }
 
@@ -218,30 +221,37 @@ impl AppState {
         self.persist(&id);
     }
 
+    /// The template variables a reply is sent with: the conversation's
+    /// thinking choice (None: the template's default), the settings'
+    /// reasoning effort (with each request: a daemon's engine keeps its own
+    /// settings), and the MCP tools while servers are connected.
+    pub(super) fn template_options(&self, thinking: Option<bool>) -> TemplateOptions {
+        let tools: Vec<_> = self.mcp.tools.iter().map(|t| t.spec.clone()).collect();
+        TemplateOptions {
+            enable_thinking: thinking,
+            reasoning_effort: Some(self.settings.reasoning_effort),
+            tools: (!tools.is_empty()).then_some(tools),
+        }
+    }
+
     pub(super) fn start_reply(&mut self, id: &str) {
         let mut params = self.params();
         if self.settings.prompt_cache_on_disk {
             params.prompt_file = prompt_cache_of(&self.data_dir, id);
         }
-        let tools: Vec<_> = self.mcp.tools.iter().map(|t| t.spec.clone()).collect();
+        let thinking = self.chat.conversations.iter().find(|c| c.id == id).and_then(|c| c.thinking);
+        let options = self.template_options(thinking);
         let Some(c) = self.chat.conversation_mut(id) else { return };
         // "Use a tool": the answer to a question must be a call (not the
         // answer after a tool's result, or it would call for ever).
-        if c.require_tool && !tools.is_empty() && c.messages.last().is_some_and(|m| m.role == Role::User) {
-            params.constraint = Some(crate::chat::params::OutputConstraint::ToolCall(tools.clone()));
+        if c.require_tool && c.messages.last().is_some_and(|m| m.role == Role::User) {
+            if let Some(tools) = options.tools.clone() {
+                params.constraint = Some(crate::chat::params::OutputConstraint::ToolCall(tools));
+            }
         }
         c.messages.push(ChatMessage::new(Role::Assistant, ""));
         c.updated = now_secs();
         let prompt = c.prompt_messages();
-        // This conversation's thinking choice goes with its request; the
-        // engine keeps the settings' template variables for the rest. MCP
-        // tools are offered with every reply while servers are connected.
-        let options = TemplateOptions {
-            enable_thinking: c.thinking,
-            // With each request too: a daemon's engine keeps its own settings.
-            reasoning_effort: Some(self.settings.reasoning_effort),
-            tools: (!tools.is_empty()).then_some(tools),
-        };
         let request = self.engine.handle.generate(Prompt::ChatWith(prompt, options), params);
         self.chat.streaming = Some(Streaming {
             request,

@@ -157,6 +157,7 @@ impl AppState {
                 "This chat is longer than the context ({} tokens): the oldest {dropped_messages} message(s) were left out of the prompt.",
                 self.settings.context_length
             )),
+            Event::Measured { id, result } => self.on_measured(id, result.map_err(|e| e.message)),
             // The live stats show the prompt's length once the reply is done.
             Event::PromptReady { .. } => {}
             // The local server's other models: the chat's is the primary.

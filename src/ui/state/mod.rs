@@ -9,6 +9,7 @@ pub use chat::INTERRUPTED;
 mod downloads;
 mod engine;
 mod jobs;
+mod meter;
 mod server;
 mod tools;
 
@@ -16,6 +17,7 @@ pub use chat::{ChatState, Streaming};
 pub use downloads::{Download, DownloadStatus, DownloadsState, HubSearch};
 pub use engine::{EngineState, LiveStats, ModelState};
 pub use jobs::{Background, Jobs};
+pub use meter::Meter;
 pub use server::ServerState;
 pub use tools::{Decision, McpState, PendingCall, DENIED};
 
