@@ -206,9 +206,14 @@ fn context_overflow_drops_oldest_turns_but_keeps_system_prompt() {
     }
     msgs.push(Message::user("What is the capital of France?"));
     let (ids, dropped) = s.prompt_for_messages(&msgs, 32).unwrap();
-    s.set_context_length(saved);
     assert!(dropped >= 2 && dropped % 2 == 0, "dropped {dropped}");
     assert!(ids.len() <= 160 - 32);
+    // The fewest that fit: with one turn fewer left out it would not.
+    let mut one_more = vec![msgs[0].clone()];
+    one_more.extend_from_slice(&msgs[1 + dropped - 2..]);
+    let longer = s.count_prompt(&hearth::engine::Prompt::Chat(one_more)).unwrap();
+    s.set_context_length(saved);
+    assert!(longer > 160 - 32, "keeping one more turn ({longer} tokens) would have fit");
     let text = s.loaded.tokenizer.decode(&ids);
     assert!(text.contains("You are terse."), "system prompt kept: {text}");
     assert!(text.contains("capital of France"));

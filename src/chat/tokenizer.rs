@@ -241,8 +241,9 @@ impl TextTokenizer {
         let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(enc.len());
         for (&id, &(start, end)) in enc.get_ids().iter().zip(enc.get_offsets()) {
-            let inside = start < end && content.iter().any(|r| r.start <= start && end <= r.end);
-            if inside && self.special.contains(&id) {
+            // Control tokens are rare: only they are looked up among the spans.
+            let special = self.special.contains(&id);
+            if special && start < end && content.iter().any(|r| r.start <= start && end <= r.end) {
                 let piece = text.get(start..end).unwrap_or_default();
                 let plain = self.plain.encode(piece, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
                 ids.extend_from_slice(plain.get_ids());

@@ -144,26 +144,50 @@ impl Session {
         // then ends where the context does).
         let reserve = if may_drop { reserve.min(self.context_length / 2) } else { 1 };
         let budget = self.context_length.saturating_sub(reserve);
-        let has_system = messages[0].role == Role::System;
-        let mut msgs = messages.to_vec();
-        let mut dropped = 0;
-        loop {
-            let ids = self.render(&msgs)?;
+        let first = usize::from(messages[0].role == Role::System);
+        // Where the kept messages start after each step of the policy: a step
+        // leaves out the oldest message (never the system prompt or the
+        // newest), and an answer with its question, so turns stay user-first.
+        let mut starts = vec![first];
+        let mut i = first;
+        while may_drop && messages.len() - i > 1 {
+            i += 1;
+            if messages.len() - i > 1 && messages[i].role == Role::Assistant {
+                i += 1;
+            }
+            starts.push(i);
+        }
+        let render_from = |start: usize| -> Result<Vec<u32>> {
+            let mut kept = messages[..first].to_vec();
+            kept.extend_from_slice(&messages[start..]);
+            self.render(&kept)
+        };
+        let whole = render_from(first)?;
+        if whole.len() <= budget {
+            return Ok((whole, 0));
+        }
+        let last = starts.len() - 1;
+        if last == 0 {
+            return Err(Error::PromptTooLong { tokens: whole.len(), context: budget });
+        }
+        let mut fewest = render_from(starts[last])?;
+        if fewest.len() > budget {
+            return Err(Error::PromptTooLong { tokens: fewest.len(), context: budget });
+        }
+        // The fewest steps that fit, by bisection (fewer messages never take
+        // more tokens): a long chat is rendered a dozen times, not once per
+        // turn it drops.
+        let (mut lo, mut hi) = (1, last);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let ids = render_from(starts[mid])?;
             if ids.len() <= budget {
-                return Ok((ids, dropped));
-            }
-            let first = if has_system { 1 } else { 0 };
-            if msgs.len() - first <= 1 || !may_drop {
-                return Err(Error::PromptTooLong { tokens: ids.len(), context: budget });
-            }
-            msgs.remove(first);
-            dropped += 1;
-            // Keep turns alternating user-first: drop the answer with its question.
-            if msgs.len() - first > 1 && msgs[first].role == Role::Assistant {
-                msgs.remove(first);
-                dropped += 1;
+                (hi, fewest) = (mid, ids);
+            } else {
+                lo = mid + 1;
             }
         }
+        Ok((fewest, starts[hi] - first))
     }
 
     /// Generates from prompt tokens, calling `on_text` with each piece of text.
