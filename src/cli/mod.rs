@@ -172,6 +172,9 @@ pub enum Cmd {
         prompt: String,
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
+        /// Messages (with code blocks) before the reply, as a long conversation.
+        #[arg(long, default_value_t = 0)]
+        history: usize,
     },
     /// Open the desktop app (the default).
     App {
@@ -412,9 +415,9 @@ pub fn run() -> Result<()> {
     match cli.cmd {
         None => hearth::ui::run(None),
         Some(Cmd::App { demo_prompt }) => hearth::ui::run(demo_prompt),
-        Some(Cmd::UiBench { m, prompt, max_tokens }) => {
+        Some(Cmd::UiBench { m, prompt, max_tokens, history }) => {
             let path = model_path(&m.model)?;
-            println!("{}", hearth::ui::frame_bench::run(&path, &prompt, max_tokens)?);
+            println!("{}", hearth::ui::frame_bench::run(&path, &prompt, max_tokens, history)?);
             Ok(())
         }
         Some(Cmd::Chat { m, s, system }) => chat::chat(m, system, s),

@@ -1,15 +1,33 @@
 //! Measures the app's per-frame CPU time (UI code + layout + tessellation) while
 //! a real reply streams in, with no window: `hearth ui-bench`. GPU painting is
-//! left out; on a Mac it runs on the GPU.
+//! left out; on a Mac it runs on the GPU. `history` puts that many messages
+//! before it (every answer with a highlighted code block and a table), as a
+//! long conversation the reply streams into.
 
 use super::state::{AppState, ModelState};
 use super::HearthApp;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize) -> anyhow::Result<serde_json::Value> {
+pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize, history: usize) -> anyhow::Result<serde_json::Value> {
     let home = tempfile::tempdir()?;
     let mut state = AppState::new(home.path());
+    if history > 0 {
+        use crate::chat::Role;
+        use crate::store::conversations::{ChatMessage, Conversation};
+        let mut c = Conversation::new("");
+        c.title = "A long conversation".into();
+        for i in 0..history {
+            let (role, text) = if i % 2 == 0 {
+                (Role::User, format!("Question {i}: how do I sum a slice in Rust?"))
+            } else {
+                (Role::Assistant, format!("Answer {i}:\n\n```rust\nfn sum(v: &[i64]) -> i64 {{\n    // adds them up\n    v.iter().sum()\n}}\n```\n\n| n | sum |\n|---|---|\n| {i} | {} |\n", i * (i + 1) / 2))
+            };
+            c.messages.push(ChatMessage::new(role, text));
+        }
+        state.chat.current = Some(c.id.clone());
+        state.chat.conversations.insert(0, c);
+    }
     state.settings.max_tokens = max_tokens;
     state.settings.sampling = crate::chat::params::SamplingParams::greedy();
     state.load_model(model.to_path_buf());
@@ -53,6 +71,7 @@ pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize) -> anyhow::
     let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p) as usize];
     Ok(json!({
         "frames": times.len(),
+        "history_messages": history,
         "reply_chars": reply,
         "frame_ms_mean": times.iter().sum::<f64>() / times.len() as f64,
         "frame_ms_p50": pct(0.5),
