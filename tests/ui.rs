@@ -343,6 +343,68 @@ fn conversation_survives_a_restart() {
     assert!(h.query_by_label_contains("from disk").is_some(), "the reply says the cache served it");
 }
 
+/// Regenerating an answer and editing a question keep the earlier versions
+/// as branches ("‹ 1/2 ›" on the message); the arrows show them again; a
+/// follow-up on an older branch is sent that branch's history (read back from
+/// the prompt the engine saved); a restart keeps every branch; a file of the
+/// format before branches loads.
+#[test]
+fn edits_and_regenerations_are_kept_as_branches() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    // A conversation saved before branches existed.
+    let old = r#"{"id": "before-branches", "title": "Old", "created": 1, "updated": 1, "system_prompt": "",
+        "messages": [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there."}]}"#;
+    std::fs::create_dir_all(dir.path().join("conversations")).unwrap();
+    std::fs::write(dir.path().join("conversations/before-branches.json"), old).unwrap();
+    let id;
+    {
+        let mut h = harness(dir.path());
+        assert!(h.state().state.chat.conversations.iter().any(|c| c.id == "before-branches" && c.messages.len() == 2), "the old file loads");
+        wait_ready(&mut h);
+        h.state_mut().state.new_conversation();
+        ask(&mut h, "What is the capital of France?");
+        step_until(&mut h, 120, "the reply", |a| !a.state.is_generating());
+        h.state_mut().state.regenerate(1);
+        step_until(&mut h, 120, "the regenerated reply", |a| !a.state.is_generating());
+        assert_eq!(h.state().state.current_conversation().unwrap().branches.version_at(1), (2, 2));
+        h.state_mut().state.edit_and_resend(0, "What is the capital of Italy?".into());
+        step_until(&mut h, 120, "the reply to the edit", |a| !a.state.is_generating());
+        let c = h.state().state.current_conversation().unwrap().clone();
+        id = c.id.clone();
+        assert_eq!((c.branches.version_at(0), c.branches.version_at(1)), ((2, 2), (1, 1)), "the new question has one answer");
+        h.step();
+        assert!(h.query_by_label("2/2").is_some(), "the edited question shows its version");
+        h.get_by_label("Previous version").click();
+        h.step();
+        h.step();
+        let c = h.state().state.current_conversation().unwrap().clone();
+        assert_eq!(c.messages[0].content, "What is the capital of France?");
+        assert_eq!(c.branches.version_at(1), (2, 2), "its two answers came back with it");
+        assert!(h.query_by_label_contains("Paris").is_some(), "the earlier answer is shown");
+        // A follow-up here is sent this branch's history.
+        ask(&mut h, "And of Spain?");
+        step_until(&mut h, 120, "the follow-up", |a| !a.state.is_generating());
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("prompt-cache").join(&id).join("manifest.json")).unwrap()).unwrap();
+        let tokens: Vec<u32> = serde_json::from_value(manifest["tokens"].clone()).unwrap();
+        let header = hearth::formats::gguf_header::GgufHeader::read(&common::smollm2_gguf()).unwrap();
+        let sent = hearth::chat::tokenizer::TextTokenizer::from_gguf(&header).unwrap().decode(&tokens);
+        assert!(sent.contains("capital of France") && sent.contains("And of Spain") && !sent.contains("Italy"), "{sent}");
+        h.state().state.flush();
+    }
+    let mut h = harness(dir.path());
+    h.state_mut().state.select(&id);
+    h.step();
+    let c = h.state().state.current_conversation().unwrap().clone();
+    assert_eq!((c.messages.len(), c.branches.version_at(0), c.branches.version_at(1)), (4, (1, 2), (2, 2)), "every branch came back");
+    // The question's arrows come first (the answer's own are below it).
+    h.query_all_by_label("Next version").next().unwrap().click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().state.current_conversation().unwrap().messages[0].content, "What is the capital of Italy?");
+}
+
 #[test]
 fn deleting_a_model_asks_first() {
     let _g = common::mlx_lock();

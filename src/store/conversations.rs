@@ -1,5 +1,6 @@
 //! Conversations: one JSON file each under the data dir.
 
+use super::branches::Branches;
 use super::write_atomic;
 use crate::chat::tools::ToolCall;
 use crate::chat::{Message, Role};
@@ -101,6 +102,9 @@ pub struct Conversation {
     /// The next reply to a question must call a tool ("Use a tool").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_tool: bool,
+    /// The other versions of the conversation (edits, regenerations); `messages` is the one shown.
+    #[serde(default, skip_serializing_if = "Branches::is_empty")]
+    pub branches: Branches,
 }
 
 pub fn now_secs() -> u64 {
@@ -133,6 +137,7 @@ impl Conversation {
             thinking: None,
             allowed_tools: vec![],
             require_tool: false,
+            branches: Branches::default(),
         }
     }
 
@@ -297,6 +302,7 @@ fn load_one(p: &Path) -> Result<Conversation> {
     let bytes = crate::files::read_small(p, MAX_CONVERSATION_BYTES)?.unwrap_or_default();
     let mut c: Conversation = serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("not a valid conversation: {e}")))?;
     migrate_inline_reasoning(&mut c);
+    c.branches.sanitize(0, c.messages.len());
     Ok(c)
 }
 

@@ -1,6 +1,7 @@
 //! Conversations and settings on disk. Every write is atomic (temp file, fsync,
 //! rename), so a crash mid-save leaves the old file or the new one, never half.
 
+pub mod branches;
 pub mod conversations;
 pub mod responses;
 pub mod settings;

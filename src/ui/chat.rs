@@ -29,6 +29,9 @@ const GUESS: f32 = 80.0;
 enum Action {
     Regenerate(usize),
     Resend(usize, String),
+    /// Show version `.1` (from 0) from message `.0` on.
+    Switch(usize, usize),
+    DuplicateFrom(usize),
     Decide(String, Decision),
 }
 
@@ -45,7 +48,9 @@ impl ChatPanel {
                 empty_state(ui, state);
                 return;
             }
-            let can_send = state.can_send();
+            // Sending needs the model and no reply streaming; showing
+            // another version only no reply streaming.
+            let can = (state.can_send(), !state.is_generating());
             let Some(conv) = state.current_conversation() else {
                 ui.centered_and_justified(|ui| ui.label("Start a new chat: type a message below."));
                 return;
@@ -83,7 +88,8 @@ impl ChatPanel {
                         let called = m.tool_call_id.as_ref().and_then(|id| {
                             conv.messages[..i].iter().rev().flat_map(|p| &p.tool_calls).find(|c| &c.id == id).map(|c| c.name.as_str())
                         });
-                        if let Some(a) = self.message(ui, i, m, live, can_send, called) {
+                        let versions = conv.branches.version_at(i);
+                        if let Some(a) = self.message(ui, (i, versions), m, live, can, called) {
                             action = Some(a);
                         }
                         self.heights.of[i] = Some(ui.cursor().top() - before);
@@ -101,6 +107,8 @@ impl ChatPanel {
             match action {
                 Some(Action::Regenerate(i)) => state.regenerate(i),
                 Some(Action::Resend(i, t)) => state.edit_and_resend(i, t),
+                Some(Action::Switch(i, to)) => state.switch_version(i, to),
+                Some(Action::DuplicateFrom(i)) => state.duplicate_from(i),
                 Some(Action::Decide(id, d)) => state.decide(&id, d),
                 None => {}
             }
@@ -110,10 +118,10 @@ impl ChatPanel {
     fn message(
         &mut self,
         ui: &mut Ui,
-        i: usize,
+        (i, (version, versions)): (usize, (usize, usize)),
         m: &crate::store::conversations::ChatMessage,
         live: bool,
-        can_send: bool,
+        (can_send, can_browse): (bool, bool),
         called: Option<&str>,
     ) -> Option<Action> {
         let mut action = None;
@@ -181,8 +189,27 @@ impl ChatPanel {
                         }
                         if !live {
                             ui.horizontal(|ui| {
+                                // Earlier versions of the conversation from here (edits, regenerations).
+                                if versions > 1 {
+                                    let mut arrow = |ui: &mut Ui, text: &str, name: &'static str, enabled: bool| {
+                                        let on = enabled && can_browse;
+                                        let r = ui.add_enabled(on, egui::Button::new(text).small()).on_hover_text(name);
+                                        r.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::Button, on, name));
+                                        r.clicked()
+                                    };
+                                    if arrow(ui, "‹", "Previous version", version > 1) {
+                                        action = Some(Action::Switch(i, version - 2));
+                                    }
+                                    ui.label(RichText::new(format!("{version}/{versions}")).small());
+                                    if arrow(ui, "›", "Next version", version < versions) {
+                                        action = Some(Action::Switch(i, version));
+                                    }
+                                }
                                 if ui.small_button("Copy").on_hover_text("Copy message").clicked() {
                                     ui.ctx().copy_text(m.content.clone());
+                                }
+                                if ui.small_button("Duplicate").on_hover_text("A new conversation with the messages up to this one").clicked() {
+                                    action = Some(Action::DuplicateFrom(i));
                                 }
                                 if user {
                                     if ui.add_enabled(can_send, egui::Button::new("Edit").small()).on_hover_text("Edit and resend").clicked() {

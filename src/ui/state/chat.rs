@@ -151,14 +151,43 @@ impl AppState {
         }
         if let Some(c) = self.chat.conversation_mut(&id) {
             if index < c.messages.len() && c.messages[index].role == Role::User {
-                c.messages.truncate(index);
+                c.branches.fork(&mut c.messages, index);
                 c.messages.push(ChatMessage::new(Role::User, text));
             }
         }
         self.start_reply(&id);
     }
 
-    /// Drops assistant message `index` (and anything after) and asks again.
+    /// Shows version `to` (from 0) of the current conversation from message
+    /// `index` on (the "‹ 2/3 ›" arrows); not while a reply streams.
+    pub fn switch_version(&mut self, index: usize, to: usize) {
+        let Some(id) = self.chat.current.clone() else { return };
+        if self.is_generating() {
+            return;
+        }
+        if let Some(c) = self.chat.conversation_mut(&id) {
+            c.branches.switch(&mut c.messages, index, to);
+        }
+        self.persist(&id);
+    }
+
+    /// A new conversation with the current one's messages up to `index`
+    /// (inclusive, the version shown), its settings, and no other versions.
+    pub fn duplicate_from(&mut self, index: usize) {
+        let Some(c) = self.current_conversation() else { return };
+        let mut copy = Conversation::new(&c.system_prompt);
+        copy.title = format!("{} (copy)", c.title);
+        copy.messages = c.messages[..(index + 1).min(c.messages.len())].to_vec();
+        copy.thinking = c.thinking;
+        copy.allowed_tools = c.allowed_tools.clone();
+        self.stop();
+        let id = copy.id.clone();
+        self.chat.conversations.insert(0, copy);
+        self.chat.current = Some(id.clone());
+        self.persist(&id);
+    }
+
+    /// Keeps assistant message `index` (and anything after) as a version and asks again.
     pub fn regenerate(&mut self, index: usize) {
         let Some(id) = self.chat.current.clone() else { return };
         if !self.can_send() {
@@ -166,7 +195,7 @@ impl AppState {
         }
         if let Some(c) = self.chat.conversation_mut(&id) {
             if index < c.messages.len() && c.messages[index].role == Role::Assistant {
-                c.messages.truncate(index);
+                c.branches.fork(&mut c.messages, index);
             }
         }
         self.start_reply(&id);
