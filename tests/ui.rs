@@ -405,6 +405,63 @@ fn edits_and_regenerations_are_kept_as_branches() {
     assert_eq!(h.state().state.current_conversation().unwrap().messages[0].content, "What is the capital of Italy?");
 }
 
+/// The chat header picks the conversation's model: the pick loads it, the
+/// next reply comes from it (its stats name it), the conversation keeps it
+/// (across a restart too), and opening the conversation while another model
+/// is loaded offers to load its own.
+#[test]
+fn a_conversation_keeps_the_model_picked_in_its_header() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    // Named to sort after SmolLM2, which stays the model the app loads first.
+    let gemma = common::root().join(".deps/models/gemma-3-270m-q4_k_m.gguf");
+    let gemma_path = dir.path().join("models/zz-gemma-3-270m-q4_k_m.gguf");
+    if std::fs::hard_link(&gemma, &gemma_path).is_err() {
+        std::fs::copy(&gemma, &gemma_path).unwrap();
+    }
+    let loaded = |a: &HearthApp| match &a.state.engine.model {
+        ModelState::Ready(info) => Some((info.path.clone(), info.name.clone())),
+        _ => None,
+    };
+    let last_stats = |h: &Harness<'static, HearthApp>| h.state().state.current_conversation().unwrap().messages.last().unwrap().stats.clone().unwrap();
+    let id;
+    {
+        let mut h = harness(dir.path());
+        wait_ready(&mut h);
+        step_until(&mut h, 30, "the installed models", |a| a.state.installed_scanned);
+        let (smol, smol_name) = loaded(h.state()).unwrap();
+        ask(&mut h, "What is the capital of France?");
+        step_until(&mut h, 120, "the reply", |a| !a.state.is_generating());
+        assert_eq!(last_stats(&h).model.as_deref(), Some(smol_name.as_str()));
+        id = h.state().state.chat.current.clone().unwrap();
+        // The header's list, each model with its fit verdict.
+        h.get_by_role(Role::ComboBox).click();
+        h.step();
+        h.step();
+        h.get_by_label_contains("zz-gemma-3-270m-q4_k_m ·").click();
+        step_until(&mut h, 120, "Gemma to load", |a| loaded(a).is_some_and(|(p, _)| p == gemma_path));
+        let gemma_name = loaded(h.state()).unwrap().1;
+        ask(&mut h, "And of Italy?");
+        step_until(&mut h, 120, "Gemma's reply", |a| !a.state.is_generating());
+        assert_eq!(last_stats(&h).model.as_deref(), Some(gemma_name.as_str()), "the reply came from the picked model");
+        assert_eq!(h.state().state.current_conversation().unwrap().model.as_ref(), Some(&gemma_path));
+        // Another chat on SmolLM2; back in the first, its own model is offered.
+        h.state_mut().state.new_conversation();
+        h.state_mut().state.use_model_for_chat(smol.clone());
+        step_until(&mut h, 120, "SmolLM2 to load", |a| loaded(a).is_some_and(|(p, _)| p == smol));
+        h.state_mut().state.select(&id);
+        h.step();
+        h.step();
+        assert!(h.query_by_label_contains("replies came from zz-gemma").is_some(), "the chat names its model");
+        h.get_by_label("Load zz-gemma-3-270m-q4_k_m").click();
+        step_until(&mut h, 120, "Gemma to load again", |a| loaded(a).is_some_and(|(p, _)| p == gemma_path));
+        h.state().state.flush();
+    }
+    let h = harness(dir.path());
+    let c = h.state().state.chat.conversations.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(c.model.as_ref(), Some(&gemma_path), "kept across a restart");
+}
+
 #[test]
 fn deleting_a_model_asks_first() {
     let _g = common::mlx_lock();

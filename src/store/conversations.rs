@@ -51,6 +51,9 @@ pub struct GenerationStatsLite {
     pub cached: usize,
     #[serde(default)]
     pub from_disk: usize,
+    /// The model that wrote the reply (its name as the app lists it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl From<&GenerationStats> for GenerationStatsLite {
@@ -64,6 +67,7 @@ impl From<&GenerationStats> for GenerationStatsLite {
             accepted: s.accepted_draft_tokens,
             cached: s.reused_tokens,
             from_disk: s.prompt_file_tokens,
+            model: None,
         }
     }
 }
@@ -102,6 +106,10 @@ pub struct Conversation {
     /// The next reply to a question must call a tool ("Use a tool").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_tool: bool,
+    /// The model its replies run on (the one loaded when the last began, or
+    /// picked in the chat header); None: whichever is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
     /// The other versions of the conversation (edits, regenerations); `messages` is the one shown.
     #[serde(default, skip_serializing_if = "Branches::is_empty")]
     pub branches: Branches,
@@ -137,6 +145,7 @@ impl Conversation {
             thinking: None,
             allowed_tools: vec![],
             require_tool: false,
+            model: None,
             branches: Branches::default(),
         }
     }

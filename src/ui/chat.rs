@@ -38,6 +38,7 @@ enum Action {
 impl ChatPanel {
     pub fn ui(&mut self, ui: &mut Ui, state: &mut AppState) {
         // Input area at the bottom, messages above it.
+        egui::Panel::top("chat-header").show(ui, |ui| super::model_picker::ui(ui, state));
         egui::Panel::bottom("chat-input").resizable(false).show(ui, |ui| {
             ui.add_space(6.0);
             self.input(ui, state);
@@ -191,10 +192,10 @@ impl ChatPanel {
                             ui.horizontal(|ui| {
                                 // Earlier versions of the conversation from here (edits, regenerations).
                                 if versions > 1 {
-                                    let mut arrow = |ui: &mut Ui, text: &str, name: &'static str, enabled: bool| {
+                                    let arrow = |ui: &mut Ui, text: &str, name: &'static str, enabled: bool| {
                                         let on = enabled && can_browse;
                                         let r = ui.add_enabled(on, egui::Button::new(text).small()).on_hover_text(name);
-                                        r.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::Button, on, name));
+                                        r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, on, name));
                                         r.clicked()
                                     };
                                     if arrow(ui, "‹", "Previous version", version > 1) {
@@ -222,7 +223,8 @@ impl ChatPanel {
                                     if let Some(s) = &m.stats {
                                         ui.label(
                                             RichText::new(format!(
-                                                "{} tokens · {:.1} tok/s · {:.2} s to first token{}{}",
+                                                "{}{} tokens · {:.1} tok/s · {:.2} s to first token{}{}",
+                                                s.model.as_deref().map(|m| format!("{m} · ")).unwrap_or_default(),
                                                 s.tokens,
                                                 s.decode_tps,
                                                 s.ttft_s,

@@ -5,6 +5,7 @@ pub mod frame_bench;
 pub mod hub;
 pub mod markdown;
 pub mod meter;
+pub mod model_picker;
 pub mod models;
 pub mod server;
 pub mod settings;

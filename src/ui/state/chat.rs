@@ -269,6 +269,10 @@ impl AppState {
             params.prompt_file = prompt_cache_of(&self.data_dir, id);
         }
         let thinking = self.chat.conversations.iter().find(|c| c.id == id).and_then(|c| c.thinking);
+        let loaded = match &self.engine.model {
+            super::ModelState::Ready(info) => Some(info.path.clone()),
+            _ => None,
+        };
         let options = self.template_options(thinking);
         let Some(c) = self.chat.conversation_mut(id) else { return };
         // "Use a tool": the answer to a question must be a call (not the
@@ -280,6 +284,9 @@ impl AppState {
         }
         c.messages.push(ChatMessage::new(Role::Assistant, ""));
         c.updated = now_secs();
+        if let Some(p) = &loaded {
+            c.model = Some(p.clone());
+        }
         let prompt = c.prompt_messages();
         let request = self.engine.handle.generate(Prompt::ChatWith(prompt, options), params);
         self.chat.streaming = Some(Streaming {

@@ -108,6 +108,25 @@ impl AppState {
         self.engine.handle.load(path, Precision::Auto, Some(self.settings.context_length));
     }
 
+    /// The chat header's pick: `path` becomes the current conversation's
+    /// model (kept with it) and is loaded, unless it is already.
+    pub fn use_model_for_chat(&mut self, path: PathBuf) {
+        if let Some(id) = self.chat.current.clone() {
+            if let Some(c) = self.chat.conversation_mut(&id) {
+                c.model = Some(path.clone());
+            }
+            self.persist(&id);
+        }
+        let held = match &self.engine.model {
+            ModelState::Ready(info) => Some(&info.path),
+            ModelState::Loading { path, .. } => Some(path),
+            _ => None,
+        };
+        if held != Some(&path) && !self.is_generating() {
+            self.load_model(path);
+        }
+    }
+
     pub fn unload_model(&mut self) {
         self.engine.handle.send(Command::Unload);
     }
@@ -170,9 +189,13 @@ impl AppState {
                     live.tok_per_s = stats.decode_tps;
                     live.prompt_tokens = stats.prompt_tokens;
                     live.generated = stats.generated_tokens;
+                    let model = match &self.engine.model {
+                        ModelState::Ready(info) => Some(info.name.clone()),
+                        _ => None,
+                    };
                     if let Some(c) = self.chat.conversation_mut(&s.conversation) {
                         if let Some(m) = c.messages.last_mut() {
-                            m.stats = Some(GenerationStatsLite::from(&stats));
+                            m.stats = Some(GenerationStatsLite { model, ..GenerationStatsLite::from(&stats) });
                             if let (Some(t0), None) = (s.think_started, m.thought_secs) {
                                 m.thought_secs = Some(t0.elapsed().as_secs_f32());
                             }
