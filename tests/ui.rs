@@ -398,6 +398,17 @@ fn edits_and_regenerations_are_kept_as_branches() {
     h.step();
     let c = h.state().state.current_conversation().unwrap().clone();
     assert_eq!((c.messages.len(), c.branches.version_at(0), c.branches.version_at(1)), (4, (1, 2), (2, 2)), "every branch came back");
+    // Every button in the chat and the sidebar is labelled for screen readers
+    // (AccessKit): the version arrows by what they do, not their glyphs.
+    use egui_kittest::kittest::NodeT;
+    let buttons: Vec<String> = h.query_all_by_role(Role::Button).map(|b| b.accesskit_node().label().unwrap_or_default()).collect();
+    assert!(buttons.len() >= 8, "{buttons:?}");
+    for l in &buttons {
+        assert!(l.chars().any(|c| c.is_alphanumeric()), "a button without a label a screen reader can say: {l:?} among {buttons:?}");
+    }
+    for wanted in ["+ New chat", "Previous version", "Next version", "Copy", "Duplicate", "Edit", "Regenerate"] {
+        assert!(buttons.iter().any(|l| l == wanted), "no {wanted:?} button in {buttons:?}");
+    }
     // The question's arrows come first (the answer's own are below it).
     h.query_all_by_label("Next version").next().unwrap().click();
     h.step();
