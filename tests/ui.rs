@@ -419,7 +419,8 @@ fn edits_and_regenerations_are_kept_as_branches() {
 /// The chat header picks the conversation's model: the pick loads it, the
 /// next reply comes from it (its stats name it), the conversation keeps it
 /// (across a restart too), and opening the conversation while another model
-/// is loaded offers to load its own.
+/// is loaded offers to load its own. Two chats keep different presets (one
+/// from the header's menu, one imported from a file) across the restart.
 #[test]
 fn a_conversation_keeps_the_model_picked_in_its_header() {
     let _g = common::mlx_lock();
@@ -435,7 +436,7 @@ fn a_conversation_keeps_the_model_picked_in_its_header() {
         _ => None,
     };
     let last_stats = |h: &Harness<'static, HearthApp>| h.state().state.current_conversation().unwrap().messages.last().unwrap().stats.clone().unwrap();
-    let id;
+    let (id, second);
     {
         let mut h = harness(dir.path());
         wait_ready(&mut h);
@@ -445,8 +446,8 @@ fn a_conversation_keeps_the_model_picked_in_its_header() {
         step_until(&mut h, 120, "the reply", |a| !a.state.is_generating());
         assert_eq!(last_stats(&h).model.as_deref(), Some(smol_name.as_str()));
         id = h.state().state.chat.current.clone().unwrap();
-        // The header's list, each model with its fit verdict.
-        h.get_by_role(Role::ComboBox).click();
+        // The header's list, each model with its fit verdict (the first menu; the preset's is next).
+        h.query_all_by_role(Role::ComboBox).next().unwrap().click();
         h.step();
         h.step();
         h.get_by_label_contains("zz-gemma-3-270m-q4_k_m ·").click();
@@ -460,10 +461,25 @@ fn a_conversation_keeps_the_model_picked_in_its_header() {
         h.state_mut().state.new_conversation();
         h.state_mut().state.use_model_for_chat(smol.clone());
         step_until(&mut h, 120, "SmolLM2 to load", |a| loaded(a).is_some_and(|(p, _)| p == smol));
+        // This second chat takes an imported preset, with its own sampling.
+        let file = dir.path().join("presets.json");
+        std::fs::write(&file, r#"{"presets": [{"name": "Pirate", "system_prompt": "Talk like a pirate.", "sampling": {"temperature": 0.0, "top_k": 5}}]}"#).unwrap();
+        let read = hearth::ui::state::read_presets(&file);
+        h.state_mut().state.on_presets_read(read);
+        h.state_mut().state.apply_preset_to_chat("Pirate");
+        second = h.state().state.chat.current.clone().unwrap();
         h.state_mut().state.select(&id);
         h.step();
         h.step();
         assert!(h.query_by_label_contains("replies came from zz-gemma").is_some(), "the chat names its model");
+        // The first chat's preset, from its header's menu.
+        h.query_all_by_role(Role::ComboBox).nth(1).unwrap().click();
+        h.step();
+        h.step();
+        h.get_by_label("Concise").click();
+        h.step();
+        let c = h.state().state.current_conversation().unwrap().clone();
+        assert_eq!((c.preset.as_deref(), c.system_prompt.as_str(), c.sampling.is_none()), (Some("Concise"), "Answer briefly and precisely.", true));
         h.get_by_label("Load zz-gemma-3-270m-q4_k_m").click();
         step_until(&mut h, 120, "Gemma to load again", |a| loaded(a).is_some_and(|(p, _)| p == gemma_path));
         h.state().state.flush();
@@ -471,6 +487,11 @@ fn a_conversation_keeps_the_model_picked_in_its_header() {
     let h = harness(dir.path());
     let c = h.state().state.chat.conversations.iter().find(|c| c.id == id).unwrap();
     assert_eq!(c.model.as_ref(), Some(&gemma_path), "kept across a restart");
+    assert_eq!((c.preset.as_deref(), c.system_prompt.as_str()), (Some("Concise"), "Answer briefly and precisely."));
+    let c = h.state().state.chat.conversations.iter().find(|c| c.id == second).unwrap();
+    assert_eq!((c.preset.as_deref(), c.system_prompt.as_str()), (Some("Pirate"), "Talk like a pirate."));
+    assert_eq!(c.sampling.as_ref().map(|s| s.top_k), Some(5), "the preset's sampling is the chat's");
+    assert!(h.state().state.settings.presets.iter().any(|p| p.name == "Pirate"), "the imported preset was saved");
 }
 
 #[test]

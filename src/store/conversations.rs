@@ -106,6 +106,12 @@ pub struct Conversation {
     /// The next reply to a question must call a tool ("Use a tool").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_tool: bool,
+    /// The preset applied to this chat (its name, as shown in the header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// This chat's sampling (from its preset); None: the settings'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::chat::params::SamplingParams>,
     /// The model its replies run on (the one loaded when the last began, or
     /// picked in the chat header); None: whichever is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +151,8 @@ impl Conversation {
             thinking: None,
             allowed_tools: vec![],
             require_tool: false,
+            preset: None,
+            sampling: None,
             model: None,
             branches: Branches::default(),
         }
@@ -312,6 +320,10 @@ fn load_one(p: &Path) -> Result<Conversation> {
     let mut c: Conversation = serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("not a valid conversation: {e}")))?;
     migrate_inline_reasoning(&mut c);
     c.branches.sanitize(0, c.messages.len());
+    // A hand-edited file cannot ask for absurd sampling: the settings' then.
+    if c.sampling.as_ref().is_some_and(|s| s.validate().is_err()) {
+        c.sampling = None;
+    }
     Ok(c)
 }
 

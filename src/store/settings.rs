@@ -13,10 +13,67 @@ pub enum Theme {
     Dark,
 }
 
+/// A named system prompt and, optionally, sampling: applied to the settings
+/// (for new chats) or to one conversation (its header's Preset menu).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preset {
     pub name: String,
     pub system_prompt: String,
+    /// None: the preset leaves sampling as it is (presets saved before they had it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingParams>,
+}
+
+/// The most presets a file may bring in, and the longest name and prompt.
+const MAX_PRESETS: usize = 500;
+const MAX_PRESET_NAME: usize = 80;
+const MAX_PRESET_PROMPT: usize = 200_000;
+
+impl Preset {
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::InvalidArgument(m));
+        if self.name.trim().is_empty() || self.name.chars().count() > MAX_PRESET_NAME {
+            return bad(format!("a preset's name must be 1 to {MAX_PRESET_NAME} characters"));
+        }
+        if self.system_prompt.len() > MAX_PRESET_PROMPT {
+            return bad(format!("preset {:?}: the system prompt is longer than {MAX_PRESET_PROMPT} bytes", self.name));
+        }
+        match &self.sampling {
+            Some(s) => s.validate().map_err(|e| crate::Error::InvalidArgument(format!("preset {:?}: {e}", self.name))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Presets read from an exported file (`presets_to_json`'s shape: a JSON
+/// array, or an object with a `presets` array), every one checked; a
+/// name given twice keeps the last.
+pub fn parse_presets(bytes: &[u8]) -> crate::Result<Vec<Preset>> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum File {
+        List(Vec<Preset>),
+        Wrapped { presets: Vec<Preset> },
+    }
+    let list = match serde_json::from_slice::<File>(bytes) {
+        Ok(File::List(l)) | Ok(File::Wrapped { presets: l }) => l,
+        Err(e) => return Err(crate::Error::InvalidArgument(format!("not a presets file: {e}"))),
+    };
+    if list.len() > MAX_PRESETS {
+        return Err(crate::Error::InvalidArgument(format!("{} presets is more than the {MAX_PRESETS} a file may hold", list.len())));
+    }
+    let mut out: Vec<Preset> = Vec::new();
+    for p in list {
+        p.validate()?;
+        out.retain(|q| q.name != p.name);
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// The presets as a file `parse_presets` reads back.
+pub fn presets_to_json(presets: &[Preset]) -> Vec<u8> {
+    serde_json::to_vec_pretty(&serde_json::json!({ "presets": presets })).expect("presets serialize")
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,11 +144,12 @@ impl Default for Settings {
         Settings {
             system_prompt: "You are a helpful assistant.".into(),
             presets: vec![
-                Preset { name: "Helpful assistant".into(), system_prompt: "You are a helpful assistant.".into() },
-                Preset { name: "Concise".into(), system_prompt: "Answer briefly and precisely.".into() },
+                Preset { name: "Helpful assistant".into(), system_prompt: "You are a helpful assistant.".into(), sampling: None },
+                Preset { name: "Concise".into(), system_prompt: "Answer briefly and precisely.".into(), sampling: None },
                 Preset {
                     name: "Coder".into(),
                     system_prompt: "You are an expert programmer. Answer with working code in fenced blocks.".into(),
+                    sampling: None,
                 },
             ],
             sampling: SamplingParams::default(),
@@ -150,6 +208,7 @@ impl Settings {
     /// Every number in range: a hand-edited file cannot ask for absurd values.
     pub fn validate(&self) -> crate::Result<()> {
         self.sampling.validate()?;
+        self.presets.iter().try_for_each(Preset::validate)?;
         let bad = |m: &str| Err(crate::Error::InvalidArgument(m.to_string()));
         if !(1..=1 << 20).contains(&self.max_tokens) {
             return bad("max_tokens must be between 1 and 1048576");
@@ -165,6 +224,14 @@ impl Settings {
             return bad("kv_bits must be 0, 8 or 4");
         }
         Ok(())
+    }
+
+    /// Adds `p`, replacing a preset of the same name.
+    pub fn save_preset(&mut self, p: Preset) {
+        match self.presets.iter_mut().find(|q| q.name == p.name) {
+            Some(q) => *q = p,
+            None => self.presets.push(p),
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -186,4 +253,34 @@ pub fn models_dir_in_use(data_dir: &Path) -> PathBuf {
         .and_then(|b| serde_json::from_slice::<Settings>(&b).ok())
         .and_then(|s| s.models_dir)
         .unwrap_or_else(|| data_dir.join("models"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_round_trip_through_their_file_and_bad_ones_are_refused_by_name() {
+        let mut s = Settings::default();
+        let mut sampling = SamplingParams::greedy();
+        sampling.top_k = 7;
+        s.save_preset(Preset { name: "Exact".into(), system_prompt: "Be exact.".into(), sampling: Some(sampling.clone()) });
+        s.save_preset(Preset { name: "Exact".into(), system_prompt: "Be very exact.".into(), sampling: Some(sampling) });
+        assert_eq!(s.presets.iter().filter(|p| p.name == "Exact").count(), 1, "saving a name again replaces it");
+        let back = parse_presets(&presets_to_json(&s.presets)).unwrap();
+        assert_eq!(back, s.presets);
+        // A plain array reads too; presets from before sampling have none.
+        let old = br#"[{"name": "Old", "system_prompt": "Hi."}]"#;
+        assert_eq!(parse_presets(old).unwrap()[0].sampling, None);
+        for (bad, says) in [
+            (&br#"{"nope": 1}"#[..], "not a presets file"),
+            (br#"[{"name": "", "system_prompt": "x"}]"#, "name must be"),
+            (br#"[{"name": "Hot", "system_prompt": "x", "sampling": {"temperature": -3.0}}]"#, "Hot"),
+        ] {
+            let e = parse_presets(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        let many = serde_json::to_vec(&vec![serde_json::json!({"name": "n", "system_prompt": ""}); 501]).unwrap();
+        assert!(parse_presets(&many).unwrap_err().to_string().contains("more than the 500"));
+    }
 }

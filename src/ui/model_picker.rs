@@ -1,8 +1,9 @@
-//! The chat header: which model the current conversation runs on. Picking
-//! another (each with its memory-fit verdict) loads it and makes it this
-//! conversation's; a conversation whose replies came from a model other than
-//! the loaded one says so and offers to load it (never on its own: browsing
-//! chats loads nothing).
+//! The chat header: which model the current conversation runs on, and its
+//! preset. Picking another model (each with its memory-fit verdict) loads it
+//! and makes it this conversation's; a conversation whose replies came from a
+//! model other than the loaded one says so and offers to load it (never on its
+//! own: browsing chats loads nothing). Picking a preset gives this chat its
+//! system prompt and sampling.
 
 use super::state::{AppState, ModelState};
 use crate::models::load::fit;
@@ -53,5 +54,45 @@ pub fn ui(ui: &mut Ui, state: &mut AppState) {
     });
     if let Some(p) = picked {
         state.use_model_for_chat(p);
+    }
+    preset(ui, state);
+}
+
+/// The current chat's preset and, folded, its system prompt.
+fn preset(ui: &mut Ui, state: &mut AppState) {
+    let current = state.current_conversation().map(|c| (c.preset.clone(), c.system_prompt.clone()));
+    let mut chosen = None;
+    ui.horizontal(|ui| {
+        ui.label(RichText::new("Preset").small().weak());
+        let shown = current.as_ref().and_then(|(p, _)| p.clone()).unwrap_or_else(|| "Default".into());
+        egui::ComboBox::from_id_salt("chat-preset")
+            .selected_text(shown)
+            .width(180.0)
+            .show_ui(ui, |ui| {
+                for p in &state.settings.presets {
+                    let picked = current.as_ref().is_some_and(|(name, _)| name.as_deref() == Some(p.name.as_str()));
+                    let hover = match &p.sampling {
+                        Some(s) => format!("{}\n\nTemperature {}, top-p {}, top-k {}", p.system_prompt, s.temperature, s.top_p, s.top_k),
+                        None => p.system_prompt.clone(),
+                    };
+                    if ui.add(egui::Button::selectable(picked, &p.name)).on_hover_text(hover).clicked() {
+                        chosen = Some(p.name.clone());
+                    }
+                }
+            })
+            .response
+            .on_hover_text("This chat's system prompt and sampling");
+    });
+    if let Some((_, prompt)) = current {
+        let mut edited = prompt.clone();
+        egui::CollapsingHeader::new(RichText::new("System prompt for this chat").small()).id_salt("chat-system-prompt").show(ui, |ui| {
+            ui.add(egui::TextEdit::multiline(&mut edited).desired_rows(2).desired_width(f32::INFINITY));
+        });
+        if edited != prompt {
+            state.set_chat_system_prompt(edited);
+        }
+    }
+    if let Some(name) = chosen {
+        state.apply_preset_to_chat(&name);
     }
 }

@@ -6,8 +6,18 @@ use crate::chat::params::ReasoningEffort;
 use crate::store::settings::{Settings, Theme};
 use egui::{RichText, Ui};
 
+/// What the presets row asked for, done once the settings are no longer borrowed.
+enum PresetAction {
+    Save(String),
+    Delete(String),
+    Import,
+    Export,
+}
+
 #[derive(Default)]
 pub struct SettingsPanel {
+    /// The name typed for "Save as preset".
+    preset_name: String,
     token_input: String,
     /// What is saved, masked; read from disk only when the panel opens.
     token_shown: Option<Option<String>>,
@@ -22,6 +32,8 @@ impl SettingsPanel {
         let shown = self.token_shown.get_or_insert_with(|| crate::hub::token::load().map(|t| crate::hub::token::mask(&t))).clone();
         let token_input = &mut self.token_input;
         let mut save_mcp = false;
+        let mut preset_action = None;
+        let preset_name = &mut self.preset_name;
         let mcp = &mut state.mcp;
         let installed = &state.installed;
         let draft_loaded = state.engine.draft.as_ref().map(|d| d.name.clone());
@@ -42,9 +54,34 @@ impl SettingsPanel {
             ui.horizontal_wrapped(|ui| {
                 ui.label("Presets:");
                 for p in s.presets.clone() {
-                    if ui.button(&p.name).on_hover_text(&p.system_prompt).clicked() {
+                    let r = ui.button(&p.name).on_hover_text(format!("{}\n\nClick: use for new chats. Right-click: delete.", p.system_prompt));
+                    if r.clicked() {
                         s.system_prompt = p.system_prompt.clone();
+                        if let Some(sampling) = p.sampling.clone() {
+                            s.sampling = sampling;
+                        }
                     }
+                    r.context_menu(|ui| {
+                        if ui.button(format!("Delete “{}”", p.name)).clicked() {
+                            preset_action = Some(PresetAction::Delete(p.name.clone()));
+                            ui.close();
+                        }
+                    });
+                }
+            });
+            ui.horizontal(|ui| {
+                ui.add(egui::TextEdit::singleline(preset_name).hint_text("Preset name").desired_width(160.0));
+                if ui.add_enabled(!preset_name.trim().is_empty(), egui::Button::new("Save as preset"))
+                    .on_hover_text("The system prompt and sampling above, under this name")
+                    .clicked()
+                {
+                    preset_action = Some(PresetAction::Save(std::mem::take(preset_name)));
+                }
+                if ui.button("Import presets…").clicked() {
+                    preset_action = Some(PresetAction::Import);
+                }
+                if ui.button("Export presets…").clicked() {
+                    preset_action = Some(PresetAction::Export);
                 }
             });
             ui.separator();
@@ -209,6 +246,13 @@ impl SettingsPanel {
         }
         if save_mcp {
             state.save_mcp_config();
+        }
+        match preset_action {
+            Some(PresetAction::Save(name)) => state.save_preset(&name),
+            Some(PresetAction::Delete(name)) => state.delete_preset(&name),
+            Some(PresetAction::Import) => state.import_presets(),
+            Some(PresetAction::Export) => state.export_presets(),
+            None => {}
         }
         if let Some(t) = token_change {
             state.set_token(t);

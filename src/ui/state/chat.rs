@@ -179,6 +179,9 @@ impl AppState {
         copy.title = format!("{} (copy)", c.title);
         copy.messages = c.messages[..(index + 1).min(c.messages.len())].to_vec();
         copy.thinking = c.thinking;
+        copy.preset = c.preset.clone();
+        copy.sampling = c.sampling.clone();
+        copy.model = c.model.clone();
         copy.allowed_tools = c.allowed_tools.clone();
         self.stop();
         let id = copy.id.clone();
@@ -201,12 +204,22 @@ impl AppState {
         self.start_reply(&id);
     }
 
-    /// The settings' sampling, with the loaded model's recommendations wherever
-    /// the user kept Hearth's defaults.
-    fn params(&self) -> GenerateParams {
+    /// The current chat's own system prompt (its header's editor).
+    pub fn set_chat_system_prompt(&mut self, text: String) {
+        let Some(id) = self.chat.current.clone() else { return };
+        if let Some(c) = self.chat.conversation_mut(&id) {
+            c.system_prompt = text;
+        }
+        self.persist(&id);
+    }
+
+    /// The conversation's sampling (its preset's) or the settings', with the
+    /// loaded model's recommendations wherever Hearth's defaults were kept.
+    fn params(&self, own: Option<&crate::chat::params::SamplingParams>) -> GenerateParams {
+        let chosen = own.unwrap_or(&self.settings.sampling);
         let sampling = match &self.engine.model {
-            super::ModelState::Ready(info) => info.recommended.apply(&self.settings.sampling),
-            _ => self.settings.sampling.clone(),
+            super::ModelState::Ready(info) => info.recommended.apply(chosen),
+            _ => chosen.clone(),
         };
         GenerateParams {
             sampling,
@@ -264,7 +277,8 @@ impl AppState {
     }
 
     pub(super) fn start_reply(&mut self, id: &str) {
-        let mut params = self.params();
+        let own = self.chat.conversations.iter().find(|c| c.id == id).and_then(|c| c.sampling.clone());
+        let mut params = self.params(own.as_ref());
         if self.settings.prompt_cache_on_disk {
             params.prompt_file = prompt_cache_of(&self.data_dir, id);
         }

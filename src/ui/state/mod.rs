@@ -10,6 +10,7 @@ mod downloads;
 mod engine;
 mod jobs;
 mod meter;
+mod presets;
 mod server;
 mod tools;
 
@@ -18,6 +19,7 @@ pub use downloads::{Download, DownloadStatus, DownloadsState, HubSearch};
 pub use engine::{EngineState, LiveStats, ModelState};
 pub use jobs::{Background, Jobs};
 pub use meter::Meter;
+pub use presets::read_presets;
 pub use server::ServerState;
 pub use tools::{Decision, McpState, PendingCall, DENIED};
 
@@ -214,6 +216,8 @@ impl AppState {
             }
             Background::DaemonStarted(r) => self.on_daemon_started(r),
             Background::DaemonStopped(r) => self.on_daemon_stopped(r),
+            Background::PresetsRead(None) => {} // dialog cancelled
+            Background::PresetsRead(Some(r)) => self.on_presets_read(r),
             Background::PromptCachesCleared(n) => self.info(format!("Cleared the prompt caches on disk ({} freed)", crate::units::bytes(n))),
             Background::PickedImport(p) => {
                 if let Some(p) = p {
