@@ -494,6 +494,61 @@ fn a_conversation_keeps_the_model_picked_in_its_header() {
     assert!(h.state().state.settings.presets.iter().any(|p| p.name == "Pirate"), "the imported preset was saved");
 }
 
+/// The sidebar keeps pinned chats on top and filed chats under their folder
+/// (kept across a restart); search filters inside the groups; Alt+Down and
+/// Alt+Up move through the chats in the sidebar's order.
+#[test]
+fn pinned_chats_and_folders_order_the_sidebar() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = vec![];
+    for (i, title) in ["Alpha", "Beta", "Gamma", "Delta"].iter().enumerate() {
+        let mut c = hearth::store::conversations::Conversation::new("");
+        c.title = title.to_string();
+        c.updated = 100 - i as u64;
+        c.messages.push(hearth::store::conversations::ChatMessage::new(hearth::chat::Role::User, format!("About {title}")));
+        save_conversation(dir.path(), &c);
+        ids.push(c.id);
+    }
+    {
+        let mut h = harness(dir.path());
+        h.step();
+        let order = |h: &Harness<'static, HearthApp>| -> Vec<String> {
+            let s = &h.state().state;
+            s.sidebar_groups().into_iter().flat_map(|g| g.items).map(|i| s.chat.conversations[i].title.clone()).collect()
+        };
+        let start = order(&h);
+        // Pin the last; file two in a folder.
+        let last = h.state().state.chat.conversations.iter().find(|c| c.title == start[3]).unwrap().id.clone();
+        h.state_mut().state.set_pinned(&last, true);
+        for t in [&start[0], &start[1]] {
+            let id = h.state().state.chat.conversations.iter().find(|c| &c.title == t).unwrap().id.clone();
+            h.state_mut().state.move_to_folder(&id, Some("  Work  ".into()));
+        }
+        h.step();
+        assert_eq!(order(&h), vec![start[3].clone(), start[0].clone(), start[1].clone(), start[2].clone()], "pinned, then the folder, then the rest");
+        assert!(h.query_by_label("Pinned").is_some() && h.query_by_label("Work").is_some(), "the group headings show");
+        // Alt+Down from the pinned chat walks the same order.
+        h.state_mut().state.select(&last);
+        h.step();
+        h.key_press_modifiers(egui::Modifiers::ALT, egui::Key::ArrowDown);
+        h.step();
+        let current = |h: &Harness<'static, HearthApp>| h.state().state.current_conversation().unwrap().title.clone();
+        assert_eq!(current(&h), start[0]);
+        h.key_press_modifiers(egui::Modifiers::ALT, egui::Key::ArrowUp);
+        h.step();
+        assert_eq!(current(&h), start[3]);
+        // Search filters inside the groups.
+        h.state_mut().state.chat.search = start[1].clone();
+        assert_eq!(order(&h), vec![start[1].clone()]);
+        h.state().state.flush();
+    }
+    let h = harness(dir.path());
+    let pinned: Vec<_> = h.state().state.chat.conversations.iter().filter(|c| c.pinned).map(|c| c.id.clone()).collect();
+    let filed = h.state().state.chat.conversations.iter().filter(|c| c.folder.as_deref() == Some("Work")).count();
+    assert_eq!((pinned.len(), filed), (1, 2), "kept across a restart (the folder name trimmed)");
+    assert!(ids.contains(&pinned[0]));
+}
+
 #[test]
 fn deleting_a_model_asks_first() {
     let _g = common::mlx_lock();

@@ -106,6 +106,12 @@ pub struct Conversation {
     /// The next reply to a question must call a tool ("Use a tool").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_tool: bool,
+    /// Shown at the top of the sidebar.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+    /// The sidebar folder it is filed in (None: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
     /// The preset applied to this chat (its name, as shown in the header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
@@ -151,6 +157,8 @@ impl Conversation {
             thinking: None,
             allowed_tools: vec![],
             require_tool: false,
+            pinned: false,
+            folder: None,
             preset: None,
             sampling: None,
             model: None,

@@ -89,6 +89,12 @@ impl HearthApp {
         if ctx.input_mut(|i| i.consume_shortcut(&settings)) {
             self.state.view = View::Settings;
         }
+        // Alt+Up / Alt+Down: the previous or next chat in the sidebar's order.
+        for (key, step) in [(Key::ArrowUp, -1), (Key::ArrowDown, 1)] {
+            if ctx.input_mut(|i| i.consume_shortcut(&KeyboardShortcut::new(Modifiers::ALT, key))) {
+                self.state.select_neighbour(step);
+            }
+        }
     }
 
     /// Draws the whole app into `ui` (eframe calls this each frame; tests too).

@@ -1,4 +1,5 @@
-//! Conversations sidebar: new chat, search, rename, delete with undo, export.
+//! Conversations sidebar: new chat, search, pinned chats and folders (the
+//! order in `state::organize`), rename, pin, file, delete with undo, export.
 
 use super::state::{AppState, View};
 use egui::{RichText, Ui};
@@ -6,6 +7,8 @@ use egui::{RichText, Ui};
 #[derive(Default)]
 pub struct Sidebar {
     renaming: Option<(String, String)>,
+    /// The chat being filed in a new folder, and the name typed so far.
+    new_folder: Option<(String, String)>,
     confirm_delete: Option<String>,
     pub focus_search: bool,
 }
@@ -36,53 +39,34 @@ impl Sidebar {
         }
         ui.separator();
         let query = state.chat.search.trim().to_string();
-        let items: Vec<(String, String, bool)> = state
-            .chat
-            .conversations
-            .iter()
-            .filter(|c| query.is_empty() || c.matches(&query))
-            .map(|c| (c.id.clone(), c.title.clone(), state.chat.current.as_deref() == Some(c.id.as_str())))
-            .collect();
+        let groups = state.sidebar_groups();
+        let folders = state.folders();
         egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
-            if items.is_empty() {
+            if groups.iter().all(|g| g.items.is_empty()) {
                 ui.label(RichText::new(if query.is_empty() { "No chats yet" } else { "No chats match" }).weak());
             }
-            for (id, title, selected) in items {
-                if let Some((rid, draft)) = self.renaming.as_mut().filter(|(rid, _)| *rid == id) {
-                    let r = ui.text_edit_singleline(draft);
-                    if r.lost_focus() || ui.input(|i| i.key_pressed(egui::Key::Enter)) {
-                        let (rid, draft) = (rid.clone(), draft.trim().to_string());
-                        if !draft.is_empty() {
-                            state.rename(&rid, draft);
-                        }
-                        self.renaming = None;
-                    } else {
-                        r.request_focus();
+            for g in groups {
+                let items: Vec<(String, String, bool, bool, Option<String>)> = g
+                    .items
+                    .iter()
+                    .map(|&i| {
+                        let c = &state.chat.conversations[i];
+                        (c.id.clone(), c.title.clone(), state.chat.current.as_deref() == Some(c.id.as_str()), c.pinned, c.folder.clone())
+                    })
+                    .collect();
+                match &g.heading {
+                    Some(h) if g.folder.is_some() => {
+                        egui::CollapsingHeader::new(RichText::new(h).strong()).id_salt(("folder", h.as_str())).default_open(true).show(ui, |ui| {
+                            self.items(ui, state, items, &folders);
+                        });
                     }
-                    continue;
+                    Some(h) => {
+                        ui.label(RichText::new(h).small().weak());
+                        self.items(ui, state, items, &folders);
+                        ui.separator();
+                    }
+                    None => self.items(ui, state, items, &folders),
                 }
-                let resp = ui.selectable_label(selected && state.view == View::Chat, &title);
-                if resp.clicked() {
-                    state.select(&id);
-                }
-                resp.context_menu(|ui| {
-                    if ui.button("Rename").clicked() {
-                        self.renaming = Some((id.clone(), title.clone()));
-                        ui.close();
-                    }
-                    if ui.button("Export as Markdown…").clicked() {
-                        state.export(&id, true);
-                        ui.close();
-                    }
-                    if ui.button("Export as JSON…").clicked() {
-                        state.export(&id, false);
-                        ui.close();
-                    }
-                    if ui.button("Delete…").clicked() {
-                        self.confirm_delete = Some(id.clone());
-                        ui.close();
-                    }
-                });
             }
         });
         if let Some(id) = self.confirm_delete.clone() {
@@ -103,6 +87,80 @@ impl Sidebar {
             if modal.should_close() {
                 self.confirm_delete = None;
             }
+        }
+    }
+
+    /// One group's chats, each with its menu.
+    fn items(&mut self, ui: &mut Ui, state: &mut AppState, items: Vec<(String, String, bool, bool, Option<String>)>, folders: &[String]) {
+        for (id, title, selected, pinned, folder) in items {
+            if let Some((rid, draft)) = self.renaming.as_mut().filter(|(rid, _)| *rid == id) {
+                let r = ui.text_edit_singleline(draft);
+                if r.lost_focus() || ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                    let (rid, draft) = (rid.clone(), draft.trim().to_string());
+                    if !draft.is_empty() {
+                        state.rename(&rid, draft);
+                    }
+                    self.renaming = None;
+                } else {
+                    r.request_focus();
+                }
+                continue;
+            }
+            if let Some((fid, draft)) = self.new_folder.as_mut().filter(|(fid, _)| *fid == id) {
+                let r = ui.add(egui::TextEdit::singleline(draft).hint_text("Folder name"));
+                if r.lost_focus() || ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                    let (fid, draft) = (fid.clone(), draft.clone());
+                    if !draft.trim().is_empty() {
+                        state.move_to_folder(&fid, Some(draft));
+                    }
+                    self.new_folder = None;
+                } else {
+                    r.request_focus();
+                }
+                continue;
+            }
+            let resp = ui.selectable_label(selected && state.view == View::Chat, &title);
+            if resp.clicked() {
+                state.select(&id);
+            }
+            resp.context_menu(|ui| {
+                if ui.button(if pinned { "Unpin" } else { "Pin" }).clicked() {
+                    state.set_pinned(&id, !pinned);
+                    ui.close();
+                }
+                ui.menu_button("Move to folder", |ui| {
+                    for f in folders.iter().filter(|f| folder.as_ref() != Some(*f)) {
+                        if ui.button(f).clicked() {
+                            state.move_to_folder(&id, Some(f.clone()));
+                            ui.close();
+                        }
+                    }
+                    if ui.button("New folder…").clicked() {
+                        self.new_folder = Some((id.clone(), String::new()));
+                        ui.close();
+                    }
+                    if folder.is_some() && ui.button("Out of the folder").clicked() {
+                        state.move_to_folder(&id, None);
+                        ui.close();
+                    }
+                });
+                if ui.button("Rename").clicked() {
+                    self.renaming = Some((id.clone(), title.clone()));
+                    ui.close();
+                }
+                if ui.button("Export as Markdown…").clicked() {
+                    state.export(&id, true);
+                    ui.close();
+                }
+                if ui.button("Export as JSON…").clicked() {
+                    state.export(&id, false);
+                    ui.close();
+                }
+                if ui.button("Delete…").clicked() {
+                    self.confirm_delete = Some(id.clone());
+                    ui.close();
+                }
+            });
         }
     }
 }
