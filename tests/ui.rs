@@ -549,6 +549,78 @@ fn pinned_chats_and_folders_order_the_sidebar() {
     assert!(ids.contains(&pinned[0]));
 }
 
+/// A file dropped on the window, as egui hands it over.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// Text and code files dropped on the window are attached to the question
+/// with the engine's count of their tokens and sent after it (read back from
+/// the prompt the engine saved); a file too large, one that is not text, and
+/// one longer than the whole context are refused with the numbers.
+#[test]
+fn dropped_files_are_attached_with_their_token_counts() {
+    let _g = common::mlx_lock();
+    let dir = data_dir();
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = files.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let notes = write("notes.txt", b"The secret code word is PELICAN-42. Remember it.");
+    let code = write("lib.rs", b"pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n");
+    let huge = write("huge.txt", &vec![b'a'; 5 << 20]);
+    let image = write("photo.png", &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0xff, 0xfe, 0x00, 0x01]);
+    let long = write("book.txt", "word ".repeat(20_000).as_bytes());
+    let mut h = harness(dir.path());
+    wait_ready(&mut h);
+    let drop = |h: &mut Harness<'static, HearthApp>, paths: &[&std::path::PathBuf]| {
+        for p in paths {
+            h.input_mut().dropped_files.push(std::sync::Arc::new(Dropped((*p).clone())));
+        }
+        h.step();
+    };
+    drop(&mut h, &[&notes, &code, &huge, &image]);
+    step_until(&mut h, 30, "the attachments and their counts", |a| {
+        let l = &a.state.chat.attachments.list;
+        l.len() == 2 && l.iter().all(|x| x.tokens.is_some())
+    });
+    h.step();
+    for name in ["notes.txt · ", "lib.rs · "] {
+        assert!(h.query_by_label_contains(name).is_some(), "a chip for {name}");
+    }
+    let notices: Vec<String> = h.state().state.notices.iter().map(|n| n.text.clone()).collect();
+    assert!(notices.iter().any(|n| n.contains("huge.txt was not attached") && n.contains("5.2 MB") && n.contains("4.2 MB")), "{notices:?}");
+    assert!(notices.iter().any(|n| n.contains("photo.png was not attached: it is not text")), "{notices:?}");
+    // Longer than the whole room for a prompt: counted, then taken off again.
+    step_until(&mut h, 30, "the context meter", |a| a.state.chat.meter.fit.is_some());
+    drop(&mut h, &[&long]);
+    step_until(&mut h, 60, "the long file refused", |a| a.state.notices.iter().any(|n| n.text.contains("book.txt was not attached: it is")));
+    assert_eq!(h.state().state.chat.attachments.list.len(), 2);
+    ask(&mut h, "What is the secret code word?");
+    step_until(&mut h, 120, "the reply", |a| !a.state.is_generating());
+    let c = h.state().state.current_conversation().unwrap().clone();
+    assert_eq!(c.messages[0].attachments.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["notes.txt", "lib.rs"]);
+    assert!(h.state().state.chat.attachments.list.is_empty(), "sent with the question");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("prompt-cache").join(&c.id).join("manifest.json")).unwrap()).unwrap();
+    let tokens: Vec<u32> = serde_json::from_value(manifest["tokens"].clone()).unwrap();
+    let header = hearth::formats::gguf_header::GgufHeader::read(&common::smollm2_gguf()).unwrap();
+    let sent = hearth::chat::tokenizer::TextTokenizer::from_gguf(&header).unwrap().decode(&tokens);
+    assert!(sent.contains("[Attached file: notes.txt]\nThe secret code word is PELICAN-42") && sent.contains("pub fn add"), "{sent}");
+    // Greedy SmolLM2 answers from the attached text: the word is in no other.
+    assert!(c.messages[1].content.contains("PELICAN-42"), "the reply used the attachment: {}", c.messages[1].content);
+}
+
 #[test]
 fn deleting_a_model_asks_first() {
     let _g = common::mlx_lock();

@@ -31,6 +31,29 @@ pub struct ChatMessage {
     /// A tool message: the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// Files attached to a question: their text goes to the model after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A text file attached to a message: its name, its text, and the engine's
+/// count of its tokens (None until counted).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attachment {
+    pub name: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
+}
+
+/// A question as the model reads it: its text, then each attached file's,
+/// headed by the file's name.
+pub fn with_attachments(content: &str, attachments: &[Attachment]) -> String {
+    let mut text = content.to_string();
+    for a in attachments {
+        text.push_str(&format!("\n\n[Attached file: {}]\n{}", a.name, a.text));
+    }
+    text
 }
 
 /// The per-reply numbers kept with a message.
@@ -83,6 +106,7 @@ impl ChatMessage {
             thought_secs: None,
             tool_calls: vec![],
             tool_call_id: None,
+            attachments: vec![],
         }
     }
 }
@@ -176,7 +200,7 @@ impl Conversation {
             if m.role == Role::Assistant && m.content.is_empty() && m.tool_calls.is_empty() {
                 continue;
             }
-            let mut msg = Message::new(m.role, m.content.clone());
+            let mut msg = Message::new(m.role, with_attachments(&m.content, &m.attachments));
             msg.reasoning = m.reasoning.clone();
             msg.tool_calls = m.tool_calls.clone();
             msg.tool_call_id = m.tool_call_id.clone();

@@ -182,6 +182,9 @@ impl ChatPanel {
                         } else {
                             markdown::show(ui, answer, i);
                         }
+                        if !m.attachments.is_empty() {
+                            super::attachments::sent(ui, &m.attachments);
+                        }
                         for c in &m.tool_calls {
                             ui.label(RichText::new(format!("Called {} {}", c.name, c.arguments)).monospace().small());
                         }
@@ -278,6 +281,7 @@ impl ChatPanel {
                 state.set_require_tool(on);
             }
         }
+        super::attachments::draft(ui, state);
         ui.horizontal(|ui| {
             let hint = match &state.engine.model {
                 ModelState::Ready(_) => "Message Hearth… (Enter to send, Shift+Enter for a new line)",
@@ -299,7 +303,7 @@ impl ChatPanel {
                     state.stop();
                 }
             } else {
-                let can = state.can_send() && !state.chat.input.trim().is_empty();
+                let can = state.can_send() && !(state.chat.input.trim().is_empty() && state.chat.attachments.list.is_empty());
                 if ui.add_enabled(can, egui::Button::new(RichText::new("Send").strong())).clicked() {
                     state.send_input();
                     resp.request_focus();

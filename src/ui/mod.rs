@@ -1,5 +1,6 @@
 //! The desktop app (eframe/egui): one file per panel, state in `state.rs`.
 
+pub mod attachments;
 pub mod chat;
 pub mod frame_bench;
 pub mod hub;
@@ -125,6 +126,12 @@ impl HearthApp {
         }
         self.apply_appearance(&ctx);
         self.shortcuts(&ctx);
+        // Files dropped on the window are attached to the question being written.
+        let dropped: Vec<std::path::PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
+        if !dropped.is_empty() {
+            self.state.view = View::Chat;
+            self.state.attach_paths(dropped);
+        }
         if let (Some(p), ModelState::Ready(_)) = (&self.demo_prompt, &self.state.engine.model) {
             self.state.chat.input = p.clone();
             self.state.send_input();

@@ -32,6 +32,8 @@ pub struct ChatState {
     pub search: String,
     /// The context meter under the input box.
     pub meter: super::Meter,
+    /// Files attached to the question being written.
+    pub attachments: super::Attachments,
 }
 
 impl ChatState {
@@ -45,6 +47,7 @@ impl ChatState {
             input: String::new(),
             search: String::new(),
             meter: super::Meter::default(),
+            attachments: super::Attachments::default(),
         }
     }
 
@@ -128,7 +131,8 @@ impl AppState {
     /// Sends the input box as a new user message.
     pub fn send_input(&mut self) {
         let text = self.chat.input.trim().to_string();
-        if text.is_empty() || !self.can_send() {
+        let attached = !self.chat.attachments.list.is_empty();
+        if (text.is_empty() && !attached) || !self.can_send() {
             return;
         }
         self.chat.input.clear();
@@ -136,8 +140,11 @@ impl AppState {
             self.new_conversation();
         }
         let id = self.chat.current.clone().expect("a conversation exists");
+        let attachments = std::mem::take(&mut self.chat.attachments.list);
         if let Some(c) = self.chat.conversation_mut(&id) {
-            c.messages.push(ChatMessage::new(Role::User, text));
+            let mut m = ChatMessage::new(Role::User, text);
+            m.attachments = attachments;
+            c.messages.push(m);
             c.auto_title();
         }
         self.start_reply(&id);

@@ -177,8 +177,10 @@ impl AppState {
                 self.settings.context_length
             )),
             Event::Measured { id, result } => self.on_measured(id, result.map_err(|e| e.message)),
-            // The live stats show the prompt's length once the reply is done.
-            Event::PromptReady { .. } => {}
+            // An attachment's count; a reply's prompt length shows in the live stats once it is done.
+            Event::PromptReady { id, tokens, .. } => {
+                self.on_attachment_counted(id, tokens);
+            }
             // The local server's other models: the chat's is the primary.
             Event::Resident { .. } | Event::Evicted { .. } => {}
             Event::Token { id, parts, .. } => self.on_token(id, parts),
@@ -207,6 +209,7 @@ impl AppState {
                 }
                 self.resume_after_tools();
             }
+            Event::Error { id: Some(id), .. } if self.on_attachment_count_failed(id) => {}
             Event::Error { id, error } => {
                 let stream = id.and_then(|id| self.chat.streaming.take_if(|s| s.request == id));
                 match stream {

@@ -22,6 +22,8 @@ pub enum Background {
     DaemonStarted(Result<String, String>),
     /// The attached daemon was asked to stop (its pid), or why it could not be.
     DaemonStopped(Result<u32, String>),
+    /// Files read for the question being written (each, or why it was refused).
+    AttachmentsRead(Vec<Result<crate::store::conversations::Attachment, String>>),
     /// A presets file was read (None: the dialog was cancelled).
     PresetsRead(Option<Result<Vec<crate::store::settings::Preset>, String>>),
     /// The conversations' prompt caches on disk were removed (bytes freed).

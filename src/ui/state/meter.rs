@@ -37,8 +37,9 @@ impl AppState {
             None if !self.settings.system_prompt.trim().is_empty() => vec![Message::system(self.settings.system_prompt.clone())],
             None => vec![],
         };
-        if !self.chat.input.trim().is_empty() {
-            v.push(Message::new(Role::User, self.chat.input.trim().to_string()));
+        let attached = &self.chat.attachments.list;
+        if !self.chat.input.trim().is_empty() || !attached.is_empty() {
+            v.push(Message::new(Role::User, crate::store::conversations::with_attachments(self.chat.input.trim(), attached)));
         }
         v
     }
@@ -51,6 +52,9 @@ impl AppState {
         model.hash(&mut h);
         (self.settings.context_length, self.settings.max_tokens, self.settings.reasoning_effort, self.mcp.tools.len()).hash(&mut h);
         self.chat.input.trim().hash(&mut h);
+        for a in &self.chat.attachments.list {
+            (&a.name, a.text.len()).hash(&mut h);
+        }
         match self.current_conversation() {
             Some(c) => {
                 (&c.id, &c.system_prompt, c.thinking, c.messages.len()).hash(&mut h);

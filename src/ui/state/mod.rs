@@ -4,6 +4,7 @@
 //! (`downloads`), and background jobs (`jobs`). Panels read and mutate this;
 //! only `AppState` talks to the engine and the disk (through the saver thread).
 
+mod attachments;
 mod chat;
 pub use chat::INTERRUPTED;
 mod downloads;
@@ -19,6 +20,7 @@ pub use chat::{ChatState, Streaming};
 pub use downloads::{Download, DownloadStatus, DownloadsState, HubSearch};
 pub use engine::{EngineState, LiveStats, ModelState};
 pub use jobs::{Background, Jobs};
+pub use attachments::{read_attachment, Attachments};
 pub use meter::Meter;
 pub use organize::Group;
 pub use presets::read_presets;
@@ -218,6 +220,7 @@ impl AppState {
             }
             Background::DaemonStarted(r) => self.on_daemon_started(r),
             Background::DaemonStopped(r) => self.on_daemon_stopped(r),
+            Background::AttachmentsRead(read) => self.on_attachments_read(read),
             Background::PresetsRead(None) => {} // dialog cancelled
             Background::PresetsRead(Some(r)) => self.on_presets_read(r),
             Background::PromptCachesCleared(n) => self.info(format!("Cleared the prompt caches on disk ({} freed)", crate::units::bytes(n))),
