@@ -24,7 +24,8 @@
 # AGENT=WORDS adds scripts/bench_agent.sh (20 turns through the Responses API after a
 # system prompt of WORDS words; the openai SDK's wheels carried in .whl/) and, beside it,
 # `hearth bench --multi-turn` at the session's length (a turn's new tokens prefilled
-# on top of the cached history, in process: the time a turn's TTFT is held to). KV_LONG=TOKENS
+# on top of the cached history, in process: the time a turn's TTFT is held to); AGENT_ALSO="VAR=0" runs both
+# again under those variables. KV_LONG=TOKENS
 # adds the quantized KV cache at that prompt length: Hearth's --kv-bits 0, 8, 4 and
 # mlx-lm's kv_bits, one after the other.
 set -euo pipefail
@@ -123,6 +124,14 @@ for p in "${PRESETS[@]}"; do
     # the multi-turn case's second turn at the session's first-turn length.
     FIRST=$(sed -n 's/.*"turn": 1, "input": \([0-9]*\).*/\1/p' "${OUT:-/tmp}/agent-$p.txt")
     /tmp/hearth bench --model "$M" --prompt-tokens "${FIRST:-6581}" --gen-tokens 1 --reps 3 --multi-turn 2>&1 | tee -a "${OUT:-/tmp}/agent-$p.txt"
+    # AGENT_ALSO="VAR=VALUE ...": the session and the in-process turn again
+    # under those variables (MLX_CUDA_USE_CUDNN_SDPA=0: MLX's cuDNN attention
+    # off; HEARTH_SHORT_PREFILL_OPS=0: a few queries through MLX's SDPA again), for A/B.
+    if [ -n "${AGENT_ALSO:-}" ]; then
+      echo "# $AGENT_ALSO" | tee -a "${OUT:-/tmp}/agent-$p.txt"
+      env $AGENT_ALSO HEARTH=/tmp/hearth PYTHON=python3 bash "$ROOT/scripts/bench_agent.sh" "$M" 20 "$AGENT" "${AGENT_GEN:-32}" 2>&1 | tee -a "${OUT:-/tmp}/agent-$p.txt"
+      env $AGENT_ALSO /tmp/hearth bench --model "$M" --prompt-tokens "${FIRST:-6581}" --gen-tokens 1 --reps 3 --multi-turn 2>&1 | tee -a "${OUT:-/tmp}/agent-$p.txt"
+    fi
   fi
   if [ -n "${KV_LONG:-}" ]; then
     for b in 0 8 4; do

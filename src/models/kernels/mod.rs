@@ -91,6 +91,9 @@ pub struct Switches {
     pub fold_rows: bool,
     /// `HEARTH_DELTA_KERNEL`: the gated delta recurrence (`cuda::delta`).
     pub delta: bool,
+    /// `HEARTH_SHORT_PREFILL_OPS`: attention of a few queries as MLX ops
+    /// instead of cuDNN's (`nn::mask::short_prefill_by_ops`).
+    pub short_prefill_ops: bool,
     /// `HEARTH_METAL_KERNELS=1`: the Metal kernels (`metal`).
     pub metal: bool,
 }
@@ -107,6 +110,7 @@ impl Switches {
             qmm_rows: on("HEARTH_QMM_ROWS"),
             fold_rows: on("HEARTH_FOLD_ROWS"),
             delta: on("HEARTH_DELTA_KERNEL"),
+            short_prefill_ops: on("HEARTH_SHORT_PREFILL_OPS"),
             metal: metal && var("HEARTH_METAL_KERNELS").is_some_and(|v| v.trim() == "1"),
         }
     }
@@ -130,10 +134,10 @@ mod tests {
     fn kernels_run_only_where_the_device_has_them_and_zero_turns_one_off() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
         let s = Switches::decide(vars(&[("HEARTH_QMM_ROWS", "0"), ("HEARTH_MOE_KERNEL", "1")]), true, false);
-        assert!(s.moe && s.decode_fusion && s.decode_attention && s.fold_rows && s.delta && s.batch_attention && !s.qmm_rows && !s.metal);
+        assert!(s.moe && s.decode_fusion && s.decode_attention && s.fold_rows && s.delta && s.batch_attention && s.short_prefill_ops && !s.qmm_rows && !s.metal);
         assert!(!Switches::decide(vars(&[("HEARTH_BATCH_ATTENTION", "0")]), true, false).batch_attention, "0 turns it off");
         let none = Switches::decide(vars(&[("HEARTH_METAL_KERNELS", "1")]), false, false);
-        assert!(!(none.moe || none.decode_fusion || none.batch_attention || none.qmm_rows || none.fold_rows || none.delta || none.metal), "no CUDA, no Metal: nothing fused");
+        assert!(!(none.moe || none.decode_fusion || none.batch_attention || none.qmm_rows || none.fold_rows || none.delta || none.short_prefill_ops || none.metal), "no CUDA, no Metal: nothing fused");
         assert!(Switches::decide(vars(&[("HEARTH_METAL_KERNELS", "1")]), false, true).metal);
         assert!(!Switches::decide(vars(&[]), false, true).metal, "Metal kernels wait for HEARTH_METAL_KERNELS=1");
     }

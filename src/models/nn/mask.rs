@@ -51,23 +51,45 @@ impl Mask {
     /// Attention of `q` ([B, heads, L, D]) over a quantized cache's keys and
     /// values under this mask, as mlx-lm's `quantized_scaled_dot_product_attention`:
     /// the scores and the weighted sum are quantized matmuls that read the
-    /// packed cache as it is; grouped heads share their KV head through a
-    /// broadcast axis. Returns [B, heads, L, D], as `attend`.
+    /// packed cache as it is. Returns [B, heads, L, D], as `attend`.
     pub fn attend_quantized(&self, q: &Array, k: &KvParts, v: &KvParts, scale: f32, sinks: Option<&Array>, quant: KvQuant) -> Result<Array> {
         let spec = QuantSpec::affine(quant.group_size, quant.bits);
         let (k, v) = match self {
             Mask::Recent(n) if k.positions_held() > *n => (k.positions(k.positions_held() - n, k.positions_held()), v.positions(v.positions_held() - n, v.positions_held())),
             _ => (k.clone(), v.clone()),
         };
+        let grouped = |a: &Array| a.expand_dims(2);
+        let (kw, ks, kb) = (grouped(&k.0[0])?, grouped(&k.0[1])?, grouped(&k.0[2])?);
+        let (vw, vs, vb) = (grouped(&v.0[0])?, grouped(&v.0[1])?, grouped(&v.0[2])?);
+        self.attend_by_ops(
+            q,
+            (k.0[0].shape()[1], k.positions_held()),
+            scale,
+            sinks,
+            |q| quantized_matmul_t(q, &kw, &ks, Some(&kb), spec, true),
+            |p| quantized_matmul_t(p, &vw, &vs, Some(&vb), spec, false),
+        )
+    }
+
+    /// Attention as MLX ops, not the fused kernel: scores, the mask, a
+    /// softmax in float32 and the weighted sum, the two products given
+    /// (`scores` of the grouped queries [B, kv_heads, rep, L, D] against the
+    /// keys, `weigh` of the probabilities against the values). Grouped heads
+    /// share their KV head through a broadcast axis. `kv`: (KV heads, keys).
+    fn attend_by_ops(
+        &self,
+        q: &Array,
+        (kv_heads, keys): (i32, i32),
+        scale: f32,
+        sinks: Option<&Array>,
+        scores: impl Fn(&Array) -> Result<Array>,
+        weigh: impl Fn(&Array) -> Result<Array>,
+    ) -> Result<Array> {
         let [b, heads, l, d] = q.shape()[..] else { return Err(crate::models::cfg_err("queries of [B, heads, L, D] expected")) };
-        let kv_heads = k.0[0].shape()[1];
         let rep = heads / kv_heads;
         // [B, kv_heads, rep, L, D] against [B, kv_heads, 1, S, ·].
-        let grouped = |a: &Array| a.expand_dims(2);
         let q = q.multiply(Array::from_f32(scale).as_dtype(q.dtype())?)?.reshape(&[b, kv_heads, rep, l, d])?;
-        let (kw, ks, kb) = (grouped(&k.0[0])?, grouped(&k.0[1])?, grouped(&k.0[2])?);
-        let mut scores = quantized_matmul_t(&q, &kw, &ks, Some(&kb), spec, true)?;
-        let keys = k.positions_held();
+        let mut scores = scores(&q)?;
         let allowed = match self {
             Mask::None | Mask::Recent(_) => None,
             Mask::Causal => {
@@ -93,17 +115,52 @@ impl Mask {
             }
             None => mlx_rs::ops::softmax_axis(&scores, -1, true)?,
         };
-        let (vw, vs, vb) = (grouped(&v.0[0])?, grouped(&v.0[1])?, grouped(&v.0[2])?);
-        let out = quantized_matmul_t(&probs.as_dtype(q.dtype())?, &vw, &vs, Some(&vb), spec, false)?;
+        let out = weigh(&probs.as_dtype(q.dtype())?)?;
         Ok(out.reshape(&[b, heads, l, d])?)
     }
 
     /// Scaled dot-product attention of `q` over `k`, `v` ([B, heads, S, D])
     /// under this mask, with optional learned sinks per head.
+    /// A few queries (a turn's new tokens over a long cache, a speculative
+    /// verification) go through MLX ops where `short_prefill_by_ops` says so.
     pub fn attend(&self, q: &Array, k: &Array, v: &Array, scale: f32, sinks: Option<&Array>) -> Result<Array> {
         let (k, v) = self.decode_keys(k, v).unwrap_or_else(|| (k.clone(), v.clone()));
+        if short_prefill_by_ops(q.shape()[2]) {
+            return self.attend_unfused(q, &k, &v, scale, sinks);
+        }
         Ok(fast::scaled_dot_product_attention(q, &k, &v, scale, self.as_sdpa(), sinks)?)
     }
+
+    /// `attend` as MLX ops (`attend_by_ops`), never the fused kernel.
+    pub fn attend_unfused(&self, q: &Array, k: &Array, v: &Array, scale: f32, sinks: Option<&Array>) -> Result<Array> {
+        let (kg, vg) = (k.expand_dims(2)?, v.expand_dims(2)?);
+        self.attend_by_ops(
+            q,
+            (k.shape()[1], k.shape()[2]),
+            scale,
+            sinks,
+            |q| Ok(mlx_rs::ops::matmul(q, &kg.swap_axes(-1, -2)?)?),
+            |p| Ok(mlx_rs::ops::matmul(p, &vg)?),
+        )
+    }
+}
+
+/// The most queries `short_prefill_by_ops` takes.
+pub const SHORT_PREFILL: i32 = 128;
+
+/// Whether attention of `l` queries (2 to `SHORT_PREFILL`) runs as MLX ops
+/// instead of MLX's fused SDPA: on CUDA, where that SDPA hands several
+/// queries to cuDNN, which builds and caches an execution graph per exact
+/// query and key shape (`mlx/backend/cuda/scaled_dot_product_attention.cpp`);
+/// every agent turn and every speculative verification has a key length no
+/// earlier call had, so each paid a new graph. H100, Llama-3.1-8B shape, a
+/// 20-turn agent session of 46-49 new tokens over 6.6-7.5k cached: 63-69 ms
+/// in the engine per turn with cuDNN, 31-39 ms without
+/// (`docs/bench/h100-agent-session-cudnn-off.txt`). Long prefill chunks
+/// keep cuDNN, faster there once built (6,581 tokens 8,841 tok/s against
+/// 7,129 without). Off with `HEARTH_SHORT_PREFILL_OPS=0` (`Switches`).
+pub fn short_prefill_by_ops(l: i32) -> bool {
+    l > 1 && l <= SHORT_PREFILL && crate::models::kernels::switches().short_prefill_ops
 }
 
 /// One mask per kind of layer (full and sliding), built once per forward pass
