@@ -48,6 +48,17 @@ fn harness_with(mut state: AppState, size: [f32; 2]) -> Harness<'static, HearthA
         .build_ui_state(|ui, app: &mut HearthApp| app.ui(ui), HearthApp::new(state))
 }
 
+/// Installs Gemma 3 270M beside SmolLM2 in the data folder's models, named to
+/// sort after it (SmolLM2 stays the model the app loads first); its path.
+fn install_gemma(dir: &Path) -> std::path::PathBuf {
+    let gemma = common::root().join(".deps/models/gemma-3-270m-q4_k_m.gguf");
+    let dst = dir.join("models/zz-gemma-3-270m-q4_k_m.gguf");
+    if std::fs::hard_link(&gemma, &dst).is_err() {
+        std::fs::copy(&gemma, &dst).unwrap();
+    }
+    dst
+}
+
 /// Steps frames in real time until `done` or the timeout.
 fn step_until(h: &mut Harness<'static, HearthApp>, secs: u64, what: &str, done: impl Fn(&HearthApp) -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
@@ -159,12 +170,7 @@ fn meter_label(fit: &hearth::engine::PromptFit) -> String {
 fn the_draft_model_and_kv_cache_settings_reach_the_engine() {
     let _g = common::mlx_lock();
     let dir = data_dir();
-    // Named to sort after SmolLM2, which stays the model the app loads.
-    let gemma = common::root().join(".deps/models/gemma-3-270m-q4_k_m.gguf");
-    let dst = dir.path().join("models/zz-gemma-3-270m-q4_k_m.gguf");
-    if std::fs::hard_link(&gemma, &dst).is_err() {
-        std::fs::copy(&gemma, &dst).unwrap();
-    }
+    install_gemma(dir.path());
     let mut h = harness(dir.path());
     wait_ready(&mut h);
     step_until(&mut h, 30, "the installed models", |a| a.state.installed_scanned);
@@ -425,12 +431,7 @@ fn edits_and_regenerations_are_kept_as_branches() {
 fn a_conversation_keeps_the_model_picked_in_its_header() {
     let _g = common::mlx_lock();
     let dir = data_dir();
-    // Named to sort after SmolLM2, which stays the model the app loads first.
-    let gemma = common::root().join(".deps/models/gemma-3-270m-q4_k_m.gguf");
-    let gemma_path = dir.path().join("models/zz-gemma-3-270m-q4_k_m.gguf");
-    if std::fs::hard_link(&gemma, &gemma_path).is_err() {
-        std::fs::copy(&gemma, &gemma_path).unwrap();
-    }
+    let gemma_path = install_gemma(dir.path());
     let loaded = |a: &HearthApp| match &a.state.engine.model {
         ModelState::Ready(info) => Some((info.path.clone(), info.name.clone())),
         _ => None,
