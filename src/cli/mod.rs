@@ -175,6 +175,9 @@ pub enum Cmd {
         /// Messages (with code blocks) before the reply, as a long conversation.
         #[arg(long, default_value_t = 0)]
         history: usize,
+        /// Keep asking in the same chat this long (a soak; memory per reply).
+        #[arg(long, default_value_t = 0.0)]
+        minutes: f64,
     },
     /// Open the desktop app (the default).
     App {
@@ -415,9 +418,9 @@ pub fn run() -> Result<()> {
     match cli.cmd {
         None => hearth::ui::run(None),
         Some(Cmd::App { demo_prompt }) => hearth::ui::run(demo_prompt),
-        Some(Cmd::UiBench { m, prompt, max_tokens, history }) => {
+        Some(Cmd::UiBench { m, prompt, max_tokens, history, minutes }) => {
             let path = model_path(&m.model)?;
-            println!("{}", hearth::ui::frame_bench::run(&path, &prompt, max_tokens, history)?);
+            println!("{}", hearth::ui::frame_bench::run(&path, &prompt, max_tokens, history, minutes)?);
             Ok(())
         }
         Some(Cmd::Chat { m, s, system }) => chat::chat(m, system, s),

@@ -2,14 +2,16 @@
 //! a real reply streams in, with no window: `hearth ui-bench`. GPU painting is
 //! left out; on a Mac it runs on the GPU. `history` puts that many messages
 //! before it (every answer with a highlighted code block and a table), as a
-//! long conversation the reply streams into.
+//! long conversation the reply streams into. `minutes` keeps asking in the
+//! same conversation until that long has passed (a soak of the app: the
+//! process's memory after each reply is reported).
 
 use super::state::{AppState, ModelState};
 use super::HearthApp;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize, history: usize) -> anyhow::Result<serde_json::Value> {
+pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize, history: usize, minutes: f64) -> anyhow::Result<serde_json::Value> {
     let home = tempfile::tempdir()?;
     let mut state = AppState::new(home.path());
     if history > 0 {
@@ -54,12 +56,24 @@ pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize, history: us
         frame(&mut app, start.elapsed().as_secs_f64());
         std::thread::sleep(Duration::from_millis(20));
     }
-    app.state.chat.input = prompt.to_string();
-    app.state.send_input();
     let mut times = Vec::new();
-    while app.state.is_generating() {
-        times.push(frame(&mut app, start.elapsed().as_secs_f64()));
-        std::thread::sleep(Duration::from_millis(33));
+    let mut rss_mb = Vec::new();
+    let soak = Instant::now();
+    loop {
+        app.state.chat.input = prompt.to_string();
+        app.state.send_input();
+        anyhow::ensure!(app.state.is_generating(), "the reply did not start");
+        while app.state.is_generating() {
+            times.push(frame(&mut app, start.elapsed().as_secs_f64()));
+            std::thread::sleep(Duration::from_millis(33));
+        }
+        if let Some(e) = app.state.current_conversation().and_then(|c| c.messages.last()).and_then(|m| m.error.clone()) {
+            anyhow::bail!("reply {} failed: {e}", rss_mb.len() + 1);
+        }
+        rss_mb.push(crate::sys::process_rss() as f64 / 1e6);
+        if soak.elapsed().as_secs_f64() >= minutes * 60.0 {
+            break;
+        }
     }
     // A few more frames with the finished, longest conversation on screen.
     for _ in 0..10 {
@@ -72,6 +86,11 @@ pub fn run(model: &std::path::Path, prompt: &str, max_tokens: usize, history: us
     Ok(json!({
         "frames": times.len(),
         "history_messages": history,
+        "replies": rss_mb.len(),
+        "rss_mb_after_first_reply": rss_mb.first(),
+        "rss_mb_after_last_reply": rss_mb.last(),
+        "rss_mb_max": rss_mb.iter().cloned().fold(0.0, f64::max),
+        "rss_mb_by_reply": if rss_mb.len() > 1 { json!(rss_mb.iter().map(|m| (m * 10.0).round() / 10.0).collect::<Vec<_>>()) } else { json!(null) },
         "reply_chars": reply,
         "frame_ms_mean": times.iter().sum::<f64>() / times.len() as f64,
         "frame_ms_p50": pct(0.5),
