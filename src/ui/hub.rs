@@ -32,8 +32,12 @@ fn duration(d: std::time::Duration) -> String {
 pub fn fit_label(ui: &mut Ui, need: u64) {
     let mem = sys::total_memory();
     let v = fit::verdict(need, mem);
-    ui.label(verdict_text(ui, v))
-        .on_hover_text(format!("Needs about {} of this machine's {} (weights + KV cache + working memory)", gb(need), gb(mem)));
+    ui.label(verdict_text(ui, v)).on_hover_text(fit_hover(need, mem));
+}
+
+/// What a fit verdict rests on, for its hover text.
+pub fn fit_hover(need: u64, mem: u64) -> String {
+    format!("Needs about {} of this machine's {} (weights + KV cache + working memory)", gb(need), gb(mem))
 }
 
 pub fn downloads(ui: &mut Ui, state: &mut AppState) {

@@ -5,16 +5,12 @@
 //! own: browsing chats loads nothing). Picking a preset gives this chat its
 //! system prompt and sampling.
 
-use super::state::{AppState, ModelState};
+use super::state::AppState;
 use crate::models::load::fit;
 use egui::{RichText, Ui};
 
 pub fn ui(ui: &mut Ui, state: &mut AppState) {
-    let loaded = match &state.engine.model {
-        ModelState::Ready(info) => Some(info.path.clone()),
-        ModelState::Loading { path, .. } => Some(path.clone()),
-        _ => None,
-    };
+    let loaded = state.engine.model.held_path().map(|p| p.to_path_buf());
     let name_of = |p: &std::path::Path| state.installed.iter().find(|m| m.path == p).map(|m| m.name.clone()).unwrap_or_else(|| p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
     let shown = loaded.as_deref().map(name_of).unwrap_or_else(|| "No model loaded".into());
     let (ctx_len, device, mem, kv_bits) = (state.settings.context_length as u64, crate::sys::device(), crate::sys::total_memory(), state.settings.kv_bits);
@@ -32,7 +28,7 @@ pub fn ui(ui: &mut Ui, state: &mut AppState) {
                     let r = ui.add_enabled(enabled, egui::Button::selectable(loaded.as_ref() == Some(&m.path), format!("{} · {verdict}", m.name)));
                     let r = match (&m.problem, need) {
                         (Some(p), _) => r.on_disabled_hover_text(p),
-                        (None, Some(n)) => r.on_hover_text(format!("Needs about {:.1} GB of this machine's {:.1} GB", n as f64 / 1e9, mem as f64 / 1e9)),
+                        (None, Some(n)) => r.on_hover_text(super::hub::fit_hover(n, mem)),
                         (None, None) => r,
                     };
                     if r.clicked() {

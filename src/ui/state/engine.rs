@@ -21,6 +21,17 @@ pub enum ModelState {
     Failed(String),
 }
 
+impl ModelState {
+    /// The model loaded or being loaded (what a new pick is compared with).
+    pub fn held_path(&self) -> Option<&Path> {
+        match self {
+            ModelState::Ready(info) => Some(&info.path),
+            ModelState::Loading { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct LiveStats {
     pub tok_per_s: f64,
@@ -117,12 +128,7 @@ impl AppState {
             }
             self.persist(&id);
         }
-        let held = match &self.engine.model {
-            ModelState::Ready(info) => Some(&info.path),
-            ModelState::Loading { path, .. } => Some(path),
-            _ => None,
-        };
-        if held != Some(&path) && !self.is_generating() {
+        if self.engine.model.held_path() != Some(path.as_path()) && !self.is_generating() {
             self.load_model(path);
         }
     }
